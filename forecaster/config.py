@@ -1,0 +1,157 @@
+"""Typed settings for every forecaster process, read from the environment and ``.env``.
+
+Environment variables use the ``FORECASTER_`` prefix and ``__`` between a section
+and its field, e.g. ``FORECASTER_PROMETHEUS__URL`` or ``FORECASTER_DATABASE__URL``.
+Nothing is read at import time: call :func:`get_settings`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from forecaster.errors import ConfigError
+
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "token", "xxx", ""}
+
+
+class PrometheusSettings(BaseModel):
+    """How to reach Prometheus (``FORECASTER_PROMETHEUS__*``)."""
+
+    url: str = "http://127.0.0.1:9090"
+    timeout_seconds: float = Field(10.0, gt=0, le=600)
+    retries: int = Field(3, ge=0, le=20)
+    backoff_seconds: float = Field(0.5, ge=0, le=60)
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    bearer_token: SecretStr | None = None
+    max_points_per_query: int = Field(10_000, ge=10, le=11_000)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+
+class DatabaseSettings(BaseModel):
+    """The SQL history / forecast store (``FORECASTER_DATABASE__*``)."""
+
+    url: str = "sqlite:///.forecaster/forecaster.db"
+    echo: bool = False
+    pool_size: int = Field(5, ge=1, le=100)
+    sqlite_busy_timeout_seconds: float = Field(30.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                f"only sqlite:/// and postgresql+psycopg:// URLs are supported, got {value!r}"
+            )
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+
+class MlflowSettings(BaseModel):
+    """MLflow tracking and registry (``FORECASTER_MLFLOW__*``).
+
+    The embedded default keeps everything under the top-level ``models/`` folder.
+    """
+
+    tracking_uri: str = "sqlite:///models/mlflow.db"
+    artifact_location: str | None = "models/artifacts"
+    experiment: str = "forecaster"
+    registered_model_prefix: str = "forecaster"
+    cache_dir: Path = Path("models/cache")
+    request_timeout_seconds: float = Field(30.0, gt=0)
+    max_retries: int = Field(3, ge=0, le=10)
+
+
+class ScheduleSettings(BaseModel):
+    """Scheduler timing defaults (``FORECASTER_SCHEDULE__*``)."""
+
+    publish_every_seconds: int = Field(60, ge=1)
+    train_cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+    misfire_grace_seconds: int = Field(60, ge=1)
+    stale_after_seconds: int = Field(900, ge=1)
+
+
+class ApiSettings(BaseModel):
+    """The HTTP API (``FORECASTER_API__*``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    token: SecretStr | None = None
+    require_token_for_reads: bool = False
+    max_horizon_seconds: int = Field(7 * 86400, ge=60)
+
+
+class ScalerSettings(BaseModel):
+    """The KEDA external scaler gRPC server (``FORECASTER_SCALER__*``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    """All forecaster settings. Fails fast on invalid values."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FORECASTER_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    environment: Literal["development", "production"] = "development"
+    pipelines: Path = Path("pipelines/demo.yaml")
+    log_level: str = "INFO"
+    prometheus: PrometheusSettings = PrometheusSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    api: ApiSettings = ApiSettings()
+    scaler: ScalerSettings = ScalerSettings()
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        if self.environment == "production":
+            token = self.api.token
+            if token is None or token.get_secret_value().strip().lower() in _PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    "api.token (FORECASTER_API__TOKEN) must be set to a real secret in production"
+                )
+            if not self.prometheus.verify_tls and self.prometheus.url.startswith("https"):
+                raise ValueError("prometheus.verify_tls=false is not allowed in production")
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build :class:`Settings` from the environment plus ``overrides``.
+
+    Raises:
+        ConfigError: Listing every invalid field.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use."""
+    return load_settings()

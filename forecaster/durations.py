@@ -1,0 +1,73 @@
+"""Parsing and formatting of human durations such as ``5m``, ``1h30m`` or ``28d``."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_UNITS = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 604800.0,
+}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+
+MAX_DURATION = timedelta(days=3660)
+
+
+def parse_duration(text: str | int | float | timedelta, *, what: str = "duration") -> timedelta:
+    """Parse ``text`` into a positive :class:`~datetime.timedelta`.
+
+    Accepts Prometheus-style strings (``30s``, ``5m``, ``1h30m``, ``28d``, ``2w``),
+    a number of seconds, or a timedelta.
+
+    Args:
+        text: The duration to parse.
+        what: Name of the field, used in the error message.
+
+    Raises:
+        ValueError: With a message naming ``what`` and the offending value.
+    """
+    if isinstance(text, timedelta):
+        value = text
+    elif isinstance(text, bool):
+        raise ValueError(f"{what}: expected a duration like '5m', got {text!r}")
+    elif isinstance(text, int | float):
+        value = timedelta(seconds=float(text))
+    else:
+        s = str(text).strip().lower().replace(" ", "")
+        if not s:
+            raise ValueError(f"{what}: expected a duration like '5m', got an empty string")
+        pos = 0
+        seconds = 0.0
+        for match in _PART.finditer(s):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNITS[match.group(2)]
+            pos = match.end()
+        if pos != len(s):
+            raise ValueError(
+                f"{what}: cannot parse {text!r} as a duration; use e.g. '30s', '5m', '1h', '28d'"
+            )
+        value = timedelta(seconds=seconds)
+    if value <= timedelta(0):
+        raise ValueError(f"{what}: must be positive, got {text!r}")
+    if value > MAX_DURATION:
+        raise ValueError(f"{what}: {text!r} is longer than the 10-year maximum")
+    return value
+
+
+def format_duration(value: timedelta) -> str:
+    """Format ``value`` compactly (``5m``, ``1h30m``, ``28d``)."""
+    total = int(round(value.total_seconds()))
+    if total == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return "".join(parts)

@@ -1,0 +1,1 @@
+"""Sources of history: Prometheus and CSV file replay, behind one protocol."""

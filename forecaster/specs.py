@@ -1,0 +1,298 @@
+"""Declarative pipeline specs: which series to forecast, from which query, how far ahead.
+
+A spec is a YAML file (see ``pipelines/``) validated into frozen models at start-up::
+
+    version: 1
+    defaults:
+      step: 5m            # sampling step of the history and of the forecast
+      history: 28d        # how much history training may use
+      horizon: 24h        # how far ahead forecasts are published
+      estimators: [seasonal_naive, prophet, lightgbm]
+      schedule: {publish: 1m, train: "0 3 * * *"}
+    series:
+      - name: checkout_rps
+        query: sum(rate(http_requests_total{service="checkout"}[5m]))
+        kind: load
+      - name: checkout_rps_by_route
+        query: sum by (route) (rate(http_requests_total{service="checkout"}[5m]))
+        split_by: [route]
+      - name: demo_rps
+        file: ../data/nab/realAWSCloudwatch/elb_request_count_8c0756.csv
+
+Every series has exactly one source: ``query`` (Prometheus) or ``file`` (a CSV
+replayed as if it came from Prometheus).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from forecaster.durations import parse_duration
+from forecaster.errors import SpecError
+
+SERIES_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
+LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+KNOWN_ESTIMATORS = ("seasonal_naive", "last_value", "prophet", "lightgbm")
+MAX_HORIZON = timedelta(days=35)
+MAX_HISTORY = timedelta(days=400)
+
+
+def _duration(value: Any, what: str) -> timedelta:
+    return parse_duration(value, what=what)
+
+
+class ScheduleSpec(BaseModel):
+    """When each job runs for a series. ``ingest`` defaults to the series step."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ingest: timedelta | None = None
+    publish: timedelta = timedelta(minutes=1)
+    train: str = "0 3 * * *"
+
+    @field_validator("ingest", "publish", mode="before")
+    @classmethod
+    def _dur(cls, value: Any) -> Any:
+        return None if value is None else _duration(value, "schedule interval")
+
+    @field_validator("train")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(
+                f"train must be a 5-field cron expression like '0 3 * * *', got {value!r}"
+            )
+        return value
+
+
+class Defaults(BaseModel):
+    """Values every series inherits unless it sets its own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step: timedelta = timedelta(minutes=5)
+    history: timedelta = timedelta(days=28)
+    horizon: timedelta = timedelta(hours=24)
+    estimators: tuple[str, ...] = ("seasonal_naive", "prophet", "lightgbm")
+    schedule: ScheduleSpec = ScheduleSpec()
+
+    @field_validator("step", "history", "horizon", mode="before")
+    @classmethod
+    def _dur(cls, value: Any) -> Any:
+        return _duration(value, "duration")
+
+
+class SeriesSpec(BaseModel):
+    """One series (or, with ``split_by``, one family of series) to forecast."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    query: str | None = None
+    file: Path | None = None
+    split_by: tuple[str, ...] = ()
+    kind: Literal["load", "latency", "other"] = "load"
+    unit: str = ""
+    description: str = ""
+    step: timedelta
+    history: timedelta
+    horizon: timedelta
+    estimators: tuple[str, ...]
+    schedule: ScheduleSpec
+
+    @property
+    def source(self) -> Literal["prometheus", "file"]:
+        """Which source adapter fetches this series."""
+        return "prometheus" if self.query is not None else "file"
+
+    @property
+    def horizon_steps(self) -> int:
+        """Forecast length in steps."""
+        return int(self.horizon / self.step)
+
+    @property
+    def history_steps(self) -> int:
+        """Training window length in steps."""
+        return int(self.history / self.step)
+
+    @property
+    def ingest_every(self) -> timedelta:
+        """How often new history is ingested (defaults to the step)."""
+        return self.schedule.ingest or self.step
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not SERIES_NAME.match(value):
+            raise ValueError(
+                f"series name {value!r} must match {SERIES_NAME.pattern} "
+                "(letters, digits, _ . : -; at most 128 characters)"
+            )
+        return value
+
+    @field_validator("split_by")
+    @classmethod
+    def _labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for label in value:
+            if not LABEL_NAME.match(label):
+                raise ValueError(f"split_by label {label!r} is not a valid Prometheus label name")
+        if len(set(value)) != len(value):
+            raise ValueError(f"split_by lists a label twice: {list(value)}")
+        return value
+
+    @field_validator("estimators")
+    @classmethod
+    def _estimators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("estimators must name at least one estimator")
+        for name in value:
+            if name not in KNOWN_ESTIMATORS:
+                raise ValueError(
+                    f"unknown estimator {name!r}; choose from {', '.join(KNOWN_ESTIMATORS)}"
+                )
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("query is empty")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SeriesSpec:
+        if (self.query is None) == (self.file is None):
+            raise ValueError(
+                f"series {self.name!r}: give exactly one source, 'query' (Prometheus) or 'file'"
+            )
+        if self.file is not None and self.split_by:
+            raise ValueError(f"series {self.name!r}: split_by needs a Prometheus query")
+        if self.step < timedelta(seconds=1):
+            raise ValueError(f"series {self.name!r}: step must be at least 1s")
+        if self.horizon < self.step:
+            raise ValueError(f"series {self.name!r}: horizon is shorter than one step")
+        if self.horizon > MAX_HORIZON:
+            raise ValueError(f"series {self.name!r}: horizon longer than {MAX_HORIZON.days} days")
+        if self.history > MAX_HISTORY:
+            raise ValueError(f"series {self.name!r}: history longer than {MAX_HISTORY.days} days")
+        if self.history < 2 * self.step:
+            raise ValueError(f"series {self.name!r}: history must cover at least two steps")
+        if self.horizon_steps > 5000:
+            raise ValueError(
+                f"series {self.name!r}: horizon/step = {self.horizon_steps} steps; at most 5000"
+            )
+        return self
+
+
+class PipelineSpec(BaseModel):
+    """A whole spec file: defaults plus the list of series."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = 1
+    series: tuple[SeriesSpec, ...] = Field(min_length=1)
+    path: Path | None = None
+
+    def get(self, name: str) -> SeriesSpec:
+        """The series spec named ``name`` (a family name for split series)."""
+        for spec in self.series:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+def parse_spec(data: Any, *, path: Path | None = None) -> PipelineSpec:
+    """Validate already-loaded YAML ``data`` into a :class:`PipelineSpec`.
+
+    Relative ``file`` paths are resolved against the spec file's folder.
+
+    Raises:
+        SpecError: Naming the file, the series and the field that is wrong.
+    """
+    where = str(path) if path else "<spec>"
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: the top level must be a mapping with a 'series' list")
+    unknown = set(data) - {"version", "defaults", "series"}
+    if unknown:
+        raise SpecError(
+            f"{where}: unknown top-level key(s) {sorted(unknown)}; "
+            "allowed: version, defaults, series"
+        )
+    try:
+        defaults = Defaults.model_validate(data.get("defaults") or {})
+    except ValidationError as exc:
+        raise SpecError(f"{where}: defaults: {_explain(exc)}") from exc
+    raw_series = data.get("series")
+    if not isinstance(raw_series, list) or not raw_series:
+        raise SpecError(f"{where}: 'series' must be a non-empty list")
+    series: list[SeriesSpec] = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw_series):
+        label = f"series[{index}]"
+        if not isinstance(item, dict):
+            raise SpecError(f"{where}: {label} must be a mapping")
+        if "name" in item:
+            label = f"series[{index}] ({item['name']!r})"
+        merged: dict[str, Any] = {
+            "step": defaults.step,
+            "history": defaults.history,
+            "horizon": defaults.horizon,
+            "estimators": defaults.estimators,
+            "schedule": defaults.schedule.model_dump(),
+        }
+        for key, value in item.items():
+            if key == "schedule" and isinstance(value, dict):
+                merged["schedule"] = {**merged["schedule"], **value}
+            else:
+                merged[key] = value
+        if merged.get("file") is not None and path is not None:
+            file_path = Path(str(merged["file"]))
+            if not file_path.is_absolute():
+                merged["file"] = (path.parent / file_path).resolve()
+        try:
+            spec = SeriesSpec.model_validate(merged)
+        except ValidationError as exc:
+            raise SpecError(f"{where}: {label}: {_explain(exc)}") from exc
+        if spec.name in seen:
+            raise SpecError(f"{where}: {label}: duplicate series name {spec.name!r}")
+        if spec.file is not None and not spec.file.is_file():
+            raise SpecError(f"{where}: {label}: file {str(spec.file)!r} does not exist")
+        seen.add(spec.name)
+        series.append(spec)
+    version = data.get("version", 1)
+    if version != 1:
+        raise SpecError(f"{where}: unsupported spec version {version!r}; this release reads 1")
+    return PipelineSpec(version=1, series=tuple(series), path=path)
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Read and validate the YAML spec at ``path``.
+
+    Raises:
+        SpecError: If the file is missing, is not YAML, or is invalid.
+    """
+    spec_path = Path(path)
+    if not spec_path.is_file():
+        raise SpecError(f"pipeline spec {str(spec_path)!r} does not exist")
+    try:
+        data = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{spec_path}: not valid YAML: {exc}") from exc
+    return parse_spec(data, path=spec_path.resolve())
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)

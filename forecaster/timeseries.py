@@ -1,0 +1,148 @@
+"""Reading, validating and regularising one time series (pandas, UTC, fixed step).
+
+Conventions used across the package: a *history* is a ``pandas.Series`` of floats
+indexed by a tz-aware UTC ``DatetimeIndex`` on a regular grid (``index.freq`` set);
+missing observations are ``NaN``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from forecaster.errors import InputDataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def parse_timestamps(values: pd.Series, *, where: str) -> pd.DatetimeIndex:
+    """Parse ``values`` into a UTC DatetimeIndex; naive timestamps are taken as UTC.
+
+    Raises:
+        InputDataError: On unparseable values or a mix of naive and tz-aware stamps.
+    """
+    import pandas as pd
+
+    text = values.astype(str).str.strip()
+    has_zone = text.str.contains(r"(?:[+-]\d\d:?\d\d|Z|UTC)$", regex=True)
+    if has_zone.any() and not has_zone.all():
+        first_naive = text[~has_zone].iloc[0]
+        first_zoned = text[has_zone].iloc[0]
+        raise InputDataError(
+            f"{where}: timestamps mix time zones and naive values "
+            f"(e.g. {first_zoned!r} and {first_naive!r}); use one convention"
+        )
+    try:
+        parsed = pd.to_datetime(text, utc=True, format="mixed")
+    except (ValueError, TypeError) as exc:
+        bad = _first_bad_timestamp(text)
+        raise InputDataError(f"{where}: cannot parse timestamp {bad!r}: {exc}") from exc
+    return pd.DatetimeIndex(parsed)
+
+
+def _first_bad_timestamp(text: pd.Series) -> str:
+    import pandas as pd
+
+    for value in text:
+        try:
+            pd.Timestamp(value)
+        except (ValueError, TypeError):
+            return str(value)
+    return str(text.iloc[0])
+
+
+def read_series_csv(path: str | Path) -> pd.Series:
+    """Read a two-column CSV (timestamp, value) with a header row.
+
+    The header names vary (``timestamp,value``, ``ds,y``, ...). Timestamps may be
+    ISO 8601 or anything pandas parses; naive means UTC. Duplicate timestamps are
+    rejected; unsorted rows are sorted.
+
+    Returns:
+        Float series with a tz-aware UTC DatetimeIndex (not yet on a regular grid).
+
+    Raises:
+        InputDataError: Naming the file, the row or the value that is wrong.
+    """
+    import pandas as pd
+
+    csv_path = Path(path)
+    where = str(csv_path)
+    if not csv_path.is_file():
+        raise InputDataError(f"{where}: no such file")
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError as exc:
+        raise InputDataError(f"{where}: the file is empty") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputDataError(f"{where}: not a readable CSV file: {exc}") from exc
+    if frame.shape[1] < 2:
+        raise InputDataError(
+            f"{where}: expected two columns (timestamp, value) with a header row, "
+            f"found {frame.shape[1]} column(s): {list(frame.columns)}"
+        )
+    header = [str(c) for c in frame.columns[:2]]
+    try:
+        pd.Timestamp(header[0])
+        looks_like_data = True
+    except (ValueError, TypeError):
+        looks_like_data = False
+    if looks_like_data:
+        raise InputDataError(
+            f"{where}: the first row looks like data ({header}); a header row such as "
+            "'timestamp,value' is required"
+        )
+    if frame.empty:
+        raise InputDataError(f"{where}: the file has a header but no rows")
+    stamps = parse_timestamps(frame.iloc[:, 0], where=where)
+    raw_values = frame.iloc[:, 1].str.strip()
+    values = pd.to_numeric(raw_values.replace({"": "nan", "NaN": "nan"}), errors="coerce")
+    bad = values.isna() & ~raw_values.str.lower().isin(["", "nan", "null", "none"])
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise InputDataError(
+            f"{where}: row {row + 2}: value {frame.iloc[row, 1]!r} is not a number"
+        )
+    series = pd.Series(values.to_numpy(dtype=float), index=stamps, name=header[1])
+    if series.index.has_duplicates:
+        dup = series.index[series.index.duplicated()][0]
+        raise InputDataError(f"{where}: duplicate timestamp {dup.isoformat()}")
+    if not series.index.is_monotonic_increasing:
+        series = series.sort_index()
+    finite = series.dropna()
+    if finite.empty:
+        raise InputDataError(f"{where}: no numeric values")
+    if not finite.map(lambda v: abs(v) != float("inf")).all():
+        raise InputDataError(f"{where}: infinite values are not allowed")
+    return series
+
+
+def to_grid(series: pd.Series, step: timedelta) -> pd.Series:
+    """Resample ``series`` onto a regular grid of ``step`` by mean (gaps become NaN).
+
+    The grid is anchored at the Unix epoch so that two series with the same step
+    share grid points.
+    """
+    import pandas as pd
+
+    if series.empty:
+        return series.astype(float)
+    freq = pd.Timedelta(step)
+    out = series.astype(float).resample(freq, origin="epoch").mean()
+    out.index.freq = freq
+    return out
+
+
+def infer_step(series: pd.Series) -> timedelta:
+    """The most common spacing between consecutive timestamps of ``series``.
+
+    Raises:
+        InputDataError: If the series has fewer than two points.
+    """
+    if len(series) < 2:
+        raise InputDataError("cannot infer a step from fewer than two points")
+    diffs = series.index.to_series().diff().dropna()
+    step = diffs.mode().iloc[0]
+    return timedelta(seconds=float(step.total_seconds()))
