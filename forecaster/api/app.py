@@ -1,0 +1,77 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from forecaster import __version__
+
+if TYPE_CHECKING:
+    from forecaster.config import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Forecasts of request rate and latency, published by the forecaster pipelines and
+served from memory. Timestamps are ISO 8601 UTC; values are in each series' unit.
+Intervals are central prediction intervals at `level` percent.
+"""
+
+
+def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
+    """Build the API app.
+
+    The store engine and the forecast view are created here; the view is loaded
+    at start-up and refreshed every ``refresh_seconds`` in the background.
+    """
+    from prometheus_client import CollectorRegistry
+
+    from forecaster.api.metrics import ForecastCollector
+    from forecaster.api.routes import health, series
+    from forecaster.api.view import ForecastView
+    from forecaster.store.db import make_engine
+    from forecaster.store.repository import Store
+
+    engine = make_engine(settings.database)
+    store = Store(engine)
+    view = ForecastView(store)
+    registry = CollectorRegistry()
+    registry.register(ForecastCollector(view))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(view.refresh)
+
+        async def refresher() -> None:
+            while True:
+                await asyncio.sleep(refresh_seconds)
+                await asyncio.to_thread(view.refresh)
+
+        task = asyncio.create_task(refresher())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            engine.dispose()
+
+    app = FastAPI(
+        title="forecaster",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.view = view
+    app.state.metrics_registry = registry
+    app.include_router(health.router)
+    app.include_router(series.router)
+    return app

@@ -1,0 +1,71 @@
+"""FastAPI dependencies: settings, the forecast view, the store and token checks."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from forecaster.api.view import ForecastView
+from forecaster.config import Settings
+from forecaster.store.repository import Store
+
+
+def get_app_settings(request: Request) -> Settings:
+    """Settings the app was created with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_view(request: Request) -> ForecastView:
+    """The in-memory forecast view."""
+    view: ForecastView = request.app.state.view
+    return view
+
+
+def get_store(request: Request) -> Store:
+    """The store (for reads that are not cached, such as history)."""
+    store: Store = request.app.state.store
+    return store
+
+
+def _check_token(request: Request, settings: Settings) -> None:
+    expected = settings.api.token
+    if expected is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="this endpoint needs FORECASTER_API__TOKEN to be configured on the server",
+        )
+    header = request.headers.get("authorization", "")
+    scheme, _, supplied = header.partition(" ")
+    if scheme.lower() != "bearer" or not supplied:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing bearer token (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(supplied.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="invalid token")
+
+
+def require_read(
+    request: Request, settings: Annotated[Settings, Depends(get_app_settings)]
+) -> None:
+    """Allow reads, checking the token only when reads are configured to need it."""
+    if settings.api.require_token_for_reads:
+        _check_token(request, settings)
+
+
+def require_admin(
+    request: Request, settings: Annotated[Settings, Depends(get_app_settings)]
+) -> None:
+    """Allow write/admin calls only with the configured bearer token."""
+    _check_token(request, settings)
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+ViewDep = Annotated[ForecastView, Depends(get_view)]
+StoreDep = Annotated[Store, Depends(get_store)]
+ReadAccess = Depends(require_read)
+AdminAccess = Depends(require_admin)

@@ -1,0 +1,70 @@
+"""Prometheus exposition of the published forecasts, read from the in-memory view.
+
+Nothing is computed on scrape beyond picking stored points: the values are the
+forecasts the publish job wrote.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from forecaster.api.view import ForecastView
+
+HORIZONS = (("5m", 300), ("15m", 900), ("1h", 3600))
+
+
+class ForecastCollector(Collector):
+    """Exports ``forecaster_forecast{series, quantile, horizon}`` and freshness gauges."""
+
+    def __init__(self, view: ForecastView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self.view.state
+        now = time.time()
+        forecast = GaugeMetricFamily(
+            "forecaster_forecast",
+            "Published forecast value at now+horizon (quantile 0.5 is the point forecast)",
+            labels=["series", "quantile", "horizon"],
+        )
+        age = GaugeMetricFamily(
+            "forecaster_forecast_age_seconds",
+            "Seconds since the current forecast of a series was generated",
+            labels=["series"],
+        )
+        last_obs = GaugeMetricFamily(
+            "forecaster_last_observation_timestamp_seconds",
+            "Unix time of the newest stored observation of a series",
+            labels=["series"],
+        )
+        for name, cached in state.forecasts.items():
+            fc = cached.forecast
+            age.add_metric([name], now - fc.generated_at.timestamp())
+            low_q = f"{(100 - fc.level) / 200:.3g}"
+            high_q = f"{1 - (100 - fc.level) / 200:.3g}"
+            for label, seconds in HORIZONS:
+                lo, hi = self.view.window(cached, now + seconds - fc.step_seconds, now + seconds)
+                if hi <= lo:
+                    continue
+                point = fc.points[hi - 1]
+                forecast.add_metric([name, "0.5", label], point.yhat)
+                forecast.add_metric([name, low_q, label], point.yhat_lower)
+                forecast.add_metric([name, high_q, label], point.yhat_upper)
+        for name, info in state.series.items():
+            if info.last_observation_at is not None:
+                last_obs.add_metric([name], info.last_observation_at.timestamp())
+        view_ok = GaugeMetricFamily(
+            "forecaster_view_refresh_ok",
+            "1 when the last refresh of the API's forecast view from the store succeeded",
+        )
+        view_ok.add_metric([], 0.0 if state.error else 1.0)
+        yield forecast
+        yield age
+        yield last_obs
+        yield view_ok

@@ -1,0 +1,45 @@
+"""Liveness, readiness and Prometheus metrics endpoints."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+
+from forecaster.api.deps import ViewDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness")
+def readyz(view: ViewDep, response: Response) -> dict[str, Any]:
+    """Ready when the forecast view has loaded from the store and its last refresh worked."""
+    state = view.state
+    ready = state.refreshed_at is not None and state.error is None
+    if not ready:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    age = None
+    if state.refreshed_at is not None:
+        age = (datetime.now(UTC) - state.refreshed_at).total_seconds()
+    return {
+        "status": "ready" if ready else "not ready",
+        "series": len(state.series),
+        "forecasts": len(state.forecasts),
+        "view_age_seconds": age,
+        "error": state.error,
+    }
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+def metrics(request: Request) -> Response:
+    """Self-monitoring and the published forecasts, in the Prometheus text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)

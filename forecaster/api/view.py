@@ -1,0 +1,185 @@
+"""In-memory view of the latest published forecasts, refreshed from the store.
+
+The serving path never touches a model, pandas or (per request) the database: a
+background task polls the series catalogue (one small query) and reloads a
+series' forecast only when its current publication changed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from forecaster.errors import ForecastNotFound, SeriesNotFound, StoreError
+from forecaster.store.tables import champions_table, series_table
+
+if TYPE_CHECKING:
+    from forecaster.store.repository import PublishedForecast, SeriesInfo, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CachedForecast:
+    """A published forecast prepared for fast slicing (``ds_epoch`` sorted ascending)."""
+
+    forecast: PublishedForecast
+    ds_epoch: list[float]
+    ds_iso: list[str]
+    generated_at_iso: str
+
+
+@dataclass
+class ViewState:
+    """One consistent snapshot of the catalogue and forecasts."""
+
+    series: dict[str, SeriesInfo] = field(default_factory=dict)
+    forecasts: dict[str, CachedForecast] = field(default_factory=dict)
+    publication_ids: dict[str, int | None] = field(default_factory=dict)
+    refreshed_at: datetime | None = None
+    error: str | None = None
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class ForecastView:
+    """Thread-safe, swap-on-refresh snapshot of the store for the read path."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._state = ViewState()
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> ViewState:
+        """The current snapshot (replaced wholesale on refresh, never mutated)."""
+        return self._state
+
+    def refresh(self) -> bool:
+        """Reload what changed since the last refresh.
+
+        Returns:
+            True when the store answered; False when it failed (the previous
+            snapshot keeps serving and ``state.error`` says why).
+        """
+        with self._lock:
+            old = self._state
+            try:
+                new = self._load(old)
+            except (SQLAlchemyError, StoreError) as exc:
+                self._state = ViewState(
+                    series=old.series,
+                    forecasts=old.forecasts,
+                    publication_ids=old.publication_ids,
+                    refreshed_at=old.refreshed_at,
+                    error=f"store unavailable: {exc.__class__.__name__}: {exc}"[:500],
+                )
+                log.warning("forecast view refresh failed: %s", exc)
+                return False
+            self._state = new
+            return True
+
+    def _load(self, old: ViewState) -> ViewState:
+        from forecaster.store.repository import SeriesInfo
+
+        with self.store.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(
+                        series_table,
+                        champions_table.c.estimator.label("champion"),
+                        champions_table.c.model_version.label("champion_version"),
+                    ).select_from(
+                        series_table.outerjoin(
+                            champions_table, champions_table.c.series_id == series_table.c.id
+                        )
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        series: dict[str, SeriesInfo] = {}
+        publication_ids: dict[str, int | None] = {}
+        forecasts: dict[str, CachedForecast] = {}
+        for row in rows:
+            name = row["name"]
+            series[name] = SeriesInfo(
+                id=row["id"],
+                name=name,
+                family=row["family"],
+                labels=dict(row["labels"] or {}),
+                kind=row["kind"],
+                unit=row["unit"],
+                step_seconds=row["step_seconds"],
+                horizon_steps=row["horizon_steps"],
+                last_observation_at=row["last_observation_at"],
+                champion=row["champion"],
+                champion_version=row["champion_version"],
+            )
+            pub_id = row["current_publication_id"]
+            publication_ids[name] = pub_id
+            if pub_id is None:
+                continue
+            cached = old.forecasts.get(name)
+            if cached is not None and cached.forecast.publication_id == pub_id:
+                forecasts[name] = cached
+                continue
+            try:
+                forecast = self.store.latest_forecast(name)
+            except (SeriesNotFound, ForecastNotFound):
+                continue
+            forecasts[name] = CachedForecast(
+                forecast=forecast,
+                ds_epoch=[p.ds.timestamp() for p in forecast.points],
+                ds_iso=[_iso(p.ds) for p in forecast.points],
+                generated_at_iso=_iso(forecast.generated_at),
+            )
+        return ViewState(
+            series=series,
+            forecasts=forecasts,
+            publication_ids=publication_ids,
+            refreshed_at=datetime.now(UTC),
+        )
+
+    # -- reads ------------------------------------------------------------------------
+    def series_info(self, name: str) -> SeriesInfo:
+        """Catalogue entry of ``name``.
+
+        Raises:
+            SeriesNotFound: Unknown series.
+        """
+        info = self._state.series.get(name)
+        if info is None:
+            raise SeriesNotFound(f"unknown series {name!r}")
+        return info
+
+    def forecast(self, name: str) -> CachedForecast:
+        """The cached current forecast of ``name``.
+
+        Raises:
+            SeriesNotFound: Unknown series.
+            ForecastNotFound: Known series with nothing published.
+        """
+        state = self._state
+        cached = state.forecasts.get(name)
+        if cached is None:
+            if name not in state.series:
+                raise SeriesNotFound(f"unknown series {name!r}")
+            raise ForecastNotFound(f"series {name!r} has no published forecast yet")
+        return cached
+
+    @staticmethod
+    def window(cached: CachedForecast, start: float, end: float) -> tuple[int, int]:
+        """Index range of points with ``start < ds_epoch <= end``."""
+        lo = bisect.bisect_right(cached.ds_epoch, start)
+        hi = bisect.bisect_right(cached.ds_epoch, end)
+        return lo, hi

@@ -1,0 +1,205 @@
+"""The ``forecaster`` command line: thin commands over the jobs, the API and the scheduler."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from forecaster.errors import ForecasterError
+
+if TYPE_CHECKING:
+    from forecaster.config import Settings
+    from forecaster.jobs.context import JobContext
+    from forecaster.jobs.runner import RunSummary
+
+app = typer.Typer(
+    name="forecaster",
+    help="Self-hosted load forecasting: ingest history, train, publish and serve forecasts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+SpecOption = Annotated[
+    Path | None,
+    typer.Option("--spec", help="Pipeline spec YAML (default: FORECASTER_PIPELINES)."),
+]
+SeriesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Series names from the spec (default: all).", show_default=False),
+]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def _settings(spec: Path | None = None) -> Settings:
+    from forecaster.config import load_settings
+
+    overrides = {} if spec is None else {"pipelines": spec}
+    return load_settings(**overrides)
+
+
+def _context(spec: Path | None) -> JobContext:
+    from forecaster.jobs.context import JobContext
+
+    return JobContext.create(_settings(spec))
+
+
+def _report(summary: RunSummary) -> None:
+    for name, message in summary.errors.items():
+        typer.secho(f"  {summary.job} {name}: FAILED: {message}", err=True, fg=typer.colors.RED)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("cmdstanpy", "prophet", "mlflow", "alembic", "urllib3", "apscheduler.executors"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def ingest(series: SeriesArg = None, spec: SpecOption = None) -> None:
+    """Fetch new history for spec'd series from Prometheus or their replayed file."""
+    from forecaster.jobs.runner import run_ingest
+
+    ctx = _context(spec)
+    summary = run_ingest(ctx, ctx.select(series), progress=sys.stderr.isatty())
+    for result in summary.results:
+        for name, count in result.written.items():
+            typer.echo(f"ingested {name}: {count} points")
+    _report(summary)
+
+
+@app.command()
+def train(
+    series: SeriesArg = None,
+    spec: SpecOption = None,
+    n_jobs: Annotated[int, typer.Option(help="Threads per estimator fit.", min=1)] = 1,
+) -> None:
+    """Backtest the estimators per series, log to MLflow and gate the champion."""
+    from forecaster.jobs.runner import run_train
+
+    ctx = _context(spec)
+    summary = run_train(ctx, ctx.select(series), progress=True, n_jobs=n_jobs)
+    for result in summary.results:
+        verdict = "champion" if result.promoted else "not promoted"
+        typer.echo(
+            f"trained {result.series}: {result.chosen} ({verdict}; {result.reason}) "
+            f"in {result.seconds:.1f}s, run {result.run_id}"
+        )
+        for flag in result.flags:
+            typer.echo(f"  note: {flag}")
+    _report(summary)
+
+
+@app.command()
+def publish(series: SeriesArg = None, spec: SpecOption = None) -> None:
+    """Forecast from the latest history with each series' champion and publish it."""
+    from forecaster.jobs.runner import run_publish
+
+    ctx = _context(spec)
+    summary = run_publish(ctx, ctx.select(series), progress=sys.stderr.isatty())
+    for result in summary.results:
+        typer.echo(
+            f"published {result.series}: {result.points} steps from "
+            f"{result.origin.isoformat()} by {result.model_name} v{result.model_version}"
+        )
+    _report(summary)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+) -> None:
+    """Serve the HTTP API (forecasts, history, health, metrics, OpenAPI docs)."""
+    import uvicorn
+
+    from forecaster.store.db import make_engine, upgrade
+
+    settings = _settings()
+    upgrade(make_engine(settings.database))
+    uvicorn.run(
+        "forecaster.api.asgi:app",
+        factory=False,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+@app.command()
+def scheduler(spec: SpecOption = None) -> None:
+    """Run the pipelines on their schedules (ingest, publish every minute, daily retrain)."""
+    from forecaster.scheduler import run_scheduler
+
+    ctx = _context(spec)
+    typer.echo(f"scheduler running {len(ctx.spec.series)} series from {ctx.spec.path}; Ctrl-C stops")
+    run_scheduler(ctx)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    serve_api: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Keep serving after the first forecast.")
+    ] = True,
+) -> None:
+    """Ingest bundled real traces, train, publish and serve: the whole product on SQLite."""
+    from forecaster.demo import run_demo
+
+    run_demo(port=port, serve=serve_api)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the store's schema to the latest version."""
+    from forecaster.store.db import current_revision, make_engine, upgrade
+
+    settings = _settings()
+    engine = make_engine(settings.database)
+    upgrade(engine)
+    typer.echo(f"database {engine.url.render_as_string(hide_password=True)} at revision "
+               f"{current_revision(engine)}")
+
+
+def _register_optional_commands() -> None:
+    try:
+        from forecaster.commands import backtest
+    except ImportError:
+        return
+    backtest.register(app)
+
+
+def main() -> None:
+    """Console entry point: runs the app, turning forecaster errors into clean exits."""
+    from forecaster.config import load_settings
+
+    _register_optional_commands()
+    try:
+        level = load_settings().log_level
+    except ForecasterError:
+        level = "INFO"
+    _setup_logging(level)
+    try:
+        app()
+    except ForecasterError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""The pipeline jobs: ingest history, train and gate models, publish forecasts."""

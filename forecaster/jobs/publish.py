@@ -1,0 +1,94 @@
+"""Publish job: forecast from the latest history with the champion and store it atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from forecaster.errors import ForecastNotFound
+from forecaster.jobs.ingest import history_frame
+from forecaster.store.repository import ForecastPoint
+
+if TYPE_CHECKING:
+    from forecaster.jobs.context import JobContext
+    from forecaster.specs import SeriesSpec
+
+log = logging.getLogger(__name__)
+
+LEVEL = 90.0
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """One published forecast."""
+
+    series: str
+    publication_id: int
+    model_name: str
+    model_version: str
+    origin: datetime
+    points: int
+
+
+def publish_series(
+    ctx: JobContext, *, spec: SeriesSpec, name: str, now: datetime | None = None
+) -> PublishResult:
+    """Forecast ``name`` from its latest observations with its champion and publish it.
+
+    The champion is not refitted: it conditions on the newest observations (as
+    production does between daily trainings).
+
+    Raises:
+        ForecastNotFound: The series has no champion yet (train it first).
+        InputDataError: No recent history to forecast from.
+    """
+    from forecaster.errors import InputDataError
+
+    champion = ctx.store.champion(name)
+    if champion is None or champion.artifact is None:
+        raise ForecastNotFound(f"series {name!r} has no champion model yet; run train first")
+    estimator = ctx.estimator_cache.get(champion.training_id)
+    if estimator is None:
+        from forecaster.estimators.base import load_estimator
+
+        estimator = load_estimator(json.loads(champion.artifact))
+        ctx.estimator_cache.clear() if len(ctx.estimator_cache) > 4096 else None
+        ctx.estimator_cache[champion.training_id] = estimator
+    history = history_frame(ctx, name=name, step=spec.step, window=spec.history, now=now)
+    if int(history.notna().sum()) == 0:
+        raise InputDataError(f"series {name!r} has no observations in the last {spec.history}")
+    frame: Any = estimator.predict(spec.horizon_steps, history=history, level=LEVEL)
+    points = [
+        ForecastPoint(
+            step=int(row.step),
+            ds=row.ds.to_pydatetime(),
+            yhat=float(row.yhat),
+            yhat_lower=float(row.yhat_lower),
+            yhat_upper=float(row.yhat_upper),
+        )
+        for row in frame.itertuples(index=False)
+    ]
+    origin = history.dropna().index[-1].to_pydatetime()
+    model_name = champion.estimator
+    publication_id = ctx.store.publish_forecast(
+        series=name,
+        generated_at=now or datetime.now(UTC),
+        origin=origin,
+        step_seconds=int(spec.step.total_seconds()),
+        level=LEVEL,
+        model_name=model_name,
+        model_version=champion.model_version,
+        run_id=champion.run_id,
+        points=points,
+    )
+    return PublishResult(
+        series=name,
+        publication_id=publication_id,
+        model_name=model_name,
+        model_version=champion.model_version,
+        origin=origin,
+        points=len(points),
+    )

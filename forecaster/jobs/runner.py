@@ -1,0 +1,133 @@
+"""Run jobs over many series: error isolation per series, job-run records, progress bars."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from forecaster.errors import ForecasterError
+
+if TYPE_CHECKING:
+    from forecaster.jobs.context import JobContext
+    from forecaster.specs import SeriesSpec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class RunSummary:
+    """What a job run did: results per series and errors per series."""
+
+    job: str
+    results: list[Any] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no series failed."""
+        return not self.errors
+
+
+def _guarded(
+    ctx: JobContext, job: str, series: str, fn: Callable[[], T], summary: RunSummary
+) -> T | None:
+    started = datetime.now(UTC)
+    try:
+        result = fn()
+    except ForecasterError as exc:
+        summary.errors[series] = str(exc)
+        log.error("%s %s failed: %s", job, series, exc)
+        ctx.store.record_job_run(
+            job=job,
+            series=series,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            ok=False,
+            detail=str(exc),
+        )
+        return None
+    ctx.store.record_job_run(
+        job=job, series=series, started_at=started, finished_at=datetime.now(UTC), ok=True
+    )
+    summary.results.append(result)
+    return result
+
+
+def run_ingest(ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = False) -> RunSummary:
+    """Ingest every spec'd series; one failing series does not stop the others."""
+    from forecaster.jobs.ingest import ingest_series
+
+    summary = RunSummary("ingest")
+    for spec in _progress(specs, "ingest", progress):
+        _guarded(ctx, "ingest", spec.name, lambda s=spec: ingest_series(ctx, spec=s), summary)
+    return summary
+
+
+def run_train(
+    ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = False, n_jobs: int = 1
+) -> RunSummary:
+    """Train every stored member of every spec'd series."""
+    from forecaster.jobs.train import train_series
+
+    summary = RunSummary("train")
+    work = [(spec, name) for spec in specs for name in ctx.members(spec)]
+    for spec in specs:
+        if not ctx.members(spec):
+            summary.errors[spec.name] = f"series {spec.name!r} has no history yet; run ingest first"
+    for spec, name in _progress(work, "train", progress):
+        _guarded(
+            ctx,
+            "train",
+            name,
+            lambda s=spec, n=name: train_series(ctx, spec=s, name=n, n_jobs=n_jobs),
+            summary,
+        )
+    return summary
+
+
+def run_publish(ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = False) -> RunSummary:
+    """Publish a fresh forecast for every stored member with a champion."""
+    from forecaster.jobs.publish import publish_series
+
+    summary = RunSummary("publish")
+    work = [(spec, name) for spec in specs for name in ctx.members(spec)]
+    for spec, name in _progress(work, "publish", progress):
+        _guarded(
+            ctx,
+            "publish",
+            name,
+            lambda s=spec, n=name: publish_series(ctx, spec=s, name=n),
+            summary,
+        )
+    return summary
+
+
+def _progress(items: list[T], label: str, enabled: bool) -> list[T]:
+    if not enabled or not items:
+        return items
+    return _TqdmList(items, label)
+
+
+class _TqdmList(list):  # type: ignore[type-arg]
+    """A list whose iteration shows a tqdm progress bar (on stderr)."""
+
+    def __init__(self, items: list[Any], label: str) -> None:
+        super().__init__(items)
+        self.label = label
+
+    def __iter__(self) -> Any:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(self), desc=self.label, unit="series", dynamic_ncols=True)
+        try:
+            for item in super().__iter__():
+                name = item[1] if isinstance(item, tuple) else getattr(item, "name", "")
+                bar.set_postfix_str(str(name)[:40])
+                yield item
+                bar.update(1)
+        finally:
+            bar.close()

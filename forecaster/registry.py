@@ -1,0 +1,276 @@
+"""MLflow behind one module: training runs, the model registry and its aliases.
+
+Every training run logs its parameters, the backtest metrics of each estimator, the
+fitted estimator (our versioned JSON format, never pickle) and a predicted-vs-actual
+plot. Each series has one registered model (``<prefix>.<series>``); the version
+that serves carries the ``champion`` alias, a refused candidate ``challenger``.
+Aliases move only through :func:`forecaster.evaluation_gate.gate` decisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from forecaster.errors import RegistryError
+
+if TYPE_CHECKING:
+    from forecaster.config import MlflowSettings
+
+T = TypeVar("T")
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered model version."""
+
+    model: str
+    version: str
+    run_id: str
+
+
+def registered_model_name(prefix: str, series: str) -> str:
+    """The registry name of a series' model: ``prefix.series`` with unsafe characters replaced.
+
+    Names of ``split_by`` members (``fam{route="/a"}``) get a short hash suffix so
+    two members never map to the same name.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", series)
+    if safe != series:
+        safe = f"{safe.strip('_')}-{hashlib.sha1(series.encode()).hexdigest()[:8]}"
+    return f"{prefix}.{safe}"
+
+
+class Registry:
+    """MLflow tracking + registry client for forecaster.
+
+    Args:
+        settings: Tracking URI, experiment, artifact location, timeouts.
+    """
+
+    def __init__(self, settings: MlflowSettings) -> None:
+        self.settings = settings
+        os.environ.setdefault(
+            "MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.request_timeout_seconds))
+        )
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.max_retries))
+        uri = settings.tracking_uri
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        elif uri.startswith("file:") or "://" not in uri:
+            Path(uri.removeprefix("file:")).mkdir(parents=True, exist_ok=True)
+        self._client: Any = None
+        self._experiment_id: str | None = None
+
+    # -- plumbing ---------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        """The lazily created ``mlflow.MlflowClient``."""
+        if self._client is None:
+            import logging
+
+            from mlflow import MlflowClient
+
+            for name in ("mlflow", "alembic"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            self._client = MlflowClient(tracking_uri=self.settings.tracking_uri)
+        return self._client
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        attempts = 1 + self.settings.max_retries
+        delay = 0.5
+        last: Exception | None = None
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except RegistryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - MLflow raises many unrelated types
+                last = exc
+                if _is_permanent(exc) or attempt == attempts - 1:
+                    break
+                time.sleep(delay)
+                delay *= 2
+        raise RegistryError(
+            f"MLflow at {self.settings.tracking_uri} failed to {what}: {last}"
+        ) from last
+
+    def experiment_id(self) -> str:
+        """Id of the configured experiment, created on first use."""
+        if self._experiment_id is None:
+
+            def get_or_create() -> str:
+                exp = self.client.get_experiment_by_name(self.settings.experiment)
+                if exp is not None:
+                    return str(exp.experiment_id)
+                location = None
+                if self.settings.artifact_location:
+                    loc = self.settings.artifact_location
+                    location = loc if "://" in loc else Path(loc).resolve().as_uri()
+                return str(
+                    self.client.create_experiment(
+                        self.settings.experiment, artifact_location=location
+                    )
+                )
+
+            self._experiment_id = self._call("open the experiment", get_or_create)
+        return self._experiment_id
+
+    # -- runs -------------------------------------------------------------------------
+    def log_training(
+        self,
+        *,
+        series: str,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        estimator_document: dict[str, Any],
+        plot: Path | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        """Log one training run and return its run id.
+
+        Args:
+            series: Series name (tag ``series``).
+            params: Training parameters (horizon, history, candidates, ...).
+            metrics: Flat metric names to values (e.g. ``prophet.mase``).
+            estimator_document: Output of ``dump_estimator`` for the chosen estimator.
+            plot: A PNG of predicted vs actual to attach.
+            tags: Extra tags.
+        """
+        client = self.client
+        experiment_id = self.experiment_id()
+        run = self._call(
+            "create a run",
+            lambda: client.create_run(
+                experiment_id,
+                run_name=f"train {series}",
+                tags={"series": series, "forecaster.job": "train", **(tags or {})},
+            ),
+        )
+        run_id = str(run.info.run_id)
+        try:
+            from mlflow.entities import Metric, Param
+
+            now_ms = int(time.time() * 1000)
+            param_list = [Param(k, str(v)[:6000]) for k, v in params.items()]
+            metric_list = [
+                Metric(k, float(v), now_ms, 0)
+                for k, v in metrics.items()
+                if v is not None and v == v and abs(float(v)) != float("inf")
+            ]
+            self._call(
+                "log params and metrics",
+                lambda: client.log_batch(run_id, metrics=metric_list, params=param_list),
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp) / "estimator"
+                folder.mkdir()
+                (folder / "estimator.json").write_text(json.dumps(estimator_document))
+                self._call(
+                    "upload the estimator",
+                    lambda: client.log_artifacts(run_id, str(folder), artifact_path="estimator"),
+                )
+            if plot is not None and plot.is_file():
+                self._call(
+                    "upload the plot",
+                    lambda: client.log_artifact(run_id, str(plot), artifact_path="plots"),
+                )
+            self._call("finish the run", lambda: client.set_terminated(run_id, "FINISHED"))
+        except RegistryError:
+            try:
+                client.set_terminated(run_id, "FAILED")
+            except Exception:  # noqa: BLE001 - best effort on a failing server
+                pass
+            raise
+        return run_id
+
+    # -- registry ---------------------------------------------------------------------
+    def model_name(self, series: str) -> str:
+        """Registered model name of ``series``."""
+        return registered_model_name(self.settings.registered_model_prefix, series)
+
+    def register(self, series: str, run_id: str) -> RegisteredVersion:
+        """Register the estimator logged by ``run_id`` as a new version of the series' model."""
+        name = self.model_name(series)
+        client = self.client
+
+        def ensure_model() -> None:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                client.get_registered_model(name)
+            except MlflowException:
+                client.create_registered_model(
+                    name, tags={"series": series}, description=f"Forecasts of {series}"
+                )
+
+        self._call("create the registered model", ensure_model)
+        run = self._call("read the run", lambda: client.get_run(run_id))
+        source = f"{run.info.artifact_uri}/estimator"
+        version = self._call(
+            "register a model version",
+            lambda: client.create_model_version(name, source=source, run_id=run_id),
+        )
+        return RegisteredVersion(model=name, version=str(version.version), run_id=run_id)
+
+    def alias(self, series: str, alias: str) -> RegisteredVersion | None:
+        """The version holding ``alias`` for ``series`` (``None`` if unset)."""
+        name = self.model_name(series)
+
+        def lookup() -> RegisteredVersion | None:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                mv = self.client.get_model_version_by_alias(name, alias)
+            except MlflowException as exc:
+                if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(
+                    exc
+                ).lower():
+                    return None
+                raise
+            return RegisteredVersion(model=name, version=str(mv.version), run_id=str(mv.run_id))
+
+        return self._call(f"read alias {alias!r}", lookup)
+
+    def set_alias(self, series: str, alias: str, version: str) -> None:
+        """Point ``alias`` of the series' model at ``version``."""
+        name = self.model_name(series)
+        self._call(
+            f"set alias {alias!r}",
+            lambda: self.client.set_registered_model_alias(name, alias, version),
+        )
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """Metrics logged by ``run_id``."""
+        run = self._call("read the run", lambda: self.client.get_run(run_id))
+        return {str(k): float(v) for k, v in run.data.metrics.items()}
+
+    def load_document(self, run_id: str) -> dict[str, Any]:
+        """The estimator document logged by ``run_id`` (cached under ``cache_dir``)."""
+        cache = self.settings.cache_dir / run_id / "estimator.json"
+        if cache.is_file():
+            loaded: dict[str, Any] = json.loads(cache.read_text())
+            return loaded
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        path = self._call(
+            "download the estimator",
+            lambda: self.client.download_artifacts(run_id, "estimator", str(cache.parent)),
+        )
+        document: dict[str, Any] = json.loads((Path(path) / "estimator.json").read_text())
+        cache.write_text(json.dumps(document))
+        return document
+
+
+def _is_permanent(exc: Exception) -> bool:
+    code = str(getattr(exc, "error_code", ""))
+    return code in {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"}

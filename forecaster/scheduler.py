@@ -1,0 +1,162 @@
+"""The scheduler process: APScheduler running ingest, publish and train per series.
+
+Runs in its own process (never inside API workers, where every worker would run
+every job). Jobs are stored in the database (``apscheduler_jobs``) so their next
+run times survive restarts; each job has at most one running instance, misfired
+runs within the grace time are coalesced into one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from forecaster.jobs.context import JobContext
+
+log = logging.getLogger(__name__)
+
+_CONTEXT: dict[str, JobContext] = {}
+
+
+def _ctx() -> JobContext:
+    try:
+        return _CONTEXT["ctx"]
+    except KeyError:
+        raise RuntimeError("scheduler jobs run only inside `forecaster scheduler`") from None
+
+
+def ingest_job(family: str) -> None:
+    """Scheduled: ingest one spec'd series (family)."""
+    from forecaster.jobs.runner import run_ingest
+
+    ctx = _ctx()
+    run_ingest(ctx, ctx.select([family]))
+
+
+def publish_job(family: str) -> None:
+    """Scheduled: publish forecasts of one spec'd series (all members)."""
+    from forecaster.jobs.runner import run_publish
+
+    ctx = _ctx()
+    spec = ctx.select([family])
+    run_publish(ctx, spec)
+
+
+def train_job(family: str) -> None:
+    """Scheduled: retrain one spec'd series (all members), then publish at once."""
+    from forecaster.jobs.runner import run_publish, run_train
+
+    ctx = _ctx()
+    spec = ctx.select([family])
+    run_train(ctx, spec)
+    run_publish(ctx, spec)
+
+
+def bootstrap_job(family: str) -> None:
+    """Scheduled once at start: train members that have no champion yet, then publish."""
+    from forecaster.jobs.runner import run_ingest, run_publish, run_train
+
+    ctx = _ctx()
+    spec = ctx.select([family])
+    if not ctx.members(spec[0]):
+        run_ingest(ctx, spec)
+    missing = [n for n in ctx.members(spec[0]) if ctx.store.champion(n) is None]
+    if missing:
+        run_train(ctx, spec)
+    run_publish(ctx, spec)
+
+
+def build_scheduler(ctx: JobContext) -> Any:
+    """A background APScheduler with every job of ``ctx.spec`` added, started paused."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    _CONTEXT["ctx"] = ctx
+    settings = ctx.settings.schedule
+    scheduler = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(engine=ctx.store.engine)},
+        executors={"default": ThreadPoolExecutor(max_workers=2)},
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": settings.misfire_grace_seconds,
+        },
+        timezone=settings.timezone,
+    )
+    now = datetime.now(UTC)
+    wanted: set[str] = set()
+    for spec in ctx.spec.series:
+        jobs: list[tuple[str, Any, Any]] = [
+            (
+                f"ingest:{spec.name}",
+                ingest_job,
+                IntervalTrigger(seconds=spec.ingest_every.total_seconds(), start_date=now),
+            ),
+            (
+                f"publish:{spec.name}",
+                publish_job,
+                IntervalTrigger(
+                    seconds=spec.schedule.publish.total_seconds(),
+                    start_date=now + timedelta(seconds=15),
+                ),
+            ),
+            (
+                f"train:{spec.name}",
+                train_job,
+                CronTrigger.from_crontab(spec.schedule.train, timezone=settings.timezone),
+            ),
+        ]
+        for job_id, func, trigger in jobs:
+            wanted.add(job_id)
+            scheduler.add_job(
+                func,
+                trigger=trigger,
+                args=[spec.name],
+                id=job_id,
+                name=job_id,
+                replace_existing=True,
+            )
+        scheduler.add_job(
+            bootstrap_job,
+            trigger="date",
+            run_date=now + timedelta(seconds=2),
+            args=[spec.name],
+            id=f"bootstrap:{spec.name}",
+            name=f"bootstrap:{spec.name}",
+            replace_existing=True,
+        )
+        wanted.add(f"bootstrap:{spec.name}")
+    scheduler.start(paused=True)
+    for job in scheduler.get_jobs():
+        if job.id not in wanted:
+            log.info("removing job %s: no longer in the spec", job.id)
+            job.remove()
+    return scheduler
+
+
+def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> None:
+    """Run the scheduler until SIGINT/SIGTERM (or ``stop`` is set)."""
+    scheduler = build_scheduler(ctx)
+    stop = stop or threading.Event()
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+    scheduler.resume()
+    for job in scheduler.get_jobs():
+        log.info("scheduled %s, next run %s", job.id, job.next_run_time)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        scheduler.shutdown(wait=False)

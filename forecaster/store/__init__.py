@@ -1,0 +1,1 @@
+"""The SQL store: series catalogue, observation history, published forecasts, training log."""

@@ -1,0 +1,88 @@
+"""Engine factory and schema migration (Alembic) for the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.exc import SQLAlchemyError
+
+from forecaster.errors import StoreError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from forecaster.config import DatabaseSettings
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def make_engine(settings: DatabaseSettings) -> Engine:
+    """Create the SQLAlchemy engine for ``settings.url``.
+
+    SQLite gets WAL mode, a busy timeout and foreign keys; its parent folder is
+    created. PostgreSQL gets a bounded pool with pre-ping.
+    """
+    url = settings.url
+    kwargs: dict[str, Any] = {"echo": settings.echo, "future": True}
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {
+            "timeout": settings.sqlite_busy_timeout_seconds,
+            "check_same_thread": False,
+        }
+    else:
+        kwargs.update(pool_size=settings.pool_size, pool_pre_ping=True, max_overflow=10)
+        kwargs["connect_args"] = {"connect_timeout": 10}
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        busy_ms = int(settings.sqlite_busy_timeout_seconds * 1000)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    return engine
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database schema to ``revision`` (default: the latest).
+
+    Raises:
+        StoreError: If the database cannot be reached or migrated.
+    """
+    from alembic import command
+
+    try:
+        command.upgrade(_alembic_config(engine), revision)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot migrate database {engine.url!r}: {exc}") from exc
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision the database is at (``None`` before the first migration)."""
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
+            return None if row is None else str(row[0])
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot read schema version from {engine.url!r}: {exc}") from exc

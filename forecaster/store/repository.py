@@ -1,0 +1,617 @@
+"""Reads and writes of the store: series, history (idempotent upserts), forecasts, champions.
+
+Plain Python values in and out (datetimes are tz-aware UTC); no pandas here, so the
+API process can use this module without importing it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound, StoreError
+from forecaster.store.tables import (
+    champions_table,
+    forecast_points_table,
+    job_runs_table,
+    observations_table,
+    publications_table,
+    series_table,
+    trainings_table,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+_BATCH = 2000
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """Catalogue entry of one series."""
+
+    id: int
+    name: str
+    family: str
+    labels: dict[str, str]
+    kind: str
+    unit: str
+    step_seconds: int
+    horizon_steps: int
+    last_observation_at: datetime | None
+    champion: str | None = None
+    champion_version: str | None = None
+
+
+@dataclass(frozen=True)
+class ForecastPoint:
+    """One step of a published forecast (values in the series' unit)."""
+
+    step: int
+    ds: datetime
+    yhat: float
+    yhat_lower: float
+    yhat_upper: float
+
+
+@dataclass(frozen=True)
+class PublishedForecast:
+    """A whole published forecast with its provenance."""
+
+    publication_id: int
+    series: str
+    generated_at: datetime
+    origin: datetime
+    step_seconds: int
+    level: float
+    model_name: str
+    model_version: str
+    run_id: str
+    points: list[ForecastPoint] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The model currently serving a series."""
+
+    series: str
+    training_id: int
+    estimator: str
+    model_version: str
+    run_id: str
+    mase: float | None
+    promoted_at: datetime
+    artifact: str | None
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise InputDataError(f"naive datetime {value.isoformat()} given; timestamps must be UTC")
+    return value.astimezone(UTC)
+
+
+class Store:
+    """Repository over one engine. Every method runs in its own transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- series -----------------------------------------------------------------------
+    def ensure_series(
+        self,
+        *,
+        name: str,
+        family: str,
+        labels: dict[str, str] | None = None,
+        kind: str = "load",
+        unit: str = "",
+        step_seconds: int,
+        horizon_steps: int,
+    ) -> int:
+        """Create the series if it does not exist (or update its spec'd fields); return its id."""
+        values = {
+            "family": family,
+            "labels": dict(labels or {}),
+            "kind": kind,
+            "unit": unit,
+            "step_seconds": int(step_seconds),
+            "horizon_steps": int(horizon_steps),
+        }
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    select(series_table.c.id).where(series_table.c.name == name)
+                ).first()
+                if row is not None:
+                    conn.execute(
+                        update(series_table).where(series_table.c.id == row[0]).values(**values)
+                    )
+                    return int(row[0])
+                result = conn.execute(
+                    series_table.insert().values(
+                        name=name, created_at=datetime.now(UTC), **values
+                    )
+                )
+                return int(result.inserted_primary_key[0])  # type: ignore[index]
+        except IntegrityError:
+            # Created concurrently by another process: read it back.
+            return self.series(name).id
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot register series {name!r}: {exc}") from exc
+
+    def series(self, name: str) -> SeriesInfo:
+        """The catalogue entry of ``name``.
+
+        Raises:
+            SeriesNotFound: If no such series was ever ingested.
+        """
+        for info in self._select_series(series_table.c.name == name):
+            return info
+        raise SeriesNotFound(f"unknown series {name!r}")
+
+    def list_series(self, family: str | None = None) -> list[SeriesInfo]:
+        """All series (optionally one family), sorted by name."""
+        condition = None if family is None else series_table.c.family == family
+        return self._select_series(condition)
+
+    def _select_series(self, condition: Any) -> list[SeriesInfo]:
+        query = (
+            select(
+                series_table,
+                champions_table.c.estimator.label("champion"),
+                champions_table.c.model_version.label("champion_version"),
+            )
+            .select_from(
+                series_table.outerjoin(
+                    champions_table, champions_table.c.series_id == series_table.c.id
+                )
+            )
+            .order_by(series_table.c.name)
+        )
+        if condition is not None:
+            query = query.where(condition)
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).mappings().all()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the series catalogue: {exc}") from exc
+        return [
+            SeriesInfo(
+                id=row["id"],
+                name=row["name"],
+                family=row["family"],
+                labels=dict(row["labels"] or {}),
+                kind=row["kind"],
+                unit=row["unit"],
+                step_seconds=row["step_seconds"],
+                horizon_steps=row["horizon_steps"],
+                last_observation_at=row["last_observation_at"],
+                champion=row["champion"],
+                champion_version=row["champion_version"],
+            )
+            for row in rows
+        ]
+
+    # -- history ----------------------------------------------------------------------
+    def upsert_observations(self, series_id: int, points: Iterable[tuple[datetime, float]]) -> int:
+        """Insert or overwrite observations of one series; idempotent.
+
+        Re-running with the same or overlapping points never duplicates a
+        (series, timestamp) pair. Non-finite values are rejected.
+
+        Returns:
+            The number of points written.
+        """
+        rows = []
+        for ts, value in points:
+            v = float(value)
+            if not math.isfinite(v):
+                raise InputDataError(f"non-finite value {value!r} at {ts.isoformat()}")
+            rows.append({"series_id": series_id, "ts": _utc(ts), "value": v})
+        if not rows:
+            return 0
+        try:
+            with self.engine.begin() as conn:
+                insert = _dialect_insert(conn)
+                for start in range(0, len(rows), _BATCH):
+                    stmt = insert(observations_table)
+                    stmt = stmt.on_conflict_do_update(
+                        index_elements=["series_id", "ts"],
+                        set_={"value": stmt.excluded.value},
+                    )
+                    conn.execute(stmt, rows[start : start + _BATCH])
+                latest = max(r["ts"] for r in rows)
+                conn.execute(
+                    update(series_table)
+                    .where(series_table.c.id == series_id)
+                    .where(
+                        (series_table.c.last_observation_at.is_(None))
+                        | (series_table.c.last_observation_at < latest)
+                    )
+                    .values(last_observation_at=latest)
+                )
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write observations of series id {series_id}: {exc}") from exc
+        return len(rows)
+
+    def history(
+        self, name: str, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[tuple[datetime, float]]:
+        """Observations of ``name`` in ``[since, until]``, oldest first."""
+        info = self.series(name)
+        query = select(observations_table.c.ts, observations_table.c.value).where(
+            observations_table.c.series_id == info.id
+        )
+        if since is not None:
+            query = query.where(observations_table.c.ts >= _utc(since))
+        if until is not None:
+            query = query.where(observations_table.c.ts <= _utc(until))
+        query = query.order_by(observations_table.c.ts)
+        try:
+            with self.engine.connect() as conn:
+                return [(row[0], float(row[1])) for row in conn.execute(query)]
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read history of {name!r}: {exc}") from exc
+
+    def count_observations(self, name: str) -> int:
+        """How many observations of ``name`` are stored."""
+        info = self.series(name)
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(observations_table)
+                    .where(observations_table.c.series_id == info.id)
+                ).scalar_one()
+            )
+
+    def prune_history(self, name: str, *, before: datetime) -> int:
+        """Delete observations of ``name`` older than ``before``; returns how many."""
+        info = self.series(name)
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(observations_table).where(
+                    and_(
+                        observations_table.c.series_id == info.id,
+                        observations_table.c.ts < _utc(before),
+                    )
+                )
+            )
+            return int(result.rowcount or 0)
+
+    # -- forecasts --------------------------------------------------------------------
+    def publish_forecast(
+        self,
+        *,
+        series: str,
+        generated_at: datetime,
+        origin: datetime,
+        step_seconds: int,
+        level: float,
+        model_name: str,
+        model_version: str,
+        run_id: str,
+        points: Sequence[ForecastPoint],
+        keep_recent: timedelta = timedelta(hours=2),
+        keep_hourly: timedelta = timedelta(days=2),
+    ) -> int:
+        """Write a forecast and make it current, atomically.
+
+        The rows and the switch of ``series.current_publication_id`` happen in one
+        transaction: a reader sees the old forecast or the whole new one. Older
+        publications are thinned: all of the last ``keep_recent``, then the first of
+        each hour up to ``keep_hourly``, nothing older.
+
+        Returns:
+            The publication id.
+        """
+        if not points:
+            raise InputDataError(f"refusing to publish an empty forecast for {series!r}")
+        for p in points:
+            values = (p.yhat, p.yhat_lower, p.yhat_upper)
+            if not all(math.isfinite(v) for v in values):
+                raise InputDataError(f"forecast for {series!r} step {p.step} is not finite")
+            if not p.yhat_lower <= p.yhat <= p.yhat_upper:
+                raise InputDataError(
+                    f"forecast for {series!r} step {p.step}: interval "
+                    f"[{p.yhat_lower}, {p.yhat_upper}] does not contain yhat {p.yhat}"
+                )
+        info = self.series(series)
+        generated_at = _utc(generated_at)
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    publications_table.insert().values(
+                        series_id=info.id,
+                        generated_at=generated_at,
+                        origin=_utc(origin),
+                        step_seconds=int(step_seconds),
+                        horizon_steps=len(points),
+                        level=float(level),
+                        model_name=model_name,
+                        model_version=str(model_version),
+                        run_id=run_id,
+                    )
+                )
+                publication_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+                conn.execute(
+                    forecast_points_table.insert(),
+                    [
+                        {
+                            "publication_id": publication_id,
+                            "step": p.step,
+                            "ds": _utc(p.ds),
+                            "yhat": float(p.yhat),
+                            "yhat_lower": float(p.yhat_lower),
+                            "yhat_upper": float(p.yhat_upper),
+                        }
+                        for p in points
+                    ],
+                )
+                conn.execute(
+                    update(series_table)
+                    .where(series_table.c.id == info.id)
+                    .values(current_publication_id=publication_id)
+                )
+                self._thin_publications(conn, info.id, generated_at, keep_recent, keep_hourly)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot publish forecast for {series!r}: {exc}") from exc
+        return publication_id
+
+    @staticmethod
+    def _thin_publications(
+        conn: Connection,
+        series_id: int,
+        now: datetime,
+        keep_recent: timedelta,
+        keep_hourly: timedelta,
+    ) -> None:
+        rows = conn.execute(
+            select(publications_table.c.id, publications_table.c.generated_at)
+            .where(publications_table.c.series_id == series_id)
+            .where(publications_table.c.generated_at < now - keep_recent)
+            .order_by(publications_table.c.generated_at)
+        ).all()
+        doomed: list[int] = []
+        seen_hours: set[datetime] = set()
+        for pub_id, generated in rows:
+            if generated < now - keep_hourly:
+                doomed.append(pub_id)
+                continue
+            hour = generated.replace(minute=0, second=0, microsecond=0)
+            if hour in seen_hours:
+                doomed.append(pub_id)
+            else:
+                seen_hours.add(hour)
+        for start in range(0, len(doomed), 500):
+            chunk = doomed[start : start + 500]
+            conn.execute(
+                delete(forecast_points_table).where(
+                    forecast_points_table.c.publication_id.in_(chunk)
+                )
+            )
+            conn.execute(delete(publications_table).where(publications_table.c.id.in_(chunk)))
+
+    def latest_forecast(self, name: str) -> PublishedForecast:
+        """The current published forecast of ``name``.
+
+        Raises:
+            SeriesNotFound: Unknown series.
+            ForecastNotFound: Nothing published yet.
+        """
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    select(series_table.c.id, series_table.c.current_publication_id).where(
+                        series_table.c.name == name
+                    )
+                ).first()
+                if row is None:
+                    raise SeriesNotFound(f"unknown series {name!r}")
+                if row[1] is None:
+                    raise ForecastNotFound(f"series {name!r} has no published forecast yet")
+                return self._load_publication(conn, name, int(row[1]))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the forecast of {name!r}: {exc}") from exc
+
+    def forecast_made_before(self, name: str, when: datetime) -> PublishedForecast | None:
+        """The last forecast of ``name`` generated at or before ``when`` (if kept)."""
+        info = self.series(name)
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(publications_table.c.id)
+                .where(publications_table.c.series_id == info.id)
+                .where(publications_table.c.generated_at <= _utc(when))
+                .order_by(publications_table.c.generated_at.desc())
+                .limit(1)
+            ).first()
+            return None if row is None else self._load_publication(conn, name, int(row[0]))
+
+    @staticmethod
+    def _load_publication(conn: Connection, name: str, publication_id: int) -> PublishedForecast:
+        pub = (
+            conn.execute(select(publications_table).where(publications_table.c.id == publication_id))
+            .mappings()
+            .one()
+        )
+        points = [
+            ForecastPoint(step=r[0], ds=r[1], yhat=r[2], yhat_lower=r[3], yhat_upper=r[4])
+            for r in conn.execute(
+                select(
+                    forecast_points_table.c.step,
+                    forecast_points_table.c.ds,
+                    forecast_points_table.c.yhat,
+                    forecast_points_table.c.yhat_lower,
+                    forecast_points_table.c.yhat_upper,
+                )
+                .where(forecast_points_table.c.publication_id == publication_id)
+                .order_by(forecast_points_table.c.step)
+            )
+        ]
+        return PublishedForecast(
+            publication_id=publication_id,
+            series=name,
+            generated_at=pub["generated_at"],
+            origin=pub["origin"],
+            step_seconds=pub["step_seconds"],
+            level=pub["level"],
+            model_name=pub["model_name"],
+            model_version=pub["model_version"],
+            run_id=pub["run_id"],
+            points=points,
+        )
+
+    # -- trainings and champions ------------------------------------------------------
+    def record_training(
+        self,
+        *,
+        series: str,
+        run_id: str,
+        estimator: str,
+        model_version: str | None,
+        promoted: bool,
+        reason: str,
+        metrics: dict[str, Any],
+        artifact: str | None,
+        trained_at: datetime | None = None,
+    ) -> int:
+        """Log one training outcome; when ``promoted`` also make it the series' champion."""
+        info = self.series(series)
+        now = _utc(trained_at) if trained_at else datetime.now(UTC)
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    trainings_table.insert().values(
+                        series_id=info.id,
+                        trained_at=now,
+                        run_id=run_id,
+                        estimator=estimator,
+                        model_version=model_version,
+                        promoted=promoted,
+                        reason=reason,
+                        metrics=metrics,
+                        artifact=artifact,
+                    )
+                )
+                training_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+                if promoted:
+                    conn.execute(
+                        delete(champions_table).where(champions_table.c.series_id == info.id)
+                    )
+                    mase = metrics.get("mase")
+                    conn.execute(
+                        champions_table.insert().values(
+                            series_id=info.id,
+                            training_id=training_id,
+                            estimator=estimator,
+                            model_version=str(model_version or "local"),
+                            run_id=run_id,
+                            mase=None if mase is None else float(mase),
+                            promoted_at=now,
+                        )
+                    )
+                return training_id
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot record training of {series!r}: {exc}") from exc
+
+    def champion(self, name: str) -> Champion | None:
+        """The series' champion, with its saved estimator state, or ``None``."""
+        info = self.series(name)
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(champions_table, trainings_table.c.artifact)
+                    .select_from(
+                        champions_table.join(
+                            trainings_table, trainings_table.c.id == champions_table.c.training_id
+                        )
+                    )
+                    .where(champions_table.c.series_id == info.id)
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        return Champion(
+            series=name,
+            training_id=row["training_id"],
+            estimator=row["estimator"],
+            model_version=row["model_version"],
+            run_id=row["run_id"],
+            mase=row["mase"],
+            promoted_at=row["promoted_at"],
+            artifact=row["artifact"],
+        )
+
+    def trainings(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest training outcomes of ``name``, newest first (without artifacts)."""
+        info = self.series(name)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    trainings_table.c.id,
+                    trainings_table.c.trained_at,
+                    trainings_table.c.run_id,
+                    trainings_table.c.estimator,
+                    trainings_table.c.model_version,
+                    trainings_table.c.promoted,
+                    trainings_table.c.reason,
+                    trainings_table.c.metrics,
+                )
+                .where(trainings_table.c.series_id == info.id)
+                .order_by(trainings_table.c.trained_at.desc(), trainings_table.c.id.desc())
+                .limit(limit)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    # -- job runs ---------------------------------------------------------------------
+    def record_job_run(
+        self,
+        *,
+        job: str,
+        series: str | None,
+        started_at: datetime,
+        finished_at: datetime,
+        ok: bool,
+        detail: str = "",
+    ) -> None:
+        """Log the outcome of one job run (best effort: store errors are swallowed)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    job_runs_table.insert().values(
+                        job=job,
+                        series=series,
+                        started_at=_utc(started_at),
+                        finished_at=_utc(finished_at),
+                        ok=ok,
+                        detail=detail[:4000],
+                    )
+                )
+        except SQLAlchemyError:
+            return
+
+    def last_job_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Latest job runs, newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(job_runs_table).order_by(job_runs_table.c.id.desc()).limit(limit)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+
+def _dialect_insert(conn: Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
