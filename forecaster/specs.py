@@ -126,6 +126,11 @@ class SeriesSpec(BaseModel):
         """How often new history is ingested (defaults to the step)."""
         return self.schedule.ingest or self.step
 
+    @field_validator("step", "history", "horizon", mode="before")
+    @classmethod
+    def _dur(cls, value: Any, info: Any) -> Any:
+        return _duration(value, info.field_name)
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:

@@ -1,0 +1,218 @@
+"""The store on SQLite and PostgreSQL: migrations, idempotent ingestion, atomic publishing."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from forecaster.config import DatabaseSettings
+from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound
+from forecaster.store.db import current_revision, make_engine, upgrade
+from forecaster.store.repository import ForecastPoint, Store
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+STEP = timedelta(minutes=5)
+
+
+@pytest.fixture
+def store(db_url: str) -> Store:
+    engine = make_engine(DatabaseSettings(url=db_url))
+    upgrade(engine)
+    yield Store(engine)
+    engine.dispose()
+
+
+def _points(start: int, stop: int, scale: float = 1.0) -> list[tuple[datetime, float]]:
+    return [(T0 + i * STEP, float(i) * scale) for i in range(start, stop)]
+
+
+def test_migration_is_idempotent_and_versioned(store: Store) -> None:
+    assert current_revision(store.engine) == "0001"
+    upgrade(store.engine)
+    assert current_revision(store.engine) == "0001"
+
+
+def test_overlapping_ingestion_never_duplicates_or_loses(store: Store) -> None:
+    sid = store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=12)
+    assert store.upsert_observations(sid, _points(0, 100)) == 100
+    store.upsert_observations(sid, _points(50, 150))
+    store.upsert_observations(sid, _points(0, 150))
+    assert store.count_observations("rps") == 150
+    rows = store.history("rps")
+    assert [ts for ts, _ in rows] == [T0 + i * STEP for i in range(150)]
+    assert rows[-1][1] == 149.0
+    assert store.series("rps").last_observation_at == T0 + 149 * STEP
+
+
+def test_upsert_overwrites_revised_values(store: Store) -> None:
+    sid = store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=12)
+    store.upsert_observations(sid, _points(0, 10))
+    store.upsert_observations(sid, _points(5, 10, scale=2.0))
+    values = dict(store.history("rps"))
+    assert values[T0 + 4 * STEP] == 4.0
+    assert values[T0 + 9 * STEP] == 18.0
+
+
+def test_history_window_and_timezones(store: Store) -> None:
+    sid = store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=12)
+    store.upsert_observations(sid, _points(0, 20))
+    rows = store.history("rps", since=T0 + 5 * STEP, until=T0 + 9 * STEP)
+    assert len(rows) == 5
+    assert all(ts.tzinfo is not None and ts.utcoffset() == timedelta(0) for ts, _ in rows)
+
+
+def test_bad_values_are_refused_and_nothing_written(store: Store) -> None:
+    sid = store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=12)
+    with pytest.raises(InputDataError, match="non-finite"):
+        store.upsert_observations(sid, [(T0, 1.0), (T0 + STEP, float("nan"))])
+    with pytest.raises(InputDataError, match="naive datetime"):
+        store.upsert_observations(sid, [(datetime(2026, 1, 1), 1.0)])
+    assert store.count_observations("rps") == 0
+
+
+def test_unknown_series(store: Store) -> None:
+    with pytest.raises(SeriesNotFound, match="'nope'"):
+        store.history("nope")
+    with pytest.raises(SeriesNotFound):
+        store.latest_forecast("nope")
+
+
+def _forecast(n: int, base: float) -> list[ForecastPoint]:
+    return [
+        ForecastPoint(step=i, ds=T0 + i * STEP, yhat=base + i, yhat_lower=base, yhat_upper=base + 2 * i)
+        for i in range(1, n + 1)
+    ]
+
+
+def test_publish_and_read_back_with_provenance(store: Store) -> None:
+    store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=3)
+    with pytest.raises(ForecastNotFound, match="no published forecast"):
+        store.latest_forecast("rps")
+    pub = store.publish_forecast(
+        series="rps",
+        generated_at=T0,
+        origin=T0,
+        step_seconds=300,
+        level=90.0,
+        model_name="prophet",
+        model_version="3",
+        run_id="abc",
+        points=_forecast(3, 10.0),
+    )
+    fc = store.latest_forecast("rps")
+    assert fc.publication_id == pub
+    assert (fc.model_name, fc.model_version, fc.run_id, fc.level) == ("prophet", "3", "abc", 90.0)
+    assert [p.step for p in fc.points] == [1, 2, 3]
+    assert fc.points[0].ds == T0 + STEP
+
+
+def test_publish_refuses_broken_forecasts(store: Store) -> None:
+    store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=3)
+    common = dict(
+        series="rps", generated_at=T0, origin=T0, step_seconds=300, level=90.0,
+        model_name="m", model_version="1", run_id="r",
+    )
+    with pytest.raises(InputDataError, match="empty"):
+        store.publish_forecast(points=[], **common)  # type: ignore[arg-type]
+    bad = [ForecastPoint(step=1, ds=T0, yhat=5.0, yhat_lower=6.0, yhat_upper=7.0)]
+    with pytest.raises(InputDataError, match="does not contain yhat"):
+        store.publish_forecast(points=bad, **common)  # type: ignore[arg-type]
+    nan = [ForecastPoint(step=1, ds=T0, yhat=float("nan"), yhat_lower=0.0, yhat_upper=1.0)]
+    with pytest.raises(InputDataError, match="not finite"):
+        store.publish_forecast(points=nan, **common)  # type: ignore[arg-type]
+    with pytest.raises(ForecastNotFound):
+        store.latest_forecast("rps")
+
+
+def test_readers_never_see_half_a_forecast(store: Store) -> None:
+    """Concurrent readers see either a whole old or a whole new forecast."""
+    store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=200)
+    store.publish_forecast(
+        series="rps", generated_at=T0, origin=T0, step_seconds=300, level=90.0,
+        model_name="m", model_version="0", run_id="r0", points=_forecast(200, 0.0),
+    )
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            fc = store.latest_forecast("rps")
+            bases = {p.yhat_lower for p in fc.points}
+            if len(fc.points) != 200 or len(bases) != 1:
+                problems.append(f"torn read: {len(fc.points)} points, bases {bases}")
+            if fc.model_version != str(int(fc.points[0].yhat_lower)):
+                problems.append("provenance does not match points")
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for version in range(1, 15):
+        store.publish_forecast(
+            series="rps", generated_at=T0 + version * timedelta(minutes=1), origin=T0,
+            step_seconds=300, level=90.0, model_name="m", model_version=str(version),
+            run_id=f"r{version}", points=_forecast(200, float(version)),
+        )
+    stop.set()
+    for t in threads:
+        t.join()
+    assert problems == []
+    assert store.latest_forecast("rps").model_version == "14"
+
+
+def test_old_publications_are_thinned(store: Store) -> None:
+    store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=3)
+    start = T0
+    for minute in range(0, 6 * 60, 10):
+        store.publish_forecast(
+            series="rps", generated_at=start + timedelta(minutes=minute), origin=start,
+            step_seconds=300, level=90.0, model_name="m", model_version="1", run_id="r",
+            points=_forecast(3, 1.0),
+        )
+    now = start + timedelta(minutes=350)
+    hour_ago = store.forecast_made_before("rps", now - timedelta(hours=1))
+    day_old = store.forecast_made_before("rps", now - timedelta(hours=5))
+    assert hour_ago is not None and day_old is not None
+    with store.engine.connect() as conn:
+        count = conn.exec_driver_sql("SELECT count(*) FROM publications").scalar_one()
+    # 12 in the last two hours + one per earlier hour (4 hours), instead of 36.
+    assert count <= 12 + 5
+
+
+def test_champion_follows_promotions_only(store: Store) -> None:
+    store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=3)
+    assert store.champion("rps") is None
+    store.record_training(
+        series="rps", run_id="r1", estimator="seasonal_naive", model_version="1",
+        promoted=True, reason="first", metrics={"mase": 1.0}, artifact="{}",
+    )
+    store.record_training(
+        series="rps", run_id="r2", estimator="prophet", model_version="2",
+        promoted=False, reason="worse", metrics={"mase": 1.5}, artifact="{}",
+    )
+    champ = store.champion("rps")
+    assert champ is not None and champ.estimator == "seasonal_naive" and champ.model_version == "1"
+    assert [t["run_id"] for t in store.trainings("rps")] == ["r2", "r1"]
+    listed = store.list_series()
+    assert listed[0].champion == "seasonal_naive"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.tuples(st.integers(0, 60), st.integers(1, 30)), min_size=1, max_size=6))
+def test_ingestion_is_idempotent_property(tmp_path_factory: pytest.TempPathFactory, batches: list[tuple[int, int]]) -> None:
+    path = tmp_path_factory.mktemp("prop") / "s.db"
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{path}"))
+    upgrade(engine)
+    store = Store(engine)
+    sid = store.ensure_series(name="x", family="x", step_seconds=300, horizon_steps=1)
+    expected: set[int] = set()
+    for start, length in batches:
+        store.upsert_observations(sid, _points(start, start + length))
+        store.upsert_observations(sid, _points(start, start + length))
+        expected.update(range(start, start + length))
+    rows = store.history("x")
+    assert [ts for ts, _ in rows] == [T0 + i * STEP for i in sorted(expected)]
+    engine.dispose()

@@ -1,0 +1,70 @@
+"""Settings fail fast; durations parse strictly."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from forecaster.config import load_settings
+from forecaster.durations import format_duration, parse_duration
+from forecaster.errors import ConfigError
+
+
+def test_defaults_are_the_embedded_setup() -> None:
+    settings = load_settings()
+    assert settings.database.url.startswith("sqlite:///")
+    assert settings.mlflow.tracking_uri == "sqlite:///models/mlflow.db"
+    assert settings.prometheus.timeout_seconds > 0
+    assert settings.api.port == 8000
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORECASTER_PROMETHEUS__URL", "https://prom.example:9090/")
+    monkeypatch.setenv("FORECASTER_DATABASE__URL", "postgresql://u@db/forecaster")
+    monkeypatch.setenv("FORECASTER_API__TOKEN", "s3cr3t-value")
+    settings = load_settings()
+    assert settings.prometheus.url == "https://prom.example:9090"
+    assert settings.database.url == "postgresql+psycopg://u@db/forecaster"
+    assert settings.api.token is not None
+    assert "s3cr3t" not in repr(settings)
+
+
+def test_invalid_settings_name_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORECASTER_PROMETHEUS__TIMEOUT_SECONDS", "-1")
+    with pytest.raises(ConfigError, match="prometheus.timeout_seconds"):
+        load_settings()
+
+
+def test_production_rejects_placeholder_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORECASTER_ENVIRONMENT", "production")
+    monkeypatch.setenv("FORECASTER_API__TOKEN", "changeme")
+    with pytest.raises(ConfigError, match="api.token"):
+        load_settings()
+
+
+def test_unsupported_database_url() -> None:
+    with pytest.raises(ConfigError, match="database.url"):
+        load_settings(database={"url": "mysql://x"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("28d", 28 * 86400), ("2w", 14 * 86400), (60, 60)],
+)
+def test_parse_duration(text: str | int, expected: int) -> None:
+    assert parse_duration(text) == timedelta(seconds=expected)
+
+
+@pytest.mark.parametrize("text", ["", "5", "5 parsecs", "m5", "-5m", "0s", "99999d", "1h-"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="horizon"):
+        parse_duration(text, what="horizon")
+
+
+@given(st.integers(min_value=1, max_value=10 * 365 * 86400))
+def test_format_then_parse_roundtrips(seconds: int) -> None:
+    value = timedelta(seconds=seconds)
+    assert parse_duration(format_duration(value)) == value

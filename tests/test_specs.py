@@ -1,0 +1,111 @@
+"""Pipeline spec validation: good specs load, bad specs name the problem."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import NAB, write_spec
+
+from forecaster.errors import SpecError
+from forecaster.specs import load_spec, parse_spec
+
+ELB = NAB / "realAWSCloudwatch" / "elb_request_count_8c0756.csv"
+
+
+def test_demo_spec_in_repo_loads() -> None:
+    spec = load_spec(Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml")
+    names = [s.name for s in spec.series]
+    assert names == ["elb_requests", "tweets_aapl", "ec2_latency"]
+    assert all(s.file is not None and s.file.is_file() for s in spec.series)
+    assert spec.series[2].kind == "latency"
+
+
+def test_example_prometheus_spec_loads() -> None:
+    path = Path(__file__).resolve().parents[1] / "pipelines" / "prometheus.example.yaml"
+    spec = load_spec(path)
+    by_route = spec.get("checkout_rps_by_route")
+    assert by_route.split_by == ("route",)
+    assert by_route.source == "prometheus"
+
+
+def test_defaults_are_inherited_and_overridable(tmp_path: Path) -> None:
+    path = write_spec(
+        tmp_path / "s.yaml",
+        [
+            {"name": "a", "query": "up"},
+            {"name": "b", "query": "up", "step": "1m", "horizon": "2h", "schedule": {"publish": "30s"}},
+        ],
+        step="5m",
+        horizon="1h",
+    )
+    spec = load_spec(path)
+    a, b = spec.series
+    assert a.step == timedelta(minutes=5) and a.horizon_steps == 12
+    assert b.step == timedelta(minutes=1) and b.horizon_steps == 120
+    assert b.schedule.publish == timedelta(seconds=30)
+    assert a.schedule.train == "0 3 * * *"
+    assert a.ingest_every == timedelta(minutes=5)
+
+
+def test_relative_file_resolved_against_spec_folder(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("timestamp,value\n2024-01-01,1\n2024-01-01 00:05,2\n")
+    spec = load_spec(write_spec(tmp_path / "s.yaml", [{"name": "f", "file": "t.csv"}]))
+    assert spec.series[0].file == (tmp_path / "t.csv").resolve()
+    assert spec.series[0].source == "file"
+
+
+@pytest.mark.parametrize(
+    ("series", "defaults", "message"),
+    [
+        ([{"name": "a", "query": "up", "colour": "red"}], {}, "colour: unknown key"),
+        ([{"name": "a", "query": "up", "step": "5 parsecs"}], {}, "cannot parse '5 parsecs'"),
+        ([{"name": "a"}], {}, "exactly one source"),
+        ([{"name": "a", "query": "up"}, {"name": "a", "query": "up"}], {}, "duplicate series name"),
+        ([{"name": "a", "query": "up", "horizon": "3650d"}], {}, "horizon longer than"),
+        ([{"name": "a", "query": "up", "estimators": ["oracle"]}], {}, "unknown estimator 'oracle'"),
+        ([{"name": "bad name!", "query": "up"}], {}, "series name 'bad name!'"),
+        ([{"name": "a", "query": "  "}], {}, "query is empty"),
+        ([{"name": "a", "query": "up", "split_by": ["9x"]}], {}, "not a valid Prometheus label"),
+        ([{"name": "a", "file": "missing.csv"}], {}, "does not exist"),
+        ([{"name": "a", "query": "up", "step": "-5m"}], {}, "cannot parse"),
+        ([{"name": "a", "query": "up", "schedule": {"train": "daily"}}], {}, "5-field cron"),
+        ([{"name": "a", "query": "up"}], {"stepp": "5m"}, "stepp: unknown key"),
+    ],
+)
+def test_bad_specs_are_refused_with_a_clear_message(
+    tmp_path: Path, series: list[dict[str, object]], defaults: dict[str, object], message: str
+) -> None:
+    path = write_spec(tmp_path / "bad.yaml", series, **defaults)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert message in str(info.value)
+    assert "bad.yaml" in str(info.value)
+
+
+def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "x.yaml"
+    bad.write_text("series: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "nope.yaml")
+    with pytest.raises(SpecError, match="non-empty list"):
+        parse_spec({"series": []})
+    with pytest.raises(SpecError, match="unknown top-level"):
+        parse_spec({"series": [{"name": "a", "query": "up"}], "sereis": []})
+    with pytest.raises(SpecError, match="unsupported spec version"):
+        parse_spec({"version": 2, "series": [{"name": "a", "query": "up"}]})
+
+
+def test_spec_is_frozen() -> None:
+    spec = parse_spec({"series": [{"name": "a", "query": "up"}]})
+    with pytest.raises(Exception, match="frozen"):
+        spec.series[0].name = "b"  # type: ignore[misc]
+
+
+def test_split_by_requires_query(tmp_path: Path) -> None:
+    path = write_spec(tmp_path / "s.yaml", [{"name": "a", "file": str(ELB), "split_by": ["x"]}])
+    with pytest.raises(SpecError, match="split_by needs a Prometheus query"):
+        load_spec(path)
