@@ -87,8 +87,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def write_spec(path: Path, series: list[dict[str, Any]], **defaults: Any) -> Path:
-    """Write a pipeline spec YAML to ``path`` and return it."""
+def _write_spec(path: Path, series: list[dict[str, Any]], **defaults: Any) -> Path:
     import yaml
 
     data = {"version": 1, "defaults": defaults or {}, "series": series}
@@ -97,19 +96,33 @@ def write_spec(path: Path, series: list[dict[str, Any]], **defaults: Any) -> Pat
 
 
 @pytest.fixture
+def write_spec() -> Any:
+    """``write_spec(path, series, **defaults)`` writes a pipeline spec YAML and returns its path."""
+    return _write_spec
+
+
+@pytest.fixture
+def nab() -> Path:
+    """The bundled NAB traces (data/nab)."""
+    return NAB
+
+
+@pytest.fixture
 def make_settings(tmp_path: Path) -> Any:
     """Factory of isolated settings (database, MLflow store and spec under tmp_path)."""
     from forecaster.config import load_settings
 
     def factory(db: str | None = None, spec: Path | None = None, **overrides: Any) -> Any:
+        mlflow = {
+            "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "artifact_location": str(tmp_path / "artifacts"),
+            "cache_dir": tmp_path / "cache",
+            "max_retries": 0,
+            **overrides.pop("mlflow", {}),
+        }
         return load_settings(
             database={"url": db or f"sqlite:///{tmp_path / 'store.db'}"},
-            mlflow={
-                "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-                "artifact_location": str(tmp_path / "artifacts"),
-                "cache_dir": tmp_path / "cache",
-                "max_retries": 0,
-            },
+            mlflow=mlflow,
             pipelines=spec or tmp_path / "spec.yaml",
             **overrides,
         )

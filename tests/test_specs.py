@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import NAB, write_spec
 
 from forecaster.errors import SpecError
 from forecaster.specs import load_spec, parse_spec
 
-ELB = NAB / "realAWSCloudwatch" / "elb_request_count_8c0756.csv"
+ELB = Path(__file__).resolve().parents[1] / "data/nab/realAWSCloudwatch/elb_request_count_8c0756.csv"
 
 
 def test_demo_spec_in_repo_loads() -> None:
@@ -30,7 +30,7 @@ def test_example_prometheus_spec_loads() -> None:
     assert by_route.source == "prometheus"
 
 
-def test_defaults_are_inherited_and_overridable(tmp_path: Path) -> None:
+def test_defaults_are_inherited_and_overridable(tmp_path: Path, write_spec: Any) -> None:
     path = write_spec(
         tmp_path / "s.yaml",
         [
@@ -49,7 +49,7 @@ def test_defaults_are_inherited_and_overridable(tmp_path: Path) -> None:
     assert a.ingest_every == timedelta(minutes=5)
 
 
-def test_relative_file_resolved_against_spec_folder(tmp_path: Path) -> None:
+def test_relative_file_resolved_against_spec_folder(tmp_path: Path, write_spec: Any) -> None:
     (tmp_path / "t.csv").write_text("timestamp,value\n2024-01-01,1\n2024-01-01 00:05,2\n")
     spec = load_spec(write_spec(tmp_path / "s.yaml", [{"name": "f", "file": "t.csv"}]))
     assert spec.series[0].file == (tmp_path / "t.csv").resolve()
@@ -76,7 +76,7 @@ def test_relative_file_resolved_against_spec_folder(tmp_path: Path) -> None:
 )
 def test_bad_specs_are_refused_with_a_clear_message(
     tmp_path: Path, series: list[dict[str, object]], defaults: dict[str, object], message: str
-) -> None:
+, write_spec: Any) -> None:
     path = write_spec(tmp_path / "bad.yaml", series, **defaults)
     with pytest.raises(SpecError) as info:
         load_spec(path)
@@ -105,7 +105,7 @@ def test_spec_is_frozen() -> None:
         spec.series[0].name = "b"  # type: ignore[misc]
 
 
-def test_split_by_requires_query(tmp_path: Path) -> None:
+def test_split_by_requires_query(tmp_path: Path, write_spec: Any) -> None:
     path = write_spec(tmp_path / "s.yaml", [{"name": "a", "file": str(ELB), "split_by": ["x"]}])
     with pytest.raises(SpecError, match="split_by needs a Prometheus query"):
         load_spec(path)

@@ -1,0 +1,191 @@
+"""The HTTP API over a real store: contract, errors, metrics, and what it must not import."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from forecaster.api.app import create_app
+from forecaster.store.db import make_engine, upgrade
+from forecaster.store.repository import ForecastPoint, Store
+
+STEP = timedelta(minutes=5)
+
+
+def _seed(settings: Any, *, generated_at: datetime | None = None) -> None:
+    engine = make_engine(settings.database)
+    try:
+        _fill(Store(engine), generated_at)
+    finally:
+        engine.dispose()
+
+
+def _fill(store: Store, generated_at: datetime | None) -> None:
+    engine = store.engine
+    upgrade(engine)
+    store = Store(engine)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    origin = now - timedelta(minutes=now.minute % 5)
+    sid = store.ensure_series(name="rps", family="rps", kind="load", unit="req/s",
+                              step_seconds=300, horizon_steps=288)
+    store.upsert_observations(sid, [(origin - i * STEP, 100.0 + i) for i in range(50)])
+    store.ensure_series(name="empty", family="empty", step_seconds=300, horizon_steps=12)
+    store.record_training(series="rps", run_id="run1", estimator="prophet", model_version="4",
+                          promoted=True, reason="test", metrics={"mase": 0.5}, artifact=None)
+    store.publish_forecast(
+        series="rps", generated_at=generated_at or now, origin=origin, step_seconds=300,
+        level=90.0, model_name="prophet", model_version="4", run_id="run1",
+        points=[ForecastPoint(step=i, ds=origin + i * STEP, yhat=200.0 + i, yhat_lower=150.0 + i,
+                              yhat_upper=260.0 + i) for i in range(1, 289)],
+    )
+
+
+@pytest.fixture
+def client(make_settings: Any, db_url: str) -> Any:
+    settings = make_settings(db=db_url)
+    _seed(settings)
+    with TestClient(create_app(settings, refresh_seconds=0.2)) as c:
+        yield c
+
+
+def test_list_series(client: TestClient) -> None:
+    body = client.get("/v1/series").json()
+    by_name = {s["name"]: s for s in body}
+    assert set(by_name) == {"rps", "empty"}
+    assert by_name["rps"]["step_seconds"] == 300
+    assert by_name["rps"]["champion"] == "prophet"
+    assert by_name["rps"]["last_observation"].startswith(str(datetime.now(UTC).year))
+    assert by_name["empty"]["champion"] is None
+
+
+def test_forecast_contract(client: TestClient) -> None:
+    response = client.get("/v1/series/rps/forecast", params={"horizon": "1h"})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) >= {"series", "generated_at", "step_seconds", "model", "points"}
+    assert body["model"] == {"name": "prophet", "version": "4", "run_id": "run1"}
+    assert body["stale"] is False and body["level"] == 90.0
+    points = body["points"]
+    assert 12 <= len(points) <= 13
+    now = datetime.now(UTC)
+    first = datetime.fromisoformat(points[0]["ds"])
+    last = datetime.fromisoformat(points[-1]["ds"])
+    assert first > now - timedelta(minutes=10) and last <= now + timedelta(hours=1)
+    assert all(p["yhat_lower"] <= p["yhat"] <= p["yhat_upper"] for p in points)
+    longer = client.get("/v1/series/rps/forecast", params={"horizon": "6h"}).json()["points"]
+    assert len(longer) > len(points)
+
+
+def test_unknown_series_is_404_with_message(client: TestClient) -> None:
+    response = client.get("/v1/series/nope/forecast")
+    assert response.status_code == 404
+    assert "unknown series 'nope'" in response.json()["detail"]
+    response = client.get("/v1/series/empty/forecast")
+    assert response.status_code == 404
+    assert "no published forecast" in response.json()["detail"]
+    assert client.get("/v1/series/nope/history").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "name"),
+    [
+        ("/v1/series/rps/forecast", {"horizon": "soon"}, "horizon"),
+        ("/v1/series/rps/forecast", {"horizon": "400d"}, "horizon"),
+        ("/v1/series/rps/forecast", {"horizon": "-1h"}, "horizon"),
+        ("/v1/series/rps/history", {"since": "last tuesday"}, "since"),
+        ("/v1/series/rps/history", {"since": "-90d"}, "since"),
+    ],
+)
+def test_bad_parameters_are_422_naming_them(
+    client: TestClient, path: str, params: dict[str, str], name: str
+) -> None:
+    response = client.get(path, params=params)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail[0]["loc"] == ["query", name]
+    assert detail[0]["msg"]
+
+
+def test_history(client: TestClient) -> None:
+    body = client.get("/v1/series/rps/history", params={"since": "-2h"}).json()
+    assert body["series"] == "rps"
+    ys = [p["y"] for p in body["points"]]
+    assert 20 <= len(ys) <= 26
+    assert ys == sorted(ys, reverse=True)  # seeded values decrease with time
+
+
+def test_health_ready_metrics(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["forecasts"] == 1
+    text = client.get("/metrics").text
+    assert 'forecaster_forecast{horizon="1h",quantile="0.5",series="rps"}' in text
+    assert 'forecaster_forecast{horizon="15m",quantile="0.95",series="rps"}' in text
+    assert "forecaster_forecast_age_seconds" in text
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    values = [s.value for s in families["forecaster_forecast"].samples]
+    assert values and all(v > 0 for v in values)
+
+
+def test_openapi_documents_the_routes(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "/v1/series/{name}/forecast" in spec["paths"]
+    params = spec["paths"]["/v1/series/{name}/forecast"]["get"]["parameters"]
+    assert any(p["name"] == "horizon" for p in params)
+
+
+def test_stale_forecast_is_flagged(make_settings: Any) -> None:
+    settings = make_settings()
+    _seed(settings, generated_at=datetime.now(UTC) - timedelta(hours=2))
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/v1/series/rps/forecast").json()["stale"] is True
+
+
+def test_reads_can_require_a_token(make_settings: Any) -> None:
+    settings = make_settings(api={"token": "a-real-token", "require_token_for_reads": True})
+    _seed(settings)
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/v1/series").status_code == 401
+        assert c.get("/v1/series", headers={"Authorization": "Bearer wrong"}).status_code == 403
+        ok = c.get("/v1/series", headers={"Authorization": "Bearer a-real-token"})
+        assert ok.status_code == 200
+        assert c.get("/healthz").status_code == 200
+
+
+def test_view_keeps_serving_when_the_store_fails(make_settings: Any, tmp_path: Any) -> None:
+    settings = make_settings()
+    _seed(settings)
+    app = create_app(settings, refresh_seconds=3600)
+    with TestClient(app) as c:
+        app.state.view.store.engine.dispose()
+        (tmp_path / "store.db").rename(tmp_path / "moved.db")
+        app.state.view.store.engine.url = app.state.view.store.engine.url.set(
+            database="/nonexistent/dir/x.db"
+        )
+        assert app.state.view.refresh() is False
+        assert c.get("/v1/series/rps/forecast").status_code == 200
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and "store unavailable" in ready.json()["error"]
+
+
+def test_api_process_does_not_import_heavy_libraries(make_settings: Any, tmp_path: Any) -> None:
+    code = (
+        "import sys, json\n"
+        "from forecaster.api.app import create_app\n"
+        "from forecaster.config import load_settings\n"
+        f"create_app(load_settings(database={{'url': 'sqlite:///{tmp_path}/x.db'}}))\n"
+        "import forecaster.api.asgi\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'prophet', 'lightgbm', 'mlflow', 'pandas', 'cmdstanpy', 'sklearn'})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

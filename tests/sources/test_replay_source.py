@@ -1,0 +1,92 @@
+"""CSV replay: a real trace shifted by whole weeks to end now, looped, never beyond now."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forecaster.errors import InputDataError
+from forecaster.sources.replay import FileSource, ReplayTrace
+from forecaster.specs import parse_spec
+from forecaster.timeseries import read_series_csv, to_grid
+
+STEP = timedelta(minutes=5)
+
+
+def _clock(when: datetime) -> Any:
+    return lambda: when
+
+
+def test_trace_ends_within_a_week_before_now_on_the_same_weekday(nab: Path) -> None:
+    path = nab / "realTweets" / "Twitter_volume_AAPL.csv"
+    now = datetime(2026, 11, 27, 12, 3, tzinfo=UTC)
+    trace = ReplayTrace(path, STEP, _clock(now))
+    shift = trace.shift()
+    assert shift % timedelta(days=7) == timedelta(0)
+    end = trace.values.index[-1].to_pydatetime() + shift
+    assert now - timedelta(days=7) < end <= now
+    window = trace.window(now - timedelta(days=28), now)
+    original = to_grid(read_series_csv(path), STEP)
+    # Every replayed value is a real value of the trace at the same weekday and time of day.
+    sample = window.iloc[:: len(window) // 50]
+    for ts, value in sample.items():
+        source_ts = ts - shift
+        if source_ts > original.index[-1]:
+            source_ts -= trace.period
+        assert original[source_ts] == value
+        assert source_ts.weekday() == ts.weekday()
+    assert window.index[-1] <= now
+    assert window.index[-1] > now - 2 * STEP
+
+
+def test_replay_grows_as_time_passes(nab: Path) -> None:
+    path = nab / "realAWSCloudwatch" / "elb_request_count_8c0756.csv"
+    t1 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    first = ReplayTrace(path, STEP, _clock(t1)).window(t1 - timedelta(hours=1), t1)
+    t2 = t1 + timedelta(minutes=30)
+    later = ReplayTrace(path, STEP, _clock(t2)).window(t1 - timedelta(hours=1), t2)
+    assert len(later) == len(first) + 6
+    assert (later.loc[first.index] == first).all()
+
+
+def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -> None:
+    spec = parse_spec(
+        {"series": [{"name": "elb", "file": str(nab / "realAWSCloudwatch" / "elb_request_count_8c0756.csv")}]}
+    ).series[0]
+    now = datetime.now(UTC)
+    fetched = FileSource().fetch(spec, now - timedelta(days=2), now)
+    assert len(fetched) == 1 and fetched[0].name == "elb" and fetched[0].labels == {}
+    values = fetched[0].values
+    assert values is not None and len(values) > 500
+    assert str(values.index.tz) == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "empty"),
+        ("timestamp,value\n", "no rows"),
+        ("2024-01-01,1\n2024-01-02,2\n", "header row"),
+        ("timestamp\n2024-01-01\n", "two columns"),
+        ("timestamp,value\n2024-01-01,abc\n", "row 2: value 'abc' is not a number"),
+        ("timestamp,value\nyesterday-ish,1\n", "cannot parse timestamp"),
+        ("timestamp,value\n2024-01-01,1\n2024-01-01,2\n", "duplicate timestamp"),
+        ("timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01 00:05,2\n", "mix time zones"),
+    ],
+)
+def test_bad_csv_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(InputDataError, match=message):
+        read_series_csv(path)
+
+
+def test_csv_variants_parse(tmp_path: Path) -> None:
+    path = tmp_path / "ok.csv"
+    path.write_text("ds,y\n2024-01-01T00:10:00+01:00,3\n2024-01-01T00:00:00+01:00,1\n")
+    series = read_series_csv(path)
+    assert list(series.to_numpy()) == [1.0, 3.0]
+    assert series.index[0] == datetime(2023, 12, 31, 23, 0, tzinfo=UTC)
