@@ -180,12 +180,21 @@ def db_upgrade() -> None:
                f"{current_revision(engine)}")
 
 
+COMMAND_MODULES = ("backtest", "simulate", "scaler", "detect")
+
+
 def _register_optional_commands() -> None:
-    try:
-        from forecaster.commands import backtest
-    except ImportError:
-        return
-    backtest.register(app)
+    """Add the commands that live in ``forecaster.commands.<name>`` (each has ``register``)."""
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"forecaster.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("forecaster.commands"):
+                continue
+            raise
+        module.register(app)
 
 
 def main() -> None:
