@@ -151,7 +151,9 @@ def scheduler(spec: SpecOption = None) -> None:
     from forecaster.scheduler import run_scheduler
 
     ctx = _context(spec)
-    typer.echo(f"scheduler running {len(ctx.spec.series)} series from {ctx.spec.path}; Ctrl-C stops")
+    typer.echo(
+        f"scheduler running {len(ctx.spec.series)} series from {ctx.spec.path}; Ctrl-C stops"
+    )
     run_scheduler(ctx)
 
 
@@ -176,8 +178,10 @@ def db_upgrade() -> None:
     settings = _settings()
     engine = make_engine(settings.database)
     upgrade(engine)
-    typer.echo(f"database {engine.url.render_as_string(hide_password=True)} at revision "
-               f"{current_revision(engine)}")
+    typer.echo(
+        f"database {engine.url.render_as_string(hide_password=True)} at revision "
+        f"{current_revision(engine)}"
+    )
 
 
 COMMAND_MODULES = ("backtest", "simulate", "scaler", "detect")

@@ -73,9 +73,7 @@ def run_demo(*, port: int = 8000, serve: bool = True) -> None:
     if not serve:
         return
     env = {**os.environ, "FORECASTER_PIPELINES": str(spec_path)}
-    scheduler = subprocess.Popen(
-        [sys.executable, "-m", "forecaster", "scheduler"], env=env
-    )
+    scheduler = subprocess.Popen([sys.executable, "-m", "forecaster", "scheduler"], env=env)
     _say(f"scheduler running (pid {scheduler.pid}); serving the API on {base} — Ctrl-C stops")
     try:
         import uvicorn

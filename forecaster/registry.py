@@ -233,9 +233,10 @@ class Registry:
             try:
                 mv = self.client.get_model_version_by_alias(name, alias)
             except MlflowException as exc:
-                if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(
-                    exc
-                ).lower():
+                if (
+                    "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code)
+                    or "not found" in str(exc).lower()
+                ):
                     return None
                 raise
             return RegisteredVersion(model=name, version=str(mv.version), run_id=str(mv.run_id))

@@ -131,7 +131,7 @@ def to_grid(series: pd.Series, step: timedelta) -> pd.Series:
         return series.astype(float)
     freq = pd.Timedelta(step)
     out = series.astype(float).resample(freq, origin="epoch").mean()
-    out.index.freq = freq
+    out.index = pd.DatetimeIndex(out.index, freq=pd.tseries.frequencies.to_offset(freq))
     return out
 
 

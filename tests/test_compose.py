@@ -18,14 +18,23 @@ def _compose() -> dict[str, Any]:
 
 def test_services_and_images() -> None:
     services = _compose()["services"]
-    for name in ("prometheus", "postgres", "mlflow", "forecaster-api", "forecaster-scheduler",
-                 "forecaster-scaler"):
+    for name in (
+        "prometheus",
+        "postgres",
+        "mlflow",
+        "forecaster-api",
+        "forecaster-scheduler",
+        "forecaster-scaler",
+    ):
         assert name in services, f"missing service {name}"
         assert "image" in services[name] or "build" in services[name]
     for name, service in services.items():
         if "build" in service:
-            context = REPO / (service["build"] if isinstance(service["build"], str)
-                              else service["build"].get("context", "."))
+            context = REPO / (
+                service["build"]
+                if isinstance(service["build"], str)
+                else service["build"].get("context", ".")
+            )
             assert (context / "Dockerfile").is_file(), name
 
 
@@ -72,6 +81,7 @@ def test_mlflow_server_uses_postgres_and_an_artifact_volume() -> None:
 
 def test_prometheus_config_scrapes_the_api() -> None:
     config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
-    targets = [t for job in config["scrape_configs"] for sc in job["static_configs"]
-               for t in sc["targets"]]
+    targets = [
+        t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
+    ]
     assert "forecaster-api:8000" in targets

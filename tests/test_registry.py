@@ -21,8 +21,11 @@ def test_log_register_alias_roundtrip(registry: Registry, tmp_path: Path) -> Non
     plot.write_bytes(b"\x89PNG\r\n\x1a\n")
     doc = {"format": 1, "estimator": "seasonal_naive", "state": {"season": 288}}
     run_id = registry.log_training(
-        series="rps", params={"horizon_steps": 288}, metrics={"prophet.mase": 0.8},
-        estimator_document=doc, plot=plot,
+        series="rps",
+        params={"horizon_steps": 288},
+        metrics={"prophet.mase": 0.8},
+        estimator_document=doc,
+        plot=plot,
     )
     assert registry.run_metrics(run_id) == {"prophet.mase": 0.8}
     assert registry.alias("rps", CHAMPION) is None
@@ -44,8 +47,13 @@ def test_member_names_are_safe_and_distinct() -> None:
 
 
 def test_unreachable_tracking_server_is_a_clear_error(make_settings: Any) -> None:
-    settings = make_settings(mlflow={"tracking_uri": "http://127.0.0.1:9", "max_retries": 0,
-                                     "request_timeout_seconds": 2})
+    settings = make_settings(
+        mlflow={
+            "tracking_uri": "http://127.0.0.1:9",
+            "max_retries": 0,
+            "request_timeout_seconds": 2,
+        }
+    )
     registry = Registry(settings.mlflow)
     with pytest.raises(RegistryError, match="127.0.0.1:9"):
         registry.log_training(series="rps", params={}, metrics={}, estimator_document={})

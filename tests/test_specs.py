@@ -11,7 +11,9 @@ import pytest
 from forecaster.errors import SpecError
 from forecaster.specs import load_spec, parse_spec
 
-ELB = Path(__file__).resolve().parents[1] / "data/nab/realAWSCloudwatch/elb_request_count_8c0756.csv"
+ELB = (
+    Path(__file__).resolve().parents[1] / "data/nab/realAWSCloudwatch/elb_request_count_8c0756.csv"
+)
 
 
 def test_demo_spec_in_repo_loads() -> None:
@@ -35,7 +37,13 @@ def test_defaults_are_inherited_and_overridable(tmp_path: Path, write_spec: Any)
         tmp_path / "s.yaml",
         [
             {"name": "a", "query": "up"},
-            {"name": "b", "query": "up", "step": "1m", "horizon": "2h", "schedule": {"publish": "30s"}},
+            {
+                "name": "b",
+                "query": "up",
+                "step": "1m",
+                "horizon": "2h",
+                "schedule": {"publish": "30s"},
+            },
         ],
         step="5m",
         horizon="1h",
@@ -64,7 +72,11 @@ def test_relative_file_resolved_against_spec_folder(tmp_path: Path, write_spec: 
         ([{"name": "a"}], {}, "exactly one source"),
         ([{"name": "a", "query": "up"}, {"name": "a", "query": "up"}], {}, "duplicate series name"),
         ([{"name": "a", "query": "up", "horizon": "3650d"}], {}, "horizon longer than"),
-        ([{"name": "a", "query": "up", "estimators": ["oracle"]}], {}, "unknown estimator 'oracle'"),
+        (
+            [{"name": "a", "query": "up", "estimators": ["oracle"]}],
+            {},
+            "unknown estimator 'oracle'",
+        ),
         ([{"name": "bad name!", "query": "up"}], {}, "series name 'bad name!'"),
         ([{"name": "a", "query": "  "}], {}, "query is empty"),
         ([{"name": "a", "query": "up", "split_by": ["9x"]}], {}, "not a valid Prometheus label"),
@@ -75,8 +87,12 @@ def test_relative_file_resolved_against_spec_folder(tmp_path: Path, write_spec: 
     ],
 )
 def test_bad_specs_are_refused_with_a_clear_message(
-    tmp_path: Path, series: list[dict[str, object]], defaults: dict[str, object], message: str
-, write_spec: Any) -> None:
+    tmp_path: Path,
+    series: list[dict[str, object]],
+    defaults: dict[str, object],
+    message: str,
+    write_spec: Any,
+) -> None:
     path = write_spec(tmp_path / "bad.yaml", series, **defaults)
     with pytest.raises(SpecError) as info:
         load_spec(path)

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from forecaster.errors import EstimatorError
 
 if TYPE_CHECKING:
+    from typing import Self
+
     import pandas as pd
-    from typing_extensions import Self
 
 FORECAST_COLUMNS = ("ds", "step", "yhat", "yhat_lower", "yhat_upper")
 STATE_FORMAT = 1

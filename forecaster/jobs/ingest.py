@@ -55,7 +55,8 @@ def ingest_series(
         points: list[tuple[datetime, float]] = []
         if values is not None and len(values):
             points = [
-                (ts.to_pydatetime(), float(v)) for ts, v in zip(values.index, values.to_numpy())
+                (ts.to_pydatetime(), float(v))
+                for ts, v in zip(values.index, values.to_numpy(), strict=True)
             ]
         series_id = ctx.store.ensure_series(
             name=item.name,

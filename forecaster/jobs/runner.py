@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -63,7 +64,7 @@ def run_ingest(ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = Fal
 
     summary = RunSummary("ingest")
     for spec in _progress(specs, "ingest", progress):
-        _guarded(ctx, "ingest", spec.name, lambda s=spec: ingest_series(ctx, spec=s), summary)
+        _guarded(ctx, "ingest", spec.name, partial(ingest_series, ctx, spec=spec), summary)
     return summary
 
 
@@ -83,7 +84,7 @@ def run_train(
             ctx,
             "train",
             name,
-            lambda s=spec, n=name: train_series(ctx, spec=s, name=n, n_jobs=n_jobs),
+            partial(train_series, ctx, spec=spec, name=name, n_jobs=n_jobs),
             summary,
         )
     return summary
@@ -100,7 +101,7 @@ def run_publish(ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = Fa
             ctx,
             "publish",
             name,
-            lambda s=spec, n=name: publish_series(ctx, spec=s, name=n),
+            partial(publish_series, ctx, spec=spec, name=name),
             summary,
         )
     return summary

@@ -41,9 +41,7 @@ class ReplayTrace:
         clock: Returns the current UTC time (injectable for tests).
     """
 
-    def __init__(
-        self, path: Path, step: timedelta, clock: Callable[[], datetime] = _now
-    ) -> None:
+    def __init__(self, path: Path, step: timedelta, clock: Callable[[], datetime] = _now) -> None:
         raw = read_series_csv(path)
         grid = to_grid(raw, step)
         if len(grid) < 2:
@@ -67,7 +65,7 @@ class ReplayTrace:
         now = self.clock()
         unit = WEEK if self.period >= WEEK else self.period
         k = math.floor((now - last) / unit)
-        return k * unit
+        return timedelta(seconds=k * unit.total_seconds())
 
     def window(self, start: datetime, end: datetime) -> pd.Series:
         """Replayed values on the grid within ``[start, min(end, now)]`` (NaN dropped)."""
@@ -88,17 +86,16 @@ class ReplayTrace:
         first = self.values.index[0] + shift
         last = self.values.index[-1] + shift
         period = pd.Timedelta(self.period)
-        source_times = grid - shift
-        after = grid > last
+        after = np.asarray(grid > last)
+        laps = np.zeros(len(grid), dtype="int64")
         if after.any():
-            laps = np.ceil((grid[after] - last) / period).astype(int)
-            source_times = source_times.to_series().to_numpy().copy()
-            source_times[after] = (grid[after] - shift - laps * period).to_numpy()
-            source_times = pd.DatetimeIndex(source_times, tz=UTC)
+            laps[after] = np.ceil(np.asarray((grid[after] - last) / period)).astype("int64")
+        source_times = grid - shift - pd.TimedeltaIndex(laps * period)
         looked_up = self.values.reindex(source_times)
         out = pd.Series(looked_up.to_numpy(), index=grid, dtype=float)
-        out = out[(grid >= first)]
-        return out.dropna()
+        out = out[np.asarray(grid >= first)]
+        result: pd.Series = out.dropna()
+        return result
 
 
 class FileSource:

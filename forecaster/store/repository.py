@@ -134,9 +134,7 @@ class Store:
                     )
                     return int(row[0])
                 result = conn.execute(
-                    series_table.insert().values(
-                        name=name, created_at=datetime.now(UTC), **values
-                    )
+                    series_table.insert().values(name=name, created_at=datetime.now(UTC), **values)
                 )
                 return int(result.inserted_primary_key[0])  # type: ignore[index]
         except IntegrityError:
@@ -208,12 +206,14 @@ class Store:
         Returns:
             The number of points written.
         """
-        rows = []
+        rows: list[dict[str, Any]] = []
+        stamps: list[datetime] = []
         for ts, value in points:
             v = float(value)
             if not math.isfinite(v):
                 raise InputDataError(f"non-finite value {value!r} at {ts.isoformat()}")
-            rows.append({"series_id": series_id, "ts": _utc(ts), "value": v})
+            stamps.append(_utc(ts))
+            rows.append({"series_id": series_id, "ts": stamps[-1], "value": v})
         if not rows:
             return 0
         try:
@@ -226,7 +226,7 @@ class Store:
                         set_={"value": stmt.excluded.value},
                     )
                     conn.execute(stmt, rows[start : start + _BATCH])
-                latest = max(r["ts"] for r in rows)
+                latest = max(stamps)
                 conn.execute(
                     update(series_table)
                     .where(series_table.c.id == series_id)
@@ -436,7 +436,9 @@ class Store:
     @staticmethod
     def _load_publication(conn: Connection, name: str, publication_id: int) -> PublishedForecast:
         pub = (
-            conn.execute(select(publications_table).where(publications_table.c.id == publication_id))
+            conn.execute(
+                select(publications_table).where(publications_table.c.id == publication_id)
+            )
             .mappings()
             .one()
         )

@@ -32,17 +32,40 @@ def _fill(store: Store, generated_at: datetime | None) -> None:
     store = Store(engine)
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     origin = now - timedelta(minutes=now.minute % 5)
-    sid = store.ensure_series(name="rps", family="rps", kind="load", unit="req/s",
-                              step_seconds=300, horizon_steps=288)
+    sid = store.ensure_series(
+        name="rps", family="rps", kind="load", unit="req/s", step_seconds=300, horizon_steps=288
+    )
     store.upsert_observations(sid, [(origin - i * STEP, 100.0 + i) for i in range(50)])
     store.ensure_series(name="empty", family="empty", step_seconds=300, horizon_steps=12)
-    store.record_training(series="rps", run_id="run1", estimator="prophet", model_version="4",
-                          promoted=True, reason="test", metrics={"mase": 0.5}, artifact=None)
+    store.record_training(
+        series="rps",
+        run_id="run1",
+        estimator="prophet",
+        model_version="4",
+        promoted=True,
+        reason="test",
+        metrics={"mase": 0.5},
+        artifact=None,
+    )
     store.publish_forecast(
-        series="rps", generated_at=generated_at or now, origin=origin, step_seconds=300,
-        level=90.0, model_name="prophet", model_version="4", run_id="run1",
-        points=[ForecastPoint(step=i, ds=origin + i * STEP, yhat=200.0 + i, yhat_lower=150.0 + i,
-                              yhat_upper=260.0 + i) for i in range(1, 289)],
+        series="rps",
+        generated_at=generated_at or now,
+        origin=origin,
+        step_seconds=300,
+        level=90.0,
+        model_name="prophet",
+        model_version="4",
+        run_id="run1",
+        points=[
+            ForecastPoint(
+                step=i,
+                ds=origin + i * STEP,
+                yhat=200.0 + i,
+                yhat_lower=150.0 + i,
+                yhat_upper=260.0 + i,
+            )
+            for i in range(1, 289)
+        ],
     )
 
 
@@ -186,6 +209,7 @@ def test_api_process_does_not_import_heavy_libraries(make_settings: Any, tmp_pat
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'prophet', 'lightgbm', 'mlflow', 'pandas', 'cmdstanpy', 'sklearn'})))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -54,7 +54,14 @@ def test_replay_grows_as_time_passes(nab: Path) -> None:
 
 def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -> None:
     spec = parse_spec(
-        {"series": [{"name": "elb", "file": str(nab / "realAWSCloudwatch" / "elb_request_count_8c0756.csv")}]}
+        {
+            "series": [
+                {
+                    "name": "elb",
+                    "file": str(nab / "realAWSCloudwatch" / "elb_request_count_8c0756.csv"),
+                }
+            ]
+        }
     ).series[0]
     now = datetime.now(UTC)
     fetched = FileSource().fetch(spec, now - timedelta(days=2), now)

@@ -83,7 +83,9 @@ def test_unknown_series(store: Store) -> None:
 
 def _forecast(n: int, base: float) -> list[ForecastPoint]:
     return [
-        ForecastPoint(step=i, ds=T0 + i * STEP, yhat=base + i, yhat_lower=base, yhat_upper=base + 2 * i)
+        ForecastPoint(
+            step=i, ds=T0 + i * STEP, yhat=base + i, yhat_lower=base, yhat_upper=base + 2 * i
+        )
         for i in range(1, n + 1)
     ]
 
@@ -113,8 +115,14 @@ def test_publish_and_read_back_with_provenance(store: Store) -> None:
 def test_publish_refuses_broken_forecasts(store: Store) -> None:
     store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=3)
     common = dict(
-        series="rps", generated_at=T0, origin=T0, step_seconds=300, level=90.0,
-        model_name="m", model_version="1", run_id="r",
+        series="rps",
+        generated_at=T0,
+        origin=T0,
+        step_seconds=300,
+        level=90.0,
+        model_name="m",
+        model_version="1",
+        run_id="r",
     )
     with pytest.raises(InputDataError, match="empty"):
         store.publish_forecast(points=[], **common)  # type: ignore[arg-type]
@@ -132,8 +140,15 @@ def test_readers_never_see_half_a_forecast(store: Store) -> None:
     """Concurrent readers see either a whole old or a whole new forecast."""
     store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=200)
     store.publish_forecast(
-        series="rps", generated_at=T0, origin=T0, step_seconds=300, level=90.0,
-        model_name="m", model_version="0", run_id="r0", points=_forecast(200, 0.0),
+        series="rps",
+        generated_at=T0,
+        origin=T0,
+        step_seconds=300,
+        level=90.0,
+        model_name="m",
+        model_version="0",
+        run_id="r0",
+        points=_forecast(200, 0.0),
     )
     stop = threading.Event()
     problems: list[str] = []
@@ -152,9 +167,15 @@ def test_readers_never_see_half_a_forecast(store: Store) -> None:
         t.start()
     for version in range(1, 15):
         store.publish_forecast(
-            series="rps", generated_at=T0 + version * timedelta(minutes=1), origin=T0,
-            step_seconds=300, level=90.0, model_name="m", model_version=str(version),
-            run_id=f"r{version}", points=_forecast(200, float(version)),
+            series="rps",
+            generated_at=T0 + version * timedelta(minutes=1),
+            origin=T0,
+            step_seconds=300,
+            level=90.0,
+            model_name="m",
+            model_version=str(version),
+            run_id=f"r{version}",
+            points=_forecast(200, float(version)),
         )
     stop.set()
     for t in threads:
@@ -168,8 +189,14 @@ def test_old_publications_are_thinned(store: Store) -> None:
     start = T0
     for minute in range(0, 6 * 60, 10):
         store.publish_forecast(
-            series="rps", generated_at=start + timedelta(minutes=minute), origin=start,
-            step_seconds=300, level=90.0, model_name="m", model_version="1", run_id="r",
+            series="rps",
+            generated_at=start + timedelta(minutes=minute),
+            origin=start,
+            step_seconds=300,
+            level=90.0,
+            model_name="m",
+            model_version="1",
+            run_id="r",
             points=_forecast(3, 1.0),
         )
     now = start + timedelta(minutes=350)
@@ -186,12 +213,24 @@ def test_champion_follows_promotions_only(store: Store) -> None:
     store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=3)
     assert store.champion("rps") is None
     store.record_training(
-        series="rps", run_id="r1", estimator="seasonal_naive", model_version="1",
-        promoted=True, reason="first", metrics={"mase": 1.0}, artifact="{}",
+        series="rps",
+        run_id="r1",
+        estimator="seasonal_naive",
+        model_version="1",
+        promoted=True,
+        reason="first",
+        metrics={"mase": 1.0},
+        artifact="{}",
     )
     store.record_training(
-        series="rps", run_id="r2", estimator="prophet", model_version="2",
-        promoted=False, reason="worse", metrics={"mase": 1.5}, artifact="{}",
+        series="rps",
+        run_id="r2",
+        estimator="prophet",
+        model_version="2",
+        promoted=False,
+        reason="worse",
+        metrics={"mase": 1.5},
+        artifact="{}",
     )
     champ = store.champion("rps")
     assert champ is not None and champ.estimator == "seasonal_naive" and champ.model_version == "1"
@@ -200,9 +239,13 @@ def test_champion_follows_promotions_only(store: Store) -> None:
     assert listed[0].champion == "seasonal_naive"
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(batches=st.lists(st.tuples(st.integers(0, 60), st.integers(1, 30)), min_size=1, max_size=6))
-def test_ingestion_is_idempotent_property(tmp_path_factory: pytest.TempPathFactory, batches: list[tuple[int, int]]) -> None:
+def test_ingestion_is_idempotent_property(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[tuple[int, int]]
+) -> None:
     path = tmp_path_factory.mktemp("prop") / "s.db"
     engine = make_engine(DatabaseSettings(url=f"sqlite:///{path}"))
     upgrade(engine)

@@ -42,4 +42,6 @@ def metrics(request: Request) -> Response:
     """Self-monitoring and the published forecasts, in the Prometheus text format."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(
+        generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST
+    )

@@ -182,8 +182,7 @@ def get_history(
     body = {
         "series": name,
         "points": [
-            {"ds": ts.astimezone(UTC).isoformat().replace("+00:00", "Z"), "y": y}
-            for ts, y in rows
+            {"ds": ts.astimezone(UTC).isoformat().replace("+00:00", "Z"), "y": y} for ts, y in rows
         ],
     }
     return Response(orjson.dumps(body), media_type="application/json")

@@ -40,7 +40,12 @@ def upgrade() -> None:
         sa.Column("series_id", sa.Integer, nullable=False),
         sa.Column("ts", UTCDateTime, nullable=False),
         sa.Column("value", sa.Float, nullable=False),
-        sa.ForeignKeyConstraint(["series_id"], ["series.id"], name="fk_observations_series_id_series", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["series_id"],
+            ["series.id"],
+            name="fk_observations_series_id_series",
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("series_id", "ts", name="pk_observations"),
     )
     op.create_table(
@@ -55,10 +60,17 @@ def upgrade() -> None:
         sa.Column("model_name", sa.String(200), nullable=False),
         sa.Column("model_version", sa.String(32), nullable=False),
         sa.Column("run_id", sa.String(64), nullable=False),
-        sa.ForeignKeyConstraint(["series_id"], ["series.id"], name="fk_publications_series_id_series", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["series_id"],
+            ["series.id"],
+            name="fk_publications_series_id_series",
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_publications"),
     )
-    op.create_index("ix_publications_series_generated", "publications", ["series_id", "generated_at"])
+    op.create_index(
+        "ix_publications_series_generated", "publications", ["series_id", "generated_at"]
+    )
     op.create_table(
         "forecast_points",
         sa.Column("publication_id", sa.Integer, nullable=False),
@@ -67,7 +79,12 @@ def upgrade() -> None:
         sa.Column("yhat", sa.Float, nullable=False),
         sa.Column("yhat_lower", sa.Float, nullable=False),
         sa.Column("yhat_upper", sa.Float, nullable=False),
-        sa.ForeignKeyConstraint(["publication_id"], ["publications.id"], name="fk_forecast_points_publication_id_publications", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["publication_id"],
+            ["publications.id"],
+            name="fk_forecast_points_publication_id_publications",
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("publication_id", "step", name="pk_forecast_points"),
     )
     op.create_table(
@@ -82,7 +99,9 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("metrics", sa.JSON, nullable=False),
         sa.Column("artifact", sa.Text, nullable=True),
-        sa.ForeignKeyConstraint(["series_id"], ["series.id"], name="fk_trainings_series_id_series", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["series_id"], ["series.id"], name="fk_trainings_series_id_series", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_trainings"),
     )
     op.create_index("ix_trainings_series_trained", "trainings", ["series_id", "trained_at"])
@@ -95,8 +114,12 @@ def upgrade() -> None:
         sa.Column("run_id", sa.String(64), nullable=False),
         sa.Column("mase", sa.Float, nullable=True),
         sa.Column("promoted_at", UTCDateTime, nullable=False),
-        sa.ForeignKeyConstraint(["series_id"], ["series.id"], name="fk_champions_series_id_series", ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["training_id"], ["trainings.id"], name="fk_champions_training_id_trainings"),
+        sa.ForeignKeyConstraint(
+            ["series_id"], ["series.id"], name="fk_champions_series_id_series", ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["training_id"], ["trainings.id"], name="fk_champions_training_id_trainings"
+        ),
         sa.PrimaryKeyConstraint("series_id", name="pk_champions"),
     )
     op.create_table(
@@ -120,5 +143,13 @@ def downgrade() -> None:
         ("ix_publications_series_generated", "publications"),
     ):
         op.drop_index(index, table_name=table)
-    for table in ("job_runs", "champions", "trainings", "forecast_points", "publications", "observations", "series"):
+    for table in (
+        "job_runs",
+        "champions",
+        "trainings",
+        "forecast_points",
+        "publications",
+        "observations",
+        "series",
+    ):
         op.drop_table(table)

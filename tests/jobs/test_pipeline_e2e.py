@@ -1,0 +1,126 @@
+"""The whole path on real services: replayed trace -> store -> train (MLflow) -> publish -> API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from forecaster.api.app import create_app
+from forecaster.errors import SeriesNotFound
+from forecaster.jobs.context import JobContext
+from forecaster.jobs.runner import run_ingest, run_publish, run_train
+from forecaster.registry import CHALLENGER, CHAMPION
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ctx(make_settings: Any, db_url: str, write_spec: Any, nab: Path, tmp_path: Path) -> Any:
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [
+            {
+                "name": "elb",
+                "file": str(nab / "realAWSCloudwatch" / "elb_request_count_8c0756.csv"),
+                "unit": "requests/5min",
+            }
+        ],
+        step="5m",
+        history="7d",
+        horizon="2h",
+        estimators=["seasonal_naive", "lightgbm"],
+    )
+    context = JobContext.create(make_settings(db=db_url, spec=spec))
+    yield context
+    context.store.engine.dispose()
+
+
+def test_ingest_train_publish_serve(ctx: Any) -> None:
+    specs = ctx.select(None)
+    first = run_ingest(ctx, specs)
+    assert first.ok, first.errors
+    written = first.results[0].written["elb"]
+    assert 7 * 288 - 12 <= written <= 7 * 288 + 1
+    again = run_ingest(ctx, specs)
+    assert again.ok
+    count = ctx.store.count_observations("elb")
+    assert count <= written + 3  # re-ingesting the overlap does not duplicate
+
+    trained = run_train(ctx, specs)
+    assert trained.ok, trained.errors
+    result = trained.results[0]
+    assert {"seasonal_naive", "lightgbm"} <= set(result.scores)
+    assert result.promoted, result.reason
+    champion = ctx.registry.alias("elb", CHAMPION)
+    assert champion is not None and champion.run_id == result.run_id
+    metrics = ctx.registry.run_metrics(result.run_id)
+    assert "seasonal_naive.mase" in metrics and "lightgbm.mase" in metrics
+    artifacts = {a.path for a in ctx.registry.client.list_artifacts(result.run_id, "plots")}
+    assert artifacts == {"plots/predicted_vs_actual.png"}
+
+    published = run_publish(ctx, specs)
+    assert published.ok, published.errors
+    forecast = ctx.store.latest_forecast("elb")
+    assert len(forecast.points) == 24
+    assert forecast.run_id == result.run_id and forecast.model_version == champion.version
+    assert all(p.yhat_lower <= p.yhat <= p.yhat_upper for p in forecast.points)
+
+    with TestClient(create_app(ctx.settings)) as client:
+        body = client.get("/v1/series/elb/forecast", params={"horizon": "2h"}).json()
+        assert body["model"]["run_id"] == result.run_id
+        assert len(body["points"]) >= 20
+        listed = client.get("/v1/series").json()
+        assert listed[0]["champion"] == result.chosen
+
+
+def test_gate_refuses_a_worse_model_and_keeps_the_champion(ctx: Any) -> None:
+    specs = ctx.select(None)
+    assert run_ingest(ctx, specs).ok
+    assert run_train(ctx, specs).ok
+    first = ctx.registry.alias("elb", CHAMPION)
+    assert first is not None
+    # Pretend the current champion was far better on these windows than anything now.
+    with ctx.store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE champions SET mase = 0.0001, estimator = 'prophet'")
+    second = run_train(ctx, specs)
+    assert second.ok
+    outcome = second.results[0]
+    assert not outcome.promoted
+    assert "worse than the champion prophet" in outcome.reason
+    assert ctx.registry.alias("elb", CHAMPION).version == first.version
+    challenger = ctx.registry.alias("elb", CHALLENGER)
+    assert challenger is not None and challenger.run_id == outcome.run_id
+    assert ctx.store.champion("elb").model_version == first.version
+
+
+def test_train_and_publish_need_history_first(ctx: Any) -> None:
+    specs = ctx.select(None)
+    summary = run_train(ctx, specs)
+    assert not summary.ok and "run ingest first" in summary.errors["elb"]
+    assert run_publish(ctx, specs).results == []
+    with pytest.raises(SeriesNotFound, match="not in the pipeline spec"):
+        ctx.select(["nope"])
+
+
+def test_mlflow_down_training_completes_and_champion_keeps_serving(ctx: Any) -> None:
+    specs = ctx.select(None)
+    assert run_ingest(ctx, specs).ok
+    assert run_train(ctx, specs).ok
+    assert run_publish(ctx, specs).ok
+    before = ctx.store.champion("elb")
+    from forecaster.registry import Registry
+
+    down = ctx.settings.mlflow.model_copy(
+        update={"tracking_uri": "http://127.0.0.1:9", "request_timeout_seconds": 1}
+    )
+    ctx._registry = Registry(down)
+    summary = run_train(ctx, specs)
+    assert summary.ok
+    outcome = summary.results[0]
+    assert not outcome.promoted and "MLflow unavailable" in outcome.reason
+    assert ctx.store.champion("elb") == before
+    assert run_publish(ctx, specs).ok
+    assert ctx.store.latest_forecast("elb").run_id == before.run_id

@@ -1,0 +1,110 @@
+"""The command line as a user drives it: help, ingest/train/publish, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "forecaster", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    "command", ["ingest", "train", "publish", "serve", "scheduler", "demo", "backtest"]
+)
+def test_every_command_has_help(command: str, tmp_path: Path) -> None:
+    out = _run([command, "--help"], {}, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "Usage" in out.stdout
+
+
+@pytest.mark.integration
+def test_ingest_train_publish_from_the_command_line(
+    tmp_path: Path, nab: Path, write_spec: Any
+) -> None:
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [
+            {
+                "name": "lat",
+                "file": str(nab / "realKnownCause/ec2_request_latency_system_failure.csv"),
+                "kind": "latency",
+                "unit": "ms",
+            }
+        ],
+        history="5d",
+        horizon="1h",
+        estimators=["seasonal_naive"],
+    )
+    env = {
+        "FORECASTER_PIPELINES": str(spec),
+        "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/s.db",
+        "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "FORECASTER_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
+    }
+    ingest = _run(["ingest"], env, tmp_path)
+    assert ingest.returncode == 0, ingest.stderr
+    assert "ingested lat:" in ingest.stdout
+    train = _run(["train"], env, tmp_path)
+    assert train.returncode == 0, train.stderr
+    assert "trained lat: seasonal_naive (champion" in train.stdout
+    publish = _run(["publish"], env, tmp_path)
+    assert publish.returncode == 0, publish.stderr
+    assert "published lat: 12 steps" in publish.stdout
+
+
+def test_bad_spec_and_unknown_series_are_clear_errors(tmp_path: Path, write_spec: Any) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("series:\n  - name: a\n    query: up\n    step: often\n")
+    out = _run(
+        ["ingest", "--spec", str(bad)],
+        {"FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/s.db"},
+        tmp_path,
+    )
+    assert out.returncode == 1
+    assert "step: step: cannot parse 'often'" in out.stderr or "cannot parse 'often'" in out.stderr
+    assert "Traceback" not in out.stderr
+    good = write_spec(tmp_path / "good.yaml", [{"name": "a", "query": "up"}])
+    out = _run(
+        ["train", "nope", "--spec", str(good)],
+        {"FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/s.db"},
+        tmp_path,
+    )
+    assert out.returncode == 1
+    assert "series 'nope' is not in the pipeline spec" in out.stderr
+
+
+def test_prometheus_unreachable_is_reported_and_nothing_written(
+    tmp_path: Path, write_spec: Any
+) -> None:
+    spec = write_spec(tmp_path / "spec.yaml", [{"name": "a", "query": "up"}])
+    env = {
+        "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/s.db",
+        "FORECASTER_PROMETHEUS__URL": "http://127.0.0.1:9",
+        "FORECASTER_PROMETHEUS__RETRIES": "1",
+        "FORECASTER_PROMETHEUS__BACKOFF_SECONDS": "0.01",
+        "FORECASTER_PROMETHEUS__TIMEOUT_SECONDS": "2",
+    }
+    out = _run(["ingest", "--spec", str(spec)], env, tmp_path)
+    assert out.returncode == 1
+    assert "127.0.0.1:9" in out.stderr and "FAILED" in out.stderr
+    import sqlite3
+
+    rows = (
+        sqlite3.connect(tmp_path / "s.db").execute("SELECT count(*) FROM observations").fetchone()
+    )
+    assert rows == (0,)
