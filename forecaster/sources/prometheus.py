@@ -1,0 +1,421 @@
+"""The Prometheus source: range queries through ``prometheus_api_client``, chunked and validated.
+
+:class:`PrometheusSource` turns one spec'd PromQL query into validated
+:class:`~forecaster.sources.base.FetchedSeries`:
+
+* Evaluation timestamps lie on a grid of ``spec.step`` anchored at the Unix epoch
+  (the same grid :func:`forecaster.timeseries.to_grid` uses), so repeated fetches of
+  overlapping ranges return the same timestamps.
+* The range is cut into chunks of at most ``max_points_per_query`` grid points
+  (Prometheus refuses more than 11,000 points per series); chunks do not share grid
+  points, and stitching keeps the first value of any timestamp seen twice.
+* Every HTTP call has an explicit timeout; connection errors, timeouts, HTTP 408, 429
+  and 5xx are retried with exponential backoff, then raise ``SourceUnavailable``.
+* TLS verification, a CA bundle, a client certificate and a bearer token come from
+  :class:`~forecaster.config.PrometheusSettings`.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from forecaster.errors import SourceQueryError, SourceUnavailable
+from forecaster.sources.base import FetchedSeries, member_name
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import pandas as pd
+
+    from forecaster.config import PrometheusSettings
+    from forecaster.specs import SeriesSpec
+
+#: HTTP statuses worth retrying: the server is overloaded, restarting or timed out.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: HTTP statuses meaning Prometheus rejected the query itself (PromQL or limits).
+QUERY_STATUSES = frozenset({400, 422})
+#: Upper bound of one backoff sleep, in seconds.
+MAX_BACKOFF_SECONDS = 60.0
+#: How many label sets an error message lists before summarising.
+_MAX_LISTED = 10
+
+_STATUS_MESSAGE = re.compile(r"^HTTP Status Code (\d{3}) \((.*)\)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class _HttpError:
+    status: int
+    detail: str
+
+
+class PrometheusSource:
+    """Fetches spec'd series from the Prometheus HTTP API (``/api/v1/query_range``).
+
+    Args:
+        settings: URL, timeout (seconds), retries, backoff (seconds), TLS and auth.
+        sleep: Called with the backoff delay in seconds between attempts; tests pass
+            a recorder instead of :func:`time.sleep`.
+
+    The HTTP client is created on first use, so constructing a source does no I/O.
+    """
+
+    def __init__(
+        self,
+        settings: PrometheusSettings,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._sleep = sleep
+        self._client: Any = None
+
+    # -- public API ------------------------------------------------------------------
+
+    def fetch(self, spec: SeriesSpec, start: datetime, end: datetime) -> list[FetchedSeries]:
+        """Observations of ``spec.query`` on the epoch-anchored step grid in ``[start, end]``.
+
+        Args:
+            spec: A Prometheus series spec (``spec.query`` set).
+            start: Range start, tz-aware (naive is taken as UTC).
+            end: Range end, tz-aware (naive is taken as UTC), inclusive.
+
+        Returns:
+            One :class:`FetchedSeries` when ``spec.split_by`` is empty, else one per
+            distinct label set of the ``split_by`` labels (sorted by name); values are
+            finite floats indexed by sorted tz-aware UTC timestamps. An empty list when
+            the query matches nothing in the range.
+
+        Raises:
+            SourceUnavailable: Prometheus cannot be reached, times out, or keeps
+                answering 5xx after ``settings.retries`` retries.
+            SourceQueryError: Prometheus rejects the query, answers something that is
+                not a JSON range-query matrix, or the series do not match the spec.
+        """
+        query = spec.query
+        if query is None:
+            raise SourceQueryError(f"series {spec.name!r} has no Prometheus query")
+        step_seconds = _whole_seconds(spec.step, spec.name)
+        first, last = _grid_bounds(start, end, step_seconds)
+        if first > last:
+            return []
+        chunk_points = self.settings.max_points_per_query
+        collected: dict[tuple[tuple[str, str], ...], dict[int, float]] = {}
+        chunk_start = first
+        while chunk_start <= last:
+            chunk_end = min(chunk_start + (chunk_points - 1) * step_seconds, last)
+            result = self._query_range(query, chunk_start, chunk_end, step_seconds)
+            for labels, samples in _parse_matrix(result, query):
+                stitched = collected.setdefault(labels, {})
+                for stamp, value in samples:
+                    stitched.setdefault(stamp, value)
+            chunk_start = chunk_end + step_seconds
+        return _to_fetched(spec, query, collected)
+
+    def close(self) -> None:
+        """Release the HTTP connection pool (the source can still be used afterwards)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> PrometheusSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- HTTP ------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            import requests
+            from prometheus_api_client import PrometheusConnect
+            from urllib3.util.retry import Retry
+
+            settings = self.settings
+            session = requests.Session()
+            if not settings.verify_tls:
+                session.verify = False
+            elif settings.ca_file is not None:
+                session.verify = str(settings.ca_file)
+            else:
+                session.verify = True
+            if settings.client_cert is not None:
+                session.cert = (
+                    (str(settings.client_cert), str(settings.client_key))
+                    if settings.client_key is not None
+                    else str(settings.client_cert)
+                )
+            headers: dict[str, str] = {}
+            if settings.bearer_token is not None:
+                headers["Authorization"] = f"Bearer {settings.bearer_token.get_secret_value()}"
+            self._client = PrometheusConnect(
+                url=settings.url,
+                headers=headers or None,
+                session=session,
+                # Retries happen here, not in urllib3: one policy, one log of attempts.
+                retry=Retry(total=0, read=False, redirect=0, raise_on_status=False),
+                timeout=settings.timeout_seconds,
+            )
+        return self._client
+
+    def _query_range(self, query: str, start: int, end: int, step_seconds: int) -> Any:
+        """One ``query_range`` call with retries; returns the decoded ``data.result``."""
+        import requests
+        from prometheus_api_client.exceptions import PrometheusApiClientException
+
+        settings = self.settings
+        url = settings.url
+        window = f"[{_iso(start)}, {_iso(end)}] step {step_seconds}s"
+        attempts = settings.retries + 1
+        last_problem = ""
+        for attempt in range(attempts):
+            if attempt:
+                delay = min(settings.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+                self._sleep(max(delay, 0.0))
+            try:
+                return self._connect().custom_query_range(
+                    query=query,
+                    start_time=datetime.fromtimestamp(start, UTC),
+                    end_time=datetime.fromtimestamp(end, UTC),
+                    step=f"{step_seconds}s",
+                    # Prometheus' own evaluation timeout, in float seconds.
+                    params={"timeout": f"{settings.timeout_seconds:g}"},
+                    timeout=settings.timeout_seconds,
+                )
+            except PrometheusApiClientException as exc:
+                error = _http_error(exc)
+                if error is None:
+                    raise SourceQueryError(
+                        f"Prometheus at {url} failed query {query!r} over {window}: {exc}"
+                    ) from exc
+                if error.status in QUERY_STATUSES:
+                    raise SourceQueryError(
+                        f"Prometheus at {url} rejected query {query!r} over {window} "
+                        f"(HTTP {error.status}): {error.detail}"
+                    ) from exc
+                if error.status not in RETRY_STATUSES:
+                    raise SourceUnavailable(
+                        f"Prometheus at {url} refused query {query!r} "
+                        f"(HTTP {error.status}): {error.detail}"
+                    ) from exc
+                last_problem = f"HTTP {error.status}: {error.detail}"
+                if attempt == attempts - 1:
+                    raise SourceUnavailable(_gave_up(url, query, attempts, last_problem)) from exc
+            except requests.exceptions.JSONDecodeError as exc:
+                raise SourceQueryError(
+                    f"Prometheus at {url} answered query {query!r} with invalid JSON: {exc}"
+                ) from exc
+            except (KeyError, TypeError) as exc:
+                raise SourceQueryError(
+                    f"Prometheus at {url} answered query {query!r} without data.result "
+                    f"(missing {exc}); is {url} really the Prometheus API?"
+                ) from exc
+            except requests.exceptions.SSLError as exc:
+                raise SourceUnavailable(
+                    f"TLS handshake with Prometheus at {url} failed for query {query!r} "
+                    f"(check verify_tls, ca_file, client_cert, client_key): {exc}"
+                ) from exc
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
+                last_problem = f"{type(exc).__name__}: {exc}"
+                if attempt == attempts - 1:
+                    raise SourceUnavailable(_gave_up(url, query, attempts, last_problem)) from exc
+            except requests.exceptions.RequestException as exc:
+                raise SourceUnavailable(
+                    f"cannot query Prometheus at {url} for {query!r}: {type(exc).__name__}: {exc}"
+                ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _whole_seconds(step: timedelta, name: str) -> int:
+    seconds = step.total_seconds()
+    if seconds < 1 or not float(seconds).is_integer():
+        raise SourceQueryError(
+            f"series {name!r}: step {seconds:g}s must be a whole number of seconds "
+            "for Prometheus range queries"
+        )
+    return int(seconds)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _grid_bounds(start: datetime, end: datetime, step_seconds: int) -> tuple[int, int]:
+    """First and last epoch-anchored grid points (Unix seconds) inside ``[start, end]``."""
+    first = math.ceil(_utc(start).timestamp() / step_seconds) * step_seconds
+    last = math.floor(_utc(end).timestamp() / step_seconds) * step_seconds
+    return first, last
+
+
+def _iso(epoch_seconds: int) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat()
+
+
+def _gave_up(url: str, query: str, attempts: int, problem: str) -> str:
+    return (
+        f"Prometheus at {url} unavailable for query {query!r} after {attempts} attempt(s): "
+        f"{problem}"
+    )
+
+
+def _http_error(exc: Exception) -> _HttpError | None:
+    """Status and Prometheus' error text from a ``PrometheusApiClientException``.
+
+    The client only keeps ``"HTTP Status Code 400 (b'...')"``; the body is the repr of
+    the raw bytes, normally ``{"status":"error","errorType":...,"error":...}``.
+    """
+    match = _STATUS_MESSAGE.match(str(exc))
+    if match is None:
+        return None
+    status = int(match.group(1))
+    raw = match.group(2)
+    try:
+        body = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return _HttpError(status, raw)
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        return _HttpError(status, text.strip()[:500] or "(empty body)")
+    if isinstance(decoded, dict) and "error" in decoded:
+        kind = decoded.get("errorType")
+        return _HttpError(status, f"{kind}: {decoded['error']}" if kind else str(decoded["error"]))
+    return _HttpError(status, text.strip()[:500])
+
+
+def _format_labels(labels: tuple[tuple[str, str], ...] | dict[str, str]) -> str:
+    items = sorted(labels.items()) if isinstance(labels, dict) else list(labels)
+    return "{" + ", ".join(f'{key}="{value}"' for key, value in items) + "}"
+
+
+def _list_label_sets(label_sets: list[tuple[tuple[str, str], ...]]) -> str:
+    shown = ", ".join(_format_labels(labels) for labels in label_sets[:_MAX_LISTED])
+    extra = len(label_sets) - _MAX_LISTED
+    return shown + (f" and {extra} more" if extra > 0 else "")
+
+
+def _parse_value(raw: Any) -> float | None:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _parse_matrix(
+    result: Any, query: str
+) -> list[tuple[tuple[tuple[str, str], ...], list[tuple[int, float]]]]:
+    """Label sets and finite ``(epoch milliseconds, value)`` samples of a matrix result.
+
+    NaN (including Prometheus stale markers), ``+Inf`` and ``-Inf`` are dropped.
+
+    Raises:
+        SourceQueryError: If ``result`` is not a list of ``{"metric", "values"}``.
+    """
+    if not isinstance(result, list):
+        raise SourceQueryError(
+            f"query {query!r} returned a {type(result).__name__} result, expected a matrix "
+            "(a list of series)"
+        )
+    parsed = []
+    for item in result:
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("metric"), dict)
+            or not isinstance(item.get("values"), list)
+        ):
+            shape = sorted(item) if isinstance(item, dict) else type(item).__name__
+            raise SourceQueryError(
+                f"query {query!r} did not return a matrix: got an element {shape}, "
+                "expected series with 'metric' and 'values'"
+            )
+        labels = tuple(sorted((str(k), str(v)) for k, v in item["metric"].items()))
+        samples: list[tuple[int, float]] = []
+        for pair in item["values"]:
+            if not isinstance(pair, list | tuple) or len(pair) != 2:
+                raise SourceQueryError(
+                    f"query {query!r} returned a malformed sample {pair!r} for "
+                    f"{_format_labels(labels)}; expected [timestamp, value]"
+                )
+            value = _parse_value(pair[1])
+            if value is None:
+                continue
+            try:
+                stamp_ms = round(float(pair[0]) * 1000)
+            except (TypeError, ValueError) as exc:
+                raise SourceQueryError(
+                    f"query {query!r} returned a sample with timestamp {pair[0]!r}, "
+                    "expected Unix seconds"
+                ) from exc
+            samples.append((stamp_ms, value))
+        parsed.append((labels, samples))
+    return parsed
+
+
+def _to_fetched(
+    spec: SeriesSpec,
+    query: str,
+    collected: dict[tuple[tuple[str, str], ...], dict[int, float]],
+) -> list[FetchedSeries]:
+    """Check the label sets against the spec and build the fetched series."""
+    if not collected:
+        return []
+    label_sets = sorted(collected)
+    if not spec.split_by:
+        if len(label_sets) > 1:
+            raise SourceQueryError(
+                f"series {spec.name!r}: query {query!r} returned {len(label_sets)} series, "
+                f"expected exactly one (aggregate the query or set split_by): "
+                f"{_list_label_sets(label_sets)}"
+            )
+        only = label_sets[0]
+        return [FetchedSeries(spec.name, spec.name, {}, _values(collected[only], spec.name))]
+    members: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
+    for labels in label_sets:
+        full = dict(labels)
+        missing = [label for label in spec.split_by if label not in full]
+        if missing:
+            raise SourceQueryError(
+                f"series {spec.name!r}: query {query!r} returned a series without split_by "
+                f"label(s) {missing}: {_format_labels(labels)}; received "
+                f"{_list_label_sets(label_sets)}"
+            )
+        key = tuple((label, full[label]) for label in sorted(spec.split_by))
+        if key in members:
+            raise SourceQueryError(
+                f"series {spec.name!r}: query {query!r} returned several series for "
+                f"split_by label set {_format_labels(key)}: {_format_labels(members[key])} "
+                f"and {_format_labels(labels)}; aggregate by {list(spec.split_by)}"
+            )
+        members[key] = labels
+    fetched = []
+    for key in sorted(members):
+        labels_dict = dict(key)
+        name = member_name(spec.name, labels_dict)
+        fetched.append(
+            FetchedSeries(name, spec.name, labels_dict, _values(collected[members[key]], name))
+        )
+    return fetched
+
+
+def _values(samples: dict[int, float], name: str) -> pd.Series:
+    import pandas as pd
+
+    stamps = sorted(samples)
+    index = pd.DatetimeIndex(pd.to_datetime(stamps, unit="ms", utc=True), name="timestamp")
+    return pd.Series([samples[s] for s in stamps], index=index, dtype=float, name=name)

@@ -1,0 +1,567 @@
+"""PrometheusSource against a real Prometheus (backfilled NAB trace) and a fake HTTP server."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pandas as pd
+import pytest
+
+from forecaster.config import PrometheusSettings
+from forecaster.errors import SourceQueryError, SourceUnavailable
+from forecaster.sources.base import member_name
+from forecaster.sources.prometheus import PrometheusSource
+from forecaster.specs import ScheduleSpec, SeriesSpec
+from forecaster.timeseries import read_series_csv
+from tests.support.promserver import (
+    PromServer,
+    free_port,
+    make_prometheus_fixture,
+    shift_to_end_at,
+    utc_now_floor,
+)
+
+NAB_TRACE = (
+    Path(__file__).resolve().parents[2] / "data/nab/realAWSCloudwatch/elb_request_count_8c0756.csv"
+)
+STEP = timedelta(minutes=5)
+
+
+def make_spec(name: str, query: str, *, split_by: tuple[str, ...] = ()) -> SeriesSpec:
+    return SeriesSpec(
+        name=name,
+        query=query,
+        split_by=split_by,
+        step=STEP,
+        history=timedelta(days=28),
+        horizon=timedelta(hours=24),
+        estimators=("seasonal_naive",),
+        schedule=ScheduleSpec(),
+    )
+
+
+class SleepRecorder:
+    """Stands in for time.sleep: records the backoff delays instead of waiting."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+def nab_trace() -> pd.Series:
+    """The ELB request-count trace (14 days, 5 min, 8 missing samples) ending 10 min ago."""
+    return shift_to_end_at(read_series_csv(NAB_TRACE), utc_now_floor(300) - timedelta(minutes=10))
+
+
+_TRACE: dict[str, pd.Series] = {}
+
+
+def trace() -> pd.Series:
+    """One shifted trace per test session, so the server and the asserts agree."""
+    if "trace" not in _TRACE:
+        _TRACE["trace"] = nab_trace()
+    return _TRACE["trace"]
+
+
+def backfill() -> dict[str, pd.Series]:
+    series = trace()
+    short = series.iloc[-12:]
+    return {
+        'elb_requests{route="/a"}': series,
+        'elb_requests{route="/b"}': series + 0.25,
+        "single_rps": series,
+        'partial{route="/a"}': short,
+        'partial{zone="eu"}': short,
+        'dup{route="/a",instance="1"}': short,
+        'dup{route="/a",instance="2"}': short,
+    }
+
+
+prometheus = make_prometheus_fixture(backfill, scope="module")
+
+
+# -- real Prometheus -----------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_chunked_fetch_returns_every_backfilled_point_once(
+    prometheus: PromServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_api_client.prometheus_connect import PrometheusConnect
+
+    original = PrometheusConnect.custom_query_range
+    chunks: list[tuple[datetime, datetime, int]] = []
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        points = sum(len(item["values"]) for item in result)
+        chunks.append((kwargs["start_time"], kwargs["end_time"], points))
+        return result
+
+    monkeypatch.setattr(PrometheusConnect, "custom_query_range", spy)
+    series = trace()
+    source = PrometheusSource(PrometheusSettings(url=prometheus.url, max_points_per_query=500))
+    start = series.index[0].to_pydatetime() - timedelta(minutes=2)
+    end = series.index[-1].to_pydatetime() + timedelta(minutes=2)
+
+    (fetched,) = source.fetch(make_spec("single", "single_rps"), start, end)
+
+    values = fetched.values
+    assert values is not None
+    assert fetched.name == fetched.family == "single"
+    assert fetched.labels == {}
+    assert str(pd.DatetimeIndex(values.index).tz) == "UTC"
+    assert values.index.is_monotonic_increasing and not values.index.has_duplicates
+    # Every backfilled sample comes back, at its own timestamp, with its value.
+    pd.testing.assert_series_equal(
+        values.reindex(series.index), series.astype(float), check_names=False
+    )
+    # The only extra points are the 8 grid points inside the trace's 10-minute gaps,
+    # where Prometheus' 5-minute lookback repeats the previous sample.
+    grid = pd.date_range(series.index[0], series.index[-1], freq=STEP)
+    assert values.index.equals(grid)
+    gaps = grid.difference(pd.DatetimeIndex(series.index))
+    assert len(gaps) == 8
+    assert (values[gaps].to_numpy() == series.reindex(grid).ffill()[gaps].to_numpy()).all()
+    # Several chunks, none over the limit, no grid point fetched twice.
+    assert len(chunks) == 9
+    assert all(points <= 500 for _, _, points in chunks)
+    assert sum(points for _, _, points in chunks) == len(values)
+    for (_, previous_end, _), (next_start, _, _) in zip(chunks, chunks[1:], strict=False):
+        assert next_start - previous_end == STEP
+
+
+@pytest.mark.integration
+def test_split_by_returns_one_named_series_per_label_set(prometheus: PromServer) -> None:
+    series = trace()
+    source = PrometheusSource(PrometheusSettings(url=prometheus.url))
+    start, end = series.index[-288].to_pydatetime(), series.index[-1].to_pydatetime()
+
+    fetched = source.fetch(make_spec("elb", "elb_requests", split_by=("route",)), start, end)
+
+    assert [f.name for f in fetched] == [
+        member_name("elb", {"route": "/a"}),
+        member_name("elb", {"route": "/b"}),
+    ]
+    assert [f.name for f in fetched] == ['elb{route="/a"}', 'elb{route="/b"}']
+    assert all(f.family == "elb" for f in fetched)
+    assert [f.labels for f in fetched] == [{"route": "/a"}, {"route": "/b"}]
+    expected = series[start:end]
+    for member, offset in zip(fetched, (0.0, 0.25), strict=True):
+        assert member.values is not None
+        got = member.values.reindex(expected.index)
+        assert (got.to_numpy() == expected.to_numpy() + offset).all()
+
+
+@pytest.mark.integration
+def test_two_series_without_split_by_is_a_query_error(prometheus: PromServer) -> None:
+    series = trace()
+    source = PrometheusSource(PrometheusSettings(url=prometheus.url))
+    end = series.index[-1].to_pydatetime()
+
+    with pytest.raises(SourceQueryError) as caught:
+        source.fetch(make_spec("elb", "elb_requests"), end - timedelta(hours=1), end)
+
+    message = str(caught.value)
+    assert "'elb_requests'" in message
+    assert 'route="/a"' in message and 'route="/b"' in message
+    assert "2 series" in message
+
+
+@pytest.mark.integration
+def test_series_lacking_a_split_by_label_is_a_query_error(prometheus: PromServer) -> None:
+    end = trace().index[-1].to_pydatetime()
+    source = PrometheusSource(PrometheusSettings(url=prometheus.url))
+
+    with pytest.raises(
+        SourceQueryError, match=r"without split_by label\(s\) \['route'\]"
+    ) as caught:
+        source.fetch(make_spec("p", "partial", split_by=("route",)), end - timedelta(hours=1), end)
+
+    assert "'partial'" in str(caught.value)
+    assert 'zone="eu"' in str(caught.value)
+
+
+@pytest.mark.integration
+def test_two_series_with_the_same_split_label_set_is_a_query_error(
+    prometheus: PromServer,
+) -> None:
+    end = trace().index[-1].to_pydatetime()
+    source = PrometheusSource(PrometheusSettings(url=prometheus.url))
+
+    with pytest.raises(SourceQueryError, match=r'split_by label set \{route="/a"\}') as caught:
+        source.fetch(make_spec("d", "dup", split_by=("route",)), end - timedelta(hours=1), end)
+
+    assert 'instance="1"' in str(caught.value) and 'instance="2"' in str(caught.value)
+
+
+@pytest.mark.integration
+def test_query_matching_nothing_returns_no_series(prometheus: PromServer) -> None:
+    end = trace().index[-1].to_pydatetime()
+    source = PrometheusSource(PrometheusSettings(url=prometheus.url))
+
+    assert source.fetch(make_spec("n", "no_such_metric"), end - timedelta(hours=1), end) == []
+
+
+@pytest.mark.integration
+def test_promql_syntax_error_is_a_clear_query_error_without_retries(
+    prometheus: PromServer,
+) -> None:
+    end = trace().index[-1].to_pydatetime()
+    sleeps = SleepRecorder()
+    source = PrometheusSource(PrometheusSettings(url=prometheus.url, retries=3), sleep=sleeps)
+
+    with pytest.raises(SourceQueryError) as caught:
+        source.fetch(make_spec("bad", "sum(elb_requests"), end - timedelta(hours=1), end)
+
+    message = str(caught.value)
+    assert "'sum(elb_requests'" in message
+    assert "HTTP 400" in message and "bad_data" in message and "parse error" in message
+    assert prometheus.url in message
+    assert sleeps.delays == []
+
+
+@pytest.mark.integration
+def test_unreachable_prometheus_is_unavailable_after_the_retries() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    sleeps = SleepRecorder()
+    settings = PrometheusSettings(url=url, retries=2, backoff_seconds=0.01, timeout_seconds=1)
+    source = PrometheusSource(settings, sleep=sleeps)
+    end = datetime.now(UTC)
+
+    with pytest.raises(SourceUnavailable) as caught:
+        source.fetch(make_spec("x", "up"), end - timedelta(hours=1), end)
+
+    message = str(caught.value)
+    assert url in message and "'up'" in message and "after 3 attempt(s)" in message
+    assert "ConnectionError" in message
+    assert sleeps.delays == [0.01, 0.02]
+
+
+# -- fake Prometheus on loopback -----------------------------------------------------
+
+Responder = Callable[[dict[str, str]], tuple[int, str]]
+
+
+@dataclass
+class FakePrometheus:
+    """A loopback HTTP server answering /api/v1/query_range from canned responses."""
+
+    url: str
+    responses: list[tuple[int, str] | Responder] = field(default_factory=list)
+    requests: list[tuple[dict[str, str], dict[str, str]]] = field(default_factory=list)
+
+    def reply(self, status: int, body: Any) -> None:
+        self.responses.append((status, body if isinstance(body, str) else json.dumps(body)))
+
+
+@pytest.fixture
+def fake_prometheus() -> Iterator[FakePrometheus]:
+    yield from _serve_fake(None)
+
+
+def _serve_fake(context: ssl.SSLContext | None) -> Iterator[FakePrometheus]:
+    scheme = "https" if context else "http"
+    fake = FakePrometheus(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parsed = urlparse(self.path)
+            params = {key: values[0] for key, values in parse_qs(parsed.query).items()}
+            fake.requests.append((params, dict(self.headers.items())))
+            if parsed.path != "/api/v1/query_range" or not fake.responses:
+                status, body = 599, "unexpected request to the fake Prometheus"
+            else:
+                answer = fake.responses.pop(0)
+                status, body = answer(params) if callable(answer) else answer
+            payload = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    fake.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def matrix(*series: tuple[dict[str, str], list[list[Any]]]) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "data": {
+            "resultType": "matrix",
+            "result": [{"metric": labels, "values": values} for labels, values in series],
+        },
+    }
+
+
+T0 = 1_700_000_100  # a multiple of 300 s
+HOUR = (datetime.fromtimestamp(T0, UTC), datetime.fromtimestamp(T0 + 3600, UTC))
+
+
+def test_server_error_then_success_is_retried(fake_prometheus: FakePrometheus) -> None:
+    fake_prometheus.reply(503, {"status": "error", "errorType": "unavailable", "error": "busy"})
+    fake_prometheus.reply(502, "Bad Gateway")
+    fake_prometheus.reply(200, matrix(({}, [[T0, "1.5"], [T0 + 300, "2"]])))
+    sleeps = SleepRecorder()
+    settings = PrometheusSettings(url=fake_prometheus.url, retries=3, backoff_seconds=0.5)
+
+    (fetched,) = PrometheusSource(settings, sleep=sleeps).fetch(make_spec("s", "up"), *HOUR)
+
+    assert fetched.values is not None
+    assert fetched.values.tolist() == [1.5, 2.0]
+    assert sleeps.delays == [0.5, 1.0]
+    assert len(fake_prometheus.requests) == 3
+
+
+def test_persistent_server_errors_are_unavailable_with_the_prometheus_text(
+    fake_prometheus: FakePrometheus,
+) -> None:
+    for _ in range(3):
+        fake_prometheus.reply(503, {"status": "error", "errorType": "timeout", "error": "slow"})
+    sleeps = SleepRecorder()
+    settings = PrometheusSettings(url=fake_prometheus.url, retries=2, backoff_seconds=0.1)
+
+    with pytest.raises(SourceUnavailable, match=r"after 3 attempt\(s\): HTTP 503: timeout: slow"):
+        PrometheusSource(settings, sleep=sleeps).fetch(make_spec("s", "up"), *HOUR)
+
+    assert sleeps.delays == [0.1, 0.2]
+
+
+def test_garbage_json_is_a_query_error(fake_prometheus: FakePrometheus) -> None:
+    fake_prometheus.reply(200, "<html>login required</html>")
+    settings = PrometheusSettings(url=fake_prometheus.url)
+
+    with pytest.raises(SourceQueryError, match="invalid JSON") as caught:
+        PrometheusSource(settings).fetch(make_spec("s", "up"), *HOUR)
+
+    assert fake_prometheus.url in str(caught.value) and "'up'" in str(caught.value)
+
+
+def test_json_without_data_result_is_a_query_error(fake_prometheus: FakePrometheus) -> None:
+    fake_prometheus.reply(200, {"hello": "world"})
+
+    with pytest.raises(SourceQueryError, match="without data.result"):
+        PrometheusSource(PrometheusSettings(url=fake_prometheus.url)).fetch(
+            make_spec("s", "up"), *HOUR
+        )
+
+
+def test_unprocessable_query_is_a_query_error_with_the_prometheus_text(
+    fake_prometheus: FakePrometheus,
+) -> None:
+    fake_prometheus.reply(
+        422, {"status": "error", "errorType": "execution", "error": "too many samples"}
+    )
+
+    with pytest.raises(SourceQueryError, match="HTTP 422.*execution: too many samples"):
+        PrometheusSource(PrometheusSettings(url=fake_prometheus.url)).fetch(
+            make_spec("s", "up"), *HOUR
+        )
+
+
+def test_nan_stale_and_infinite_values_are_dropped(fake_prometheus: FakePrometheus) -> None:
+    values = [
+        [T0, "1"],
+        [T0 + 300, "NaN"],  # stale markers also arrive as "NaN"
+        [T0 + 600, "+Inf"],
+        [T0 + 900, "-Inf"],
+        [T0 + 1200, "2.5"],
+        [T0 + 1500, "nan"],
+    ]
+    fake_prometheus.reply(200, matrix(({}, values)))
+
+    (fetched,) = PrometheusSource(PrometheusSettings(url=fake_prometheus.url)).fetch(
+        make_spec("s", "up"), *HOUR
+    )
+
+    assert fetched.values is not None
+    assert fetched.values.dtype == float
+    assert fetched.values.to_dict() == {
+        pd.Timestamp(T0, unit="s", tz="UTC"): 1.0,
+        pd.Timestamp(T0 + 1200, unit="s", tz="UTC"): 2.5,
+    }
+    assert str(pd.DatetimeIndex(fetched.values.index).tz) == "UTC"
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        [{"metric": {}, "value": [T0, "1"]}],  # an instant vector
+        [T0, "1"],  # a scalar
+        {"metric": {}, "values": []},  # not a list
+    ],
+    ids=["vector", "scalar", "object"],
+)
+def test_non_matrix_results_are_query_errors(fake_prometheus: FakePrometheus, result: Any) -> None:
+    fake_prometheus.reply(200, {"status": "success", "data": {"result": result}})
+
+    with pytest.raises(SourceQueryError, match=r"'up'.*matrix"):
+        PrometheusSource(PrometheusSettings(url=fake_prometheus.url)).fetch(
+            make_spec("s", "up"), *HOUR
+        )
+
+
+def test_chunks_are_stitched_without_duplicated_boundary_points(
+    fake_prometheus: FakePrometheus,
+) -> None:
+    def overlapping(params: dict[str, str]) -> tuple[int, str]:
+        # Misbehave on purpose: also answer the grid point before the chunk.
+        start, end, step = int(params["start"]), int(params["end"]), int(params["step"][:-1])
+        points = [[t, str(t)] for t in range(start - step, end + 1, step)]
+        return 200, json.dumps(matrix(({"job": "a"}, points)))
+
+    fake_prometheus.responses.extend([overlapping] * 3)
+    settings = PrometheusSettings(url=fake_prometheus.url, max_points_per_query=10)
+    start = datetime.fromtimestamp(T0 - 100, UTC)  # not on the grid: first point is T0
+    end = datetime.fromtimestamp(T0 + 24 * 300 + 50, UTC)
+
+    (fetched,) = PrometheusSource(settings).fetch(make_spec("s", "up"), start, end)
+
+    windows = [(int(p["start"]), int(p["end"])) for p, _ in fake_prometheus.requests]
+    assert windows == [
+        (T0, T0 + 9 * 300),
+        (T0 + 10 * 300, T0 + 19 * 300),
+        (T0 + 20 * 300, T0 + 24 * 300),
+    ]
+    assert fetched.values is not None
+    expected_stamps = list(range(T0 - 300, T0 + 24 * 300 + 1, 300))
+    assert fetched.values.tolist() == [float(t) for t in expected_stamps]
+    assert not fetched.values.index.has_duplicates
+
+
+def test_requests_carry_timeout_step_and_bearer_token(
+    fake_prometheus: FakePrometheus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+
+    timeouts: list[Any] = []
+    original = requests.Session.request
+
+    def spy(self: requests.Session, *args: Any, **kwargs: Any) -> Any:
+        timeouts.append(kwargs.get("timeout"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "request", spy)
+    fake_prometheus.reply(200, matrix())
+    settings = PrometheusSettings(
+        url=fake_prometheus.url, timeout_seconds=7.5, bearer_token="s3cr3t-value"
+    )
+
+    assert PrometheusSource(settings).fetch(make_spec("s", "sum(up)"), *HOUR) == []
+
+    ((params, headers),) = fake_prometheus.requests
+    assert headers["Authorization"] == "Bearer s3cr3t-value"
+    assert params["query"] == "sum(up)"
+    assert params["step"] == "300s"
+    assert params["timeout"] == "7.5"
+    assert (params["start"], params["end"]) == (str(T0), str(T0 + 3600))
+    assert timeouts == [7.5]
+
+
+def test_non_whole_second_step_is_refused() -> None:
+    spec = make_spec("s", "up").model_copy(update={"step": timedelta(seconds=1.5)})
+
+    with pytest.raises(SourceQueryError, match="whole number of seconds"):
+        PrometheusSource(PrometheusSettings()).fetch(spec, *HOUR)
+
+
+def test_constructing_a_source_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("network used")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    with PrometheusSource(PrometheusSettings(url="http://127.0.0.1:1")) as source:
+        assert source.settings.url == "http://127.0.0.1:1"
+
+
+# -- TLS -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (generated, not downloaded)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_prometheus(tls_files: tuple[Path, Path]) -> Iterator[FakePrometheus]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_files)
+    yield from _serve_fake(context)
+
+
+def test_tls_is_verified_against_the_configured_ca_file(
+    tls_prometheus: FakePrometheus, tls_files: tuple[Path, Path]
+) -> None:
+    tls_prometheus.reply(200, matrix(({}, [[T0, "3"]])))
+    sleeps = SleepRecorder()
+
+    with pytest.raises(SourceUnavailable, match="TLS handshake"):
+        PrometheusSource(PrometheusSettings(url=tls_prometheus.url), sleep=sleeps).fetch(
+            make_spec("s", "up"), *HOUR
+        )
+    assert sleeps.delays == []  # a certificate problem is not retried
+
+    settings = PrometheusSettings(url=tls_prometheus.url, ca_file=tls_files[0])
+    (fetched,) = PrometheusSource(settings).fetch(make_spec("s", "up"), *HOUR)
+    assert fetched.values is not None and fetched.values.tolist() == [3.0]
