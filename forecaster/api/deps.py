@@ -12,19 +12,19 @@ from forecaster.config import Settings
 from forecaster.store.repository import Store
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     """Settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_view(request: Request) -> ForecastView:
+async def get_view(request: Request) -> ForecastView:
     """The in-memory forecast view."""
     view: ForecastView = request.app.state.view
     return view
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     """The store (for reads that are not cached, such as history)."""
     store: Store = request.app.state.store
     return store
@@ -49,7 +49,7 @@ def _check_token(request: Request, settings: Settings) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="invalid token")
 
 
-def require_read(
+async def require_read(
     request: Request, settings: Annotated[Settings, Depends(get_app_settings)]
 ) -> None:
     """Allow reads, checking the token only when reads are configured to need it."""
@@ -57,7 +57,7 @@ def require_read(
         _check_token(request, settings)
 
 
-def require_admin(
+async def require_admin(
     request: Request, settings: Annotated[Settings, Depends(get_app_settings)]
 ) -> None:
     """Allow write/admin calls only with the configured bearer token."""

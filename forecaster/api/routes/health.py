@@ -13,13 +13,13 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="Liveness")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="Readiness")
-def readyz(view: ViewDep, response: Response) -> dict[str, Any]:
+async def readyz(view: ViewDep, response: Response) -> dict[str, Any]:
     """Ready when the forecast view has loaded from the store and its last refresh worked."""
     state = view.state
     ready = state.refreshed_at is not None and state.error is None

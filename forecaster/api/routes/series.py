@@ -79,7 +79,7 @@ def _not_found(exc: Exception) -> HTTPException:
 
 
 @router.get("", response_model=list[SeriesOut], summary="List series")
-def list_series(view: ViewDep) -> list[dict[str, Any]]:
+async def list_series(view: ViewDep) -> list[dict[str, Any]]:
     """Every known series with its step, last observation time and champion model."""
     return [
         {
@@ -103,7 +103,7 @@ def list_series(view: ViewDep) -> list[dict[str, Any]]:
     summary="Latest published forecast",
     responses={404: {"description": "Unknown series or nothing published yet"}},
 )
-def get_forecast(
+async def get_forecast(
     name: str,
     view: ViewDep,
     settings: SettingsDep,

@@ -1,0 +1,113 @@
+"""Real processes on loopback: `forecaster scheduler` and `forecaster serve` sharing one store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _start(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "forecaster", *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_scheduler_bootstraps_and_api_serves_over_http(
+    tmp_path: Path, nab: Path, write_spec: Any
+) -> None:
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "elb", "file": str(nab / "realAWSCloudwatch/elb_request_count_8c0756.csv")}],
+        history="3d",
+        horizon="1h",
+        estimators=["seasonal_naive"],
+        schedule={"publish": "2s"},
+    )
+    port = _free_port()
+    env = {
+        "FORECASTER_PIPELINES": str(spec),
+        "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/s.db",
+        "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "FORECASTER_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
+    }
+    scheduler = _start(["scheduler"], env, tmp_path, tmp_path / "scheduler.log")
+    server = _start(["serve", "--port", str(port)], env, tmp_path, tmp_path / "serve.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            assert scheduler.poll() is None, (tmp_path / "scheduler.log").read_text()
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                r = httpx.get(f"{base}/v1/series/elb/forecast", params={"horizon": "1h"}, timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.5)
+                continue
+            if r.status_code == 200:
+                body = r.json()
+                break
+            assert r.status_code == 404, r.text
+            time.sleep(0.5)
+        assert body, "no forecast served within 180 s:\n" + (tmp_path / "scheduler.log").read_text()
+        assert body["model"]["name"] == "seasonal_naive"
+        assert 12 <= len(body["points"]) <= 13
+        first_generated = body["generated_at"]
+        # Publishing every 2 s: a newer forecast replaces it.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r = httpx.get(f"{base}/v1/series/elb/forecast", timeout=2)
+            if r.json()["generated_at"] != first_generated:
+                break
+            time.sleep(0.5)
+        assert r.json()["generated_at"] != first_generated
+        assert httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+        assert "forecaster_forecast{" in httpx.get(f"{base}/metrics", timeout=2).text
+    finally:
+        _stop(scheduler)
+        _stop(server)
+    jobs = {
+        row[0]
+        for row in sqlite3.connect(tmp_path / "s.db").execute("SELECT id FROM apscheduler_jobs")
+    }
+    assert {"ingest:elb", "publish:elb", "train:elb"} <= jobs
+    runs = (
+        sqlite3.connect(tmp_path / "s.db")
+        .execute("SELECT job, ok FROM job_runs WHERE ok = 0")
+        .fetchall()
+    )
+    assert runs == []
