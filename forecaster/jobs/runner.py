@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,7 +53,12 @@ def _guarded(
         )
         return None
     ctx.store.record_job_run(
-        job=job, series=series, started_at=started, finished_at=datetime.now(UTC), ok=True
+        job=job,
+        series=series,
+        started_at=started,
+        finished_at=datetime.now(UTC),
+        ok=True,
+        detail=json.dumps(_describe(result)),
     )
     summary.results.append(result)
     return result
@@ -132,3 +138,17 @@ class _TqdmList(list):  # type: ignore[type-arg]
                 bar.update(1)
         finally:
             bar.close()
+
+
+def _describe(result: Any) -> dict[str, Any]:
+    """A small JSON summary of a job result for the ``job_runs.detail`` column."""
+    out: dict[str, Any] = {}
+    written = getattr(result, "written", None)
+    if isinstance(written, dict):
+        out["points"] = int(sum(written.values()))
+        out["series"] = len(written)
+    for key in ("points", "chosen", "promoted", "model_name", "seconds"):
+        value = getattr(result, key, None)
+        if value is not None and key not in out:
+            out[key] = value
+    return out
