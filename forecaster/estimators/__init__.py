@@ -1,0 +1,142 @@
+"""Forecasting estimators and the small helpers they share (history checks, forecast frames).
+
+The protocol and the registry of names live in :mod:`forecaster.estimators.base`;
+concrete estimators live in their own modules and are imported on first use.
+Nothing heavy is imported here: pandas and numpy are imported inside functions.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from forecaster.errors import EstimatorError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import pandas as pd
+
+    FloatArray = npt.NDArray[np.float64]
+
+DAY = timedelta(days=1)
+WEEK = timedelta(days=7)
+
+
+def history_step(history: pd.Series) -> timedelta:
+    """The grid step of ``history`` (its ``index.freq``, else the most common spacing).
+
+    Raises:
+        EstimatorError: If the step cannot be determined.
+    """
+    import pandas as pd
+
+    freq = getattr(history.index, "freq", None)
+    if freq is not None:
+        try:
+            return timedelta(seconds=float(pd.Timedelta(freq).total_seconds()))
+        except ValueError:
+            pass
+    if len(history) < 2:
+        raise EstimatorError("cannot determine the step of a history with fewer than two points")
+    diffs = history.index.to_series().diff().dropna()
+    return timedelta(seconds=float(diffs.mode().iloc[0].total_seconds()))
+
+
+def steps_in(duration: timedelta, step: timedelta) -> int:
+    """How many whole ``step`` fit in ``duration`` (at least 1)."""
+    return max(1, int(round(duration.total_seconds() / step.total_seconds())))
+
+
+def check_history(history: pd.Series, *, what: str = "history") -> pd.Series:
+    """Validate ``history`` and return it as a float Series on a regular UTC grid.
+
+    Accepts a Series with a tz-aware DatetimeIndex. If ``index.freq`` is missing
+    the series is put on the grid of its most common spacing (gaps become NaN).
+
+    Raises:
+        EstimatorError: If it is not a time-indexed series or holds no finite value.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from forecaster.timeseries import to_grid
+
+    if not isinstance(history, pd.Series) or not isinstance(history.index, pd.DatetimeIndex):
+        raise EstimatorError(f"{what} must be a pandas Series with a DatetimeIndex")
+    index: pd.DatetimeIndex = history.index
+    if index.tz is None:
+        raise EstimatorError(f"{what} must have a tz-aware (UTC) DatetimeIndex")
+    series = history.astype(float)
+    if index.freq is None:
+        if len(series) < 2:
+            raise EstimatorError(f"{what} has fewer than two points; cannot infer its step")
+        series = to_grid(series, history_step(series))
+    if str(index.tz) != "UTC":
+        series = series.tz_convert("UTC")
+    values = series.to_numpy(dtype=float)
+    if not np.isfinite(values).any():
+        raise EstimatorError(f"{what} has no finite values")
+    if np.isinf(values).any():
+        raise EstimatorError(f"{what} contains infinite values")
+    return series
+
+
+def forecast_frame(
+    last: pd.Timestamp,
+    step: timedelta,
+    yhat: FloatArray,
+    lower: FloatArray,
+    upper: FloatArray,
+    *,
+    nonnegative: bool,
+) -> pd.DataFrame:
+    """Build the forecast frame (``ds, step, yhat, yhat_lower, yhat_upper``).
+
+    ``ds`` starts one ``step`` after ``last``. Non-finite values are replaced
+    (yhat by the nearest finite forecast or 0, bounds by yhat), bounds are ordered
+    around yhat, and everything is clipped at 0 when ``nonnegative``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    point: Any = np.asarray(yhat, dtype=np.float64).copy()
+    horizon = len(point)
+    if not np.isfinite(point).all():
+        point = pd.Series(point).ffill().bfill().fillna(0.0).to_numpy(dtype=np.float64)
+    yhat = point
+    lower = np.where(np.isfinite(lower), lower, yhat)
+    upper = np.where(np.isfinite(upper), upper, yhat)
+    if nonnegative:
+        yhat = np.maximum(yhat, 0.0)
+        lower = np.maximum(lower, 0.0)
+        upper = np.maximum(upper, 0.0)
+    lower = np.minimum(lower, yhat)
+    upper = np.maximum(upper, yhat)
+    ds = pd.date_range(
+        start=pd.Timestamp(last) + pd.Timedelta(step), periods=horizon, freq=pd.Timedelta(step)
+    )
+    return pd.DataFrame(
+        {
+            "ds": ds,
+            "step": np.arange(1, horizon + 1, dtype=np.int64),
+            "yhat": yhat,
+            "yhat_lower": lower,
+            "yhat_upper": upper,
+        }
+    )
+
+
+def z_value(level: float) -> float:
+    """Two-sided standard normal quantile for a central interval of ``level`` percent."""
+    from statistics import NormalDist
+
+    if not 0.0 < level < 100.0:
+        raise EstimatorError(f"level must be between 0 and 100 percent, got {level!r}")
+    return float(NormalDist().inv_cdf(0.5 + level / 200.0))
+
+
+def require_fitted(obj: Any, attr: str, name: str) -> None:
+    """Raise :class:`EstimatorError` if ``obj.attr`` is still None (not fitted)."""
+    if getattr(obj, attr, None) is None:
+        raise EstimatorError(f"{name} estimator is not fitted; call fit() first")

@@ -1,0 +1,324 @@
+"""The production estimator: clean, select by backtest, calibrate, then fit the winner.
+
+``AutoEstimator.fit`` runs, on the history alone (no peeking), a rolling-origin
+backtest of every candidate estimator fitted once at the start of a held-out tail
+and forecasting from many origins inside it -- exactly how production publishes
+from a daily-trained model. The candidate (or the mean of the two best, when that
+scores better) with the lowest MASE wins; its out-of-sample residuals calibrate the
+prediction interval conformally per horizon step; the winner is then refitted on
+the full cleaned history. Below two days of history it falls back to the seasonal
+naive (or last value) and says so in ``flags``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from forecaster.errors import EstimatorError, InputDataError
+from forecaster.estimators import (
+    DAY,
+    WEEK,
+    check_history,
+    forecast_frame,
+    history_step,
+    require_fitted,
+    steps_in,
+)
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    import pandas as pd
+
+    from forecaster.estimators.base import Estimator
+    from forecaster.evaluation import IntervalCalibration
+
+KNOWN_CANDIDATES = ("seasonal_naive", "seasonal_naive_weekly", "last_value", "prophet", "lightgbm")
+COLD_START = 2 * DAY
+
+
+class AutoEstimator:
+    """Backtest-selected, conformally calibrated estimator.
+
+    Args:
+        candidates: Estimators to choose from (see :data:`KNOWN_CANDIDATES`).
+        level: Interval level (percent) reported in ``scores``; all standard levels
+            are calibrated.
+        n_jobs: Threads for LightGBM.
+        horizon: Steps ahead that selection and calibration are done for.
+        history_window: Most recent history used for training.
+        ensemble: Also consider the mean of the two best candidates.
+        clean: Clean outages, spikes and counter resets before training.
+        relative_intervals: Calibrate residuals relative to the forecast's size.
+    """
+
+    name = "auto"
+
+    def __init__(
+        self,
+        candidates: Sequence[str] = ("seasonal_naive", "prophet", "lightgbm"),
+        level: float = 90.0,
+        n_jobs: int = 1,
+        *,
+        horizon: int = 288,
+        history_window: timedelta = timedelta(days=28),
+        ensemble: bool = True,
+        clean: bool = True,
+        relative_intervals: bool = True,
+    ) -> None:
+        unknown = [c for c in candidates if c not in KNOWN_CANDIDATES]
+        if unknown or not candidates:
+            raise EstimatorError(
+                f"unknown auto candidate(s) {unknown}; choose from {', '.join(KNOWN_CANDIDATES)}"
+            )
+        if horizon < 1:
+            raise EstimatorError(f"horizon must be >= 1 step, got {horizon}")
+        self.candidates = tuple(candidates)
+        self.level = level
+        self.n_jobs = n_jobs
+        self.horizon = horizon
+        self.history_window = history_window
+        self.ensemble = ensemble
+        self.clean = clean
+        self.relative_intervals = relative_intervals
+        self.chosen: str | None = None
+        self.scores: dict[str, dict[str, float]] = {}
+        self.flags: list[str] = []
+        self.selection_backtest: pd.DataFrame | None = None
+        self.members_: list[Estimator] = []
+        self.calibration_: IntervalCalibration | None = None
+        self.step_: timedelta | None = None
+        self.nonnegative_ = True
+
+    # -- construction of candidates -------------------------------------------------
+
+    def _factory(self, name: str, span: timedelta) -> Estimator:
+        from forecaster.estimators.gbm import LightGBMEstimator
+        from forecaster.estimators.naive import LastValue, SeasonalNaive
+        from forecaster.estimators.prophet import ProphetEstimator
+
+        if name == "seasonal_naive":
+            return SeasonalNaive()
+        if name == "seasonal_naive_weekly":
+            return SeasonalNaive(period=WEEK) if span >= 2 * WEEK else SeasonalNaive()
+        if name == "last_value":
+            return LastValue()
+        if name == "prophet":
+            return ProphetEstimator(
+                history_window=self.history_window,
+                recent_bias_halflife=float(steps_in(timedelta(hours=1), self.step_ or DAY)),
+            )
+        return LightGBMEstimator(max_horizon=self.horizon, n_jobs=self.n_jobs, calibrate=False)
+
+    # -- fit ------------------------------------------------------------------------
+
+    def fit(self, history: pd.Series) -> Self:
+        """Clean ``history``, select and calibrate by inner backtest, fit the winner."""
+        import pandas as pd
+
+        from forecaster.estimators.cleaning import clean_history
+
+        series = check_history(history)
+        self.step_ = history_step(series)
+        start = series.index[-1] - pd.Timedelta(self.history_window)
+        series = series[series.index > start]
+        self.flags = []
+        if self.clean:
+            cleaned = clean_history(series)
+            series = cleaned.series
+            self.flags.extend(cleaned.flags)
+        values = series.to_numpy(dtype=float)
+        finite = values[~pd.isna(values)]
+        self.nonnegative_ = bool(len(finite) and finite.min() >= 0.0)
+        span = timedelta(seconds=len(series) * self.step_.total_seconds())
+        self.scores = {}
+        self.calibration_ = None
+        self.selection_backtest = None
+        if span < COLD_START:
+            return self._fallback(series, f"history {span / DAY:.1f} days < 2 days")
+        try:
+            self._select(series, span)
+        except InputDataError as exc:
+            return self._fallback(series, f"too little history to select: {exc}")
+        return self
+
+    def _fallback(self, series: pd.Series, why: str) -> Self:
+        from forecaster.estimators.naive import SeasonalNaive
+
+        est = SeasonalNaive().fit(series)
+        self.chosen = "last_value" if est.fallback else "seasonal_naive"
+        self.members_ = [est]
+        self.flags.append(f"cold_start: {why}, using {self.chosen}")
+        return self
+
+    def _selection_layout(self, n: int) -> tuple[int, int]:
+        """(origins, stride) of the inner backtest over the held-out tail."""
+        assert self.step_ is not None
+        day = steps_in(DAY, self.step_)
+        stride = max(1, self.horizon // 8) if self.horizon >= 48 else self.horizon
+        tail = min(max(2 * day, 2 * self.horizon), n // 3)
+        origins = max(1, (tail - self.horizon) // stride + 1)
+        return origins, stride
+
+    def _select(self, series: pd.Series, span: timedelta) -> None:
+        import numpy as np
+        import pandas as pd
+
+        from forecaster.evaluation import backtest, calibrate_intervals, score_backtest
+
+        origins, stride = self._selection_layout(len(series))
+        frames: dict[str, pd.DataFrame] = {}
+        for name in self.candidates:
+            began = time.perf_counter()
+            try:
+                frame = backtest(
+                    series,
+                    lambda name=name: self._factory(name, span),  # type: ignore[misc]
+                    horizon=self.horizon,
+                    origins=origins,
+                    stride=stride,
+                    refit_every=10**9,
+                    history_window=self.history_window,
+                    level=self.level,
+                    model_name=name,
+                )
+            except InputDataError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one failing candidate must not stop the rest
+                self.flags.append(f"candidate_failed: {name}: {exc}")
+                continue
+            frames[name] = frame
+            self.scores[name] = score_backtest(frame, series, history_window=self.history_window)
+            self.scores[name]["fit_seconds"] = time.perf_counter() - began
+        if not frames:
+            raise EstimatorError("every auto candidate failed; see flags")
+        ranked = sorted(frames, key=lambda c: _finite_or_inf(self.scores[c]["mase"]))
+        best = ranked[0]
+        if self.ensemble and len(ranked) >= 2:
+            a, b = ranked[0], ranked[1]
+            combo = frames[a].copy()
+            combo["yhat"] = (frames[a]["yhat"].to_numpy() + frames[b]["yhat"].to_numpy()) / 2.0
+            combo["yhat_lower"] = np.minimum(frames[a]["yhat_lower"], frames[b]["yhat_lower"])
+            combo["yhat_upper"] = np.maximum(frames[a]["yhat_upper"], frames[b]["yhat_upper"])
+            name = f"ensemble({a}+{b})"
+            combo["model"] = name
+            frames[name] = combo
+            self.scores[name] = score_backtest(combo, series, history_window=self.history_window)
+            self.scores[name]["fit_seconds"] = (
+                self.scores[a]["fit_seconds"] + self.scores[b]["fit_seconds"]
+            )
+            if _finite_or_inf(self.scores[name]["mase"]) < _finite_or_inf(
+                self.scores[best]["mase"]
+            ):
+                best = name
+        self.chosen = best
+        chosen_frame = frames[best]
+        floor = 0.1 * float(np.nanmean(np.abs(series.to_numpy(dtype=float))))
+        self.calibration_ = calibrate_intervals(
+            chosen_frame,
+            horizon=self.horizon,
+            relative=self.relative_intervals,
+            floor=floor,
+        )
+        self.selection_backtest = pd.concat(list(frames.values()), ignore_index=True)
+        members = [best] if best in self.candidates else [a, b]
+        self.members_ = [self._factory(m, span).fit(series) for m in members]
+
+    # -- predict --------------------------------------------------------------------
+
+    def predict(
+        self, horizon: int, *, history: pd.Series | None = None, level: float = 90.0
+    ) -> pd.DataFrame:
+        """Forecast ``horizon`` steps after the end of ``history`` (default: the fit history)."""
+        import numpy as np
+        import pandas as pd
+
+        from forecaster.estimators.cleaning import clean_history
+
+        require_fitted(self, "chosen", self.name)
+        assert self.step_ is not None
+        newer = None
+        if history is not None:
+            newer = check_history(history)
+            keep = steps_in(WEEK + DAY, self.step_) + 16
+            newer = newer.iloc[-keep:]
+            if self.clean and len(newer) >= 4:
+                newer = clean_history(newer).series
+        forecasts = [m.predict(horizon, history=newer, level=level) for m in self.members_]
+        yhat = np.mean([f["yhat"].to_numpy(dtype=float) for f in forecasts], axis=0)
+        if self.calibration_ is not None:
+            lower, upper = self.calibration_.bounds(yhat, level)
+        else:
+            lower = np.mean([f["yhat_lower"].to_numpy(dtype=float) for f in forecasts], axis=0)
+            upper = np.mean([f["yhat_upper"].to_numpy(dtype=float) for f in forecasts], axis=0)
+        first = pd.Timestamp(forecasts[0]["ds"].iloc[0])
+        return forecast_frame(
+            first - pd.Timedelta(self.step_),
+            self.step_,
+            yhat,
+            lower,
+            upper,
+            nonnegative=self.nonnegative_,
+        )
+
+    # -- state ----------------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """JSON-serialisable state: members' states, calibration, selection summary."""
+        require_fitted(self, "chosen", self.name)
+        assert self.step_ is not None
+        return {
+            "chosen": self.chosen,
+            "members": [{"name": m.name, "state": m.get_state()} for m in self.members_],
+            "calibration": None if self.calibration_ is None else self.calibration_.to_dict(),
+            "scores": self.scores,
+            "flags": self.flags,
+            "candidates": list(self.candidates),
+            "level": self.level,
+            "n_jobs": self.n_jobs,
+            "horizon": self.horizon,
+            "history_window_seconds": self.history_window.total_seconds(),
+            "clean": self.clean,
+            "step_seconds": self.step_.total_seconds(),
+            "nonnegative": self.nonnegative_,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        """Rebuild from :meth:`get_state` output."""
+        from forecaster.estimators.base import estimator_class
+        from forecaster.evaluation import IntervalCalibration
+
+        try:
+            obj = cls(
+                candidates=tuple(state["candidates"]),
+                level=float(state["level"]),
+                n_jobs=int(state["n_jobs"]),
+                horizon=int(state["horizon"]),
+                history_window=timedelta(seconds=float(state["history_window_seconds"])),
+                clean=bool(state["clean"]),
+            )
+            obj.chosen = str(state["chosen"])
+            obj.members_ = [
+                estimator_class(str(m["name"])).from_state(m["state"]) for m in state["members"]
+            ]
+            cal = state["calibration"]
+            obj.calibration_ = None if cal is None else IntervalCalibration.from_dict(cal)
+            obj.scores = {
+                str(k): {str(a): float(b) for a, b in v.items()} for k, v in state["scores"].items()
+            }
+            obj.flags = [str(f) for f in state["flags"]]
+            obj.step_ = timedelta(seconds=float(state["step_seconds"]))
+            obj.nonnegative_ = bool(state["nonnegative"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EstimatorError(f"invalid {cls.name} state: {exc}") from exc
+        return obj
+
+
+def _finite_or_inf(value: float) -> float:
+    import math
+
+    return value if math.isfinite(value) else float("inf")
