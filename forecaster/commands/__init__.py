@@ -1,1 +1,1 @@
-"""CLI commands that live in their own modules; each exposes ``register(app)``."""
+"""CLI commands, one module per command, each exposing ``register(app)``."""

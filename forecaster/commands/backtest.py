@@ -1,0 +1,148 @@
+"""The ``forecaster backtest`` command: a rolling-origin backtest of one CSV series.
+
+Implements the contract in ``docs/EVALUATION.md``; the work is done by
+:mod:`forecaster.evaluation`. Heavy libraries are imported inside the command.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from forecaster.errors import ForecasterError, InputDataError
+
+OUTPUT_COLUMNS = ("origin", "ds", "step", "yhat", "yhat_lower", "yhat_upper", "model")
+
+
+def parse_freq(text: str) -> timedelta:
+    """Parse a grid step such as ``5min``, ``5m``, ``300s`` or ``1h``.
+
+    Raises:
+        InputDataError: Naming the value when it is not a positive duration.
+    """
+    import pandas as pd
+
+    from forecaster.durations import parse_duration
+
+    try:
+        return parse_duration(text, what="--freq")
+    except ValueError:
+        pass
+    try:
+        value = pd.to_timedelta(text)
+    except (ValueError, TypeError) as exc:
+        raise InputDataError(f"--freq: cannot parse {text!r}; use e.g. '5min' or '1h'") from exc
+    if value <= pd.Timedelta(0):
+        raise InputDataError(f"--freq: must be positive, got {text!r}")
+    return timedelta(seconds=float(value.total_seconds()))
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+def backtest_command(
+    input_csv: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT.csv", help="Two columns (timestamp, value) with a header row."
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Forecast rows (CSV).")],
+    freq: Annotated[str, typer.Option(help="Grid step; the series is resampled by mean.")] = (
+        "5min"
+    ),
+    horizon: Annotated[int, typer.Option(min=1, help="Steps forecast from each origin.")] = 288,
+    origins: Annotated[int, typer.Option(min=1, help="Number of forecast origins.")] = 4,
+    stride: Annotated[
+        int | None, typer.Option(min=1, help="Steps between origins (default: horizon).")
+    ] = None,
+    refit_every: Annotated[
+        int | None,
+        typer.Option(min=1, help="Refit at most once every this many steps (default: always)."),
+    ] = None,
+    history: Annotated[
+        str, typer.Option(help="History before an origin that training may use.")
+    ] = "28d",
+    level: Annotated[
+        float, typer.Option(min=1.0, max=99.9, help="Central interval level, percent.")
+    ] = 90.0,
+    model: Annotated[str, typer.Option(help="Estimator name, or 'auto' (production).")] = "auto",
+    plot: Annotated[Path | None, typer.Option(help="Also write a PNG of the backtest.")] = None,
+    unit: Annotated[str, typer.Option(help="Unit of the values, for the plot.")] = "",
+    n_jobs: Annotated[int, typer.Option(min=1, help="Threads for LightGBM.")] = 1,
+) -> None:
+    """Rolling-origin backtest of INPUT.csv; writes one row per origin per step."""
+    from forecaster.durations import parse_duration
+    from forecaster.evaluation import (
+        backtest,
+        estimator_factory,
+        model_names,
+        plot_backtest,
+        score_backtest,
+    )
+    from forecaster.timeseries import read_series_csv, to_grid
+
+    began = time.perf_counter()
+    try:
+        if model not in model_names():
+            raise InputDataError(f"unknown model {model!r}; choose from {', '.join(model_names())}")
+        estimator_factory(model, horizon=horizon, level=level)
+        step = parse_freq(freq)
+        try:
+            window = parse_duration(history, what="--history")
+        except ValueError as exc:
+            raise InputDataError(str(exc)) from exc
+        series = to_grid(read_series_csv(input_csv), step)
+        frame = backtest(
+            series,
+            model,
+            horizon=horizon,
+            origins=origins,
+            stride=stride,
+            refit_every=refit_every,
+            history_window=window,
+            level=level,
+            progress=sys.stderr.isatty(),
+            n_jobs=n_jobs,
+        )
+        scores = score_backtest(frame, series, history_window=window)
+        out = frame[list(OUTPUT_COLUMNS)].copy()
+        for column in ("origin", "ds"):
+            out[column] = out[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        out.to_csv(output, index=False)
+        if plot is not None:
+            plot_backtest(
+                frame,
+                series,
+                plot,
+                title=(
+                    f"{input_csv.name}: {model} backtest, {origins} origin(s), "
+                    f"horizon {horizon} x {freq}, {level:g}% interval"
+                ),
+                unit=unit,
+            )
+    except ForecasterError as exc:
+        raise _fail(str(exc)) from exc
+    except OSError as exc:
+        raise _fail(f"cannot write output: {exc}") from exc
+    seconds = time.perf_counter() - began
+    used = ", ".join(sorted(set(frame["model"].astype(str))))
+    typer.echo(
+        f"{input_csv.name}: model {used}; origins {origins}, horizon {horizon}; "
+        f"MASE {scores['mase']:.3f}  sMAPE {scores['smape']:.1f}%  "
+        f"coverage {100 * scores['coverage']:.1f}% (target {level:g}%)  "
+        f"width {scores['width']:.3f}  seconds {seconds:.1f}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``backtest`` command to ``app``."""
+    app.command("backtest")(backtest_command)
