@@ -184,23 +184,19 @@ def _mark_outages(values: FloatArray, day: int, min_steps: int) -> int:
     runs = [(a, b) for a, b in _runs(zero) if b - a >= min_steps and b < len(values)]
     if not runs:
         return 0
-    in_run = np.zeros(len(values), dtype=bool)
-    for a, b in runs:
-        in_run[a:b] = True
-    typical = values.copy()
-    typical[in_run] = np.nan
-    positive = typical[np.isfinite(typical) & (typical > 0)]
+    positive = values[finite & (values > 0)]
     if len(positive) == 0:
-        return 0
-    # Zeros are routine for this series (sparse counts): nothing is an outage.
-    if np.mean(typical[np.isfinite(typical)] == 0) > 0.05:
         return 0
     floor = 0.2 * float(np.median(positive))
     if len(values) >= 2 * day:
-        expected = _daily_profile(typical, day)
-    else:
+        # Median of the same time of day over all days, zeros included: a slot that is
+        # zero on most days (a quiet night) is not expected to carry traffic.
+        expected = _daily_profile(values, day)
+    elif np.mean(zero[finite]) < 0.05:
         expected = np.full(len(values), float(np.median(positive)))
-    expected = np.where(np.isfinite(expected), expected, float(np.median(positive)))
+    else:
+        return 0
+    expected = np.where(np.isfinite(expected), expected, 0.0)
     marked = 0
     for a, b in runs:
         if float(np.mean(expected[a:b])) > floor:

@@ -1,0 +1,101 @@
+"""The ``backtest`` command on a throwaway Typer app: contract, output and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from forecaster.commands import backtest as backtest_command
+
+NAB = Path(__file__).resolve().parents[2] / "data" / "nab"
+ELB = NAB / "realAWSCloudwatch" / "elb_request_count_8c0756.csv"
+HEADER = "origin,ds,step,yhat,yhat_lower,yhat_upper,model"
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    app = typer.Typer()
+    backtest_command.register(app)
+
+    @app.callback()
+    def main() -> None:
+        """Test app."""
+
+    return app
+
+
+def _run(app: typer.Typer, *args: str) -> object:
+    return CliRunner().invoke(app, ["backtest", *map(str, args)])
+
+
+def test_writes_contract_csv_and_summary(app, tmp_path):
+    out = tmp_path / "out.csv"
+    plot = tmp_path / "out.png"
+    result = _run(
+        app, ELB, "--model", "seasonal_naive", "--horizon", "24", "--origins", "3",
+        "--stride", "12", "--output", out, "--plot", plot,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert out.read_text().splitlines()[0] == HEADER
+    frame = pd.read_csv(out)
+    assert len(frame) == 72
+    assert frame["step"].tolist()[:24] == list(range(1, 25))
+    assert frame["origin"].iloc[0].endswith("Z")
+    assert plot.stat().st_size > 10_000
+    assert "MASE" in result.output and "coverage" in result.output and "seconds" in result.output
+
+
+def test_ds_y_header_and_other_freq(app, tmp_path):
+    source = pd.read_csv(ELB).rename(columns={"timestamp": "ds", "value": "y"})
+    csv = tmp_path / "dsy.csv"
+    source.to_csv(csv, index=False)
+    out = tmp_path / "out.csv"
+    result = _run(
+        app, csv, "--freq", "1h", "--horizon", "24", "--origins", "2", "--model", "auto",
+        "--output", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out)
+    assert len(frame) == 48
+    assert frame["model"].str.startswith("auto:").all()
+    stamps = pd.to_datetime(frame["ds"], utc=True)
+    assert (stamps.dt.minute == 0).all()
+
+
+def test_unparseable_file(app, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,value\nyesterday-ish,3\nnot a time,4\n")
+    result = _run(app, bad, "--output", tmp_path / "o.csv")
+    assert result.exit_code != 0
+    assert "cannot parse timestamp" in result.output
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_not_a_number(app, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,value\n2024-01-01T00:00:00Z,abc\n")
+    result = _run(app, bad, "--output", tmp_path / "o.csv")
+    assert result.exit_code != 0
+    assert "is not a number" in result.output
+
+
+def test_too_little_history(app, tmp_path):
+    result = _run(app, ELB, "--origins", "60", "--output", tmp_path / "o.csv")
+    assert result.exit_code != 0
+    assert "too little history" in result.output
+
+
+def test_unknown_model(app, tmp_path):
+    result = _run(app, ELB, "--model", "arima", "--output", tmp_path / "o.csv")
+    assert result.exit_code != 0
+    assert "unknown model 'arima'" in result.output
+
+
+def test_bad_freq(app, tmp_path):
+    result = _run(app, ELB, "--freq", "often", "--output", tmp_path / "o.csv")
+    assert result.exit_code != 0
+    assert "--freq" in result.output

@@ -1,0 +1,76 @@
+"""Property tests: every estimator returns finite, ordered intervals on any history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from forecaster.estimators.gbm import LightGBMEstimator
+from forecaster.estimators.naive import LastValue, SeasonalNaive
+from forecaster.evaluation import calibrate_intervals
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> pd.Series:
+    n = draw(st.integers(min_value=20, max_value=700))
+    seed = draw(st.integers(min_value=0, max_value=2**31 - 1))
+    scale = draw(st.sampled_from([1e-3, 1.0, 1e4]))
+    rng = np.random.default_rng(seed)
+    values = rng.lognormal(0, 1, n) * scale
+    if draw(st.booleans()):
+        values = values - values.mean()  # allow negative series too
+    missing = rng.random(n) < draw(st.sampled_from([0.0, 0.1, 0.5]))
+    missing[-1] = draw(st.booleans()) and missing[-1]
+    values[missing] = np.nan
+    values[0] = scale  # at least one finite value
+    index = pd.date_range("2024-03-01", periods=n, freq="5min", tz="UTC")
+    return pd.Series(values, index=index)
+
+
+def _ordered(frame: pd.DataFrame) -> None:
+    values = frame[["yhat", "yhat_lower", "yhat_upper"]].to_numpy()
+    assert np.isfinite(values).all()
+    assert (frame["yhat_lower"] <= frame["yhat"]).all()
+    assert (frame["yhat"] <= frame["yhat_upper"]).all()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=histories(), horizon=st.integers(1, 400), level=st.sampled_from([50.0, 90.0, 97.5]))
+def test_naive_intervals_are_ordered(history, horizon, level):
+    for estimator in (SeasonalNaive(), LastValue()):
+        frame = estimator.fit(history).predict(horizon, level=level)
+        _ordered(frame)
+        if np.nanmin(history.to_numpy()) >= 0:
+            assert (frame["yhat_lower"] >= 0).all()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=histories(), horizon=st.integers(1, 60))
+def test_lightgbm_intervals_are_ordered(history, horizon):
+    estimator = LightGBMEstimator(max_horizon=24, n_pairs=500, n_estimators=5)
+    _ordered(estimator.fit(history).predict(horizon))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    horizon=st.integers(1, 30),
+    relative=st.booleans(),
+    level=st.sampled_from([50.0, 80.0, 90.0, 95.0, 99.0]),
+)
+def test_calibrated_bounds_are_ordered(seed, horizon, relative, level):
+    rng = np.random.default_rng(seed)
+    rows = 5 * horizon
+    frame = pd.DataFrame(
+        {
+            "step": np.tile(np.arange(1, horizon + 1), 5),
+            "yhat": rng.normal(10, 5, rows),
+            "y": rng.normal(10, 5, rows),
+        }
+    )
+    calibration = calibrate_intervals(frame, horizon=horizon, relative=relative, floor=1.0)
+    yhat = rng.normal(0, 100, horizon + 5)
+    lower, upper = calibration.bounds(yhat, level)
+    assert (lower <= yhat).all() and (yhat <= upper).all()

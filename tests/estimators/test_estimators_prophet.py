@@ -1,0 +1,63 @@
+"""Prophet estimator: seasonality rule, cost bounds, quiet logs, JSON state."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+from forecaster.estimators.base import dump_estimator, load_estimator
+from forecaster.estimators.prophet import ProphetEstimator
+
+ELB = "realAWSCloudwatch/elb_request_count_8c0756.csv"
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[ProphetEstimator, pd.Series]:
+    from conftest import load_nab
+
+    history = load_nab(ELB, days=15, freq="1h")
+    return ProphetEstimator().fit(history), history
+
+
+def test_seasonalities_need_two_cycles(nab_slice):
+    short = ProphetEstimator().fit(nab_slice(ELB, days=1.5, freq="1h"))
+    assert short.seasonalities_ == []
+    three_days = ProphetEstimator().fit(nab_slice(ELB, days=3, freq="1h"))
+    assert three_days.seasonalities_ == ["daily"]
+    assert not three_days.model_.yearly_seasonality
+
+
+def test_two_weeks_fit_daily_and_weekly(fitted, assert_forecast):
+    estimator, history = fitted
+    assert estimator.seasonalities_ == ["daily", "weekly"]
+    assert estimator.model_.uncertainty_samples == 0
+    forecast = estimator.predict(24)
+    assert_forecast(forecast, 24, last=history.index[-1])
+
+
+def test_history_is_capped(nab_slice):
+    history = nab_slice(ELB, days=10, freq="1h")
+    estimator = ProphetEstimator(history_window=timedelta(days=3)).fit(history)
+    assert len(estimator.model_.history) <= 72
+
+
+def test_predict_from_newer_history(fitted):
+    estimator, history = fitted
+    forecast = estimator.predict(6, history=history.iloc[:-10])
+    assert forecast["ds"].iloc[0] == history.index[-10]
+
+
+def test_cmdstanpy_is_quiet(fitted):
+    assert logging.getLogger("cmdstanpy").level == logging.WARNING
+
+
+def test_state_is_json_and_round_trips(fitted):
+    estimator, _ = fitted
+    document = json.loads(json.dumps(dump_estimator(estimator)))
+    assert isinstance(document["state"]["model"], str)
+    loaded = load_estimator(document)
+    pd.testing.assert_frame_equal(loaded.predict(12), estimator.predict(12))
