@@ -51,6 +51,14 @@ def registered_model_name(prefix: str, series: str) -> str:
     return f"{prefix}.{safe}"
 
 
+def mlflow_key(name: str) -> str:
+    """``name`` with the characters MLflow refuses in metric/param keys replaced.
+
+    ``ensemble(prophet+lightgbm).mase`` becomes ``ensemble_prophet_lightgbm_.mase``.
+    """
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)[:250]
+
+
 class Registry:
     """MLflow tracking + registry client for forecaster.
 
@@ -162,9 +170,9 @@ class Registry:
             from mlflow.entities import Metric, Param
 
             now_ms = int(time.time() * 1000)
-            param_list = [Param(k, str(v)[:6000]) for k, v in params.items()]
+            param_list = [Param(mlflow_key(k), str(v)[:6000]) for k, v in params.items()]
             metric_list = [
-                Metric(k, float(v), now_ms, 0)
+                Metric(mlflow_key(k), float(v), now_ms, 0)
                 for k, v in metrics.items()
                 if v is not None and v == v and abs(float(v)) != float("inf")
             ]

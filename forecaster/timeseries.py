@@ -7,11 +7,14 @@ missing observations are ``NaN``.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from forecaster.errors import InputDataError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,12 +56,16 @@ def _first_bad_timestamp(text: pd.Series) -> str:
     return str(text.iloc[0])
 
 
-def read_series_csv(path: str | Path) -> pd.Series:
+def read_series_csv(
+    path: str | Path, *, duplicates: Literal["mean", "error"] = "mean"
+) -> pd.Series:
     """Read a two-column CSV (timestamp, value) with a header row.
 
     The header names vary (``timestamp,value``, ``ds,y``, ...). Timestamps may be
-    ISO 8601 or anything pandas parses; naive means UTC. Duplicate timestamps are
-    rejected; unsorted rows are sorted.
+    ISO 8601 or anything pandas parses; naive means UTC. Unsorted rows are sorted.
+    Repeated timestamps (real exports have them, e.g. around a daylight-saving
+    change) are averaged, as resampling by mean would, and logged as a warning;
+    with ``duplicates="error"`` they are refused instead.
 
     Returns:
         Float series with a tz-aware UTC DatetimeIndex (not yet on a regular grid).
@@ -107,8 +114,16 @@ def read_series_csv(path: str | Path) -> pd.Series:
         )
     series = pd.Series(values.to_numpy(dtype=float), index=stamps, name=header[1])
     if series.index.has_duplicates:
-        dup = series.index[series.index.duplicated()][0]
-        raise InputDataError(f"{where}: duplicate timestamp {dup.isoformat()}")
+        repeated = series.index[series.index.duplicated()]
+        if duplicates == "error":
+            raise InputDataError(f"{where}: duplicate timestamp {repeated[0].isoformat()}")
+        log.warning(
+            "%s: %d rows share a timestamp with another row (first %s); averaging them",
+            where,
+            len(repeated),
+            repeated[0].isoformat(),
+        )
+        series = series.groupby(level=0).mean()
     if not series.index.is_monotonic_increasing:
         series = series.sort_index()
     finite = series.dropna()

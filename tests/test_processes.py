@@ -26,14 +26,14 @@ def _free_port() -> int:
 
 
 def _start(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    handle = log.open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "forecaster", *args],
-        env={**os.environ, **env},
-        cwd=cwd,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "forecaster", *args],
+            env={**os.environ, **env},
+            cwd=cwd,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -136,7 +136,7 @@ def train_series(
     except RegistryError as exc:
         log.error("MLflow failed while training %s: %s", name, exc)
         decision = GateDecision(
-            False, f"not promoted: MLflow unavailable, the run could not be registered ({exc})"
+            False, f"not promoted: MLflow failed, the run could not be registered ({exc})"
         )
     ctx.store.record_training(
         series=name,

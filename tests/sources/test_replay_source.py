@@ -80,7 +80,6 @@ def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -
         ("timestamp\n2024-01-01\n", "two columns"),
         ("timestamp,value\n2024-01-01,abc\n", "row 2: value 'abc' is not a number"),
         ("timestamp,value\nyesterday-ish,1\n", "cannot parse timestamp"),
-        ("timestamp,value\n2024-01-01,1\n2024-01-01,2\n", "duplicate timestamp"),
         ("timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01 00:05,2\n", "mix time zones"),
     ],
 )
@@ -89,6 +88,15 @@ def test_bad_csv_files_are_refused(tmp_path: Path, content: str, message: str) -
     path.write_text(content)
     with pytest.raises(InputDataError, match=message):
         read_series_csv(path)
+
+
+def test_duplicate_timestamps_are_averaged_or_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dup.csv"
+    path.write_text("timestamp,value\n2024-01-01,1\n2024-01-01,3\n2024-01-01 00:05,5\n")
+    series = read_series_csv(path)
+    assert list(series.to_numpy()) == [2.0, 5.0]
+    with pytest.raises(InputDataError, match="duplicate timestamp 2024-01-01T00:00:00"):
+        read_series_csv(path, duplicates="error")
 
 
 def test_csv_variants_parse(tmp_path: Path) -> None:
