@@ -1,0 +1,1 @@
+"""Consumers of published forecasts: replica planning for autoscalers, exporters and friends."""

@@ -1,0 +1,282 @@
+"""The replica planner: from a forecast window and the observed load to a replica count.
+
+Pure Python (no pandas, no I/O), shared by the KEDA scaler, the ``/v1/scaling`` route
+and ``forecaster simulate``:
+
+* provisioned load = max(forecast quantile over ``[now, now + lead time]``, observed load),
+  so capacity is ready before a peak and never below what the current load needs;
+* replicas = ``ceil(load / target_per_replica)``, clamped to ``[min_replicas, max_replicas]``;
+* scaling up is immediate; scaling down waits until every recommendation of the
+  stabilisation window is lower, then goes down in bounded steps
+  (:class:`ReplicaPlanner`);
+* every :class:`Decision` carries a human ``reason``.
+
+Loads are in the series' unit (e.g. requests per second); times are Unix seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from statistics import NormalDist
+
+from forecaster.errors import InputDataError
+
+#: Smallest metric value ever reported to KEDA (1 milli-unit, KEDA's quantity resolution).
+#: KEDA treats 0 as "scale to the minimum", so the planner never reports it.
+MIN_METRIC_VALUE = 0.001
+
+_EPS = 1e-9
+_STANDARD_NORMAL = NormalDist()
+
+
+@dataclass(frozen=True)
+class ScalingPolicy:
+    """How loads become replicas.
+
+    Attributes:
+        target_per_replica: Load one replica handles (series unit, > 0).
+        min_replicas: Lower clamp (0 only when scale-to-zero is wanted).
+        max_replicas: Upper clamp, or None for no limit.
+        scale_down_window_seconds: Scale down only to the highest recommendation of
+            this trailing window (HPA-style stabilisation); 0 disables it.
+        scale_down_max_fraction: At most this fraction of the current replicas (and
+            at least one replica) is removed per decision.
+    """
+
+    target_per_replica: float
+    min_replicas: int = 1
+    max_replicas: int | None = None
+    scale_down_window_seconds: float = 300.0
+    scale_down_max_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        target = self.target_per_replica
+        if not (math.isfinite(target) and target > 0):
+            raise InputDataError(f"target_per_replica must be a positive number, got {target!r}")
+        if self.min_replicas < 0:
+            raise InputDataError(f"min_replicas must be >= 0, got {self.min_replicas}")
+        if self.max_replicas is not None and self.max_replicas < max(self.min_replicas, 1):
+            raise InputDataError(
+                f"max_replicas ({self.max_replicas}) must be >= 1 and >= min_replicas "
+                f"({self.min_replicas})"
+            )
+        window = self.scale_down_window_seconds
+        if not (math.isfinite(window) and window >= 0):
+            raise InputDataError(f"scale_down_window_seconds must be >= 0, got {window!r}")
+        fraction = self.scale_down_max_fraction
+        if not (0 < fraction <= 1):
+            raise InputDataError(f"scale_down_max_fraction must be in (0, 1], got {fraction!r}")
+
+    def clamp(self, replicas: int) -> int:
+        """``replicas`` within ``[min_replicas, max_replicas]``."""
+        replicas = max(replicas, self.min_replicas)
+        if self.max_replicas is not None:
+            replicas = min(replicas, self.max_replicas)
+        return replicas
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One planning decision.
+
+    Attributes:
+        load: Provisioned load, max(forecast peak, observed) in the series' unit.
+        replicas: Replicas to run (after clamps, stabilisation and step limits).
+        value: Metric value for an HPA ``AverageValue`` target of
+            ``target_per_replica``: ``ceil(value / target) == replicas``; always
+            finite and >= :data:`MIN_METRIC_VALUE`.
+        forecast_peak: Max of the forecast quantile over the lead window, if known.
+        observed: Currently observed load, if known.
+        reason: Why this many replicas, in one sentence.
+    """
+
+    load: float
+    replicas: int
+    value: float
+    forecast_peak: float | None
+    observed: float | None
+    reason: str
+
+
+def interval_quantiles(level: float) -> tuple[float, float]:
+    """Lowest and highest quantile a central ``level`` % interval provides.
+
+    A forecast published at level 90 has ``yhat_lower`` = quantile 0.05, ``yhat``
+    = 0.5 (the median) and ``yhat_upper`` = 0.95.
+    """
+    if not 0 < level < 100:
+        raise InputDataError(f"interval level must be in (0, 100), got {level!r}")
+    tail = (100.0 - level) / 200.0
+    return tail, 1.0 - tail
+
+
+def interval_quantile(
+    q: float, *, yhat: float, yhat_lower: float, yhat_upper: float, level: float
+) -> float:
+    """The ``q`` quantile of a forecast step published as a central interval.
+
+    ``q`` = 0.5 is ``yhat`` and the interval's ends are ``yhat_lower``/``yhat_upper``
+    exactly; quantiles in between are interpolated assuming a normal shape on each
+    side of ``yhat`` (each side keeps its own spread, so skewed intervals stay skewed).
+
+    Raises:
+        InputDataError: If ``q`` is outside the quantiles the interval provides.
+    """
+    low_q, high_q = interval_quantiles(level)
+    if not low_q - _EPS <= q <= high_q + _EPS:
+        raise InputDataError(
+            f"quantile {q:g} is not available: forecasts are published with a {level:g}% "
+            f"interval, which covers quantiles {low_q:.3g} to {high_q:.3g}"
+        )
+    if abs(q - 0.5) < _EPS:
+        return yhat
+    if q > 0.5:
+        if abs(q - high_q) < _EPS:
+            return yhat_upper
+        share = _STANDARD_NORMAL.inv_cdf(q) / _STANDARD_NORMAL.inv_cdf(high_q)
+        return yhat + (yhat_upper - yhat) * share
+    if abs(q - low_q) < _EPS:
+        return yhat_lower
+    share = _STANDARD_NORMAL.inv_cdf(q) / _STANDARD_NORMAL.inv_cdf(low_q)
+    return yhat + (yhat_lower - yhat) * share
+
+
+def provisioned_load(forecast: Iterable[float], observed: float | None) -> float:
+    """max(forecast values, observed load); negative values count as 0.
+
+    Raises:
+        InputDataError: If neither a forecast value nor an observation is given, or
+            a value is not finite.
+    """
+    values = [float(v) for v in forecast]
+    if observed is not None:
+        values.append(float(observed))
+    if not values:
+        raise InputDataError("nothing to plan from: no forecast values and no observed load")
+    if not all(math.isfinite(v) for v in values):
+        raise InputDataError("forecast or observed load is not finite")
+    return max(0.0, *values)
+
+
+def replicas_for_load(load: float, target_per_replica: float) -> int:
+    """``ceil(load / target_per_replica)`` (0 for no load), robust to float noise."""
+    if load <= 0:
+        return 0
+    return max(1, math.ceil(load / target_per_replica - _EPS))
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _describe_load(load: float, peak: float | None, observed: float | None) -> str:
+    if peak is not None and (observed is None or peak >= observed):
+        text = f"forecast peak {_fmt(peak)} over the lead time"
+        if observed is not None:
+            text += f" (observed {_fmt(observed)})"
+        return text
+    if observed is not None and peak is not None:
+        return f"observed load {_fmt(observed)} above the forecast peak {_fmt(peak)}"
+    return f"observed load {_fmt(load)} (no forecast: reactive)"
+
+
+def _metric_value(load: float, replicas: int, policy: ScalingPolicy) -> float:
+    if replicas_for_load(load, policy.target_per_replica) == replicas and load > 0:
+        value = load
+    else:
+        value = replicas * policy.target_per_replica
+    return max(value, MIN_METRIC_VALUE)
+
+
+def plan_replicas(
+    policy: ScalingPolicy, *, forecast_peak: float | None, observed: float | None = None
+) -> Decision:
+    """Stateless plan: replicas for max(forecast peak, observed), clamped.
+
+    Raises:
+        InputDataError: If neither ``forecast_peak`` nor ``observed`` is given.
+    """
+    load = provisioned_load([] if forecast_peak is None else [forecast_peak], observed)
+    raw = replicas_for_load(load, policy.target_per_replica)
+    replicas = policy.clamp(raw)
+    reason = (
+        f"{_describe_load(load, forecast_peak, observed)} / "
+        f"{_fmt(policy.target_per_replica)} per replica = {raw} replicas"
+    )
+    if replicas != raw:
+        bound = "min_replicas" if replicas > raw else "max_replicas"
+        reason += f", clamped to {bound}={replicas}"
+    return Decision(
+        load=load,
+        replicas=replicas,
+        value=_metric_value(load, replicas, policy),
+        forecast_peak=forecast_peak,
+        observed=observed,
+        reason=reason,
+    )
+
+
+class ReplicaPlanner:
+    """Stateful planner: immediate scale-up, stabilised and step-limited scale-down.
+
+    Feed it one decision per planning tick (``decide``); ``now`` must not go
+    backwards. Not thread-safe: use one planner per scaled workload.
+    """
+
+    def __init__(self, policy: ScalingPolicy) -> None:
+        self.policy = policy
+        self.current: int | None = None
+        self._recent: deque[tuple[float, int]] = deque()
+        self._last_now: float | None = None
+
+    def decide(
+        self, now: float, *, forecast_peak: float | None, observed: float | None = None
+    ) -> Decision:
+        """Replicas for ``now`` given the forecast peak over the lead time and the observed load.
+
+        Raises:
+            InputDataError: If neither value is given or ``now`` went backwards.
+        """
+        if self._last_now is not None and now < self._last_now:
+            raise InputDataError(f"planner time went backwards: {now} < {self._last_now}")
+        self._last_now = now
+        target = plan_replicas(self.policy, forecast_peak=forecast_peak, observed=observed)
+        wanted = target.replicas
+        window = self.policy.scale_down_window_seconds
+        self._recent.append((now, wanted))
+        while self._recent and self._recent[0][0] < now - window:
+            self._recent.popleft()
+        current = self.current
+        if current is None or wanted >= current:
+            replicas = wanted
+            reason = target.reason
+            if current is not None and wanted > current:
+                reason += f"; scaling up from {current}"
+        else:
+            stabilised = max(r for _, r in self._recent)
+            step = max(1, math.ceil(current * self.policy.scale_down_max_fraction))
+            replicas = min(current, max(stabilised, current - step))
+            if replicas == current:
+                reason = (
+                    f"{target.reason}; holding {current}: a recommendation of {stabilised} "
+                    f"within the {window:g}s scale-down stabilisation window"
+                )
+            elif replicas > wanted:
+                reason = (
+                    f"{target.reason}; scaling down gradually from {current} to {replicas} "
+                    f"(at most {step} per decision, window high {stabilised})"
+                )
+            else:
+                reason = f"{target.reason}; scaling down from {current}"
+        self.current = replicas
+        return Decision(
+            load=target.load,
+            replicas=replicas,
+            value=_metric_value(target.load, replicas, self.policy),
+            forecast_peak=forecast_peak,
+            observed=observed,
+            reason=reason,
+        )

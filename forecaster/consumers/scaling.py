@@ -1,0 +1,242 @@
+"""Scaling answers from the in-memory forecast view: shared by the KEDA scaler and the API.
+
+:func:`answer` checks everything a fail-safe autoscaler needs (store reachable,
+series known, forecast published, fresh and covering the lead time), reads the
+forecast quantile over ``[now, now + lead]`` and the latest observation, and asks
+the planner for replicas. Any doubt raises a :class:`~forecaster.errors.ForecasterError`
+that ``scaler/`` and ``api/`` turn into an error status, never into a 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import and_, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from forecaster.consumers.planner import (
+    Decision,
+    ReplicaPlanner,
+    ScalingPolicy,
+    interval_quantile,
+    plan_replicas,
+)
+from forecaster.errors import ForecasterError, StoreError
+from forecaster.store.tables import observations_table, series_table
+
+if TYPE_CHECKING:
+    from forecaster.api.view import ForecastView
+    from forecaster.store.repository import Store
+
+log = logging.getLogger(__name__)
+
+
+class ForecastUnusable(ForecasterError):
+    """The forecast exists but must not drive scaling (too old, or ends before the lead time)."""
+
+
+@dataclass(frozen=True)
+class ScalingQuery:
+    """What a scaled workload asks for.
+
+    Attributes:
+        series: Series name in the store.
+        policy: Target per replica, clamps and scale-down behaviour.
+        lead_seconds: Time a new replica needs to become ready (> 0).
+        quantile: Forecast quantile to provision for (see
+            :func:`~forecaster.consumers.planner.interval_quantile`).
+    """
+
+    series: str
+    policy: ScalingPolicy
+    lead_seconds: float
+    quantile: float
+
+
+@dataclass(frozen=True)
+class ScalingAnswer:
+    """A planning decision and the forecast it came from."""
+
+    decision: Decision
+    series: str
+    generated_at: datetime
+    generated_at_iso: str
+    age_seconds: float
+    stale: bool
+
+
+class LatestObservations:
+    """The newest observed value of every series, reloaded on :meth:`refresh` (one query)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._values: dict[str, tuple[float, float]] = {}
+        self.refreshed_at: float | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self) -> bool:
+        """Reload; returns False (keeping the previous values) when the store fails."""
+        query = select(series_table.c.name, observations_table.c.ts, observations_table.c.value)
+        query = query.select_from(
+            series_table.join(
+                observations_table,
+                and_(
+                    observations_table.c.series_id == series_table.c.id,
+                    observations_table.c.ts == series_table.c.last_observation_at,
+                ),
+            )
+        )
+        with self._lock:
+            try:
+                with self.store.engine.connect() as conn:
+                    rows = conn.execute(query).all()
+            except SQLAlchemyError as exc:
+                log.warning("latest observations refresh failed: %s", exc)
+                return False
+            self._values = {
+                str(name): (ts.timestamp(), float(value))
+                for name, ts, value in rows
+                if math.isfinite(float(value))
+            }
+            self.refreshed_at = datetime.now(UTC).timestamp()
+            return True
+
+    def get(self, series: str) -> tuple[float, float] | None:
+        """``(unix time, value)`` of the newest observation of ``series``, if loaded."""
+        return self._values.get(series)
+
+
+def answer(
+    view: ForecastView,
+    query: ScalingQuery,
+    *,
+    now: float,
+    stale_after_seconds: float,
+    max_view_age_seconds: float,
+    observations: LatestObservations | None = None,
+    planner: ReplicaPlanner | None = None,
+) -> ScalingAnswer:
+    """Plan replicas for ``query`` from the view's current snapshot.
+
+    Args:
+        view: The in-memory forecast view (never queried per call).
+        query: The validated request.
+        now: Current Unix time in seconds.
+        stale_after_seconds: Forecasts generated longer ago are refused.
+        max_view_age_seconds: A view not refreshed for this long counts as an outage.
+        observations: Latest observed loads; without one the plan uses the forecast alone.
+        planner: Stateful planner of this workload; None plans statelessly.
+
+    Raises:
+        StoreError: The view never loaded, its last refresh failed, or it is too old.
+        SeriesNotFound: Unknown series.
+        ForecastNotFound: Nothing published for the series.
+        ForecastUnusable: The forecast is stale or ends before ``now + lead``.
+        InputDataError: The quantile is not available at the published level.
+    """
+    state = view.state
+    if state.refreshed_at is None:
+        raise StoreError(state.error or "the forecast store has not been loaded yet")
+    if state.error is not None:
+        raise StoreError(state.error)
+    view_age = now - state.refreshed_at.timestamp()
+    if view_age > max_view_age_seconds:
+        raise StoreError(
+            f"forecast view last refreshed {view_age:.0f}s ago "
+            f"(limit {max_view_age_seconds:.0f}s): the store is not being read"
+        )
+    cached = view.forecast(query.series)
+    forecast = cached.forecast
+    age = now - forecast.generated_at.timestamp()
+    if age > stale_after_seconds:
+        raise ForecastUnusable(
+            f"forecast of {query.series!r} was generated at {cached.generated_at_iso} "
+            f"({age:.0f}s ago), older than the {stale_after_seconds:.0f}s staleness bound"
+        )
+    step = forecast.step_seconds
+    lo, hi = view.window(cached, now - step, now + query.lead_seconds)
+    if hi <= lo or cached.ds_epoch[hi - 1] < now + query.lead_seconds - step:
+        raise ForecastUnusable(
+            f"forecast of {query.series!r} ends at {cached.ds_iso[-1]}, before now + lead "
+            f"time ({query.lead_seconds:.0f}s); the publish job is not keeping up"
+        )
+    points = forecast.points
+    peak = max(
+        interval_quantile(
+            query.quantile,
+            yhat=points[i].yhat,
+            yhat_lower=points[i].yhat_lower,
+            yhat_upper=points[i].yhat_upper,
+            level=forecast.level,
+        )
+        for i in range(lo, hi)
+    )
+    observed: float | None = None
+    note = ""
+    latest = observations.get(query.series) if observations is not None else None
+    if latest is None:
+        note = "; no observation loaded, planning on the forecast alone"
+    elif now - latest[0] > stale_after_seconds:
+        note = "; latest observation is too old to use, planning on the forecast alone"
+    else:
+        observed = latest[1]
+    if planner is None:
+        decision = plan_replicas(query.policy, forecast_peak=peak, observed=observed)
+    else:
+        decision = planner.decide(now, forecast_peak=peak, observed=observed)
+    if note:
+        decision = Decision(
+            load=decision.load,
+            replicas=decision.replicas,
+            value=decision.value,
+            forecast_peak=decision.forecast_peak,
+            observed=decision.observed,
+            reason=decision.reason + note,
+        )
+    return ScalingAnswer(
+        decision=decision,
+        series=query.series,
+        generated_at=forecast.generated_at,
+        generated_at_iso=cached.generated_at_iso,
+        age_seconds=age,
+        stale=False,
+    )
+
+
+class PlannerBook:
+    """Stateful planners keyed by workload, forgetting those not asked for a while."""
+
+    def __init__(self, *, forget_after_seconds: float = 3600.0, max_entries: int = 10_000) -> None:
+        self.forget_after_seconds = forget_after_seconds
+        self.max_entries = max_entries
+        self._planners: dict[tuple[str, ...], tuple[ReplicaPlanner, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...], policy: ScalingPolicy, now: float) -> ReplicaPlanner:
+        """The planner of ``key``; a new one if unknown or if its policy changed."""
+        with self._lock:
+            entry = self._planners.get(key)
+            if entry is None or entry[0].policy != policy:
+                if len(self._planners) >= self.max_entries:
+                    self._forget(now)
+                planner = ReplicaPlanner(policy)
+            else:
+                planner = entry[0]
+            self._planners[key] = (planner, now)
+            return planner
+
+    def _forget(self, now: float) -> None:
+        cutoff = now - self.forget_after_seconds
+        for key in [k for k, (_, seen) in self._planners.items() if seen < cutoff]:
+            del self._planners[key]
+        if len(self._planners) >= self.max_entries:
+            oldest = min(self._planners, key=lambda k: self._planners[k][1])
+            del self._planners[oldest]
+
+    def __len__(self) -> int:
+        return len(self._planners)

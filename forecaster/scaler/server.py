@@ -1,0 +1,494 @@
+"""The KEDA external scaler: a gRPC ``externalscaler.ExternalScaler`` over the forecast view.
+
+KEDA sends the trigger's ``metadata`` with every call. Keys:
+
+``series`` (required)
+    Series name in the store.
+``targetPerReplica`` (required)
+    Load one replica handles, in the series' unit (> 0). Returned as the metric
+    target, so the HPA runs ``ceil(metric / targetPerReplica)`` replicas.
+``leadTime`` (default ``5m``)
+    Time a new replica needs to become ready; the metric is the max of the
+    forecast over ``[now, now + leadTime]`` (and at least the observed load).
+``quantile`` (default ``0.9``)
+    Forecast quantile to provision for. Forecasts are published as a central
+    interval at ``level`` percent, so with the default level 90 the quantiles
+    0.05 (``yhat_lower``), 0.5 (``yhat``) and 0.95 (``yhat_upper``) are exact and
+    anything in between is interpolated with a normal shape on each side of
+    ``yhat``; quantiles outside the interval are refused (INVALID_ARGUMENT).
+``minReplicas`` / ``maxReplicas`` (optional)
+    Clamps applied to the planned replicas (use them in addition to the
+    ScaledObject's own ``minReplicaCount`` / ``maxReplicaCount``).
+``scaleDownWindow`` (default ``5m``)
+    Scale-down stabilisation of the planner (scale-up is immediate).
+``activationThreshold`` (optional, opt-in scale-to-zero)
+    Without it ``IsActive`` is always true. With it, ``IsActive`` is true only
+    while the provisioned load exceeds the threshold.
+
+Fail-safe: invalid metadata is INVALID_ARGUMENT, an unknown series NOT_FOUND, a
+series without a forecast FAILED_PRECONDITION, a stale forecast or a store outage
+UNAVAILABLE, each with a message; the scaler never answers 0, NaN, Inf, a negative
+value or ``IsActive=false`` because of trouble, so KEDA's ``fallback`` applies.
+``GetMetricSpec`` answers from the metadata alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import math
+import re
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from grpc import aio
+
+from forecaster.consumers.planner import ScalingPolicy
+from forecaster.consumers.scaling import (
+    ForecastUnusable,
+    LatestObservations,
+    PlannerBook,
+    ScalingAnswer,
+    ScalingQuery,
+    answer,
+)
+from forecaster.durations import parse_duration
+from forecaster.errors import (
+    ForecasterError,
+    ForecastNotFound,
+    InputDataError,
+    SeriesNotFound,
+    StoreError,
+)
+
+if TYPE_CHECKING:
+    from forecaster.api.view import ForecastView
+    from forecaster.config import Settings
+
+log = logging.getLogger(__name__)
+
+# The generated protocol modules are loaded by name so that mypy does not type-check
+# generated code (its .pyi stub documents the messages for editors).
+pb2: Any = importlib.import_module("forecaster.scaler.externalscaler_pb2")
+pb2_grpc: Any = importlib.import_module("forecaster.scaler.externalscaler_pb2_grpc")
+
+DEFAULT_LEAD_TIME = "5m"
+DEFAULT_QUANTILE = 0.9
+
+
+@dataclass(frozen=True)
+class TriggerMetadata:
+    """Validated trigger metadata of one ScaledObject."""
+
+    query: ScalingQuery
+    activation_threshold: float | None
+    metric_name: str
+
+
+def _number(metadata: Mapping[str, str], key: str) -> float | None:
+    raw = metadata.get(key)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputDataError(f"metadata {key}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise InputDataError(f"metadata {key}={raw!r} must be finite")
+    return value
+
+
+def _count(metadata: Mapping[str, str], key: str) -> int | None:
+    value = _number(metadata, key)
+    if value is None:
+        return None
+    if value < 0 or value != int(value):
+        raise InputDataError(f"metadata {key}={metadata[key]!r} must be a whole number >= 0")
+    return int(value)
+
+
+def metric_name_for(series: str) -> str:
+    """A Kubernetes-safe metric name for ``series`` (KEDA adds its ``s<N>-`` prefix)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", series.lower()).strip("-")
+    return f"forecast-{slug or 'series'}"[:200]
+
+
+def parse_metadata(metadata: Mapping[str, str]) -> TriggerMetadata:
+    """Validate the trigger metadata (see the module docstring for the keys).
+
+    Raises:
+        InputDataError: Naming the missing or invalid key.
+    """
+    series = (metadata.get("series") or "").strip()
+    if not series:
+        raise InputDataError("metadata 'series' is required (the series name to scale on)")
+    target = _number(metadata, "targetPerReplica")
+    if target is None:
+        raise InputDataError(
+            "metadata 'targetPerReplica' is required (load one replica handles, > 0)"
+        )
+    if target <= 0:
+        raise InputDataError(
+            f"metadata targetPerReplica={metadata['targetPerReplica']!r} must be > 0"
+        )
+    lead_text = metadata.get("leadTime") or DEFAULT_LEAD_TIME
+    try:
+        lead = parse_duration(lead_text, what="metadata leadTime")
+    except ValueError as exc:
+        raise InputDataError(str(exc)) from None
+    quantile = _number(metadata, "quantile")
+    if quantile is None:
+        quantile = DEFAULT_QUANTILE
+    if not 0 < quantile < 1:
+        raise InputDataError(f"metadata quantile={metadata['quantile']!r} must be in (0, 1)")
+    window_text = metadata.get("scaleDownWindow") or "5m"
+    try:
+        window = parse_duration(window_text, what="metadata scaleDownWindow")
+    except ValueError as exc:
+        raise InputDataError(str(exc)) from None
+    activation = _number(metadata, "activationThreshold")
+    if activation is not None and activation < 0:
+        raise InputDataError(
+            f"metadata activationThreshold={metadata['activationThreshold']!r} must be >= 0"
+        )
+    minimum = _count(metadata, "minReplicas")
+    maximum = _count(metadata, "maxReplicas")
+    if minimum is None:
+        minimum = 0 if activation is not None else 1
+    try:
+        policy = ScalingPolicy(
+            target_per_replica=target,
+            min_replicas=minimum,
+            max_replicas=maximum,
+            scale_down_window_seconds=window.total_seconds(),
+        )
+    except InputDataError as exc:
+        raise InputDataError(f"metadata: {exc}") from None
+    return TriggerMetadata(
+        query=ScalingQuery(
+            series=series, policy=policy, lead_seconds=lead.total_seconds(), quantile=quantile
+        ),
+        activation_threshold=activation,
+        metric_name=metric_name_for(series),
+    )
+
+
+def status_for(exc: ForecasterError) -> grpc.StatusCode:
+    """The gRPC status of a forecaster error (only ``scaler/`` chooses gRPC codes)."""
+    if isinstance(exc, InputDataError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, SeriesNotFound):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, ForecastNotFound):
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(exc, ForecastUnusable | StoreError):
+        return grpc.StatusCode.UNAVAILABLE
+    return grpc.StatusCode.INTERNAL
+
+
+class ExternalScalerServicer:
+    """``externalscaler.ExternalScaler`` over the forecast view (no database access per call)."""
+
+    def __init__(
+        self,
+        view: ForecastView,
+        observations: LatestObservations | None = None,
+        *,
+        stale_after_seconds: float,
+        max_view_age_seconds: float = 120.0,
+        stream_interval_seconds: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.view = view
+        self.observations = observations
+        self.stale_after_seconds = stale_after_seconds
+        self.max_view_age_seconds = max_view_age_seconds
+        self.stream_interval_seconds = stream_interval_seconds
+        self.clock = clock
+        self.planners = PlannerBook()
+
+    def _answer(self, ref: Any, *, stateful: bool) -> tuple[TriggerMetadata, ScalingAnswer]:
+        meta = parse_metadata(ref.scalerMetadata)
+        now = self.clock()
+        planner = None
+        if stateful:
+            key = (ref.namespace, ref.name, meta.query.series)
+            planner = self.planners.get(key, meta.query.policy, now)
+        result = answer(
+            self.view,
+            meta.query,
+            now=now,
+            stale_after_seconds=self.stale_after_seconds,
+            max_view_age_seconds=self.max_view_age_seconds,
+            observations=self.observations,
+            planner=planner,
+        )
+        return meta, result
+
+    @staticmethod
+    def _active(meta: TriggerMetadata, result: ScalingAnswer) -> bool:
+        if meta.activation_threshold is None:
+            return True
+        return result.decision.load > meta.activation_threshold
+
+    @staticmethod
+    async def _abort(context: aio.ServicerContext[Any, Any], ref: Any, exc: Exception) -> None:
+        if isinstance(exc, ForecasterError):
+            code = status_for(exc)
+            message = str(exc)
+        else:
+            log.exception("scaler failed on %s/%s", ref.namespace, ref.name)
+            code = grpc.StatusCode.INTERNAL
+            message = f"internal error: {exc.__class__.__name__}: {exc}"
+        await context.abort(code, f"{ref.namespace}/{ref.name}: {message}")
+
+    async def GetMetricSpec(  # noqa: N802 - gRPC method name
+        self, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> Any:
+        """Metric name and target per replica, from the metadata alone."""
+        try:
+            meta = parse_metadata(request.scalerMetadata)
+        except InputDataError as exc:
+            await self._abort(context, request, exc)
+            raise
+        target = meta.query.policy.target_per_replica
+        spec = pb2.MetricSpec(
+            metricName=meta.metric_name,
+            targetSize=max(1, round(target)),
+            targetSizeFloat=target,
+        )
+        return pb2.GetMetricSpecResponse(metricSpecs=[spec])
+
+    async def GetMetrics(  # noqa: N802 - gRPC method name
+        self, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> Any:
+        """The load the planner provisions for (``ceil(value / target)`` = planned replicas)."""
+        ref = request.scaledObjectRef
+        try:
+            meta, result = self._answer(ref, stateful=True)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a gRPC status
+            await self._abort(context, ref, exc)
+            raise
+        value = result.decision.value
+        if not (math.isfinite(value) and value > 0):  # defensive: the planner guarantees it
+            await context.abort(grpc.StatusCode.INTERNAL, f"planner produced {value!r}")
+        return pb2.GetMetricsResponse(
+            metricValues=[
+                pb2.MetricValue(
+                    metricName=request.metricName or meta.metric_name,
+                    metricValue=math.ceil(value),
+                    metricValueFloat=value,
+                )
+            ]
+        )
+
+    async def IsActive(  # noqa: N802 - gRPC method name
+        self, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> Any:
+        """True unless ``activationThreshold`` is set and the load is at or below it."""
+        try:
+            meta, result = self._answer(request, stateful=False)
+        except Exception as exc:  # noqa: BLE001
+            await self._abort(context, request, exc)
+            raise
+        return pb2.IsActiveResponse(result=self._active(meta, result))
+
+    async def StreamIsActive(  # noqa: N802 - gRPC method name
+        self, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        """``IsActive`` every ``stream_interval_seconds`` until the client goes away."""
+        while True:
+            try:
+                meta, result = self._answer(request, stateful=False)
+            except Exception as exc:  # noqa: BLE001
+                await self._abort(context, request, exc)
+                raise
+            yield pb2.IsActiveResponse(result=self._active(meta, result))
+            await asyncio.sleep(self.stream_interval_seconds)
+
+
+class ScalerHandle:
+    """A scaler server running on its own event-loop thread (see :func:`start_scaler`)."""
+
+    def __init__(
+        self,
+        *,
+        port: int,
+        servicer: ExternalScalerServicer,
+        loop: asyncio.AbstractEventLoop,
+        server: aio.Server,
+        thread: threading.Thread,
+        refresher: threading.Thread,
+        stop_refresh: threading.Event,
+        on_stop: Callable[[], None],
+    ) -> None:
+        self.port = port
+        self.servicer = servicer
+        self._loop = loop
+        self._server = server
+        self._thread = thread
+        self._refresher = refresher
+        self._stop_refresh = stop_refresh
+        self._on_stop = on_stop
+        self._stopped = False
+
+    @property
+    def view(self) -> ForecastView:
+        """The forecast view the server answers from."""
+        return self.servicer.view
+
+    def stop(self, grace: float = 1.0) -> None:
+        """Stop serving (in-flight calls get ``grace`` seconds) and release the store."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop_refresh.set()
+        future = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
+        with contextlib.suppress(Exception):
+            future.result(timeout=grace + 5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._refresher.join(timeout=10)
+        self._on_stop()
+
+
+def start_scaler(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    refresh_seconds: float = 2.0,
+    stream_interval_seconds: float = 10.0,
+    max_view_age_seconds: float | None = None,
+    view: ForecastView | None = None,
+) -> ScalerHandle:
+    """Start the scaler in background threads and return once it listens.
+
+    Args:
+        settings: Store location (``database``), bind address (``scaler``) and the
+            staleness bound (``schedule.stale_after_seconds``).
+        host: Bind address (default ``settings.scaler.host``).
+        port: Port (default ``settings.scaler.port``; 0 picks a free one).
+        refresh_seconds: How often the forecast view is reloaded from the store.
+        stream_interval_seconds: Period of ``StreamIsActive`` answers.
+        max_view_age_seconds: A view older than this counts as a store outage
+            (default ``max(30, 10 * refresh_seconds)``).
+        view: An existing view to serve from (its store is used for observations).
+
+    Raises:
+        ForecasterError: When the address cannot be bound.
+    """
+    from forecaster.api.view import ForecastView
+    from forecaster.store.db import make_engine
+    from forecaster.store.repository import Store
+
+    engine = None
+    if view is None:
+        engine = make_engine(settings.database)
+        view = ForecastView(Store(engine))
+    observations = LatestObservations(view.store)
+    servicer = ExternalScalerServicer(
+        view,
+        observations,
+        stale_after_seconds=float(settings.schedule.stale_after_seconds),
+        max_view_age_seconds=max_view_age_seconds or max(30.0, 10 * refresh_seconds),
+        stream_interval_seconds=stream_interval_seconds,
+    )
+    address = f"{host or settings.scaler.host}:{settings.scaler.port if port is None else port}"
+
+    stop_refresh = threading.Event()
+
+    def refresh_loop() -> None:
+        while True:
+            try:
+                view.refresh()
+                observations.refresh()
+            except Exception:  # pragma: no cover - refresh() already catches store errors
+                log.exception("scaler view refresh crashed")
+            if stop_refresh.wait(refresh_seconds):
+                return
+
+    refresher = threading.Thread(target=refresh_loop, name="scaler-view-refresh", daemon=True)
+    refresher.start()
+
+    loop = asyncio.new_event_loop()
+    started: dict[str, Any] = {}
+    ready = threading.Event()
+
+    async def start() -> None:
+        server = aio.server()
+        pb2_grpc.add_ExternalScalerServicer_to_server(servicer, server)
+        bound = server.add_insecure_port(address)
+        await server.start()
+        started["server"] = server
+        started["port"] = bound
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(start())
+        except Exception as exc:  # noqa: BLE001 - reported to the caller below
+            started["error"] = exc
+            ready.set()
+            return
+        ready.set()
+        loop.run_forever()
+        loop.close()
+
+    thread = threading.Thread(target=run, name="scaler-grpc", daemon=True)
+    thread.start()
+    ready.wait(timeout=30)
+
+    def release() -> None:
+        if engine is not None:
+            engine.dispose()
+
+    if "error" in started or "server" not in started:
+        stop_refresh.set()
+        refresher.join(timeout=10)
+        release()
+        raise ForecasterError(
+            f"cannot start the scaler on {address}: {started.get('error', 'timed out')}"
+        )
+    log.info("KEDA external scaler listening on %s", address)
+    return ScalerHandle(
+        port=int(started["port"]),
+        servicer=servicer,
+        loop=loop,
+        server=started["server"],
+        thread=thread,
+        refresher=refresher,
+        stop_refresh=stop_refresh,
+        on_stop=release,
+    )
+
+
+def serve(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    refresh_seconds: float = 2.0,
+    on_ready: Callable[[ScalerHandle], None] | None = None,
+) -> None:
+    """Run the scaler until Ctrl-C or SIGTERM."""
+    handle = start_scaler(settings, host=host, port=port, refresh_seconds=refresh_seconds)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if on_ready is not None:
+        on_ready(handle)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        handle.stop()

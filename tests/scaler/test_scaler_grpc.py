@@ -1,0 +1,331 @@
+"""The KEDA external scaler over loopback: a real gRPC server and a client from the same .proto."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from forecaster.scaler import externalscaler_pb2 as pb2
+from forecaster.scaler import externalscaler_pb2_grpc as pb2_grpc
+from forecaster.scaler.server import ScalerHandle, parse_metadata, start_scaler
+from forecaster.store.db import make_engine, upgrade
+from forecaster.store.repository import ForecastPoint, Store
+
+pytestmark = pytest.mark.integration
+
+STEP = timedelta(minutes=5)
+
+
+def seed(
+    settings: Any,
+    *,
+    generated_at: datetime | None = None,
+    steps: int = 24,
+    observed: float = 100.0,
+) -> None:
+    """Series ``rps`` (forecast 200 + 10*step, interval [-50, +60]) and ``empty`` (nothing)."""
+    engine = make_engine(settings.database)
+    try:
+        upgrade(engine)
+        store = Store(engine)
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        origin = now - timedelta(minutes=now.minute % 5)
+        sid = store.ensure_series(
+            name="rps", family="rps", unit="req/s", step_seconds=300, horizon_steps=steps
+        )
+        store.upsert_observations(sid, [(origin, observed), (origin - STEP, observed / 2)])
+        store.ensure_series(name="empty", family="empty", step_seconds=300, horizon_steps=12)
+        store.publish_forecast(
+            series="rps",
+            generated_at=generated_at or datetime.now(UTC),
+            origin=origin,
+            step_seconds=300,
+            level=90.0,
+            model_name="seasonal_naive",
+            model_version="1",
+            run_id="run1",
+            points=[
+                ForecastPoint(
+                    step=i,
+                    ds=origin + i * STEP,
+                    yhat=200.0 + 10 * i,
+                    yhat_lower=150.0 + 10 * i,
+                    yhat_upper=260.0 + 10 * i,
+                )
+                for i in range(1, steps + 1)
+            ],
+        )
+    finally:
+        engine.dispose()
+
+
+def start(settings: Any, **kwargs: Any) -> ScalerHandle:
+    handle = start_scaler(
+        settings,
+        host="127.0.0.1",
+        port=0,
+        refresh_seconds=0.2,
+        stream_interval_seconds=0.1,
+        **kwargs,
+    )
+    deadline = time.monotonic() + 10
+    while handle.view.state.refreshed_at is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return handle
+
+
+@pytest.fixture
+def scaler(make_settings: Any, db_url: str) -> Iterator[ScalerHandle]:
+    settings = make_settings(db=db_url)
+    seed(settings)
+    handle = start(settings)
+    wait_for_observations(handle)
+    yield handle
+    handle.stop()
+
+
+def wait_for_observations(handle: ScalerHandle) -> None:
+    deadline = time.monotonic() + 10
+    observations = handle.servicer.observations
+    assert observations is not None
+    while observations.get("rps") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def stub(scaler: ScalerHandle) -> Iterator[Any]:
+    with grpc.insecure_channel(f"127.0.0.1:{scaler.port}") as channel:
+        yield pb2_grpc.ExternalScalerStub(channel)
+
+
+def ref(name: str = "web", **metadata: str) -> Any:
+    meta = {"scalerAddress": "forecaster:50051", "series": "rps", "targetPerReplica": "50"}
+    meta.update(metadata)
+    return pb2.ScaledObjectRef(
+        name=name, namespace="shop", scalerMetadata={k: v for k, v in meta.items() if v != ""}
+    )
+
+
+def metrics(stub: Any, object_ref: Any, metric: str = "s0-forecast-rps") -> float:
+    response = stub.GetMetrics(
+        pb2.GetMetricsRequest(scaledObjectRef=object_ref, metricName=metric), timeout=5
+    )
+    (value,) = response.metricValues
+    assert value.metricName == metric
+    assert math.isfinite(value.metricValueFloat) and value.metricValueFloat > 0
+    assert value.metricValue == math.ceil(value.metricValueFloat)
+    return float(value.metricValueFloat)
+
+
+def error_of(call: Any, *args: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        result = call(*args, timeout=5)
+        if hasattr(result, "__next__"):
+            next(result)
+    return info.value
+
+
+def test_metric_spec_from_metadata(stub: Any) -> None:
+    response = stub.GetMetricSpec(ref(targetPerReplica="12.5"), timeout=5)
+    (spec,) = response.metricSpecs
+    assert spec.metricName == "forecast-rps"
+    assert spec.targetSizeFloat == 12.5
+    assert spec.targetSize == 12
+
+
+def test_metric_is_forecast_peak_over_the_lead_time(stub: Any) -> None:
+    # yhat at step i is 200 + 10 i; quantile 0.5 is yhat exactly; the window covers the
+    # current step and everything up to now + lead.
+    now = datetime.now(UTC)
+    origin = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5)
+    last_step = int((now + timedelta(minutes=30) - origin) / STEP)
+    value = metrics(stub, ref(leadTime="30m", quantile="0.5"))
+    assert value == pytest.approx(200.0 + 10 * last_step)
+    upper = metrics(stub, ref(name="api", leadTime="30m", quantile="0.95"))
+    assert upper == pytest.approx(260.0 + 10 * last_step)
+    middle = metrics(stub, ref(name="batch", leadTime="30m", quantile="0.9"))
+    assert value < middle < upper
+    # default lead time 5m covers fewer steps, so a lower peak
+    assert metrics(stub, ref(name="short", quantile="0.5")) < value
+
+
+def test_metric_never_below_observed_load(make_settings: Any) -> None:
+    settings = make_settings()
+    seed(settings, observed=900.0)
+    handle = start(settings)
+    wait_for_observations(handle)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb2_grpc.ExternalScalerStub(channel)
+            assert metrics(stub, ref(quantile="0.5")) == pytest.approx(900.0)
+    finally:
+        handle.stop()
+
+
+def test_replica_clamps_shape_the_metric(stub: Any) -> None:
+    # min 20 replicas of 50 = 1000 > forecast: the metric makes the HPA run 20
+    assert metrics(stub, ref(name="a", minReplicas="20")) == pytest.approx(1000.0)
+    # max 2 replicas: the metric asks for exactly 2
+    assert metrics(stub, ref(name="b", maxReplicas="2")) == pytest.approx(100.0)
+
+
+def test_scale_down_is_stabilised_per_scaled_object(stub: Any) -> None:
+    high = metrics(stub, ref(name="w", leadTime="1h", quantile="0.5"))
+    # the same ScaledObject now asks for a shorter lead: the plan holds its replicas
+    held = metrics(stub, ref(name="w", leadTime="5m", quantile="0.5"))
+    assert held == pytest.approx(math.ceil(high / 50) * 50)
+    # a different ScaledObject with the short lead gets the lower value at once
+    assert metrics(stub, ref(name="fresh", leadTime="5m", quantile="0.5")) < held
+
+
+def test_is_active_and_stream(stub: Any) -> None:
+    assert stub.IsActive(ref(), timeout=5).result is True
+    # opt-in scale-to-zero: inactive when the planned load is under the threshold
+    assert stub.IsActive(ref(activationThreshold="100000"), timeout=5).result is False
+    assert stub.IsActive(ref(activationThreshold="10"), timeout=5).result is True
+    stream = stub.StreamIsActive(ref(), timeout=10)
+    answers = [next(stream).result for _ in range(3)]
+    stream.cancel()
+    assert answers == [True, True, True]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "needle"),
+    [
+        ({"series": ""}, "'series' is required"),
+        ({"targetPerReplica": ""}, "'targetPerReplica' is required"),
+        ({"targetPerReplica": "lots"}, "targetPerReplica='lots' is not a number"),
+        ({"targetPerReplica": "0"}, "must be > 0"),
+        ({"targetPerReplica": "nan"}, "must be finite"),
+        ({"leadTime": "soon"}, "leadTime"),
+        ({"quantile": "1.5"}, "quantile='1.5'"),
+        ({"minReplicas": "2.5"}, "minReplicas"),
+        ({"minReplicas": "5", "maxReplicas": "2"}, "max_replicas"),
+        ({"activationThreshold": "-1"}, "activationThreshold"),
+    ],
+)
+def test_invalid_metadata_is_invalid_argument_everywhere(
+    stub: Any, metadata: dict[str, str], needle: str
+) -> None:
+    object_ref = ref(**metadata)
+    for call, arg in (
+        (stub.GetMetricSpec, object_ref),
+        (stub.IsActive, object_ref),
+        (stub.StreamIsActive, object_ref),
+        (stub.GetMetrics, pb2.GetMetricsRequest(scaledObjectRef=object_ref, metricName="m")),
+    ):
+        error = error_of(call, arg)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert needle in error.details() and "shop/web" in error.details()
+
+
+def test_quantile_outside_the_published_interval(stub: Any) -> None:
+    request = pb2.GetMetricsRequest(scaledObjectRef=ref(quantile="0.99"), metricName="m")
+    error = error_of(stub.GetMetrics, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "90% interval" in error.details() and "0.95" in error.details()
+
+
+@pytest.mark.parametrize(
+    ("series", "code", "needle"),
+    [
+        ("nope", grpc.StatusCode.NOT_FOUND, "unknown series 'nope'"),
+        ("empty", grpc.StatusCode.FAILED_PRECONDITION, "no published forecast"),
+    ],
+)
+def test_unknown_series_and_missing_forecast(
+    stub: Any, series: str, code: grpc.StatusCode, needle: str
+) -> None:
+    object_ref = ref(series=series)
+    # the spec still answers: it depends on metadata alone
+    assert stub.GetMetricSpec(object_ref, timeout=5).metricSpecs[0].targetSizeFloat == 50
+    for call, arg in (
+        (stub.IsActive, object_ref),
+        (stub.StreamIsActive, object_ref),
+        (stub.GetMetrics, pb2.GetMetricsRequest(scaledObjectRef=object_ref, metricName="m")),
+    ):
+        error = error_of(call, arg)
+        assert error.code() == code and needle in error.details()
+
+
+def test_stale_forecast_is_unavailable(make_settings: Any) -> None:
+    settings = make_settings(schedule={"stale_after_seconds": 600})
+    seed(settings, generated_at=datetime.now(UTC) - timedelta(hours=1))
+    handle = start(settings)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb2_grpc.ExternalScalerStub(channel)
+            for call, arg in (
+                (stub.IsActive, ref()),
+                (stub.StreamIsActive, ref()),
+                (stub.GetMetrics, pb2.GetMetricsRequest(scaledObjectRef=ref(), metricName="m")),
+            ):
+                error = error_of(call, arg)
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+                assert "older than the 600s staleness bound" in error.details()
+    finally:
+        handle.stop()
+
+
+def test_forecast_ending_before_the_lead_time_is_unavailable(stub: Any) -> None:
+    request = pb2.GetMetricsRequest(scaledObjectRef=ref(leadTime="6h"), metricName="m")
+    error = error_of(stub.GetMetrics, request)
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "before now + lead time" in error.details()
+
+
+def test_store_outage_is_unavailable_but_spec_answers(make_settings: Any, tmp_path: Path) -> None:
+    settings = make_settings()
+    seed(settings)
+    handle = start(settings)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb2_grpc.ExternalScalerStub(channel)
+            assert metrics(stub, ref()) > 0
+            engine = handle.view.store.engine
+            engine.dispose()
+            (tmp_path / "store.db").rename(tmp_path / "moved.db")
+            engine.url = engine.url.set(database="/nonexistent/dir/x.db")
+            deadline = time.monotonic() + 10
+            while handle.view.state.error is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for call, arg in (
+                (stub.IsActive, ref()),
+                (stub.StreamIsActive, ref()),
+                (stub.GetMetrics, pb2.GetMetricsRequest(scaledObjectRef=ref(), metricName="m")),
+            ):
+                error = error_of(call, arg)
+                assert error.code() == grpc.StatusCode.UNAVAILABLE
+                assert "store unavailable" in error.details()
+            assert stub.GetMetricSpec(ref(), timeout=5).metricSpecs[0].targetSizeFloat == 50
+    finally:
+        handle.stop()
+
+
+def test_store_down_at_start_still_serves_the_spec(make_settings: Any) -> None:
+    settings = make_settings(db="sqlite:////nonexistent/dir/x.db")
+    handle = start_scaler(settings, host="127.0.0.1", port=0, refresh_seconds=0.2)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb2_grpc.ExternalScalerStub(channel)
+            assert stub.GetMetricSpec(ref(), timeout=5).metricSpecs[0].metricName
+            error = error_of(stub.IsActive, ref())
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        handle.stop()
+
+
+def test_parse_metadata_defaults() -> None:
+    meta = parse_metadata({"series": "a/b", "targetPerReplica": "10"})
+    assert meta.query.lead_seconds == 300 and meta.query.quantile == 0.9
+    assert meta.query.policy.min_replicas == 1 and meta.query.policy.max_replicas is None
+    assert meta.activation_threshold is None and meta.metric_name == "forecast-a-b"
+    opt_in = parse_metadata({"series": "a", "targetPerReplica": "10", "activationThreshold": "5"})
+    assert opt_in.query.policy.min_replicas == 0
