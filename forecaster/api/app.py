@@ -32,8 +32,9 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     """
     from prometheus_client import CollectorRegistry
 
+    from forecaster.api.job_metrics import JobRunCollector, JobRunStats
     from forecaster.api.metrics import ForecastCollector
-    from forecaster.api.routes import health, series
+    from forecaster.api.routes import dashboard, health, series
     from forecaster.api.view import ForecastView
     from forecaster.store.db import make_engine
     from forecaster.store.repository import Store
@@ -43,6 +44,7 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     view = ForecastView(store)
     registry = CollectorRegistry()
     registry.register(ForecastCollector(view))
+    registry.register(JobRunCollector(JobRunStats(store)))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -74,4 +76,5 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     app.state.metrics_registry = registry
     app.include_router(health.router)
     app.include_router(series.router)
+    dashboard.install(app)
     return app

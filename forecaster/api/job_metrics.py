@@ -1,0 +1,255 @@
+"""Pipeline self-monitoring on ``/metrics``: per-stage durations, errors and progress from job_runs.
+
+The scheduler records every ingest, train and publish run of every series in the
+``job_runs`` table (``forecaster.jobs.runner``). This module folds those rows into
+running totals in memory. A scrape reads only the rows added since the previous
+read, and at most once every ``min_interval`` seconds; between reads it exports the
+cached totals, so scraping never scans the table or fits anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from forecaster.store.tables import job_runs_table
+
+if TYPE_CHECKING:
+    from forecaster.store.repository import Store
+
+log = logging.getLogger(__name__)
+
+STAGES = ("ingest", "train", "publish")
+"""Stages always exported (with zeros before their first run) so dashboards have series."""
+
+DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+"""Upper bounds (seconds) of the run-duration histogram."""
+
+_BATCH = 5000
+
+
+@dataclass
+class StageTotals:
+    """Running totals of one stage (``job`` value) over every recorded run."""
+
+    runs_ok: int = 0
+    runs_failed: int = 0
+    duration_sum: float = 0.0
+    bucket_counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    last_run_at: float | None = None
+    last_success_at: float | None = None
+    last_duration: float | None = None
+    points: dict[str, int] = field(default_factory=dict)
+    """Points written per series (from the runs' JSON detail, ``{"points": n}``)."""
+    latest_ok: dict[str, bool] = field(default_factory=dict)
+    """Outcome of the latest run per series."""
+
+    def add(self, *, series: str | None, ok: bool, finished: float, duration: float | None) -> None:
+        """Fold one run in (rows arrive in insertion order)."""
+        if ok:
+            self.runs_ok += 1
+            self.last_success_at = max(self.last_success_at or finished, finished)
+        else:
+            self.runs_failed += 1
+        self.last_run_at = max(self.last_run_at or finished, finished)
+        if duration is not None:
+            self.last_duration = duration
+            self.duration_sum += duration
+            index = next(
+                (i for i, bound in enumerate(DURATION_BUCKETS) if duration <= bound),
+                len(DURATION_BUCKETS),
+            )
+            self.bucket_counts[index] += 1
+        if series is not None:
+            self.latest_ok[series] = ok
+
+
+class JobRunStats:
+    """Incremental totals of the ``job_runs`` table, refreshed at most every ``min_interval``.
+
+    Args:
+        store: The store whose engine holds ``job_runs``.
+        min_interval: Minimum seconds between two reads of the table.
+    """
+
+    def __init__(self, store: Store, *, min_interval: float = 5.0) -> None:
+        self.store = store
+        self.min_interval = min_interval
+        self.stages: dict[str, StageTotals] = {stage: StageTotals() for stage in STAGES}
+        self.last_id = 0
+        self.read_at: float | None = None
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Read the rows added since the last read (unless one happened recently)."""
+        with self._lock:
+            now = time.monotonic()
+            if not force and self.read_at is not None and now - self.read_at < self.min_interval:
+                return
+            self.read_at = now
+            try:
+                self._read_new_rows()
+            except SQLAlchemyError as exc:
+                self.error = f"{exc.__class__.__name__}: {exc}"[:300]
+                log.warning("cannot read job runs for /metrics: %s", exc)
+                return
+            self.error = None
+
+    def _read_new_rows(self) -> None:
+        columns = job_runs_table.c
+        while True:
+            query = (
+                select(
+                    columns.id,
+                    columns.job,
+                    columns.series,
+                    columns.started_at,
+                    columns.finished_at,
+                    columns.ok,
+                    columns.detail,
+                )
+                .where(columns.id > self.last_id)
+                .where(columns.ok.is_not(None))
+                .order_by(columns.id)
+                .limit(_BATCH)
+            )
+            with self.store.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            for row in rows:
+                self._fold(row)
+                self.last_id = int(row.id)
+            if len(rows) < _BATCH:
+                return
+
+    def _fold(self, row: Any) -> None:
+        stage = self.stages.setdefault(str(row.job), StageTotals())
+        finished = row.finished_at or row.started_at
+        duration = None
+        if row.finished_at is not None:
+            duration = max(0.0, (row.finished_at - row.started_at).total_seconds())
+        ok = bool(row.ok)
+        stage.add(series=row.series, ok=ok, finished=finished.timestamp(), duration=duration)
+        if ok and row.series is not None:
+            points = _points(row.detail)
+            if points is not None:
+                stage.points[row.series] = stage.points.get(row.series, 0) + points
+
+
+def _points(detail: str | None) -> int | None:
+    """``n`` from a JSON detail like ``{"points": n, "seconds": s}``; None otherwise."""
+    if not detail or not detail.startswith("{"):
+        return None
+    try:
+        value = json.loads(detail).get("points")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return int(value)
+
+
+class JobRunCollector(Collector):
+    """Exports per-stage pipeline health as ``forecaster_job_*`` and ``forecaster_points_*``.
+
+    Families (``job`` is ``ingest``, ``train``, ``publish`` or any other recorded stage):
+
+    * ``forecaster_job_runs_total{job, outcome}``: runs per outcome (``ok`` / ``error``).
+    * ``forecaster_job_errors_total{job}``: failed runs.
+    * ``forecaster_job_duration_seconds{job}``: histogram of run durations (one series each).
+    * ``forecaster_job_last_duration_seconds{job}``: duration of the latest run.
+    * ``forecaster_job_last_run_timestamp_seconds{job}`` and
+      ``forecaster_job_last_success_timestamp_seconds{job}``: Unix times.
+    * ``forecaster_job_failing_series{job}``: series whose latest run of that stage failed.
+    * ``forecaster_points_ingested_total{series}``: observations written by ingest.
+    * ``forecaster_job_stats_ok``: 1 when the last read of ``job_runs`` worked.
+    """
+
+    def __init__(self, stats: JobRunStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        self.stats.refresh()
+        stages = dict(self.stats.stages)
+        runs = CounterMetricFamily(
+            "forecaster_job_runs",
+            "Pipeline job runs per stage and outcome",
+            labels=["job", "outcome"],
+        )
+        errors = CounterMetricFamily(
+            "forecaster_job_errors", "Failed pipeline job runs per stage", labels=["job"]
+        )
+        durations = HistogramMetricFamily(
+            "forecaster_job_duration_seconds",
+            "Duration of pipeline job runs (one series each) per stage, in seconds",
+            labels=["job"],
+        )
+        last_duration = GaugeMetricFamily(
+            "forecaster_job_last_duration_seconds",
+            "Duration of the latest run of a stage, in seconds",
+            labels=["job"],
+        )
+        last_run = GaugeMetricFamily(
+            "forecaster_job_last_run_timestamp_seconds",
+            "Unix time the latest run of a stage finished",
+            labels=["job"],
+        )
+        last_success = GaugeMetricFamily(
+            "forecaster_job_last_success_timestamp_seconds",
+            "Unix time the latest successful run of a stage finished",
+            labels=["job"],
+        )
+        failing = GaugeMetricFamily(
+            "forecaster_job_failing_series",
+            "Series whose latest run of a stage failed",
+            labels=["job"],
+        )
+        points = CounterMetricFamily(
+            "forecaster_points_ingested",
+            "Observations written to the store by the ingest stage, per series",
+            labels=["series"],
+        )
+        for job, totals in sorted(stages.items()):
+            runs.add_metric([job, "ok"], totals.runs_ok)
+            runs.add_metric([job, "error"], totals.runs_failed)
+            errors.add_metric([job], totals.runs_failed)
+            cumulative = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, count in zip(
+                (*(str(b) for b in DURATION_BUCKETS), "+Inf"), totals.bucket_counts, strict=True
+            ):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            durations.add_metric([job], buckets, totals.duration_sum)
+            if totals.last_duration is not None:
+                last_duration.add_metric([job], totals.last_duration)
+            if totals.last_run_at is not None:
+                last_run.add_metric([job], totals.last_run_at)
+            if totals.last_success_at is not None:
+                last_success.add_metric([job], totals.last_success_at)
+            failing.add_metric([job], sum(1 for ok in totals.latest_ok.values() if not ok))
+        for series, count in sorted(stages.get("ingest", StageTotals()).points.items()):
+            points.add_metric([series], count)
+        stats_ok = GaugeMetricFamily(
+            "forecaster_job_stats_ok", "1 when the API's last read of the job_runs table worked"
+        )
+        stats_ok.add_metric([], 0.0 if self.stats.error else 1.0)
+        yield from (runs, errors, durations, last_duration, last_run, last_success, failing)
+        yield points
+        yield stats_ok

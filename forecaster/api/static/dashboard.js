@@ -1,0 +1,388 @@
+// The forecaster dashboard: fetches /v1/dashboard/{series} and draws it with uPlot
+// (npm uplot@1.6.32, vendored in static/vendor/). Plain ES2017, no build step.
+(function () {
+  "use strict";
+
+  var TOKEN_KEY = "forecaster.token";
+  var REFRESH_MS = 60000;
+  var el = function (id) { return document.getElementById(id); };
+  var state = { plot: null, errorPlot: null, data: null, timer: null };
+  window.forecasterDashboard = state;
+
+  function headers() {
+    var token = sessionStorage.getItem(TOKEN_KEY);
+    return token ? { Authorization: "Bearer " + token } : {};
+  }
+
+  function setStatus(text, isError) {
+    var s = el("status");
+    s.textContent = text;
+    s.className = isError ? "error" : "";
+  }
+
+  function getJSON(url) {
+    return fetch(url, { headers: headers() }).then(function (r) {
+      if (r.status === 401 || r.status === 403) {
+        el("token-form").hidden = false;
+        throw new Error("this server needs an API token for reads");
+      }
+      if (!r.ok) {
+        return r.json().then(
+          function (b) { throw new Error(typeof b.detail === "string" ? b.detail : r.statusText); },
+          function () { throw new Error(r.status + " " + r.statusText); }
+        );
+      }
+      return r.json();
+    });
+  }
+
+  function params() {
+    return new URLSearchParams(window.location.search);
+  }
+
+  function fmt(v, digits) {
+    if (v === null || v === undefined || !isFinite(v)) return "–";
+    var a = Math.abs(v);
+    var d = digits !== undefined ? digits : a >= 1000 ? 0 : a >= 10 ? 1 : a >= 1 ? 2 : 3;
+    return Number(v).toLocaleString(undefined, { maximumFractionDigits: d, minimumFractionDigits: d });
+  }
+
+  function when(epoch) {
+    if (epoch === null || epoch === undefined) return "–";
+    return new Date(epoch * 1000).toISOString().replace(".000Z", "Z").replace("T", " ");
+  }
+
+  function text(tag, content, cls) {
+    var node = document.createElement(tag);
+    node.textContent = content;
+    if (cls) node.className = cls;
+    return node;
+  }
+
+  // -- data alignment ------------------------------------------------------------------
+  // uPlot wants one shared x array; every line is placed on the union of timestamps.
+  function align(doc) {
+    var lines = [doc.actual];
+    var fc = doc.forecast;
+    if (fc) lines.push(fc);
+    var h1 = doc.earlier.filter(function (e) { return e.label === "1h"; })[0] || null;
+    var d1 = doc.earlier.filter(function (e) { return e.label === "1d"; })[0] || null;
+    if (h1) lines.push(h1);
+    if (d1) lines.push(d1);
+    var seen = {};
+    var xs = [];
+    lines.forEach(function (line) {
+      line.t.forEach(function (t) {
+        if (!seen[t]) { seen[t] = true; xs.push(t); }
+      });
+    });
+    xs.sort(function (a, b) { return a - b; });
+    var index = {};
+    xs.forEach(function (t, i) { index[t] = i; });
+    function column(t, values) {
+      var out = new Array(xs.length).fill(null);
+      if (t) t.forEach(function (ts, i) { out[index[ts]] = values[i]; });
+      return out;
+    }
+    return {
+      xs: xs,
+      actual: column(doc.actual.t, doc.actual.y),
+      yhat: column(fc && fc.t, fc && fc.yhat),
+      lower: column(fc && fc.t, fc && fc.lower),
+      upper: column(fc && fc.t, fc && fc.upper),
+      h1: column(h1 && h1.t, h1 && h1.yhat),
+      d1: column(d1 && d1.t, d1 && d1.yhat),
+      h1Doc: h1,
+      d1Doc: d1,
+    };
+  }
+
+  // -- main chart ----------------------------------------------------------------------
+  function overlays(doc) {
+    return function (u) {
+      var ctx = u.ctx;
+      var top = u.bbox.top;
+      var height = u.bbox.height;
+      ctx.save();
+      ctx.fillStyle = "rgba(200, 40, 30, 0.12)";
+      doc.regressions.forEach(function (ev) {
+        var x0 = u.valToPos(ev.start, "x", true);
+        var x1 = u.valToPos(ev.end === null || ev.end === undefined ? doc.now : ev.end, "x", true);
+        var left = Math.max(u.bbox.left, Math.min(x0, x1));
+        var right = Math.min(u.bbox.left + u.bbox.width, Math.max(x0, x1));
+        if (right > left) ctx.fillRect(left, top, Math.max(right - left, 2), height);
+      });
+      var nowX = u.valToPos(doc.now, "x", true);
+      if (nowX >= u.bbox.left && nowX <= u.bbox.left + u.bbox.width) {
+        ctx.strokeStyle = "rgba(60, 60, 60, 0.6)";
+        ctx.setLineDash([4, 4]);
+        ctx.lineWidth = 1;
+        ctx.beginPath();
+        ctx.moveTo(nowX, top);
+        ctx.lineTo(nowX, top + height);
+        ctx.stroke();
+        ctx.setLineDash([]);
+        ctx.fillStyle = "rgba(60, 60, 60, 0.8)";
+        ctx.font = Math.round(11 * devicePixelRatio) + "px system-ui, sans-serif";
+        ctx.fillText("now", nowX + 4, top + 12 * devicePixelRatio);
+      }
+      ctx.restore();
+    };
+  }
+
+  function chartWidth(node) {
+    return Math.max(320, node.clientWidth || node.parentNode.clientWidth - 20);
+  }
+
+  function draw(doc) {
+    var a = align(doc);
+    var unit = doc.unit ? " " + doc.unit : "";
+    var fc = doc.forecast;
+    var level = fc ? fc.level : 90;
+    var value = function (u, v) { return v === null || v === undefined ? "–" : fmt(v) + unit; };
+    var series = [
+      { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
+      { label: "actual", stroke: "#1d2433", width: 1.5, spanGaps: true, value: value },
+      { label: "forecast" + (fc ? " (" + fc.model.name + ")" : ""), stroke: "#e07b00", width: 2, spanGaps: true, value: value },
+      { label: level + "% lower", stroke: "rgba(224, 123, 0, 0.35)", width: 1, spanGaps: true, value: value },
+      { label: level + "% upper", stroke: "rgba(224, 123, 0, 0.35)", width: 1, spanGaps: true, value: value },
+      { label: "made 1 h earlier", stroke: "#7b3fbf", width: 1.5, dash: [6, 4], spanGaps: true, show: !!a.h1Doc, value: value },
+      { label: "made 1 day earlier", stroke: "#2e8b57", width: 1.5, dash: [2, 3], spanGaps: true, show: !!a.d1Doc, value: value },
+    ];
+    var data = [a.xs, a.actual, a.yhat, a.lower, a.upper, a.h1, a.d1];
+    var node = el("chart");
+    var opts = {
+      width: chartWidth(node),
+      height: 380,
+      scales: { x: { time: true } },
+      series: series,
+      bands: [{ series: [4, 3], fill: "rgba(224, 123, 0, 0.16)" }],
+      axes: [{}, { label: doc.unit || "value", size: 70 }],
+      cursor: { drag: { x: true, y: false }, focus: { prox: 16 } },
+      legend: { live: true },
+      hooks: { draw: [overlays(doc)] },
+    };
+    if (state.plot) state.plot.destroy();
+    node.textContent = "";
+    state.plot = new uPlot(opts, data, node);
+    var drawnPoints = a.actual.filter(function (v) { return v !== null; }).length;
+    node.dataset.drawn = drawnPoints > 0 ? "true" : "false";
+    node.dataset.points = String(drawnPoints);
+    el("chart-title").textContent =
+      doc.series + ": predicted vs actual" + (doc.unit ? " (" + doc.unit + ")" : "");
+    drawError(doc, a);
+  }
+
+  function drawError(doc, a) {
+    var node = el("error-chart");
+    var xs = [], err = [];
+    a.xs.forEach(function (t, i) {
+      if (a.actual[i] !== null && a.h1[i] !== null) {
+        xs.push(t);
+        err.push(a.actual[i] - a.h1[i]);
+      }
+    });
+    if (state.errorPlot) { state.errorPlot.destroy(); state.errorPlot = null; }
+    node.textContent = "";
+    if (!xs.length) {
+      node.appendChild(text("p", "no forecast from an hour earlier overlaps the actuals yet", "muted"));
+      return;
+    }
+    var unit = doc.unit ? " " + doc.unit : "";
+    state.errorPlot = new uPlot({
+      width: chartWidth(node),
+      height: 160,
+      scales: { x: { time: true } },
+      series: [
+        { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
+        { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
+      ],
+      axes: [{}, { size: 70 }],
+    }, [xs, err], node);
+  }
+
+  // -- panels --------------------------------------------------------------------------
+  function definitionList(pairs) {
+    var dl = document.createElement("dl");
+    pairs.forEach(function (p) {
+      dl.appendChild(text("dt", p[0]));
+      dl.appendChild(text("dd", p[1]));
+    });
+    return dl;
+  }
+
+  function table(head, rows, numericFrom) {
+    var t = document.createElement("table");
+    var tr = document.createElement("tr");
+    head.forEach(function (h, i) { tr.appendChild(text("th", h, i >= numericFrom ? "num" : "")); });
+    var thead = document.createElement("thead");
+    thead.appendChild(tr);
+    t.appendChild(thead);
+    var body = document.createElement("tbody");
+    rows.forEach(function (row) {
+      var r = document.createElement("tr");
+      if (row.cls) r.className = row.cls;
+      row.cells.forEach(function (c, i) {
+        if (c instanceof Node) {
+          var td = document.createElement("td");
+          td.appendChild(c);
+          r.appendChild(td);
+        } else {
+          r.appendChild(text("td", c, i >= numericFrom ? "num" : ""));
+        }
+      });
+      body.appendChild(r);
+    });
+    t.appendChild(body);
+    return t;
+  }
+
+  function fill(id, node) {
+    var target = el(id);
+    target.textContent = "";
+    target.appendChild(node);
+  }
+
+  function panels(doc) {
+    var c = doc.champion;
+    var fc = doc.forecast;
+    if (c) {
+      fill("champion", definitionList([
+        ["estimator", c.estimator],
+        ["version", c.version],
+        ["MLflow run", c.run_id],
+        ["backtest MASE", fmt(c.mase, 3)],
+        ["promoted", when(c.promoted_at)],
+        ["forecast made", fc ? when(fc.generated_at) : "nothing published"],
+        ["interval", fc ? fc.level + "% central" : "–"],
+      ]));
+    } else {
+      fill("champion", text("p", "no champion yet", "muted"));
+    }
+    var latest = doc.trainings[0];
+    if (latest && Object.keys(latest.scores).length) {
+      var metrics = [];
+      Object.keys(latest.scores).forEach(function (est) {
+        Object.keys(latest.scores[est]).forEach(function (m) {
+          if (metrics.indexOf(m) < 0) metrics.push(m);
+        });
+      });
+      var names = Object.keys(latest.scores).sort(function (x, y) {
+        var a = latest.scores[x].mase, b = latest.scores[y].mase;
+        return (a === null || a === undefined ? Infinity : a) - (b === null || b === undefined ? Infinity : b);
+      });
+      fill("backtest", table(
+        ["estimator"].concat(metrics),
+        names.map(function (est) {
+          return {
+            cls: est === latest.estimator ? "chosen" : "",
+            cells: [est + (est === latest.estimator ? " (chosen)" : "")].concat(
+              metrics.map(function (m) { return fmt(latest.scores[est][m], 3); })
+            ),
+          };
+        }),
+        1
+      ));
+    } else {
+      fill("backtest", text("p", "no training recorded", "muted"));
+    }
+    if (doc.trainings.length) {
+      fill("trainings", table(
+        ["trained", "estimator", "MASE", "promoted", "reason"],
+        doc.trainings.map(function (t) {
+          return {
+            cls: "",
+            cells: [
+              when(t.trained_at), t.estimator, fmt(t.mase, 3),
+              text("span", t.promoted ? "yes" : "no", "badge " + (t.promoted ? "yes" : "no")),
+              t.reason || "",
+            ],
+          };
+        }),
+        99
+      ));
+    } else {
+      fill("trainings", text("p", "none", "muted"));
+    }
+    if (doc.regressions.length) {
+      fill("events", table(
+        ["start", "end", "peak score"],
+        doc.regressions.map(function (ev) {
+          return { cls: "", cells: [when(ev.start), ev.end ? when(ev.end) : "open", fmt(ev.score, 2)] };
+        }),
+        2
+      ));
+    } else {
+      fill("events", text("p", "none in this window", "muted"));
+    }
+    var plan = doc.replicas;
+    el("replicas-panel").hidden = !plan;
+    if (plan) {
+      fill("replicas", definitionList(Object.keys(plan).map(function (k) {
+        return [k, typeof plan[k] === "number" ? fmt(plan[k]) : String(plan[k])];
+      })));
+    }
+  }
+
+  // -- loading -------------------------------------------------------------------------
+  function load() {
+    var name = el("series").value;
+    if (!name) return Promise.resolve();
+    var win = el("window").value;
+    var query = new URLSearchParams({ series: name, window: win });
+    history.replaceState(null, "", "?" + query.toString());
+    setStatus("loading " + name + "…");
+    var url = "v1/dashboard/" + name.split("/").map(encodeURIComponent).join("/") +
+      "?window=" + encodeURIComponent(win);
+    return getJSON(url).then(function (doc) {
+      state.data = doc;
+      draw(doc);
+      panels(doc);
+      setStatus("updated " + new Date().toLocaleTimeString() + " · " + doc.actual.t.length + " observations");
+    }).catch(function (err) {
+      setStatus(err.message, true);
+    });
+  }
+
+  function start() {
+    var wanted = params();
+    if (wanted.get("window")) el("window").value = wanted.get("window");
+    return getJSON("v1/series").then(function (series) {
+      var select = el("series");
+      select.textContent = "";
+      series.forEach(function (s) {
+        var opt = document.createElement("option");
+        opt.value = s.name;
+        opt.textContent = s.name + (s.unit ? " (" + s.unit + ")" : "");
+        select.appendChild(opt);
+      });
+      if (!series.length) {
+        setStatus("no series yet: run the ingest job (forecaster ingest) first", true);
+        return;
+      }
+      var pick = wanted.get("series");
+      var withForecast = series.filter(function (s) { return s.champion; })[0];
+      select.value = pick && series.some(function (s) { return s.name === pick; })
+        ? pick : (withForecast || series[0]).name;
+      return load();
+    }).catch(function (err) {
+      setStatus(err.message, true);
+    });
+  }
+
+  el("series").addEventListener("change", load);
+  el("window").addEventListener("change", load);
+  el("token-form").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, el("token").value);
+    el("token-form").hidden = true;
+    start();
+  });
+  window.addEventListener("resize", function () {
+    [[state.plot, "chart", 380], [state.errorPlot, "error-chart", 160]].forEach(function (p) {
+      if (p[0]) p[0].setSize({ width: chartWidth(el(p[1])), height: p[2] });
+    });
+  });
+  state.ready = start();
+  state.timer = setInterval(load, REFRESH_MS);
+})();

@@ -1,0 +1,143 @@
+"""Pipeline self-monitoring on /metrics: per-stage totals read from job_runs, parsed back."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.exc import OperationalError
+
+from forecaster.api.app import create_app
+from forecaster.api.job_metrics import JobRunCollector, JobRunStats
+from forecaster.store.db import make_engine, upgrade
+from forecaster.store.repository import Store
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+_MINUTES = itertools.count(1)
+
+
+def _run(store: Store, job: str, series: str, *, took: float, ok: bool, **detail: Any) -> None:
+    """Record one run of ``took`` seconds, a minute after the previous one."""
+    started = T0 + timedelta(minutes=next(_MINUTES))
+    store.record_job_run(
+        job=job,
+        series=series,
+        started_at=started,
+        finished_at=started + timedelta(seconds=took),
+        ok=ok,
+        detail=json.dumps(detail) if ok else "series 'x': source unavailable",
+    )
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+@pytest.fixture
+def store(make_settings: Any, db_url: str) -> Any:
+    engine = make_engine(make_settings(db=db_url).database)
+    upgrade(engine)
+    yield Store(engine)
+    engine.dispose()
+
+
+def test_stage_totals_durations_errors_and_points(store: Store) -> None:
+    _run(store, "ingest", "rps", took=0.3, ok=True, points=288, seconds=0.3)
+    _run(store, "ingest", "latency", took=0.2, ok=True, points=100)
+    _run(store, "ingest", "rps", took=0.4, ok=True, points=12)
+    _run(store, "train", "rps", took=42.0, ok=True, chosen="lightgbm", seconds=42.0)
+    _run(store, "train", "latency", took=3.0, ok=False)
+    _run(store, "publish", "rps", took=0.05, ok=True, points=288)
+    registry = CollectorRegistry()
+    stats = JobRunStats(store, min_interval=0.0)
+    registry.register(JobRunCollector(stats))
+    s = _samples(generate_latest(registry).decode())
+
+    def value(name: str, **labels: str) -> float:
+        return s[(name, tuple(sorted(labels.items())))]
+
+    assert value("forecaster_job_runs_total", job="ingest", outcome="ok") == 3
+    assert value("forecaster_job_runs_total", job="train", outcome="error") == 1
+    assert value("forecaster_job_errors_total", job="train") == 1
+    assert value("forecaster_job_errors_total", job="publish") == 0
+    assert value("forecaster_job_duration_seconds_count", job="ingest") == 3
+    assert value("forecaster_job_duration_seconds_sum", job="ingest") == pytest.approx(0.9)
+    assert value("forecaster_job_duration_seconds_bucket", job="train", le="30.0") == 1
+    assert value("forecaster_job_duration_seconds_bucket", job="train", le="60.0") == 2
+    assert value("forecaster_job_duration_seconds_bucket", job="train", le="+Inf") == 2
+    assert value("forecaster_job_last_duration_seconds", job="train") == pytest.approx(3.0)
+    assert value("forecaster_points_ingested_total", series="rps") == 300
+    assert value("forecaster_points_ingested_total", series="latency") == 100
+    assert value("forecaster_job_failing_series", job="train") == 1
+    assert value("forecaster_job_failing_series", job="ingest") == 0
+    last_train_ok = value("forecaster_job_last_success_timestamp_seconds", job="train")
+    last_train = value("forecaster_job_last_run_timestamp_seconds", job="train")
+    assert last_train_ok < last_train  # the failure came after the success
+    assert value("forecaster_job_stats_ok") == 1
+
+    # Later runs are folded in incrementally; a recovered series stops counting as failing.
+    _run(store, "train", "latency", took=5.0, ok=True, chosen="prophet")
+    _run(store, "ingest", "rps", took=0.1, ok=True, points=1)
+    s = _samples(generate_latest(registry).decode())
+    assert value("forecaster_job_failing_series", job="train") == 0
+    assert value("forecaster_job_runs_total", job="train", outcome="ok") == 2
+    assert value("forecaster_points_ingested_total", series="rps") == 301
+    assert value("forecaster_job_duration_seconds_count", job="ingest") == 4
+
+
+def test_reads_are_rate_limited_and_store_failures_are_reported(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stats = JobRunStats(store, min_interval=3600.0)
+    registry = CollectorRegistry()
+    registry.register(JobRunCollector(stats))
+    generate_latest(registry)
+    _run(store, "publish", "rps", took=1.0, ok=True)
+    s = _samples(generate_latest(registry).decode())
+    # Within min_interval the cached totals are served: the new run is not read yet.
+    assert s[("forecaster_job_runs_total", (("job", "publish"), ("outcome", "ok")))] == 0
+    stats.refresh(force=True)
+    s = _samples(generate_latest(registry).decode())
+    assert s[("forecaster_job_runs_total", (("job", "publish"), ("outcome", "ok")))] == 1
+
+    def unreachable() -> None:
+        raise OperationalError("SELECT", {}, ConnectionError("database is down"))
+
+    monkeypatch.setattr(store.engine, "connect", unreachable)
+    stats.refresh(force=True)
+    s = _samples(generate_latest(registry).decode())
+    assert s[("forecaster_job_stats_ok", ())] == 0
+    assert s[("forecaster_job_runs_total", (("job", "publish"), ("outcome", "ok")))] == 1
+
+
+def test_api_metrics_export_both_forecasts_and_pipeline_health(make_settings: Any) -> None:
+    settings = make_settings()
+    engine = make_engine(settings.database)
+    upgrade(engine)
+    _run(Store(engine), "ingest", "rps", took=0.5, ok=True, points=10)
+    engine.dispose()
+    with TestClient(create_app(settings)) as client:
+        text = client.get("/metrics").text
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert names >= {
+        "forecaster_job_runs",
+        "forecaster_job_duration_seconds",
+        "forecaster_job_last_success_timestamp_seconds",
+        "forecaster_points_ingested",
+        "forecaster_forecast",
+        "forecaster_view_refresh_ok",
+    }
+    s = _samples(text)
+    assert s[("forecaster_points_ingested_total", (("series", "rps"),))] == 10
+    # Stages with no run yet are exported with zeros, so dashboards have a series.
+    assert s[("forecaster_job_runs_total", (("job", "train"), ("outcome", "ok")))] == 0
