@@ -1,0 +1,180 @@
+"""The replica planner: unit cases and properties (monotone in the forecast, never below need)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from forecaster.consumers.planner import (
+    MIN_METRIC_VALUE,
+    ReplicaPlanner,
+    ScalingPolicy,
+    interval_quantile,
+    interval_quantiles,
+    plan_replicas,
+    provisioned_load,
+    replicas_for_load,
+)
+from forecaster.errors import InputDataError
+
+loads = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
+targets = st.floats(min_value=0.1, max_value=1e4, allow_nan=False, allow_infinity=False)
+
+
+def test_provisioned_load_is_max_of_forecast_and_observed() -> None:
+    assert provisioned_load([10, 30, 20], 25) == 30
+    assert provisioned_load([10, 30, 20], 45) == 45
+    assert provisioned_load([], 7) == 7
+    assert provisioned_load([-5], None) == 0
+    with pytest.raises(InputDataError, match="nothing to plan from"):
+        provisioned_load([], None)
+    with pytest.raises(InputDataError, match="not finite"):
+        provisioned_load([math.inf], None)
+
+
+def test_replicas_for_load() -> None:
+    assert replicas_for_load(0, 10) == 0
+    assert replicas_for_load(0.01, 10) == 1
+    assert replicas_for_load(100, 10) == 10
+    assert replicas_for_load(100.0000001, 10) == 11
+    assert replicas_for_load(0.3, 0.1) == 3  # float noise: 0.3 / 0.1 = 2.9999999999999996
+
+
+def test_plan_explains_and_clamps() -> None:
+    policy = ScalingPolicy(target_per_replica=50, min_replicas=2, max_replicas=10)
+    decision = plan_replicas(policy, forecast_peak=240, observed=120)
+    assert decision.replicas == 5 and decision.value == 240
+    assert "forecast peak 240" in decision.reason and "5 replicas" in decision.reason
+    reactive = plan_replicas(policy, forecast_peak=100, observed=320)
+    assert reactive.replicas == 7 and "observed load 320 above the forecast" in reactive.reason
+    low = plan_replicas(policy, forecast_peak=10)
+    assert low.replicas == 2 and low.value == 100 and "min_replicas=2" in low.reason
+    high = plan_replicas(policy, forecast_peak=10_000)
+    assert high.replicas == 10 and high.value == 500 and "max_replicas=10" in high.reason
+
+
+def test_value_is_never_zero() -> None:
+    policy = ScalingPolicy(target_per_replica=50, min_replicas=0)
+    decision = plan_replicas(policy, forecast_peak=0.0, observed=0.0)
+    assert decision.replicas == 0 and decision.value == MIN_METRIC_VALUE
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"target_per_replica": 0}, "target_per_replica"),
+        ({"target_per_replica": math.nan}, "target_per_replica"),
+        ({"target_per_replica": 1, "min_replicas": -1}, "min_replicas"),
+        ({"target_per_replica": 1, "min_replicas": 3, "max_replicas": 2}, "max_replicas"),
+        ({"target_per_replica": 1, "scale_down_max_fraction": 0}, "scale_down_max_fraction"),
+        ({"target_per_replica": 1, "scale_down_window_seconds": -1}, "window"),
+    ],
+)
+def test_policy_validation(kwargs: dict[str, float], needle: str) -> None:
+    with pytest.raises(InputDataError, match=needle):
+        ScalingPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_interval_quantiles() -> None:
+    assert interval_quantiles(90) == pytest.approx((0.05, 0.95))
+    assert interval_quantiles(80) == pytest.approx((0.1, 0.9))
+    kw = {"yhat": 100.0, "yhat_lower": 80.0, "yhat_upper": 140.0, "level": 90.0}
+    assert interval_quantile(0.5, **kw) == 100
+    assert interval_quantile(0.95, **kw) == 140
+    assert interval_quantile(0.05, **kw) == 80
+    q90 = interval_quantile(0.9, **kw)
+    assert 100 < q90 < 140
+    assert q90 == pytest.approx(100 + 40 * 1.2816 / 1.6449, rel=1e-3)
+    assert 80 < interval_quantile(0.2, **kw) < 100
+    assert interval_quantile(0.9, **{**kw, "level": 80.0}) == 140
+    with pytest.raises(InputDataError, match="covers quantiles 0.05 to 0.95"):
+        interval_quantile(0.99, **kw)
+
+
+def test_scale_up_is_immediate_scale_down_waits_then_steps() -> None:
+    policy = ScalingPolicy(
+        target_per_replica=10, scale_down_window_seconds=300, scale_down_max_fraction=0.25
+    )
+    planner = ReplicaPlanner(policy)
+    assert planner.decide(0, forecast_peak=200).replicas == 20
+    assert planner.decide(60, forecast_peak=400).replicas == 40  # up at once
+    held = planner.decide(120, forecast_peak=50)
+    assert held.replicas == 40 and "holding 40" in held.reason
+    assert planner.decide(300, forecast_peak=50).replicas == 40  # 400 still within 5 min
+    first = planner.decide(361, forecast_peak=50)  # window has passed: one bounded step
+    assert first.replicas == 30 and "at most 10 per decision" in first.reason
+    steps = [planner.decide(361 + 60 * i, forecast_peak=50).replicas for i in range(1, 6)]
+    assert steps == [22, 16, 12, 9, 6]  # 25% of the current replicas per decision
+    assert planner.decide(2000, forecast_peak=50).replicas == 5
+
+
+def test_planner_rejects_time_going_backwards() -> None:
+    planner = ReplicaPlanner(ScalingPolicy(target_per_replica=1))
+    planner.decide(10, forecast_peak=1)
+    with pytest.raises(InputDataError, match="backwards"):
+        planner.decide(5, forecast_peak=1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(peak=loads, extra=loads, observed=st.one_of(st.none(), loads), target=targets)
+def test_stateless_plan_is_monotone_in_the_forecast(
+    peak: float, extra: float, observed: float | None, target: float
+) -> None:
+    policy = ScalingPolicy(target_per_replica=target)
+    lower = plan_replicas(policy, forecast_peak=peak, observed=observed)
+    higher = plan_replicas(policy, forecast_peak=peak + extra, observed=observed)
+    assert higher.replicas >= lower.replicas
+    assert higher.load >= lower.load
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ticks=st.lists(st.tuples(loads, loads, loads), min_size=1, max_size=40),
+    target=targets,
+    window=st.sampled_from([0.0, 60.0, 300.0, 900.0]),
+    fraction=st.sampled_from([0.1, 0.25, 0.5, 1.0]),
+    min_replicas=st.integers(0, 3),
+)
+def test_stateful_planner_properties(
+    ticks: list[tuple[float, float, float]],
+    target: float,
+    window: float,
+    fraction: float,
+    min_replicas: int,
+) -> None:
+    policy = ScalingPolicy(
+        target_per_replica=target,
+        min_replicas=min_replicas,
+        scale_down_window_seconds=window,
+        scale_down_max_fraction=fraction,
+    )
+    low, high = ReplicaPlanner(policy), ReplicaPlanner(policy)
+    for i, (peak, extra, observed) in enumerate(ticks):
+        now = 60.0 * i
+        a = low.decide(now, forecast_peak=peak, observed=observed)
+        b = high.decide(now, forecast_peak=peak + extra, observed=observed)
+        # monotone in the forecast: a pointwise higher forecast never plans fewer replicas
+        assert b.replicas >= a.replicas
+        for decision in (a, b):
+            # never below what the observed load (or the forecast) needs right now
+            assert decision.replicas >= replicas_for_load(observed, target)
+            assert decision.replicas >= max(min_replicas, replicas_for_load(decision.load, target))
+            assert math.isfinite(decision.value) and decision.value > 0
+            assert decision.reason
+            if decision.replicas > 0:
+                assert math.ceil(decision.value / target - 1e-9) == decision.replicas
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    peaks=st.lists(loads, min_size=2, max_size=30),
+    target=targets,
+    max_replicas=st.integers(1, 50),
+)
+def test_max_clamp_always_holds(peaks: list[float], target: float, max_replicas: int) -> None:
+    planner = ReplicaPlanner(ScalingPolicy(target_per_replica=target, max_replicas=max_replicas))
+    for i, peak in enumerate(peaks):
+        assert 1 <= planner.decide(30.0 * i, forecast_peak=peak).replicas <= max_replicas
