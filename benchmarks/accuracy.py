@@ -1,0 +1,232 @@
+"""Accuracy benchmark: EVALUATION.md's standard backtests on real NAB traces.
+
+Runs the day-ahead and hour-ahead tasks (rolling origin, refit every day) for
+``auto`` and the reference estimators on several NAB series, through the same
+engine as ``forecaster backtest`` (:func:`forecaster.evaluation.backtest`), and
+writes a markdown report (MASE, sMAPE, 90% coverage, relative width, seconds per
+fit) to ``benchmarks/results/accuracy.md``.
+
+    .venv/bin/python benchmarks/accuracy.py [--series elb,nyc_taxi] [--tasks day_ahead]
+        [--models auto,prophet] [--jobs 2] [--output benchmarks/results/accuracy.md]
+
+Tasks are defined for 5-minute data; a series on another grid (nyc_taxi, 30 min)
+gets the same durations in its own steps (day-ahead = 48 steps, hour-ahead = 2).
+Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NAB = REPO / "data" / "nab"
+
+#: name -> (path under data/nab, grid step)
+SERIES: dict[str, tuple[str, str]] = {
+    "tweets_aapl": ("realTweets/Twitter_volume_AAPL.csv", "5min"),
+    "tweets_amzn": ("realTweets/Twitter_volume_AMZN.csv", "5min"),
+    "tweets_goog": ("realTweets/Twitter_volume_GOOG.csv", "5min"),
+    "tweets_ko": ("realTweets/Twitter_volume_KO.csv", "5min"),
+    "tweets_ups": ("realTweets/Twitter_volume_UPS.csv", "5min"),
+    "elb_requests": ("realAWSCloudwatch/elb_request_count_8c0756.csv", "5min"),
+    "ec2_network_in": ("realAWSCloudwatch/ec2_network_in_257a54.csv", "5min"),
+    "rds_cpu": ("realAWSCloudwatch/rds_cpu_utilization_cc0c53.csv", "5min"),
+    "nyc_taxi": ("realKnownCause/nyc_taxi.csv", "30min"),
+}
+
+#: name -> (horizon, origins, stride, refit-every) as durations / counts on 5-minute data.
+TASKS: dict[str, tuple[timedelta, int, timedelta, timedelta]] = {
+    "day_ahead": (timedelta(hours=24), 4, timedelta(hours=24), timedelta(hours=24)),
+    "hour_ahead": (timedelta(hours=1), 168, timedelta(hours=1), timedelta(hours=24)),
+}
+
+MODELS = ("auto", "lightgbm", "prophet", "seasonal_naive", "seasonal_naive_weekly", "last_value")
+
+
+@dataclass
+class Result:
+    """Scores of one backtest."""
+
+    series: str
+    task: str
+    model: str
+    mase: float
+    smape: float
+    coverage: float
+    width: float
+    fit_seconds: float
+    chosen: str
+
+
+def _steps(duration: timedelta, step: timedelta) -> int:
+    return max(1, round(duration / step))
+
+
+def run_one(series_name: str, task: str, model: str) -> Result:
+    """Backtest ``model`` on ``series_name`` for ``task``."""
+    import pandas as pd
+
+    from forecaster.evaluation import backtest, score_backtest
+    from forecaster.timeseries import read_series_csv, to_grid
+
+    relpath, freq = SERIES[series_name]
+    step = pd.Timedelta(freq).to_pytimedelta()
+    history = to_grid(read_series_csv(NAB / relpath), step)
+    horizon_d, origins, stride_d, refit_d = TASKS[task]
+    horizon = _steps(horizon_d, step)
+    stride = _steps(stride_d, step)
+    refit = _steps(refit_d, step)
+    began = time.perf_counter()
+    frame = backtest(
+        history,
+        model,
+        horizon=horizon,
+        origins=origins,
+        stride=stride,
+        refit_every=refit,
+        level=90.0,
+    )
+    seconds = time.perf_counter() - began
+    fits = len(range(0, (origins - 1) * stride + 1, max(refit, stride))) if refit else origins
+    scores = score_backtest(frame, history)
+    chosen = ", ".join(
+        f"{name} x{count}"
+        for name, count in frame.drop_duplicates("origin")["model"].value_counts().items()
+    )
+    return Result(
+        series=series_name,
+        task=task,
+        model=model,
+        mase=scores["mase"],
+        smape=scores["smape"],
+        coverage=scores["coverage"],
+        width=scores["width"],
+        fit_seconds=seconds / max(fits, 1),
+        chosen=chosen,
+    )
+
+
+def _fmt(value: float, pattern: str) -> str:
+    return "n/a" if value != value else format(value, pattern)
+
+
+def render(results: list[Result], *, tasks: list[str], models: list[str], wall: float) -> str:
+    """The markdown report: one summary table per task, then per-series detail."""
+    import statistics
+
+    lines = [
+        "# Forecast accuracy on NAB traces",
+        "",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `benchmarks/accuracy.py` on "
+        f"{platform.machine()} with {os.cpu_count()} CPUs, in {wall / 60:.1f} min. "
+        "Rolling-origin backtests as in docs/EVALUATION.md (history window 28 days, "
+        "90% intervals, refit every 24 h, `predict(history=...)` between refits).",
+        "",
+        "MASE: mean over origins of MAE / in-sample MAE of the daily seasonal naive "
+        "(lower is better). sMAPE in percent. Coverage: share of actuals inside the "
+        "90% interval (target 85-95%). Width: mean interval width / mean actual. "
+        "Fit s: wall seconds per refit (fit plus the forecasts until the next refit).",
+        "",
+    ]
+    series_names = sorted({r.series for r in results})
+    for task in tasks:
+        rows = [r for r in results if r.task == task]
+        if not rows:
+            continue
+        lines += [
+            f"## {task} ({len(series_names)} series)",
+            "",
+            "| model | mean MASE | median MASE | wins | mean sMAPE | mean coverage | "
+            "mean width | fit s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        best_by_series = {}
+        for name in series_names:
+            candidates = [r for r in rows if r.series == name and r.mase == r.mase]
+            if candidates:
+                best_by_series[name] = min(candidates, key=lambda r: r.mase).model
+        for model in models:
+            mine = [r for r in rows if r.model == model]
+            if not mine:
+                continue
+            mases = [r.mase for r in mine if r.mase == r.mase]
+            wins = sum(1 for m in best_by_series.values() if m == model)
+            lines.append(
+                f"| {model} | {_fmt(statistics.mean(mases), '.3f')} | "
+                f"{_fmt(statistics.median(mases), '.3f')} | {wins} | "
+                f"{_fmt(statistics.mean(r.smape for r in mine), '.1f')} | "
+                f"{_fmt(100 * statistics.mean(r.coverage for r in mine), '.1f')}% | "
+                f"{_fmt(statistics.mean(r.width for r in mine), '.2f')} | "
+                f"{_fmt(statistics.mean(r.fit_seconds for r in mine), '.2f')} |"
+            )
+        lines += ["", f"### {task}: per series", ""]
+        lines += [
+            "| series | model | MASE | sMAPE | coverage | width | fit s | produced by |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name in series_names:
+            for model in models:
+                for r in rows:
+                    if r.series == name and r.model == model:
+                        lines.append(
+                            f"| {name} | {model} | {_fmt(r.mase, '.3f')} | "
+                            f"{_fmt(r.smape, '.1f')} | {_fmt(100 * r.coverage, '.1f')}% | "
+                            f"{_fmt(r.width, '.2f')} | {_fmt(r.fit_seconds, '.2f')} | "
+                            f"{r.chosen} |"
+                        )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the backtests (in parallel processes), write the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--series", default=",".join(SERIES), help="comma-separated names")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/accuracy.md")
+    args = parser.parse_args(argv)
+    series = [s for s in args.series.split(",") if s]
+    tasks = [t for t in args.tasks.split(",") if t]
+    models = [m for m in args.models.split(",") if m]
+    unknown = [s for s in series if s not in SERIES] + [t for t in tasks if t not in TASKS]
+    if unknown:
+        print(f"unknown series or task: {unknown}; series: {list(SERIES)}; tasks: {list(TASKS)}")
+        return 2
+    jobs = [(s, t, m) for t in tasks for s in series for m in models]
+    began = time.perf_counter()
+    results: list[Result] = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(run_one, *job): job for job in jobs}
+        for future in futures:
+            s, t, m = futures[future]
+            try:
+                r = future.result()
+            except Exception as exc:  # noqa: BLE001 - report and continue
+                print(f"FAILED {s} {t} {m}: {exc}", file=sys.stderr)
+                continue
+            results.append(r)
+            print(
+                f"{t:10s} {s:15s} {m:22s} MASE {r.mase:6.3f} sMAPE {r.smape:6.1f} "
+                f"cov {100 * r.coverage:5.1f}% width {r.width:5.2f} fit {r.fit_seconds:6.2f}s "
+                f"[{r.chosen}]",
+                flush=True,
+            )
+    report = render(results, tasks=tasks, models=models, wall=time.perf_counter() - began)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(report)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
