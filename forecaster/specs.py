@@ -71,6 +71,57 @@ class ScheduleSpec(BaseModel):
         return value
 
 
+class _ConsumerSpec(BaseModel):
+    """Shared fields of the consumer settings: an optional signed webhook."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    webhook: str | None = None
+    secret_env: str | None = None
+
+    @field_validator("webhook")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"webhook must be an http:// or https:// URL, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _secret(self) -> _ConsumerSpec:
+        if self.webhook is not None and not self.secret_env:
+            raise ValueError(
+                "a webhook needs secret_env: the environment variable holding its HMAC secret"
+            )
+        return self
+
+
+class WatchSpec(_ConsumerSpec):
+    """Regression detection for a series: ``watch: {direction: up, persist: 15m}``."""
+
+    direction: Literal["up", "down", "both"] = "both"
+    persist: timedelta = timedelta(minutes=15)
+    min_score: float = Field(1.0, ge=1.0)
+    close_after: timedelta | None = None
+
+    @field_validator("persist", "close_after", mode="before")
+    @classmethod
+    def _dur(cls, value: Any, info: Any) -> Any:
+        return None if value is None else _duration(value, f"watch.{info.field_name}")
+
+
+class CacheWarmingSpec(_ConsumerSpec):
+    """Cache-warming pushes for a series: ``cache_warming: {lead: 10m, webhook: ...}``."""
+
+    lead: timedelta = timedelta(minutes=10)
+    min_increase: float = Field(0.3, gt=0)
+    within: timedelta = timedelta(hours=24)
+
+    @field_validator("lead", "within", mode="before")
+    @classmethod
+    def _dur(cls, value: Any, info: Any) -> Any:
+        return _duration(value, f"cache_warming.{info.field_name}")
+
+
 class Defaults(BaseModel):
     """Values every series inherits unless it sets its own."""
 
@@ -105,6 +156,8 @@ class SeriesSpec(BaseModel):
     horizon: timedelta
     estimators: tuple[str, ...]
     schedule: ScheduleSpec
+    watch: WatchSpec | None = None
+    cache_warming: CacheWarmingSpec | None = None
 
     @property
     def source(self) -> Literal["prometheus", "file"]:

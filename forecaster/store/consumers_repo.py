@@ -1,0 +1,385 @@
+"""Reads and writes of the consumer tables: anomaly scores, regression events, webhook deliveries.
+
+Plain Python values in and out (tz-aware UTC datetimes), like
+:mod:`forecaster.store.repository`, whose :class:`Store` (engine, series
+catalogue) it builds on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from forecaster.errors import StoreError
+from forecaster.store.consumer_tables import (
+    anomaly_scores_table,
+    detector_state_table,
+    regression_events_table,
+    webhook_deliveries_table,
+)
+from forecaster.store.tables import series_table
+
+if TYPE_CHECKING:
+    from forecaster.consumers.regressions import Transition
+    from forecaster.store.repository import Store
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One scored observation."""
+
+    ts: datetime
+    value: float
+    yhat: float
+    yhat_lower: float
+    yhat_upper: float
+    score: float
+    side: int
+    publication_id: int | None
+    model: str
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """A stored regression event (``end`` is ``None`` while open)."""
+
+    id: int
+    series: str
+    start: datetime
+    end: datetime | None
+    peak_score: float
+    direction: str
+    model: str
+    detected_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class LatestScore:
+    """The newest score of a series."""
+
+    series: str
+    ts: datetime
+    score: float
+    side: int
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value.isoformat()}; use UTC")
+    return value.astimezone(UTC)
+
+
+class ConsumersRepo:
+    """Repository of the consumer tables over a :class:`Store`'s engine."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.engine = store.engine
+
+    # -- anomaly scores -----------------------------------------------------------------
+    def record_scores(self, series_id: int, rows: Sequence[ScoreRow]) -> int:
+        """Insert scores (an existing (series, ts) is kept: scoring is idempotent)."""
+        if not rows:
+            return 0
+        from forecaster.store.repository import _dialect_insert
+
+        payload = [
+            {
+                "series_id": series_id,
+                "ts": _utc(r.ts),
+                "value": r.value,
+                "yhat": r.yhat,
+                "yhat_lower": r.yhat_lower,
+                "yhat_upper": r.yhat_upper,
+                "score": r.score,
+                "side": r.side,
+                "publication_id": r.publication_id,
+                "model": r.model[:240],
+            }
+            for r in rows
+        ]
+        try:
+            with self.engine.begin() as conn:
+                stmt = _dialect_insert(conn)(anomaly_scores_table).on_conflict_do_nothing(
+                    index_elements=["series_id", "ts"]
+                )
+                conn.execute(stmt, payload)
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"cannot write anomaly scores of series id {series_id}: {exc}"
+            ) from exc
+        return len(payload)
+
+    def scores(self, series_id: int, *, since: datetime | None = None) -> list[ScoreRow]:
+        """Stored scores of a series, oldest first."""
+        query = select(anomaly_scores_table).where(anomaly_scores_table.c.series_id == series_id)
+        if since is not None:
+            query = query.where(anomaly_scores_table.c.ts >= _utc(since))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(anomaly_scores_table.c.ts)).mappings().all()
+        return [
+            ScoreRow(
+                ts=r["ts"],
+                value=r["value"],
+                yhat=r["yhat"],
+                yhat_lower=r["yhat_lower"],
+                yhat_upper=r["yhat_upper"],
+                score=r["score"],
+                side=r["side"],
+                publication_id=r["publication_id"],
+                model=r["model"],
+            )
+            for r in rows
+        ]
+
+    def latest_scores(self) -> list[LatestScore]:
+        """The newest score of every scored series (one query)."""
+        newest = (
+            select(
+                anomaly_scores_table.c.series_id,
+                func.max(anomaly_scores_table.c.ts).label("ts"),
+            )
+            .group_by(anomaly_scores_table.c.series_id)
+            .subquery()
+        )
+        query = (
+            select(
+                series_table.c.name,
+                anomaly_scores_table.c.ts,
+                anomaly_scores_table.c.score,
+                anomaly_scores_table.c.side,
+            )
+            .select_from(
+                anomaly_scores_table.join(
+                    newest,
+                    (newest.c.series_id == anomaly_scores_table.c.series_id)
+                    & (newest.c.ts == anomaly_scores_table.c.ts),
+                ).join(series_table, series_table.c.id == anomaly_scores_table.c.series_id)
+            )
+            .order_by(series_table.c.name)
+        )
+        with self.engine.connect() as conn:
+            return [
+                LatestScore(series=r[0], ts=r[1], score=float(r[2]), side=int(r[3]))
+                for r in conn.execute(query)
+            ]
+
+    def prune_scores(self, series_id: int, *, before: datetime) -> int:
+        """Delete scores of a series older than ``before``."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(anomaly_scores_table)
+                .where(anomaly_scores_table.c.series_id == series_id)
+                .where(anomaly_scores_table.c.ts < _utc(before))
+            )
+            return int(result.rowcount or 0)
+
+    # -- detector state and events ------------------------------------------------------
+    def detector_state(self, series_id: int) -> tuple[dict[str, Any] | None, int | None]:
+        """The saved tracker state of a series and the id of its open event, if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(detector_state_table.c.state, detector_state_table.c.open_event_id).where(
+                    detector_state_table.c.series_id == series_id
+                )
+            ).first()
+        if row is None:
+            return None, None
+        return dict(row[0]), row[1]
+
+    def save_detection(
+        self,
+        series_id: int,
+        *,
+        state: dict[str, Any],
+        open_event_id: int | None,
+        transitions: Sequence[Transition],
+        scores: Sequence[ScoreRow] = (),
+    ) -> list[tuple[str, int]]:
+        """Atomically store new scores, event changes and the tracker state.
+
+        Returns:
+            ``(kind, event_id)`` per transition, in order.
+        """
+        now = datetime.now(UTC)
+        changes: list[tuple[str, int]] = []
+        try:
+            if scores:
+                self.record_scores(series_id, scores)
+            with self.engine.begin() as conn:
+                for change in transitions:
+                    event = change.event
+                    if change.kind == "opened":
+                        result = conn.execute(
+                            regression_events_table.insert().values(
+                                series_id=series_id,
+                                start=_utc(event.start),
+                                end=None,
+                                peak_score=event.peak_score,
+                                direction=event.direction,
+                                model=event.model[:240],
+                                detected_at=_utc(event.detected_at),
+                                updated_at=now,
+                            )
+                        )
+                        open_event_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+                        changes.append(("opened", open_event_id))
+                        continue
+                    if open_event_id is None:
+                        continue
+                    values: dict[str, Any] = {"peak_score": event.peak_score, "updated_at": now}
+                    if change.kind == "closed":
+                        values["end"] = None if event.end is None else _utc(event.end)
+                    conn.execute(
+                        update(regression_events_table)
+                        .where(regression_events_table.c.id == open_event_id)
+                        .values(**values)
+                    )
+                    changes.append((change.kind, open_event_id))
+                    if change.kind == "closed":
+                        open_event_id = None
+                exists = conn.execute(
+                    select(detector_state_table.c.series_id).where(
+                        detector_state_table.c.series_id == series_id
+                    )
+                ).first()
+                row = {"state": state, "open_event_id": open_event_id, "updated_at": now}
+                if exists is None:
+                    conn.execute(detector_state_table.insert().values(series_id=series_id, **row))
+                else:
+                    conn.execute(
+                        update(detector_state_table)
+                        .where(detector_state_table.c.series_id == series_id)
+                        .values(**row)
+                    )
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot store detection of series id {series_id}: {exc}") from exc
+        return changes
+
+    def events(
+        self,
+        *,
+        series: str | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[EventRow]:
+        """Regression events, newest start first: of one series, and/or ending after ``since``.
+
+        An event is included when it is open or ended at or after ``since``.
+        """
+        query = select(regression_events_table, series_table.c.name).select_from(
+            regression_events_table.join(
+                series_table, series_table.c.id == regression_events_table.c.series_id
+            )
+        )
+        if series is not None:
+            query = query.where(series_table.c.name == series)
+        if since is not None:
+            query = query.where(
+                regression_events_table.c.end.is_(None)
+                | (regression_events_table.c.end >= _utc(since))
+            )
+        query = query.order_by(
+            regression_events_table.c.start.desc(), regression_events_table.c.id.desc()
+        ).limit(limit)
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).mappings().all()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read regression events: {exc}") from exc
+        return [
+            EventRow(
+                id=r["id"],
+                series=r["name"],
+                start=r["start"],
+                end=r["end"],
+                peak_score=float(r["peak_score"]),
+                direction=r["direction"],
+                model=r["model"],
+                detected_at=r["detected_at"],
+                updated_at=r["updated_at"],
+            )
+            for r in rows
+        ]
+
+    def event(self, event_id: int) -> EventRow | None:
+        """One event by id."""
+        query = (
+            select(regression_events_table, series_table.c.name)
+            .select_from(
+                regression_events_table.join(
+                    series_table, series_table.c.id == regression_events_table.c.series_id
+                )
+            )
+            .where(regression_events_table.c.id == event_id)
+        )
+        with self.engine.connect() as conn:
+            r = conn.execute(query).mappings().first()
+        if r is None:
+            return None
+        return EventRow(
+            id=r["id"],
+            series=r["name"],
+            start=r["start"],
+            end=r["end"],
+            peak_score=float(r["peak_score"]),
+            direction=r["direction"],
+            model=r["model"],
+            detected_at=r["detected_at"],
+            updated_at=r["updated_at"],
+        )
+
+    # -- webhook deliveries (the DeliveryLog of forecaster.consumers.webhooks) -----------
+    def claim_delivery(self, *, key: str, kind: str, series: str, url: str) -> bool:
+        """Claim ``key`` for sending; False when it was claimed before (sent or not)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    webhook_deliveries_table.insert().values(
+                        key=key,
+                        kind=kind,
+                        series=series,
+                        url=url,
+                        status="sending",
+                        attempts=0,
+                        status_code=None,
+                        error="",
+                        claimed_at=datetime.now(UTC),
+                    )
+                )
+        except IntegrityError:
+            return False
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot claim webhook delivery {key!r}: {exc}") from exc
+        return True
+
+    def finish_delivery(
+        self, *, key: str, ok: bool, attempts: int, status_code: int | None, error: str
+    ) -> None:
+        """Record the outcome of the delivery of ``key``."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(webhook_deliveries_table)
+                .where(webhook_deliveries_table.c.key == key)
+                .values(
+                    status="sent" if ok else "failed",
+                    attempts=attempts,
+                    status_code=status_code,
+                    error=error[:4000],
+                    finished_at=datetime.now(UTC),
+                )
+            )
+
+    def deliveries(self, *, series: str | None = None) -> list[dict[str, Any]]:
+        """Webhook delivery records, oldest first."""
+        query = select(webhook_deliveries_table).order_by(webhook_deliveries_table.c.id)
+        if series is not None:
+            query = query.where(webhook_deliveries_table.c.series == series)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
