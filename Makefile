@@ -25,6 +25,9 @@ system-deps:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
 		echo "installing Debian packages: prometheus"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing Debian packages: chromium (dashboard browser test)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: install
 	$(BIN)/forecaster demo

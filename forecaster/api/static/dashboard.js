@@ -6,6 +6,8 @@
   var TOKEN_KEY = "forecaster.token";
   var REFRESH_MS = 60000;
   var el = function (id) { return document.getElementById(id); };
+  // Axes and legends in UTC, like the API, whatever the browser's time zone.
+  var utc = function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); };
   var state = { plot: null, errorPlot: null, data: null, timer: null };
   window.forecasterDashboard = state;
 
@@ -49,7 +51,7 @@
 
   function when(epoch) {
     if (epoch === null || epoch === undefined) return "–";
-    return new Date(epoch * 1000).toISOString().replace(".000Z", "Z").replace("T", " ");
+    return new Date(epoch * 1000).toISOString().slice(0, 16).replace("T", " ") + "Z";
   }
 
   function text(tag, content, cls) {
@@ -155,6 +157,7 @@
       width: chartWidth(node),
       height: 380,
       scales: { x: { time: true } },
+      tzDate: utc,
       series: series,
       bands: [{ series: [4, 3], fill: "rgba(224, 123, 0, 0.16)" }],
       axes: [{}, { label: doc.unit || "value", size: 70 }],
@@ -193,6 +196,7 @@
       width: chartWidth(node),
       height: 160,
       scales: { x: { time: true } },
+      tzDate: utc,
       series: [
         { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
         { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
