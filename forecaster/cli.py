@@ -67,8 +67,10 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("cmdstanpy", "prophet", "mlflow", "alembic", "urllib3", "apscheduler.executors"):
+    for noisy in ("cmdstanpy", "prophet", "mlflow", "alembic", "urllib3", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # prophet logs an ERROR when the optional plotly is missing; we plot with matplotlib.
+    logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
 
 
 @app.command()

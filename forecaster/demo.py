@@ -35,6 +35,9 @@ def run_demo(*, port: int = 8000, serve: bool = True) -> None:
             f"demo spec {spec_path} not found; run `make demo` from the repository root"
         )
     started = time.perf_counter()
+    import logging
+
+    logging.getLogger("forecaster").setLevel(logging.WARNING)  # the demo narrates itself
     settings = load_settings(pipelines=spec_path)
     _say(f"forecaster demo: store {settings.database.url}, MLflow {settings.mlflow.tracking_uri}")
     ctx = JobContext.create(settings)

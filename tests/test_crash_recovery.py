@@ -1,4 +1,4 @@
-"""`kill -9` of the scheduler mid-work: after restarts nothing is lost, duplicated or half-written."""
+"""`kill -9` of the scheduler mid-work: nothing lost, duplicated or half-written after restarts."""
 
 from __future__ import annotations
 
