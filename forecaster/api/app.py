@@ -34,8 +34,9 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
 
     from forecaster.api.job_metrics import JobRunCollector, JobRunStats
     from forecaster.api.metrics import ForecastCollector
-    from forecaster.api.routes import dashboard, health, series
+    from forecaster.api.routes import dashboard, health, scaling, series
     from forecaster.api.view import ForecastView
+    from forecaster.consumers.exporter import ForecastMaxCollector
     from forecaster.store.db import make_engine
     from forecaster.store.repository import Store
 
@@ -44,6 +45,7 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     view = ForecastView(store)
     registry = CollectorRegistry()
     registry.register(ForecastCollector(view))
+    registry.register(ForecastMaxCollector(view, settings))
     registry.register(JobRunCollector(JobRunStats(store)))
 
     @contextlib.asynccontextmanager
@@ -76,5 +78,6 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     app.state.metrics_registry = registry
     app.include_router(health.router)
     app.include_router(series.router)
+    app.include_router(scaling.router)
     dashboard.install(app)
     return app

@@ -1,0 +1,154 @@
+"""Scaling resource: planned load and replicas per series, for KEDA's ``metrics-api`` trigger."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel
+
+from forecaster.api.deps import ReadAccess, SettingsDep, ViewDep
+from forecaster.api.params import bad_parameter, duration_param
+from forecaster.consumers.planner import ScalingPolicy
+from forecaster.consumers.scaling import ForecastUnusable, LatestObservations, ScalingQuery, answer
+from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound, StoreError
+
+router = APIRouter(prefix="/v1/scaling", tags=["scaling"], dependencies=[ReadAccess])
+
+#: Latest observations are reloaded in the background at most this often.
+OBSERVATIONS_REFRESH_SECONDS = 15.0
+#: A forecast view not refreshed for this long counts as a store outage.
+MAX_VIEW_AGE_SECONDS = 120.0
+
+
+class ScalingOut(BaseModel):
+    """What to provision for a series now."""
+
+    series: str
+    value: float
+    replicas: int
+    load: float
+    forecast_peak: float | None
+    observed: float | None
+    forecast_generated_at: str
+    stale: bool
+    reason: str
+
+
+class _ObservationsCache:
+    """Latest observations, reloaded off the request path (one query every few seconds)."""
+
+    def __init__(self, observations: LatestObservations) -> None:
+        self.observations = observations
+        self._task: asyncio.Task[bool] | None = None
+
+    async def current(self) -> LatestObservations:
+        refreshed = self.observations.refreshed_at
+        if refreshed is None:
+            await asyncio.to_thread(self.observations.refresh)
+        elif time.time() - refreshed > OBSERVATIONS_REFRESH_SECONDS and (
+            self._task is None or self._task.done()
+        ):
+            self._task = asyncio.create_task(asyncio.to_thread(self.observations.refresh))
+        return self.observations
+
+
+def _observations(request: Request, view: Any) -> _ObservationsCache:
+    cache: _ObservationsCache | None = getattr(request.app.state, "scaling_observations", None)
+    if cache is None:
+        cache = _ObservationsCache(LatestObservations(view.store))
+        request.app.state.scaling_observations = cache
+    return cache
+
+
+@router.get(
+    "/{series:path}",
+    response_model=ScalingOut,
+    summary="Planned load and replicas",
+    responses={
+        404: {"description": "Unknown series or nothing published yet"},
+        422: {"description": "Invalid parameter (named in the error)"},
+        503: {"description": "Forecast stale or ending before the lead time; store unavailable"},
+    },
+)
+async def get_scaling(
+    series: str,
+    request: Request,
+    view: ViewDep,
+    settings: SettingsDep,
+    target_per_replica: Annotated[
+        float,
+        Query(gt=0, allow_inf_nan=False, description="Load one replica handles (series unit)"),
+    ],
+    lead_time: Annotated[
+        str, Query(description="Time a new replica needs to be ready, e.g. 5m", max_length=32)
+    ] = "5m",
+    quantile: Annotated[
+        float,
+        Query(
+            gt=0,
+            lt=1,
+            description="Forecast quantile: 0.5 is yhat, the interval's upper end (0.95 at "
+            "level 90) is yhat_upper; in between is interpolated",
+        ),
+    ] = 0.9,
+    min_replicas: Annotated[int | None, Query(ge=0, description="Lower clamp")] = None,
+    max_replicas: Annotated[int | None, Query(ge=1, description="Upper clamp")] = None,
+) -> Response:
+    """Load to provision for (``value``) and ``replicas = ceil(value / target_per_replica)``.
+
+    ``value`` is max(forecast ``quantile`` over [now, now + ``lead_time``], the
+    latest observed load), clamped through ``min_replicas``/``max_replicas``. Point
+    KEDA's ``metrics-api`` trigger at it with ``valueLocation: value`` and
+    ``targetValue`` = ``target_per_replica``. Any doubt (unknown series, no
+    forecast, a forecast older than the staleness bound or ending before the lead
+    time, a store outage) is a non-200 with a message, so KEDA's fallback applies.
+    This endpoint is stateless: configure scale-down smoothing in the ScaledObject's
+    HPA ``behavior``.
+    """
+    lead = duration_param(
+        "lead_time", lead_time, maximum=timedelta(seconds=settings.api.max_horizon_seconds)
+    )
+    if min_replicas is not None and max_replicas is not None and max_replicas < min_replicas:
+        raise bad_parameter("max_replicas", "max_replicas must be >= min_replicas")
+    policy = ScalingPolicy(
+        target_per_replica=target_per_replica,
+        min_replicas=1 if min_replicas is None else min_replicas,
+        max_replicas=max_replicas,
+    )
+    query = ScalingQuery(
+        series=series, policy=policy, lead_seconds=lead.total_seconds(), quantile=quantile
+    )
+    observations = await _observations(request, view).current()
+    try:
+        result = answer(
+            view,
+            query,
+            now=time.time(),
+            stale_after_seconds=float(settings.schedule.stale_after_seconds),
+            max_view_age_seconds=MAX_VIEW_AGE_SECONDS,
+            observations=observations,
+        )
+    except (SeriesNotFound, ForecastNotFound) as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    except (ForecastUnusable, StoreError) as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+    except InputDataError as exc:
+        raise bad_parameter("quantile", str(exc)) from None
+    decision = result.decision
+    body = {
+        "series": series,
+        "value": decision.value,
+        "replicas": decision.replicas,
+        "load": decision.load,
+        "forecast_peak": decision.forecast_peak,
+        "observed": decision.observed,
+        "forecast_generated_at": result.generated_at_iso,
+        "stale": result.stale,
+        "reason": decision.reason,
+    }
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -1,0 +1,197 @@
+"""GET /v1/scaling/{series} (KEDA metrics-api) and the forecaster_forecast_max export."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from forecaster.api.app import create_app
+from forecaster.store.db import make_engine, upgrade
+from forecaster.store.repository import ForecastPoint, Store
+
+STEP = timedelta(minutes=5)
+
+
+def seed(settings: Any, *, generated_at: datetime | None = None, observed: float = 100.0) -> None:
+    """``team/rps``: yhat = 200 + 10 step, interval [yhat - 50, yhat + 60] at level 90."""
+    engine = make_engine(settings.database)
+    try:
+        upgrade(engine)
+        store = Store(engine)
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        origin = now - timedelta(minutes=now.minute % 5)
+        sid = store.ensure_series(
+            name="team/rps", family="rps", unit="req/s", step_seconds=300, horizon_steps=24
+        )
+        store.upsert_observations(sid, [(origin - STEP, 50.0), (origin, observed)])
+        store.ensure_series(name="empty", family="empty", step_seconds=300, horizon_steps=12)
+        store.publish_forecast(
+            series="team/rps",
+            generated_at=generated_at or datetime.now(UTC),
+            origin=origin,
+            step_seconds=300,
+            level=90.0,
+            model_name="seasonal_naive",
+            model_version="1",
+            run_id="run1",
+            points=[
+                ForecastPoint(
+                    step=i,
+                    ds=origin + i * STEP,
+                    yhat=200.0 + 10 * i,
+                    yhat_lower=150.0 + 10 * i,
+                    yhat_upper=260.0 + 10 * i,
+                )
+                for i in range(1, 25)
+            ],
+        )
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def client(make_settings: Any, db_url: str) -> Iterator[TestClient]:
+    settings = make_settings(db=db_url)
+    seed(settings)
+    with TestClient(create_app(settings, refresh_seconds=0.2)) as c:
+        yield c
+
+
+def last_step(lead: timedelta) -> int:
+    now = datetime.now(UTC)
+    origin = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5)
+    return int((now + lead - origin) / STEP)
+
+
+def test_contract(client: TestClient) -> None:
+    response = client.get(
+        "/v1/scaling/team/rps",
+        params={"target_per_replica": 50, "lead_time": "30m", "quantile": 0.5},
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert {"value", "replicas", "forecast_generated_at", "stale", "reason"} <= set(body)
+    peak = 200.0 + 10 * last_step(timedelta(minutes=30))
+    assert body["value"] == pytest.approx(peak)
+    assert body["replicas"] == math.ceil(peak / 50)
+    assert body["stale"] is False
+    assert body["observed"] == 100.0
+    assert "forecast peak" in body["reason"]
+    assert body["forecast_generated_at"].endswith("Z")
+
+
+def test_upper_quantile_and_clamps(client: TestClient) -> None:
+    params: dict[str, Any] = {"target_per_replica": 50, "lead_time": "30m"}
+    upper = client.get("/v1/scaling/team/rps", params={**params, "quantile": 0.95}).json()
+    assert upper["value"] == pytest.approx(260.0 + 10 * last_step(timedelta(minutes=30)))
+    default = client.get("/v1/scaling/team/rps", params=params).json()  # quantile 0.9
+    assert default["value"] < upper["value"]
+    clamped = client.get("/v1/scaling/team/rps", params={**params, "max_replicas": 2}).json()
+    assert clamped["replicas"] == 2 and clamped["value"] == 100.0
+    assert "max_replicas=2" in clamped["reason"]
+    floor = client.get("/v1/scaling/team/rps", params={**params, "min_replicas": 30}).json()
+    assert floor["replicas"] == 30 and floor["value"] == 1500.0
+
+
+def test_observed_load_wins_over_a_low_forecast(make_settings: Any) -> None:
+    settings = make_settings()
+    seed(settings, observed=5000.0)
+    with TestClient(create_app(settings)) as c:
+        body = c.get("/v1/scaling/team/rps", params={"target_per_replica": 100}).json()
+        assert body["value"] == 5000.0 and body["replicas"] == 50
+        assert "observed load 5000 above the forecast" in body["reason"]
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({}, "target_per_replica"),
+        ({"target_per_replica": 0}, "target_per_replica"),
+        ({"target_per_replica": "inf"}, "target_per_replica"),
+        ({"target_per_replica": "x"}, "target_per_replica"),
+        ({"target_per_replica": 5, "lead_time": "soon"}, "lead_time"),
+        ({"target_per_replica": 5, "lead_time": "400d"}, "lead_time"),
+        ({"target_per_replica": 5, "quantile": 1.2}, "quantile"),
+        ({"target_per_replica": 5, "quantile": 0.99}, "quantile"),
+        ({"target_per_replica": 5, "min_replicas": 4, "max_replicas": 2}, "max_replicas"),
+        ({"target_per_replica": 5, "min_replicas": -1}, "min_replicas"),
+    ],
+)
+def test_bad_parameters_are_422_naming_them(
+    client: TestClient, params: dict[str, Any], name: str
+) -> None:
+    response = client.get("/v1/scaling/team/rps", params=params)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail[0]["loc"] == ["query", name] and detail[0]["msg"]
+
+
+def test_unknown_series_and_missing_forecast_are_404(client: TestClient) -> None:
+    response = client.get("/v1/scaling/nope", params={"target_per_replica": 5})
+    assert response.status_code == 404 and "unknown series 'nope'" in response.json()["detail"]
+    response = client.get("/v1/scaling/empty", params={"target_per_replica": 5})
+    assert response.status_code == 404 and "no published forecast" in response.json()["detail"]
+
+
+def test_lead_beyond_the_forecast_is_503(client: TestClient) -> None:
+    response = client.get(
+        "/v1/scaling/team/rps", params={"target_per_replica": 5, "lead_time": "6h"}
+    )
+    assert response.status_code == 503 and "before now + lead" in response.json()["detail"]
+
+
+def test_stale_forecast_is_503(make_settings: Any) -> None:
+    settings = make_settings(schedule={"stale_after_seconds": 600})
+    seed(settings, generated_at=datetime.now(UTC) - timedelta(hours=1))
+    with TestClient(create_app(settings)) as c:
+        response = c.get("/v1/scaling/team/rps", params={"target_per_replica": 5})
+        assert response.status_code == 503
+        assert "older than the 600s staleness bound" in response.json()["detail"]
+        text = c.get("/metrics").text
+        assert "forecaster_forecast_max{" not in text  # stale forecasts are not exported
+
+
+def test_store_outage_is_503(make_settings: Any, tmp_path: Path) -> None:
+    settings = make_settings()
+    seed(settings)
+    app = create_app(settings, refresh_seconds=3600)
+    with TestClient(app) as c:
+        assert c.get("/v1/scaling/team/rps", params={"target_per_replica": 5}).status_code == 200
+        engine = app.state.view.store.engine
+        engine.dispose()
+        (tmp_path / "store.db").rename(tmp_path / "moved.db")
+        engine.url = engine.url.set(database="/nonexistent/dir/x.db")
+        assert app.state.view.refresh() is False
+        response = c.get("/v1/scaling/team/rps", params={"target_per_replica": 5})
+        assert response.status_code == 503 and "store unavailable" in response.json()["detail"]
+
+
+def test_forecast_max_export(client: TestClient) -> None:
+    text = client.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = {
+        (s.labels["series"], s.labels["quantile"], s.labels["window"]): s.value
+        for s in families["forecaster_forecast_max"].samples
+    }
+    assert {q for _, q, _ in samples} == {"0.5", "0.9", "0.95"}
+    assert {w for _, _, w in samples} == {"5m", "10m", "15m", "30m", "1h"}
+    for window, lead in (("10m", timedelta(minutes=10)), ("1h", timedelta(hours=1))):
+        step = last_step(lead)
+        assert samples[("team/rps", "0.5", window)] == pytest.approx(200.0 + 10 * step)
+        assert samples[("team/rps", "0.95", window)] == pytest.approx(260.0 + 10 * step)
+    assert samples[("team/rps", "0.9", "1h")] < samples[("team/rps", "0.95", "1h")]
+    assert samples[("team/rps", "0.5", "5m")] <= samples[("team/rps", "0.5", "1h")]
+
+
+def test_openapi_documents_scaling(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    path = spec["paths"]["/v1/scaling/{series}"]["get"]
+    names = {p["name"] for p in path["parameters"]}
+    assert {"target_per_replica", "lead_time", "quantile", "min_replicas", "max_replicas"} <= names
