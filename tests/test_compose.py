@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +29,8 @@ def test_services_and_images() -> None:
         "forecaster-api",
         "forecaster-scheduler",
         "forecaster-scaler",
+        "grafana",
+        "demo-service",
     ):
         assert name in services, f"missing service {name}"
         assert "image" in services[name] or "build" in services[name]
@@ -66,7 +72,7 @@ def test_forecaster_services_are_wired_by_environment() -> None:
 
 def test_required_secrets_use_strict_interpolation() -> None:
     text = (REPO / "docker-compose.yml").read_text()
-    for var in ("POSTGRES_PASSWORD", "FORECASTER_API_TOKEN"):
+    for var in ("POSTGRES_PASSWORD", "FORECASTER_API_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
         uses = re.findall(r"\$\{" + var + r"([^}]*)\}", text)
         assert uses, var
         assert all(u.startswith(":?") for u in uses), f"{var} must use ${{{var}:?...}}"
@@ -85,3 +91,144 @@ def test_prometheus_config_scrapes_the_api() -> None:
         t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
     ]
     assert "forecaster-api:8000" in targets
+    assert "demo-service:8080" in targets
+
+
+# -- demo service and Grafana ---------------------------------------------------------
+
+
+def test_demo_service_replays_a_bundled_trace() -> None:
+    demo = _compose()["services"]["demo-service"]
+    assert (REPO / demo["build"] / "app.py").is_file()
+    assert "./data/nab:/data/nab:ro" in demo["volumes"]
+    command = demo["command"]
+    port = command[command.index("--port") + 1]
+    assert f"{port}:{port}" in demo["ports"]
+    trace_dir = command[command.index("--trace-dir") + 1]
+    assert trace_dir == "/data/nab"
+
+
+GRAFANA = REPO / "deploy" / "grafana"
+
+
+def _grafana_dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((GRAFANA / "dashboards" / "forecaster.json").read_text())
+    return data
+
+
+def test_grafana_is_provisioned_from_the_repo() -> None:
+    grafana = _compose()["services"]["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    provider = yaml.safe_load((GRAFANA / "provisioning/dashboards/forecaster.yaml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    assert mounts[path] == "./deploy/grafana/dashboards"
+    assert grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"].startswith(path)
+    sources = yaml.safe_load((GRAFANA / "provisioning/datasources/prometheus.yaml").read_text())
+    (source,) = sources["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    uids = {
+        panel["datasource"]["uid"]
+        for panel in _grafana_dashboard()["panels"]
+        if "datasource" in panel
+    }
+    assert uids == {source["uid"]}
+
+
+def _panel_queries() -> list[tuple[str, str]]:
+    dashboard = _grafana_dashboard()
+    variables = {v["name"]: v["current"].get("value") for v in dashboard["templating"]["list"]}
+    variables["series"] = "checkout_rps"
+    out = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for name, value in variables.items():
+                expr = expr.replace(f"${name}", str(value))
+            out.append((panel["title"], expr))
+    return out
+
+
+def test_grafana_dashboard_has_the_promised_panels() -> None:
+    titles = [p["title"] for p in _grafana_dashboard()["panels"]]
+    assert any(t.startswith("Predicted vs actual") for t in titles)
+    assert any(t.startswith("Forecast error over time") for t in titles)
+    assert "Pipeline health" in titles
+    band = next(
+        p
+        for p in _grafana_dashboard()["panels"]
+        if p["type"] == "timeseries" and p["title"].startswith("Predicted")
+    )
+    legends = {t["legendFormat"] for t in band["targets"]}
+    assert legends == {"actual", "predicted", "lower", "upper"}
+    fills = [
+        prop
+        for override in band["fieldConfig"]["overrides"]
+        for prop in override["properties"]
+        if prop["id"] == "custom.fillBelowTo"
+    ]
+    assert fills == [{"id": "custom.fillBelowTo", "value": "lower"}]
+
+
+def test_grafana_queries_are_valid_promql(tmp_path: Path) -> None:
+    """Every panel query (variables filled in) passes ``promtool check rules``."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed (Debian package 'prometheus', make system-deps)")
+    rules = {
+        "groups": [
+            {
+                "name": "grafana",
+                "rules": [
+                    {"record": f"grafana:query_{i}", "expr": expr}
+                    for i, (_title, expr) in enumerate(_panel_queries())
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    done = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_grafana_queries_use_only_exported_metrics(make_settings: Any, nab: Path) -> None:
+    """Metric names in the panels exist on the forecaster's /metrics or the demo service's."""
+    from fastapi.testclient import TestClient
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from forecaster.api.app import create_app
+    from forecaster.store.db import make_engine
+    from forecaster.store.repository import Store
+    from tests.support.dashboard_seed import seed_dashboard_store
+
+    settings = make_settings()
+    origin = seed_dashboard_store(settings.database.url)
+    engine = make_engine(settings.database)
+    Store(engine).record_job_run(
+        job="ingest",
+        series="elb_requests",
+        started_at=origin,
+        finished_at=origin,
+        ok=True,
+        detail=json.dumps({"points": 1}),
+    )
+    engine.dispose()
+    with TestClient(create_app(settings)) as client:
+        exposition = client.get("/metrics").text
+    from tests.test_demo_service import _replay
+
+    replay = _replay(nab, scale=10.0)
+    replay.tick(1_700_000_000.0, 60.0)
+    exposition += generate_latest(replay.registry).decode()
+    exported = {s.name for f in text_string_to_metric_families(exposition) for s in f.samples}
+    exported.add("up")  # added by Prometheus itself
+    used = {
+        name
+        for _title, expr in _panel_queries()
+        for name in re.findall(r"\b((?:forecaster|http)_[a-z_]+|up)\b", expr)
+    }
+    assert used - exported == set()
