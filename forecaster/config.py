@@ -96,6 +96,14 @@ class ApiSettings(BaseModel):
     max_horizon_seconds: int = Field(7 * 86400, ge=60)
 
 
+class TrainingSettings(BaseModel):
+    """Where and how estimator fits run (``FORECASTER_TRAINING__*``)."""
+
+    workers: int = Field(1, ge=1, le=256)
+    threads_per_fit: int = Field(1, ge=1, le=64)
+    dask_address: str | None = None
+
+
 class ScalerSettings(BaseModel):
     """The KEDA external scaler gRPC server (``FORECASTER_SCALER__*``)."""
 
@@ -122,6 +130,16 @@ class Settings(BaseSettings):
     schedule: ScheduleSettings = ScheduleSettings()
     api: ApiSettings = ApiSettings()
     scaler: ScalerSettings = ScalerSettings()
+    training: TrainingSettings = TrainingSettings()
+    dask_address: str | None = Field(
+        None, description="Shorthand for training.dask_address (FORECASTER_DASK_ADDRESS)"
+    )
+
+    @model_validator(mode="after")
+    def _dask_shorthand(self) -> Settings:
+        if self.dask_address and not self.training.dask_address:
+            self.training = self.training.model_copy(update={"dask_address": self.dask_address})
+        return self
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from forecaster.errors import ForecasterError
 
 if TYPE_CHECKING:
+    from forecaster.executors import Executor
     from forecaster.jobs.context import JobContext
     from forecaster.specs import SeriesSpec
 
@@ -35,7 +36,13 @@ class RunSummary:
 
 
 def _guarded(
-    ctx: JobContext, job: str, series: str, fn: Callable[[], T], summary: RunSummary
+    ctx: JobContext,
+    job: str,
+    series: str,
+    fn: Callable[[], T],
+    summary: RunSummary,
+    *,
+    record: bool = True,
 ) -> T | None:
     started = datetime.now(UTC)
     try:
@@ -52,14 +59,15 @@ def _guarded(
             detail=str(exc),
         )
         return None
-    ctx.store.record_job_run(
-        job=job,
-        series=series,
-        started_at=started,
-        finished_at=datetime.now(UTC),
-        ok=True,
-        detail=json.dumps(_describe(result)),
-    )
+    if record:
+        ctx.store.record_job_run(
+            job=job,
+            series=series,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            ok=True,
+            detail=json.dumps(_describe(result)),
+        )
     summary.results.append(result)
     return result
 
@@ -75,25 +83,91 @@ def run_ingest(ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = Fal
 
 
 def run_train(
-    ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = False, n_jobs: int = 1
+    ctx: JobContext,
+    specs: list[SeriesSpec],
+    *,
+    progress: bool = False,
+    n_jobs: int | None = None,
+    executor: Executor | None = None,
 ) -> RunSummary:
-    """Train every stored member of every spec'd series."""
-    from forecaster.jobs.train import train_series
+    """Train every stored member of every spec'd series.
+
+    Fits fan out over ``executor`` (default: from the training settings: local
+    processes, or Dask when an address is set); logging, gating and recording
+    happen here, in the calling process.
+    """
+    from forecaster.executors import make_executor
+    from forecaster.jobs.train import fit_history, prepare_fit, record_fit
 
     summary = RunSummary("train")
-    work = [(spec, name) for spec in specs for name in ctx.members(spec)]
+    training = ctx.settings.training
+    threads = n_jobs or training.threads_per_fit
+    tasks = []
+    specs_of = {}
     for spec in specs:
-        if not ctx.members(spec):
+        members = ctx.members(spec)
+        if not members:
             summary.errors[spec.name] = f"series {spec.name!r} has no history yet; run ingest first"
-    for spec, name in _progress(work, "train", progress):
-        _guarded(
-            ctx,
-            "train",
-            name,
-            partial(train_series, ctx, spec=spec, name=name, n_jobs=n_jobs),
-            summary,
-        )
+        for name in members:
+            task = _guarded(
+                ctx,
+                "train",
+                name,
+                partial(prepare_fit, ctx, spec=spec, name=name, n_jobs=threads),
+                summary,
+                record=False,
+            )
+            if task is not None:
+                tasks.append(task)
+                specs_of[name] = spec
+    summary.results.clear()
+    if not tasks:
+        return summary
+    own = executor is None
+    runner = executor or make_executor(
+        workers=min(training.workers, len(tasks)), dask_address=training.dask_address
+    )
+    bar = _bar(len(tasks), "train", progress)
+    try:
+        for index, outcome in runner.map_unordered(fit_history, tasks):
+            task = tasks[index]
+            if bar is not None:
+                bar.set_postfix_str(task.series[:40])
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, ForecasterError):
+                    log.exception("fit of %s crashed", task.series, exc_info=outcome)
+                outcome = ForecasterError(f"fit failed: {outcome.__class__.__name__}: {outcome}")
+                _guarded(ctx, "train", task.series, partial(_raise, outcome), summary)
+            else:
+                _guarded(
+                    ctx,
+                    "train",
+                    task.series,
+                    partial(
+                        record_fit, ctx, spec=specs_of[task.series], task=task, outcome=outcome
+                    ),
+                    summary,
+                )
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        if own:
+            runner.close()
     return summary
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def _bar(total: int, label: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit="series", dynamic_ncols=True)
 
 
 def run_publish(ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = False) -> RunSummary:

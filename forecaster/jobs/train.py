@@ -1,4 +1,10 @@
-"""Train job: fit and select estimators per series, log to MLflow, gate the champion."""
+"""Train job: fit and select estimators per series, log to MLflow, gate the champion.
+
+Training is split in two so fits can run on other processes or a Dask cluster:
+:func:`fit_history` is pure (a history in, a fitted estimator document and its
+backtest out) and :func:`record_fit` does the side effects in the calling process
+(plot, MLflow run and registration, promotion gate, store).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ from forecaster.promotion import GateDecision, gate
 from forecaster.registry import CHALLENGER, CHAMPION
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from forecaster.jobs.context import JobContext
     from forecaster.specs import SeriesSpec
 
@@ -24,6 +32,32 @@ log = logging.getLogger(__name__)
 
 BASELINE = "seasonal_naive"
 MIN_POINTS = 12
+LEVEL = 90.0
+
+
+@dataclass(frozen=True)
+class FitTask:
+    """Everything a worker needs to fit one series (picklable)."""
+
+    series: str
+    history: pd.Series
+    candidates: tuple[str, ...]
+    horizon: int
+    n_jobs: int = 1
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    """What a worker returns: the chosen estimator, its scores and its saved form."""
+
+    series: str
+    chosen: str
+    scores: dict[str, dict[str, float]]
+    flags: list[str]
+    document: dict[str, Any]
+    selection_backtest: pd.DataFrame | None
+    observations: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -41,26 +75,38 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def train_series(
-    ctx: JobContext,
-    *,
-    spec: SeriesSpec,
-    name: str,
-    now: datetime | None = None,
-    n_jobs: int = 1,
-) -> TrainResult:
-    """Train ``name`` (a stored series of ``spec``), log the run and apply the gate.
+def fit_history(task: FitTask) -> FitOutcome:
+    """Fit ``auto`` on ``task.history``: backtest the candidates, pick, calibrate, refit.
 
-    When MLflow is unreachable the training still completes and is recorded in the
-    store as not promoted, with the reason; the current champion keeps serving.
+    Pure and picklable, so it can run in a worker process or on Dask.
+    """
+    from forecaster.estimators.base import create_estimator, dump_estimator
+
+    started = time.perf_counter()
+    auto: Any = create_estimator(
+        "auto", candidates=task.candidates, horizon=task.horizon, level=LEVEL, n_jobs=task.n_jobs
+    )
+    auto.fit(task.history)
+    return FitOutcome(
+        series=task.series,
+        chosen=str(auto.chosen),
+        scores={k: {m: float(x) for m, x in v.items()} for k, v in auto.scores.items()},
+        flags=list(auto.flags),
+        document=dump_estimator(auto),
+        selection_backtest=auto.selection_backtest,
+        observations=int(task.history.notna().sum()),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def prepare_fit(
+    ctx: JobContext, *, spec: SeriesSpec, name: str, now: datetime | None = None, n_jobs: int = 1
+) -> FitTask:
+    """Load ``name``'s training window from the store into a :class:`FitTask`.
 
     Raises:
         InputDataError: Too little history to train anything.
     """
-    from forecaster.estimators.base import create_estimator, dump_estimator
-    from forecaster.evaluation import plot_backtest
-
-    started = time.perf_counter()
     history = history_frame(ctx, name=name, step=spec.step, window=spec.history, now=now)
     observed = int(history.notna().sum())
     if observed < MIN_POINTS:
@@ -69,17 +115,34 @@ def train_series(
             f"{spec.history}; at least {MIN_POINTS} are needed to train (run ingest first)"
         )
     candidates = tuple(dict.fromkeys((*spec.estimators, BASELINE)))
-    auto: Any = create_estimator(
-        "auto", candidates=candidates, horizon=spec.horizon_steps, level=90.0, n_jobs=n_jobs
+    return FitTask(
+        series=name,
+        history=history,
+        candidates=candidates,
+        horizon=spec.horizon_steps,
+        n_jobs=n_jobs,
     )
-    auto.fit(history)
-    chosen: str = auto.chosen
-    scores: dict[str, dict[str, float]] = {k: dict(v) for k, v in auto.scores.items()}
-    flags: list[str] = list(auto.flags)
-    document = dump_estimator(auto)
+
+
+def record_fit(
+    ctx: JobContext,
+    *,
+    spec: SeriesSpec,
+    task: FitTask,
+    outcome: FitOutcome,
+    now: datetime | None = None,
+) -> TrainResult:
+    """Log the fit to MLflow, register it, apply the gate and record it in the store.
+
+    When MLflow fails the training is still recorded, as not promoted with the
+    reason; the current champion keeps serving.
+    """
+    from forecaster.evaluation import plot_backtest
+
+    name = task.series
+    chosen, scores = outcome.chosen, outcome.scores
     chosen_mase = float(scores.get(chosen, {}).get("mase", float("nan")))
     baseline_mase = float(scores.get(BASELINE, {}).get("mase", float("nan")))
-
     current = ctx.store.champion(name)
     champion_mase: float | None = None
     if current is not None:
@@ -92,41 +155,43 @@ def train_series(
         champion=None if current is None else current.estimator,
         champion_mase=champion_mase,
     )
-
-    flat_metrics: dict[str, float] = {}
-    for estimator, values in scores.items():
-        for metric, value in values.items():
-            flat_metrics[f"{estimator}.{metric}"] = float(value)
+    flat_metrics: dict[str, float] = {
+        f"{estimator}.{metric}": float(value)
+        for estimator, values in scores.items()
+        for metric, value in values.items()
+    }
     flat_metrics["chosen.mase"] = chosen_mase
+    flat_metrics["fit_seconds_total"] = outcome.seconds
     params = {
         "series": name,
         "family": spec.name,
         "step": str(spec.step),
         "horizon_steps": spec.horizon_steps,
         "history": str(spec.history),
-        "candidates": ",".join(candidates),
+        "candidates": ",".join(task.candidates),
         "chosen": chosen,
-        "observations": observed,
-        "flags": "; ".join(flags) or "none",
+        "observations": outcome.observations,
+        "flags": "; ".join(outcome.flags) or "none",
     }
-
     run_id = f"local-{int(time.time() * 1000)}"
     version: str | None = None
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            plot = Path(tmp) / "predicted_vs_actual.png"
-            plot_backtest(
-                auto.selection_backtest,
-                history,
-                plot,
-                title=f"{name}: rolling-origin backtest of {chosen}",
-                unit=spec.unit,
-            )
+            plot: Path | None = None
+            if outcome.selection_backtest is not None and len(outcome.selection_backtest):
+                plot = Path(tmp) / "predicted_vs_actual.png"
+                plot_backtest(
+                    outcome.selection_backtest,
+                    task.history,
+                    plot,
+                    title=f"{name}: rolling-origin backtest of {chosen}",
+                    unit=spec.unit,
+                )
             run_id = ctx.registry.log_training(
                 series=name,
                 params=params,
                 metrics=flat_metrics,
-                estimator_document=document,
+                estimator_document=outcome.document,
                 plot=plot,
                 tags={"chosen": chosen},
             )
@@ -145,12 +210,11 @@ def train_series(
         model_version=version,
         promoted=decision.promote,
         reason=decision.reason,
-        metrics={"mase": chosen_mase, "scores": scores, "flags": flags},
-        artifact=json.dumps(document),
+        metrics={"mase": chosen_mase, "scores": scores, "flags": outcome.flags},
+        artifact=json.dumps(outcome.document),
         trained_at=now or datetime.now(UTC),
     )
-    seconds = time.perf_counter() - started
-    log.info("trained %s: chose %s, %s (%.1fs)", name, chosen, decision.reason, seconds)
+    log.info("trained %s: chose %s, %s (%.1fs)", name, chosen, decision.reason, outcome.seconds)
     return TrainResult(
         series=name,
         chosen=chosen,
@@ -159,6 +223,24 @@ def train_series(
         run_id=run_id,
         model_version=version,
         scores=scores,
-        flags=flags,
-        seconds=seconds,
+        flags=outcome.flags,
+        seconds=outcome.seconds,
     )
+
+
+def train_series(
+    ctx: JobContext,
+    *,
+    spec: SeriesSpec,
+    name: str,
+    now: datetime | None = None,
+    n_jobs: int = 1,
+) -> TrainResult:
+    """Train ``name`` (a stored series of ``spec``) in this process: fit, log, gate, record.
+
+    Raises:
+        InputDataError: Too little history to train anything.
+    """
+    task = prepare_fit(ctx, spec=spec, name=name, now=now, n_jobs=n_jobs)
+    outcome = fit_history(task)
+    return record_fit(ctx, spec=spec, task=task, outcome=outcome, now=now)

@@ -1,0 +1,82 @@
+"""Fits fan out over local processes or a Dask cluster with identical results."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from forecaster.executors import DaskExecutor, ProcessExecutor, SerialExecutor
+from forecaster.jobs.train import FitOutcome, FitTask, fit_history
+from forecaster.timeseries import read_series_csv, to_grid
+
+
+def _tasks(nab: Path) -> list[FitTask]:
+    step = timedelta(minutes=5)
+    files = ["realTweets/Twitter_volume_KO.csv", "realAWSCloudwatch/elb_request_count_8c0756.csv"]
+    tasks = []
+    for name in files:
+        history = to_grid(read_series_csv(nab / name), step).iloc[-5 * 288 :]
+        tasks.append(
+            FitTask(
+                series=name,
+                history=history,
+                candidates=("seasonal_naive", "lightgbm"),
+                horizon=24,
+            )
+        )
+    return tasks
+
+
+def _key(outcome: FitOutcome) -> tuple[str, str, dict[str, float]]:
+    mase = {k: round(v["mase"], 9) for k, v in outcome.scores.items()}
+    return outcome.series, outcome.chosen, mase
+
+
+def _run(executor: object, tasks: list[FitTask]) -> list[FitOutcome]:
+    results: list[FitOutcome | None] = [None] * len(tasks)
+    for index, outcome in executor.map_unordered(fit_history, tasks):  # type: ignore[attr-defined]
+        assert not isinstance(outcome, BaseException), outcome
+        results[index] = outcome
+    executor.close()  # type: ignore[attr-defined]
+    return [r for r in results if r is not None]
+
+
+@pytest.mark.integration
+def test_process_and_dask_match_the_local_run(nab: Path) -> None:
+    tasks = _tasks(nab)
+    local = _run(SerialExecutor(), tasks)
+    assert [_key(o) for o in _run(ProcessExecutor(workers=2), tasks)] == [_key(o) for o in local]
+
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        remote = _run(DaskExecutor(client), tasks)
+    assert [_key(o) for o in remote] == [_key(o) for o in local]
+    # The saved estimators are identical, apart from the measured fit durations.
+    assert [_timeless(o.document) for o in remote] == [_timeless(o.document) for o in local]
+
+
+def _timeless(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _timeless(v) for k, v in value.items() if k != "fit_seconds"}
+    if isinstance(value, list):
+        return [_timeless(v) for v in value]
+    return value
+
+
+def test_errors_come_back_as_values() -> None:
+    def boom(x: int) -> int:
+        if x == 1:
+            raise ValueError("bad item 1")
+        return x * 2
+
+    out = dict(SerialExecutor().map_unordered(boom, [0, 1, 2]))
+    assert out[0] == 0 and out[2] == 4
+    assert isinstance(out[1], ValueError) and "bad item 1" in str(out[1])
