@@ -457,7 +457,7 @@ def start_scaler(
         raise ForecasterError(
             f"cannot start the scaler on {address}: {started.get('error', 'timed out')}"
         )
-    log.info("KEDA external scaler listening on %s", address)
+    log.info("KEDA external scaler listening on %s (port %s)", address, started["port"])
     return ScalerHandle(
         port=int(started["port"]),
         servicer=servicer,
