@@ -70,13 +70,58 @@ def bootstrap_job(family: str) -> None:
     run_publish(ctx, spec)
 
 
+def requests_job() -> None:
+    """Scheduled every few seconds: run job requests queued through the admin API."""
+    from forecaster.errors import ForecasterError
+    from forecaster.jobs.runner import run_ingest, run_publish, run_train
+    from forecaster.store.requests import claim_next, finish
+
+    ctx = _ctx()
+    while (request := claim_next(ctx.store.engine)) is not None:
+        log.info("running requested %s for %s", request.job, request.series or "all series")
+        try:
+            if request.job == "reload":
+                finish(ctx.store.engine, request.id, ok=True, detail=reload_spec())
+                continue
+            specs = ctx.select([request.series] if request.series else None)
+            runner = {"ingest": run_ingest, "train": run_train, "publish": run_publish}[request.job]
+            summary = runner(ctx, specs)
+            detail = (
+                f"{len(summary.results)} series ok"
+                if summary.ok
+                else "; ".join(f"{k}: {v}" for k, v in summary.errors.items())
+            )
+            finish(ctx.store.engine, request.id, ok=summary.ok, detail=detail)
+        except ForecasterError as exc:
+            finish(ctx.store.engine, request.id, ok=False, detail=str(exc))
+        except Exception as exc:
+            log.exception("requested %s crashed", request.job)
+            finish(ctx.store.engine, request.id, ok=False, detail=f"crashed: {exc}")
+
+
+def reload_spec() -> str:
+    """Re-read the pipeline spec; apply it only if it validates (else nothing changes).
+
+    Raises:
+        SpecError: The new spec is invalid; the running one stays in force.
+    """
+    from forecaster.specs import load_spec
+
+    ctx = _ctx()
+    path = ctx.spec.path or ctx.settings.pipelines
+    new_spec = load_spec(path)
+    ctx.spec = new_spec
+    scheduler = _CONTEXT.get("scheduler")
+    if scheduler is not None:
+        _add_jobs(scheduler, ctx)
+    return f"reloaded {path}: {len(new_spec.series)} series"
+
+
 def build_scheduler(ctx: JobContext) -> Any:
     """A background APScheduler with every job of ``ctx.spec`` added, started paused."""
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.triggers.cron import CronTrigger
-    from apscheduler.triggers.interval import IntervalTrigger
 
     _CONTEXT["ctx"] = ctx
     settings = ctx.settings.schedule
@@ -90,8 +135,27 @@ def build_scheduler(ctx: JobContext) -> Any:
         },
         timezone=settings.timezone,
     )
+    _CONTEXT["scheduler"] = scheduler
+    scheduler.start(paused=True)
+    _add_jobs(scheduler, ctx)
+    return scheduler
+
+
+def _add_jobs(scheduler: Any, ctx: JobContext) -> None:
+    """Add (or replace) every job of ``ctx.spec``; remove jobs no longer in it."""
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    settings = ctx.settings.schedule
     now = datetime.now(UTC)
-    wanted: set[str] = set()
+    wanted: set[str] = {"requests"}
+    scheduler.add_job(
+        requests_job,
+        trigger=IntervalTrigger(seconds=2),
+        id="requests",
+        name="requests",
+        replace_existing=True,
+    )
     for spec in ctx.spec.series:
         jobs: list[tuple[str, Any, Any]] = [
             (
@@ -113,6 +177,9 @@ def build_scheduler(ctx: JobContext) -> Any:
                 CronTrigger.from_crontab(spec.schedule.train, timezone=settings.timezone),
             ),
         ]
+        from forecaster.jobs.detect import consumer_jobs
+
+        jobs.extend(consumer_jobs(spec, now))
         for job_id, func, trigger in jobs:
             wanted.add(job_id)
             scheduler.add_job(
@@ -133,12 +200,11 @@ def build_scheduler(ctx: JobContext) -> Any:
             replace_existing=True,
         )
         wanted.add(f"bootstrap:{spec.name}")
-    scheduler.start(paused=True)
     for job in scheduler.get_jobs():
-        if job.id not in wanted:
+        ours = job.id.startswith(("ingest:", "publish:", "train:", "bootstrap:"))
+        if ours and job.id not in wanted:
             log.info("removing job %s: no longer in the spec", job.id)
             job.remove()
-    return scheduler
 
 
 def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> None:

@@ -63,6 +63,7 @@ def test_scheduler_bootstraps_and_api_serves_over_http(
         "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/s.db",
         "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
         "FORECASTER_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
+        "FORECASTER_API__TOKEN": "process-test-token",
     }
     scheduler = _start(["scheduler"], env, tmp_path, tmp_path / "scheduler.log")
     server = _start(["serve", "--port", str(port)], env, tmp_path, tmp_path / "serve.log")
@@ -96,6 +97,20 @@ def test_scheduler_bootstraps_and_api_serves_over_http(
             time.sleep(0.5)
         assert r.json()["generated_at"] != first_generated
         assert httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+        # An admin-triggered retrain is run by the scheduler process.
+        auth = {"Authorization": "Bearer process-test-token"}
+        queued = httpx.post(
+            f"{base}/v1/admin/jobs", json={"job": "train", "series": "elb"}, headers=auth
+        )
+        assert queued.status_code == 202, queued.text
+        deadline = time.monotonic() + 60
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            state = httpx.get(f"{base}/v1/admin/jobs/{queued.json()['id']}", headers=auth).json()
+            if state["status"] in ("done", "failed"):
+                break
+            time.sleep(0.5)
+        assert state["status"] == "done", state
         assert "forecaster_forecast{" in httpx.get(f"{base}/metrics", timeout=2).text
     finally:
         _stop(scheduler)

@@ -32,9 +32,19 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     """
     from prometheus_client import CollectorRegistry
 
+    from forecaster.api.consumers_view import AnomalyCollector
     from forecaster.api.job_metrics import JobRunCollector, JobRunStats
     from forecaster.api.metrics import ForecastCollector
-    from forecaster.api.routes import dashboard, health, scaling, series
+    from forecaster.api.routes import (
+        admin,
+        cache_warming,
+        circuit_breaker,
+        dashboard,
+        health,
+        regressions,
+        scaling,
+        series,
+    )
     from forecaster.api.view import ForecastView
     from forecaster.consumers.exporter import ForecastMaxCollector
     from forecaster.store.db import make_engine
@@ -46,6 +56,7 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     registry = CollectorRegistry()
     registry.register(ForecastCollector(view))
     registry.register(ForecastMaxCollector(view, settings))
+    registry.register(AnomalyCollector(store))
     registry.register(JobRunCollector(JobRunStats(store)))
 
     @contextlib.asynccontextmanager
@@ -79,5 +90,9 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     app.include_router(health.router)
     app.include_router(series.router)
     app.include_router(scaling.router)
+    app.include_router(cache_warming.router)
+    app.include_router(circuit_breaker.router)
+    app.include_router(regressions.router)
+    app.include_router(admin.router)
     dashboard.install(app)
     return app

@@ -1,0 +1,77 @@
+"""Admin resource: trigger ingest/train/publish runs or a spec reload (bearer token required).
+
+Routes only enqueue: the scheduler process picks requests up within seconds and
+records the outcome, which ``GET /v1/admin/jobs/{id}`` reports.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from forecaster.api.deps import AdminAccess, StoreDep, ViewDep
+from forecaster.errors import NotFound, StoreError
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAccess])
+
+
+class JobRequestIn(BaseModel):
+    """A run to trigger. ``series`` is a spec'd series (family) name; omit for all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job: Literal["ingest", "train", "publish", "reload"]
+    series: str | None = Field(None, max_length=300)
+
+
+class JobRequestOut(BaseModel):
+    """A queued run and its state: pending, running, done or failed."""
+
+    id: int
+    job: str
+    series: str | None
+    status: str
+    requested_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    detail: str
+
+
+@router.post(
+    "/jobs",
+    response_model=JobRequestOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Trigger a job run",
+    responses={401: {"description": "No token"}, 403: {"description": "Wrong token"}},
+)
+async def create_job(body: JobRequestIn, store: StoreDep, view: ViewDep) -> JobRequestOut:
+    """Queue a run of ``job`` for ``series`` (or every series); the scheduler runs it."""
+    from forecaster.store.requests import enqueue
+
+    if body.series is not None and body.job != "reload":
+        families = {info.family for info in view.state.series.values()}
+        if families and body.series not in families:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND,
+                detail=f"unknown series {body.series!r}; known: {', '.join(sorted(families))}",
+            )
+    try:
+        request = enqueue(store.engine, job=body.job, series=body.series)
+    except StoreError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+    return JobRequestOut(**request.__dict__)
+
+
+@router.get("/jobs/{request_id}", response_model=JobRequestOut, summary="State of a job run")
+async def get_job(request_id: int, store: StoreDep) -> JobRequestOut:
+    """Where a triggered run stands, with the scheduler's detail once finished."""
+    from forecaster.store.requests import get_request
+
+    try:
+        request = get_request(store.engine, request_id)
+    except NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    return JobRequestOut(**request.__dict__)

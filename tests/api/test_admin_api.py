@@ -1,0 +1,81 @@
+"""Admin endpoints: bearer token required, requests queued for the scheduler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from forecaster.api.app import create_app
+from forecaster.store.db import make_engine, upgrade
+from forecaster.store.repository import Store
+from forecaster.store.requests import claim_next, finish
+
+TOKEN = "t0ken-for-tests-only"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def app_and_engine(make_settings: Any) -> Any:
+    settings = make_settings(api={"token": TOKEN})
+    engine = make_engine(settings.database)
+    upgrade(engine)
+    Store(engine).ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=12)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        yield client, engine
+    engine.dispose()
+
+
+def test_write_endpoints_need_the_token(app_and_engine: Any) -> None:
+    client, _ = app_and_engine
+    r = client.post("/v1/admin/jobs", json={"job": "train"})
+    assert r.status_code == 401 and "bearer token" in r.json()["detail"]
+    r = client.post("/v1/admin/jobs", json={"job": "train"}, headers={"Authorization": "Bearer x"})
+    assert r.status_code == 403 and r.json()["detail"] == "invalid token"
+    r = client.post("/v1/admin/jobs", json={"job": "train"}, headers={"Authorization": "Basic x"})
+    assert r.status_code == 401
+
+
+def test_request_is_queued_claimed_and_reported(app_and_engine: Any) -> None:
+    client, engine = app_and_engine
+    r = client.post("/v1/admin/jobs", json={"job": "train", "series": "rps"}, headers=AUTH)
+    assert r.status_code == 202
+    body = r.json()
+    assert body["status"] == "pending" and body["job"] == "train" and body["series"] == "rps"
+    claimed = claim_next(engine)
+    assert claimed is not None and claimed.id == body["id"] and claimed.status == "running"
+    assert claim_next(engine) is None
+    finish(engine, claimed.id, ok=True, detail="1 series ok")
+    state = client.get(f"/v1/admin/jobs/{body['id']}", headers=AUTH).json()
+    assert state["status"] == "done" and state["detail"] == "1 series ok"
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        ({"job": "explode"}, 422),
+        ({"job": "train", "series": "nope"}, 404),
+        ({"job": "train", "colour": "red"}, 422),
+        ({}, 422),
+    ],
+)
+def test_bad_requests(app_and_engine: Any, payload: dict[str, str], status: int) -> None:
+    client, _ = app_and_engine
+    r = client.post("/v1/admin/jobs", json=payload, headers=AUTH)
+    assert r.status_code == status
+    assert r.json()["detail"]
+
+
+def test_unknown_request_id(app_and_engine: Any) -> None:
+    client, _ = app_and_engine
+    r = client.get("/v1/admin/jobs/999", headers=AUTH)
+    assert r.status_code == 404 and "no job request 999" in r.json()["detail"]
+
+
+def test_admin_refused_when_no_token_is_configured(make_settings: Any) -> None:
+    settings = make_settings()
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/admin/jobs", json={"job": "train"}, headers=AUTH)
+        assert r.status_code == 403 and "FORECASTER_API__TOKEN" in r.json()["detail"]
