@@ -76,6 +76,27 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         raise StoreError(f"cannot migrate database {engine.url!r}: {exc}") from exc
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate the schema down to ``revision`` (``"base"`` drops every table)."""
+    from alembic import command
+
+    try:
+        command.downgrade(_alembic_config(engine), revision)
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot downgrade database {engine.url!r}: {exc}") from exc
+
+
+def head_revision() -> str:
+    """The latest schema revision this release ships."""
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config(None)  # type: ignore[arg-type]
+    head = ScriptDirectory.from_config(config).get_current_head()
+    if head is None:
+        raise StoreError("no migrations found")
+    return str(head)
+
+
 def current_revision(engine: Engine) -> str | None:
     """The schema revision the database is at (``None`` before the first migration)."""
     try:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from forecaster.config import DatabaseSettings
 from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound
-from forecaster.store.db import current_revision, make_engine, upgrade
+from forecaster.store.db import current_revision, head_revision, make_engine, upgrade
 from forecaster.store.repository import ForecastPoint, Store
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -31,9 +31,19 @@ def _points(start: int, stop: int, scale: float = 1.0) -> list[tuple[datetime, f
 
 
 def test_migration_is_idempotent_and_versioned(store: Store) -> None:
-    assert current_revision(store.engine) == "0001"
+    head = head_revision()
+    assert current_revision(store.engine) == head
     upgrade(store.engine)
-    assert current_revision(store.engine) == "0001"
+    assert current_revision(store.engine) == head
+
+
+def test_migrations_downgrade_and_upgrade_again(store: Store) -> None:
+    from forecaster.store.db import downgrade
+
+    downgrade(store.engine, "base")
+    assert current_revision(store.engine) is None
+    upgrade(store.engine)
+    assert current_revision(store.engine) == head_revision()
 
 
 def test_overlapping_ingestion_never_duplicates_or_loses(store: Store) -> None:
