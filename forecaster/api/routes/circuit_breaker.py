@@ -1,0 +1,180 @@
+"""Circuit-breaker resource: limits for the next window by Little's law, as JSON or Envoy config."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from pydantic import BaseModel
+
+from forecaster.api.deps import ReadAccess, SettingsDep, ViewDep
+from forecaster.api.params import bad_parameter, duration_param
+from forecaster.consumers.circuit_breaker import (
+    SizingPolicy,
+    envoy_thresholds,
+    latency_scale_from_unit,
+    rate_period_from_unit,
+    size_limits,
+)
+from forecaster.errors import ForecastNotFound, SeriesNotFound
+
+if TYPE_CHECKING:
+    from forecaster.api.view import CachedForecast, ForecastView
+
+router = APIRouter(
+    prefix="/v1/circuit-breaker", tags=["circuit breaker"], dependencies=[ReadAccess]
+)
+
+
+class BreakerOut(BaseModel):
+    """Recommended limits for ``[valid_from, valid_until]`` and how they were derived."""
+
+    valid_from: datetime
+    valid_until: datetime
+    max_requests: int
+    max_pending_requests: int
+    max_connections: int
+    max_retries: int
+    timeout_ms: int
+    basis: dict[str, Any]
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _peak(view: ForecastView, name: str, start: float, end: float) -> tuple[CachedForecast, float]:
+    try:
+        cached = view.forecast(name)
+    except (SeriesNotFound, ForecastNotFound) as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    lo, hi = view.window(cached, start, end)
+    if hi <= lo:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=f"the forecast of {name!r} does not cover the coming window (stale?)",
+        )
+    return cached, max(max(p.yhat_upper, p.yhat) for p in cached.forecast.points[lo:hi])
+
+
+@router.get(
+    "/{series:path}",
+    response_model=BreakerOut,
+    summary="Circuit-breaker limits for the next window",
+    responses={404: {"description": "Unknown series or nothing published yet"}},
+)
+async def circuit_breaker(
+    series: str,
+    view: ViewDep,
+    settings: SettingsDep,
+    latency_series: Annotated[
+        str | None, Query(description="Series of the latency of the same upstream", max_length=300)
+    ] = None,
+    latency: Annotated[
+        str | None, Query(description="A fixed latency instead of a series, e.g. 250ms")
+    ] = None,
+    window: Annotated[str, Query(description="Validity window from now", max_length=32)] = "1h",
+    headroom: Annotated[float, Query(ge=1.0, le=100.0, description="Multiplier on L")] = 1.5,
+    timeout_factor: Annotated[
+        float, Query(gt=1.0, le=100.0, description="Timeout as a multiple of the latency")
+    ] = 3.0,
+    rate_per: Annotated[
+        str | None,
+        Query(description="Period the rate series counts over (default from its unit, e.g. 5m)"),
+    ] = None,
+    latency_unit: Annotated[
+        Literal["s", "ms"] | None,
+        Query(description="Unit of the latency series (default from its unit)"),
+    ] = None,
+    format: Annotated[  # noqa: A002 - the public parameter name
+        Literal["json", "envoy"], Query(description="json, or an Envoy circuit_breakers block")
+    ] = "json",
+) -> Response:
+    """Limits from the upper quantile of the predicted request rate of ``series`` and of
+    the predicted latency, both at their peak over ``window``, by Little's law:
+    ``max_requests = ceil(headroom * rate * latency)``, ``timeout = timeout_factor *
+    latency``, ``max_pending_requests = ceil(rate * (timeout - latency))``."""
+    span = duration_param(
+        "window", window, maximum=timedelta(seconds=settings.api.max_horizon_seconds)
+    )
+    if latency_series is None and latency is None:
+        raise bad_parameter(
+            "latency_series", "give latency_series (a latency series) or a fixed latency"
+        )
+    now = time.time()
+    rate_cached, rate_peak = _peak(view, series, now - 1, now + span.total_seconds())
+    rate_fc = rate_cached.forecast
+    lo_step = rate_fc.step_seconds
+    if rate_per is not None:
+        per_seconds = duration_param("rate_per", rate_per, maximum=timedelta(days=1))
+        period = per_seconds.total_seconds()
+    else:
+        unit = view.series_info(series).unit
+        found = rate_period_from_unit(unit)
+        if found is None:
+            raise bad_parameter(
+                "rate_per",
+                f"the unit of {series!r} ({unit!r}) does not say what period the rate counts "
+                "over; give rate_per, e.g. 1s or 5m",
+            )
+        period = found
+    rate_per_second = rate_peak / period
+    basis: dict[str, Any] = {
+        "rate_series": series,
+        "rate_model": f"{rate_fc.model_name} v{rate_fc.model_version}",
+        "rate_generated_at": rate_cached.generated_at_iso,
+        "rate_peak_upper": rate_peak,
+        "rate_period_seconds": period,
+        "level": rate_fc.level,
+    }
+    if latency is not None:
+        latency_seconds = duration_param("latency", latency, maximum=timedelta(hours=1))
+        latency_value = latency_seconds.total_seconds()
+        basis["latency"] = "fixed"
+    else:
+        assert latency_series is not None
+        lat_cached, lat_peak = _peak(view, latency_series, now - 1, now + span.total_seconds())
+        if latency_unit is not None:
+            scale = 1e-3 if latency_unit == "ms" else 1.0
+        else:
+            unit = view.series_info(latency_series).unit
+            found_scale = latency_scale_from_unit(unit)
+            if found_scale is None:
+                raise bad_parameter(
+                    "latency_unit",
+                    f"the unit of {latency_series!r} ({unit!r}) is not s or ms; give latency_unit",
+                )
+            scale = found_scale
+        latency_value = lat_peak * scale
+        basis.update(
+            latency_series=latency_series,
+            latency_model=f"{lat_cached.forecast.model_name} v{lat_cached.forecast.model_version}",
+            latency_generated_at=lat_cached.generated_at_iso,
+            latency_peak_upper=lat_peak,
+        )
+    start = datetime.fromtimestamp(now - now % lo_step, UTC)
+    limits = size_limits(
+        rate_per_second=rate_per_second,
+        latency_seconds=latency_value,
+        valid_from=start,
+        valid_until=datetime.fromtimestamp(now, UTC) + span,
+        policy=SizingPolicy(headroom=headroom, timeout_factor=timeout_factor),
+        basis=basis,
+    )
+    head = {"valid_from": _iso(limits.valid_from), "valid_until": _iso(limits.valid_until)}
+    if format == "envoy":
+        body: dict[str, Any] = {**head, **envoy_thresholds(limits)}
+    else:
+        body = {
+            **head,
+            "max_requests": limits.max_requests,
+            "max_pending_requests": limits.max_pending_requests,
+            "max_connections": limits.max_connections,
+            "max_retries": limits.max_retries,
+            "timeout_ms": limits.timeout_ms,
+            "basis": limits.basis,
+        }
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -1,0 +1,106 @@
+"""Regressions resource: events where a watched series left its forecast band and stayed out."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel
+
+from forecaster.api.consumers_view import consumer_lifespan, consumer_view
+from forecaster.api.deps import ReadAccess, ViewDep
+from forecaster.api.params import timestamp_param
+from forecaster.errors import StoreError
+
+router = APIRouter(
+    prefix="/v1/regressions",
+    tags=["regressions"],
+    dependencies=[ReadAccess],
+    lifespan=consumer_lifespan,
+)
+
+
+class RegressionEventOut(BaseModel):
+    """A regression event; ``end`` is null while it is open."""
+
+    id: int
+    series: str
+    start: datetime
+    end: datetime | None
+    open: bool
+    peak_score: float
+    direction: str
+    model: str
+    detected_at: datetime
+
+
+class RegressionsOut(BaseModel):
+    """Events, newest start first."""
+
+    events: list[RegressionEventOut]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@router.get(
+    "",
+    response_model=RegressionsOut,
+    summary="Regression events",
+    responses={404: {"description": "Unknown series"}},
+)
+async def list_regressions(
+    request: Request,
+    view: ViewDep,
+    series: Annotated[str | None, Query(description="Only this series", max_length=300)] = None,
+    since: Annotated[
+        str | None,
+        Query(description="Events open at or ending after this (ISO 8601 or -7d); default -7d"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=5000, description="At most this many events")] = 500,
+) -> Response:
+    """Regression events of watched series: open ones and those that ended after ``since``.
+
+    Each event carries its start, end (null while open), the peak anomaly score
+    (above 1 = outside the forecast band; 1 + distance in band widths), its
+    direction and the forecast model that judged it.
+    """
+    start = timestamp_param("since", since) if since else datetime.now(UTC) - timedelta(days=7)
+    if series is not None and series not in view.state.series:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown series {series!r}")
+    snapshot = consumer_view(request.app.state.store)
+    state = snapshot.state
+    if state.events_since is not None and start >= state.events_since:
+        events = [
+            e
+            for e in state.events
+            if (series is None or e.series == series) and (e.end is None or e.end >= start)
+        ][:limit]
+    else:  # older than the in-memory window: a rare, explicit query to the store
+        try:
+            events = await asyncio.to_thread(
+                snapshot.repo.events, series=series, since=start, limit=limit
+            )
+        except StoreError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+    body: dict[str, Any] = {
+        "events": [
+            {
+                "id": e.id,
+                "series": e.series,
+                "start": _iso(e.start),
+                "end": _iso(e.end),
+                "open": e.end is None,
+                "peak_score": e.peak_score,
+                "direction": e.direction,
+                "model": e.model,
+                "detected_at": _iso(e.detected_at),
+            }
+            for e in events
+        ]
+    }
+    return Response(orjson.dumps(body), media_type="application/json")

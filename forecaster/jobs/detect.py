@@ -1,0 +1,291 @@
+"""Scheduled consumer jobs: regression detection on watched series, cache-warming pushes.
+
+``detect_series`` scores every observation that arrived since the last run
+against the band of the forecast published before it, stores the scores, runs
+the :class:`~forecaster.consumers.regressions.EventTracker` (whose state is kept
+in the store) and stores event changes, optionally pushing them to the spec'd
+webhook. ``warm_series`` pushes cache-warming windows whose ``warm_at`` has come.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from forecaster.errors import ConfigError, ForecasterError
+
+if TYPE_CHECKING:
+    from forecaster.consumers.webhooks import WebhookTarget
+    from forecaster.jobs.context import JobContext
+    from forecaster.specs import SeriesSpec, _ConsumerSpec
+
+log = logging.getLogger(__name__)
+
+#: How far back the first run of a newly watched series looks.
+FIRST_LOOKBACK = timedelta(hours=1)
+#: Scores older than this are pruned.
+SCORE_RETENTION = timedelta(days=14)
+
+
+@dataclass(frozen=True)
+class DetectResult:
+    """What one detection run did for one series."""
+
+    series: str
+    points: int
+    opened: int = 0
+    closed: int = 0
+    webhooks: list[str] = field(default_factory=list)
+
+
+def webhook_target(settings: _ConsumerSpec, where: str) -> WebhookTarget | None:
+    """The webhook of a consumer spec, with its secret read from the environment.
+
+    Raises:
+        ConfigError: When the named environment variable is not set.
+    """
+    from forecaster.consumers.webhooks import WebhookTarget
+
+    if settings.webhook is None or settings.secret_env is None:
+        return None
+    secret = os.environ.get(settings.secret_env)
+    if not secret:
+        raise ConfigError(
+            f"{where}: webhook secret variable {settings.secret_env!r} is not set or empty"
+        )
+    return WebhookTarget(url=settings.webhook, secret=secret.encode())
+
+
+def detect_series(
+    ctx: JobContext, *, spec: SeriesSpec, name: str, now: datetime | None = None
+) -> DetectResult:
+    """Score new observations of ``name`` and update its regression events."""
+    from forecaster.consumers.regressions import EventTracker, anomaly_score
+    from forecaster.consumers.webhooks import WebhookSender
+    from forecaster.store.consumers_repo import ConsumersRepo, ScoreRow
+
+    watch = spec.watch
+    if watch is None:
+        return DetectResult(series=name, points=0)
+    now = now or datetime.now(UTC)
+    store = ctx.store
+    info = store.series(name)
+    repo = ConsumersRepo(store)
+    state, open_id = repo.detector_state(info.id)
+    tracker = EventTracker(
+        step=spec.step,
+        direction=watch.direction,
+        persist=watch.persist,
+        min_score=watch.min_score,
+        close_after=watch.close_after,
+    )
+    if state:
+        tracker.set_state(state)
+    since = tracker.last_ts + timedelta(microseconds=1) if tracker.last_ts else now - FIRST_LOOKBACK
+    rows = store.history(name, since=since, until=now)
+    scores: list[ScoreRow] = []
+    transitions = []
+    bands: dict[int, dict[datetime, Any]] = {}
+    for ts, value in rows:
+        forecast = store.forecast_made_before(name, ts)
+        if forecast is None:
+            continue
+        by_ds = bands.setdefault(forecast.publication_id, {p.ds: p for p in forecast.points})
+        point = by_ds.get(ts)
+        if point is None:
+            continue
+        score, side = anomaly_score(value, point.yhat_lower, point.yhat_upper)
+        model = f"{forecast.model_name} v{forecast.model_version}"
+        scores.append(
+            ScoreRow(
+                ts=ts,
+                value=value,
+                yhat=point.yhat,
+                yhat_lower=point.yhat_lower,
+                yhat_upper=point.yhat_upper,
+                score=score,
+                side=side,
+                publication_id=forecast.publication_id,
+                model=model,
+            )
+        )
+        transitions.extend(tracker.update(ts, score, side, model))
+    changes = repo.save_detection(
+        info.id,
+        state=tracker.get_state(),
+        open_event_id=open_id,
+        transitions=transitions,
+        scores=scores,
+    )
+    repo.prune_scores(info.id, before=now - SCORE_RETENTION)
+    sent: list[str] = []
+    target = webhook_target(watch, f"series {spec.name!r} watch")
+    if target is not None:
+        sender = WebhookSender(repo)
+        try:
+            for kind, event_id in changes:
+                if kind == "updated":
+                    continue
+                event = repo.event(event_id)
+                if event is None:
+                    continue
+                outcome = sender.deliver(
+                    target,
+                    key=f"regression:{name}:{event_id}:{kind}",
+                    kind="regression",
+                    series=name,
+                    payload={
+                        "type": f"regression.{kind}",
+                        "series": name,
+                        "event_id": event_id,
+                        "start": event.start.isoformat(),
+                        "end": None if event.end is None else event.end.isoformat(),
+                        "peak_score": event.peak_score,
+                        "direction": event.direction,
+                        "model": event.model,
+                    },
+                )
+                sent.append(f"{outcome.key}: {outcome.status}")
+        finally:
+            sender.close()
+    return DetectResult(
+        series=name,
+        points=len(scores),
+        opened=sum(1 for kind, _ in changes if kind == "opened"),
+        closed=sum(1 for kind, _ in changes if kind == "closed"),
+        webhooks=sent,
+    )
+
+
+def warm_series(
+    ctx: JobContext, *, spec: SeriesSpec, name: str, now: datetime | None = None
+) -> list[str]:
+    """Push the cache-warming windows of ``name`` whose ``warm_at`` has arrived.
+
+    Each window is sent at most once: its key is the series and the hour its ramp
+    starts, claimed in the store before sending.
+
+    Returns:
+        ``"<key>: <status>"`` per window considered.
+    """
+    from forecaster.consumers.cache_warming import find_ramps
+    from forecaster.consumers.webhooks import WebhookSender
+    from forecaster.store.consumers_repo import ConsumersRepo
+
+    settings = spec.cache_warming
+    if settings is None:
+        return []
+    target = webhook_target(settings, f"series {spec.name!r} cache_warming")
+    if target is None:
+        return []
+    now = now or datetime.now(UTC)
+    forecast = ctx.store.latest_forecast(name)
+    ramps = find_ramps(
+        forecast.points,
+        now=now,
+        within=settings.within,
+        min_increase=settings.min_increase,
+        lead=settings.lead,
+    )
+    due = [r for r in ramps if r.warm_at <= now < r.peak_at]
+    out: list[str] = []
+    sender = WebhookSender(ConsumersRepo(ctx.store))
+    try:
+        for ramp in due:
+            hour = ramp.ramp_start.astimezone(UTC).strftime("%Y-%m-%dT%H")
+            outcome = sender.deliver(
+                target,
+                key=f"cache-warming:{name}:{hour}",
+                kind="cache_warming",
+                series=name,
+                payload={
+                    "type": "cache_warming.window",
+                    "series": name,
+                    "warm_at": ramp.warm_at.isoformat(),
+                    "ramp_start": ramp.ramp_start.isoformat(),
+                    "peak_at": ramp.peak_at.isoformat(),
+                    "expected_peak": ramp.expected_peak,
+                    "expected_peak_upper": ramp.peak_upper,
+                    "expected_increase_ratio": ramp.expected_increase_ratio,
+                    "model": f"{forecast.model_name} v{forecast.model_version}",
+                },
+            )
+            out.append(f"{outcome.key}: {outcome.status}")
+    finally:
+        sender.close()
+    return out
+
+
+def _each_member(ctx: JobContext, family: str, job: str, fn: Any) -> None:
+    spec = ctx.select([family])[0]
+    for name in ctx.members(spec):
+        started = datetime.now(UTC)
+        try:
+            result = fn(ctx, spec=spec, name=name)
+        except ForecasterError as exc:
+            log.error("%s %s failed: %s", job, name, exc)
+            ctx.store.record_job_run(
+                job=job,
+                series=name,
+                started_at=started,
+                finished_at=datetime.now(UTC),
+                ok=False,
+                detail=str(exc),
+            )
+            continue
+        ctx.store.record_job_run(
+            job=job,
+            series=name,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            ok=True,
+            detail=str(result)[:1000],
+        )
+
+
+def detect_job(family: str) -> None:
+    """Scheduled: regression detection for every member of a watched spec'd series."""
+    from forecaster.scheduler import _ctx
+
+    _each_member(_ctx(), family, "detect", detect_series)
+
+
+def warm_job(family: str) -> None:
+    """Scheduled: cache-warming pushes for every member of a spec'd series."""
+    from forecaster.scheduler import _ctx
+
+    _each_member(_ctx(), family, "warm", warm_series)
+
+
+def consumer_jobs(spec: SeriesSpec, now: datetime) -> list[tuple[str, Any, Any]]:
+    """The scheduler jobs ``(id, function, trigger)`` of ``spec``'s consumers.
+
+    Detection runs every ingest interval, 30 s after ingest (so that new
+    observations are in); warming pushes are checked every minute.
+    """
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    jobs: list[tuple[str, Any, Any]] = []
+    if spec.watch is not None:
+        jobs.append(
+            (
+                f"detect:{spec.name}",
+                detect_job,
+                IntervalTrigger(
+                    seconds=spec.ingest_every.total_seconds(),
+                    start_date=now + timedelta(seconds=30),
+                ),
+            )
+        )
+    if spec.cache_warming is not None and spec.cache_warming.webhook is not None:
+        jobs.append(
+            (
+                f"warm:{spec.name}",
+                warm_job,
+                IntervalTrigger(seconds=60, start_date=now + timedelta(seconds=45)),
+            )
+        )
+    return jobs

@@ -1,0 +1,229 @@
+"""Cache-warming, circuit-breaker and regression routes over a real store, and their metrics."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from forecaster.api.app import create_app
+from forecaster.consumers.regressions import RegressionEvent, Transition
+from forecaster.store.consumers_repo import ConsumersRepo, ScoreRow
+from forecaster.store.db import make_engine, upgrade
+from forecaster.store.repository import ForecastPoint, Store
+
+STEP = timedelta(minutes=5)
+
+
+def _publish(store: Store, name: str, values: list[float], origin: datetime, **series: Any) -> int:
+    sid = store.ensure_series(
+        name=name,
+        family=series.pop("family", name),
+        labels=series.pop("labels", {}),
+        step_seconds=300,
+        horizon_steps=len(values),
+        **series,
+    )
+    store.publish_forecast(
+        series=name,
+        generated_at=datetime.now(UTC),
+        origin=origin,
+        step_seconds=300,
+        level=90.0,
+        model_name="lightgbm",
+        model_version="3",
+        run_id="r1",
+        points=[
+            ForecastPoint(
+                step=i + 1,
+                ds=origin + (i + 1) * STEP,
+                yhat=v,
+                yhat_lower=0.8 * v,
+                yhat_upper=1.2 * v,
+            )
+            for i, v in enumerate(values)
+        ],
+    )
+    return sid
+
+
+def _seed(settings: Any) -> None:
+    engine = make_engine(settings.database)
+    try:
+        upgrade(engine)
+        store = Store(engine)
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        origin = now - timedelta(minutes=now.minute % 5)
+        # a daily cycle starting at its trough: one ramp in the next 12 hours
+        cycle = [200 - 100 * math.cos(2 * math.pi * i / 288) for i in range(288)]
+        rps = _publish(store, "rps", cycle, origin, kind="load", unit="req/s")
+        _publish(store, "lat", [250.0] * 288, origin, kind="latency", unit="ms")
+        _publish(store, "odd", [1.0] * 288, origin, unit="widgets")
+        for route, level in (("/a", 10.0), ("/b", 50.0), ("/c", 30.0)):
+            _publish(
+                store,
+                f'by_route{{route="{route}"}}',
+                [level] * 24,
+                origin,
+                family="by_route",
+                labels={"route": route},
+            )
+        store.ensure_series(name="empty", family="empty", step_seconds=300, horizon_steps=12)
+        repo = ConsumersRepo(store)
+        old = RegressionEvent(
+            start=now - timedelta(hours=5),
+            end=None,
+            peak_score=3.0,
+            direction="up",
+            model="lightgbm v3",
+            detected_at=now - timedelta(hours=4, minutes=45),
+        )
+        repo.save_detection(
+            rps,
+            state={},
+            open_event_id=None,
+            transitions=[
+                Transition("opened", old),
+                Transition(
+                    "closed", RegressionEvent(**{**old.__dict__, "end": now - timedelta(hours=4)})
+                ),
+                Transition(
+                    "opened",
+                    RegressionEvent(
+                        **{**old.__dict__, "start": now - timedelta(minutes=20), "peak_score": 2.5}
+                    ),
+                ),
+            ],
+            scores=[
+                ScoreRow(now - STEP, 400.0, 200.0, 150.0, 250.0, 2.5, 1, None, "lightgbm v3"),
+                ScoreRow(now - 2 * STEP, 380.0, 200.0, 150.0, 250.0, 2.3, 1, None, "lightgbm v3"),
+            ],
+        )
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def client(make_settings: Any, db_url: str) -> Any:
+    settings = make_settings(db=db_url)
+    _seed(settings)
+    with TestClient(create_app(settings, refresh_seconds=0.2)) as c:
+        yield c
+
+
+def test_cache_warming_windows(client: TestClient) -> None:
+    response = client.get("/v1/cache-warming/rps", params={"within": "24h", "lead": "15m"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["series"] == "rps" and body["lead_seconds"] == 900
+    (window,) = body["windows"]
+    assert set(window) == {
+        "warm_at",
+        "ramp_start",
+        "peak_at",
+        "expected_peak",
+        "expected_peak_upper",
+        "expected_increase_ratio",
+    }
+    ramp_start = datetime.fromisoformat(window["ramp_start"])
+    assert datetime.fromisoformat(window["warm_at"]) == ramp_start - timedelta(minutes=15)
+    peak = datetime.fromisoformat(window["peak_at"])
+    assert peak - ramp_start == pytest.approx(timedelta(hours=12), abs=timedelta(minutes=15))
+    assert window["expected_peak"] == pytest.approx(300.0, rel=0.01)
+    assert window["expected_increase_ratio"] > 1.0
+    steep = client.get("/v1/cache-warming/rps", params={"min_increase": 5}).json()
+    assert steep["windows"] == []
+
+
+def test_cache_warming_top_k(client: TestClient) -> None:
+    body = client.get("/v1/cache-warming/by_route/top", params={"k": 2, "window": "1h"}).json()
+    assert [m["labels"]["route"] for m in body["members"]] == ["/b", "/c"]
+    assert [m["rank"] for m in body["members"]] == [1, 2]
+    assert body["members"][0]["predicted_demand"] > body["members"][1]["predicted_demand"]
+    assert client.get("/v1/cache-warming/nope/top").status_code == 404
+
+
+def test_circuit_breaker_littles_law(client: TestClient) -> None:
+    response = client.get(
+        "/v1/circuit-breaker/rps", params={"latency_series": "lat", "window": "30m"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    basis = body["basis"]
+    rate, latency = basis["rate_per_second_upper"], basis["latency_seconds_upper"]
+    assert latency == pytest.approx(0.3)  # 1.2 x 250 ms
+    assert body["max_requests"] == math.ceil(1.5 * rate * latency - 1e-9)
+    assert body["timeout_ms"] == 900
+    assert body["max_pending_requests"] == math.ceil(rate * 0.6 - 1e-9)
+    assert datetime.fromisoformat(body["valid_until"]) > datetime.fromisoformat(body["valid_from"])
+    envoy = client.get(
+        "/v1/circuit-breaker/rps", params={"latency_series": "lat", "format": "envoy"}
+    ).json()
+    (threshold,) = envoy["cluster"]["circuit_breakers"]["thresholds"]
+    assert threshold["max_requests"] >= 1 and envoy["route"]["timeout"].endswith("s")
+    fixed = client.get("/v1/circuit-breaker/rps", params={"latency": "100ms"}).json()
+    assert fixed["timeout_ms"] == 300
+
+
+def test_regressions_listing_and_metrics(client: TestClient) -> None:
+    body = client.get("/v1/regressions", params={"series": "rps"}).json()
+    events = body["events"]
+    assert len(events) == 2
+    assert events[0]["open"] is True and events[0]["end"] is None
+    assert events[1]["open"] is False and events[1]["peak_score"] == 3.0
+    assert events[0]["model"] == "lightgbm v3" and events[0]["direction"] == "up"
+    recent = client.get("/v1/regressions", params={"since": "-1h"}).json()["events"]
+    assert [e["open"] for e in recent] == [True]
+    old = client.get("/v1/regressions", params={"since": "-60d"}).json()["events"]
+    assert len(old) == 2
+    text = client.get("/metrics").text
+    assert 'forecaster_anomaly_score{series="rps"} 2.5' in text
+    assert 'forecaster_regression_open{direction="up",series="rps"} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "name"),
+    [
+        ("/v1/cache-warming/rps", {"within": "soon"}, "within"),
+        ("/v1/cache-warming/rps", {"lead": "-5m"}, "lead"),
+        ("/v1/cache-warming/rps", {"min_increase": "0"}, "min_increase"),
+        ("/v1/cache-warming/by_route/top", {"k": "0"}, "k"),
+        ("/v1/cache-warming/by_route/top", {"window": "400d"}, "window"),
+        ("/v1/circuit-breaker/rps", {}, "latency_series"),
+        ("/v1/circuit-breaker/rps", {"latency_series": "lat", "headroom": "0.5"}, "headroom"),
+        ("/v1/circuit-breaker/rps", {"latency_series": "lat", "format": "xml"}, "format"),
+        ("/v1/circuit-breaker/rps", {"latency": "fast"}, "latency"),
+        ("/v1/circuit-breaker/odd", {"latency": "1s"}, "rate_per"),
+        ("/v1/circuit-breaker/lat", {"latency_series": "odd", "rate_per": "1s"}, "latency_unit"),
+        ("/v1/regressions", {"since": "last week"}, "since"),
+        ("/v1/regressions", {"limit": "0"}, "limit"),
+    ],
+)
+def test_bad_parameters_are_422_naming_them(
+    client: TestClient, path: str, params: dict[str, str], name: str
+) -> None:
+    response = client.get(path, params=params)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail[0]["loc"] == ["query", name]
+    assert detail[0]["msg"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/v1/cache-warming/nope", {}),
+        ("/v1/cache-warming/empty", {}),
+        ("/v1/cache-warming/nope/top", {}),
+        ("/v1/circuit-breaker/nope", {"latency_series": "lat"}),
+        ("/v1/circuit-breaker/rps", {"latency_series": "nope"}),
+        ("/v1/regressions", {"series": "nope"}),
+    ],
+)
+def test_unknown_series_is_404(client: TestClient, path: str, params: dict[str, str]) -> None:
+    response = client.get(path, params=params)
+    assert response.status_code == 404, response.text
+    assert response.json()["detail"]

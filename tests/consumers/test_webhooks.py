@@ -1,0 +1,243 @@
+"""Webhooks against a real HTTP receiver on loopback: signature, retries, at most once.
+
+Also runs the scheduled detection job end to end on a real store, pushing regression
+events to the receiver, and checks that a restarted scheduler does not re-send them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from forecaster.consumers.webhooks import (
+    DELIVERY_HEADER,
+    SIGNATURE_HEADER,
+    WebhookSender,
+    WebhookTarget,
+    sign,
+    verify_signature,
+)
+from forecaster.store.consumers_repo import ConsumersRepo
+from forecaster.store.db import make_engine, upgrade
+from forecaster.store.repository import ForecastPoint, Store
+
+SECRET = b"s3cr3t-for-tests"
+
+
+class Receiver:
+    """A loopback HTTP server recording verified deliveries; can fail the first N requests."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.fail_first = 0
+        self.fail_status = 503
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                valid = verify_signature(SECRET, body, self.headers[SIGNATURE_HEADER])
+                receiver.received.append(
+                    {
+                        "key": self.headers[DELIVERY_HEADER],
+                        "valid": valid,
+                        "json": json.loads(body),
+                    }
+                )
+                if receiver.fail_first > 0:
+                    receiver.fail_first -= 1
+                    self.send_response(receiver.fail_status)
+                else:
+                    self.send_response(200 if valid else 401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@pytest.fixture
+def store_url(db_url: str) -> str:
+    engine = make_engine_from(db_url)
+    upgrade(engine)
+    engine.dispose()
+    return db_url
+
+
+def make_engine_from(url: str) -> Any:
+    from forecaster.config import DatabaseSettings
+
+    return make_engine(DatabaseSettings(url=url))
+
+
+def _sender(url: str, sleeps: list[float]) -> tuple[WebhookSender, Any]:
+    engine = make_engine_from(url)
+    return WebhookSender(ConsumersRepo(Store(engine)), sleep=sleeps.append), engine
+
+
+def test_signature_round_trip_and_rejections() -> None:
+    body = b'{"a":1}'
+    header = sign(SECRET, body, 1_700_000_000)
+    assert verify_signature(SECRET, body, header, now=1_700_000_010)
+    assert not verify_signature(SECRET, body + b" ", header, now=1_700_000_010)
+    assert not verify_signature(b"other", body, header, now=1_700_000_010)
+    assert not verify_signature(SECRET, body, header, now=1_700_009_999)  # stale
+    assert not verify_signature(SECRET, body, "garbage")
+
+
+def test_signed_delivery_at_most_once_across_a_restart(receiver: Receiver, store_url: str) -> None:
+    target = WebhookTarget(url=receiver.url, secret=SECRET)
+    sleeps: list[float] = []
+    sender, engine = _sender(store_url, sleeps)
+    outcome = sender.deliver(target, key="w:1", kind="test", series="s", payload={"n": 1})
+    assert outcome.status == "sent" and outcome.attempts == 1
+    assert sender.deliver(target, key="w:1", kind="test", series="s", payload={"n": 1}).status == (
+        "skipped"
+    )
+    sender.close()
+    engine.dispose()
+    # "restart": a new process-like sender over a fresh engine on the same database
+    sender2, engine2 = _sender(store_url, sleeps)
+    again = sender2.deliver(target, key="w:1", kind="test", series="s", payload={"n": 1})
+    assert again.status == "skipped"
+    assert sender2.deliver(target, key="w:2", kind="test", series="s", payload={"n": 2}).status == (
+        "sent"
+    )
+    records = ConsumersRepo(Store(engine2)).deliveries()
+    sender2.close()
+    engine2.dispose()
+    assert [r["json"]["n"] for r in receiver.received] == [1, 2]
+    assert all(r["valid"] for r in receiver.received)
+    assert [(r["key"], r["status"], r["attempts"]) for r in records] == [
+        ("w:1", "sent", 1),
+        ("w:2", "sent", 1),
+    ]
+
+
+def test_retries_with_backoff_then_gives_up_for_good(receiver: Receiver, store_url: str) -> None:
+    target = WebhookTarget(url=receiver.url, secret=SECRET, retries=3, backoff_seconds=0.5)
+    sleeps: list[float] = []
+    sender, engine = _sender(store_url, sleeps)
+    receiver.fail_first = 2
+    ok = sender.deliver(target, key="r:1", kind="test", series="s", payload={})
+    assert (ok.status, ok.attempts) == ("sent", 3)
+    assert sleeps == [0.5, 1.0]
+    receiver.fail_first, receiver.fail_status = 1, 400  # a client error is not retried
+    bad = sender.deliver(target, key="r:2", kind="test", series="s", payload={})
+    assert (bad.status, bad.attempts, bad.status_code) == ("failed", 1, 400)
+    assert sender.deliver(target, key="r:2", kind="test", series="s", payload={}).status == (
+        "skipped"
+    )
+    closed = WebhookTarget(
+        url="http://127.0.0.1:9/nothing", secret=SECRET, retries=2, timeout_seconds=1.0
+    )
+    down = sender.deliver(closed, key="r:3", kind="test", series="s", payload={})
+    assert (down.status, down.attempts, down.status_code) == ("failed", 3, None)
+    assert "Error" in down.error
+    sender.close()
+    engine.dispose()
+
+
+def test_detection_job_pushes_events_once(
+    receiver: Receiver,
+    store_url: str,
+    make_settings: Any,
+    write_spec: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from forecaster.jobs.context import JobContext
+    from forecaster.jobs.detect import detect_series
+    from forecaster.specs import load_spec
+
+    monkeypatch.setenv("HOOK_SECRET", SECRET.decode())
+    path = write_spec(
+        tmp_path / "spec.yaml",
+        [
+            {
+                "name": "lat",
+                "query": "up",
+                "kind": "latency",
+                "unit": "ms",
+                "watch": {
+                    "direction": "up",
+                    "persist": "15m",
+                    "webhook": receiver.url,
+                    "secret_env": "HOOK_SECRET",
+                },
+            }
+        ],
+        step="5m",
+        horizon="2h",
+    )
+    settings = make_settings(db=store_url, spec=path)
+    spec = load_spec(path).series[0]
+    step = timedelta(minutes=5)
+    t0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    ctx = JobContext.create(settings)
+    sid = ctx.store.ensure_series(
+        name="lat", family="lat", kind="latency", unit="ms", step_seconds=300, horizon_steps=24
+    )
+    # forecasts published before the observations: band [80, 120] around 100 ms
+    ctx.store.publish_forecast(
+        series="lat",
+        generated_at=t0,
+        origin=t0,
+        step_seconds=300,
+        level=90.0,
+        model_name="prophet",
+        model_version="7",
+        run_id="r",
+        points=[
+            ForecastPoint(step=i, ds=t0 + i * step, yhat=100.0, yhat_lower=80.0, yhat_upper=120.0)
+            for i in range(1, 25)
+        ],
+        keep_recent=timedelta(days=1),
+    )
+    latencies = [100, 100, 200, 210, 250, 220, 100, 100, 30, 30, 30, 100]
+    observations = [(t0 + (i + 1) * step, float(v)) for i, v in enumerate(latencies)]
+    ctx.store.upsert_observations(sid, observations[:5])
+    first = detect_series(ctx, spec=spec, name="lat", now=t0 + 5 * step)
+    assert (first.points, first.opened, first.closed) == (5, 1, 0)
+    ctx.store.engine.dispose()
+
+    ctx2 = JobContext.create(settings)  # the scheduler restarted
+    ctx2.store.upsert_observations(sid, observations)
+    second = detect_series(ctx2, spec=spec, name="lat", now=t0 + 12 * step)
+    assert (second.points, second.opened, second.closed) == (7, 0, 1)  # "down" is not watched
+    again = detect_series(ctx2, spec=spec, name="lat", now=t0 + 12 * step)
+    assert again.points == 0 and again.webhooks == []
+    repo = ConsumersRepo(ctx2.store)
+    (event,) = repo.events(series="lat")
+    assert event.start == t0 + 3 * step and event.end == t0 + 7 * step
+    assert event.peak_score == pytest.approx(1 + 130 / 40)
+    assert event.model == "prophet v7" and event.direction == "up"
+    assert len(repo.scores(sid)) == 12
+    ctx2.store.engine.dispose()
+    types = [r["json"]["type"] for r in receiver.received]
+    assert types == ["regression.opened", "regression.closed"]
+    assert all(r["valid"] for r in receiver.received)
