@@ -180,9 +180,6 @@ def _add_jobs(scheduler: Any, ctx: JobContext) -> None:
         from forecaster.jobs.detect import consumer_jobs
 
         jobs.extend(consumer_jobs(spec, now))
-        from forecaster.jobs.detect import consumer_jobs
-
-        jobs.extend(consumer_jobs(spec, now))
         for job_id, func, trigger in jobs:
             wanted.add(job_id)
             scheduler.add_job(
