@@ -94,6 +94,9 @@ class ApiSettings(BaseModel):
     token: SecretStr | None = None
     require_token_for_reads: bool = False
     max_horizon_seconds: int = Field(7 * 86400, ge=60)
+    max_query_bytes: int = Field(4096, ge=256)
+    max_body_bytes: int = Field(65536, ge=1024)
+    cors_origins: list[str] = Field(default_factory=list)
 
 
 class TrainingSettings(BaseModel):

@@ -87,6 +87,22 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     app.state.store = store
     app.state.view = view
     app.state.metrics_registry = registry
+    from forecaster.api.limits import SizeLimits
+
+    if settings.api.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api.cors_origins,
+            allow_methods=["GET"],
+            allow_headers=["Authorization"],
+        )
+    app.add_middleware(
+        SizeLimits,
+        max_query_bytes=settings.api.max_query_bytes,
+        max_body_bytes=settings.api.max_body_bytes,
+    )
     app.include_router(health.router)
     app.include_router(series.router)
     app.include_router(scaling.router)

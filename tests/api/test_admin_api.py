@@ -79,3 +79,21 @@ def test_admin_refused_when_no_token_is_configured(make_settings: Any) -> None:
     with TestClient(create_app(settings)) as client:
         r = client.post("/v1/admin/jobs", json={"job": "train"}, headers=AUTH)
         assert r.status_code == 403 and "FORECASTER_API__TOKEN" in r.json()["detail"]
+
+
+def test_oversized_requests_are_refused(app_and_engine: Any) -> None:
+    client, _ = app_and_engine
+    r = client.get("/v1/series", params={"x": "a" * 5000})
+    assert r.status_code == 414 and "query string longer" in r.json()["detail"]
+    r = client.post(
+        "/v1/admin/jobs",
+        content=b"{" + b" " * 70000 + b"}",
+        headers={**AUTH, "content-type": "application/json"},
+    )
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+
+def test_cors_is_off_by_default(app_and_engine: Any) -> None:
+    client, _ = app_and_engine
+    r = client.get("/v1/series", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers

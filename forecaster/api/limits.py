@@ -1,0 +1,85 @@
+"""Request size limits as a pure ASGI middleware (cheap on the hot read path)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class SizeLimits:
+    """Refuse oversized query strings (414) and request bodies (413) with a message.
+
+    Args:
+        app: The wrapped ASGI app.
+        max_query_bytes: Longest accepted query string.
+        max_body_bytes: Largest accepted request body (declared or streamed).
+    """
+
+    def __init__(self, app: ASGIApp, *, max_query_bytes: int, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_query_bytes = max_query_bytes
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if len(scope.get("query_string", b"")) > self.max_query_bytes:
+            await _reply(send, 414, f"query string longer than {self.max_query_bytes} bytes")
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _reply(send, 400, "invalid Content-Length header")
+                    return
+                if declared > self.max_body_bytes:
+                    await _reply(send, 413, f"request body larger than {self.max_body_bytes} bytes")
+                    return
+        if scope.get("method") in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        received = 0
+        limit = self.max_body_bytes
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await _reply(send, 413, f"request body larger than {self.max_body_bytes} bytes")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _reply(send: Send, status: int, detail: str) -> None:
+    body = orjson.dumps({"detail": detail})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
