@@ -1,0 +1,128 @@
+"""``forecaster detect``: events from a CSV, online (no peeking), clear errors."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from forecaster.commands.detect import register
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _root() -> None:  # keep "detect" a sub-command
+        return
+
+    return app
+
+
+def _write(path: Path, days: int = 5, shift_at: int = 4 * 288 + 100) -> Path:
+    rng = np.random.default_rng(7)
+    n = days * 288
+    t = np.arange(n)
+    y = 100 + 30 * np.sin(2 * np.pi * t / 288) + rng.normal(0, 2, n)
+    y[shift_at : shift_at + 24] += 80  # a two-hour regression
+    stamps = pd.date_range("2026-01-01", periods=n, freq="5min")
+    pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": y}).to_csv(
+        path, index=False
+    )
+    return path
+
+
+def _events(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_detects_the_injected_regression(cli: typer.Typer, tmp_path: Path) -> None:
+    data = _write(tmp_path / "in.csv")
+    out = tmp_path / "events.csv"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "detect",
+            str(data),
+            "--output",
+            str(out),
+            "--model",
+            "seasonal_naive",
+            "--direction",
+            "up",
+            "--persist",
+            "15m",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "event(s)" in result.output
+    events = _events(out)
+    assert list(events[0]) == ["start", "end", "score"]
+    shift_start = pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(minutes=5 * (4 * 288 + 100))
+    hits = [
+        e
+        for e in events
+        if pd.Timestamp(e["start"]) <= shift_start + pd.Timedelta(hours=2)
+        and (not e["end"] or pd.Timestamp(e["end"]) >= shift_start)
+    ]
+    assert hits and float(hits[0]["score"]) > 1.0
+    assert pd.Timestamp(hits[0]["start"]) - shift_start <= pd.Timedelta(minutes=15)
+
+
+def test_decisions_use_only_past_data(cli: typer.Typer, tmp_path: Path) -> None:
+    full = _write(tmp_path / "full.csv")
+    frame = pd.read_csv(full)
+    cut = 4 * 288 + 110
+    frame.iloc[:cut].to_csv(tmp_path / "cut.csv", index=False)
+    runner = CliRunner()
+    for name in ("full", "cut"):
+        result = runner.invoke(
+            cli,
+            [
+                "detect",
+                str(tmp_path / f"{name}.csv"),
+                "-o",
+                str(tmp_path / f"{name}.out"),
+                "--model",
+                "seasonal_naive",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+    last = pd.Timestamp(frame["timestamp"].iloc[cut - 1], tz="UTC")
+    full_events = [e for e in _events(tmp_path / "full.out") if pd.Timestamp(e["start"]) <= last]
+    cut_events = _events(tmp_path / "cut.out")
+    assert [e["start"] for e in cut_events] == [e["start"] for e in full_events]
+    closed_in_both = [e for e in cut_events if e["end"]]
+    assert all(e in full_events for e in closed_in_both)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.csv"], "no such file"),
+        (["DATA", "--model", "nope"], "unknown model 'nope'"),
+        (["DATA", "--persist", "soon"], "--persist"),
+        (["DATA", "--refit", "daily"], "invalid refit cron"),
+        (["DATA", "--freq", "banana"], "--freq"),
+        (["DATA", "--min-history", "30d"], "nothing to decide on"),
+    ],
+)
+def test_clear_errors(cli: typer.Typer, tmp_path: Path, args: list[str], message: str) -> None:
+    data = _write(tmp_path / "in.csv", days=2)
+    argv = [
+        "detect",
+        *[str(data) if a == "DATA" else a for a in args],
+        "-o",
+        str(tmp_path / "o.csv"),
+    ]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 1
+    assert message in result.output
