@@ -1,0 +1,157 @@
+"""The ``simulate`` command on a short real NAB slice: table, report, plot, honesty, bad input."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from forecaster.commands import simulate as simulate_command
+from forecaster.commands.simulate import Replay, predictive_replicas, simulate
+from forecaster.timeseries import read_series_csv, to_grid
+
+NAB = Path(__file__).resolve().parents[2] / "data" / "nab"
+AAPL = NAB / "realTweets" / "Twitter_volume_AAPL.csv"
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    app = typer.Typer()
+    simulate_command.register(app)
+
+    @app.callback()
+    def main() -> None:
+        """Test app."""
+
+    return app
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Path:
+    """The last four days of Twitter AAPL mention volume (5-minute steps)."""
+    frame = pd.read_csv(AAPL)
+    path = tmp_path / "aapl.csv"
+    frame.tail(4 * 288).to_csv(path, index=False)
+    return path
+
+
+def run(app: typer.Typer, *args: Any) -> Any:
+    return CliRunner().invoke(app, ["simulate", *map(str, args)])
+
+
+def test_table_report_and_plot(app: typer.Typer, trace: Path, tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    plot = tmp_path / "plot.png"
+    result = run(
+        app, trace, "--capacity", 40, "--lead", "10m", "--days", 2,
+        "--model", "seasonal_naive", "--output", report_path, "--plot", plot,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for text in ("predictive", "reactive (HPA-like)", "oracle", "under-provisioned"):
+        assert text in result.output
+    assert "replica-hours" in result.output and "actions" in result.output
+    report = json.loads(report_path.read_text())
+    assert report["replay"]["steps"] == 2 * 288 and report["lead_steps"] == 2
+    plans = report["plans"]
+    assert set(plans) == {"predictive", "predictive_same_cost", "reactive", "oracle"}
+    assert plans["oracle"]["under_provisioned_steps"] == 0
+    for row in plans.values():
+        assert 0 <= row["under_provisioned_share"] <= 1 and row["replica_hours"] > 0
+    # the oracle is the cheapest plan that never under-provisions
+    assert plans["oracle"]["replica_hours"] <= plans["reactive"]["replica_hours"]
+    # the same-cost predictive plan never costs more than the reactive one
+    assert plans["predictive_same_cost"]["replica_hours"] <= plans["reactive"]["replica_hours"]
+    days = [entry.split(":")[0] for entry in report["models_by_day"]]
+    assert days == ["2015-04-21", "2015-04-22"]
+    assert all(entry.endswith("seasonal_naive") for entry in report["models_by_day"])
+    assert report["forecast_decisions"] == report["decisions"]
+    assert plot.stat().st_size > 20_000
+
+
+def test_no_lookahead_forecasts_use_only_the_past(trace: Path) -> None:
+    series = to_grid(read_series_csv(trace), timedelta(minutes=5))
+    report, _, _ = simulate(
+        series, capacity=40, lead=timedelta(minutes=10), days=1, model="seasonal_naive",
+        quantile=0.9,
+    )  # fmt: skip
+    # Changing the future after the replay's first decision must not change that decision.
+    changed = series.copy()
+    changed.iloc[-288 + 1 :] = changed.iloc[-288 + 1 :] * 100
+    report2, _, _ = simulate(
+        changed, capacity=40, lead=timedelta(minutes=10), days=1, model="seasonal_naive",
+        quantile=0.9,
+    )  # fmt: skip
+    assert report["models_by_day"] == report2["models_by_day"]
+    from forecaster.commands.simulate import replay_forecasts
+
+    a = replay_forecasts(
+        series, start=len(series) - 288, lead_steps=2, model="seasonal_naive",
+        quantile=0.9, n_jobs=1, progress=False,
+    )  # fmt: skip
+    b = replay_forecasts(
+        changed, start=len(series) - 288, lead_steps=2, model="seasonal_naive",
+        quantile=0.9, n_jobs=1, progress=False,
+    )  # fmt: skip
+    # every decision made before the changed step is identical
+    assert a.peaks[:4] == b.peaks[:4]
+
+
+def test_cold_start_falls_back_to_reactive_and_says_so(app: typer.Typer, tmp_path: Path) -> None:
+    frame = pd.read_csv(AAPL).tail(288 + 100)
+    path = tmp_path / "short.csv"
+    frame.to_csv(path, index=False)
+    result = run(app, path, "--capacity", 40, "--days", 1, "--model", "seasonal_naive")
+    assert result.exit_code == 0, result.output
+    assert "cold start" in result.output and "predictive = reactive" in result.output
+
+
+def test_planner_without_forecast_is_reactive() -> None:
+    replay = Replay(peaks=[None, None], observed=[70.0, 140.0], decision_times=[0.0, 300.0])
+    assert predictive_replicas(replay, 10.0).tolist() == [10, 20]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--capacity", "0"], "--capacity must be a positive number"),
+        (["--capacity", "10", "--lead", "soon"], "--lead"),
+        (["--capacity", "10", "--freq", "often"], "--freq"),
+        (["--capacity", "10", "--days", "30"], "needs more"),
+        (["--capacity", "10", "--model", "crystal_ball"], "unknown --model 'crystal_ball'"),
+        (["--capacity", "10", "--quantile", "0.99"], "--quantile 0.99 is not available"),
+    ],
+)
+def test_bad_input_is_a_clear_error(
+    app: typer.Typer, trace: Path, args: list[str], needle: str
+) -> None:
+    result = run(app, trace, *args)
+    assert result.exit_code != 0
+    assert needle in result.output
+
+
+def test_bad_files(app: typer.Typer, tmp_path: Path) -> None:
+    missing = run(app, tmp_path / "nope.csv", "--capacity", 10)
+    assert missing.exit_code == 1 and "no such file" in missing.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,value\n2015-01-01 00:00:00,abc\n")
+    result = run(app, bad, "--capacity", 10)
+    assert result.exit_code == 1 and "is not a number" in result.output
+
+
+def test_oracle_never_under_provisions_on_noise() -> None:
+    index = pd.date_range("2024-01-01", periods=5 * 288, freq="5min", tz="UTC")
+    rng = np.random.default_rng(7)
+    series = pd.Series(100 + 20 * rng.standard_normal(len(index)), index=index)
+    report, outcomes, _ = simulate(
+        series, capacity=25, lead=timedelta(minutes=15), days=2, model="seasonal_naive",
+        quantile=0.5,
+    )  # fmt: skip
+    assert outcomes["oracle"].under_steps == 0
+    assert report["lead_steps"] == 3
