@@ -157,3 +157,34 @@ def test_real_prometheus_scrapes_the_demo_service(
             lambda r: bool(r) and r[0]["value"][1] not in ("NaN", "+Inf"),
         )
         assert 0.005 < float(p90[0]["value"][1]) < 2.5
+
+
+@pytest.mark.integration
+def test_grafana_queries_run_on_prometheus_scraping_the_stack(
+    demo_service: str, tmp_path: Path
+) -> None:
+    """The compose wiring on loopback: Prometheus scrapes the API and the demo service,
+    and every Grafana panel query evaluates without error."""
+    from tests.support.dashboard_seed import SERIES, running_api
+    from tests.support.promscrape import instant_query
+    from tests.test_compose import _panel_queries
+
+    api = tmp_path / "api"
+    api.mkdir()
+    with running_api(api, free_port()) as base:
+        target = base.removeprefix("http://")
+        jobs = {"forecaster": [target], "demo": [demo_service]}
+        with scraping_prometheus(tmp_path, jobs) as prom:
+            wait_for_query(
+                prom.url,
+                f'forecaster_forecast{{series="{SERIES}", quantile="0.5", horizon="1h"}}',
+                bool,
+            )
+            wait_for_query(
+                prom.url, 'forecaster_job_runs_total{stage="publish", outcome="ok"}', bool
+            )
+            wait_for_query(prom.url, "sum(rate(http_requests_total[1m])) > 0", bool)
+            for title, expr in _panel_queries():
+                expr = expr.replace("checkout_rps", SERIES)
+                instant_query(prom.url, expr)  # raises on a query error
+                assert title

@@ -168,15 +168,17 @@ def _points(detail: str | None) -> int | None:
 class JobRunCollector(Collector):
     """Exports per-stage pipeline health as ``forecaster_job_*`` and ``forecaster_points_*``.
 
-    Families (``job`` is ``ingest``, ``train``, ``publish`` or any other recorded stage):
+    Families (``stage`` is the ``job_runs.job`` value: ``ingest``, ``train``, ``publish`` or
+    any other recorded stage; the label is not called ``job`` because Prometheus owns that
+    one and would rename it to ``exported_job``):
 
-    * ``forecaster_job_runs_total{job, outcome}``: runs per outcome (``ok`` / ``error``).
-    * ``forecaster_job_errors_total{job}``: failed runs.
-    * ``forecaster_job_duration_seconds{job}``: histogram of run durations (one series each).
-    * ``forecaster_job_last_duration_seconds{job}``: duration of the latest run.
-    * ``forecaster_job_last_run_timestamp_seconds{job}`` and
-      ``forecaster_job_last_success_timestamp_seconds{job}``: Unix times.
-    * ``forecaster_job_failing_series{job}``: series whose latest run of that stage failed.
+    * ``forecaster_job_runs_total{stage, outcome}``: runs per outcome (``ok`` / ``error``).
+    * ``forecaster_job_errors_total{stage}``: failed runs.
+    * ``forecaster_job_duration_seconds{stage}``: histogram of run durations (one series each).
+    * ``forecaster_job_last_duration_seconds{stage}``: duration of the latest run.
+    * ``forecaster_job_last_run_timestamp_seconds{stage}`` and
+      ``forecaster_job_last_success_timestamp_seconds{stage}``: Unix times.
+    * ``forecaster_job_failing_series{stage}``: series whose latest run of that stage failed.
     * ``forecaster_points_ingested_total{series}``: observations written by ingest.
     * ``forecaster_job_stats_ok``: 1 when the last read of ``job_runs`` worked.
     """
@@ -190,35 +192,35 @@ class JobRunCollector(Collector):
         runs = CounterMetricFamily(
             "forecaster_job_runs",
             "Pipeline job runs per stage and outcome",
-            labels=["job", "outcome"],
+            labels=["stage", "outcome"],
         )
         errors = CounterMetricFamily(
-            "forecaster_job_errors", "Failed pipeline job runs per stage", labels=["job"]
+            "forecaster_job_errors", "Failed pipeline job runs per stage", labels=["stage"]
         )
         durations = HistogramMetricFamily(
             "forecaster_job_duration_seconds",
             "Duration of pipeline job runs (one series each) per stage, in seconds",
-            labels=["job"],
+            labels=["stage"],
         )
         last_duration = GaugeMetricFamily(
             "forecaster_job_last_duration_seconds",
             "Duration of the latest run of a stage, in seconds",
-            labels=["job"],
+            labels=["stage"],
         )
         last_run = GaugeMetricFamily(
             "forecaster_job_last_run_timestamp_seconds",
             "Unix time the latest run of a stage finished",
-            labels=["job"],
+            labels=["stage"],
         )
         last_success = GaugeMetricFamily(
             "forecaster_job_last_success_timestamp_seconds",
             "Unix time the latest successful run of a stage finished",
-            labels=["job"],
+            labels=["stage"],
         )
         failing = GaugeMetricFamily(
             "forecaster_job_failing_series",
             "Series whose latest run of a stage failed",
-            labels=["job"],
+            labels=["stage"],
         )
         points = CounterMetricFamily(
             "forecaster_points_ingested",

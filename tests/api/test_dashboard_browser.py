@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.support.dashboard_seed import SERIES, seed_dashboard_store
+from tests.support.dashboard_seed import SERIES, running_api
 from tests.support.promserver import free_port
 
 pytestmark = pytest.mark.integration
@@ -42,53 +37,8 @@ CHROMIUM_ARGS = [
 @pytest.fixture
 def api_url(tmp_path: Path) -> Iterator[str]:
     """``forecaster serve`` on a free loopback port over a seeded SQLite store."""
-    db = f"sqlite:///{tmp_path / 'store.db'}"
-    seed_dashboard_store(db)
-    port = free_port()
-    log = tmp_path / "serve.log"
-    env = {
-        **os.environ,
-        "FORECASTER_DATABASE__URL": db,
-        "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "FORECASTER_PIPELINES": str(tmp_path / "none.yaml"),
-    }
-    with log.open("ab") as handle:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "forecaster",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            cwd=tmp_path,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"API not ready:\n{log.read_text()}"
-            time.sleep(0.2)
+    with running_api(tmp_path, free_port()) as base:
         yield base
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 @pytest.fixture

@@ -66,22 +66,22 @@ def test_stage_totals_durations_errors_and_points(store: Store) -> None:
     def value(name: str, **labels: str) -> float:
         return s[(name, tuple(sorted(labels.items())))]
 
-    assert value("forecaster_job_runs_total", job="ingest", outcome="ok") == 3
-    assert value("forecaster_job_runs_total", job="train", outcome="error") == 1
-    assert value("forecaster_job_errors_total", job="train") == 1
-    assert value("forecaster_job_errors_total", job="publish") == 0
-    assert value("forecaster_job_duration_seconds_count", job="ingest") == 3
-    assert value("forecaster_job_duration_seconds_sum", job="ingest") == pytest.approx(0.9)
-    assert value("forecaster_job_duration_seconds_bucket", job="train", le="30.0") == 1
-    assert value("forecaster_job_duration_seconds_bucket", job="train", le="60.0") == 2
-    assert value("forecaster_job_duration_seconds_bucket", job="train", le="+Inf") == 2
-    assert value("forecaster_job_last_duration_seconds", job="train") == pytest.approx(3.0)
+    assert value("forecaster_job_runs_total", stage="ingest", outcome="ok") == 3
+    assert value("forecaster_job_runs_total", stage="train", outcome="error") == 1
+    assert value("forecaster_job_errors_total", stage="train") == 1
+    assert value("forecaster_job_errors_total", stage="publish") == 0
+    assert value("forecaster_job_duration_seconds_count", stage="ingest") == 3
+    assert value("forecaster_job_duration_seconds_sum", stage="ingest") == pytest.approx(0.9)
+    assert value("forecaster_job_duration_seconds_bucket", stage="train", le="30.0") == 1
+    assert value("forecaster_job_duration_seconds_bucket", stage="train", le="60.0") == 2
+    assert value("forecaster_job_duration_seconds_bucket", stage="train", le="+Inf") == 2
+    assert value("forecaster_job_last_duration_seconds", stage="train") == pytest.approx(3.0)
     assert value("forecaster_points_ingested_total", series="rps") == 300
     assert value("forecaster_points_ingested_total", series="latency") == 100
-    assert value("forecaster_job_failing_series", job="train") == 1
-    assert value("forecaster_job_failing_series", job="ingest") == 0
-    last_train_ok = value("forecaster_job_last_success_timestamp_seconds", job="train")
-    last_train = value("forecaster_job_last_run_timestamp_seconds", job="train")
+    assert value("forecaster_job_failing_series", stage="train") == 1
+    assert value("forecaster_job_failing_series", stage="ingest") == 0
+    last_train_ok = value("forecaster_job_last_success_timestamp_seconds", stage="train")
+    last_train = value("forecaster_job_last_run_timestamp_seconds", stage="train")
     assert last_train_ok < last_train  # the failure came after the success
     assert value("forecaster_job_stats_ok") == 1
 
@@ -89,10 +89,10 @@ def test_stage_totals_durations_errors_and_points(store: Store) -> None:
     _run(store, "train", "latency", took=5.0, ok=True, chosen="prophet")
     _run(store, "ingest", "rps", took=0.1, ok=True, points=1)
     s = _samples(generate_latest(registry).decode())
-    assert value("forecaster_job_failing_series", job="train") == 0
-    assert value("forecaster_job_runs_total", job="train", outcome="ok") == 2
+    assert value("forecaster_job_failing_series", stage="train") == 0
+    assert value("forecaster_job_runs_total", stage="train", outcome="ok") == 2
     assert value("forecaster_points_ingested_total", series="rps") == 301
-    assert value("forecaster_job_duration_seconds_count", job="ingest") == 4
+    assert value("forecaster_job_duration_seconds_count", stage="ingest") == 4
 
 
 def test_reads_are_rate_limited_and_store_failures_are_reported(
@@ -105,10 +105,10 @@ def test_reads_are_rate_limited_and_store_failures_are_reported(
     _run(store, "publish", "rps", took=1.0, ok=True)
     s = _samples(generate_latest(registry).decode())
     # Within min_interval the cached totals are served: the new run is not read yet.
-    assert s[("forecaster_job_runs_total", (("job", "publish"), ("outcome", "ok")))] == 0
+    assert s[("forecaster_job_runs_total", (("outcome", "ok"), ("stage", "publish")))] == 0
     stats.refresh(force=True)
     s = _samples(generate_latest(registry).decode())
-    assert s[("forecaster_job_runs_total", (("job", "publish"), ("outcome", "ok")))] == 1
+    assert s[("forecaster_job_runs_total", (("outcome", "ok"), ("stage", "publish")))] == 1
 
     def unreachable() -> None:
         raise OperationalError("SELECT", {}, ConnectionError("database is down"))
@@ -117,7 +117,7 @@ def test_reads_are_rate_limited_and_store_failures_are_reported(
     stats.refresh(force=True)
     s = _samples(generate_latest(registry).decode())
     assert s[("forecaster_job_stats_ok", ())] == 0
-    assert s[("forecaster_job_runs_total", (("job", "publish"), ("outcome", "ok")))] == 1
+    assert s[("forecaster_job_runs_total", (("outcome", "ok"), ("stage", "publish")))] == 1
 
 
 def test_api_metrics_export_both_forecasts_and_pipeline_health(make_settings: Any) -> None:
@@ -140,4 +140,4 @@ def test_api_metrics_export_both_forecasts_and_pipeline_health(make_settings: An
     s = _samples(text)
     assert s[("forecaster_points_ingested_total", (("series", "rps"),))] == 10
     # Stages with no run yet are exported with zeros, so dashboards have a series.
-    assert s[("forecaster_job_runs_total", (("job", "train"), ("outcome", "ok")))] == 0
+    assert s[("forecaster_job_runs_total", (("outcome", "ok"), ("stage", "train")))] == 0

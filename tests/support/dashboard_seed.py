@@ -3,15 +3,24 @@
 The trace (AWS ELB request count, data/nab) is shifted so its last point is the
 current 5-minute step. Forecasts are seasonal-naive copies of the day before with a
 +-25 % band, which is enough for the dashboard to have something honest to draw.
+:func:`running_api` serves such a store with ``forecaster serve`` on loopback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 from sqlalchemy.engine import Engine
 
 from forecaster.config import DatabaseSettings
@@ -113,3 +122,60 @@ def _fill(store: Store, now: datetime) -> datetime:
             points=points,
         )
     return origin
+
+
+@contextlib.contextmanager
+def running_api(tmp_path: Path, port: int) -> Iterator[str]:
+    """``forecaster serve`` on ``127.0.0.1:port`` over a freshly seeded SQLite store.
+
+    Yields:
+        The base URL, once ``/readyz`` answers 200. The server is stopped on exit.
+    """
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    seed_dashboard_store(db)
+    log = tmp_path / "serve.log"
+    env = {
+        **os.environ,
+        "FORECASTER_DATABASE__URL": db,
+        "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "FORECASTER_PIPELINES": str(tmp_path / "none.yaml"),
+    }
+    with log.open("ab") as handle:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "forecaster",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"forecaster serve exited:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"API not ready after 60 s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
