@@ -83,7 +83,9 @@ class ScheduleSettings(BaseModel):
     train_cron: str = "0 3 * * *"
     timezone: str = "UTC"
     misfire_grace_seconds: int = Field(60, ge=1)
-    stale_after_seconds: int = Field(900, ge=1)
+    stale_after_seconds: int = Field(
+        120, ge=1, description="A forecast older than this is stale: two 1-minute publish intervals"
+    )
 
 
 class ApiSettings(BaseModel):
