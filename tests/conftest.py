@@ -120,8 +120,12 @@ def make_settings(tmp_path: Path) -> Any:
             "max_retries": 0,
             **overrides.pop("mlflow", {}),
         }
+        database = {
+            "url": db or f"sqlite:///{tmp_path / 'store.db'}",
+            **overrides.pop("database", {}),
+        }
         return load_settings(
-            database={"url": db or f"sqlite:///{tmp_path / 'store.db'}"},
+            database=database,
             mlflow=mlflow,
             pipelines=spec or tmp_path / "spec.yaml",
             **overrides,
