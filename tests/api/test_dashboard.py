@@ -152,3 +152,23 @@ def test_data_endpoint_respects_read_tokens(make_settings: Any, tmp_path: Any) -
         assert c.get(f"/v1/dashboard/{SERIES}").status_code == 401
         ok = c.get(f"/v1/dashboard/{SERIES}", headers={"Authorization": "Bearer a-real-token"})
         assert ok.status_code == 200
+
+
+def test_replica_plan_when_a_target_is_given(client: TestClient) -> None:
+    params = {"window": "6h", "target_per_replica": 50, "quantile": 0.9, "lead_time": "10m"}
+    body = client.get(f"/v1/dashboard/{SERIES}", params=params).json()
+    plan = body["replicas"]
+    fc = body["forecast"]
+    assert plan["t"] == fc["t"] and plan["lead_time_seconds"] == 600
+    # q0.9 lies between yhat and the 95% end of the 90% interval; the plan covers the
+    # next 10 minutes (this step and the two after it).
+    for i in range(len(plan["t"]) - 2):
+        window_upper = max(fc["upper"][i : i + 3])
+        window_mid = max(fc["yhat"][i : i + 3])
+        assert window_mid <= plan["load"][i] <= window_upper
+        assert plan["replicas"][i] == max(1, -(-plan["load"][i] // 50))
+    bad = client.get(f"/v1/dashboard/{SERIES}", params={**params, "quantile": 0.99})
+    assert bad.status_code == 422 and "quantile" in str(bad.json()["detail"])
+    assert (
+        client.get(f"/v1/dashboard/{SERIES}", params={"target_per_replica": -1}).status_code == 422
+    )

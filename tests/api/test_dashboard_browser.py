@@ -76,9 +76,11 @@ def test_dashboard_draws_the_series_without_errors(
         lambda req: None if req.url.startswith(api_url) else foreign.append(req.url),
     )
 
-    page.goto(f"{api_url}/dashboard?series={SERIES}&window=3d")
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=3d&target_per_replica=40")
     page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
     page.wait_for_function("window.forecasterDashboard.errorPlot !== null", timeout=10_000)
+    page.wait_for_function("window.forecasterDashboard.replicaPlot !== null", timeout=10_000)
+    assert page.locator("#replicas-panel").is_visible()
 
     drawn = page.evaluate(
         """() => {

@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from forecaster.api.deps import ReadAccess, StoreDep, ViewDep
 from forecaster.api.params import bad_parameter, duration_param
-from forecaster.errors import ForecastNotFound, SeriesNotFound, StoreError
+from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound, StoreError
 
 if TYPE_CHECKING:
     from forecaster.api.view import ForecastView
@@ -83,23 +83,45 @@ def dashboard_data(
     window: Annotated[
         str, Query(description="How much history to show, e.g. 6h, 24h, 7d (max 14d)")
     ] = "24h",
+    target_per_replica: Annotated[
+        float | None,
+        Query(gt=0, description="Load one replica handles; adds a replica plan when given"),
+    ] = None,
+    quantile: Annotated[
+        float, Query(gt=0, lt=1, description="Forecast quantile the replica plan provisions")
+    ] = 0.9,
+    lead_time: Annotated[
+        str, Query(description="Replica plan lead time, e.g. 5m", max_length=32)
+    ] = "5m",
 ) -> Response:
     """Actuals, current forecast with its band, earlier forecasts, champion, events.
 
     Timestamps in the arrays ``t`` are Unix seconds (UTC); values are in the series'
     ``unit``. ``forecast.lower``/``upper`` bound the central interval at
     ``forecast.level`` percent. Sections that do not apply are ``null`` or empty.
+    With ``target_per_replica``, ``replicas`` holds the replica plan over the forecast:
+    per step, ``ceil(max(quantile over [t, t + lead_time]) / target_per_replica)``.
     """
     span = duration_param("window", window, maximum=MAX_WINDOW)
     if span < timedelta(minutes=5):
         raise bad_parameter("window", f"window={window!r} is shorter than 5m")
+    lead = duration_param("lead_time", lead_time, maximum=timedelta(hours=24))
     cache: DashboardCache = request.app.state.dashboard_cache
-    key = (name, int(span.total_seconds()))
+    key = (name, int(span.total_seconds()), target_per_replica, quantile, lead.total_seconds())
     cached = cache.get(key)
     if cached is not None:
         return Response(cached, media_type="application/json")
     try:
         body = build_dashboard(view=view, store=store, name=name, span=span, cache=cache)
+        if target_per_replica is not None and body["forecast"] is not None:
+            body["replicas"] = replica_plan(
+                body["forecast"],
+                target_per_replica=target_per_replica,
+                quantile=quantile,
+                lead=lead,
+            )
+    except InputDataError as exc:
+        raise bad_parameter("quantile", str(exc)) from None
     except SeriesNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
     except (StoreError, SQLAlchemyError) as exc:
@@ -167,6 +189,46 @@ def build_dashboard(
         "trainings": [_training_doc(row) for row in trainings],
         "regressions": regression_events(store, name, since=start, cache=cache),
         "replicas": None,
+    }
+
+
+def replica_plan(
+    forecast: dict[str, Any], *, target_per_replica: float, quantile: float, lead: timedelta
+) -> dict[str, Any]:
+    """Replicas per forecast step from the planner (``forecaster.consumers.planner``).
+
+    Args:
+        forecast: A forecast section of the dashboard document (``t``, ``yhat``,
+            ``lower``, ``upper``, ``level``).
+        target_per_replica: Load one replica handles, in the series' unit.
+        quantile: Forecast quantile to provision for (within the published interval).
+        lead: How far ahead each step's capacity must already cover.
+
+    Raises:
+        InputDataError: If ``quantile`` is outside the published interval.
+    """
+    from forecaster.consumers.planner import interval_quantile, replicas_for_load
+
+    t: list[float] = forecast["t"]
+    load = [
+        interval_quantile(quantile, yhat=y, yhat_lower=lo, yhat_upper=hi, level=forecast["level"])
+        for y, lo, hi in zip(forecast["yhat"], forecast["lower"], forecast["upper"], strict=True)
+    ]
+    ahead = lead.total_seconds()
+    provisioned = []
+    end = 0
+    for i, start in enumerate(t):
+        end = max(end, i)
+        while end + 1 < len(t) and t[end + 1] <= start + ahead:
+            end += 1
+        provisioned.append(max(0.0, *load[i : end + 1]))
+    return {
+        "target_per_replica": target_per_replica,
+        "quantile": quantile,
+        "lead_time_seconds": ahead,
+        "t": t,
+        "load": provisioned,
+        "replicas": [replicas_for_load(v, target_per_replica) for v in provisioned],
     }
 
 
@@ -297,11 +359,11 @@ class DashboardCache:
     def __init__(self, ttl: float, size: int = 64) -> None:
         self.ttl = ttl
         self.size = size
-        self._items: dict[tuple[str, int], tuple[float, bytes]] = {}
+        self._items: dict[tuple[Any, ...], tuple[float, bytes]] = {}
         self._events: tuple[float, Table | None] | None = None
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, int]) -> bytes | None:
+    def get(self, key: tuple[Any, ...]) -> bytes | None:
         """The cached response of ``key`` if still fresh."""
         with self._lock:
             hit = self._items.get(key)
@@ -309,7 +371,7 @@ class DashboardCache:
                 return None
             return hit[1]
 
-    def put(self, key: tuple[str, int], value: bytes) -> None:
+    def put(self, key: tuple[Any, ...], value: bytes) -> None:
         """Remember ``value`` for ``key`` (evicting the oldest entry when full)."""
         with self._lock:
             if key not in self._items and len(self._items) >= self.size:

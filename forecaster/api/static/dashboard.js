@@ -8,7 +8,7 @@
   var el = function (id) { return document.getElementById(id); };
   // Axes and legends in UTC, like the API, whatever the browser's time zone.
   var utc = function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); };
-  var state = { plot: null, errorPlot: null, data: null, timer: null };
+  var state = { plot: null, errorPlot: null, replicaPlot: null, data: null, timer: null };
   window.forecasterDashboard = state;
 
   function headers() {
@@ -319,13 +319,34 @@
     } else {
       fill("events", text("p", "none in this window", "muted"));
     }
+    drawReplicas(doc);
+  }
+
+  // Replica plan (when the URL names target_per_replica): replicas per forecast step.
+  function drawReplicas(doc) {
     var plan = doc.replicas;
     el("replicas-panel").hidden = !plan;
-    if (plan) {
-      fill("replicas", definitionList(Object.keys(plan).map(function (k) {
-        return [k, typeof plan[k] === "number" ? fmt(plan[k]) : String(plan[k])];
-      })));
-    }
+    if (state.replicaPlot) { state.replicaPlot.destroy(); state.replicaPlot = null; }
+    if (!plan) return;
+    var node = el("replicas");
+    node.textContent = "";
+    node.appendChild(text("p",
+      "ceil(forecast q" + plan.quantile + " over the next " + plan.lead_time_seconds / 60 +
+      " min / " + fmt(plan.target_per_replica) + (doc.unit ? " " + doc.unit : "") + " per replica)",
+      "hint"));
+    var chart = document.createElement("div");
+    node.appendChild(chart);
+    state.replicaPlot = new uPlot({
+      width: Math.max(300, node.clientWidth - 10),
+      height: 160,
+      scales: { x: { time: true } },
+      tzDate: utc,
+      series: [
+        { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
+        { label: "replicas", stroke: "#1f5fbf", width: 2, paths: uPlot.paths.stepped({ align: 1 }) },
+      ],
+      axes: [{}, { size: 40 }],
+    }, [plan.t, plan.replicas], chart);
   }
 
   // -- loading -------------------------------------------------------------------------
@@ -334,10 +355,15 @@
     if (!name) return Promise.resolve();
     var win = el("window").value;
     var query = new URLSearchParams({ series: name, window: win });
-    history.replaceState(null, "", "?" + query.toString());
     setStatus("loading " + name + "…");
+    var wanted = params();
+    var extra = new URLSearchParams({ window: win });
+    ["target_per_replica", "quantile", "lead_time"].forEach(function (key) {
+      if (wanted.get(key)) { extra.set(key, wanted.get(key)); query.set(key, wanted.get(key)); }
+    });
+    history.replaceState(null, "", "?" + query.toString());
     var url = "v1/dashboard/" + name.split("/").map(encodeURIComponent).join("/") +
-      "?window=" + encodeURIComponent(win);
+      "?" + extra.toString();
     return getJSON(url).then(function (doc) {
       state.data = doc;
       draw(doc);
