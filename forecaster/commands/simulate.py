@@ -330,8 +330,13 @@ def simulate(
             load,
             capacity,
             step_hours,
-            f"forecast scaled by {scale:.3g} to match the reactive replica-hours "
-            "(observed-load floor unchanged)",
+            (
+                f"forecast scaled by {scale:.3g} to match the reactive replica-hours "
+                "(observed-load floor unchanged)"
+                if int(matched.sum()) <= int(reactive.sum())
+                else "cannot match the reactive cost: the observed-load floor and the "
+                "scale-down stabilisation alone cost more; this row is the cheapest plan"
+            ),
         ),
         "reactive": _outcome(
             "reactive (HPA-like)",

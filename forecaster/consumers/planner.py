@@ -20,6 +20,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from statistics import NormalDist
 
 from forecaster.errors import InputDataError
@@ -136,12 +137,16 @@ def interval_quantile(
     if q > 0.5:
         if abs(q - high_q) < _EPS:
             return yhat_upper
-        share = _STANDARD_NORMAL.inv_cdf(q) / _STANDARD_NORMAL.inv_cdf(high_q)
-        return yhat + (yhat_upper - yhat) * share
+        return yhat + (yhat_upper - yhat) * _normal_share(q, high_q)
     if abs(q - low_q) < _EPS:
         return yhat_lower
-    share = _STANDARD_NORMAL.inv_cdf(q) / _STANDARD_NORMAL.inv_cdf(low_q)
-    return yhat + (yhat_lower - yhat) * share
+    return yhat + (yhat_lower - yhat) * _normal_share(q, low_q)
+
+
+@lru_cache(maxsize=256)
+def _normal_share(q: float, end: float) -> float:
+    """z(q) / z(end): where quantile ``q`` sits between the median and an interval end."""
+    return _STANDARD_NORMAL.inv_cdf(q) / _STANDARD_NORMAL.inv_cdf(end)
 
 
 def provisioned_load(forecast: Iterable[float], observed: float | None) -> float:

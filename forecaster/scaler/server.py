@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import math
@@ -123,9 +124,20 @@ def metric_name_for(series: str) -> str:
 def parse_metadata(metadata: Mapping[str, str]) -> TriggerMetadata:
     """Validate the trigger metadata (see the module docstring for the keys).
 
+    KEDA sends the same metadata on every poll, so valid answers are cached.
+
     Raises:
         InputDataError: Naming the missing or invalid key.
     """
+    return _parse_cached(tuple(sorted(metadata.items())))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(items: tuple[tuple[str, str], ...]) -> TriggerMetadata:
+    return _parse(dict(items))
+
+
+def _parse(metadata: Mapping[str, str]) -> TriggerMetadata:
     series = (metadata.get("series") or "").strip()
     if not series:
         raise InputDataError("metadata 'series' is required (the series name to scale on)")
