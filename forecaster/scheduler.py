@@ -201,7 +201,9 @@ def _add_jobs(scheduler: Any, ctx: JobContext) -> None:
         )
         wanted.add(f"bootstrap:{spec.name}")
     for job in scheduler.get_jobs():
-        ours = job.id.startswith(("ingest:", "publish:", "train:", "bootstrap:"))
+        ours = job.id.startswith(
+            ("ingest:", "publish:", "train:", "bootstrap:", "detect:", "warm:")
+        )
         if ours and job.id not in wanted:
             log.info("removing job %s: no longer in the spec", job.id)
             job.remove()
