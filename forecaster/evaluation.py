@@ -227,7 +227,8 @@ def score_backtest(
         history_window: Window before each origin for the MASE denominator.
 
     Returns:
-        ``mase`` (averaged over origins), ``smape`` (percent, 0-200), ``coverage``
+        ``mase`` (averaged over origins), ``mase_median`` (median over origins,
+        robust to one anomalous day), ``smape`` (percent, 0-200), ``coverage``
         (share 0-1), ``width`` (mean interval width / mean actual), ``mae``.
         NaN where nothing could be scored.
     """
@@ -246,7 +247,14 @@ def score_backtest(
     ok = np.isfinite(actual) & np.isfinite(yhat)
     nan = float("nan")
     if not ok.any():
-        return {"mase": nan, "smape": nan, "coverage": nan, "width": nan, "mae": nan}
+        return {
+            "mase": nan,
+            "mase_median": nan,
+            "smape": nan,
+            "coverage": nan,
+            "width": nan,
+            "mae": nan,
+        }
     err = np.abs(actual - yhat)
     mases: list[float] = []
     origin_pos = series.index.get_indexer(pd.DatetimeIndex(frame["origin"]))
@@ -264,6 +272,7 @@ def score_backtest(
     width = float((upper[ok] - lower[ok]).mean()) / mean_actual if mean_actual > 0 else nan
     return {
         "mase": float(np.mean(mases)) if mases else nan,
+        "mase_median": float(np.median(mases)) if mases else nan,
         "smape": 100.0 * float(smape_terms.mean()),
         "coverage": float(inside.mean()),
         "width": width,

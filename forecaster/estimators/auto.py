@@ -4,10 +4,10 @@
 backtest of every candidate estimator fitted once at the start of a held-out tail
 and forecasting from many origins inside it -- exactly how production publishes
 from a daily-trained model. The candidate (or the mean of the two best, when that
-scores better) with the lowest MASE wins; its out-of-sample residuals calibrate the
-prediction interval conformally per horizon step; the winner is then refitted on
-the full cleaned history. Below two days of history it falls back to the seasonal
-naive (or last value) and says so in ``flags``.
+scores better) with the lowest MASE (median over origins) wins; its out-of-sample
+residuals calibrate the prediction interval conformally per horizon step; the
+winner is then refitted on the full cleaned history. Below two days of history it
+falls back to the seasonal naive (or last value) and says so in ``flags``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,17 @@ if TYPE_CHECKING:
     from forecaster.evaluation import IntervalCalibration
 
 KNOWN_CANDIDATES = ("seasonal_naive", "seasonal_naive_weekly", "last_value", "prophet", "lightgbm")
+DEFAULT_CANDIDATES = (
+    "seasonal_naive",
+    "seasonal_naive_weekly",
+    "last_value",
+    "prophet",
+    "lightgbm",
+)
 COLD_START = 2 * DAY
+#: Ranking key: the median over inner origins of MASE, so one anomalous day in the
+#: held-out tail (a blizzard, an outage) does not decide the choice.
+SELECT_BY = "mase_median"
 
 
 class AutoEstimator:
@@ -53,13 +63,17 @@ class AutoEstimator:
         ensemble: Also consider the mean of the two best candidates.
         clean: Clean outages, spikes and counter resets before training.
         relative_intervals: Calibrate residuals relative to the forecast's size.
+        interval_floor: With relative intervals, residuals are divided by
+            ``|yhat| + interval_floor * mean(|history|)``.
+        selection_days: Length of the held-out tail used for selection and
+            calibration (at least three horizons; at most a third of the history).
     """
 
     name = "auto"
 
     def __init__(
         self,
-        candidates: Sequence[str] = ("seasonal_naive", "prophet", "lightgbm"),
+        candidates: Sequence[str] = DEFAULT_CANDIDATES,
         level: float = 90.0,
         n_jobs: int = 1,
         *,
@@ -68,6 +82,8 @@ class AutoEstimator:
         ensemble: bool = True,
         clean: bool = True,
         relative_intervals: bool = True,
+        interval_floor: float = 1.0,
+        selection_days: float = 7.0,
     ) -> None:
         unknown = [c for c in candidates if c not in KNOWN_CANDIDATES]
         if unknown or not candidates:
@@ -84,6 +100,8 @@ class AutoEstimator:
         self.ensemble = ensemble
         self.clean = clean
         self.relative_intervals = relative_intervals
+        self.interval_floor = interval_floor
+        self.selection_days = selection_days
         self.chosen: str | None = None
         self.scores: dict[str, dict[str, float]] = {}
         self.flags: list[str] = []
@@ -158,8 +176,9 @@ class AutoEstimator:
         """(origins, stride) of the inner backtest over the held-out tail."""
         assert self.step_ is not None
         day = steps_in(DAY, self.step_)
+        tail = min(max(int(self.selection_days * day), 3 * self.horizon), n // 3)
         stride = max(1, self.horizon // 8) if self.horizon >= 48 else self.horizon
-        tail = min(max(2 * day, 2 * self.horizon), n // 3)
+        stride = max(stride, (tail - self.horizon) // 48)  # at most ~49 inner origins
         origins = max(1, (tail - self.horizon) // stride + 1)
         return origins, stride
 
@@ -172,6 +191,8 @@ class AutoEstimator:
         origins, stride = self._selection_layout(len(series))
         frames: dict[str, pd.DataFrame] = {}
         for name in self.candidates:
+            if name == "seasonal_naive_weekly" and span < 2 * WEEK:
+                continue  # would be the daily seasonal naive again
             began = time.perf_counter()
             try:
                 frame = backtest(
@@ -195,7 +216,7 @@ class AutoEstimator:
             self.scores[name]["fit_seconds"] = time.perf_counter() - began
         if not frames:
             raise EstimatorError("every auto candidate failed; see flags")
-        ranked = sorted(frames, key=lambda c: _finite_or_inf(self.scores[c]["mase"]))
+        ranked = sorted(frames, key=lambda c: _finite_or_inf(self.scores[c][SELECT_BY]))
         best = ranked[0]
         if self.ensemble and len(ranked) >= 2:
             a, b = ranked[0], ranked[1]
@@ -216,7 +237,7 @@ class AutoEstimator:
                 best = name
         self.chosen = best
         chosen_frame = frames[best]
-        floor = 0.1 * float(np.nanmean(np.abs(series.to_numpy(dtype=float))))
+        floor = self.interval_floor * float(np.nanmean(np.abs(series.to_numpy(dtype=float))))
         self.calibration_ = calibrate_intervals(
             chosen_frame,
             horizon=self.horizon,
@@ -282,6 +303,10 @@ class AutoEstimator:
             "horizon": self.horizon,
             "history_window_seconds": self.history_window.total_seconds(),
             "clean": self.clean,
+            "ensemble": self.ensemble,
+            "relative_intervals": self.relative_intervals,
+            "interval_floor": self.interval_floor,
+            "selection_days": self.selection_days,
             "step_seconds": self.step_.total_seconds(),
             "nonnegative": self.nonnegative_,
         }
@@ -300,6 +325,10 @@ class AutoEstimator:
                 horizon=int(state["horizon"]),
                 history_window=timedelta(seconds=float(state["history_window_seconds"])),
                 clean=bool(state["clean"]),
+                ensemble=bool(state.get("ensemble", True)),
+                relative_intervals=bool(state.get("relative_intervals", True)),
+                interval_floor=float(state.get("interval_floor", 1.0)),
+                selection_days=float(state.get("selection_days", 7.0)),
             )
             obj.chosen = str(state["chosen"])
             obj.members_ = [

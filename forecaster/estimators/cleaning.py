@@ -6,7 +6,7 @@ What is cleaned (and what is not):
   when the series normally carries traffic become missing (NaN). Runs that reach the
   end of the history are left alone: from the past alone they cannot be told apart
   from a real drop in load.
-* **Isolated spikes** -- at most ``max_spike_steps`` consecutive points far from a
+* **Isolated spikes** -- bursts of at most ``max_spike_duration`` (one hour) far from a
   centred rolling median (``spike_threshold`` robust deviations) are replaced by that
   median. A real level shift is sustained, so the centred median follows it and it
   is never flagged. The last few points are never touched for the same reason.
@@ -119,18 +119,18 @@ def clean_history(
     history: pd.Series,
     *,
     min_outage_steps: int = 3,
-    max_spike_steps: int = 2,
+    max_spike_duration: timedelta = timedelta(hours=1),
     spike_threshold: float = 8.0,
-    spike_window: int = 13,
 ) -> CleanedHistory:
     """Clean ``history`` (see the module docstring for the rules).
 
     Args:
         history: Float series on a regular UTC grid; NaN = missing.
         min_outage_steps: Shortest run of zeros treated as an outage.
-        max_spike_steps: Longest run of outlying points treated as a spike.
+        max_spike_duration: Longest run of outlying points treated as a spike (a
+            burst); the centred median window is twice as long plus one step, so a
+            sustained change (a level shift) always dominates it and is kept.
         spike_threshold: Outlier threshold in robust (MAD-based) deviations.
-        spike_window: Window of the centred rolling median, in steps (odd).
 
     Returns:
         The cleaned series and counts of what was changed.
@@ -165,8 +165,9 @@ def clean_history(
             f"({timedelta(seconds=result.outage_points * step.total_seconds())}) treated as missing"
         )
 
+    max_spike_steps = steps_in(max_spike_duration, step)
     result.spike_points = _replace_spikes(
-        values, spike_window | 1, max_spike_steps, spike_threshold, day
+        values, 2 * max_spike_steps + 1, max_spike_steps, spike_threshold, day
     )
     if result.spike_points:
         result.flags.append(f"spikes: {result.spike_points} isolated spike point(s) replaced")
@@ -230,7 +231,19 @@ def _replace_spikes(
     outlier[n - protect :] = False
     replaced = 0
     for a, b in _runs(outlier):
-        if b - a <= max_steps:
+        if b - a > max_steps:
+            continue
+        before = values[max(0, a - max_steps) : a]
+        after = values[b : b + max_steps]
+        before = before[np.isfinite(before)]
+        after = after[np.isfinite(after)]
+        if len(before) == 0 or len(after) == 0:
+            continue
+        left, right = float(np.median(before)), float(np.median(after))
+        run = values[a:b]
+        excursion = abs(float(np.nanmean(run)) - (left + right) / 2.0)
+        # A spike leaves and returns to the same level; a level shift does not.
+        if abs(left - right) <= 0.5 * excursion:
             values[a:b] = median[a:b]
             replaced += b - a
     return replaced

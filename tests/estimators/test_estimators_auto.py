@@ -42,7 +42,7 @@ def test_selection_exposes_scores_and_backtest(fitted, assert_forecast):
     assert {"seasonal_naive", "prophet", "lightgbm"} <= set(auto.scores)
     for score in auto.scores.values():
         assert set(score) >= {"mase", "smape", "coverage", "width", "fit_seconds"}
-    best = min(auto.scores, key=lambda k: auto.scores[k]["mase"])
+    best = min(auto.scores, key=lambda k: auto.scores[k]["mase_median"])
     assert auto.chosen == best
     frame = auto.selection_backtest
     assert frame is not None

@@ -62,3 +62,13 @@ def test_real_trace_is_mostly_untouched(nab_slice):
     result = clean_history(history)
     changed = (result.series != history) & history.notna()
     assert changed.mean() < 0.02
+
+
+def test_half_hour_burst_replaced_and_recent_shift_kept(make_series):
+    history = make_series(days=4, noise=2.0)
+    history.iloc[500:506] += 3000.0
+    history.iloc[-10:] += 800.0  # the newest points: could be a real shift, never touched
+    result = clean_history(history)
+    assert result.spike_points == 6
+    assert (result.series.iloc[500:506] < 300).all()
+    pd.testing.assert_series_equal(result.series.iloc[-10:], history.iloc[-10:])
