@@ -231,8 +231,8 @@ class AutoEstimator:
             self.scores[name]["fit_seconds"] = (
                 self.scores[a]["fit_seconds"] + self.scores[b]["fit_seconds"]
             )
-            if _finite_or_inf(self.scores[name]["mase"]) < _finite_or_inf(
-                self.scores[best]["mase"]
+            if _finite_or_inf(self.scores[name][SELECT_BY]) < _finite_or_inf(
+                self.scores[best][SELECT_BY]
             ):
                 best = name
         self.chosen = best
