@@ -53,3 +53,7 @@ bench: install system-deps
 
 clean:
 	rm -rf .forecaster models/mlflow.db models/artifacts models/cache .pytest_cache .mypy_cache
+
+proto: install
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+		forecaster/scaler/externalscaler.proto

@@ -181,7 +181,8 @@ def answer(
     latest = observations.get(query.series) if observations is not None else None
     if latest is None:
         note = "; no observation loaded, planning on the forecast alone"
-    elif now - latest[0] > stale_after_seconds:
+    elif now - latest[0] > max(stale_after_seconds, 2 * step + 60):
+        # An observation is naturally up to a step (plus scrape and ingest delay) old.
         note = "; latest observation is too old to use, planning on the forecast alone"
     else:
         observed = latest[1]
