@@ -32,6 +32,9 @@ class PrometheusSettings(BaseModel):
     client_key: Path | None = None
     bearer_token: SecretStr | None = None
     max_points_per_query: int = Field(10_000, ge=10, le=11_000)
+    #: Upper bound of (series in the answer) x (grid points) per range query; chunks of
+    #: large ``split_by`` families shrink to stay under it (bounds memory on both ends).
+    max_samples_per_request: int = Field(500_000, ge=100, le=50_000_000)
 
     @field_validator("url")
     @classmethod

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from forecaster.errors import SeriesNotFound
+from forecaster.errors import ForecasterError, SeriesNotFound
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     import pandas as pd
 
     from forecaster.jobs.context import JobContext
+    from forecaster.sources.base import FetchedSeries
     from forecaster.specs import SeriesSpec
 
 log = logging.getLogger(__name__)
@@ -30,46 +33,97 @@ class IngestResult:
     end: datetime
 
 
+@runtime_checkable
+class ChunkedSource(Protocol):
+    """A source that can hand out a range chunk by chunk (see ``PrometheusSource``)."""
+
+    def iter_chunks(
+        self, spec: SeriesSpec, start: datetime, end: datetime
+    ) -> Iterator[list[FetchedSeries]]:
+        """Validated series per chunk, chunks in time order, no timestamp twice."""
+        ...
+
+
 def ingest_series(
     ctx: JobContext, *, spec: SeriesSpec, now: datetime | None = None
 ) -> IngestResult:
     """Fetch ``spec``'s observations since the last stored one and upsert them.
 
-    The window starts a few steps before the latest stored point (late samples are
-    re-read; upserts make overlaps harmless) or, for a new series, one history
-    window before now. Everything is fetched and validated before anything is
-    written.
+    The window starts a few steps before the latest stored point of the laggiest
+    member (late samples are re-read; upserts make overlaps harmless) or, for a new
+    series, one history window before now.
+
+    Sources that stream (:class:`ChunkedSource`, e.g. Prometheus) are written chunk
+    by chunk, so memory stays bounded by one chunk however large the family is; each
+    chunk is validated before any of it is written. If a later chunk fails, the
+    earlier chunks stay stored and the next run resumes from the laggiest member, so
+    nothing is lost and nothing is duplicated. Other sources are fetched and
+    validated whole before anything is written.
 
     Raises:
-        SourceError: The source failed; nothing was written.
+        SourceError: The source failed (for a streaming source, after the chunks
+            before the failing one were written).
     """
     end = now or datetime.now(UTC)
     start = end - spec.history
     latest = _latest_observation(ctx, spec)
     if latest is not None and latest > start:
         start = latest - OVERLAP_STEPS * spec.step
-    fetched = ctx.source_for(spec).fetch(spec, start, end)
+    source = ctx.source_for(spec)
+    chunks: Iterable[list[FetchedSeries]] = (
+        source.iter_chunks(spec, start, end)
+        if isinstance(source, ChunkedSource)
+        else [source.fetch(spec, start, end)]
+    )
     written: dict[str, int] = {}
-    for item in fetched:
-        values = item.values
-        points: list[tuple[datetime, float]] = []
-        if values is not None and len(values):
-            points = [
-                (ts.to_pydatetime(), float(v))
-                for ts, v in zip(values.index, values.to_numpy(), strict=True)
-            ]
-        series_id = ctx.store.ensure_series(
-            name=item.name,
-            family=item.family,
-            labels=item.labels,
-            kind=spec.kind,
-            unit=spec.unit,
-            step_seconds=int(spec.step.total_seconds()),
-            horizon_steps=spec.horizon_steps,
-        )
-        written[item.name] = ctx.store.upsert_observations(series_id, points)
+    series_ids: dict[str, int] = {}
+    stored_chunks = 0
+    try:
+        for chunk in chunks:
+            for item in chunk:
+                series_id = series_ids.get(item.name)
+                if series_id is None:
+                    series_id = series_ids[item.name] = _ensure(ctx, spec, item)
+                points = _points(item)
+                written[item.name] = written.get(item.name, 0) + (
+                    ctx.store.upsert_observations(series_id, points) if points else 0
+                )
+            stored_chunks += 1
+    except ForecasterError:
+        if stored_chunks:
+            log.warning(
+                "ingest of %s failed after %d chunk(s) (%d points) were stored; "
+                "the next run resumes from the laggiest member",
+                spec.name,
+                stored_chunks,
+                sum(written.values()),
+            )
+        raise
     log.info("ingested %s: %s points in [%s, %s]", spec.name, sum(written.values()), start, end)
     return IngestResult(family=spec.name, written=written, start=start, end=end)
+
+
+def _ensure(ctx: JobContext, spec: SeriesSpec, item: FetchedSeries) -> int:
+    return ctx.store.ensure_series(
+        name=item.name,
+        family=item.family,
+        labels=item.labels,
+        kind=spec.kind,
+        unit=spec.unit,
+        step_seconds=int(spec.step.total_seconds()),
+        horizon_steps=spec.horizon_steps,
+    )
+
+
+def _points(item: FetchedSeries) -> list[tuple[datetime, float]]:
+    """``(tz-aware UTC timestamp, value)`` pairs of a fetched series."""
+    values = item.values
+    if values is None or not len(values):
+        return []
+    import pandas as pd
+
+    stamps = pd.DatetimeIndex(values.index).to_pydatetime().tolist()
+    return list(zip(stamps, values.to_numpy(dtype=float).tolist(), strict=True))
 
 
 def _latest_observation(ctx: JobContext, spec: SeriesSpec) -> datetime | None:

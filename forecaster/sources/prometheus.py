@@ -9,6 +9,17 @@
 * The range is cut into chunks of at most ``max_points_per_query`` grid points
   (Prometheus refuses more than 11,000 points per series); chunks do not share grid
   points, and stitching keeps the first value of any timestamp seen twice.
+* Chunks are also sized so that (series in the answer) x (grid points) stays under
+  ``max_samples_per_request``: a ``split_by`` family starts with a small probe chunk
+  (sized as if it had :data:`PROBE_FAMILY_SERIES` series), and every later chunk is
+  sized from the number of series the previous non-empty answer carried (empty
+  answers keep the probe size). This bounds the memory of Prometheus and of this
+  process for families of thousands of series; only a family that grows between
+  two chunks can exceed the budget, once, by its growth.
+* :meth:`PrometheusSource.iter_chunks` yields each chunk's validated series as soon
+  as it arrives (ingestion writes chunk by chunk); :meth:`PrometheusSource.fetch`
+  stitches the same chunks in memory. Label sets are validated against the spec
+  across chunks: a conflict that only shows up in a later chunk raises there.
 * Every HTTP call has an explicit timeout; connection errors, timeouts, HTTP 408, 429
   and 5xx are retried with exponential backoff, then raise ``SourceUnavailable``.
 * TLS verification, a CA bundle, a client certificate and a bearer token come from
@@ -30,9 +41,7 @@ from forecaster.errors import SourceQueryError, SourceUnavailable
 from forecaster.sources.base import FetchedSeries, member_name
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    import pandas as pd
+    from collections.abc import Callable, Iterator
 
     from forecaster.config import PrometheusSettings
     from forecaster.specs import SeriesSpec
@@ -45,6 +54,11 @@ QUERY_STATUSES = frozenset({400, 422})
 MAX_BACKOFF_SECONDS = 60.0
 #: How many label sets an error message lists before summarising.
 _MAX_LISTED = 10
+#: Family size assumed when sizing the first (probe) chunk of a ``split_by`` spec,
+#: before any answer has told how many series it has.
+PROBE_FAMILY_SERIES = 10_000
+
+_LabelSet = tuple[tuple[str, str], ...]
 
 _STATUS_MESSAGE = re.compile(r"^HTTP Status Code (\d{3}) \((.*)\)$", re.DOTALL)
 
@@ -98,25 +112,72 @@ class PrometheusSource:
             SourceQueryError: Prometheus rejects the query, answers something that is
                 not a JSON range-query matrix, or the series do not match the spec.
         """
+        merged: dict[_LabelSet, _Member] = {}
+        for chunk in self._iter_raw(spec, start, end):
+            for member in chunk:
+                known = merged.get(member.key)
+                if known is None:
+                    merged[member.key] = member
+                else:
+                    known.stamps_ms.extend(member.stamps_ms)
+                    known.values.extend(member.values)
+        return [merged[key].to_fetched() for key in sorted(merged)]
+
+    def iter_chunks(
+        self, spec: SeriesSpec, start: datetime, end: datetime
+    ) -> Iterator[list[FetchedSeries]]:
+        """Like :meth:`fetch`, one list of validated series per range-query chunk.
+
+        Chunks follow each other in time and do not share timestamps; each list holds
+        the series present in that chunk's answer (sorted by name), with the values of
+        that chunk only (possibly empty when Prometheus answered only NaN). Stitching
+        every chunk's values per name gives exactly what :meth:`fetch` returns.
+
+        Only one chunk is held in memory at a time, so a consumer that writes each
+        chunk before asking for the next keeps its memory bounded by
+        ``settings.max_samples_per_request``.
+
+        Raises:
+            SourceUnavailable: As :meth:`fetch`, when the chunk's query fails.
+            SourceQueryError: As :meth:`fetch`; a label set conflicting with those of
+                earlier chunks raises when its chunk arrives (earlier chunks were
+                already yielded).
+        """
+        for chunk in self._iter_raw(spec, start, end):
+            yield [member.to_fetched() for member in chunk]
+
+    def _iter_raw(
+        self, spec: SeriesSpec, start: datetime, end: datetime
+    ) -> Iterator[list[_Member]]:
+        """The chunks of :meth:`iter_chunks` as validated raw samples, sorted by label key."""
         query = spec.query
         if query is None:
             raise SourceQueryError(f"series {spec.name!r} has no Prometheus query")
         step_seconds = _whole_seconds(spec.step, spec.name)
         first, last = _grid_bounds(start, end, step_seconds)
         if first > last:
-            return []
-        chunk_points = self.settings.max_points_per_query
-        collected: dict[tuple[tuple[str, str], ...], dict[int, float]] = {}
+            return
+        budget = self.settings.max_samples_per_request
+        max_points = self.settings.max_points_per_query
+        expected = PROBE_FAMILY_SERIES if spec.split_by else 1
+        points = _chunk_points(budget, expected, max_points)
+        members = _MemberIndex(spec, query)
         chunk_start = first
         while chunk_start <= last:
-            chunk_end = min(chunk_start + (chunk_points - 1) * step_seconds, last)
+            chunk_end = min(chunk_start + (points - 1) * step_seconds, last)
             result = self._query_range(query, chunk_start, chunk_end, step_seconds)
-            for labels, samples in _parse_matrix(result, query):
-                stitched = collected.setdefault(labels, {})
-                for stamp, value in samples:
-                    stitched.setdefault(stamp, value)
+            parsed = _parse_matrix(result, query)
+            del result
+            answered = len(parsed)
+            chunk = members.admit(parsed)
+            del parsed
+            yield chunk
+            del chunk
             chunk_start = chunk_end + step_seconds
-        return _to_fetched(spec, query, collected)
+            if answered:
+                points = _chunk_points(budget, answered, max_points)
+            # An empty answer says nothing about the family's size (it may start
+            # later in the range): keep the current size, the probe's until then.
 
     def close(self) -> None:
         """Release the HTTP connection pool (the source can still be used afterwards)."""
@@ -367,55 +428,109 @@ def _parse_matrix(
     return parsed
 
 
-def _to_fetched(
-    spec: SeriesSpec,
-    query: str,
-    collected: dict[tuple[tuple[str, str], ...], dict[int, float]],
-) -> list[FetchedSeries]:
-    """Check the label sets against the spec and build the fetched series."""
-    if not collected:
-        return []
-    label_sets = sorted(collected)
-    if not spec.split_by:
-        if len(label_sets) > 1:
-            raise SourceQueryError(
-                f"series {spec.name!r}: query {query!r} returned {len(label_sets)} series, "
-                f"expected exactly one (aggregate the query or set split_by): "
-                f"{_list_label_sets(label_sets)}"
-            )
-        only = label_sets[0]
-        return [FetchedSeries(spec.name, spec.name, {}, _values(collected[only], spec.name))]
-    members: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
-    for labels in label_sets:
-        full = dict(labels)
-        missing = [label for label in spec.split_by if label not in full]
-        if missing:
-            raise SourceQueryError(
-                f"series {spec.name!r}: query {query!r} returned a series without split_by "
-                f"label(s) {missing}: {_format_labels(labels)}; received "
-                f"{_list_label_sets(label_sets)}"
-            )
-        key = tuple((label, full[label]) for label in sorted(spec.split_by))
-        if key in members:
-            raise SourceQueryError(
-                f"series {spec.name!r}: query {query!r} returned several series for "
-                f"split_by label set {_format_labels(key)}: {_format_labels(members[key])} "
-                f"and {_format_labels(labels)}; aggregate by {list(spec.split_by)}"
-            )
-        members[key] = labels
-    fetched = []
-    for key in sorted(members):
-        labels_dict = dict(key)
-        name = member_name(spec.name, labels_dict)
-        fetched.append(
-            FetchedSeries(name, spec.name, labels_dict, _values(collected[members[key]], name))
+def _chunk_points(budget: int, series: int, max_points: int) -> int:
+    """Grid points per chunk so that ``series`` x points stays within ``budget``."""
+    return max(1, min(max_points, budget // max(series, 1)))
+
+
+@dataclass
+class _Member:
+    """One series' samples from one or more chunks (epoch milliseconds, floats)."""
+
+    key: _LabelSet
+    name: str
+    family: str
+    labels: dict[str, str]
+    stamps_ms: list[int]
+    values: list[float]
+
+    def to_fetched(self) -> FetchedSeries:
+        import numpy as np
+        import pandas as pd
+
+        stamps = np.asarray(self.stamps_ms, dtype="int64")
+        values = np.asarray(self.values, dtype=float)
+        order = np.argsort(stamps, kind="stable")
+        index = pd.DatetimeIndex(
+            pd.to_datetime(stamps[order], unit="ms", utc=True), name="timestamp"
         )
-    return fetched
+        series = pd.Series(values[order], index=index, dtype=float, name=self.name)
+        return FetchedSeries(self.name, self.family, dict(self.labels), series)
 
 
-def _values(samples: dict[int, float], name: str) -> pd.Series:
-    import pandas as pd
+class _MemberIndex:
+    """Label sets seen so far for one fetch, validated against the spec across chunks.
 
-    stamps = sorted(samples)
-    index = pd.DatetimeIndex(pd.to_datetime(stamps, unit="ms", utc=True), name="timestamp")
-    return pd.Series([samples[s] for s in stamps], index=index, dtype=float, name=name)
+    Keeps, per label set, the newest timestamp already handed out, so a timestamp
+    answered twice (at a chunk boundary) keeps its first value.
+    """
+
+    def __init__(self, spec: SeriesSpec, query: str) -> None:
+        self.spec = spec
+        self.query = query
+        self.seen: dict[_LabelSet, tuple[_LabelSet, str, dict[str, str]]] = {}
+        self.by_key: dict[_LabelSet, _LabelSet] = {}
+        self.newest_ms: dict[_LabelSet, int] = {}
+
+    def admit(self, parsed: list[tuple[_LabelSet, list[tuple[int, float]]]]) -> list[_Member]:
+        """Validate a chunk's label sets and return its members' new samples, sorted."""
+        samples: dict[_LabelSet, dict[int, float]] = {}
+        for labels, pairs in parsed:
+            stitched = samples.setdefault(labels, {})
+            for stamp, value in pairs:
+                stitched.setdefault(stamp, value)
+        fresh = sorted(labels for labels in samples if labels not in self.seen)
+        if fresh:
+            self._validate(fresh)
+        chunk: list[_Member] = []
+        for labels, stitched in samples.items():
+            key, name, labels_dict = self.seen[labels]
+            newest = self.newest_ms.get(labels)
+            stamps = sorted(stamp for stamp in stitched if newest is None or stamp > newest)
+            if stamps:
+                self.newest_ms[labels] = stamps[-1]
+            chunk.append(
+                _Member(
+                    key=key,
+                    name=name,
+                    family=self.spec.name,
+                    labels=labels_dict,
+                    stamps_ms=stamps,
+                    values=[stitched[stamp] for stamp in stamps],
+                )
+            )
+        chunk.sort(key=lambda member: member.key)
+        return chunk
+
+    def _validate(self, fresh: list[_LabelSet]) -> None:
+        spec, query = self.spec, self.query
+        label_sets = sorted({*self.seen, *fresh})
+        if not spec.split_by:
+            if len(label_sets) > 1:
+                raise SourceQueryError(
+                    f"series {spec.name!r}: query {query!r} returned {len(label_sets)} "
+                    f"series, expected exactly one (aggregate the query or set split_by): "
+                    f"{_list_label_sets(label_sets)}"
+                )
+            self.seen[fresh[0]] = ((), spec.name, {})
+            return
+        for labels in fresh:
+            full = dict(labels)
+            missing = [label for label in spec.split_by if label not in full]
+            if missing:
+                raise SourceQueryError(
+                    f"series {spec.name!r}: query {query!r} returned a series without "
+                    f"split_by label(s) {missing}: {_format_labels(labels)}; received "
+                    f"{_list_label_sets(label_sets)}"
+                )
+            key = tuple((label, full[label]) for label in sorted(spec.split_by))
+            if key in self.by_key:
+                raise SourceQueryError(
+                    f"series {spec.name!r}: query {query!r} returned several series for "
+                    f"split_by label set {_format_labels(key)}: "
+                    f"{_format_labels(self.by_key[key])} and {_format_labels(labels)}; "
+                    f"aggregate by {list(spec.split_by)}"
+                )
+            self.by_key[key] = labels
+            labels_dict = dict(key)
+            self.seen[labels] = (key, member_name(spec.name, labels_dict), labels_dict)
