@@ -165,11 +165,16 @@ def demo(
     serve_api: Annotated[
         bool, typer.Option("--serve/--no-serve", help="Keep serving after the first forecast.")
     ] = True,
+    scaler_port: Annotated[int, typer.Option(help="KEDA external scaler (gRPC) port.")] = 50051,
 ) -> None:
-    """Ingest bundled real traces, train, publish and serve: the whole product on SQLite."""
+    """Ingest bundled real traces, train, publish and serve: the whole product on SQLite.
+
+    Serves the API (with the dashboard) and the KEDA external scaler, and runs the
+    scheduler (ingest, publish every minute, daily retrain) until Ctrl-C.
+    """
     from forecaster.demo import run_demo
 
-    run_demo(port=port, serve=serve_api)
+    run_demo(port=port, serve=serve_api, scaler_port=scaler_port)
 
 
 @db_app.command("upgrade")

@@ -23,7 +23,7 @@ def _say(message: str) -> None:
     typer.secho(message, fg=typer.colors.CYAN, bold=True)
 
 
-def run_demo(*, port: int = 8000, serve: bool = True) -> None:
+def run_demo(*, port: int = 8000, serve: bool = True, scaler_port: int = 50051) -> None:
     """Run the demo; see the module docstring."""
     from forecaster.config import load_settings
     from forecaster.jobs.context import JobContext
@@ -70,6 +70,9 @@ def run_demo(*, port: int = 8000, serve: bool = True) -> None:
         f"  series          {base}/v1/series\n"
         f"  a forecast      {base}/v1/series/{first}/forecast?horizon=1h\n"
         f"  metrics         {base}/metrics\n"
+        f"  dashboard       {base}/dashboard\n"
+        f"  scaling value   {base}/v1/scaling/{first}?target_per_replica=50&lead_time=10m\n"
+        f"  KEDA scaler     grpc 127.0.0.1:{scaler_port} (externalscaler.ExternalScaler)\n"
         f"  MLflow UI       .venv/bin/mlflow ui --backend-store-uri {settings.mlflow.tracking_uri}"
         "  (then http://127.0.0.1:5000)\n"
     )
@@ -77,7 +80,13 @@ def run_demo(*, port: int = 8000, serve: bool = True) -> None:
         return
     env = {**os.environ, "FORECASTER_PIPELINES": str(spec_path)}
     scheduler = subprocess.Popen([sys.executable, "-m", "forecaster", "scheduler"], env=env)
-    _say(f"scheduler running (pid {scheduler.pid}); serving the API on {base} — Ctrl-C stops")
+    from forecaster.scaler.server import start_scaler
+
+    scaler = start_scaler(settings, host="127.0.0.1", port=scaler_port)
+    _say(
+        f"scheduler running (pid {scheduler.pid}); KEDA scaler on 127.0.0.1:{scaler.port}; "
+        f"serving the API on {base} — Ctrl-C stops"
+    )
     try:
         import uvicorn
 
@@ -87,6 +96,7 @@ def run_demo(*, port: int = 8000, serve: bool = True) -> None:
             create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
         )
     finally:
+        scaler.stop()
         scheduler.terminate()
         try:
             scheduler.wait(timeout=10)
