@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     from forecaster.config import DatabaseSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+_LOCK_KEY = 7_301_974_113  # arbitrary constant: "forecaster migrations" advisory lock
 
 
 def make_engine(settings: DatabaseSettings) -> Engine:
@@ -62,8 +65,42 @@ def _alembic_config(engine: Engine) -> Any:
     return config
 
 
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Serialise migrations across processes (API, scheduler and scaler start together).
+
+    PostgreSQL: a session advisory lock. SQLite: an exclusive ``flock`` on a file
+    next to the database.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_LOCK_KEY})")
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
+                conn.commit()
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(database).expanduser().with_name(Path(database).name + ".migrate.lock")
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database schema to ``revision`` (default: the latest).
+
+    Safe to call from several processes at once: migrations are serialised and a
+    database already at the target revision is left alone.
 
     Raises:
         StoreError: If the database cannot be reached or migrated.
@@ -71,7 +108,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     try:
-        command.upgrade(_alembic_config(engine), revision)
+        with _migration_lock(engine):
+            if revision == "head" and current_revision(engine) == head_revision():
+                return
+            command.upgrade(_alembic_config(engine), revision)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot migrate database {engine.url!r}: {exc}") from exc
 

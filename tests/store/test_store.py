@@ -269,3 +269,23 @@ def test_ingestion_is_idempotent_property(
     rows = store.history("x")
     assert [ts for ts, _ in rows] == [T0 + i * STEP for i in sorted(expected)]
     engine.dispose()
+
+
+def test_concurrent_first_migrations_do_not_collide(db_url: str) -> None:
+    """API, scheduler and scaler often start together on an empty database."""
+    import subprocess
+    import sys
+
+    code = (
+        "from forecaster.config import DatabaseSettings\n"
+        "from forecaster.store.db import make_engine, upgrade\n"
+        f"upgrade(make_engine(DatabaseSettings(url={db_url!r})))\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    engine = make_engine(DatabaseSettings(url=db_url))
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
