@@ -227,8 +227,10 @@ def score_backtest(
         history_window: Window before each origin for the MASE denominator.
 
     Returns:
-        ``mase`` (averaged over origins), ``mase_median`` (median over origins,
-        robust to one anomalous day), ``smape`` (percent, 0-200), ``coverage``
+        ``mase`` (averaged over origins), ``mase_median`` (median over origins),
+        ``mase_trimmed`` (mean after dropping the worst 20% of origins: robust to
+        one anomalous day, yet still charging occasional large misses), ``smape``
+        (percent, 0-200), ``coverage``
         (share 0-1), ``width`` (mean interval width / mean actual), ``mae``.
         NaN where nothing could be scored.
     """
@@ -250,6 +252,7 @@ def score_backtest(
         return {
             "mase": nan,
             "mase_median": nan,
+            "mase_trimmed": nan,
             "smape": nan,
             "coverage": nan,
             "width": nan,
@@ -273,11 +276,21 @@ def score_backtest(
     return {
         "mase": float(np.mean(mases)) if mases else nan,
         "mase_median": float(np.median(mases)) if mases else nan,
+        "mase_trimmed": _trimmed_mean(mases, 0.2),
         "smape": 100.0 * float(smape_terms.mean()),
         "coverage": float(inside.mean()),
         "width": width,
         "mae": float(err[ok].mean()),
     }
+
+
+def _trimmed_mean(values: list[float], worst: float) -> float:
+    """Mean of ``values`` without the largest ``worst`` share (NaN if empty)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    keep = max(1, len(ordered) - int(len(ordered) * worst))
+    return float(sum(ordered[:keep]) / keep)
 
 
 @dataclass
@@ -350,6 +363,7 @@ def calibrate_intervals(
     min_count: int = 60,
     relative: bool = False,
     floor: float = 0.0,
+    inflation: float = 1.0,
 ) -> IntervalCalibration:
     """Split-conformal interval offsets per step from out-of-sample backtest rows.
 
@@ -360,6 +374,8 @@ def calibrate_intervals(
         min_count: Neighbouring steps are pooled until at least this many residuals.
         relative: Divide residuals by ``|yhat| + floor`` (scale-dependent errors).
         floor: Added to ``|yhat|`` in the relative scale.
+        inflation: Multiplier on the offsets (> 1 when the calibration tail is known
+            to be calmer than the future, e.g. few independent days).
 
     Raises:
         EstimatorError: If the frame holds no scorable rows.
@@ -388,8 +404,8 @@ def calibrate_intervals(
         pooled.append(np.sort(np.concatenate(chunk)) if chunk else np.sort(resid))
     for level in sorted({*levels}):
         alpha = (100.0 - level) / 200.0
-        lo = [min(-_conformal_quantile(np.sort(-p), 1.0 - alpha), 0.0) for p in pooled]
-        hi = [max(_conformal_quantile(p, 1.0 - alpha), 0.0) for p in pooled]
+        lo = [inflation * min(-_conformal_quantile(-p[::-1], 1.0 - alpha), 0.0) for p in pooled]
+        hi = [inflation * max(_conformal_quantile(p, 1.0 - alpha), 0.0) for p in pooled]
         cal.offsets[str(float(level))] = (lo, hi)
     return cal
 
