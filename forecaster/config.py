@@ -113,10 +113,29 @@ class TrainingSettings(BaseModel):
 
 
 class ScalerSettings(BaseModel):
-    """The KEDA external scaler gRPC server (``FORECASTER_SCALER__*``)."""
+    """The KEDA external scaler gRPC server (``FORECASTER_SCALER__*``).
+
+    With ``tls_cert`` and ``tls_key`` the server speaks TLS; with ``client_ca`` as
+    well it requires client certificates signed by that CA (mutual TLS).
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=1, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ScalerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key (or neither)")
+        if self.client_ca is not None and self.tls_cert is None:
+            raise ValueError("client_ca (mutual TLS) needs tls_cert and tls_key")
+        for name in ("tls_cert", "tls_key", "client_ca"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: file {str(path)!r} does not exist")
+        return self
 
 
 class Settings(BaseSettings):

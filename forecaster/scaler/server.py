@@ -437,7 +437,18 @@ def start_scaler(
     async def start() -> None:
         server = aio.server()
         pb2_grpc.add_ExternalScalerServicer_to_server(servicer, server)
-        bound = server.add_insecure_port(address)
+        tls = settings.scaler
+        if tls.tls_cert is not None and tls.tls_key is not None:
+            import grpc
+
+            credentials = grpc.ssl_server_credentials(
+                [(tls.tls_key.read_bytes(), tls.tls_cert.read_bytes())],
+                root_certificates=None if tls.client_ca is None else tls.client_ca.read_bytes(),
+                require_client_auth=tls.client_ca is not None,
+            )
+            bound = server.add_secure_port(address, credentials)
+        else:
+            bound = server.add_insecure_port(address)
         await server.start()
         started["server"] = server
         started["port"] = bound
