@@ -213,3 +213,24 @@ def test_api_process_does_not_import_heavy_libraries(make_settings: Any, tmp_pat
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_no_user_supplied_promql_reaches_prometheus(client: TestClient) -> None:
+    """Only spec'd queries run: no API parameter carries PromQL, and the API process
+    has no Prometheus client at all."""
+    spec = client.get("/openapi.json").json()
+    names = {
+        p["name"].lower()
+        for path in spec["paths"].values()
+        for op in path.values()
+        for p in op.get("parameters", [])
+    }
+    assert not names & {"query", "promql", "expr", "expression", "match[]"}
+    code = (
+        "import sys\n"
+        "import forecaster.api.app as a\n"
+        "print('prometheus_api_client' in sys.modules,"
+        " 'forecaster.sources.prometheus' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
