@@ -418,8 +418,13 @@ def plot_backtest(
     title: str,
     unit: str = "",
     context: timedelta = timedelta(days=2),
+    model: str | None = None,
 ) -> Path:
     """Write a PNG of the actuals, each origin's forecast and its interval band.
+
+    Only one model is drawn (``model``, default: the first in ``frame``, which for
+    :attr:`AutoEstimator.selection_backtest` is the chosen one), and only origins
+    whose forecasts do not overlap, so the picture stays readable.
 
     Args:
         frame: Backtest rows (see :func:`backtest`).
@@ -428,6 +433,7 @@ def plot_backtest(
         title: Figure title.
         unit: Unit of the values, shown on the y axis.
         context: How much history before the first origin to draw.
+        model: Which model's rows to draw.
 
     Returns:
         The path written.
@@ -437,6 +443,15 @@ def plot_backtest(
     from matplotlib.figure import Figure
 
     series = check_history(history)
+    wanted = model if model is not None else str(frame["model"].iloc[0])
+    frame = frame[frame["model"].astype(str) == wanted]
+    kept: list[pd.Timestamp] = []
+    covered_until = None
+    for origin, rows in frame.groupby("origin", sort=True):
+        if covered_until is None or pd.Timestamp(origin) > covered_until:  # type: ignore[arg-type]
+            kept.append(pd.Timestamp(origin))  # type: ignore[arg-type]
+            covered_until = pd.Timestamp(rows["ds"].max())
+    frame = frame[frame["origin"].isin(kept)]
     start = pd.Timestamp(frame["origin"].min()) - pd.Timedelta(context)
     end = pd.Timestamp(frame["ds"].max())
     shown = series[(series.index >= start) & (series.index <= end)]

@@ -169,3 +169,12 @@ def test_plot_backtest_writes_png(tmp_path):
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 20_000
+
+
+def test_plot_draws_one_model_and_non_overlapping_origins(tmp_path):
+    history = _nab("realAWSCloudwatch/elb_request_count_8c0756.csv", days=4)
+    naive = backtest(history, "seasonal_naive", horizon=48, origins=6, stride=12)
+    last = backtest(history, "last_value", horizon=48, origins=6, stride=12)
+    frame = pd.concat([naive, last], ignore_index=True)
+    out = plot_backtest(frame, history, tmp_path / "p.png", title="two models", unit="req")
+    assert out.stat().st_size > 20_000

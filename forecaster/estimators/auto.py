@@ -258,7 +258,8 @@ class AutoEstimator:
             floor=floor,
             inflation=self.interval_inflation,
         )
-        self.selection_backtest = pd.concat(list(frames.values()), ignore_index=True)
+        ordered = [best, *(name for name in frames if name != best)]  # chosen first
+        self.selection_backtest = pd.concat([frames[n] for n in ordered], ignore_index=True)
         members = [best] if best in KNOWN_CANDIDATES else [a, b]
         self.members_ = [self._factory(m, span).fit(series) for m in members]
 
