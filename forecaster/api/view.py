@@ -89,7 +89,7 @@ class ForecastView:
             return True
 
     def _load(self, old: ViewState) -> ViewState:
-        from forecaster.store.repository import SeriesInfo
+        from forecaster.store.repository import series_info_from_row
 
         with self.store.engine.connect() as conn:
             rows = (
@@ -112,19 +112,7 @@ class ForecastView:
         forecasts: dict[str, CachedForecast] = {}
         for row in rows:
             name = row["name"]
-            series[name] = SeriesInfo(
-                id=row["id"],
-                name=name,
-                family=row["family"],
-                labels=dict(row["labels"] or {}),
-                kind=row["kind"],
-                unit=row["unit"],
-                step_seconds=row["step_seconds"],
-                horizon_steps=row["horizon_steps"],
-                last_observation_at=row["last_observation_at"],
-                champion=row["champion"],
-                champion_version=row["champion_version"],
-            )
+            series[name] = series_info_from_row(row)
             pub_id = row["current_publication_id"]
             publication_ids[name] = pub_id
             if pub_id is None:

@@ -90,6 +90,23 @@ class Champion:
     artifact: str | None
 
 
+def series_info_from_row(row: Any) -> SeriesInfo:
+    """A :class:`SeriesInfo` from a mapping row of ``series`` joined with its champion."""
+    return SeriesInfo(
+        id=row["id"],
+        name=row["name"],
+        family=row["family"],
+        labels=dict(row["labels"] or {}),
+        kind=row["kind"],
+        unit=row["unit"],
+        step_seconds=row["step_seconds"],
+        horizon_steps=row["horizon_steps"],
+        last_observation_at=row["last_observation_at"],
+        champion=row["champion"],
+        champion_version=row["champion_version"],
+    )
+
+
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise InputDataError(f"naive datetime {value.isoformat()} given; timestamps must be UTC")
@@ -179,22 +196,7 @@ class Store:
                 rows = conn.execute(query).mappings().all()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the series catalogue: {exc}") from exc
-        return [
-            SeriesInfo(
-                id=row["id"],
-                name=row["name"],
-                family=row["family"],
-                labels=dict(row["labels"] or {}),
-                kind=row["kind"],
-                unit=row["unit"],
-                step_seconds=row["step_seconds"],
-                horizon_steps=row["horizon_steps"],
-                last_observation_at=row["last_observation_at"],
-                champion=row["champion"],
-                champion_version=row["champion_version"],
-            )
-            for row in rows
-        ]
+        return [series_info_from_row(row) for row in rows]
 
     # -- history ----------------------------------------------------------------------
     def upsert_observations(self, series_id: int, points: Iterable[tuple[datetime, float]]) -> int:
