@@ -215,6 +215,17 @@ def record_fit(
         trained_at=now or datetime.now(UTC),
     )
     log.info("trained %s: chose %s, %s (%.1fs)", name, chosen, decision.reason, outcome.seconds)
+    if current is None and not decision.promote:
+        return _serve_baseline(
+            ctx,
+            task=task,
+            refused=chosen,
+            why=decision.reason,
+            now=now,
+            scores=scores,
+            flags=outcome.flags,
+            seconds=outcome.seconds,
+        )
     return TrainResult(
         series=name,
         chosen=chosen,
@@ -244,3 +255,68 @@ def train_series(
     task = prepare_fit(ctx, spec=spec, name=name, now=now, n_jobs=n_jobs)
     outcome = fit_history(task)
     return record_fit(ctx, spec=spec, task=task, outcome=outcome, now=now)
+
+
+def _serve_baseline(
+    ctx: JobContext,
+    *,
+    task: FitTask,
+    refused: str,
+    why: str,
+    now: datetime | None,
+    scores: dict[str, dict[str, float]],
+    flags: list[str],
+    seconds: float,
+) -> TrainResult:
+    """No champion yet and the candidate was refused: serve the seasonal-naive baseline.
+
+    A series must never be left without a forecast; the baseline is the reference
+    every candidate is gated against, so it is the one model that needs no gate.
+    """
+    from forecaster.estimators.base import create_estimator, dump_estimator
+
+    name = task.series
+    document = dump_estimator(create_estimator(BASELINE).fit(task.history))
+    baseline_mase = scores.get(BASELINE, {}).get("mase")
+    reason = (
+        f"no champion yet and {refused} was not promoted ({why}); serving the "
+        f"{BASELINE} baseline as the fallback"
+    )
+    run_id = f"local-{int(time.time() * 1000)}"
+    version = "local"
+    try:
+        run_id = ctx.registry.log_training(
+            series=name,
+            params={"series": name, "chosen": BASELINE, "fallback_for": refused},
+            metrics={} if baseline_mase is None else {f"{BASELINE}.mase": baseline_mase},
+            estimator_document=document,
+            tags={"chosen": BASELINE, "fallback": "true"},
+        )
+        version = ctx.registry.register(name, run_id).version
+        ctx.registry.set_alias(name, CHAMPION, version)
+    except RegistryError as exc:
+        log.error("MLflow failed while registering the fallback of %s: %s", name, exc)
+        reason += "; MLflow failed, recorded locally only"
+    ctx.store.record_training(
+        series=name,
+        run_id=run_id,
+        estimator=BASELINE,
+        model_version=version,
+        promoted=True,
+        reason=reason,
+        metrics={"mase": baseline_mase, "scores": scores, "flags": flags},
+        artifact=json.dumps(document),
+        trained_at=now or datetime.now(UTC),
+    )
+    log.warning("%s: %s", name, reason)
+    return TrainResult(
+        series=name,
+        chosen=BASELINE,
+        promoted=True,
+        reason=reason,
+        run_id=run_id,
+        model_version=version,
+        scores=scores,
+        flags=[*flags, f"fallback: {refused} refused by the gate"],
+        seconds=seconds,
+    )

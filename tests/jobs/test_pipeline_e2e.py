@@ -124,3 +124,28 @@ def test_mlflow_down_training_completes_and_champion_keeps_serving(ctx: Any) -> 
     assert ctx.store.champion("elb") == before
     assert run_publish(ctx, specs).ok
     assert ctx.store.latest_forecast("elb").run_id == before.run_id
+
+
+def test_first_model_refused_by_the_gate_still_leaves_a_forecast(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no champion, a refused candidate must not leave the series unserved."""
+    from forecaster.jobs import train as train_module
+    from forecaster.promotion import GateDecision
+
+    monkeypatch.setattr(
+        train_module, "gate", lambda **_: GateDecision(False, "forced refusal for the test")
+    )
+    specs = ctx.select(None)
+    assert run_ingest(ctx, specs).ok
+    summary = run_train(ctx, specs)
+    assert summary.ok, summary.errors
+    result = summary.results[0]
+    assert result.promoted and result.chosen == "seasonal_naive"
+    assert "forced refusal for the test" in result.reason and "fallback" in result.reason
+    champion = ctx.store.champion("elb")
+    assert champion is not None and champion.estimator == "seasonal_naive"
+    alias = ctx.registry.alias("elb", CHAMPION)
+    assert alias is not None and alias.run_id == champion.run_id
+    assert run_publish(ctx, specs).ok
+    assert ctx.store.latest_forecast("elb").model_name == "seasonal_naive"
