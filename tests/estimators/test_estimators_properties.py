@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from forecaster.errors import EstimatorError
 from forecaster.estimators.gbm import LightGBMEstimator
 from forecaster.estimators.naive import LastValue, SeasonalNaive
 from forecaster.evaluation import calibrate_intervals
@@ -50,6 +52,10 @@ def test_naive_intervals_are_ordered(history, horizon, level):
 @given(history=histories(), horizon=st.integers(1, 60))
 def test_lightgbm_intervals_are_ordered(history, horizon):
     estimator = LightGBMEstimator(max_horizon=24, n_pairs=500, n_estimators=5)
+    if int(history.notna().sum()) < 12:
+        with pytest.raises(EstimatorError, match="at least 12 points"):
+            estimator.fit(history)
+        return
     _ordered(estimator.fit(history).predict(horizon))
 
 
