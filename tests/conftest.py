@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Property tests are reproducible in CI: the same examples on every run.
+hypothesis_settings.register_profile("forecaster", derandomize=True, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "forecaster"))
 
 REPO = Path(__file__).resolve().parents[1]
 NAB = REPO / "data" / "nab"

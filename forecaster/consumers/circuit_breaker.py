@@ -8,7 +8,7 @@ the validity window, the limits are::
     concurrency          = rate_upper [req/s] * latency_upper [s]
     max_requests         = ceil(headroom * concurrency)
     timeout              = timeout_factor * latency_upper
-    max_pending_requests = ceil(rate_upper * (timeout - latency_upper))
+    max_pending_requests = ceil(rate_upper * max(min_timeout, timeout - latency_upper))
     max_connections      = max_requests
     max_retries          = max(min_retries, ceil(retry_fraction * max_requests))
 
@@ -101,7 +101,9 @@ def size_limits(
     max_requests = max(policy.min_requests, math.ceil(policy.headroom * concurrency - 1e-9))
     timeout_s = max(policy.min_timeout_ms / 1000.0, policy.timeout_factor * latency_seconds)
     timeout_ms = max(policy.min_timeout_ms, math.ceil(timeout_s * 1000.0 - 1e-9))
-    queue_wait = max(0.0, timeout_ms / 1000.0 - latency_seconds)
+    # The longest useful wait in the queue. Computed from the unrounded timeout and
+    # floored at the minimum timeout so that it never shrinks as latency grows.
+    queue_wait = max(policy.min_timeout_ms / 1000.0, timeout_s - latency_seconds)
     max_pending = max(policy.min_pending, math.ceil(rate_per_second * queue_wait - 1e-9))
     max_retries = max(policy.min_retries, math.ceil(policy.retry_fraction * max_requests - 1e-9))
     return BreakerLimits(
