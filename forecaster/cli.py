@@ -128,23 +128,46 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+    server: Annotated[
+        str,
+        typer.Option(
+            help="HTTP server: granian (default, fastest in benchmarks/serving.py) or uvicorn."
+        ),
+    ] = "granian",
 ) -> None:
-    """Serve the HTTP API (forecasts, history, health, metrics, OpenAPI docs)."""
-    import uvicorn
-
+    """Serve the HTTP API (forecasts, history, dashboard, health, metrics, OpenAPI docs)."""
     from forecaster.store.db import make_engine, upgrade
 
     settings = _settings()
-    upgrade(make_engine(settings.database))
-    uvicorn.run(
-        "forecaster.api.asgi:app",
-        factory=False,
-        host=host or settings.api.host,
-        port=port or settings.api.port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    engine = make_engine(settings.database)
+    upgrade(engine)
+    engine.dispose()
+    bind_host, bind_port = host or settings.api.host, port or settings.api.port
+    if server == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces
+
+        Granian(
+            "forecaster.api.asgi:app",
+            address=bind_host,
+            port=bind_port,
+            interface=Interfaces.ASGI,
+            workers=workers,
+            log_access=False,
+        ).serve()
+    elif server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            "forecaster.api.asgi:app",
+            host=bind_host,
+            port=bind_port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+        )
+    else:
+        _fail(f"--server must be granian or uvicorn, got {server!r}", code=2)
 
 
 @app.command()
