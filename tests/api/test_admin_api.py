@@ -97,3 +97,9 @@ def test_cors_is_off_by_default(app_and_engine: Any) -> None:
     client, _ = app_and_engine
     r = client.get("/v1/series", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_request_id_out_of_range_is_422(app_and_engine: Any) -> None:
+    client, _ = app_and_engine
+    r = client.get("/v1/admin/jobs/9223372036854775808", headers=AUTH)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "request_id"]

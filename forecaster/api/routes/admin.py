@@ -7,9 +7,9 @@ records the outcome, which ``GET /v1/admin/jobs/{id}`` reports.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from forecaster.api.deps import AdminAccess, StoreDep, ViewDep
@@ -66,7 +66,10 @@ async def create_job(body: JobRequestIn, store: StoreDep, view: ViewDep) -> JobR
 
 
 @router.get("/jobs/{request_id}", response_model=JobRequestOut, summary="State of a job run")
-async def get_job(request_id: int, store: StoreDep) -> JobRequestOut:
+async def get_job(
+    request_id: Annotated[int, Path(ge=1, le=2**31 - 1, description="Id returned by POST")],
+    store: StoreDep,
+) -> JobRequestOut:
     """Where a triggered run stands, with the scheduler's detail once finished."""
     from forecaster.store.requests import get_request
 
