@@ -32,7 +32,7 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     """
     from prometheus_client import CollectorRegistry
 
-    from forecaster.api.consumers_view import AnomalyCollector
+    from forecaster.api.consumers_view import REFRESH_SECONDS, AnomalyCollector, ConsumerView
     from forecaster.api.job_metrics import JobRunCollector, JobRunStats
     from forecaster.api.metrics import ForecastCollector
     from forecaster.api.routes import (
@@ -53,28 +53,39 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     engine = make_engine(settings.database)
     store = Store(engine)
     view = ForecastView(store)
+    consumers = ConsumerView(store)
     registry = CollectorRegistry()
     registry.register(ForecastCollector(view))
     registry.register(ForecastMaxCollector(view, settings))
-    registry.register(AnomalyCollector(store))
+    registry.register(AnomalyCollector(consumers))
     registry.register(JobRunCollector(JobRunStats(store)))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(view.refresh)
+        await asyncio.to_thread(consumers.refresh)
+        stop = asyncio.Event()
 
         async def refresher() -> None:
-            while True:
-                await asyncio.sleep(refresh_seconds)
+            loop = asyncio.get_running_loop()
+            consumers_due = loop.time() + REFRESH_SECONDS
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), refresh_seconds)
+                    return
                 await asyncio.to_thread(view.refresh)
+                if loop.time() >= consumers_due:
+                    await asyncio.to_thread(consumers.refresh)
+                    consumers_due = loop.time() + REFRESH_SECONDS
 
         task = asyncio.create_task(refresher())
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Let a refresh in flight finish: never dispose the engine under a thread
+            # that still holds one of its connections.
+            stop.set()
+            await task
             engine.dispose()
 
     app = FastAPI(
@@ -86,6 +97,7 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     app.state.settings = settings
     app.state.store = store
     app.state.view = view
+    app.state.consumer_view = consumers
     app.state.metrics_registry = registry
     from forecaster.api.limits import SizeLimits
 

@@ -1,18 +1,16 @@
 """In-memory snapshot of regression scores and events for the API, and their /metrics collector.
 
 Like :class:`forecaster.api.view.ForecastView`, the read path never queries the
-database per request: a background task (the regressions router's lifespan)
-reloads the newest score per series and the recent events every couple of seconds.
+database per request: the app's background refresher (see
+:func:`forecaster.api.app.create_app`) reloads the newest score per series and the
+recent events every :data:`REFRESH_SECONDS`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
-import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -24,8 +22,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from forecaster.errors import StoreError
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from forecaster.store.consumers_repo import EventRow, LatestScore
     from forecaster.store.repository import Store
 
@@ -90,47 +86,11 @@ class ConsumerView:
             return True
 
 
-_VIEWS: weakref.WeakKeyDictionary[Store, ConsumerView] = weakref.WeakKeyDictionary()
-
-
-def consumer_view(store: Store) -> ConsumerView:
-    """The one :class:`ConsumerView` of ``store`` (created on first use)."""
-    view = _VIEWS.get(store)
-    if view is None:
-        view = _VIEWS.setdefault(store, ConsumerView(store))
-    return view
-
-
-@contextlib.asynccontextmanager
-async def consumer_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load the snapshot at start-up and refresh it in the background."""
-    view = consumer_view(app.state.store)
-    await asyncio.to_thread(view.refresh)
-
-    stop = asyncio.Event()
-
-    async def refresher() -> None:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), REFRESH_SECONDS)
-            except TimeoutError:
-                await asyncio.to_thread(view.refresh)
-
-    task = asyncio.create_task(refresher())
-    try:
-        yield
-    finally:
-        # Let a refresh in flight finish (never leave a thread holding a connection
-        # while the app disposes the engine).
-        stop.set()
-        await task
-
-
 class AnomalyCollector(Collector):
     """Exports ``forecaster_anomaly_score{series}`` and open regressions from the snapshot."""
 
-    def __init__(self, store: Store) -> None:
-        self.view = consumer_view(store)
+    def __init__(self, view: ConsumerView) -> None:
+        self.view = view
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         state = self.view.state

@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel
 
-from forecaster.api.consumers_view import consumer_lifespan, consumer_view
+from forecaster.api.consumers_view import ConsumerView
 from forecaster.api.deps import ReadAccess, ViewDep
 from forecaster.api.params import timestamp_param
 from forecaster.errors import StoreError
@@ -19,7 +19,6 @@ router = APIRouter(
     prefix="/v1/regressions",
     tags=["regressions"],
     dependencies=[ReadAccess],
-    lifespan=consumer_lifespan,
 )
 
 
@@ -72,7 +71,7 @@ async def list_regressions(
     start = timestamp_param("since", since) if since else datetime.now(UTC) - timedelta(days=7)
     if series is not None and series not in view.state.series:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown series {series!r}")
-    snapshot = consumer_view(request.app.state.store)
+    snapshot: ConsumerView = request.app.state.consumer_view
     state = snapshot.state
     if state.events_since is not None and start >= state.events_since:
         events = [
