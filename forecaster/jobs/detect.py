@@ -13,9 +13,10 @@ import logging
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from forecaster.errors import ConfigError, ForecasterError
+from forecaster.errors import ConfigError
 
 if TYPE_CHECKING:
     from forecaster.consumers.webhooks import WebhookTarget
@@ -220,29 +221,18 @@ def warm_series(
 
 
 def _each_member(ctx: JobContext, family: str, job: str, fn: Any) -> None:
+    from forecaster.jobs.runner import RunSummary, run_guarded
+
     spec = ctx.select([family])[0]
+    summary = RunSummary(job)
     for name in ctx.members(spec):
-        started = datetime.now(UTC)
-        try:
-            result = fn(ctx, spec=spec, name=name)
-        except ForecasterError as exc:
-            log.error("%s %s failed: %s", job, name, exc)
-            ctx.store.record_job_run(
-                job=job,
-                series=name,
-                started_at=started,
-                finished_at=datetime.now(UTC),
-                ok=False,
-                detail=str(exc),
-            )
-            continue
-        ctx.store.record_job_run(
-            job=job,
-            series=name,
-            started_at=started,
-            finished_at=datetime.now(UTC),
-            ok=True,
-            detail=str(result)[:1000],
+        run_guarded(
+            ctx,
+            job,
+            name,
+            partial(fn, ctx, spec=spec, name=name),
+            summary,
+            describe=lambda result: str(result)[:1000],
         )
 
 

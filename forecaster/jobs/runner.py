@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -35,7 +35,7 @@ class RunSummary:
         return not self.errors
 
 
-def _guarded(
+def run_guarded(
     ctx: JobContext,
     job: str,
     series: str,
@@ -43,7 +43,14 @@ def _guarded(
     summary: RunSummary,
     *,
     record: bool = True,
+    describe: Callable[[T], str] | None = None,
 ) -> T | None:
+    """Run ``fn`` for one series: a forecaster error is logged, recorded as a failed
+    job run and kept in ``summary.errors`` instead of stopping the other series.
+
+    Success is recorded as a job run too (unless ``record`` is false) with
+    ``describe(result)`` as its detail (default: a JSON summary of the result).
+    """
     started = datetime.now(UTC)
     try:
         result = fn()
@@ -66,7 +73,7 @@ def _guarded(
             started_at=started,
             finished_at=datetime.now(UTC),
             ok=True,
-            detail=json.dumps(_describe(result)),
+            detail=describe(result) if describe else json.dumps(_describe(result)),
         )
     summary.results.append(result)
     return result
@@ -77,8 +84,8 @@ def run_ingest(ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = Fal
     from forecaster.jobs.ingest import ingest_series
 
     summary = RunSummary("ingest")
-    for spec in _progress(specs, "ingest", progress):
-        _guarded(ctx, "ingest", spec.name, partial(ingest_series, ctx, spec=spec), summary)
+    for spec in _progress(specs, "ingest", progress, lambda spec: spec.name):
+        run_guarded(ctx, "ingest", spec.name, partial(ingest_series, ctx, spec=spec), summary)
     return summary
 
 
@@ -102,25 +109,24 @@ def run_train(
     summary = RunSummary("train")
     training = ctx.settings.training
     threads = n_jobs or training.threads_per_fit
-    tasks = []
+    prepared = RunSummary("train")
     specs_of = {}
     for spec in specs:
         members = ctx.members(spec)
         if not members:
             summary.errors[spec.name] = f"series {spec.name!r} has no history yet; run ingest first"
         for name in members:
-            task = _guarded(
+            specs_of[name] = spec
+            run_guarded(
                 ctx,
                 "train",
                 name,
                 partial(prepare_fit, ctx, spec=spec, name=name, n_jobs=threads),
-                summary,
+                prepared,
                 record=False,
             )
-            if task is not None:
-                tasks.append(task)
-                specs_of[name] = spec
-    summary.results.clear()
+    summary.errors.update(prepared.errors)
+    tasks = prepared.results
     if not tasks:
         return summary
     own = executor is None
@@ -137,9 +143,9 @@ def run_train(
                 if not isinstance(outcome, ForecasterError):
                     log.exception("fit of %s crashed", task.series, exc_info=outcome)
                 outcome = ForecasterError(f"fit failed: {outcome.__class__.__name__}: {outcome}")
-                _guarded(ctx, "train", task.series, partial(_raise, outcome), summary)
+                run_guarded(ctx, "train", task.series, partial(_raise, outcome), summary)
             else:
-                _guarded(
+                run_guarded(
                     ctx,
                     "train",
                     task.series,
@@ -176,8 +182,8 @@ def run_publish(ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = Fa
 
     summary = RunSummary("publish")
     work = [(spec, name) for spec in specs for name in ctx.members(spec)]
-    for spec, name in _progress(work, "publish", progress):
-        _guarded(
+    for spec, name in _progress(work, "publish", progress, lambda item: item[1]):
+        run_guarded(
             ctx,
             "publish",
             name,
@@ -187,30 +193,20 @@ def run_publish(ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = Fa
     return summary
 
 
-def _progress(items: list[T], label: str, enabled: bool) -> list[T]:
-    if not enabled or not items:
-        return items
-    return _TqdmList(items, label)
-
-
-class _TqdmList(list):  # type: ignore[type-arg]
-    """A list whose iteration shows a tqdm progress bar (on stderr)."""
-
-    def __init__(self, items: list[Any], label: str) -> None:
-        super().__init__(items)
-        self.label = label
-
-    def __iter__(self) -> Any:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(self), desc=self.label, unit="series", dynamic_ncols=True)
-        try:
-            for item in super().__iter__():
-                name = item[1] if isinstance(item, tuple) else getattr(item, "name", "")
-                bar.set_postfix_str(str(name)[:40])
-                yield item
+def _progress(
+    items: list[T], label: str, enabled: bool, name_of: Callable[[T], str]
+) -> Iterator[T]:
+    """Iterate ``items`` behind a tqdm progress bar (on stderr) when ``enabled``."""
+    bar = _bar(len(items), label, enabled and bool(items))
+    try:
+        for item in items:
+            if bar is not None:
+                bar.set_postfix_str(name_of(item)[:40])
+            yield item
+            if bar is not None:
                 bar.update(1)
-        finally:
+    finally:
+        if bar is not None:
             bar.close()
 
 
