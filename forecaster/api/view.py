@@ -121,10 +121,7 @@ class ForecastView:
             if cached is not None and cached.forecast.publication_id == pub_id:
                 forecasts[name] = cached
                 continue
-            try:
-                forecast = self.store.latest_forecast(name)
-            except (SeriesNotFound, ForecastNotFound):
-                continue
+            forecast = self.store.publication(name, int(pub_id))
             forecasts[name] = CachedForecast(
                 forecast=forecast,
                 ds_epoch=[p.ds.timestamp() for p in forecast.points],

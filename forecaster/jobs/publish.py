@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from forecaster.errors import ForecastNotFound
+from forecaster.errors import ForecastNotFound, InputDataError
 from forecaster.jobs.ingest import history_frame
 from forecaster.store.repository import ForecastPoint
 
@@ -45,8 +45,6 @@ def publish_series(
         ForecastNotFound: The series has no champion yet (train it first).
         InputDataError: No recent history to forecast from.
     """
-    from forecaster.errors import InputDataError
-
     champion = ctx.store.champion(name)
     if champion is None or champion.artifact is None:
         raise ForecastNotFound(f"series {name!r} has no champion model yet; run train first")
@@ -55,7 +53,8 @@ def publish_series(
         from forecaster.estimators.base import load_estimator
 
         estimator = load_estimator(json.loads(champion.artifact))
-        ctx.estimator_cache.clear() if len(ctx.estimator_cache) > 4096 else None
+        if len(ctx.estimator_cache) > 4096:
+            ctx.estimator_cache.clear()
         ctx.estimator_cache[champion.training_id] = estimator
     history = history_frame(ctx, name=name, step=spec.step, window=spec.history, now=now)
     if int(history.notna().sum()) == 0:

@@ -422,6 +422,14 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the forecast of {name!r}: {exc}") from exc
 
+    def publication(self, name: str, publication_id: int) -> PublishedForecast:
+        """The published forecast ``publication_id`` of ``name`` (e.g. a known current one)."""
+        try:
+            with self.engine.connect() as conn:
+                return self._load_publication(conn, name, publication_id)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the forecast of {name!r}: {exc}") from exc
+
     def forecast_made_before(self, name: str, when: datetime) -> PublishedForecast | None:
         """The last forecast of ``name`` generated at or before ``when`` (if kept)."""
         info = self.series(name)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel
 
 from forecaster.api.deps import ReadAccess, SettingsDep, StoreDep, ViewDep
-from forecaster.api.params import duration_param, timestamp_param
+from forecaster.api.params import bad_parameter, duration_param, timestamp_param
 from forecaster.errors import ForecastNotFound, SeriesNotFound, StoreError
 
 router = APIRouter(prefix="/v1/series", tags=["series"], dependencies=[ReadAccess])
@@ -166,12 +166,8 @@ def get_history(
     end = timestamp_param("until", until) if until else datetime.now(UTC)
     start = timestamp_param("since", since) if since else end - timedelta(hours=24)
     if start > end:
-        from forecaster.api.params import bad_parameter
-
         raise bad_parameter("since", "since must be before until")
     if end - start > timedelta(days=31):
-        from forecaster.api.params import bad_parameter
-
         raise bad_parameter("since", "at most 31 days of history per request")
     try:
         rows = store.history(name, since=start, until=end)
