@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from forecaster.errors import InputDataError
 
@@ -56,16 +56,17 @@ def _first_bad_timestamp(text: pd.Series) -> str:
     return str(text.iloc[0])
 
 
-def read_series_csv(
-    path: str | Path, *, duplicates: Literal["mean", "error"] = "mean"
-) -> pd.Series:
+def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     """Read a two-column CSV (timestamp, value) with a header row.
 
     The header names vary (``timestamp,value``, ``ds,y``, ...). Timestamps may be
-    ISO 8601 or anything pandas parses; naive means UTC. Unsorted rows are sorted.
-    Repeated timestamps (real exports have them, e.g. around a daylight-saving
-    change) are averaged, as resampling by mean would, and logged as a warning;
-    with ``duplicates="error"`` they are refused instead.
+    ISO 8601 or anything pandas parses; naive means UTC.
+
+    Rows out of time order and repeated timestamps are common in real exports (NAB's
+    own files have both, around daylight-saving changes), so by default rows are
+    sorted and repeated timestamps averaged (as resampling by mean would), with a
+    warning naming the first offending row. With ``strict=True`` either is refused
+    with an error naming the rows, and nothing is read.
 
     Returns:
         Float series with a tz-aware UTC DatetimeIndex (not yet on a regular grid).
@@ -113,16 +114,8 @@ def read_series_csv(
             f"{where}: row {row + 2}: value {frame.iloc[row, 1]!r} is not a number"
         )
     series = pd.Series(values.to_numpy(dtype=float), index=stamps, name=header[1])
+    _check_order(series.index, where=where, strict=strict)
     if series.index.has_duplicates:
-        repeated = series.index[series.index.duplicated()]
-        if duplicates == "error":
-            raise InputDataError(f"{where}: duplicate timestamp {repeated[0].isoformat()}")
-        log.warning(
-            "%s: %d rows share a timestamp with another row (first %s); averaging them",
-            where,
-            len(repeated),
-            repeated[0].isoformat(),
-        )
         series = series.groupby(level=0).mean()
     if not series.index.is_monotonic_increasing:
         series = series.sort_index()
@@ -132,6 +125,39 @@ def read_series_csv(
     if not finite.map(lambda v: abs(v) != float("inf")).all():
         raise InputDataError(f"{where}: infinite values are not allowed")
     return series
+
+
+def _check_order(index: pd.Index, *, where: str, strict: bool) -> None:
+    """Refuse (``strict``) or warn about rows out of time order and repeated stamps.
+
+    Row numbers are file lines (the header is line 1).
+    """
+    import numpy as np
+
+    stamps = index.to_numpy(dtype="datetime64[ns]").astype("int64")
+    backwards = np.flatnonzero(stamps[1:] < stamps[:-1])
+    hint = "; rerun without --strict to sort them" if strict else ""
+    if len(backwards):
+        row = int(backwards[0]) + 1
+        message = (
+            f"{where}: row {row + 2}: timestamp {index[row].isoformat()} is earlier than the "
+            f"row before it ({index[row - 1].isoformat()}); {len(backwards)} row(s) out of "
+            "time order"
+        )
+        if strict:
+            raise InputDataError(message + hint)
+        log.warning("%s; sorting them", message)
+    repeated = index.duplicated()
+    if repeated.any():
+        row = int(np.flatnonzero(repeated)[0])
+        first = int(np.flatnonzero(stamps == stamps[row])[0])
+        message = (
+            f"{where}: rows {first + 2} and {row + 2} share the timestamp "
+            f"{index[row].isoformat()}; {int(repeated.sum())} row(s) repeat a timestamp"
+        )
+        if strict:
+            raise InputDataError(message + ("; rerun without --strict to average them"))
+        log.warning("%s; averaging them", message)
 
 
 def to_grid(series: pd.Series, step: timedelta) -> pd.Series:

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from forecaster.commands import StrictOption
 from forecaster.errors import ForecasterError, InputDataError
 
 OUTPUT_COLUMNS = ("origin", "ds", "step", "yhat", "yhat_lower", "yhat_upper", "model")
@@ -77,6 +78,7 @@ def backtest_command(
     plot: Annotated[Path | None, typer.Option(help="Also write a PNG of the backtest.")] = None,
     unit: Annotated[str, typer.Option(help="Unit of the values, for the plot.")] = "",
     n_jobs: Annotated[int, typer.Option(min=1, help="Threads for LightGBM.")] = 1,
+    strict: StrictOption = False,
 ) -> None:
     """Rolling-origin backtest of INPUT.csv; writes one row per origin per step."""
     from forecaster.durations import parse_duration
@@ -99,7 +101,7 @@ def backtest_command(
             window = parse_duration(history, what="--history")
         except ValueError as exc:
             raise InputDataError(str(exc)) from exc
-        series = to_grid(read_series_csv(input_csv), step)
+        series = to_grid(read_series_csv(input_csv, strict=strict), step)
         frame = backtest(
             series,
             model,

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from forecaster.commands import StrictOption
 from forecaster.errors import ForecasterError, InputDataError
 
 
@@ -61,6 +62,7 @@ def detect_command(
     ] = 1,
     history: Annotated[str, typer.Option(help="Training window per refit.")] = "28d",
     min_history: Annotated[str, typer.Option(help="History before the first decision.")] = "1d",
+    strict: StrictOption = False,
 ) -> None:
     """Detect regressions in INPUT.csv online, as the service would have, and write events."""
     started = time.perf_counter()
@@ -96,7 +98,7 @@ def detect_command(
             raise InputDataError(
                 f"unknown model {model!r}; choose from {', '.join(estimator_names())}"
             )
-        series = to_grid(read_series_csv(input_csv), step)
+        series = to_grid(read_series_csv(input_csv, strict=strict), step)
         if series.index[-1] - series.index[0] <= durations["--min-history"]:
             raise InputDataError(
                 f"{input_csv}: spans {series.index[-1] - series.index[0]}, not more than "

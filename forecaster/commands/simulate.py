@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from forecaster.commands import StrictOption
 from forecaster.consumers.planner import ReplicaPlanner, ScalingPolicy, interval_quantile
 from forecaster.errors import ForecasterError, InputDataError
 
@@ -473,6 +474,7 @@ def simulate_command(
         float, typer.Option(help="Forecast quantile to provision for (0.5 .. 0.95).")
     ] = 0.9,
     n_jobs: Annotated[int, typer.Option(min=1, help="Threads for LightGBM.")] = 1,
+    strict: StrictOption = False,
 ) -> None:
     """Replay INPUT.csv and compare predictive, reactive (HPA-like) and oracle replica plans."""
     from forecaster.commands.backtest import parse_freq
@@ -498,7 +500,7 @@ def simulate_command(
         except ValueError as exc:
             raise InputDataError(str(exc)) from exc
         step = parse_freq(freq)
-        series = to_grid(read_series_csv(input_csv), step)
+        series = to_grid(read_series_csv(input_csv, strict=strict), step)
         report, outcomes, index = simulate(
             series,
             capacity=capacity,

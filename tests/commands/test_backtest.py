@@ -99,3 +99,27 @@ def test_bad_freq(app, tmp_path):
     result = _run(app, ELB, "--freq", "often", "--output", tmp_path / "o.csv")
     assert result.exit_code != 0
     assert "--freq" in result.output
+
+
+MACHINE_TEMPERATURE = NAB / "realKnownCause" / "machine_temperature_system_failure.csv"
+
+
+def test_real_file_with_repeated_and_unsorted_rows(app, tmp_path):
+    """NAB's own export has both; the default sorts/averages, --strict refuses."""
+    out = tmp_path / "o.csv"
+    result = _run(
+        app, MACHINE_TEMPERATURE, "--model", "seasonal_naive", "--horizon", "12",
+        "--origins", "2", "--output", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(out)) == 24
+
+    strict_out = tmp_path / "strict.csv"
+    result = _run(
+        app, MACHINE_TEMPERATURE, "--model", "seasonal_naive", "--horizon", "12",
+        "--origins", "2", "--output", strict_out, "--strict",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "machine_temperature_system_failure.csv: row " in result.output
+    assert "out of time order" in result.output and "without --strict" in result.output
+    assert not strict_out.exists()

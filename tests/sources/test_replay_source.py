@@ -90,13 +90,30 @@ def test_bad_csv_files_are_refused(tmp_path: Path, content: str, message: str) -
         read_series_csv(path)
 
 
-def test_duplicate_timestamps_are_averaged_or_refused(tmp_path: Path) -> None:
+def test_duplicate_timestamps_are_averaged_or_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "dup.csv"
     path.write_text("timestamp,value\n2024-01-01,1\n2024-01-01,3\n2024-01-01 00:05,5\n")
-    series = read_series_csv(path)
+    with caplog.at_level("WARNING"):
+        series = read_series_csv(path)
     assert list(series.to_numpy()) == [2.0, 5.0]
-    with pytest.raises(InputDataError, match="duplicate timestamp 2024-01-01T00:00:00"):
-        read_series_csv(path, duplicates="error")
+    assert "rows 2 and 3 share the timestamp 2024-01-01T00:00:00+00:00" in caplog.text
+    with pytest.raises(InputDataError, match=r"rows 2 and 3 share .*without --strict"):
+        read_series_csv(path, strict=True)
+
+
+def test_unsorted_rows_are_sorted_or_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "unsorted.csv"
+    path.write_text("timestamp,value\n2024-01-01 00:05,2\n2024-01-01 00:00,1\n2024-01-01 00:10,3\n")
+    with caplog.at_level("WARNING"):
+        series = read_series_csv(path)
+    assert list(series.to_numpy()) == [1.0, 2.0, 3.0]
+    assert "row 3: timestamp 2024-01-01T00:00:00+00:00 is earlier" in caplog.text
+    with pytest.raises(InputDataError, match=r"unsorted.csv: row 3: .* out of time order"):
+        read_series_csv(path, strict=True)
 
 
 def test_csv_variants_parse(tmp_path: Path) -> None:
