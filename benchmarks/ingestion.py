@@ -26,8 +26,6 @@ import multiprocessing
 import os
 import platform
 import resource
-import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.training import REPO, build_series
+from benchmarks.training import REPO, backfilled_prometheus, build_series
 
 METRIC = "bench_load_fine"
 TARGET_MIB = 1024
@@ -58,39 +56,6 @@ class IngestRun:
 def _parse_step(text: str) -> timedelta:
     units = {"s": 1, "m": 60, "h": 3600}
     return timedelta(seconds=int(text[:-1]) * units[text[-1]])
-
-
-def backfill(home: Path, args: argparse.Namespace) -> tuple[Path, int, float, float]:
-    """Write OpenMetrics and run promtool; returns (tsdb, samples, write s, promtool s)."""
-    from tests.support.promserver import PROMTOOL
-
-    step = _parse_step(args.step)
-    source = home / "backfill.om"
-    samples = 0
-    started = time.perf_counter()
-    with source.open("w", encoding="utf-8") as out:
-        out.write(f"# TYPE {METRIC} unknown\n")
-        for label, values in build_series(args.series, days=args.days, step=step):
-            prefix = f'{METRIC}{{series="{label}"}} '
-            stamps = (values.index.to_numpy(dtype="datetime64[s]").astype("int64")).tolist()
-            out.write(
-                "".join(f"{prefix}{v} {t}\n" for v, t in zip(values.tolist(), stamps, strict=True))
-            )
-            samples += len(values)
-        out.write("# EOF\n")
-    written = time.perf_counter() - started
-    tsdb = home / "tsdb"
-    tsdb.mkdir()
-    started = time.perf_counter()
-    subprocess.run(
-        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(source), str(tsdb)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    promtool = time.perf_counter() - started
-    source.unlink()
-    return tsdb, samples, written, promtool
 
 
 def _ingest_child(config: dict[str, Any], results: Any) -> None:
@@ -177,8 +142,6 @@ def ingest(home: Path, url: str, args: argparse.Namespace, *, one_shot: bool) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tests.support.promserver import _start, _stop  # the harness' server lifecycle
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=1000)
     parser.add_argument("--days", type=int, default=28)
@@ -187,28 +150,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/ingestion.md")
     args = parser.parse_args(argv)
     runs: list[IngestRun] = []
+    step = _parse_step(args.step)
     with tempfile.TemporaryDirectory(prefix="bench-ingestion-") as tmp:
         home = Path(tmp)
-        tsdb, samples, write_s, promtool_s = backfill(home, args)
-        print(  # noqa: T201
-            f"{samples:,} samples: OpenMetrics written in {write_s:.1f} s, "
-            f"promtool {promtool_s:.1f} s",
-            flush=True,
-        )
-        config = home / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1m\n")
-        started = time.perf_counter()
-        process, port = _start(config, tsdb, home / "prometheus.log", 300.0)
-        ready_s = time.perf_counter() - started
-        try:
-            url = f"http://127.0.0.1:{port}"
-            runs.append(ingest(home, url, args, one_shot=False))
+        series = build_series(args.series, days=args.days, step=step)
+        with backfilled_prometheus(home / "prom", METRIC, series) as prom:
+            print(  # noqa: T201
+                f"{prom.samples:,} samples: OpenMetrics written in {prom.write_seconds:.1f} s, "
+                f"promtool {prom.promtool_seconds:.1f} s",
+                flush=True,
+            )
+            runs.append(ingest(home, prom.url, args, one_shot=False))
             if args.one_shot:
-                runs.append(ingest(home, url, args, one_shot=True))
-        finally:
-            _stop(process)
-        tsdb_mib = sum(p.stat().st_size for p in tsdb.rglob("*") if p.is_file()) / 2**20
-        shutil.rmtree(tsdb, ignore_errors=True)
+                runs.append(ingest(home, prom.url, args, one_shot=True))
+            tsdb = home / "prom" / "tsdb"
+            tsdb_mib = sum(p.stat().st_size for p in tsdb.rglob("*") if p.is_file()) / 2**20
+        samples, write_s, promtool_s, ready_s = (
+            prom.samples,
+            prom.write_seconds,
+            prom.promtool_seconds,
+            prom.ready_seconds,
+        )
     text = to_markdown(args, samples, write_s, promtool_s, ready_s, tsdb_mib, runs)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
@@ -237,7 +199,7 @@ def to_markdown(
         f"max_points_per_query={defaults.max_points_per_query:,} (defaults)",
         f"- machine: {platform.platform()}, {os.cpu_count()} CPU(s), "
         f"Python {platform.python_version()}",
-        f"- backfill: OpenMetrics text written in {write_s:.0f} s, promtool "
+        f"- backfill (OpenMetrics per 2 h block + promtool): written in {write_s:.0f} s, promtool "
         f"{promtool_s:.0f} s, Prometheus ready in {ready_s:.0f} s, TSDB {tsdb_mib:.0f} MiB",
         "",
         "| mode | seconds | points written | points/s | series | peak RSS of the "
