@@ -35,12 +35,17 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+#: prophet logs an ERROR at import when plotly (interactive plots, unused here) is
+#: missing; set before any import of prophet, including in worker processes.
+logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
+
+
 def _quiet_backends() -> None:
     """Silence cmdstanpy's and prophet's INFO chatter (does not touch global logging)."""
     from cmdstanpy.utils import get_logger
 
     get_logger()  # installs cmdstanpy's own handler first, so our level sticks
-    for name in ("cmdstanpy", "prophet", "prophet.plot"):
+    for name in ("cmdstanpy", "prophet"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
