@@ -49,6 +49,7 @@ pytest: install system-deps
 test: lint typecheck pytest
 
 bench: install system-deps
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/accuracy.py
 
 clean:

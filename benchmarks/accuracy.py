@@ -9,6 +9,12 @@ fit) to ``benchmarks/results/accuracy.md``.
     .venv/bin/python benchmarks/accuracy.py [--series elb,nyc_taxi] [--tasks day_ahead]
         [--models auto,prophet] [--jobs 2] [--output benchmarks/results/accuracy.md]
 
+References: last value, seasonal naive (daily, weekly), Prophet as shipped, our own
+LightGBM (for context), and two outside ones from benchmarks/references.py (needs the
+``bench`` extra: ``pip install -e '.[dev,bench]'``): statsforecast's MSTL(AutoETS)
+for day-ahead and mlforecast's LightGBM for both tasks. The report ends with a
+per-series table of the targets of issue #3, computed from the results.
+
 Tasks are defined for 5-minute data; a series on another grid (nyc_taxi, 30 min)
 gets the same durations in its own steps (day-ahead = 48 steps, hour-ahead = 2).
 Not part of the test suite.
@@ -25,6 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 NAB = REPO / "data" / "nab"
@@ -48,7 +55,37 @@ TASKS: dict[str, tuple[timedelta, int, timedelta, timedelta]] = {
     "hour_ahead": (timedelta(hours=1), 168, timedelta(hours=1), timedelta(hours=24)),
 }
 
-MODELS = ("auto", "lightgbm", "prophet", "seasonal_naive", "seasonal_naive_weekly", "last_value")
+MODELS = (
+    "auto",
+    "lightgbm",
+    "prophet",
+    "seasonal_naive",
+    "seasonal_naive_weekly",
+    "last_value",
+    "mstl_autoets",
+    "mlforecast_lgbm",
+)
+#: What ``auto`` is measured against for the targets (issue #3): the references a user
+#: would otherwise pick. ``lightgbm`` is one of auto's own candidates, shown for context.
+TARGET_REFERENCES = (
+    "prophet",
+    "seasonal_naive",
+    "seasonal_naive_weekly",
+    "last_value",
+    "mstl_autoets",
+    "mlforecast_lgbm",
+)
+#: Targets: auto MASE at least this much below the best reference, coverage band of the
+#: 90% interval, and wall seconds for one series' whole day-ahead backtest.
+MASE_MARGIN = 0.10
+COVERAGE_BAND = (0.85, 0.95)
+DAY_AHEAD_SECONDS = 60.0
+#: Outside references (benchmarks/references.py, ``bench`` extra) -> the tasks they run.
+#: MSTL forecasts only from its fit origin, so it runs where every origin is a refit.
+REFERENCE_TASKS: dict[str, tuple[str, ...]] = {
+    "mstl_autoets": ("day_ahead",),
+    "mlforecast_lgbm": ("day_ahead", "hour_ahead"),
+}
 
 
 @dataclass
@@ -64,10 +101,25 @@ class Result:
     width: float
     fit_seconds: float
     chosen: str
+    seconds: float = float("nan")
 
 
 def _steps(duration: timedelta, step: timedelta) -> int:
     return max(1, round(duration / step))
+
+
+def _references() -> Any:
+    """benchmarks/references.py, loaded by path: works for ``python benchmarks/accuracy.py``
+    and for ``python -m benchmarks.accuracy`` alike, without touching ``sys.path``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_references", Path(__file__).with_name("references.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_one(series_name: str, task: str, model: str) -> Result:
@@ -84,23 +136,38 @@ def run_one(series_name: str, task: str, model: str) -> Result:
     horizon = _steps(horizon_d, step)
     stride = _steps(stride_d, step)
     refit = _steps(refit_d, step)
+    built: list[Any] = []
+    if model in REFERENCE_TASKS:
+        factory = _references().reference_factory(model, horizon=horizon, level=90.0)
+
+        def engine() -> Any:
+            built.append(factory())
+            return built[-1]
+
     began = time.perf_counter()
     frame = backtest(
         history,
-        model,
+        engine if model in REFERENCE_TASKS else model,
         horizon=horizon,
         origins=origins,
         stride=stride,
         refit_every=refit,
         level=90.0,
+        model_name=model,
     )
     seconds = time.perf_counter() - began
     fits = len(range(0, (origins - 1) * stride + 1, max(refit, stride))) if refit else origins
     scores = score_backtest(frame, history)
-    chosen = ", ".join(
-        f"{name} x{count}"
-        for name, count in frame.drop_duplicates("origin")["model"].value_counts().items()
-    )
+    if built:  # a reference: name the set-up each refit used (e.g. MSTL's seasons)
+        described = pd.Series([getattr(est, "description", model) for est in built])
+        chosen = ", ".join(
+            f"{name} x{count} fits" for name, count in described.value_counts().items()
+        )
+    else:
+        chosen = ", ".join(
+            f"{name} x{count}"
+            for name, count in frame.drop_duplicates("origin")["model"].value_counts().items()
+        )
     return Result(
         series=series_name,
         task=task,
@@ -111,6 +178,7 @@ def run_one(series_name: str, task: str, model: str) -> Result:
         width=scores["width"],
         fit_seconds=seconds / max(fits, 1),
         chosen=chosen,
+        seconds=seconds,
     )
 
 
@@ -183,7 +251,49 @@ def render(results: list[Result], *, tasks: list[str], models: list[str], wall: 
                             f"{r.chosen} |"
                         )
         lines.append("")
+    lines += _targets(results, tasks=tasks)
     return "\n".join(lines) + "\n"
+
+
+def _targets(results: list[Result], *, tasks: list[str]) -> list[str]:
+    """Per series and task: is each target of issue #3 met? Computed, never typed in."""
+    lines = [
+        "## Targets per series",
+        "",
+        f"MASE: auto at least {100 * MASE_MARGIN:.0f}% below the best reference "
+        f"({', '.join(TARGET_REFERENCES)}); ratio = auto / best. Coverage of the 90% "
+        f"interval in {100 * COVERAGE_BAND[0]:.0f}-{100 * COVERAGE_BAND[1]:.0f}%. Time: the "
+        f"whole day-ahead backtest of one series under {DAY_AHEAD_SECONDS:.0f} s (wall "
+        "seconds on the shared machine above).",
+        "",
+        "| task | series | auto MASE | best reference | its MASE | ratio | MASE target "
+        "| coverage | coverage target | backtest s | time target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task in tasks:
+        for name in sorted({r.series for r in results if r.task == task}):
+            mine = {r.model: r for r in results if r.task == task and r.series == name}
+            auto = mine.get("auto")
+            refs = [
+                mine[m] for m in TARGET_REFERENCES if m in mine and mine[m].mase == mine[m].mase
+            ]
+            if auto is None or not refs:
+                continue
+            best = min(refs, key=lambda r: r.mase)
+            ratio = auto.mase / best.mase if best.mase > 0 else float("nan")
+            mase_ok = ratio <= 1.0 - MASE_MARGIN
+            cov_ok = COVERAGE_BAND[0] <= auto.coverage <= COVERAGE_BAND[1]
+            time_cell = "-"
+            if task == "day_ahead":
+                time_cell = "met" if auto.seconds < DAY_AHEAD_SECONDS else "**missed**"
+            lines.append(
+                f"| {task} | {name} | {_fmt(auto.mase, '.3f')} | {best.model} | "
+                f"{_fmt(best.mase, '.3f')} | {_fmt(ratio, '.2f')} | "
+                f"{'met' if mase_ok else '**missed**'} | {_fmt(100 * auto.coverage, '.1f')}% | "
+                f"{'met' if cov_ok else '**missed**'} | {_fmt(auto.seconds, '.0f')} | {time_cell} |"
+            )
+    lines.append("")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown series or task: {unknown}; series: {list(SERIES)}; tasks: {list(TASKS)}")
         return 2
-    jobs = [(s, t, m) for t in tasks for s in series for m in models]
+    jobs = [
+        (s, t, m)
+        for t in tasks
+        for s in series
+        for m in models
+        if t in REFERENCE_TASKS.get(m, tuple(TASKS))
+    ]
     began = time.perf_counter()
     results: list[Result] = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
