@@ -8,7 +8,7 @@ windows to a webhook.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -159,6 +159,8 @@ def rank_members(
     start: datetime,
     end: datetime,
     k: int,
+    current: Collection[str] = (),
+    margin: float = 0.0,
 ) -> list[RankedMember]:
     """The ``k`` members with the highest predicted demand in ``(start, end]``.
 
@@ -166,9 +168,18 @@ def rank_members(
     per-step rate this is proportional to the expected request count); ties are
     broken by the upper quantile, then by name. Members with no forecast step in
     the window are left out.
+
+    Hysteresis: members in ``current`` (what the cache holds now) keep their place
+    unless an outsider's predicted demand exceeds theirs by more than ``margin``
+    (relative, e.g. 0.1 = 10 %). Near the boundary two keys with nearly equal
+    forecasts would otherwise swap back and forth on noise, each swap costing a
+    reload; with ``margin=0`` (or no ``current``) the ranking is the plain top-k.
+    The result is sorted by demand either way.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if margin < 0:
+        raise ValueError(f"margin must not be negative, got {margin}")
     ranked: list[RankedMember] = []
     for name, points in forecasts.items():
         inside = [p for p in points if start < p.ds <= end]
@@ -183,4 +194,18 @@ def rank_members(
             )
         )
     ranked.sort(key=lambda m: (-m.demand, -m.demand_upper, m.series))
-    return ranked[:k]
+    held = set(current)
+    if not held or margin == 0:
+        return ranked[:k]
+    keep = [m for m in ranked if m.series in held][:k]
+    outsiders = [m for m in ranked if m.series not in held]
+    # top up from the best outsiders when fewer than k incumbents have a forecast
+    chosen, outsiders = keep + outsiders[: k - len(keep)], outsiders[k - len(keep) :]
+    while outsiders and chosen:
+        weakest = min(chosen, key=lambda m: (m.demand, m.demand_upper))
+        best = outsiders[0]
+        if best.demand - weakest.demand <= margin * abs(weakest.demand):
+            break
+        chosen = [m for m in chosen if m is not weakest] + [best]
+        outsiders = outsiders[1:]
+    return sorted(chosen, key=lambda m: (-m.demand, -m.demand_upper, m.series))

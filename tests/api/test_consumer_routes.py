@@ -144,6 +144,15 @@ def test_cache_warming_top_k(client: TestClient) -> None:
     assert [m["rank"] for m in body["members"]] == [1, 2]
     assert body["members"][0]["predicted_demand"] > body["members"][1]["predicted_demand"]
     assert client.get("/v1/cache-warming/nope/top").status_code == 404
+    held = ",".join(f'by_route{{route="{r}"}}' for r in ("/a", "/b"))
+    sticky = client.get(
+        "/v1/cache-warming/by_route/top", params={"k": 2, "current": held, "margin": 3}
+    ).json()
+    assert [m["labels"]["route"] for m in sticky["members"]] == ["/b", "/a"]
+    loose = client.get(
+        "/v1/cache-warming/by_route/top", params={"k": 2, "current": held, "margin": 1}
+    ).json()
+    assert [m["labels"]["route"] for m in loose["members"]] == ["/b", "/c"]
 
 
 def test_circuit_breaker_littles_law(client: TestClient) -> None:
@@ -192,6 +201,7 @@ def test_regressions_listing_and_metrics(client: TestClient) -> None:
         ("/v1/cache-warming/rps", {"min_increase": "0"}, "min_increase"),
         ("/v1/cache-warming/by_route/top", {"k": "0"}, "k"),
         ("/v1/cache-warming/by_route/top", {"window": "400d"}, "window"),
+        ("/v1/cache-warming/by_route/top", {"margin": "-1"}, "margin"),
         ("/v1/circuit-breaker/rps", {}, "latency_series"),
         ("/v1/circuit-breaker/rps", {"latency_series": "lat", "headroom": "0.5"}, "headroom"),
         ("/v1/circuit-breaker/rps", {"latency_series": "lat", "format": "xml"}, "format"),

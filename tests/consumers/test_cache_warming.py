@@ -147,3 +147,56 @@ def test_rank_members_by_predicted_demand_over_the_window() -> None:
     assert [m.series for m in second_hour] == ["hot_later"]
     with pytest.raises(ValueError, match="k must be"):
         rank_members(forecasts, start=T0, end=T0, k=0)
+
+
+def test_rank_members_keeps_incumbents_within_the_margin() -> None:
+    forecasts = {
+        "a": _points([100.0] * 12),
+        "b": _points([50.0] * 12),
+        "c": _points([52.0] * 12),  # 4 % above b: a near-tie
+        "d": _points([80.0] * 12),  # 60 % above b
+    }
+    window = {"start": T0, "end": T0 + timedelta(hours=1), "k": 2}
+    assert [m.series for m in rank_members(forecasts, **window)] == ["a", "d"]
+    # b is held: c (within 10 %) does not replace it, d (60 % hotter) does
+    sticky = rank_members(forecasts, **window, current=["a", "b"], margin=0.1)
+    assert [m.series for m in sticky] == ["a", "d"]
+    forecasts.pop("d")
+    sticky = rank_members(forecasts, **window, current=["a", "b"], margin=0.1)
+    assert [m.series for m in sticky] == ["a", "b"]
+    assert [m.series for m in rank_members(forecasts, **window, current=["a", "b"])] == ["a", "c"]
+    # fewer incumbents with a forecast than k: topped up from the best outsiders
+    topped = rank_members(forecasts, **window, current=["gone", "b"], margin=0.1)
+    assert [m.series for m in topped] == ["a", "b"]
+    with pytest.raises(ValueError, match="margin"):
+        rank_members(forecasts, **window, current=["a"], margin=-0.1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    demands=st.lists(st.floats(0, 1000), min_size=1, max_size=12),
+    held=st.sets(st.integers(0, 11), max_size=12),
+    k=st.integers(1, 6),
+    margin=st.floats(0, 2),
+)
+def test_sticky_ranking_never_keeps_a_member_an_outsider_beats_by_more_than_margin(
+    demands: list[float], held: set[int], k: int, margin: float
+) -> None:
+    forecasts = {f"m{i}": _points([d / 12] * 12) for i, d in enumerate(demands)}
+    current = [f"m{i}" for i in held]
+    ranked = rank_members(
+        forecasts, start=T0, end=T0 + timedelta(hours=1), k=k, current=current, margin=margin
+    )
+    chosen = {m.series for m in ranked}
+    assert len(chosen) == min(k, len(demands))
+    demand = {m.series: m.demand for m in ranked}
+    plain = rank_members(forecasts, start=T0, end=T0 + timedelta(hours=1), k=len(demands))
+    all_demand = {m.series: m.demand for m in plain}
+    weakest = min(demand.values())
+    for name, value in all_demand.items():
+        if name not in chosen:
+            # every outsider is within the margin of the weakest member kept
+            assert value - weakest <= margin * abs(weakest) + 1e-6 * max(1.0, abs(value))
+    for name in chosen - set(current):
+        # a newcomer is never kept over a hotter outsider
+        assert all(all_demand[o] <= demand[name] + 1e-9 for o in all_demand if o not in chosen)

@@ -78,10 +78,23 @@ async def top_members(
     window: Annotated[
         str, Query(description="The coming window to rank over, e.g. 1h", max_length=32)
     ] = "1h",
+    current: Annotated[
+        str | None,
+        Query(
+            description="Comma-separated members the cache holds now; they keep their place "
+            "unless an outsider's predicted demand beats theirs by more than `margin`",
+            max_length=65536,
+        ),
+    ] = None,
+    margin: Annotated[
+        float, Query(ge=0, le=100, description="Relative hysteresis margin for `current`")
+    ] = 0.1,
 ) -> Response:
     """Rank the members of a ``split_by`` family (per route, key, tenant, ...) by predicted
     demand over the next ``window`` (sum of the point forecast over its steps), so a
-    warmer preloads what will be hot rather than what was."""
+    warmer preloads what will be hot rather than what was. A warmer that passes what it
+    holds as ``current`` gets a stable set: an incumbent is only replaced by a member
+    predicted to be more than ``margin`` hotter, so near-ties do not churn the cache."""
     span = duration_param(
         "window", window, maximum=timedelta(seconds=settings.api.max_horizon_seconds)
     )
@@ -98,7 +111,8 @@ async def top_members(
         for m in members
         if m.name in state.forecasts
     }
-    ranked = rank_members(forecasts, start=start, end=end, k=k)
+    held = [name.strip() for name in (current or "").split(",") if name.strip()]
+    ranked = rank_members(forecasts, start=start, end=end, k=k, current=held, margin=margin)
     labels = {m.name: m.labels for m in members}
     body: dict[str, Any] = {
         "family": family,
