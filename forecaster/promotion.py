@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
+
+#: The backtest statistic (a key of :func:`forecaster.evaluation.score_backtest`) that
+#: the gate compares and that ``auto`` ranks its candidates by, so that the gate never
+#: refuses what selection just picked: the mean MASE over the backtest origins. A median
+#: (or trimmed mean) would let a candidate that blows up on a few origins win selection
+#: and then fail, or worse pass, a gate that must charge those misses.
+GATE_METRIC: Final = "mase"
 
 
 @dataclass(frozen=True)
@@ -26,7 +34,8 @@ def gate(
 ) -> GateDecision:
     """Decide whether ``candidate`` becomes the champion.
 
-    All MASE values must come from the same rolling-origin backtest windows. The
+    All MASE values must be :data:`GATE_METRIC` of the same rolling-origin backtest
+    windows (the statistic ``auto`` selected by). The
     candidate is promoted when it beats the seasonal-naive ``baseline`` strictly
     and is no worse than the current champion (within ``tolerance``, a fraction).
     With no champion yet, the baseline itself may be promoted when it is the

@@ -4,7 +4,8 @@
 backtest of every candidate estimator fitted once at the start of a held-out tail
 and forecasting from many origins inside it -- exactly how production publishes
 from a daily-trained model. The candidate (or the mean of the two best, when that
-scores better) with the lowest MASE (median over origins) wins; its out-of-sample
+scores better) with the lowest MASE (mean over origins, the statistic the promotion
+gate compares: :data:`SELECT_BY`) wins; its out-of-sample
 residuals calibrate the prediction interval conformally per horizon step; the
 winner is then refitted on the full cleaned history. Below two days of history it
 falls back to the seasonal naive (or last value) and says so in ``flags``.
@@ -27,6 +28,7 @@ from forecaster.estimators import (
     require_fitted,
     steps_in,
 )
+from forecaster.promotion import GATE_METRIC
 
 if TYPE_CHECKING:
     from typing import Self
@@ -44,10 +46,12 @@ SHORT_CANDIDATES = ("seasonal_naive", "prophet", "lightgbm")
 #: references at long leads (e.g. weekday/weekend traffic) and are cheap to try.
 LONG_CANDIDATES = ("seasonal_naive", "seasonal_naive_weekly", "last_value", "prophet", "lightgbm")
 COLD_START = 2 * DAY
-#: Ranking key: the median over inner origins of MASE, so one anomalous day in the
-#: held-out tail (a blizzard, an outage) does not decide the choice. (The trimmed mean
-#: was tried and lost on the NAB benchmark.)
-SELECT_BY = "mase_median"
+#: Ranking key: the statistic the promotion gate compares (the mean over inner origins
+#: of MASE, :data:`forecaster.promotion.GATE_METRIC`). Ranking by anything else lets
+#: auto pick a candidate that the gate then refuses: with the median, a LightGBM that
+#: was best on most days but 5x worse than the baseline on average won selection in a
+#: 200-series run and was refused.
+SELECT_BY = GATE_METRIC
 
 
 class AutoEstimator:

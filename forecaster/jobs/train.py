@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from forecaster.errors import InputDataError, RegistryError
 from forecaster.jobs.ingest import history_frame
-from forecaster.promotion import GateDecision, gate
+from forecaster.promotion import GATE_METRIC, GateDecision, gate
 from forecaster.registry import CHALLENGER, CHAMPION
 
 if TYPE_CHECKING:
@@ -141,12 +141,14 @@ def record_fit(
 
     name = task.series
     chosen, scores = outcome.chosen, outcome.scores
-    chosen_mase = float(scores.get(chosen, {}).get("mase", float("nan")))
-    baseline_mase = float(scores.get(BASELINE, {}).get("mase", float("nan")))
+    # The gate compares the statistic auto selected by (GATE_METRIC), so it refuses a
+    # candidate only when it is truly no better than the baseline or the champion.
+    chosen_mase = float(scores.get(chosen, {}).get(GATE_METRIC, float("nan")))
+    baseline_mase = float(scores.get(BASELINE, {}).get(GATE_METRIC, float("nan")))
     current = ctx.store.champion(name)
     champion_mase: float | None = None
     if current is not None:
-        champion_mase = scores.get(current.estimator, {}).get("mase", current.mase)
+        champion_mase = scores.get(current.estimator, {}).get(GATE_METRIC, current.mase)
     decision = gate(
         candidate=chosen,
         candidate_mase=chosen_mase,

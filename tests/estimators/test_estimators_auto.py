@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 
 from forecaster.errors import EstimatorError
-from forecaster.estimators.auto import AutoEstimator
+from forecaster.estimators import forecast_frame
+from forecaster.estimators.auto import SELECT_BY, AutoEstimator
 from forecaster.estimators.base import dump_estimator, load_estimator
+from forecaster.promotion import GATE_METRIC, gate
 
 TAXI = "realKnownCause/nyc_taxi.csv"
 
@@ -42,7 +44,7 @@ def test_selection_exposes_scores_and_backtest(fitted, assert_forecast):
     assert {"seasonal_naive", "prophet", "lightgbm"} <= set(auto.scores)
     for score in auto.scores.values():
         assert set(score) >= {"mase", "smape", "coverage", "width", "fit_seconds"}
-    best = min(auto.scores, key=lambda k: auto.scores[k]["mase_median"])
+    best = min(auto.scores, key=lambda k: auto.scores[k][SELECT_BY])
     assert auto.chosen == best
     frame = auto.selection_backtest
     assert frame is not None
@@ -112,3 +114,83 @@ def test_history_window_is_respected(make_series):
     assert auto.selection_backtest["origin"].min() >= make_series(days=8).index[-1] - pd.Timedelta(
         days=3
     )
+
+
+class _OracleWithBadDays:
+    """A fake candidate that knows the future and is perfect, except from a few origins
+    (every ``every``-th forecast) where it is off by a large constant: best by the
+    median over origins, far worse than the seasonal naive by the mean."""
+
+    name = "lightgbm"
+
+    def __init__(self, truth: pd.Series, every: int) -> None:
+        self.truth = truth
+        self.every = every
+        self.calls = 0
+
+    def fit(self, history: pd.Series) -> _OracleWithBadDays:
+        return self
+
+    def predict(
+        self, horizon: int, *, history: pd.Series | None = None, level: float = 90.0
+    ) -> pd.DataFrame:
+        last = (self.truth if history is None else history).index[-1]
+        step = self.truth.index.freq
+        future = self.truth.reindex(pd.date_range(last + step, periods=horizon, freq=step))
+        yhat = future.fillna(0.0).to_numpy(dtype=float)
+        self.calls += 1
+        if self.calls % self.every == 0:
+            yhat = yhat + 50.0 * float(self.truth.abs().mean())
+        return forecast_frame(last, step, yhat, yhat, yhat, nonnegative=True)
+
+
+def test_selection_and_gate_use_the_same_statistic(make_series, monkeypatch):
+    """Regression: auto picked a candidate by median MASE that the gate (mean MASE) then
+    refused. Whatever auto selects must pass the gate against the seasonal naive."""
+    assert SELECT_BY == GATE_METRIC
+    truth = make_series(days=6)
+    original = AutoEstimator._factory
+
+    def factory(self: AutoEstimator, name: str, span: timedelta) -> object:
+        if name == "lightgbm":
+            return _OracleWithBadDays(truth, every=5)
+        return original(self, name, span)
+
+    monkeypatch.setattr(AutoEstimator, "_factory", factory)
+    auto = AutoEstimator(candidates=("seasonal_naive", "lightgbm"), horizon=12, ensemble=False).fit(
+        truth
+    )
+    scores = auto.scores
+    # The fake is the better candidate by the median, the worse one by the mean ...
+    assert scores["lightgbm"]["mase_median"] < scores["seasonal_naive"]["mase_median"]
+    assert scores["lightgbm"][GATE_METRIC] > scores["seasonal_naive"][GATE_METRIC]
+    # ... so selection, ranking by the gate's statistic, keeps the seasonal naive, and the
+    # gate agrees with what was selected.
+    assert auto.chosen == "seasonal_naive"
+    decision = gate(
+        candidate=auto.chosen,
+        candidate_mase=scores[auto.chosen][GATE_METRIC],
+        baseline="seasonal_naive",
+        baseline_mase=scores["seasonal_naive"][GATE_METRIC],
+        champion=None,
+        champion_mase=None,
+    )
+    assert decision.promote
+
+
+def test_selected_candidate_passes_the_gate(fitted):
+    """On a real trace: the chosen candidate is the one with the best gate statistic and
+    is promoted against the seasonal naive scored on the same windows."""
+    auto, _ = fitted
+    assert auto.chosen is not None
+    chosen = auto.scores[auto.chosen][GATE_METRIC]
+    assert chosen == min(s[GATE_METRIC] for s in auto.scores.values())
+    decision = gate(
+        candidate=auto.chosen,
+        candidate_mase=chosen,
+        baseline="seasonal_naive",
+        baseline_mase=auto.scores["seasonal_naive"][GATE_METRIC],
+        champion=None,
+        champion_mase=None,
+    )
+    assert decision.promote, decision.reason
