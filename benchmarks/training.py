@@ -295,6 +295,8 @@ class Report:
     estimator_share: list[tuple[str, float, float]] = field(default_factory=list)
     hot: list[tuple[str, int, float, float]] = field(default_factory=list)
     profiled_seconds: float = 0.0
+    #: 1-minute load average at the end of each stage (other work on the machine).
+    load: list[float] = field(default_factory=list)
 
 
 @contextmanager
@@ -317,6 +319,7 @@ def measured(
         points=int(out.get("points", 0)),
     )
     report.stages.append(stage)
+    report.load.append(os.getloadavg()[0])
     print(  # noqa: T201 - progress of a command-line benchmark
         f"cycle {cycle} {name:8s} {seconds:8.1f} s  {stage.per_minute:8.1f} series/min  "
         f"peak {stage.peak_mib:7.0f} MiB  errors {stage.errors}",
@@ -470,14 +473,24 @@ def _profile(ctx: Any, report: Report, count: int) -> None:
 def to_markdown(report: Report) -> str:
     args = report.args
     variant = "seasonal_naive + lightgbm" + (" + prophet" if args.with_prophet else "")
+    command = (
+        f"python -m benchmarks.training --series {args.series} --workers {args.workers} "
+        f"--cycles {args.cycles} --horizon {args.horizon} "
+        f"--profile-series {args.profile_series}" + (" --with-prophet" if args.with_prophet else "")
+    )
     lines = [
         f"# Training benchmark ({variant})",
+        "",
+        f"Command: `{command}`",
         "",
         f"- {args.series} series x 28 days at 5 minutes ({report.samples:,} samples), "
         f"horizon {args.horizon}, {args.workers} worker process(es), {args.cycles} cycle(s)",
         f"- machine: {platform.platform()}, {os.cpu_count()} CPU(s), "
         f"Python {platform.python_version()}",
         f"- backfill (OpenMetrics per 2 h block + promtool): {report.backfill_seconds:.1f} s",
+        f"- 1-minute load average at the end of each stage: "
+        f"{min(report.load, default=0):.1f}-{max(report.load, default=0):.1f} "
+        "(2 = both cores busy with this benchmark alone)",
         "",
         "| cycle | stage | seconds | series/min | peak RSS (MiB, incl. workers) | errors |",
         "|---:|---|---:|---:|---:|---:|",
