@@ -2,19 +2,31 @@
 
 Answers "what would predictive scaling have done?" before a forecast drives
 replicas (forecast-only mode). The last ``--days`` of the trace are replayed as
-production would run: the estimator is retrained once per day on the data before
-that day, a forecast is published at every step from the data before it, and the
-replicas ready at step ``t`` are decided at ``t - lead`` by
+production would run: the estimator is retrained once per day on the data up to
+that day's first decision, a forecast is published at every step from the data up
+to that step (production republishes every minute), and the replicas ready at step
+``t`` are decided at ``t - lead`` by
 
-* **predictive**: the replica planner on max(forecast quantile over
-  ``[t - lead, t]``, load observed at ``t - lead``), one replica per ``capacity``;
+* **predictive**: the production replica planner (stateful, asked every ``--poll``
+  like KEDA's polling interval) on max(forecast quantile over ``(t - lead, t]``,
+  load observed at ``t - lead``), one replica per ``capacity``, plus the optional
+  error headroom (``--error-headroom``: that many times the mean absolute error of
+  the planner's recent lead-time forecasts);
 * **reactive** (HPA-like): ``ceil(load observed at t - lead / (0.7 * capacity))``;
 * **oracle**: ``ceil(true load at t / capacity)``.
 
-A step is under-provisioned when its load exceeds ``capacity x replicas``. To
-compare at equal cost the predictive plan is also re-run with its forecast scaled
-so that its replica-hours match the reactive plan's (the observed-load floor is
-not scaled, so it still never plans below current need).
+A step is under-provisioned when its load exceeds ``capacity x replicas``.
+
+Equal cost: the reactive plan's one knob is its target utilisation (70%), the
+predictive plan's is its error headroom on the median forecast (production
+settings ``quantile=0.5``, ``errorHeadroom=k``). ``k`` is set to the largest value
+whose replica-hours do not exceed the reactive plan's, and that plan's
+under-provisioned steps are compared with the reactive plan's. The observed-load
+floor and scale-down stabilisation are never relaxed, so when they alone cost
+more than the reactive plan no same-cost predictive plan exists; the comparison
+is then made the other way round, at the cheapest predictive plan's cost (the
+reactive target utilisation lowered until the reactive plan costs at least as
+much), and said so.
 """
 
 from __future__ import annotations
@@ -75,13 +87,40 @@ class PlanOutcome:
 
 @dataclass
 class Replay:
-    """Per-decision inputs of the predictive plan, computed once."""
+    """Per-decision inputs of the predictive plan, computed once.
+
+    ``frames[i]`` is the forecast published at decision ``i`` for the steps after
+    it up to the end of the lead window, as rows (yhat, yhat_lower, yhat_upper), or
+    None without a forecast; ``peaks`` are its maxima at the replay's quantile.
+    """
 
     peaks: list[float | None]
     observed: list[float | None]
     decision_times: list[float]
     notes: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
+    frames: list[FloatArray | None] = field(default_factory=list)
+    #: time of the end of each decision's lead window (the step its replicas serve)
+    target_times: list[float] = field(default_factory=list)
+    #: load actually observed at each decision time (None if missing), for error scoring
+    actual: list[float | None] = field(default_factory=list)
+    step_seconds: float = 0.0
+
+    def peaks_at(self, quantile: float) -> list[float | None]:
+        """Max over each decision's lead window of the forecast ``quantile``."""
+        if not self.frames:
+            return list(self.peaks)
+        return [None if f is None else _window_peak(f, quantile) for f in self.frames]
+
+
+def _window_peak(frame: FloatArray, quantile: float) -> float | None:
+    peak = max(
+        interval_quantile(
+            quantile, yhat=float(y), yhat_lower=float(lo), yhat_upper=float(hi), level=LEVEL
+        )
+        for y, lo, hi in zip(frame[0], frame[1], frame[2], strict=True)
+    )
+    return peak if math.isfinite(peak) else None
 
 
 def _outcome(
@@ -135,25 +174,29 @@ def replay_forecasts(
     n_jobs: int,
     progress: bool,
 ) -> Replay:
-    """Forecast peaks for every decision ``b`` in ``[start - lead_steps, len - lead_steps)``.
+    """Forecasts for every decision ``b`` in ``[start - lead_steps, len - lead_steps)``.
 
-    The estimator is fitted at each replay day's first decision on the data before
-    it; at decision ``b`` it forecasts steps ``b .. b + lead_steps`` from the data
-    before ``b`` (``predict(history=...)``, no refit).
+    The estimator is fitted at each replay day's first decision on the data up to
+    it; at decision ``b`` it forecasts steps ``b + 1 .. b + lead_steps`` from the data
+    up to ``b`` (``predict(history=...)``, no refit), as production does when it
+    republishes after each observation.
     """
     import numpy as np
 
     values = series.to_numpy(dtype=float)
     step = series.index[1] - series.index[0]
     per_day = max(1, int(DAY / step.to_pytimedelta()))
-    horizon = lead_steps + 1
     first = start - lead_steps
     decisions = range(first, len(series) - lead_steps)
     observed = _carry_forward(values)
+    step_seconds = step.total_seconds()
     replay = Replay(
         peaks=[],
         observed=[observed[b] for b in decisions],
         decision_times=[float(series.index[b].timestamp()) for b in decisions],
+        target_times=[float(series.index[b + lead_steps].timestamp()) for b in decisions],
+        actual=[float(values[b]) if math.isfinite(values[b]) else None for b in decisions],
+        step_seconds=step_seconds,
     )
     estimator: Any = None
     ticker: Any = decisions
@@ -162,8 +205,8 @@ def replay_forecasts(
 
         ticker = tqdm(decisions, desc="replay", unit="step", file=sys.stderr)
     for b in ticker:
+        history = series.iloc[: b + 1]
         if (b - first) % per_day == 0:
-            history = series.iloc[:b]
             day = str(series.index[b].date())
             if int(np.isfinite(history.to_numpy(dtype=float)).sum()) < per_day:
                 estimator = None
@@ -172,27 +215,23 @@ def replay_forecasts(
                 )
                 replay.models.append(f"{day}: reactive")
             else:
-                estimator = _fit(model, history, horizon=horizon, n_jobs=n_jobs, replay=replay)
+                estimator = _fit(model, history, horizon=lead_steps, n_jobs=n_jobs, replay=replay)
                 chosen = getattr(estimator, "chosen", None) or estimator.name
                 replay.models.append(f"{day}: {chosen}")
-        if estimator is None:
-            replay.peaks.append(None)
-            continue
-        try:
-            frame = estimator.predict(horizon, history=series.iloc[:b], level=LEVEL)
-        except (ForecasterError, ValueError) as exc:
-            replay.notes.append(f"{series.index[b].isoformat()}: forecast failed ({exc})")
-            replay.peaks.append(None)
-            continue
-        peak = max(
-            interval_quantile(
-                quantile, yhat=float(y), yhat_lower=float(lo), yhat_upper=float(hi), level=LEVEL
-            )
-            for y, lo, hi in zip(
-                frame["yhat"], frame["yhat_lower"], frame["yhat_upper"], strict=True
-            )
-        )
-        replay.peaks.append(peak if math.isfinite(peak) else None)
+        frame: FloatArray | None = None
+        if estimator is not None:
+            try:
+                forecast = estimator.predict(lead_steps, history=history, level=LEVEL)
+                frame = np.vstack(
+                    [
+                        forecast[c].to_numpy(dtype=float)
+                        for c in ("yhat", "yhat_lower", "yhat_upper")
+                    ]
+                )
+            except (ForecasterError, ValueError) as exc:
+                replay.notes.append(f"{series.index[b].isoformat()}: forecast failed ({exc})")
+        replay.frames.append(frame)
+        replay.peaks.append(None if frame is None else _window_peak(frame, quantile))
     return replay
 
 
@@ -219,46 +258,105 @@ def _fit(model: str, history: pd.Series, *, horizon: int, n_jobs: int, replay: R
 
 
 def predictive_replicas(
-    replay: Replay, capacity: float, *, forecast_scale: float = 1.0
+    replay: Replay,
+    capacity: float,
+    *,
+    quantile: float | None = None,
+    error_headroom: float = 0.0,
+    poll_seconds: float | None = None,
 ) -> IntArray:
-    """Run the stateful planner over the replayed decisions.
+    """Run the production planner over the replayed decisions.
 
-    ``forecast_scale`` multiplies the forecast peak only (the observed-load floor
-    stays at full capacity); decisions without a forecast (cold start) use the
+    At each decision the planner is told the load observed then and the median
+    forecast for the end of the lead window (for its error headroom), and decides;
+    it is then asked again every ``poll_seconds`` until the next decision with the
+    same inputs, as KEDA polls it (default: once per decision). ``quantile``
+    defaults to the replay's. Decisions without a forecast (cold start) use the
     reactive rule.
     """
     import numpy as np
 
-    planner = ReplicaPlanner(ScalingPolicy(target_per_replica=capacity, min_replicas=1))
-    out = np.ones(len(replay.peaks), dtype=np.int64)
+    planner = ReplicaPlanner(
+        ScalingPolicy(target_per_replica=capacity, min_replicas=1, error_headroom=error_headroom)
+    )
+    peaks = replay.peaks if quantile is None else replay.peaks_at(quantile)
+    polls, poll_step = 1, 0.0
+    if poll_seconds and replay.step_seconds:
+        polls = max(1, round(replay.step_seconds / poll_seconds))
+        poll_step = replay.step_seconds / polls
+    out = np.ones(len(peaks), dtype=np.int64)
     for i, (now, peak, observed) in enumerate(
-        zip(replay.decision_times, replay.peaks, replay.observed, strict=True)
+        zip(replay.decision_times, peaks, replay.observed, strict=True)
     ):
-        if peak is not None:
-            peak *= forecast_scale
-        elif observed is not None:
+        actual = replay.actual[i] if replay.actual else None
+        if actual is not None:
+            planner.observe(now, actual)
+        frame = replay.frames[i] if replay.frames else None
+        if frame is not None and replay.target_times:
+            planner.expect(replay.target_times[i], float(frame[0][-1]))
+        if peak is None and observed is not None:
             # no forecast: the reactive rule (observed load at 70% target utilisation)
             peak = observed / REACTIVE_UTILISATION
         if peak is None and observed is None:
             out[i] = planner.current or 1
             continue
         out[i] = planner.decide(now, forecast_peak=peak, observed=observed).replicas
+        for poll in range(1, polls):
+            planner.decide(now + poll * poll_step, forecast_peak=peak, observed=observed)
     return out
 
 
-def matched_scale(replay: Replay, *, capacity: float, budget_steps: int) -> float:
-    """Largest forecast scale whose total replica count stays within ``budget_steps``."""
-    lo, hi = 0.01, 10.0
-    if int(predictive_replicas(replay, capacity, forecast_scale=lo).sum()) > budget_steps:
-        return lo
-    if int(predictive_replicas(replay, capacity, forecast_scale=hi).sum()) <= budget_steps:
+#: Largest error headroom tried when matching the reactive plan's cost.
+MAX_HEADROOM = 50.0
+
+
+def matched_headroom(
+    replay: Replay, *, capacity: float, budget_steps: int, poll_seconds: float | None
+) -> float | None:
+    """Largest error headroom on the median whose replica count stays within ``budget_steps``.
+
+    None when even no headroom costs more (the observed-load floor and the
+    scale-down stabilisation alone exceed the budget).
+    """
+
+    def cost(k: float) -> int:
+        return int(
+            predictive_replicas(
+                replay, capacity, quantile=0.5, error_headroom=k, poll_seconds=poll_seconds
+            ).sum()
+        )
+
+    lo, hi = 0.0, MAX_HEADROOM
+    if cost(lo) > budget_steps:
+        return None
+    if cost(hi) <= budget_steps:
         return hi
-    for _ in range(40):
-        mid = math.sqrt(lo * hi)
-        if int(predictive_replicas(replay, capacity, forecast_scale=mid).sum()) > budget_steps:
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if cost(mid) > budget_steps:
             hi = mid
         else:
             lo = mid
+    return lo
+
+
+def matched_utilisation(
+    load_observed: list[float | None], capacity: float, cost_steps: int
+) -> float:
+    """Highest reactive target utilisation whose replica count is at least ``cost_steps``."""
+    lo, hi = 0.01, 1.0
+
+    def cost(u: float) -> int:
+        return int(_replicas_from_loads(load_observed, u * capacity).sum())
+
+    if cost(hi) >= cost_steps:
+        return hi
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if cost(mid) >= cost_steps:
+            lo = mid
+        else:
+            hi = mid
     return lo
 
 
@@ -272,6 +370,8 @@ def simulate(
     quantile: float,
     n_jobs: int = 1,
     progress: bool = False,
+    error_headroom: float = 0.0,
+    poll_seconds: float | None = 30.0,
 ) -> tuple[dict[str, Any], dict[str, PlanOutcome], pd.DatetimeIndex]:
     """Replay the last ``days`` of ``series`` (regular grid) and score the plans.
 
@@ -313,9 +413,27 @@ def simulate(
         REACTIVE_UTILISATION * capacity,
     )
     oracle = _replicas_from_loads(_carry_forward(load), capacity)
-    predictive = predictive_replicas(replay, capacity)
-    scale = matched_scale(replay, capacity=capacity, budget_steps=int(reactive.sum()))
-    matched = predictive_replicas(replay, capacity, forecast_scale=scale)
+    predictive = predictive_replicas(
+        replay, capacity, error_headroom=error_headroom, poll_seconds=poll_seconds
+    )
+    budget = int(reactive.sum())
+    headroom = matched_headroom(
+        replay, capacity=capacity, budget_steps=budget, poll_seconds=poll_seconds
+    )
+    matched = predictive_replicas(
+        replay, capacity, quantile=0.5, error_headroom=headroom or 0.0, poll_seconds=poll_seconds
+    )
+    reactive_matched = None
+    utilisation = REACTIVE_UTILISATION
+    decided_loads = [observed[t - lead_steps] for t in range(start, len(series))]
+    # the other way round too: the reactive plan given the default predictive plan's cost
+    default_utilisation = matched_utilisation(decided_loads, capacity, int(predictive.sum()))
+    reactive_at_default = _replicas_from_loads(decided_loads, default_utilisation * capacity)
+    if headroom is None:
+        # even the cheapest predictive plan costs more: compare at its cost instead
+        utilisation = matched_utilisation(decided_loads, capacity, int(matched.sum()))
+        reactive_matched = _replicas_from_loads(decided_loads, utilisation * capacity)
+    headroom_note = f", error headroom {error_headroom:g}" if error_headroom else ""
     outcomes = {
         "predictive": _outcome(
             "predictive",
@@ -323,20 +441,21 @@ def simulate(
             load,
             capacity,
             step_hours,
-            f"forecast q{quantile:g} over the lead time, {capacity:g} per replica",
+            f"forecast q{quantile:g} over the lead time{headroom_note}, {capacity:g} per replica",
         ),
         "predictive_same_cost": _outcome(
-            "predictive (reactive's cost)",
+            "predictive (reactive's cost)" if headroom is not None else "predictive (cheapest)",
             matched,
             load,
             capacity,
             step_hours,
             (
-                f"forecast scaled by {scale:.3g} to match the reactive replica-hours "
-                "(observed-load floor unchanged)"
-                if int(matched.sum()) <= int(reactive.sum())
+                f"median forecast + error headroom {headroom:.3g}, the largest within the "
+                "reactive replica-hours"
+                if headroom is not None
                 else "cannot match the reactive cost: the observed-load floor and the "
-                "scale-down stabilisation alone cost more; this row is the cheapest plan"
+                "scale-down stabilisation alone cost more; this is the cheapest plan "
+                "(median forecast, no headroom)"
             ),
         ),
         "reactive": _outcome(
@@ -351,8 +470,18 @@ def simulate(
             "oracle", oracle, load, capacity, step_hours, "true load, 100% utilisation"
         ),
     }
+    if reactive_matched is not None:
+        outcomes["reactive_same_cost"] = _outcome(
+            "reactive (predictive's cost)",
+            reactive_matched,
+            load,
+            capacity,
+            step_hours,
+            f"target utilisation lowered to {100 * utilisation:.1f}% to cost at least the "
+            "cheapest predictive plan",
+        )
     index = pd.DatetimeIndex(series.index[start:])
-    reactive_under = outcomes["reactive"].under_steps
+    reference = outcomes["reactive_same_cost" if reactive_matched is not None else "reactive"]
     same_cost_under = outcomes["predictive_same_cost"].under_steps
     report: dict[str, Any] = {
         "replay": {
@@ -367,15 +496,34 @@ def simulate(
         "lead_steps": lead_steps,
         "model": model,
         "quantile": quantile,
+        "error_headroom": error_headroom,
+        "poll_seconds": poll_seconds,
         "level": LEVEL,
         "plans": {key: o.row() for key, o in outcomes.items()},
+        "same_cost": {
+            "basis": "reactive plan's cost"
+            if headroom is not None
+            else "cheapest predictive plan's cost",
+            "predictive_error_headroom": headroom,
+            "reactive_utilisation": utilisation,
+            "predictive_under_provisioned_steps": same_cost_under,
+            "reactive_under_provisioned_steps": reference.under_steps,
+        },
+        "at_predictive_cost": {
+            "reactive_utilisation": default_utilisation,
+            "reactive_under_provisioned_steps": _outcome(
+                "", reactive_at_default, load, capacity, step_hours, ""
+            ).under_steps,
+            "reactive_replica_hours": float(reactive_at_default.sum() * step_hours),
+            "predictive_under_provisioned_steps": outcomes["predictive"].under_steps,
+        },
         "same_cost_under_provisioned_ratio": (
-            same_cost_under / reactive_under if reactive_under else None
+            same_cost_under / reference.under_steps if reference.under_steps else None
         ),
         "models_by_day": replay.models,
         "notes": replay.notes,
-        "forecast_decisions": sum(p is not None for p in replay.peaks),
-        "decisions": len(replay.peaks),
+        "forecast_decisions": sum(f is not None for f in replay.frames),
+        "decisions": len(replay.frames),
         "generated_with": "forecaster simulate",
     }
     return report, outcomes, index
@@ -474,6 +622,17 @@ def simulate_command(
         float, typer.Option(help="Forecast quantile to provision for (0.5 .. 0.95).")
     ] = 0.9,
     n_jobs: Annotated[int, typer.Option(min=1, help="Threads for LightGBM.")] = 1,
+    error_headroom: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Predictive plan: add this many times the recent mean absolute forecast "
+            "error (the scaler's errorHeadroom).",
+        ),
+    ] = 0.0,
+    poll: Annotated[
+        str, typer.Option(help="How often the planner is asked (KEDA's pollingInterval).")
+    ] = "30s",
     strict: StrictOption = False,
 ) -> None:
     """Replay INPUT.csv and compare predictive, reactive (HPA-like) and oracle replica plans."""
@@ -499,6 +658,10 @@ def simulate_command(
             lead_delta = parse_duration(lead, what="--lead")
         except ValueError as exc:
             raise InputDataError(str(exc)) from exc
+        try:
+            poll_delta = parse_duration(poll, what="--poll")
+        except ValueError as exc:
+            raise InputDataError(str(exc)) from exc
         step = parse_freq(freq)
         series = to_grid(read_series_csv(input_csv, strict=strict), step)
         report, outcomes, index = simulate(
@@ -510,6 +673,8 @@ def simulate_command(
             quantile=quantile,
             n_jobs=n_jobs,
             progress=sys.stderr.isatty(),
+            error_headroom=error_headroom,
+            poll_seconds=poll_delta.total_seconds(),
         )
         report["input"] = str(input_csv)
         report["seconds"] = round(time.perf_counter() - began, 1)
@@ -535,14 +700,14 @@ def simulate_command(
     typer.echo(
         f"{input_csv.name}: replayed {report['replay']['steps']} steps "
         f"({report['replay']['start']} .. {report['replay']['end']}), capacity {capacity:g}, "
-        f"lead {lead}, model {model}, quantile {quantile:g}"
+        f"lead {lead}, model {model}, quantile {quantile:g}, poll {poll}"
     )
     typer.echo(format_table(report))
     ratio = report["same_cost_under_provisioned_ratio"]
     if ratio is not None:
         typer.echo(
-            f"at the reactive plan's replica-hours, predictive has {100 * ratio:.0f}% of its "
-            "under-provisioned steps"
+            f"at the {report['same_cost']['basis']}, predictive has {100 * ratio:.0f}% of "
+            "the reactive plan's under-provisioned steps"
         )
     for note in report["notes"]:
         typer.echo(f"note: {note}")

@@ -9,6 +9,11 @@ and ``forecaster simulate``:
 * scaling up is immediate; scaling down waits until every recommendation of the
   stabilisation window is lower, then goes down in bounded steps
   (:class:`ReplicaPlanner`);
+* optionally (``ScalingPolicy.error_headroom``), the stateful planner adds headroom
+  proportional to its recent forecast error: it remembers the median forecast for the
+  end of each lead window and compares it with the load later observed at that time
+  (:class:`ForecastErrors`), so a series whose forecast has lately been missing by a
+  lot gets more headroom, and a well-forecast one less;
 * every :class:`Decision` carries a human ``reason``.
 
 Loads are in the series' unit (e.g. requests per second); times are Unix seconds.
@@ -19,7 +24,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from statistics import NormalDist
 
@@ -45,6 +50,9 @@ class ScalingPolicy:
             this trailing window (HPA-style stabilisation); 0 disables it.
         scale_down_max_fraction: At most this fraction of the current replicas (and
             at least one replica) is removed per decision.
+        error_headroom: Stateful planner only: add this many times the mean absolute
+            error of the recent lead-time forecasts to the forecast peak (0 = off).
+        error_window: How many recent forecast errors that mean is taken over.
     """
 
     target_per_replica: float
@@ -52,6 +60,8 @@ class ScalingPolicy:
     max_replicas: int | None = None
     scale_down_window_seconds: float = 300.0
     scale_down_max_fraction: float = 0.25
+    error_headroom: float = 0.0
+    error_window: int = 96
 
     def __post_init__(self) -> None:
         target = self.target_per_replica
@@ -70,6 +80,11 @@ class ScalingPolicy:
         fraction = self.scale_down_max_fraction
         if not (0 < fraction <= 1):
             raise InputDataError(f"scale_down_max_fraction must be in (0, 1], got {fraction!r}")
+        headroom = self.error_headroom
+        if not (math.isfinite(headroom) and headroom >= 0):
+            raise InputDataError(f"error_headroom must be a number >= 0, got {headroom!r}")
+        if self.error_window < 1:
+            raise InputDataError(f"error_window must be >= 1, got {self.error_window}")
 
     def clamp(self, replicas: int) -> int:
         """``replicas`` within ``[min_replicas, max_replicas]``."""
@@ -92,6 +107,7 @@ class Decision:
         forecast_peak: Max of the forecast quantile over the lead window, if known.
         observed: Currently observed load, if known.
         reason: Why this many replicas, in one sentence.
+        headroom: Load added to the forecast peak for recent forecast error (0 if none).
     """
 
     load: float
@@ -100,6 +116,7 @@ class Decision:
     forecast_peak: float | None
     observed: float | None
     reason: str
+    headroom: float = 0.0
 
 
 def interval_quantiles(level: float) -> tuple[float, float]:
@@ -224,18 +241,100 @@ def plan_replicas(
     )
 
 
+class ForecastErrors:
+    """Recent absolute errors of the lead-time forecast of one series.
+
+    :meth:`expect` records the median forecast for a future time (the end of the
+    lead window; the first forecast seen for a time is kept, i.e. the one made a
+    lead time ahead); :meth:`observe` matches an observation with the latest
+    expected time at or before it and records ``|observed - forecast|``. Feeding
+    the same observation again (every poll between two observations) is a no-op.
+    """
+
+    #: Fewer errors than this give no estimate (no headroom).
+    MIN_ERRORS = 3
+    #: Pending expectations kept at most (oldest dropped first).
+    MAX_PENDING = 10_000
+
+    def __init__(self, window: int) -> None:
+        self._errors: deque[float] = deque(maxlen=window)
+        self._pending: dict[float, float] = {}
+        self._observed_at: float | None = None
+
+    def expect(self, at: float, median: float) -> None:
+        """The median forecast for time ``at`` (ignored if not finite or already known)."""
+        if not math.isfinite(median) or at in self._pending:
+            return
+        if self._observed_at is not None and at <= self._observed_at:
+            return  # already observed: not a forecast any more
+        if len(self._pending) >= self.MAX_PENDING:
+            del self._pending[min(self._pending)]
+        self._pending[at] = median
+
+    def observe(self, at: float, value: float) -> None:
+        """The load observed at time ``at``."""
+        if not math.isfinite(value) or (self._observed_at is not None and at <= self._observed_at):
+            return
+        self._observed_at = at
+        due = [t for t in self._pending if t <= at]
+        if not due:
+            return
+        forecast = self._pending[max(due)]
+        for t in due:
+            del self._pending[t]
+        self._errors.append(abs(value - forecast))
+
+    def __len__(self) -> int:
+        return len(self._errors)
+
+    def mean_absolute_error(self) -> float | None:
+        """Mean of the recent absolute errors, or None with fewer than :data:`MIN_ERRORS`."""
+        if len(self._errors) < self.MIN_ERRORS:
+            return None
+        return sum(self._errors) / len(self._errors)
+
+
 class ReplicaPlanner:
     """Stateful planner: immediate scale-up, stabilised and step-limited scale-down.
 
     Feed it one decision per planning tick (``decide``); ``now`` must not go
-    backwards. Not thread-safe: use one planner per scaled workload.
+    backwards. With ``policy.error_headroom`` > 0, also feed it the median forecast
+    for the end of the lead window (:meth:`expect`) and the observations
+    (:meth:`observe`) so it can size the headroom from its recent forecast errors.
+    Not thread-safe: use one planner per scaled workload.
     """
 
     def __init__(self, policy: ScalingPolicy) -> None:
         self.policy = policy
         self.current: int | None = None
+        self.errors = ForecastErrors(policy.error_window)
         self._recent: deque[tuple[float, int]] = deque()
         self._last_now: float | None = None
+
+    def expect(self, at: float, median: float) -> None:
+        """Remember the median forecast for time ``at`` (the end of the lead window)."""
+        self.errors.expect(at, median)
+
+    def observe(self, at: float, value: float) -> None:
+        """Record the load observed at time ``at`` (scores the forecast made for it)."""
+        self.errors.observe(at, value)
+
+    def headroom(self) -> tuple[float, str]:
+        """Load to add to the forecast peak for recent forecast error, and why."""
+        factor = self.policy.error_headroom
+        if factor <= 0:
+            return 0.0, ""
+        error = self.errors.mean_absolute_error()
+        if error is None:
+            return 0.0, (
+                f"; no error headroom yet ({len(self.errors)} of {ForecastErrors.MIN_ERRORS} "
+                "forecast errors known)"
+            )
+        headroom = factor * error
+        return headroom, (
+            f"; the forecast peak includes headroom {_fmt(headroom)} ({factor:g} x the mean "
+            f"absolute error {_fmt(error)} of the last {len(self.errors)} lead-time forecasts)"
+        )
 
     def decide(
         self, now: float, *, forecast_peak: float | None, observed: float | None = None
@@ -248,7 +347,11 @@ class ReplicaPlanner:
         if self._last_now is not None and now < self._last_now:
             raise InputDataError(f"planner time went backwards: {now} < {self._last_now}")
         self._last_now = now
-        target = plan_replicas(self.policy, forecast_peak=forecast_peak, observed=observed)
+        headroom, why = self.headroom() if forecast_peak is not None else (0.0, "")
+        planned_peak = None if forecast_peak is None else forecast_peak + headroom
+        target = plan_replicas(self.policy, forecast_peak=planned_peak, observed=observed)
+        if why:
+            target = replace(target, reason=target.reason + why)
         wanted = target.replicas
         window = self.policy.scale_down_window_seconds
         self._recent.append((now, wanted))
@@ -284,4 +387,5 @@ class ReplicaPlanner:
             forecast_peak=forecast_peak,
             observed=observed,
             reason=reason,
+            headroom=headroom,
         )

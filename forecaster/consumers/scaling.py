@@ -189,6 +189,11 @@ def answer(
     if planner is None:
         decision = plan_replicas(query.policy, forecast_peak=peak, observed=observed)
     else:
+        # the planner scores its lead-time forecasts (for error headroom): the median
+        # forecast for the end of the lead window now, the observation when it comes
+        if latest is not None and observed is not None:
+            planner.observe(latest[0], latest[1])
+        planner.expect(cached.ds_epoch[hi - 1], points[hi - 1].yhat)
         decision = planner.decide(now, forecast_peak=peak, observed=observed)
     if note:
         decision = Decision(
@@ -198,6 +203,7 @@ def answer(
             forecast_peak=decision.forecast_peak,
             observed=decision.observed,
             reason=decision.reason + note,
+            headroom=decision.headroom,
         )
     return ScalingAnswer(
         decision=decision,

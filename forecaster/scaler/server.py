@@ -21,6 +21,12 @@ KEDA sends the trigger's ``metadata`` with every call. Keys:
     ScaledObject's own ``minReplicaCount`` / ``maxReplicaCount``).
 ``scaleDownWindow`` (default ``5m``)
     Scale-down stabilisation of the planner (scale-up is immediate).
+``errorHeadroom`` (default ``0``, off)
+    Add this many times the mean absolute error of the workload's recent lead-time
+    forecasts (the median forecast for the end of the lead window against the load
+    then observed, last 96) to the forecast peak: more headroom while the forecast
+    has been missing, less while it has been right. ``forecaster simulate`` shows
+    its effect on a trace.
 ``activationThreshold`` (optional, opt-in scale-to-zero)
     Without it ``IsActive`` is always true. With it, ``IsActive`` is true only
     while the provisioned load exceeds the threshold.
@@ -165,6 +171,9 @@ def _parse(metadata: Mapping[str, str]) -> TriggerMetadata:
         window = parse_duration(window_text, what="metadata scaleDownWindow")
     except ValueError as exc:
         raise InputDataError(str(exc)) from None
+    headroom = _number(metadata, "errorHeadroom")
+    if headroom is not None and headroom < 0:
+        raise InputDataError(f"metadata errorHeadroom={metadata['errorHeadroom']!r} must be >= 0")
     activation = _number(metadata, "activationThreshold")
     if activation is not None and activation < 0:
         raise InputDataError(
@@ -180,6 +189,7 @@ def _parse(metadata: Mapping[str, str]) -> TriggerMetadata:
             min_replicas=minimum,
             max_replicas=maximum,
             scale_down_window_seconds=window.total_seconds(),
+            error_headroom=headroom or 0.0,
         )
     except InputDataError as exc:
         raise InputDataError(f"metadata: {exc}") from None

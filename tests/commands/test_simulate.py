@@ -14,7 +14,14 @@ import typer
 from typer.testing import CliRunner
 
 from forecaster.commands import simulate as simulate_command
-from forecaster.commands.simulate import Replay, predictive_replicas, simulate
+from forecaster.commands.simulate import (
+    Replay,
+    _replicas_from_loads,
+    matched_headroom,
+    matched_utilisation,
+    predictive_replicas,
+    simulate,
+)
 from forecaster.timeseries import read_series_csv, to_grid
 
 NAB = Path(__file__).resolve().parents[2] / "data" / "nab"
@@ -60,14 +67,21 @@ def test_table_report_and_plot(app: typer.Typer, trace: Path, tmp_path: Path) ->
     report = json.loads(report_path.read_text())
     assert report["replay"]["steps"] == 2 * 288 and report["lead_steps"] == 2
     plans = report["plans"]
-    assert set(plans) == {"predictive", "predictive_same_cost", "reactive", "oracle"}
+    assert {"predictive", "predictive_same_cost", "reactive", "oracle"} <= set(plans)
     assert plans["oracle"]["under_provisioned_steps"] == 0
     for row in plans.values():
         assert 0 <= row["under_provisioned_share"] <= 1 and row["replica_hours"] > 0
     # the oracle is the cheapest plan that never under-provisions
     assert plans["oracle"]["replica_hours"] <= plans["reactive"]["replica_hours"]
-    # the same-cost predictive plan never costs more than the reactive one
-    assert plans["predictive_same_cost"]["replica_hours"] <= plans["reactive"]["replica_hours"]
+    # the same-cost predictive plan never costs more than the reactive one it is compared
+    # with (the 70% plan, or one given at least the cheapest predictive plan's cost)
+    same = report["same_cost"]
+    reference = plans[
+        "reactive" if same["predictive_error_headroom"] is not None else "reactive_same_cost"
+    ]
+    assert plans["predictive_same_cost"]["replica_hours"] <= reference["replica_hours"]
+    assert same["reactive_under_provisioned_steps"] == reference["under_provisioned_steps"]
+    assert report["poll_seconds"] == 30 and report["error_headroom"] == 0
     days = [entry.split(":")[0] for entry in report["models_by_day"]]
     assert days == ["2015-04-21", "2015-04-22"]
     assert all(entry.endswith("seasonal_naive") for entry in report["models_by_day"])
@@ -99,8 +113,9 @@ def test_no_lookahead_forecasts_use_only_the_past(trace: Path) -> None:
         changed, start=len(series) - 288, lead_steps=2, model="seasonal_naive",
         quantile=0.9, n_jobs=1, progress=False,
     )  # fmt: skip
-    # every decision made before the changed step is identical
-    assert a.peaks[:4] == b.peaks[:4]
+    # every decision made before the changed step is identical (a decision uses the
+    # data up to and including its own step, as production republishes after each one)
+    assert a.peaks[:3] == b.peaks[:3]
 
 
 def test_cold_start_falls_back_to_reactive_and_says_so(app: typer.Typer, tmp_path: Path) -> None:
@@ -115,6 +130,60 @@ def test_cold_start_falls_back_to_reactive_and_says_so(app: typer.Typer, tmp_pat
 def test_planner_without_forecast_is_reactive() -> None:
     replay = Replay(peaks=[None, None], observed=[70.0, 140.0], decision_times=[0.0, 300.0])
     assert predictive_replicas(replay, 10.0).tolist() == [10, 20]
+
+
+def flat_replay(n: int, *, forecast: float, actual: list[float]) -> Replay:
+    """Decisions every 5 min, lead one step, the same forecast every time."""
+    frame = np.array([[forecast], [0.8 * forecast], [1.2 * forecast]])
+    return Replay(
+        peaks=[forecast] * n,
+        observed=list(actual),
+        decision_times=[300.0 * i for i in range(n)],
+        frames=[frame] * n,
+        target_times=[300.0 * (i + 1) for i in range(n)],
+        actual=list(actual),
+        step_seconds=300.0,
+    )
+
+
+def test_error_headroom_in_the_replay_uses_the_planners_own_errors() -> None:
+    actual = [10.0, 50.0] * 10  # the forecast of 20 misses by 10 or 30: mean error 20
+    replay = flat_replay(len(actual), forecast=20.0, actual=actual)
+    plain = predictive_replicas(replay, 10.0, quantile=0.5)
+    with_headroom = predictive_replicas(replay, 10.0, quantile=0.5, error_headroom=1.0)
+    # the first errors are known from the third decision on; then 20 + 20 = 40 is planned
+    assert plain[3:].min() >= 2 and with_headroom[:3].tolist() == plain[:3].tolist()
+    assert (with_headroom[4:] >= 4).all() and (with_headroom >= plain).all()
+
+
+def test_polling_lets_scale_down_steps_compound_between_decisions() -> None:
+    actual = [400.0] + [10.0] * 5
+    replay = flat_replay(len(actual), forecast=10.0, actual=actual)
+    once = predictive_replicas(replay, 10.0, quantile=0.5)
+    polled = predictive_replicas(replay, 10.0, quantile=0.5, poll_seconds=30)
+    assert once[0] == polled[0] == 40
+    # held by the 5-minute stabilisation window at the next decision, then 25% per
+    # decision: once per step, or ten times per step when asked every 30 s
+    assert once.tolist() == [40, 40, 30, 22, 16, 12]
+    assert polled.tolist() == [40, 40, 30, 1, 1, 1]
+
+
+def test_same_cost_matching() -> None:
+    rng = np.random.default_rng(3)
+    actual = list(20 + 15 * rng.random(200))
+    replay = flat_replay(len(actual), forecast=25.0, actual=actual)
+    budget = 200 * 4
+    k = matched_headroom(replay, capacity=10.0, budget_steps=budget, poll_seconds=None)
+    assert k is not None and k > 0
+    assert predictive_replicas(replay, 10.0, quantile=0.5, error_headroom=k).sum() <= budget
+    more = predictive_replicas(replay, 10.0, quantile=0.5, error_headroom=k + 0.05)
+    assert more.sum() > budget
+    # the observed-load floor alone costs more than a budget of one replica per step
+    assert matched_headroom(replay, capacity=10.0, budget_steps=200, poll_seconds=None) is None
+    loads: list[float | None] = [None, 10.0, 30.0, 50.0]
+    u = matched_utilisation(loads, 10.0, 12)
+    assert _replicas_from_loads(loads, u * 10.0).sum() >= 12
+    assert _replicas_from_loads(loads, (u + 0.01) * 10.0).sum() < 12
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from forecaster.consumers.planner import (
     MIN_METRIC_VALUE,
+    ForecastErrors,
     ReplicaPlanner,
     ScalingPolicy,
     interval_quantile,
@@ -178,3 +179,88 @@ def test_max_clamp_always_holds(peaks: list[float], target: float, max_replicas:
     planner = ReplicaPlanner(ScalingPolicy(target_per_replica=target, max_replicas=max_replicas))
     for i, peak in enumerate(peaks):
         assert 1 <= planner.decide(30.0 * i, forecast_peak=peak).replicas <= max_replicas
+
+
+def test_forecast_errors_match_observations_to_lead_time_forecasts() -> None:
+    errors = ForecastErrors(window=3)
+    errors.expect(600, 100)
+    errors.expect(600, 999)  # a later forecast for the same time: the first one counts
+    errors.expect(900, 110)
+    errors.observe(300, 50)  # nothing was forecast for 300 or before
+    assert len(errors) == 0 and errors.mean_absolute_error() is None
+    errors.observe(600, 130)
+    errors.observe(600, 130)  # the same observation polled again: no second error
+    assert len(errors) == 1
+    errors.expect(600, 1)  # already observed: not a forecast any more
+    errors.observe(960, 100)  # matched with the latest forecast time at or before it
+    errors.expect(1200, float("nan"))  # ignored
+    errors.expect(1200, 100)
+    errors.observe(1200, 120)
+    assert len(errors) == 3 and errors.mean_absolute_error() == pytest.approx((30 + 10 + 20) / 3)
+    errors.expect(1500, 100)
+    errors.observe(1500, 100)  # the window keeps the last 3
+    assert errors.mean_absolute_error() == pytest.approx((10 + 20 + 0) / 3)
+
+
+def test_error_headroom_adds_recent_error_to_the_forecast_peak() -> None:
+    policy = ScalingPolicy(target_per_replica=10, error_headroom=2.0, scale_down_window_seconds=0)
+    planner = ReplicaPlanner(policy)
+    first = planner.decide(0, forecast_peak=50, observed=20)
+    assert first.replicas == 5 and first.headroom == 0
+    assert "no error headroom yet (0 of 3" in first.reason
+    for i, actual in enumerate((70.0, 30.0, 65.0), start=1):
+        planner.expect(300.0 * i, 50.0)
+        planner.observe(300.0 * i, actual)
+    decision = planner.decide(1000, forecast_peak=50, observed=20)
+    # mean absolute error (20 + 20 + 15) / 3 = 18.33, x 2 = 36.7 on top of the peak 50
+    assert decision.headroom == pytest.approx(2 * 55 / 3)
+    assert decision.replicas == 9 and decision.forecast_peak == 50
+    assert "includes headroom 36.67 (2 x the mean absolute error 18.33" in decision.reason
+    # off by default: the same errors add nothing
+    plain = ReplicaPlanner(ScalingPolicy(target_per_replica=10))
+    for i in range(1, 4):
+        plain.expect(300.0 * i, 50.0)
+        plain.observe(300.0 * i, 90.0)
+    assert plain.decide(1000, forecast_peak=50).replicas == 5
+    # without a forecast the headroom does not apply (observed load only)
+    reactive = planner.decide(1300, forecast_peak=None, observed=20)
+    assert reactive.headroom == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"error_headroom": -1.0}, "error_headroom must be a number >= 0"),
+        ({"error_headroom": math.nan}, "error_headroom"),
+        ({"error_window": 0}, "error_window must be >= 1"),
+    ],
+)
+def test_error_headroom_validation(kwargs: dict[str, float], needle: str) -> None:
+    with pytest.raises(InputDataError, match=needle):
+        ScalingPolicy(target_per_replica=1, **kwargs)  # type: ignore[arg-type]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ticks=st.lists(st.tuples(loads, loads, loads, loads), min_size=1, max_size=40),
+    target=targets,
+    factor=st.sampled_from([0.0, 0.5, 1.0, 3.0]),
+)
+def test_error_headroom_keeps_the_planner_properties(
+    ticks: list[tuple[float, float, float, float]], target: float, factor: float
+) -> None:
+    policy = ScalingPolicy(target_per_replica=target, error_headroom=factor, error_window=5)
+    low, high = ReplicaPlanner(policy), ReplicaPlanner(policy)
+    for i, (peak, extra, observed, median) in enumerate(ticks):
+        now = 300.0 * i
+        for planner in (low, high):
+            planner.observe(now, observed)
+            planner.expect(now + 600, median)
+        a = low.decide(now, forecast_peak=peak, observed=observed)
+        b = high.decide(now, forecast_peak=peak + extra, observed=observed)
+        assert b.replicas >= a.replicas  # still monotone in the forecast
+        for decision in (a, b):
+            assert decision.headroom >= 0
+            assert decision.replicas >= replicas_for_load(observed, target)
+            assert decision.replicas >= replicas_for_load(decision.load, target)
+            assert math.isfinite(decision.value) and decision.value > 0

@@ -209,6 +209,7 @@ def test_is_active_and_stream(stub: Any) -> None:
         ({"minReplicas": "2.5"}, "minReplicas"),
         ({"minReplicas": "5", "maxReplicas": "2"}, "max_replicas"),
         ({"activationThreshold": "-1"}, "activationThreshold"),
+        ({"errorHeadroom": "-1"}, "errorHeadroom='-1' must be >= 0"),
     ],
 )
 def test_invalid_metadata_is_invalid_argument_everywhere(
@@ -329,3 +330,13 @@ def test_parse_metadata_defaults() -> None:
     assert meta.activation_threshold is None and meta.metric_name == "forecast-a-b"
     opt_in = parse_metadata({"series": "a", "targetPerReplica": "10", "activationThreshold": "5"})
     assert opt_in.query.policy.min_replicas == 0
+    assert meta.query.policy.error_headroom == 0  # error headroom is opt-in
+    headroom = parse_metadata({"series": "a", "targetPerReplica": "10", "errorHeadroom": "1.5"})
+    assert headroom.query.policy.error_headroom == 1.5
+
+
+def test_error_headroom_metadata_plans_like_the_plain_planner_until_errors_are_known(
+    stub: Any,
+) -> None:
+    # the seeded observation predates every forecast point, so no error is known yet
+    assert metrics(stub, ref(name="plain")) == metrics(stub, ref(name="hr", errorHeadroom="2"))
