@@ -8,6 +8,7 @@ fit) to ``benchmarks/results/accuracy.md``.
 
     .venv/bin/python benchmarks/accuracy.py [--series elb,nyc_taxi] [--tasks day_ahead]
         [--models auto,prophet] [--jobs 2] [--output benchmarks/results/accuracy.md]
+        [--results run.jsonl] [--from-results run.jsonl ...]
 
 References: last value, seasonal naive (daily, weekly), Prophet as shipped, our own
 LightGBM (for context), and two outside ones from benchmarks/references.py (needs the
@@ -23,12 +24,13 @@ Not part of the test suite.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -304,6 +306,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/accuracy.md")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="append each finished backtest to this JSON-lines file (a long run that is "
+        "cut short keeps what it measured)",
+    )
+    parser.add_argument(
+        "--from-results",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="write the report from these JSON-lines files instead of running backtests "
+        "(the last line wins for a repeated series/task/model)",
+    )
     args = parser.parse_args(argv)
     series = [s for s in args.series.split(",") if s]
     tasks = [t for t in args.tasks.split(",") if t]
@@ -319,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         for m in models
         if t in REFERENCE_TASKS.get(m, tuple(TASKS))
     ]
+    if args.from_results:
+        return _report_from_results(args.from_results, args.output, series, tasks, models)
     began = time.perf_counter()
     results: list[Result] = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -331,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"FAILED {s} {t} {m}: {exc}", file=sys.stderr)
                 continue
             results.append(r)
+            if args.results is not None:
+                with args.results.open("a") as log:
+                    log.write(json.dumps(asdict(r) | {"wall": time.perf_counter() - began}) + "\n")
             print(
                 f"{t:10s} {s:15s} {m:22s} MASE {r.mase:6.3f} sMAPE {r.smape:6.1f} "
                 f"cov {100 * r.coverage:5.1f}% width {r.width:5.2f} fit {r.fit_seconds:6.2f}s "
@@ -341,6 +363,43 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)
     print(f"wrote {args.output}")
+    return 0
+
+
+def _report_from_results(
+    paths: list[Path], output: Path, series: list[str], tasks: list[str], models: list[str]
+) -> int:
+    """Render the report from ``--results`` files of earlier (possibly cut-short) runs."""
+    kept: dict[tuple[str, str, str], Result] = {}
+    wall = 0.0
+    for path in paths:
+        run_wall = 0.0
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            run_wall = max(run_wall, float(row.pop("wall", 0.0)))
+            r = Result(**row)
+            if r.series in series and r.task in tasks and r.model in models:
+                kept[(r.series, r.task, r.model)] = r
+        wall += run_wall
+    missing = [
+        (s, t, m)
+        for t in tasks
+        for s in series
+        for m in models
+        if t in REFERENCE_TASKS.get(m, tuple(TASKS)) and (s, t, m) not in kept
+    ]
+    report = render(list(kept.values()), tasks=tasks, models=models, wall=wall)
+    if missing:
+        report += (
+            f"\nNot measured ({len(missing)} backtests; the run was cut short): "
+            + ", ".join(f"{t}/{s}/{m}" for s, t, m in missing)
+            + "\n"
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(report)
+    print(f"wrote {output} from {len(kept)} results")
     return 0
 
 
