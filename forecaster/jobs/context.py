@@ -24,7 +24,9 @@ class JobContext:
     store: Store
     _registry: Registry | None = None
     _sources: dict[str, Source] = field(default_factory=dict)
-    estimator_cache: dict[int, Any] = field(default_factory=dict)
+    #: series name -> (training id, loaded champion): one model per series, replaced
+    #: when a new champion is trained, so memory does not grow with training cycles.
+    estimator_cache: dict[str, tuple[int, Any]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: Settings, spec: PipelineSpec | None = None) -> JobContext:

@@ -48,14 +48,15 @@ def publish_series(
     champion = ctx.store.champion(name)
     if champion is None or champion.artifact is None:
         raise ForecastNotFound(f"series {name!r} has no champion model yet; run train first")
-    estimator = ctx.estimator_cache.get(champion.training_id)
-    if estimator is None:
+    cached = ctx.estimator_cache.get(name)
+    if cached is not None and cached[0] == champion.training_id:
+        estimator = cached[1]
+    else:
         from forecaster.estimators.base import load_estimator
 
+        ctx.estimator_cache.pop(name, None)  # drop the old champion before loading
         estimator = load_estimator(json.loads(champion.artifact))
-        if len(ctx.estimator_cache) > 4096:
-            ctx.estimator_cache.clear()
-        ctx.estimator_cache[champion.training_id] = estimator
+        ctx.estimator_cache[name] = (champion.training_id, estimator)
     history = history_frame(ctx, name=name, step=spec.step, window=spec.history, now=now)
     if int(history.notna().sum()) == 0:
         raise InputDataError(f"series {name!r} has no observations in the last {spec.history}")

@@ -76,6 +76,21 @@ def test_ingest_train_publish_serve(ctx: Any) -> None:
         assert listed[0]["champion"] == result.chosen
 
 
+def test_publisher_keeps_one_loaded_model_per_series_across_trainings(ctx: Any) -> None:
+    """Memory stays flat over training cycles: a new champion replaces the cached one."""
+    specs = ctx.select(None)
+    assert run_ingest(ctx, specs).ok
+    trainings = []
+    for _ in range(3):
+        assert run_train(ctx, specs).ok
+        assert run_publish(ctx, specs).ok
+        champion = ctx.store.champion("elb")
+        trainings.append(champion.training_id)
+        assert list(ctx.estimator_cache) == ["elb"]
+        assert ctx.estimator_cache["elb"][0] == champion.training_id
+    assert len(set(trainings)) > 1  # at least one retraining produced a new champion
+
+
 def test_gate_refuses_a_worse_model_and_keeps_the_champion(ctx: Any) -> None:
     specs = ctx.select(None)
     assert run_ingest(ctx, specs).ok
