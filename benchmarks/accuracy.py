@@ -391,6 +391,12 @@ def _report_from_results(
         if t in REFERENCE_TASKS.get(m, tuple(TASKS)) and (s, t, m) not in kept
     ]
     report = render(list(kept.values()), tasks=tasks, models=models, wall=wall)
+    title, _, rest = report.partition("\n\n")
+    report = (
+        f"{title}\n\nAssembled with `--from-results` from {len(paths)} result file(s) of "
+        f"separate runs ({len(kept)} backtests); the minutes below are the sum of the "
+        f"runs' wall times where recorded.\n\n{rest}"
+    )
     if missing:
         report += (
             f"\nNot measured ({len(missing)} backtests; the run was cut short): "
