@@ -161,7 +161,33 @@ def run_train(
             bar.close()
         if own:
             runner.close()
+        release_memory()
     return summary
+
+
+def release_memory() -> bool:
+    """Return freed heap pages to the OS after a job (glibc ``malloc_trim``).
+
+    A long-lived scheduler allocates hundreds of MB during training and frees most
+    of it; glibc keeps the freed pages in its arenas, so RSS would stay at the
+    training peak and drift with fragmentation. Returns False where there is no
+    glibc (musl, macOS): nothing is done there.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim(0)
+    return True
 
 
 def _raise(exc: BaseException) -> None:
@@ -190,6 +216,7 @@ def run_publish(ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = Fa
             partial(publish_series, ctx, spec=spec, name=name),
             summary,
         )
+    release_memory()
     return summary
 
 
