@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -196,15 +196,7 @@ def answer(
         planner.expect(cached.ds_epoch[hi - 1], points[hi - 1].yhat)
         decision = planner.decide(now, forecast_peak=peak, observed=observed)
     if note:
-        decision = Decision(
-            load=decision.load,
-            replicas=decision.replicas,
-            value=decision.value,
-            forecast_peak=decision.forecast_peak,
-            observed=decision.observed,
-            reason=decision.reason + note,
-            headroom=decision.headroom,
-        )
+        decision = replace(decision, reason=decision.reason + note)
     return ScalingAnswer(
         decision=decision,
         series=query.series,
