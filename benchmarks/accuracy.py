@@ -69,14 +69,7 @@ MODELS = (
 )
 #: What ``auto`` is measured against for the targets (issue #3): the references a user
 #: would otherwise pick. ``lightgbm`` is one of auto's own candidates, shown for context.
-TARGET_REFERENCES = (
-    "prophet",
-    "seasonal_naive",
-    "seasonal_naive_weekly",
-    "last_value",
-    "mstl_autoets",
-    "mlforecast_lgbm",
-)
+TARGET_REFERENCES = tuple(m for m in MODELS if m not in ("auto", "lightgbm"))
 #: Targets: auto MASE at least this much below the best reference, coverage band of the
 #: 90% interval, and wall seconds for one series' whole day-ahead backtest.
 MASE_MARGIN = 0.10

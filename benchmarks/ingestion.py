@@ -29,11 +29,11 @@ import resource
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from benchmarks.training import REPO, backfilled_prometheus, build_series
+from forecaster.durations import parse_duration
 
 METRIC = "bench_load_fine"
 TARGET_MIB = 1024
@@ -51,11 +51,6 @@ class IngestRun:
     peak_mib: float
     sampled_peak_mib: float
     store_mib: float
-
-
-def _parse_step(text: str) -> timedelta:
-    units = {"s": 1, "m": 60, "h": 3600}
-    return timedelta(seconds=int(text[:-1]) * units[text[-1]])
 
 
 def _ingest_child(config: dict[str, Any], results: Any) -> None:
@@ -150,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/ingestion.md")
     args = parser.parse_args(argv)
     runs: list[IngestRun] = []
-    step = _parse_step(args.step)
+    step = parse_duration(args.step, what="--step")
     with tempfile.TemporaryDirectory(prefix="bench-ingestion-") as tmp:
         home = Path(tmp)
         series = build_series(args.series, days=args.days, step=step)

@@ -64,6 +64,20 @@ def _freq(step: timedelta) -> str:
     return f"{int(step.total_seconds())}s"
 
 
+def _nixtla_frame(
+    out: pd.DataFrame, column: str, pct: int, last: pd.Timestamp, step: timedelta
+) -> pd.DataFrame:
+    """Our forecast frame from a Nixtla forecast (``column``, ``column-lo/hi-pct``)."""
+    return forecast_frame(
+        last,
+        step,
+        out[column].to_numpy(dtype=float),
+        out[f"{column}-lo-{pct}"].to_numpy(dtype=float),
+        out[f"{column}-hi-{pct}"].to_numpy(dtype=float),
+        nonnegative=False,
+    )
+
+
 class MSTLReference:
     """statsforecast ``MSTL(season_length=[day, week], trend_forecaster=AutoETS(model="ZZN"))``.
 
@@ -109,14 +123,7 @@ class MSTLReference:
         engine = StatsForecast(models=[model], freq=_freq(self.step_), n_jobs=1)
         pct = int(round(level))
         out = engine.forecast(h=horizon, df=_frame(self.history_), level=[pct])
-        return forecast_frame(
-            self.last_,
-            self.step_,
-            out["MSTL"].to_numpy(dtype=float),
-            out[f"MSTL-lo-{pct}"].to_numpy(dtype=float),
-            out[f"MSTL-hi-{pct}"].to_numpy(dtype=float),
-            nonnegative=False,
-        )
+        return _nixtla_frame(out, "MSTL", pct, self.last_, self.step_)
 
 
 class MLForecastReference:
@@ -186,14 +193,7 @@ class MLForecastReference:
                 self.last_ = history.index[-1]
         pct = int(round(level))
         out = self.forecaster_.predict(horizon, level=[pct])
-        return forecast_frame(
-            self.last_,
-            self.step_,
-            out["lgbm"].to_numpy(dtype=float),
-            out[f"lgbm-lo-{pct}"].to_numpy(dtype=float),
-            out[f"lgbm-hi-{pct}"].to_numpy(dtype=float),
-            nonnegative=False,
-        )
+        return _nixtla_frame(out, "lgbm", pct, self.last_, self.step_)
 
 
 def reference_factory(name: str, *, horizon: int, level: float = 90.0) -> Any:

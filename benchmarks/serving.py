@@ -26,6 +26,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -98,8 +99,14 @@ def build_store(path: Path, n: int) -> None:
 
 
 def start_server(
-    app: str, port: int, env: dict[str, str], server: str, workers: int
+    app: str,
+    port: int,
+    env: dict[str, str],
+    server: str,
+    workers: int,
+    log: IO[bytes] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """Start ``app`` under ``server`` on loopback (output to ``log`` if given); wait for it."""
     if server == "uvicorn":
         cmd = [
             sys.executable,
@@ -136,7 +143,13 @@ def start_server(
             "--no-access-log",
             app,
         ]
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO)
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, **env},
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT if log else None,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.serving import free_port, rss_mb
+from benchmarks.serving import free_port, rss_mb, start_server
 
 REPO = Path(__file__).resolve().parents[1]
 LUA = """
@@ -97,30 +97,12 @@ def main() -> None:
             scheduler = subprocess.Popen(
                 [*cli, "scheduler"], env=env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT
             )
-        with (tmp / "api.log").open("wb") as log:
-            api = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "forecaster.api.asgi:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--loop",
-                    "uvloop",
-                    "--http",
-                    "httptools",
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                env=env,
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        try:
+            with (tmp / "api.log").open("wb") as log:
+                api = start_server("forecaster.api.asgi:app", port, env, "uvicorn", 1, log=log)
+        except BaseException:
+            scheduler.terminate()
+            raise
         base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(200):
