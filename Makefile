@@ -49,6 +49,9 @@ pytest: install system-deps
 test: lint typecheck pytest
 
 bench: install system-deps
+	@command -v wrk >/dev/null 2>&1 || { \
+		echo "installing Debian packages: wrk (serving and soak benchmarks)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) benchmarks/accuracy.py
 
