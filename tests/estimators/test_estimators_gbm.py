@@ -86,3 +86,56 @@ def test_threads_are_explicit():
 def test_too_short_history_raises(nab_slice):
     with pytest.raises(EstimatorError, match="at least 12 points"):
         LightGBMEstimator().fit(nab_slice(ELB, days=0.02))
+
+
+def test_level_window_follows_the_horizon(fitted, nab_slice):
+    estimator, _ = fitted
+    assert estimator.level_window_ == 48  # 4 hours of 5-minute steps
+    history = nab_slice(ELB, days=4)
+    short = LightGBMEstimator(max_horizon=3, n_pairs=2000, n_estimators=20).fit(history)
+    assert short.level_window_ == 12  # never shorter than an hour
+    long = LightGBMEstimator(max_horizon=600, n_pairs=2000, n_estimators=20).fit(history)
+    assert long.level_window_ == 288  # never longer than a day
+
+
+def test_hour_ahead_model_follows_a_sudden_collapse(nab_slice):
+    """A short-horizon model forecasts relative to the last hour: when load collapses
+    (nyc_taxi's blizzard), the next hour is forecast near the new level, not the usual one."""
+    series = nab_slice("realKnownCause/nyc_taxi.csv", days=22, freq="30min")
+    estimator = LightGBMEstimator(max_horizon=2, n_estimators=120).fit(series.iloc[:-48])
+    history = series.iloc[:-24].copy()
+    usual = estimator.predict(2, history=history)["yhat"].to_numpy()
+    history.iloc[-4:] *= 0.1  # the last two hours at a tenth of the usual load
+    collapsed = estimator.predict(2, history=history)["yhat"].to_numpy()
+    assert collapsed.mean() < 0.3 * usual.mean()
+
+
+def test_model_saved_with_the_first_feature_set_still_loads(fitted):
+    import lightgbm as lgb
+
+    from forecaster.estimators.gbm import LEGACY_FEATURES
+
+    estimator, history = fitted
+    state = json.loads(json.dumps(estimator.get_state()))
+    rng = np.random.default_rng(0)
+    x = rng.random((500, LEGACY_FEATURES))
+    legacy = lgb.train(
+        {"objective": "l1", "verbose": -1, "num_threads": 1},
+        lgb.Dataset(x, label=1.0 + x[:, 3]),
+        num_boost_round=5,
+    )
+    state["booster"] = legacy.model_to_string()
+    del state["level_window"]  # saved before the level followed the horizon
+    loaded = LightGBMEstimator.from_state(state)
+    assert loaded.level_window_ is None
+    forecast = loaded.predict(24, history=history)
+    assert np.isfinite(forecast["yhat"]).all()
+
+    wrong = lgb.train(
+        {"objective": "l1", "verbose": -1, "num_threads": 1},
+        lgb.Dataset(x[:, :5], label=x[:, 3]),
+        num_boost_round=2,
+    )
+    state["booster"] = wrong.model_to_string()
+    with pytest.raises(EstimatorError, match="5 features"):
+        LightGBMEstimator.from_state(state)
