@@ -9,6 +9,11 @@ gate compares: :data:`SELECT_BY`) wins; its out-of-sample
 residuals calibrate the prediction interval conformally per horizon step; the
 winner is then refitted on the full cleaned history. Below two days of history it
 falls back to the seasonal naive (or last value) and says so in ``flags``.
+
+Isolated spikes are replaced only for horizons of a day or more: there they are
+noise that distorts the learned daily shape (NAB tweets day-ahead MASE 0.77 with,
+1.08 without), while a short-horizon model forecasts from the last hour and must
+see bursts rise and decay (tweets AAPL hour-ahead 0.41 kept, 0.49 replaced).
 """
 
 from __future__ import annotations
@@ -155,7 +160,7 @@ class AutoEstimator:
         series = series[series.index > start]
         self.flags = []
         if self.clean:
-            cleaned = clean_history(series)
+            cleaned = clean_history(series, spikes=self._long_horizon())
             series = cleaned.series
             self.flags.extend(cleaned.flags)
         values = series.to_numpy(dtype=float)
@@ -182,12 +187,15 @@ class AutoEstimator:
         self.flags.append(f"cold_start: {why}, using {self.chosen}")
         return self
 
+    def _long_horizon(self) -> bool:
+        """A day or more ahead: long candidates, and spikes cleaned (module docstring)."""
+        assert self.step_ is not None
+        return self.horizon * self.step_.total_seconds() >= DAY.total_seconds()
+
     def _candidates(self) -> tuple[str, ...]:
         if self.candidates is not None:
             return self.candidates
-        assert self.step_ is not None
-        long = self.horizon * self.step_.total_seconds() >= DAY.total_seconds()
-        return LONG_CANDIDATES if long else SHORT_CANDIDATES
+        return LONG_CANDIDATES if self._long_horizon() else SHORT_CANDIDATES
 
     def _selection_layout(self, n: int) -> tuple[int, int]:
         """(origins, stride) of the inner backtest over the held-out tail."""
@@ -286,7 +294,7 @@ class AutoEstimator:
             keep = steps_in(WEEK + DAY, self.step_) + 16
             newer = newer.iloc[-keep:]
             if self.clean and len(newer) >= 4:
-                newer = clean_history(newer).series
+                newer = clean_history(newer, spikes=self._long_horizon()).series
         forecasts = [m.predict(horizon, history=newer, level=level) for m in self.members_]
         yhat = np.mean([f["yhat"].to_numpy(dtype=float) for f in forecasts], axis=0)
         if self.calibration_ is not None:

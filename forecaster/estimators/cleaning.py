@@ -121,6 +121,7 @@ def clean_history(
     min_outage_steps: int = 3,
     max_spike_duration: timedelta = timedelta(hours=1),
     spike_threshold: float = 8.0,
+    spikes: bool = True,
 ) -> CleanedHistory:
     """Clean ``history`` (see the module docstring for the rules).
 
@@ -131,6 +132,8 @@ def clean_history(
             burst); the centred median window is twice as long plus one step, so a
             sustained change (a level shift) always dominates it and is kept.
         spike_threshold: Outlier threshold in robust (MAD-based) deviations.
+        spikes: Replace isolated spikes (False keeps them: a model that forecasts
+            from the last hour must see how bursts rise and decay).
 
     Returns:
         The cleaned series and counts of what was changed.
@@ -166,9 +169,10 @@ def clean_history(
         )
 
     max_spike_steps = steps_in(max_spike_duration, step)
-    result.spike_points = _replace_spikes(
-        values, 2 * max_spike_steps + 1, max_spike_steps, spike_threshold, day
-    )
+    if spikes:
+        result.spike_points = _replace_spikes(
+            values, 2 * max_spike_steps + 1, max_spike_steps, spike_threshold, day
+        )
     if result.spike_points:
         result.flags.append(f"spikes: {result.spike_points} isolated spike point(s) replaced")
 

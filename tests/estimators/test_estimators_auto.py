@@ -101,6 +101,20 @@ def test_selection_uses_only_the_fit_history(nab_slice):
         assert again.scores[name]["coverage"] == score["coverage"]
 
 
+def test_spikes_cleaned_only_for_day_ahead_and_longer(make_series):
+    """A burst is noise to a day-ahead model but the very thing an hour-ahead model
+    must learn to follow: only long-horizon fits replace it."""
+    history = make_series(days=8, noise=2.0)
+    history.iloc[1000] += 5000.0
+
+    def spike_flags(horizon: int) -> list[str]:
+        auto = AutoEstimator(candidates=("seasonal_naive",), horizon=horizon).fit(history)
+        return [flag for flag in auto.flags if flag.startswith("spikes")]
+
+    assert spike_flags(288) == ["spikes: 1 isolated spike point(s) replaced"]
+    assert spike_flags(12) == []
+
+
 def test_unknown_candidate_rejected():
     with pytest.raises(EstimatorError, match="unknown auto candidate"):
         AutoEstimator(candidates=("arima",))

@@ -47,6 +47,17 @@ def test_isolated_spike_replaced_but_level_shift_kept(make_series):
     pd.testing.assert_series_equal(after, history.iloc[shift_at:])
 
 
+def test_spikes_can_be_kept_while_outages_are_still_cleaned(make_series):
+    history = make_series(days=4, noise=2.0)
+    history.iloc[300] += 5000.0
+    history.iloc[500:530] = 0.0
+    result = clean_history(history, spikes=False)
+    assert result.spike_points == 0
+    assert result.series.iloc[300] == history.iloc[300]
+    assert result.outage_points == 30
+    assert not any(flag.startswith("spikes") for flag in result.flags)
+
+
 def test_counter_resets_are_undone():
     index = pd.date_range("2024-01-01", periods=200, freq="5min", tz="UTC")
     counter = np.arange(200, dtype=float) * 10.0
