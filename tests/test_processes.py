@@ -120,9 +120,9 @@ def test_scheduler_bootstraps_and_api_serves_over_http(
         for row in sqlite3.connect(tmp_path / "s.db").execute("SELECT id FROM apscheduler_jobs")
     }
     assert {"ingest:elb", "publish:elb", "train:elb"} <= jobs
-    runs = (
+    failed = (
         sqlite3.connect(tmp_path / "s.db")
-        .execute("SELECT job, ok FROM job_runs WHERE ok = 0")
+        .execute("SELECT job, detail FROM job_runs WHERE ok = 0")
         .fetchall()
     )
-    assert runs == []
+    assert failed == [], "failed job runs (job, detail):\n" + "\n".join(map(str, failed))
