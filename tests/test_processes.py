@@ -120,9 +120,18 @@ def test_scheduler_bootstraps_and_api_serves_over_http(
         for row in sqlite3.connect(tmp_path / "s.db").execute("SELECT id FROM apscheduler_jobs")
     }
     assert {"ingest:elb", "publish:elb", "train:elb"} <= jobs
-    failed = (
-        sqlite3.connect(tmp_path / "s.db")
-        .execute("SELECT job, detail FROM job_runs WHERE ok = 0")
-        .fetchall()
-    )
+    db = sqlite3.connect(tmp_path / "s.db")
+    (first_model,) = db.execute(
+        "SELECT MIN(finished_at) FROM job_runs WHERE job = 'train' AND ok = 1"
+    ).fetchone()
+    # Publishing every 2 s can run before the first training has registered a model
+    # (on a loaded machine it does): those runs fail with a message saying so. Any
+    # other failure, or that one after the first model, is a bug.
+    failed = [
+        (job, detail)
+        for job, detail, started in db.execute(
+            "SELECT job, detail, started_at FROM job_runs WHERE ok = 0"
+        )
+        if not (job == "publish" and "no champion model yet" in detail and started < first_model)
+    ]
     assert failed == [], "failed job runs (job, detail):\n" + "\n".join(map(str, failed))
