@@ -115,6 +115,18 @@ def test_spikes_cleaned_only_for_day_ahead_and_longer(make_series):
     assert spike_flags(12) == []
 
 
+def test_inner_backtest_covers_the_selection_tail(make_series):
+    """Short horizons are selected on every hour of the 7-day tail (not overlapping),
+    long ones on ~49 overlapping origins."""
+    history = make_series(days=21)
+    short = AutoEstimator(candidates=("seasonal_naive",), horizon=12).fit(history)
+    long = AutoEstimator(candidates=("seasonal_naive",), horizon=288).fit(history)
+    assert short.selection_backtest is not None and long.selection_backtest is not None
+    assert short.selection_backtest["origin"].nunique() == 168
+    assert short.selection_backtest.groupby("origin").size().eq(12).all()
+    assert long.selection_backtest["origin"].nunique() == 49
+
+
 def test_unknown_candidate_rejected():
     with pytest.raises(EstimatorError, match="unknown auto candidate"):
         AutoEstimator(candidates=("arima",))
