@@ -11,9 +11,10 @@ winner is then refitted on the full cleaned history. Below two days of history i
 falls back to the seasonal naive (or last value) and says so in ``flags``.
 
 Isolated spikes are replaced only for horizons of a day or more: there they are
-noise that distorts the learned daily shape (NAB tweets day-ahead MASE 0.77 with,
-1.08 without), while a short-horizon model forecasts from the last hour and must
-see bursts rise and decay (tweets AAPL hour-ahead 0.41 kept, 0.49 replaced).
+noise that distorts the learned daily shape (tweets AAPL day-ahead MASE 0.77
+replaced, 1.08 kept), while a short-horizon model forecasts from the last hour
+and must see bursts rise and decay (tweets AAPL hour-ahead 0.41 kept, 0.49
+replaced).
 """
 
 from __future__ import annotations

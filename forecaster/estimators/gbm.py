@@ -7,8 +7,8 @@ anchor -- the mean of the last ``level_window`` steps up to and including it -- 
 the model learns shapes, not magnitudes. The window follows the horizon (one hour
 for hour-ahead models, one day for day-ahead ones): a short-horizon model then
 forecasts relative to the last hour and follows a sudden collapse or level shift at
-once (on NAB's nyc_taxi blizzard and rds_cpu, a day-long level cost 35-80 % MASE
-hour-ahead), while a day-ahead model keeps learning the day's shape.
+once (hour-ahead on NAB's nyc_taxi blizzard week and rds_cpu, a day-long level
+had 57-86 % more MASE), while a day-ahead model keeps learning the day's shape.
 
 Because the features are computed from whatever observations end at the anchor,
 ``predict(history=newer)`` conditions on the newest data without refitting.
@@ -17,7 +17,7 @@ Features (values divided by the level): the last observations (lags 1, 2, 3, 6 a
 12), the means of the last hour and six hours, the value at the target's time of
 day one day and one week earlier (plus a smoothed version), the value one day and
 one week before the anchor, the lead, and the target's minute of day and day of week;
-then the remaining lags 4-11, the mean of the last three points, the last change
+then the other lags from 4 to 11, the mean of the last three points, the last change
 (lag 1 - lag 2) and the mean of the last day over the level. (Models saved before
 these were added read only the first columns; see ``from_state``.)
 """
