@@ -254,6 +254,21 @@ class LightGBMEstimator:
         keep = anchors >= 0
         return anchors[keep].astype(np.int64), leads[keep].astype(np.int64)
 
+    def _features(
+        self, values: FloatArray, t0: float, step_s: float, anchors: IntArray, leads: IntArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """:func:`build_features` with this model's fitted level settings (the same for
+        training pairs and forecasts)."""
+        return build_features(
+            values,
+            t0,
+            step_s,
+            anchors,
+            leads,
+            fallback_level=self.fallback_level_,
+            level_window=self.level_window_,
+        )
+
     def _train(self, x: FloatArray, y: FloatArray) -> Any:
         import lightgbm as lgb
 
@@ -284,15 +299,7 @@ class LightGBMEstimator:
 
         def pairs(a_lo: int, a_hi: int, count: int) -> tuple[FloatArray, FloatArray, IntArray]:
             anchors, leads = self._sample(n, a_lo, a_hi, count, rng)
-            x, level = build_features(
-                values,
-                t0,
-                step_s,
-                anchors,
-                leads,
-                fallback_level=self.fallback_level_,
-                level_window=self.level_window_,
-            )
+            x, level = self._features(values, t0, step_s, anchors, leads)
             y = values[anchors + leads] / level
             ok = np.isfinite(y)
             return x[ok], y[ok], leads[ok]
@@ -363,15 +370,7 @@ class LightGBMEstimator:
         t0 = last.timestamp() - (n - 1) * step_s
         leads = np.arange(1, horizon + 1, dtype=np.int64)
         anchors = np.full(horizon, n - 1, dtype=np.int64)
-        x, lvl = build_features(
-            values,
-            t0,
-            step_s,
-            anchors,
-            leads,
-            fallback_level=self.fallback_level_,
-            level_window=self.level_window_,
-        )
+        x, lvl = self._features(values, t0, step_s, anchors, leads)
         x = x[:, : self.booster_.num_feature()]  # a model saved with the first feature set
         x[:, 0] = np.minimum(x[:, 0], self.max_horizon)
         ratio = np.asarray(self.booster_.predict(x, num_threads=self.n_jobs), dtype=float)
