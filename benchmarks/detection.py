@@ -67,12 +67,16 @@ def _threshold_events(series: Any, scores: Any, sides: Any, step: timedelta) -> 
     return events
 
 
-def run_one(key: str) -> dict[str, Any]:
-    """Detect on one file with the three detectors; events as ISO strings."""
+def run_one(key: str, scores_dir: Path | None = None) -> dict[str, Any]:
+    """Detect on one file with the three detectors; events as ISO strings.
+
+    With ``scores_dir`` the production detector's per-step scores are written there
+    (``<file>.csv.gz``) for offline study of the event logic.
+    """
     import numpy as np
     import pandas as pd
 
-    from forecaster.consumers.regressions import RefitSchedule, detect_history
+    from forecaster.consumers.regressions import RefitSchedule, ScoreBaseline, detect_history
     from forecaster.estimators.base import create_estimator
     from forecaster.timeseries import infer_step, read_series_csv, to_grid
 
@@ -121,8 +125,14 @@ def run_one(key: str) -> dict[str, Any]:
         start_at=train_end.to_pydatetime(),
         min_history=timedelta(hours=1),
         publish_every=horizon,
+        baseline=ScoreBaseline(step=step),  # the service's default adaptive bar
     )
     out["forecaster"] = result.events
+    if scores_dir is not None:
+        target = scores_dir / key.replace("/", "__")
+        target = target.with_name(target.name + ".gz")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        result.scores.to_csv(target, index=False)
     for name in ("static", "rolling-z", "forecaster"):
         out[name] = [
             (
@@ -189,13 +199,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/detection.md")
     parser.add_argument("--only", default="", help="substring filter on file names")
+    parser.add_argument(
+        "--save-scores", type=Path, default=None, help="directory for per-step scores"
+    )
     args = parser.parse_args()
     labels = json.loads((NAB / "anomaly_windows.json").read_text())
     keys = [k for k in sorted(labels) if args.only in k and (NAB / k).is_file()]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         results = []
-        for res in pool.map(run_one, keys):
+        for res in pool.map(run_one, keys, [args.save_scores] * len(keys)):
             print(
                 f"{res['key']}: {len(res['forecaster'])} events, {res['refits']} refits, "
                 f"{res['seconds']:.0f}s",

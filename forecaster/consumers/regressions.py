@@ -12,6 +12,17 @@ unit per band width of distance. A regression *event* opens when qualifying
 scores (above ``min_score``, on the watched side) persist for ``persist``, and
 closes when the series has been back for ``close_after``.
 
+With a :class:`ScoreBaseline` (the service's default) the bar adapts to each
+series: a 90 % band is left by some 10 % of observations of any series, and how
+far they land outside differs widely (a bursty tweet count leaves it by 10 band
+widths every day, a CPU gauge rarely by 2). The baseline keeps the series' own
+scores of the last ``window`` (14 days) and its ``quantile`` (99.9 %: about one
+5-minute step in 3.5 days) is the bar: a persistent run opens an event only once
+its peak is above the bar, and a single score above ``instant_factor`` times the
+bar (2x) opens one at once (an outage or a spike that is over before
+``persist``). Until the baseline holds ``learning`` (1 day) of scores the bar is
+infinite: a newly watched series raises nothing while its normal is learnt.
+
 :class:`EventTracker` is the online state machine the scheduler's detection job
 runs per series (its state is JSON, kept in the store between runs);
 :func:`detect_history` replays a whole file through the same tracker with the
@@ -20,7 +31,9 @@ production estimator refitted on the service's schedule (``forecaster detect``).
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -108,6 +121,8 @@ class EventTracker:
         min_score: Scores above this qualify (1.0: anything outside the band).
         close_after: How long the series must be back before the event closes
             (default: one step, i.e. the first observation back closes it).
+        instant_factor: With an adaptive bar (``threshold`` in :meth:`update`), a
+            qualifying score above this many times the bar opens an event at once.
     """
 
     def __init__(
@@ -118,6 +133,7 @@ class EventTracker:
         persist: timedelta = timedelta(minutes=15),
         min_score: float = 1.0,
         close_after: timedelta | None = None,
+        instant_factor: float = 2.0,
     ) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -127,6 +143,9 @@ class EventTracker:
             raise ValueError(f"persist must be >= 0, got {persist}")
         if min_score < 1.0:
             raise ValueError(f"min_score must be >= 1 (outside the band), got {min_score}")
+        if not instant_factor >= 1.0:
+            raise ValueError(f"instant_factor must be >= 1, got {instant_factor}")
+        self.instant_factor = instant_factor
         self.step = step
         self.direction = direction
         self.persist = persist
@@ -145,11 +164,26 @@ class EventTracker:
             return False
         return self.direction == "both" or _SIDE_NAME[side] == self.direction
 
-    def update(self, ts: datetime, score: float, side: int, model: str = "") -> list[Transition]:
+    def update(
+        self,
+        ts: datetime,
+        score: float,
+        side: int,
+        model: str = "",
+        *,
+        threshold: float | None = None,
+    ) -> list[Transition]:
         """Feed one scored observation (in time order); returns what changed.
 
         Observations at or before the last one seen are ignored (idempotent replays).
         A gap longer than ``close_after`` in the data breaks a pending run.
+
+        Args:
+            threshold: The adaptive bar (:meth:`ScoreBaseline.threshold`) before this
+                observation: a persistent run opens an event only once its peak is
+                above it, and a score above ``instant_factor`` times it opens one at
+                once; ``inf`` opens nothing (still learning). ``None``: persistence
+                alone opens events.
         """
         if self.last_ts is not None and ts <= self.last_ts:
             return []
@@ -183,7 +217,11 @@ class EventTracker:
             self.run_start, self.run_side, self.run_peak, self.run_model = ts, side, score, model
         else:
             self.run_peak = max(self.run_peak, score)
-        if ts - self.run_start + self.step >= self.persist:
+        persisted = ts - self.run_start + self.step >= self.persist
+        if threshold is not None:
+            bar = max(threshold, self.min_score)
+            persisted = (persisted and self.run_peak > bar) or score > self.instant_factor * bar
+        if persisted:
             self.open = RegressionEvent(
                 start=self.run_start,
                 end=None,
@@ -242,6 +280,66 @@ class EventTracker:
             )
 
 
+class ScoreBaseline:
+    """A series' own recent anomaly scores, whose high quantile is its adaptive bar.
+
+    Args:
+        step: The series step (``learning`` is counted in observations of a step).
+        quantile: The bar is this quantile of the scores in the window.
+        window: How far back scores count.
+        learning: Until the window holds this much (in scored steps), the bar is
+            infinite: nothing opens while the series' normal is learnt.
+    """
+
+    def __init__(
+        self,
+        *,
+        step: timedelta,
+        quantile: float = 0.999,
+        window: timedelta = timedelta(days=14),
+        learning: timedelta = timedelta(days=1),
+    ) -> None:
+        if not 0.0 < quantile < 1.0:
+            raise ValueError(f"baseline quantile must be in (0, 1), got {quantile}")
+        if step <= timedelta(0):
+            raise ValueError(f"step must be positive, got {step}")
+        if window < step:
+            raise ValueError(f"baseline window {window} is shorter than one step ({step})")
+        if learning < timedelta(0) or learning > window:
+            raise ValueError(f"learning {learning} must be between 0 and the window ({window})")
+        self.step = step
+        self.quantile = quantile
+        self.window = window
+        self.min_count = math.ceil(learning / step)
+        self._scores: deque[tuple[datetime, float]] = deque()
+        self._sorted: list[float] = []  # the same scores, sorted (quantile by index)
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+    def add(self, ts: datetime, score: float) -> None:
+        """Record the score of the observation at ``ts`` (in time order)."""
+        self._scores.append((ts, score))
+        bisect.insort(self._sorted, score)
+
+    def threshold(self, now: datetime) -> float:
+        """The bar for the observation at ``now``: the quantile of the window before it.
+
+        Linear interpolation between order statistics (numpy's default method).
+        """
+        start = now - self.window
+        while self._scores and self._scores[0][0] < start:
+            _, old = self._scores.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+        n = len(self._sorted)
+        if n < max(self.min_count, 1):
+            return math.inf
+        pos = (n - 1) * self.quantile
+        low = math.floor(pos)
+        high = min(low + 1, n - 1)
+        return self._sorted[low] + (pos - low) * (self._sorted[high] - self._sorted[low])
+
+
 class RefitSchedule:
     """When the estimator is refitted: a 5-field cron (the service's train schedule) or a period.
 
@@ -295,6 +393,7 @@ def detect_history(
     level: float = 90.0,
     model_label: str = "",
     on_progress: Callable[[int], None] | None = None,
+    baseline: ScoreBaseline | None = None,
 ) -> DetectionResult:
     """Run the online detector over a whole history, as the service would have.
 
@@ -316,6 +415,7 @@ def detect_history(
         level: Interval level in percent.
         model_label: Suffix for the model name in events (e.g. the refit time).
         on_progress: Called with the number of steps handled since the last call.
+        baseline: The adaptive bar (fresh); ``None`` opens events on persistence alone.
 
     Returns:
         Events (still-open ones with ``end=None``), per-step scores and counts.
@@ -378,9 +478,12 @@ def detect_history(
                 score, side = anomaly_score(float(y), min(lo, yh), max(hi, yh))
                 ts = index[j].to_pydatetime()
                 rows.append((ts, float(y), yh, lo, hi, score, side))
-                for change in tracker.update(ts, score, side, model):
+                bar = None if baseline is None else baseline.threshold(ts)
+                for change in tracker.update(ts, score, side, model, threshold=bar):
                     if change.kind == "closed":
                         events.append(change.event)
+                if baseline is not None:
+                    baseline.add(ts, score)
         if on_progress is not None:
             on_progress(block)
         pos += block
