@@ -21,7 +21,10 @@ Detectors:
 - ``rolling-z``: |z| > 4 against the mean and sd of the previous day.
 
 All three share the event logic (``EventTracker``: direction both, persistence
-3 steps, close after 1 hour back to normal) so only the judgement differs.
+3 steps, close after 1 hour back to normal) so only the judgement differs; the
+``forecaster`` detector's judgement includes the service's default adaptive bar
+(``ScoreBaseline``: 99.9 % of the series' own scores over 14 days, nothing opens
+during the first day of scores, a single score above twice the bar opens at once).
 """
 
 from __future__ import annotations
@@ -244,7 +247,9 @@ def main() -> None:
         "Subsampled for the time budget: refit every 7 days (the service refits daily) and "
         "re-forecast hourly (the service publishes every minute). Event logic for all "
         f"detectors: direction both, min score {MIN_SCORE}, persistence {PERSIST_STEPS} steps, "
-        "close after 1 h back.",
+        "close after 1 h back. The forecaster's events must also pass its adaptive bar (the "
+        "service default: 99.9% of the series' own scores over 14 days, learnt during the "
+        "first day of scores; a single score above twice the bar opens at once).",
     ]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines) + "\n")

@@ -96,17 +96,35 @@ class _ConsumerSpec(BaseModel):
 
 
 class WatchSpec(_ConsumerSpec):
-    """Regression detection for a series: ``watch: {direction: up, persist: 15m}``."""
+    """Regression detection for a series: ``watch: {direction: up, persist: 15m}``.
+
+    ``baseline_quantile`` (default 0.999; ``null`` turns it off), ``baseline_window``
+    and ``learning`` set the adaptive bar, ``instant_factor`` the single-score
+    trigger (see :mod:`forecaster.consumers.regressions`).
+    """
 
     direction: Literal["up", "down", "both"] = "both"
     persist: timedelta = timedelta(minutes=15)
     min_score: float = Field(1.0, ge=1.0)
     close_after: timedelta | None = None
+    baseline_quantile: float | None = Field(0.999, gt=0.0, lt=1.0)
+    baseline_window: timedelta = timedelta(days=14)
+    learning: timedelta = timedelta(days=1)
+    instant_factor: float = Field(2.0, ge=1.0)
 
-    @field_validator("persist", "close_after", mode="before")
+    @field_validator("persist", "close_after", "baseline_window", "learning", mode="before")
     @classmethod
     def _dur(cls, value: Any, info: Any) -> Any:
         return None if value is None else _duration(value, f"watch.{info.field_name}")
+
+    @model_validator(mode="after")
+    def _learning_fits(self) -> WatchSpec:
+        if self.learning > self.baseline_window:
+            raise ValueError(
+                f"watch.learning ({self.learning}) is longer than watch.baseline_window "
+                f"({self.baseline_window}): the bar would never be learnt"
+            )
+        return self
 
 
 class CacheWarmingSpec(_ConsumerSpec):

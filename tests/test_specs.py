@@ -84,6 +84,13 @@ def test_relative_file_resolved_against_spec_folder(tmp_path: Path, write_spec: 
         ([{"name": "a", "query": "up", "step": "-5m"}], {}, "cannot parse"),
         ([{"name": "a", "query": "up", "schedule": {"train": "daily"}}], {}, "5-field cron"),
         ([{"name": "a", "query": "up"}], {"stepp": "5m"}, "stepp: unknown key"),
+        (
+            [{"name": "a", "query": "up", "watch": {"learning": "20d"}}],
+            {},
+            "longer than watch.baseline_window",
+        ),
+        ([{"name": "a", "query": "up", "watch": {"baseline_quantile": 1.5}}], {}, "less than 1"),
+        ([{"name": "a", "query": "up", "watch": {"instant_factor": 0.5}}], {}, "instant_factor"),
     ],
 )
 def test_bad_specs_are_refused_with_a_clear_message(

@@ -49,6 +49,23 @@ def detect_command(
     close_after: Annotated[
         str | None, typer.Option(help="How long back inside the band closes an event (1 step).")
     ] = None,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            help="Adaptive bar from the series' own recent scores (--no-baseline: "
+            "persistence alone opens events)."
+        ),
+    ] = True,
+    baseline_quantile: Annotated[
+        float, typer.Option(min=0.5, max=0.99999, help="Quantile of recent scores = the bar.")
+    ] = 0.999,
+    baseline_window: Annotated[str, typer.Option(help="How far back scores count.")] = "14d",
+    learning: Annotated[
+        str, typer.Option(help="Scores needed before any event opens (per series).")
+    ] = "1d",
+    instant_factor: Annotated[
+        float, typer.Option(min=1.0, help="A score above this many times the bar opens at once.")
+    ] = 2.0,
     model: Annotated[str, typer.Option(help="Estimator; auto is what the service runs.")] = "auto",
     level: Annotated[float, typer.Option(min=50.0, max=99.9, help="Band level, percent.")] = 90.0,
     refit: Annotated[
@@ -68,7 +85,12 @@ def detect_command(
     started = time.perf_counter()
     try:
         from forecaster.commands.backtest import parse_freq
-        from forecaster.consumers.regressions import EventTracker, RefitSchedule, detect_history
+        from forecaster.consumers.regressions import (
+            EventTracker,
+            RefitSchedule,
+            ScoreBaseline,
+            detect_history,
+        )
         from forecaster.durations import parse_duration
         from forecaster.estimators.base import create_estimator, estimator_names
         from forecaster.timeseries import read_series_csv, to_grid
@@ -79,6 +101,8 @@ def detect_command(
             ("--persist", persist),
             ("--history", history),
             ("--min-history", min_history),
+            ("--baseline-window", baseline_window),
+            ("--learning", learning),
         ):
             try:
                 durations[flag] = parse_duration(value, what=flag)
@@ -92,6 +116,16 @@ def detect_command(
                 None if refit_every is None else parse_duration(refit_every, what="--refit-every")
             )
             schedule = RefitSchedule(cron=None if every else refit, every=every)
+            bar = (
+                ScoreBaseline(
+                    step=step,
+                    quantile=baseline_quantile,
+                    window=durations["--baseline-window"],
+                    learning=durations["--learning"],
+                )
+                if baseline
+                else None
+            )
         except ValueError as exc:
             raise InputDataError(str(exc)) from None
         if model not in estimator_names():
@@ -110,6 +144,7 @@ def detect_command(
             persist=durations["--persist"],
             min_score=min_score,
             close_after=closing,
+            instant_factor=instant_factor,
         )
         horizon = max(publish_every, 1)
 
@@ -136,7 +171,7 @@ def detect_command(
             unit="step",
             disable=not sys.stderr.isatty(),
             dynamic_ncols=True,
-        ) as bar:
+        ) as progress:
             result = detect_history(
                 series,
                 make_estimator=make_estimator,  # type: ignore[arg-type]
@@ -146,7 +181,8 @@ def detect_command(
                 train_window=durations["--history"],
                 publish_every=publish_every,
                 level=level,
-                on_progress=bar.update,
+                on_progress=progress.update,
+                baseline=bar,
             )
     except ForecasterError as exc:
         raise _fail(str(exc)) from None

@@ -64,7 +64,7 @@ def detect_series(
     ctx: JobContext, *, spec: SeriesSpec, name: str, now: datetime | None = None
 ) -> DetectResult:
     """Score new observations of ``name`` and update its regression events."""
-    from forecaster.consumers.regressions import EventTracker, anomaly_score
+    from forecaster.consumers.regressions import EventTracker, ScoreBaseline, anomaly_score
     from forecaster.consumers.webhooks import WebhookSender
     from forecaster.store.consumers_repo import ConsumersRepo, ScoreRow
 
@@ -82,11 +82,23 @@ def detect_series(
         persist=watch.persist,
         min_score=watch.min_score,
         close_after=watch.close_after,
+        instant_factor=watch.instant_factor,
     )
     if state:
         tracker.set_state(state)
     since = tracker.last_ts + timedelta(microseconds=1) if tracker.last_ts else now - FIRST_LOOKBACK
     rows = store.history(name, since=since, until=now)
+    baseline = None
+    if watch.baseline_quantile is not None and rows:
+        baseline = ScoreBaseline(
+            step=spec.step,
+            quantile=watch.baseline_quantile,
+            window=watch.baseline_window,
+            learning=watch.learning,
+        )
+        for old in repo.scores(info.id, since=rows[0][0] - watch.baseline_window):
+            if old.ts < rows[0][0]:
+                baseline.add(old.ts, old.score)
     scores: list[ScoreRow] = []
     transitions = []
     bands: dict[int, dict[datetime, Any]] = {}
@@ -113,7 +125,10 @@ def detect_series(
                 model=model,
             )
         )
-        transitions.extend(tracker.update(ts, score, side, model))
+        bar = None if baseline is None else baseline.threshold(ts)
+        transitions.extend(tracker.update(ts, score, side, model, threshold=bar))
+        if baseline is not None:
+            baseline.add(ts, score)
     changes = repo.save_detection(
         info.id,
         state=tracker.get_state(),
@@ -121,7 +136,7 @@ def detect_series(
         transitions=transitions,
         scores=scores,
     )
-    repo.prune_scores(info.id, before=now - SCORE_RETENTION)
+    repo.prune_scores(info.id, before=now - max(SCORE_RETENTION, watch.baseline_window))
     sent: list[str] = []
     target = webhook_target(watch, f"series {spec.name!r} watch")
     if target is not None:

@@ -44,7 +44,10 @@ def _events(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_detects_the_injected_regression(cli: typer.Typer, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "bar", [[], ["--no-baseline"], ["--learning", "2h", "--instant-factor", "3"]]
+)
+def test_detects_the_injected_regression(cli: typer.Typer, tmp_path: Path, bar: list[str]) -> None:
     data = _write(tmp_path / "in.csv")
     out = tmp_path / "events.csv"
     result = CliRunner().invoke(
@@ -60,6 +63,7 @@ def test_detects_the_injected_regression(cli: typer.Typer, tmp_path: Path) -> No
             "up",
             "--persist",
             "15m",
+            *bar,
         ],
     )
     assert result.exit_code == 0, result.output
@@ -75,6 +79,9 @@ def test_detects_the_injected_regression(cli: typer.Typer, tmp_path: Path) -> No
     ]
     assert hits and float(hits[0]["score"]) > 1.0
     assert pd.Timestamp(hits[0]["start"]) - shift_start <= pd.Timedelta(minutes=15)
+    if not bar:  # default: a day of --min-history, then a day of learning raise nothing
+        learnt = pd.Timestamp("2026-01-03", tz="UTC")
+        assert all(pd.Timestamp(e["start"]) >= learnt for e in events)
 
 
 def test_decisions_use_only_past_data(cli: typer.Typer, tmp_path: Path) -> None:
@@ -113,6 +120,8 @@ def test_decisions_use_only_past_data(cli: typer.Typer, tmp_path: Path) -> None:
         (["DATA", "--refit", "daily"], "invalid refit cron"),
         (["DATA", "--freq", "banana"], "--freq"),
         (["DATA", "--min-history", "30d"], "nothing to decide on"),
+        (["DATA", "--learning", "30d"], "learning 30 days"),
+        (["DATA", "--baseline-window", "soon"], "--baseline-window"),
     ],
 )
 def test_clear_errors(cli: typer.Typer, tmp_path: Path, args: list[str], message: str) -> None:
@@ -126,3 +135,11 @@ def test_clear_errors(cli: typer.Typer, tmp_path: Path, args: list[str], message
     result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 1
     assert message in result.output
+
+
+def test_out_of_range_options_are_usage_errors(cli: typer.Typer, tmp_path: Path) -> None:
+    data = _write(tmp_path / "in.csv", days=2)
+    for flag, value in (("--baseline-quantile", "1.5"), ("--instant-factor", "0.5")):
+        result = CliRunner().invoke(cli, ["detect", str(data), "-o", "o.csv", flag, value])
+        assert result.exit_code == 2
+        assert f"Invalid value for '{flag}'" in result.output

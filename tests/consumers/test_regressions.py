@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from forecaster.consumers.regressions import EventTracker, RefitSchedule, anomaly_score
+from forecaster.consumers.regressions import (
+    EventTracker,
+    RefitSchedule,
+    ScoreBaseline,
+    anomaly_score,
+)
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 STEP = timedelta(minutes=5)
@@ -115,6 +120,74 @@ def test_events_never_overlap_and_persist_long_enough(scores: list[float], persi
         assert event.detected_at - event.start + STEP >= persist * STEP
     for a, b in zip(closed, opened[1:], strict=False):
         assert a.end is not None and a.end <= b.start
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.floats(min_value=0.0, max_value=50.0), min_size=1, max_size=200),
+    st.sampled_from([0.5, 0.9, 0.999]),
+)
+def test_baseline_bar_is_the_quantile_of_the_window_before(
+    scores: list[float], quantile: float
+) -> None:
+    import numpy as np
+
+    window = 40 * STEP
+    baseline = ScoreBaseline(step=STEP, quantile=quantile, window=window, learning=10 * STEP)
+    for i, score in enumerate(scores):
+        now = T0 + i * STEP
+        earlier = [s for j, s in enumerate(scores[:i]) if T0 + j * STEP >= now - window]
+        bar = baseline.threshold(now)
+        if len(earlier) < 10:
+            assert bar == float("inf")  # still learning
+        else:
+            assert bar == pytest.approx(float(np.quantile(earlier, quantile)))
+        baseline.add(now, score)
+
+
+def test_baseline_refuses_bad_settings() -> None:
+    with pytest.raises(ValueError, match="quantile"):
+        ScoreBaseline(step=STEP, quantile=1.0)
+    with pytest.raises(ValueError, match="learning"):
+        ScoreBaseline(step=STEP, window=timedelta(days=1), learning=timedelta(days=2))
+    with pytest.raises(ValueError, match="shorter than one step"):
+        ScoreBaseline(step=STEP, window=timedelta(minutes=1))
+    with pytest.raises(ValueError, match="instant_factor"):
+        EventTracker(step=STEP, instant_factor=0.5)
+
+
+def _feed_bar(tracker: EventTracker, scores: list[float], bar: float) -> list[Any]:
+    out = []
+    for i, score in enumerate(scores):
+        side = 1 if score > 0 else 0
+        out.extend(tracker.update(T0 + i * STEP, score, side, "m", threshold=bar))
+    return out
+
+
+def test_adaptive_bar_gates_persistent_runs_and_opens_on_extreme_scores() -> None:
+    persist = 3 * STEP
+    # a persistent run whose peak stays under the bar opens nothing ...
+    quiet = EventTracker(step=STEP, persist=persist, min_score=2.0)
+    assert _feed_bar(quiet, [0, 3, 4, 3.5, 4, 0], bar=5.0) == []
+    # ... the same run opens once its peak passes the bar, back-dated to the run's start
+    loud = EventTracker(step=STEP, persist=persist, min_score=2.0)
+    (opened,) = _feed_bar(loud, [0, 3, 4, 6, 4, 4], bar=5.0)
+    assert opened.kind == "opened" and opened.event.start == T0 + STEP
+    assert opened.event.detected_at == T0 + 3 * STEP
+    # a single score above instant_factor x bar opens at once, before persistence
+    spike = EventTracker(step=STEP, persist=persist, min_score=2.0, instant_factor=2.0)
+    at_once, closed = _feed_bar(spike, [0, 11, 0], bar=5.0)
+    assert (at_once.kind, closed.kind) == ("opened", "closed")
+    assert at_once.event.start == at_once.event.detected_at == T0 + STEP
+    assert _feed_bar(EventTracker(step=STEP, persist=persist), [0, 9.9, 0], bar=5.0) == []
+    # the bar never drops below min_score, and an infinite bar (learning) opens nothing
+    low = EventTracker(step=STEP, persist=persist, min_score=2.0)
+    assert _feed_bar(low, [1.5, 1.8, 1.9, 1.7], bar=1.0) == []
+    learning = EventTracker(step=STEP, persist=persist)
+    assert _feed_bar(learning, [50.0] * 10, bar=float("inf")) == []
+    # without a bar, persistence alone opens (the legacy rule)
+    legacy = EventTracker(step=STEP, persist=persist, min_score=2.0)
+    assert [c.kind for c in _feed(legacy, [0, 3, 3, 3])] == ["opened"]
 
 
 def test_refit_schedule_follows_cron() -> None:

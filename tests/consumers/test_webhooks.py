@@ -186,6 +186,7 @@ def test_detection_job_pushes_events_once(
                 "watch": {
                     "direction": "up",
                     "persist": "15m",
+                    "baseline_quantile": None,  # persistence alone (the bar has its own test)
                     "webhook": receiver.url,
                     "secret_env": "HOOK_SECRET",
                 },
@@ -241,3 +242,59 @@ def test_detection_job_pushes_events_once(
     types = [r["json"]["type"] for r in receiver.received]
     assert types == ["regression.opened", "regression.closed"]
     assert all(r["valid"] for r in receiver.received)
+
+
+def test_detection_job_learns_each_series_bar_from_its_stored_scores(
+    store_url: str, make_settings: Any, write_spec: Any, tmp_path: Any
+) -> None:
+    """Nothing opens while learning; then only deviations beyond the series' own usual ones."""
+    from forecaster.jobs.context import JobContext
+    from forecaster.jobs.detect import detect_series
+    from forecaster.specs import load_spec
+
+    watch = {"direction": "up", "persist": "10m", "learning": "30m", "baseline_window": "2h"}
+    path = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "lat", "query": "up", "kind": "latency", "unit": "ms", "watch": watch}],
+        step="5m",
+        horizon="2h",
+    )
+    settings = make_settings(db=store_url, spec=path)
+    spec = load_spec(path).series[0]
+    step = timedelta(minutes=5)
+    t0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+    ctx = JobContext.create(settings)
+    sid = ctx.store.ensure_series(
+        name="lat", family="lat", kind="latency", unit="ms", step_seconds=300, horizon_steps=24
+    )
+    ctx.store.publish_forecast(
+        series="lat",
+        generated_at=t0,
+        origin=t0,
+        step_seconds=300,
+        level=90.0,
+        model_name="prophet",
+        model_version="3",
+        run_id="r",
+        points=[
+            ForecastPoint(step=i, ds=t0 + i * step, yhat=100.0, yhat_lower=80.0, yhat_upper=120.0)
+            for i in range(1, 25)
+        ],
+        keep_recent=timedelta(days=1),
+    )
+    # score 3.0 while learning, 0 for half an hour, 3.0 again (usual now), back, then 5.5
+    latencies = [200] * 3 + [100] * 6 + [200] * 3 + [100] + [300] * 3
+    observations = [(t0 + (i + 1) * step, float(v)) for i, v in enumerate(latencies)]
+    ctx.store.upsert_observations(sid, observations[:3])
+    learning = detect_series(ctx, spec=spec, name="lat", now=t0 + 3 * step)
+    assert (learning.points, learning.opened) == (3, 0)
+    ctx.store.engine.dispose()
+
+    ctx2 = JobContext.create(settings)  # a restart: the bar comes from the stored scores
+    ctx2.store.upsert_observations(sid, observations)
+    later = detect_series(ctx2, spec=spec, name="lat", now=t0 + 16 * step)
+    assert (later.points, later.opened) == (13, 1)
+    (event,) = ConsumersRepo(ctx2.store).events(series="lat")
+    assert event.start == t0 + 14 * step  # the 3.0 run (at the bar) opened nothing
+    assert event.peak_score == pytest.approx(5.5)
+    ctx2.store.engine.dispose()
