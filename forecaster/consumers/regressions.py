@@ -340,6 +340,22 @@ class ScoreBaseline:
         return self._sorted[low] + (pos - low) * (self._sorted[high] - self._sorted[low])
 
 
+def judge(
+    tracker: EventTracker,
+    baseline: ScoreBaseline | None,
+    ts: datetime,
+    score: float,
+    side: int,
+    model: str = "",
+) -> list[Transition]:
+    """Feed one scored observation to ``tracker`` against ``baseline``'s bar, then record it."""
+    bar = None if baseline is None else baseline.threshold(ts)
+    out = tracker.update(ts, score, side, model, threshold=bar)
+    if baseline is not None:
+        baseline.add(ts, score)
+    return out
+
+
 class RefitSchedule:
     """When the estimator is refitted: a 5-field cron (the service's train schedule) or a period.
 
@@ -478,12 +494,9 @@ def detect_history(
                 score, side = anomaly_score(float(y), min(lo, yh), max(hi, yh))
                 ts = index[j].to_pydatetime()
                 rows.append((ts, float(y), yh, lo, hi, score, side))
-                bar = None if baseline is None else baseline.threshold(ts)
-                for change in tracker.update(ts, score, side, model, threshold=bar):
+                for change in judge(tracker, baseline, ts, score, side, model):
                     if change.kind == "closed":
                         events.append(change.event)
-                if baseline is not None:
-                    baseline.add(ts, score)
         if on_progress is not None:
             on_progress(block)
         pos += block

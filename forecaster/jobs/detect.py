@@ -64,7 +64,12 @@ def detect_series(
     ctx: JobContext, *, spec: SeriesSpec, name: str, now: datetime | None = None
 ) -> DetectResult:
     """Score new observations of ``name`` and update its regression events."""
-    from forecaster.consumers.regressions import EventTracker, ScoreBaseline, anomaly_score
+    from forecaster.consumers.regressions import (
+        EventTracker,
+        ScoreBaseline,
+        anomaly_score,
+        judge,
+    )
     from forecaster.consumers.webhooks import WebhookSender
     from forecaster.store.consumers_repo import ConsumersRepo, ScoreRow
 
@@ -125,10 +130,7 @@ def detect_series(
                 model=model,
             )
         )
-        bar = None if baseline is None else baseline.threshold(ts)
-        transitions.extend(tracker.update(ts, score, side, model, threshold=bar))
-        if baseline is not None:
-            baseline.add(ts, score)
+        transitions.extend(judge(tracker, baseline, ts, score, side, model))
     changes = repo.save_detection(
         info.id,
         state=tracker.get_state(),
