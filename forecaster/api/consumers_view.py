@@ -38,6 +38,7 @@ class ConsumerState:
     """One consistent snapshot."""
 
     scores: dict[str, LatestScore] = field(default_factory=dict)
+    bars: dict[str, float] = field(default_factory=dict)
     events: tuple[EventRow, ...] = ()
     events_since: datetime | None = None
     refreshed_at: datetime | None = None
@@ -65,11 +66,13 @@ class ConsumerView:
             since = datetime.now(UTC) - EVENT_WINDOW
             try:
                 scores = {s.series: s for s in self.repo.latest_scores()}
+                bars = self.repo.detector_bars()
                 events = tuple(self.repo.events(since=since, limit=MAX_EVENTS))
             except (SQLAlchemyError, StoreError) as exc:
                 old = self._state
                 self._state = ConsumerState(
                     scores=old.scores,
+                    bars=old.bars,
                     events=old.events,
                     events_since=old.events_since,
                     refreshed_at=old.refreshed_at,
@@ -79,6 +82,7 @@ class ConsumerView:
                 return False
             self._state = ConsumerState(
                 scores=scores,
+                bars=bars,
                 events=events,
                 events_since=since if len(events) < MAX_EVENTS else None,
                 refreshed_at=datetime.now(UTC),
@@ -87,7 +91,7 @@ class ConsumerView:
 
 
 class AnomalyCollector(Collector):
-    """Exports ``forecaster_anomaly_score{series}`` and open regressions from the snapshot."""
+    """Exports ``forecaster_anomaly_score{series}``, the bars and open regressions."""
 
     def __init__(self, view: ConsumerView) -> None:
         self.view = view
@@ -110,6 +114,15 @@ class AnomalyCollector(Collector):
             "1 while a regression event of the series is open, else 0",
             labels=["series", "direction"],
         )
+        bar = GaugeMetricFamily(
+            "forecaster_anomaly_bar",
+            "Adaptive bar of a watched series: a persistent deviation opens a regression "
+            "event once its score passes this (a quantile of the series' own recent scores); "
+            "absent while the series is still learning",
+            labels=["series"],
+        )
+        for name, value in sorted(state.bars.items()):
+            bar.add_metric([name], value)
         opened: dict[tuple[str, str], int] = {}
         for event in state.events:
             if event.end is None:
@@ -121,4 +134,5 @@ class AnomalyCollector(Collector):
                 open_events.add_metric([name, direction], float(opened.get((name, direction), 0)))
         yield score
         yield stamp
+        yield bar
         yield open_events

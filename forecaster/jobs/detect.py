@@ -10,6 +10,7 @@ webhook. ``warm_series`` pushes cache-warming windows whose ``warm_at`` has come
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -94,15 +95,16 @@ def detect_series(
     since = tracker.last_ts + timedelta(microseconds=1) if tracker.last_ts else now - FIRST_LOOKBACK
     rows = store.history(name, since=since, until=now)
     baseline = None
-    if watch.baseline_quantile is not None and rows:
+    if watch.baseline_quantile is not None:
         baseline = ScoreBaseline(
             step=spec.step,
             quantile=watch.baseline_quantile,
             window=watch.baseline_window,
             learning=watch.learning,
         )
-        for old in repo.scores(info.id, since=rows[0][0] - watch.baseline_window):
-            if old.ts < rows[0][0]:
+        first_new = rows[0][0] if rows else now
+        for old in repo.scores(info.id, since=first_new - watch.baseline_window):
+            if old.ts < first_new:
                 baseline.add(old.ts, old.score)
     scores: list[ScoreRow] = []
     transitions = []
@@ -131,9 +133,13 @@ def detect_series(
             )
         )
         transitions.extend(judge(tracker, baseline, ts, score, side, model))
+    saved = tracker.get_state()
+    if baseline is not None:  # for /metrics: the bar the next observation must pass
+        bar = baseline.threshold(now)
+        saved["bar"] = bar if math.isfinite(bar) else None
     changes = repo.save_detection(
         info.id,
-        state=tracker.get_state(),
+        state=saved,
         open_event_id=open_id,
         transitions=transitions,
         scores=scores,

@@ -193,6 +193,20 @@ class ConsumersRepo:
             return None, None
         return dict(row[0]), row[1]
 
+    def detector_bars(self) -> dict[str, float]:
+        """The adaptive bar of every watched series that has learnt one (one query)."""
+        query = select(series_table.c.name, detector_state_table.c.state).join(
+            series_table, series_table.c.id == detector_state_table.c.series_id
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        out: dict[str, float] = {}
+        for name, state in rows:
+            bar = (state or {}).get("bar")
+            if isinstance(bar, (int, float)):
+                out[str(name)] = float(bar)
+        return out
+
     def save_detection(
         self,
         series_id: int,

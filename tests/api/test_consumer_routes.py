@@ -83,7 +83,7 @@ def _seed(settings: Any) -> None:
         )
         repo.save_detection(
             rps,
-            state={},
+            state={"bar": 4.25},
             open_event_id=None,
             transitions=[
                 Transition("opened", old),
@@ -191,6 +191,7 @@ def test_regressions_listing_and_metrics(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'forecaster_anomaly_score{series="rps"} 2.5' in text
     assert 'forecaster_regression_open{direction="up",series="rps"} 1.0' in text
+    assert 'forecaster_anomaly_bar{series="rps"} 4.25' in text
 
 
 @pytest.mark.parametrize(

@@ -288,6 +288,7 @@ def test_detection_job_learns_each_series_bar_from_its_stored_scores(
     ctx.store.upsert_observations(sid, observations[:3])
     learning = detect_series(ctx, spec=spec, name="lat", now=t0 + 3 * step)
     assert (learning.points, learning.opened) == (3, 0)
+    assert ConsumersRepo(ctx.store).detector_bars() == {}  # still learning: no bar
     ctx.store.engine.dispose()
 
     ctx2 = JobContext.create(settings)  # a restart: the bar comes from the stored scores
@@ -297,4 +298,6 @@ def test_detection_job_learns_each_series_bar_from_its_stored_scores(
     (event,) = ConsumersRepo(ctx2.store).events(series="lat")
     assert event.start == t0 + 14 * step  # the 3.0 run (at the bar) opened nothing
     assert event.peak_score == pytest.approx(5.5)
+    # the bar exported on /metrics: 99.9 % of the last 2 h of scores (3 x 5.5 the highest)
+    assert ConsumersRepo(ctx2.store).detector_bars()["lat"] == pytest.approx(5.5)
     ctx2.store.engine.dispose()
