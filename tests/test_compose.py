@@ -154,6 +154,12 @@ def test_grafana_dashboard_has_the_promised_panels() -> None:
     assert any(t.startswith("Predicted vs actual") for t in titles)
     assert any(t.startswith("Forecast error over time") for t in titles)
     assert "Pipeline health" in titles
+    (detection,) = [p for p in _grafana_dashboard()["panels"] if p["title"].startswith("Anomaly")]
+    assert {t["legendFormat"] for t in detection["targets"]} == {
+        "score",
+        "bar",
+        "regression open",
+    }
     band = next(
         p
         for p in _grafana_dashboard()["panels"]
@@ -201,6 +207,8 @@ def test_grafana_queries_use_only_exported_metrics(make_settings: Any, nab: Path
     from prometheus_client.parser import text_string_to_metric_families
 
     from forecaster.api.app import create_app
+    from forecaster.consumers.regressions import RegressionEvent, Transition
+    from forecaster.store.consumers_repo import ConsumersRepo, ScoreRow
     from forecaster.store.db import make_engine
     from forecaster.store.repository import Store
     from tests.support.dashboard_seed import seed_dashboard_store
@@ -208,13 +216,25 @@ def test_grafana_queries_use_only_exported_metrics(make_settings: Any, nab: Path
     settings = make_settings()
     origin = seed_dashboard_store(settings.database.url)
     engine = make_engine(settings.database)
-    Store(engine).record_job_run(
+    store = Store(engine)
+    store.record_job_run(
         job="ingest",
         series="elb_requests",
         started_at=origin,
         finished_at=origin,
         ok=True,
         detail=json.dumps({"points": 1}),
+    )
+    # a watched series with a score, a learnt bar and an open regression
+    event = RegressionEvent(
+        start=origin, end=None, peak_score=4.0, direction="up", model="m", detected_at=origin
+    )
+    ConsumersRepo(store).save_detection(
+        store.series("elb_requests").id,
+        state={"bar": 3.0},
+        open_event_id=None,
+        transitions=[Transition("opened", event)],
+        scores=[ScoreRow(origin, 1.0, 1.0, 0.5, 1.5, 4.0, 1, None, "m")],
     )
     engine.dispose()
     with TestClient(create_app(settings)) as client:
