@@ -217,11 +217,11 @@ class EventTracker:
             self.run_start, self.run_side, self.run_peak, self.run_model = ts, side, score, model
         else:
             self.run_peak = max(self.run_peak, score)
-        persisted = ts - self.run_start + self.step >= self.persist
+        opens = ts - self.run_start + self.step >= self.persist
         if threshold is not None:
             bar = max(threshold, self.min_score)
-            persisted = (persisted and self.run_peak > bar) or score > self.instant_factor * bar
-        if persisted:
+            opens = (opens and self.run_peak > bar) or score > self.instant_factor * bar
+        if opens:
             self.open = RegressionEvent(
                 start=self.run_start,
                 end=None,
