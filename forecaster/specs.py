@@ -98,9 +98,9 @@ class _ConsumerSpec(BaseModel):
 class WatchSpec(_ConsumerSpec):
     """Regression detection for a series: ``watch: {direction: up, persist: 15m}``.
 
-    ``baseline_quantile`` (default 0.999; ``null`` turns it off), ``baseline_window``
-    and ``learning`` set the adaptive bar, ``instant_factor`` the single-score
-    trigger (see :mod:`forecaster.consumers.regressions`).
+    ``baseline_quantile`` (default 0.999; ``null`` turns it off), ``baseline_window``,
+    ``learning`` and ``baseline_refresh`` set the adaptive bar, ``instant_factor``
+    the single-score trigger (see :mod:`forecaster.consumers.regressions`).
     """
 
     direction: Literal["up", "down", "both"] = "both"
@@ -110,9 +110,12 @@ class WatchSpec(_ConsumerSpec):
     baseline_quantile: float | None = Field(0.999, gt=0.0, lt=1.0)
     baseline_window: timedelta = timedelta(days=14)
     learning: timedelta = timedelta(days=1)
+    baseline_refresh: timedelta = timedelta(hours=1)
     instant_factor: float = Field(2.0, ge=1.0)
 
-    @field_validator("persist", "close_after", "baseline_window", "learning", mode="before")
+    @field_validator(
+        "persist", "close_after", "baseline_window", "learning", "baseline_refresh", mode="before"
+    )
     @classmethod
     def _dur(cls, value: Any, info: Any) -> Any:
         return None if value is None else _duration(value, f"watch.{info.field_name}")

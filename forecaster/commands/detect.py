@@ -63,6 +63,9 @@ def detect_command(
     learning: Annotated[
         str, typer.Option(help="Scores needed before any event opens (per series).")
     ] = "1d",
+    baseline_refresh: Annotated[str, typer.Option(help="How often the bar is recomputed.")] = (
+        "1h"
+    ),
     instant_factor: Annotated[
         float, typer.Option(min=1.0, help="A score above this many times the bar opens at once.")
     ] = 2.0,
@@ -103,6 +106,7 @@ def detect_command(
             ("--min-history", min_history),
             ("--baseline-window", baseline_window),
             ("--learning", learning),
+            ("--baseline-refresh", baseline_refresh),
         ):
             try:
                 durations[flag] = parse_duration(value, what=flag)
@@ -122,6 +126,7 @@ def detect_command(
                     quantile=baseline_quantile,
                     window=durations["--baseline-window"],
                     learning=durations["--learning"],
+                    refresh=durations["--baseline-refresh"],
                 )
                 if baseline
                 else None

@@ -17,7 +17,7 @@ series: a 90 % band is left by some 10 % of observations of any series, and how
 far they land outside differs widely (a bursty tweet count leaves it by 10 band
 widths every day, a CPU gauge rarely by 2). The baseline keeps the series' own
 scores of the last ``window`` (14 days) and its ``quantile`` (99.9 %: about one
-5-minute step in 3.5 days) is the bar: a persistent run opens an event only once
+5-minute step in 3.5 days), recomputed hourly, is the bar: a persistent run opens an event only once
 its peak is above the bar, and a single score above ``instant_factor`` times the
 bar (2x) opens one at once (an outage or a spike that is over before
 ``persist``). Until the baseline holds ``learning`` (1 day) of scores the bar is
@@ -289,6 +289,9 @@ class ScoreBaseline:
         window: How far back scores count.
         learning: Until the window holds this much (in scored steps), the bar is
             infinite: nothing opens while the series' normal is learnt.
+        refresh: The bar is recomputed at most this often (a quantile of 14 days
+            barely moves in an hour, and the service then reads the stored scores
+            once an hour per series instead of at every detection run).
     """
 
     def __init__(
@@ -298,6 +301,7 @@ class ScoreBaseline:
         quantile: float = 0.999,
         window: timedelta = timedelta(days=14),
         learning: timedelta = timedelta(days=1),
+        refresh: timedelta = timedelta(hours=1),
     ) -> None:
         if not 0.0 < quantile < 1.0:
             raise ValueError(f"baseline quantile must be in (0, 1), got {quantile}")
@@ -311,8 +315,19 @@ class ScoreBaseline:
         self.quantile = quantile
         self.window = window
         self.min_count = math.ceil(learning / step)
+        self.refresh = refresh
+        self.bar = math.inf
+        self.bar_at: datetime | None = None
         self._scores: deque[tuple[datetime, float]] = deque()
         self._sorted: list[float] = []  # the same scores, sorted (quantile by index)
+
+    def restore(self, bar: float, at: datetime) -> None:
+        """Reuse a bar computed at ``at`` (e.g. kept in the detector state) until it is due."""
+        self.bar, self.bar_at = bar, at
+
+    def fresh(self, now: datetime) -> bool:
+        """Whether the bar at ``now`` is the kept one (no scores needed to answer)."""
+        return self.bar_at is not None and now - self.bar_at < self.refresh
 
     def __len__(self) -> int:
         return len(self._scores)
@@ -325,19 +340,25 @@ class ScoreBaseline:
     def threshold(self, now: datetime) -> float:
         """The bar for the observation at ``now``: the quantile of the window before it.
 
-        Linear interpolation between order statistics (numpy's default method).
+        Recomputed when the last one is ``refresh`` old; linear interpolation between
+        order statistics (numpy's default method).
         """
+        if self.fresh(now):
+            return self.bar
         start = now - self.window
         while self._scores and self._scores[0][0] < start:
             _, old = self._scores.popleft()
             del self._sorted[bisect.bisect_left(self._sorted, old)]
         n = len(self._sorted)
+        self.bar_at = now
         if n < max(self.min_count, 1):
-            return math.inf
-        pos = (n - 1) * self.quantile
-        low = math.floor(pos)
-        high = min(low + 1, n - 1)
-        return self._sorted[low] + (pos - low) * (self._sorted[high] - self._sorted[low])
+            self.bar = math.inf
+        else:
+            pos = (n - 1) * self.quantile
+            low = math.floor(pos)
+            high = min(low + 1, n - 1)
+            self.bar = self._sorted[low] + (pos - low) * (self._sorted[high] - self._sorted[low])
+        return self.bar
 
 
 def judge(

@@ -43,6 +43,10 @@ class DetectResult:
     webhooks: list[str] = field(default_factory=list)
 
 
+def _parse_iso(value: Any) -> datetime | None:
+    return None if not value else datetime.fromisoformat(str(value)).astimezone(UTC)
+
+
 def webhook_target(settings: _ConsumerSpec, where: str) -> WebhookTarget | None:
     """The webhook of a consumer spec, with its secret read from the environment.
 
@@ -101,11 +105,17 @@ def detect_series(
             quantile=watch.baseline_quantile,
             window=watch.baseline_window,
             learning=watch.learning,
+            refresh=watch.baseline_refresh,
         )
-        first_new = rows[0][0] if rows else now
-        for old in repo.scores(info.id, since=first_new - watch.baseline_window):
-            if old.ts < first_new:
-                baseline.add(old.ts, old.score)
+        kept_at = _parse_iso((state or {}).get("bar_at"))
+        if kept_at is not None:
+            kept = (state or {}).get("bar")
+            baseline.restore(math.inf if kept is None else float(kept), kept_at)
+        if not baseline.fresh(now):  # the bar is due: read the window's stored scores
+            first_new = rows[0][0] if rows else now
+            for old in repo.scores(info.id, since=first_new - watch.baseline_window):
+                if old.ts < first_new:
+                    baseline.add(old.ts, old.score)
     scores: list[ScoreRow] = []
     transitions = []
     bands: dict[int, dict[datetime, Any]] = {}
@@ -134,9 +144,10 @@ def detect_series(
         )
         transitions.extend(judge(tracker, baseline, ts, score, side, model))
     saved = tracker.get_state()
-    if baseline is not None:  # for /metrics: the bar the next observation must pass
+    if baseline is not None:  # kept for the next run and /metrics (None while learning)
         bar = baseline.threshold(now)
         saved["bar"] = bar if math.isfinite(bar) else None
+        saved["bar_at"] = None if baseline.bar_at is None else baseline.bar_at.isoformat()
     changes = repo.save_detection(
         info.id,
         state=saved,

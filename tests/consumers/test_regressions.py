@@ -133,7 +133,9 @@ def test_baseline_bar_is_the_quantile_of_the_window_before(
     import numpy as np
 
     window = 40 * STEP
-    baseline = ScoreBaseline(step=STEP, quantile=quantile, window=window, learning=10 * STEP)
+    baseline = ScoreBaseline(
+        step=STEP, quantile=quantile, window=window, learning=10 * STEP, refresh=timedelta(0)
+    )
     for i, score in enumerate(scores):
         now = T0 + i * STEP
         earlier = [s for j, s in enumerate(scores[:i]) if T0 + j * STEP >= now - window]
@@ -143,6 +145,23 @@ def test_baseline_bar_is_the_quantile_of_the_window_before(
         else:
             assert bar == pytest.approx(float(np.quantile(earlier, quantile)))
         baseline.add(now, score)
+
+
+def test_baseline_bar_is_kept_until_it_is_due() -> None:
+    baseline = ScoreBaseline(step=STEP, learning=2 * STEP, refresh=timedelta(hours=1))
+    assert baseline.threshold(T0) == float("inf") and baseline.fresh(T0 + 55 * timedelta(minutes=1))
+    for i in range(1, 4):
+        baseline.add(T0 + i * STEP, 5.0)
+    assert baseline.threshold(T0 + 4 * STEP) == float("inf")  # learnt, but not due yet
+    due = T0 + timedelta(hours=1)
+    assert not baseline.fresh(due) and baseline.threshold(due) == pytest.approx(5.0)
+    baseline.add(due, 50.0)
+    assert baseline.threshold(due + STEP) == pytest.approx(5.0)  # kept for the hour
+    # a bar kept elsewhere (the detector state) is reused until due, with no scores
+    other = ScoreBaseline(step=STEP)
+    other.restore(7.5, due)
+    assert other.fresh(due + 59 * timedelta(minutes=1)) and other.threshold(due + STEP) == 7.5
+    assert other.threshold(due + timedelta(hours=1)) == float("inf")  # due, no scores held
 
 
 def test_baseline_refuses_bad_settings() -> None:

@@ -252,7 +252,13 @@ def test_detection_job_learns_each_series_bar_from_its_stored_scores(
     from forecaster.jobs.detect import detect_series
     from forecaster.specs import load_spec
 
-    watch = {"direction": "up", "persist": "10m", "learning": "30m", "baseline_window": "2h"}
+    watch = {
+        "direction": "up",
+        "persist": "10m",
+        "learning": "30m",
+        "baseline_window": "2h",
+        "baseline_refresh": "5m",  # every step here (the default hour is tested on its own)
+    }
     path = write_spec(
         tmp_path / "spec.yaml",
         [{"name": "lat", "query": "up", "kind": "latency", "unit": "ms", "watch": watch}],
@@ -300,4 +306,6 @@ def test_detection_job_learns_each_series_bar_from_its_stored_scores(
     assert event.peak_score == pytest.approx(5.5)
     # the bar exported on /metrics: 99.9 % of the last 2 h of scores (3 x 5.5 the highest)
     assert ConsumersRepo(ctx2.store).detector_bars()["lat"] == pytest.approx(5.5)
+    state, _ = ConsumersRepo(ctx2.store).detector_state(sid)
+    assert state is not None and state["bar_at"] == (t0 + 16 * step).isoformat()
     ctx2.store.engine.dispose()
