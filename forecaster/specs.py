@@ -110,7 +110,7 @@ class WatchSpec(_ConsumerSpec):
     baseline_quantile: float | None = Field(0.999, gt=0.0, lt=1.0)
     baseline_window: timedelta = timedelta(days=14)
     learning: timedelta = timedelta(days=1)
-    baseline_refresh: timedelta = timedelta(hours=1)
+    baseline_refresh: timedelta | None = None  # None: before every observation
     instant_factor: float = Field(2.0, ge=1.0)
 
     @field_validator(

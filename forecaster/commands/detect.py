@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -63,9 +64,10 @@ def detect_command(
     learning: Annotated[
         str, typer.Option(help="Scores needed before any event opens (per series).")
     ] = "1d",
-    baseline_refresh: Annotated[str, typer.Option(help="How often the bar is recomputed.")] = (
-        "1h"
-    ),
+    baseline_refresh: Annotated[
+        str | None,
+        typer.Option(help="Recompute the bar at most this often (default: every step)."),
+    ] = None,
     instant_factor: Annotated[
         float, typer.Option(min=1.0, help="A score above this many times the bar opens at once.")
     ] = 2.0,
@@ -106,7 +108,6 @@ def detect_command(
             ("--min-history", min_history),
             ("--baseline-window", baseline_window),
             ("--learning", learning),
-            ("--baseline-refresh", baseline_refresh),
         ):
             try:
                 durations[flag] = parse_duration(value, what=flag)
@@ -119,6 +120,11 @@ def detect_command(
             every = (
                 None if refit_every is None else parse_duration(refit_every, what="--refit-every")
             )
+            refresh = (
+                timedelta(0)
+                if baseline_refresh is None
+                else parse_duration(baseline_refresh, what="--baseline-refresh")
+            )
             schedule = RefitSchedule(cron=None if every else refit, every=every)
             bar = (
                 ScoreBaseline(
@@ -126,7 +132,7 @@ def detect_command(
                     quantile=baseline_quantile,
                     window=durations["--baseline-window"],
                     learning=durations["--learning"],
-                    refresh=durations["--baseline-refresh"],
+                    refresh=refresh,
                 )
                 if baseline
                 else None

@@ -17,7 +17,7 @@ series: a 90 % band is left by some 10 % of observations of any series, and how
 far they land outside differs widely (a bursty tweet count leaves it by 10 band
 widths every day, a CPU gauge rarely by 2). The baseline keeps the series' own
 scores of the last ``window`` (14 days) and its ``quantile`` (99.9 %: about one
-5-minute step in 3.5 days), recomputed hourly, is the bar: a persistent run opens an event only once
+5-minute step in 3.5 days) is the bar: a persistent run opens an event only once
 its peak is above the bar, and a single score above ``instant_factor`` times the
 bar (2x) opens one at once (an outage or a spike that is over before
 ``persist``). Until the baseline holds ``learning`` (1 day) of scores the bar is
@@ -289,9 +289,10 @@ class ScoreBaseline:
         window: How far back scores count.
         learning: Until the window holds this much (in scored steps), the bar is
             infinite: nothing opens while the series' normal is learnt.
-        refresh: The bar is recomputed at most this often (a quantile of 14 days
-            barely moves in an hour, and the service then reads the stored scores
-            once an hour per series instead of at every detection run).
+        refresh: Recompute the bar at most this often (default 0: before every
+            observation, exact). An hour cuts the service's reads of stored scores
+            to one per series per hour, at a small cost measured on NAB (pooled F1
+            0.503 exact, 0.496 hourly).
     """
 
     def __init__(
@@ -301,7 +302,7 @@ class ScoreBaseline:
         quantile: float = 0.999,
         window: timedelta = timedelta(days=14),
         learning: timedelta = timedelta(days=1),
-        refresh: timedelta = timedelta(hours=1),
+        refresh: timedelta = timedelta(0),
     ) -> None:
         if not 0.0 < quantile < 1.0:
             raise ValueError(f"baseline quantile must be in (0, 1), got {quantile}")

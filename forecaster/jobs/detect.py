@@ -105,7 +105,7 @@ def detect_series(
             quantile=watch.baseline_quantile,
             window=watch.baseline_window,
             learning=watch.learning,
-            refresh=watch.baseline_refresh,
+            refresh=watch.baseline_refresh or timedelta(0),
         )
         kept_at = _parse_iso((state or {}).get("bar_at"))
         if kept_at is not None:

@@ -45,7 +45,12 @@ def _events(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.parametrize(
-    "bar", [[], ["--no-baseline"], ["--learning", "2h", "--instant-factor", "3"]]
+    "bar",
+    [
+        [],
+        ["--no-baseline"],
+        ["--learning", "2h", "--instant-factor", "3", "--baseline-refresh", "1h"],
+    ],
 )
 def test_detects_the_injected_regression(cli: typer.Typer, tmp_path: Path, bar: list[str]) -> None:
     data = _write(tmp_path / "in.csv")
@@ -122,6 +127,7 @@ def test_decisions_use_only_past_data(cli: typer.Typer, tmp_path: Path) -> None:
         (["DATA", "--min-history", "30d"], "nothing to decide on"),
         (["DATA", "--learning", "30d"], "learning 30 days"),
         (["DATA", "--baseline-window", "soon"], "--baseline-window"),
+        (["DATA", "--baseline-refresh", "-1h"], "--baseline-refresh"),
     ],
 )
 def test_clear_errors(cli: typer.Typer, tmp_path: Path, args: list[str], message: str) -> None:

@@ -158,7 +158,7 @@ def test_baseline_bar_is_kept_until_it_is_due() -> None:
     baseline.add(due, 50.0)
     assert baseline.threshold(due + STEP) == pytest.approx(5.0)  # kept for the hour
     # a bar kept elsewhere (the detector state) is reused until due, with no scores
-    other = ScoreBaseline(step=STEP)
+    other = ScoreBaseline(step=STEP, refresh=timedelta(hours=1))
     other.restore(7.5, due)
     assert other.fresh(due + 59 * timedelta(minutes=1)) and other.threshold(due + STEP) == 7.5
     assert other.threshold(due + timedelta(hours=1)) == float("inf")  # due, no scores held
