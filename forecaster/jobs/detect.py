@@ -113,9 +113,9 @@ def detect_series(
             baseline.restore(math.inf if kept is None else float(kept), kept_at)
         if not baseline.fresh(now):  # the bar is due: read the window's stored scores
             first_new = rows[0][0] if rows else now
-            for old in repo.scores(info.id, since=first_new - watch.baseline_window):
-                if old.ts < first_new:
-                    baseline.add(old.ts, old.score)
+            since_window = first_new - watch.baseline_window
+            for ts, score in repo.score_values(info.id, since=since_window, before=first_new):
+                baseline.add(ts, score)
     scores: list[ScoreRow] = []
     transitions = []
     bands: dict[int, dict[datetime, Any]] = {}

@@ -138,6 +138,22 @@ class ConsumersRepo:
             for r in rows
         ]
 
+    def score_values(
+        self, series_id: int, *, since: datetime, before: datetime
+    ) -> list[tuple[datetime, float]]:
+        """``(ts, score)`` of a series in ``[since, before)``, oldest first (the bar's window)."""
+        query = (
+            select(anomaly_scores_table.c.ts, anomaly_scores_table.c.score)
+            .where(
+                (anomaly_scores_table.c.series_id == series_id)
+                & (anomaly_scores_table.c.ts >= _utc(since))
+                & (anomaly_scores_table.c.ts < _utc(before))
+            )
+            .order_by(anomaly_scores_table.c.ts)
+        )
+        with self.engine.connect() as conn:
+            return [(r[0], float(r[1])) for r in conn.execute(query)]
+
     def latest_scores(self) -> list[LatestScore]:
         """The newest score of every scored series (one query)."""
         newest = (
