@@ -326,6 +326,17 @@ class ScoreBaseline:
         """Reuse a bar computed at ``at`` (e.g. kept in the detector state) until it is due."""
         self.bar, self.bar_at = bar, at
 
+    def get_state(self) -> dict[str, Any]:
+        """The kept bar (``None`` while learning) and when it was computed, as JSON."""
+        return {"bar": self.bar if math.isfinite(self.bar) else None, "bar_at": _iso(self.bar_at)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned (a missing bar is simply due)."""
+        at = _parse(state.get("bar_at"))
+        if at is not None:
+            bar = state.get("bar")
+            self.restore(math.inf if bar is None else float(bar), at)
+
     def fresh(self, now: datetime) -> bool:
         """Whether the bar at ``now`` is the kept one (no scores needed to answer)."""
         return self.bar_at is not None and now - self.bar_at < self.refresh

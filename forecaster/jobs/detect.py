@@ -10,7 +10,6 @@ webhook. ``warm_series`` pushes cache-warming windows whose ``warm_at`` has come
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,10 +40,6 @@ class DetectResult:
     opened: int = 0
     closed: int = 0
     webhooks: list[str] = field(default_factory=list)
-
-
-def _parse_iso(value: Any) -> datetime | None:
-    return None if not value else datetime.fromisoformat(str(value)).astimezone(UTC)
 
 
 def webhook_target(settings: _ConsumerSpec, where: str) -> WebhookTarget | None:
@@ -107,10 +102,7 @@ def detect_series(
             learning=watch.learning,
             refresh=watch.baseline_refresh or timedelta(0),
         )
-        kept_at = _parse_iso((state or {}).get("bar_at"))
-        if kept_at is not None:
-            kept = (state or {}).get("bar")
-            baseline.restore(math.inf if kept is None else float(kept), kept_at)
+        baseline.set_state(state or {})
         if not baseline.fresh(now):  # the bar is due: read the window's stored scores
             first_new = rows[0][0] if rows else now
             since_window = first_new - watch.baseline_window
@@ -145,9 +137,8 @@ def detect_series(
         transitions.extend(judge(tracker, baseline, ts, score, side, model))
     saved = tracker.get_state()
     if baseline is not None:  # kept for the next run and /metrics (None while learning)
-        bar = baseline.threshold(now)
-        saved["bar"] = bar if math.isfinite(bar) else None
-        saved["bar_at"] = None if baseline.bar_at is None else baseline.bar_at.isoformat()
+        baseline.threshold(now)
+        saved.update(baseline.get_state())
     changes = repo.save_detection(
         info.id,
         state=saved,

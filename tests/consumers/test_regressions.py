@@ -162,6 +162,14 @@ def test_baseline_bar_is_kept_until_it_is_due() -> None:
     other.restore(7.5, due)
     assert other.fresh(due + 59 * timedelta(minutes=1)) and other.threshold(due + STEP) == 7.5
     assert other.threshold(due + timedelta(hours=1)) == float("inf")  # due, no scores held
+    # the kept bar round-trips through JSON state; a learning bar is kept as None
+    again = ScoreBaseline(step=STEP, refresh=timedelta(hours=1))
+    again.set_state(baseline.get_state())
+    assert again.fresh(due + STEP) and again.threshold(due + STEP) == pytest.approx(5.0)
+    assert other.get_state()["bar"] is None
+    fresh_one = ScoreBaseline(step=STEP)
+    fresh_one.set_state({})
+    assert fresh_one.bar_at is None
 
 
 def test_baseline_refuses_bad_settings() -> None:
