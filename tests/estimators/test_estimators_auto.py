@@ -115,6 +115,28 @@ def test_spikes_cleaned_only_for_day_ahead_and_longer(make_series):
     assert spike_flags(12) == []
 
 
+def test_interval_inflation_follows_the_horizon(make_series):
+    """Day-ahead offsets are widened more than hour-ahead ones (fewer independent
+    samples in the tail); an explicit inflation wins, and the state keeps the one used."""
+    history = make_series(days=9, noise=2.0)
+
+    def offsets(horizon: int, **kw: float) -> tuple[float, float, AutoEstimator]:
+        auto = AutoEstimator(candidates=("seasonal_naive",), horizon=horizon, **kw).fit(history)
+        assert auto.calibration_ is not None
+        lower, upper = auto.calibration_.bounds(pd.Series([100.0]).to_numpy(), 90.0)
+        return float(upper[0] - 100.0), float(100.0 - lower[0]), auto
+
+    up_long, down_long, long = offsets(288)
+    up_plain, down_plain, _ = offsets(288, interval_inflation=1.0)
+    assert up_plain > 0 and down_plain > 0
+    assert up_long == pytest.approx(1.2 * up_plain) and down_long == pytest.approx(1.2 * down_plain)
+    assert long.get_state()["interval_inflation"] == 1.2
+    up_short, _, short = offsets(12)
+    up_short_plain, _, _ = offsets(12, interval_inflation=1.0)
+    assert up_short == pytest.approx(1.1 * up_short_plain)
+    assert short.get_state()["interval_inflation"] == 1.1
+
+
 def test_inner_backtest_covers_the_selection_tail(make_series):
     """Short horizons are selected on every hour of the 7-day tail (not overlapping),
     long ones on ~49 overlapping origins."""
