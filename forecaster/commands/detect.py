@@ -35,6 +35,16 @@ def detect_command(
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Events CSV (start,end,score).")],
+    scores: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write every scored step (ds,y,yhat,yhat_lower,yhat_upper,score,side,bar)."
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="PNG: the series, its band and the events; scores against the bar."),
+    ] = None,
     freq: Annotated[str, typer.Option(help="Grid step; the series is resampled by mean.")] = (
         "5min"
     ),
@@ -209,10 +219,22 @@ def detect_command(
                     f"{event.peak_score:.4f}",
                 ]
             )
+    extra = ""
+    if scores is not None:
+        scores.parent.mkdir(parents=True, exist_ok=True)
+        frame = result.scores.copy()
+        frame["ds"] = [ts.isoformat() for ts in frame["ds"]]
+        frame.to_csv(scores, index=False)
+        extra += f", scores -> {scores}"
+    if plot is not None:
+        from forecaster.consumers.regressions import plot_detection
+
+        plot_detection(result, plot, title=f"{input_csv.name}: regressions", min_score=min_score)
+        extra += f", plot -> {plot}"
     typer.echo(
         f"detected {len(result.events)} event(s) in {len(result.scores)} scored steps "
         f"({result.refits} refits, {result.forecasts} forecasts) in "
-        f"{time.perf_counter() - started:.1f}s -> {output}"
+        f"{time.perf_counter() - started:.1f}s -> {output}{extra}"
     )
 
 

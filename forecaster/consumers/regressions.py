@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -419,6 +420,11 @@ class RefitSchedule:
         return fire.astimezone(UTC)  # type: ignore[no-any-return]
 
 
+#: Columns of :attr:`DetectionResult.scores` (``bar``: the adaptive bar the
+#: observation was judged against; NaN without a baseline or while learning).
+SCORE_COLUMNS = ("ds", "y", "yhat", "yhat_lower", "yhat_upper", "score", "side", "bar")
+
+
 @dataclass
 class DetectionResult:
     """Output of :func:`detect_history`."""
@@ -482,7 +488,7 @@ def detect_history(
         first = max(first, pd.Timestamp(start_at))
     begin = int(index.searchsorted(first))
     events: list[RegressionEvent] = []
-    rows: list[tuple[Any, float, float, float, float, float, int]] = []
+    rows: list[tuple[Any, float, float, float, float, float, int, float]] = []
     estimator: Estimator | None = None
     model = ""
     next_refit: datetime | None = None
@@ -526,16 +532,72 @@ def detect_history(
                 lo, hi, yh = band
                 score, side = anomaly_score(float(y), min(lo, yh), max(hi, yh))
                 ts = index[j].to_pydatetime()
-                rows.append((ts, float(y), yh, lo, hi, score, side))
                 for change in judge(tracker, baseline, ts, score, side, model):
                     if change.kind == "closed":
                         events.append(change.event)
+                bar = math.nan if baseline is None or math.isinf(baseline.bar) else baseline.bar
+                rows.append((ts, float(y), yh, lo, hi, score, side, bar))
         if on_progress is not None:
             on_progress(block)
         pos += block
     if tracker.open is not None:
         events.append(tracker.open)
-    scores = pd.DataFrame(
-        rows, columns=["ds", "y", "yhat", "yhat_lower", "yhat_upper", "score", "side"]
-    )
+    scores = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
     return DetectionResult(events=events, scores=scores, refits=refits, forecasts=forecasts)
+
+
+def plot_detection(
+    result: DetectionResult, path: str | Path, *, title: str, min_score: float = 1.0
+) -> Path:
+    """Write a PNG: the series against its forecast band with the events shaded, and
+    below it each observation's score against the bar (log scale above 1).
+
+    Returns:
+        The path written.
+    """
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    frame = result.scores
+    fig = Figure(figsize=(12, 6.4), dpi=110)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    ds = frame["ds"].to_numpy()
+    top.fill_between(
+        ds,
+        frame["yhat_lower"].to_numpy(dtype=float),
+        frame["yhat_upper"].to_numpy(dtype=float),
+        color="tab:blue",
+        alpha=0.25,
+        lw=0,
+        label="forecast band",
+    )
+    top.plot(ds, frame["y"].to_numpy(dtype=float), color="black", lw=0.7, label="actual")
+    end = frame["ds"].max() if len(frame) else None
+    for i, event in enumerate(result.events):
+        for ax in (top, bottom):
+            ax.axvspan(
+                event.start,
+                event.end or end,
+                color="tab:red",
+                alpha=0.2,
+                lw=0,
+                label="regression event" if i == 0 and ax is top else None,
+            )
+    bottom.plot(ds, frame["score"].to_numpy(dtype=float), color="tab:gray", lw=0.6, label="score")
+    bars = frame["bar"].to_numpy(dtype=float)
+    if np.isfinite(bars).any():
+        bottom.plot(ds, bars, color="tab:orange", lw=1.2, ls="--", label="bar")
+    bottom.axhline(min_score, color="tab:green", lw=0.8, ls=":", label=f"min score {min_score:g}")
+    bottom.set_yscale("symlog", linthresh=1.0)
+    bottom.set_ylabel("anomaly score")
+    top.set_title(title)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.legend(loc="upper left", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out

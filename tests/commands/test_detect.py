@@ -149,3 +149,36 @@ def test_out_of_range_options_are_usage_errors(cli: typer.Typer, tmp_path: Path)
         result = CliRunner().invoke(cli, ["detect", str(data), "-o", "o.csv", flag, value])
         assert result.exit_code == 2
         assert f"Invalid value for '{flag}'" in result.output
+
+
+def test_scores_csv_and_plot(cli: typer.Typer, tmp_path: Path) -> None:
+    data = _write(tmp_path / "in.csv")
+    scores, plot = tmp_path / "scores.csv", tmp_path / "out" / "detect.png"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "detect",
+            str(data),
+            "-o",
+            str(tmp_path / "events.csv"),
+            "--model",
+            "seasonal_naive",
+            "--scores",
+            str(scores),
+            "--plot",
+            str(plot),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert str(plot) in result.output
+    frame = pd.read_csv(scores)
+    assert list(frame.columns) == [
+        "ds", "y", "yhat", "yhat_lower", "yhat_upper", "score", "side", "bar"
+    ]  # fmt: skip
+    # one row per decided step after --min-history (1 day of 5), the bar learnt after one more
+    assert len(frame) == 4 * 288
+    stamps = pd.to_datetime(frame["ds"], utc=True)
+    learnt = stamps >= pd.Timestamp("2026-01-03", tz="UTC")
+    assert frame.loc[~learnt, "bar"].isna().all() and frame.loc[learnt, "bar"].notna().all()
+    assert (frame["score"] >= 0).all() and set(frame["side"]) <= {-1, 0, 1}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
