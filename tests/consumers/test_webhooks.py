@@ -162,6 +162,51 @@ def test_retries_with_backoff_then_gives_up_for_good(receiver: Receiver, store_u
     engine.dispose()
 
 
+STEP = timedelta(minutes=5)
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+
+
+def _watched_latency(
+    store_url: str, make_settings: Any, write_spec: Any, tmp_path: Any, watch: dict[str, Any]
+) -> tuple[Any, Any, Any, int]:
+    """A spec with one watched latency series ``lat`` and, published at ``T0``, a
+    forecast whose band is [80, 120] ms for the next 24 steps.
+
+    Returns:
+        ``(settings, spec, ctx, series_id)``.
+    """
+    from forecaster.jobs.context import JobContext
+    from forecaster.specs import load_spec
+
+    path = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "lat", "query": "up", "kind": "latency", "unit": "ms", "watch": watch}],
+        step="5m",
+        horizon="2h",
+    )
+    settings = make_settings(db=store_url, spec=path)
+    ctx = JobContext.create(settings)
+    sid = ctx.store.ensure_series(
+        name="lat", family="lat", kind="latency", unit="ms", step_seconds=300, horizon_steps=24
+    )
+    ctx.store.publish_forecast(
+        series="lat",
+        generated_at=T0,
+        origin=T0,
+        step_seconds=300,
+        level=90.0,
+        model_name="prophet",
+        model_version="7",
+        run_id="r",
+        points=[
+            ForecastPoint(step=i, ds=T0 + i * STEP, yhat=100.0, yhat_lower=80.0, yhat_upper=120.0)
+            for i in range(1, 25)
+        ],
+        keep_recent=timedelta(days=1),
+    )
+    return settings, load_spec(path).series[0], ctx, sid
+
+
 def test_detection_job_pushes_events_once(
     receiver: Receiver,
     store_url: str,
@@ -172,69 +217,34 @@ def test_detection_job_pushes_events_once(
 ) -> None:
     from forecaster.jobs.context import JobContext
     from forecaster.jobs.detect import detect_series
-    from forecaster.specs import load_spec
 
     monkeypatch.setenv("HOOK_SECRET", SECRET.decode())
-    path = write_spec(
-        tmp_path / "spec.yaml",
-        [
-            {
-                "name": "lat",
-                "query": "up",
-                "kind": "latency",
-                "unit": "ms",
-                "watch": {
-                    "direction": "up",
-                    "persist": "15m",
-                    "baseline_quantile": None,  # persistence alone (the bar has its own test)
-                    "webhook": receiver.url,
-                    "secret_env": "HOOK_SECRET",
-                },
-            }
-        ],
-        step="5m",
-        horizon="2h",
-    )
-    settings = make_settings(db=store_url, spec=path)
-    spec = load_spec(path).series[0]
-    step = timedelta(minutes=5)
-    t0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-    ctx = JobContext.create(settings)
-    sid = ctx.store.ensure_series(
-        name="lat", family="lat", kind="latency", unit="ms", step_seconds=300, horizon_steps=24
-    )
-    # forecasts published before the observations: band [80, 120] around 100 ms
-    ctx.store.publish_forecast(
-        series="lat",
-        generated_at=t0,
-        origin=t0,
-        step_seconds=300,
-        level=90.0,
-        model_name="prophet",
-        model_version="7",
-        run_id="r",
-        points=[
-            ForecastPoint(step=i, ds=t0 + i * step, yhat=100.0, yhat_lower=80.0, yhat_upper=120.0)
-            for i in range(1, 25)
-        ],
-        keep_recent=timedelta(days=1),
+    watch = {
+        "direction": "up",
+        "persist": "15m",
+        "baseline_quantile": None,  # persistence alone (the bar has its own test)
+        "webhook": receiver.url,
+        "secret_env": "HOOK_SECRET",
+    }
+    settings, spec, ctx, sid = _watched_latency(
+        store_url, make_settings, write_spec, tmp_path, watch
     )
     latencies = [100, 100, 200, 210, 250, 220, 100, 100, 30, 30, 30, 100]
-    observations = [(t0 + (i + 1) * step, float(v)) for i, v in enumerate(latencies)]
+    observations = [(T0 + (i + 1) * STEP, float(v)) for i, v in enumerate(latencies)]
     ctx.store.upsert_observations(sid, observations[:5])
-    first = detect_series(ctx, spec=spec, name="lat", now=t0 + 5 * step)
+    first = detect_series(ctx, spec=spec, name="lat", now=T0 + 5 * STEP)
     assert (first.points, first.opened, first.closed) == (5, 1, 0)
     ctx.store.engine.dispose()
 
     ctx2 = JobContext.create(settings)  # the scheduler restarted
     ctx2.store.upsert_observations(sid, observations)
-    second = detect_series(ctx2, spec=spec, name="lat", now=t0 + 12 * step)
+    second = detect_series(ctx2, spec=spec, name="lat", now=T0 + 12 * STEP)
     assert (second.points, second.opened, second.closed) == (7, 0, 1)  # "down" is not watched
-    again = detect_series(ctx2, spec=spec, name="lat", now=t0 + 12 * step)
+    again = detect_series(ctx2, spec=spec, name="lat", now=T0 + 12 * STEP)
     assert again.points == 0 and again.webhooks == []
     repo = ConsumersRepo(ctx2.store)
     (event,) = repo.events(series="lat")
-    assert event.start == t0 + 3 * step and event.end == t0 + 7 * step
+    assert event.start == T0 + 3 * STEP and event.end == T0 + 7 * STEP
     assert event.peak_score == pytest.approx(1 + 130 / 40)
     assert event.model == "prophet v7" and event.direction == "up"
     assert len(repo.scores(sid)) == 12
@@ -250,62 +260,35 @@ def test_detection_job_learns_each_series_bar_from_its_stored_scores(
     """Nothing opens while learning; then only deviations beyond the series' own usual ones."""
     from forecaster.jobs.context import JobContext
     from forecaster.jobs.detect import detect_series
-    from forecaster.specs import load_spec
 
     watch = {
         "direction": "up",
         "persist": "10m",
         "learning": "30m",
         "baseline_window": "2h",
-        "baseline_refresh": "5m",  # every step here (the default hour is tested on its own)
+        "baseline_refresh": "5m",  # one step: the bar kept in the state is due at each row
     }
-    path = write_spec(
-        tmp_path / "spec.yaml",
-        [{"name": "lat", "query": "up", "kind": "latency", "unit": "ms", "watch": watch}],
-        step="5m",
-        horizon="2h",
-    )
-    settings = make_settings(db=store_url, spec=path)
-    spec = load_spec(path).series[0]
-    step = timedelta(minutes=5)
-    t0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-    ctx = JobContext.create(settings)
-    sid = ctx.store.ensure_series(
-        name="lat", family="lat", kind="latency", unit="ms", step_seconds=300, horizon_steps=24
-    )
-    ctx.store.publish_forecast(
-        series="lat",
-        generated_at=t0,
-        origin=t0,
-        step_seconds=300,
-        level=90.0,
-        model_name="prophet",
-        model_version="3",
-        run_id="r",
-        points=[
-            ForecastPoint(step=i, ds=t0 + i * step, yhat=100.0, yhat_lower=80.0, yhat_upper=120.0)
-            for i in range(1, 25)
-        ],
-        keep_recent=timedelta(days=1),
+    settings, spec, ctx, sid = _watched_latency(
+        store_url, make_settings, write_spec, tmp_path, watch
     )
     # score 3.0 while learning, 0 for half an hour, 3.0 again (usual now), back, then 5.5
     latencies = [200] * 3 + [100] * 6 + [200] * 3 + [100] + [300] * 3
-    observations = [(t0 + (i + 1) * step, float(v)) for i, v in enumerate(latencies)]
+    observations = [(T0 + (i + 1) * STEP, float(v)) for i, v in enumerate(latencies)]
     ctx.store.upsert_observations(sid, observations[:3])
-    learning = detect_series(ctx, spec=spec, name="lat", now=t0 + 3 * step)
+    learning = detect_series(ctx, spec=spec, name="lat", now=T0 + 3 * STEP)
     assert (learning.points, learning.opened) == (3, 0)
     assert ConsumersRepo(ctx.store).detector_bars() == {}  # still learning: no bar
     ctx.store.engine.dispose()
 
     ctx2 = JobContext.create(settings)  # a restart: the bar comes from the stored scores
     ctx2.store.upsert_observations(sid, observations)
-    later = detect_series(ctx2, spec=spec, name="lat", now=t0 + 16 * step)
+    later = detect_series(ctx2, spec=spec, name="lat", now=T0 + 16 * STEP)
     assert (later.points, later.opened) == (13, 1)
     (event,) = ConsumersRepo(ctx2.store).events(series="lat")
-    assert event.start == t0 + 14 * step  # the 3.0 run (at the bar) opened nothing
+    assert event.start == T0 + 14 * STEP  # the 3.0 run (at the bar) opened nothing
     assert event.peak_score == pytest.approx(5.5)
     # the bar exported on /metrics: 99.9 % of the last 2 h of scores (3 x 5.5 the highest)
     assert ConsumersRepo(ctx2.store).detector_bars()["lat"] == pytest.approx(5.5)
     state, _ = ConsumersRepo(ctx2.store).detector_state(sid)
-    assert state is not None and state["bar_at"] == (t0 + 16 * step).isoformat()
+    assert state is not None and state["bar_at"] == (T0 + 16 * STEP).isoformat()
     ctx2.store.engine.dispose()
