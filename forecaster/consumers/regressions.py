@@ -313,7 +313,6 @@ class ScoreBaseline:
             raise ValueError(f"baseline window {window} is shorter than one step ({step})")
         if learning < timedelta(0) or learning > window:
             raise ValueError(f"learning {learning} must be between 0 and the window ({window})")
-        self.step = step
         self.quantile = quantile
         self.window = window
         self.min_count = math.ceil(learning / step)
@@ -341,9 +340,6 @@ class ScoreBaseline:
     def fresh(self, now: datetime) -> bool:
         """Whether the bar at ``now`` is the kept one (no scores needed to answer)."""
         return self.bar_at is not None and now - self.bar_at < self.refresh
-
-    def __len__(self) -> int:
-        return len(self._scores)
 
     def add(self, ts: datetime, score: float) -> None:
         """Record the score of the observation at ``ts`` (in time order)."""
