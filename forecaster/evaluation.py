@@ -439,8 +439,8 @@ def plot_backtest(
         The path written.
     """
     import pandas as pd
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+
+    from forecaster.plotting import agg_figure, save_figure
 
     series = check_history(history)
     wanted = model if model is not None else str(frame["model"].iloc[0])
@@ -455,8 +455,7 @@ def plot_backtest(
     start = pd.Timestamp(frame["origin"].min()) - pd.Timedelta(context)
     end = pd.Timestamp(frame["ds"].max())
     shown = series[(series.index >= start) & (series.index <= end)]
-    fig = Figure(figsize=(12, 4.8), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = agg_figure(12, 4.8)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(shown.index, shown.to_numpy(dtype=float), color="black", lw=0.9, label="actual")
     for i, (_, rows) in enumerate(frame.groupby("origin", sort=True)):
@@ -487,7 +486,4 @@ def plot_backtest(
     ax.legend(loc="upper left", fontsize="small")
     fig.autofmt_xdate()
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
+    return save_figure(fig, path)

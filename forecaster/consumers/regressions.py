@@ -552,12 +552,11 @@ def plot_detection(
         The path written.
     """
     import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+
+    from forecaster.plotting import agg_figure, save_figure
 
     frame = result.scores
-    fig = Figure(figsize=(12, 6.4), dpi=110)
-    FigureCanvasAgg(fig)
+    fig = agg_figure(12, 6.4)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     ds = frame["ds"].to_numpy()
     top.fill_between(
@@ -593,7 +592,4 @@ def plot_detection(
     bottom.legend(loc="upper left", fontsize=8)
     fig.autofmt_xdate()
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
+    return save_figure(fig, path)
