@@ -132,9 +132,8 @@ def run_one(key: str, scores_dir: Path | None = None) -> dict[str, Any]:
     )
     out["forecaster"] = result.events
     if scores_dir is not None:
-        target = scores_dir / key.replace("/", "__")
-        target = target.with_name(target.name + ".gz")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = scores_dir / (key.replace("/", "__") + ".gz")
+        scores_dir.mkdir(parents=True, exist_ok=True)
         result.scores.to_csv(target, index=False)
     for name in ("static", "rolling-z", "forecaster"):
         out[name] = [
