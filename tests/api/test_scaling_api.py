@@ -19,8 +19,14 @@ from forecaster.store.repository import ForecastPoint, Store
 STEP = timedelta(minutes=5)
 
 
-def seed(settings: Any, *, generated_at: datetime | None = None, observed: float = 100.0) -> None:
-    """``team/rps``: yhat = 200 + 10 step, interval [yhat - 50, yhat + 60] at level 90."""
+def seed(
+    settings: Any, *, generated_at: datetime | None = None, observed: float = 100.0
+) -> datetime:
+    """``team/rps``: yhat = 200 + 10 step, interval [yhat - 50, yhat + 60] at level 90.
+
+    Returns:
+        The forecast's origin (the 5-minute boundary at or before now).
+    """
     engine = make_engine(settings.database)
     try:
         upgrade(engine)
@@ -54,23 +60,34 @@ def seed(settings: Any, *, generated_at: datetime | None = None, observed: float
         )
     finally:
         engine.dispose()
+    return origin
 
 
 @pytest.fixture
-def client(make_settings: Any, db_url: str) -> Iterator[TestClient]:
+def seeded(make_settings: Any, db_url: str) -> tuple[Any, datetime]:
     settings = make_settings(db=db_url)
-    seed(settings)
-    with TestClient(create_app(settings, refresh_seconds=0.2)) as c:
+    return settings, seed(settings)
+
+
+@pytest.fixture
+def client(seeded: tuple[Any, datetime]) -> Iterator[TestClient]:
+    with TestClient(create_app(seeded[0], refresh_seconds=0.2)) as c:
         yield c
 
 
-def last_step(lead: timedelta) -> int:
-    now = datetime.now(UTC)
-    origin = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5)
-    return int((now + lead - origin) / STEP)
+@pytest.fixture
+def origin(seeded: tuple[Any, datetime]) -> datetime:
+    return seeded[1]
 
 
-def test_contract(client: TestClient) -> None:
+def last_step(lead: timedelta, origin: datetime) -> int:
+    """The forecast step that ends the window ``(now, now + lead]``, counted from the
+    seeded origin (recomputing the origin here failed when the test crossed a
+    5-minute boundary after seeding)."""
+    return int((datetime.now(UTC) + lead - origin) / STEP)
+
+
+def test_contract(client: TestClient, origin: datetime) -> None:
     response = client.get(
         "/v1/scaling/team/rps",
         params={"target_per_replica": 50, "lead_time": "30m", "quantile": 0.5},
@@ -78,7 +95,7 @@ def test_contract(client: TestClient) -> None:
     assert response.status_code == 200
     body = response.json()
     assert {"value", "replicas", "forecast_generated_at", "stale", "reason"} <= set(body)
-    peak = 200.0 + 10 * last_step(timedelta(minutes=30))
+    peak = 200.0 + 10 * last_step(timedelta(minutes=30), origin)
     assert body["value"] == pytest.approx(peak)
     assert body["replicas"] == math.ceil(peak / 50)
     assert body["stale"] is False
@@ -87,10 +104,10 @@ def test_contract(client: TestClient) -> None:
     assert body["forecast_generated_at"].endswith("Z")
 
 
-def test_upper_quantile_and_clamps(client: TestClient) -> None:
+def test_upper_quantile_and_clamps(client: TestClient, origin: datetime) -> None:
     params: dict[str, Any] = {"target_per_replica": 50, "lead_time": "30m"}
     upper = client.get("/v1/scaling/team/rps", params={**params, "quantile": 0.95}).json()
-    assert upper["value"] == pytest.approx(260.0 + 10 * last_step(timedelta(minutes=30)))
+    assert upper["value"] == pytest.approx(260.0 + 10 * last_step(timedelta(minutes=30), origin))
     default = client.get("/v1/scaling/team/rps", params=params).json()  # quantile 0.9
     assert default["value"] < upper["value"]
     clamped = client.get("/v1/scaling/team/rps", params={**params, "max_replicas": 2}).json()
@@ -173,7 +190,7 @@ def test_store_outage_is_503(make_settings: Any, tmp_path: Path) -> None:
         assert response.status_code == 503 and "store unavailable" in response.json()["detail"]
 
 
-def test_forecast_max_export(client: TestClient) -> None:
+def test_forecast_max_export(client: TestClient, origin: datetime) -> None:
     text = client.get("/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     samples = {
@@ -183,7 +200,7 @@ def test_forecast_max_export(client: TestClient) -> None:
     assert {q for _, q, _ in samples} == {"0.5", "0.9", "0.95"}
     assert {w for _, _, w in samples} == {"5m", "10m", "15m", "30m", "1h"}
     for window, lead in (("10m", timedelta(minutes=10)), ("1h", timedelta(hours=1))):
-        step = last_step(lead)
+        step = last_step(lead, origin)
         assert samples[("team/rps", "0.5", window)] == pytest.approx(200.0 + 10 * step)
         assert samples[("team/rps", "0.95", window)] == pytest.approx(260.0 + 10 * step)
     assert samples[("team/rps", "0.9", "1h")] < samples[("team/rps", "0.95", "1h")]

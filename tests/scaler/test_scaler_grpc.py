@@ -29,8 +29,12 @@ def seed(
     generated_at: datetime | None = None,
     steps: int = 24,
     observed: float = 100.0,
-) -> None:
-    """Series ``rps`` (forecast 200 + 10*step, interval [-50, +60]) and ``empty`` (nothing)."""
+) -> datetime:
+    """Series ``rps`` (forecast 200 + 10*step, interval [-50, +60]) and ``empty`` (nothing).
+
+    Returns:
+        The forecast's origin (the 5-minute boundary at or before now).
+    """
     engine = make_engine(settings.database)
     try:
         upgrade(engine)
@@ -64,6 +68,7 @@ def seed(
         )
     finally:
         engine.dispose()
+    return origin
 
 
 def start(settings: Any, **kwargs: Any) -> ScalerHandle:
@@ -82,10 +87,19 @@ def start(settings: Any, **kwargs: Any) -> ScalerHandle:
 
 
 @pytest.fixture
-def scaler(make_settings: Any, db_url: str) -> Iterator[ScalerHandle]:
+def seeded(make_settings: Any, db_url: str) -> tuple[Any, datetime]:
     settings = make_settings(db=db_url)
-    seed(settings)
-    handle = start(settings)
+    return settings, seed(settings)
+
+
+@pytest.fixture
+def origin(seeded: tuple[Any, datetime]) -> datetime:
+    return seeded[1]
+
+
+@pytest.fixture
+def scaler(seeded: tuple[Any, datetime]) -> Iterator[ScalerHandle]:
+    handle = start(seeded[0])
     wait_for_observations(handle)
     yield handle
     handle.stop()
@@ -140,11 +154,11 @@ def test_metric_spec_from_metadata(stub: Any) -> None:
     assert spec.targetSize == 12
 
 
-def test_metric_is_forecast_peak_over_the_lead_time(stub: Any) -> None:
+def test_metric_is_forecast_peak_over_the_lead_time(stub: Any, origin: datetime) -> None:
     # yhat at step i is 200 + 10 i; quantile 0.5 is yhat exactly; the window covers the
-    # current step and everything up to now + lead.
+    # current step and everything up to now + lead (steps counted from the seeded
+    # origin: recomputing it here failed when a 5-minute boundary passed after seeding).
     now = datetime.now(UTC)
-    origin = now.replace(second=0, microsecond=0) - timedelta(minutes=now.minute % 5)
     last_step = int((now + timedelta(minutes=30) - origin) / STEP)
     value = metrics(stub, ref(leadTime="30m", quantile="0.5"))
     assert value == pytest.approx(200.0 + 10 * last_step)
