@@ -33,7 +33,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 NAB = REPO / "data" / "nab"
@@ -117,20 +120,33 @@ def _references() -> Any:
     return module
 
 
+def load_series(name: str) -> pd.Series:
+    """The bundled NAB series ``name`` (see :data:`SERIES`) on its grid."""
+    import pandas as pd
+
+    from forecaster.timeseries import read_series_csv, to_grid
+
+    relpath, freq = SERIES[name]
+    return to_grid(read_series_csv(NAB / relpath), pd.Timedelta(freq).to_pytimedelta())
+
+
+def task_layout(task: str, history: pd.Series) -> tuple[int, int, int, int]:
+    """(horizon, origins, stride, refit-every) of ``task`` in ``history``'s own steps."""
+    from forecaster.estimators import history_step
+
+    step = history_step(history)
+    horizon_d, origins, stride_d, refit_d = TASKS[task]
+    return _steps(horizon_d, step), origins, _steps(stride_d, step), _steps(refit_d, step)
+
+
 def run_one(series_name: str, task: str, model: str) -> Result:
     """Backtest ``model`` on ``series_name`` for ``task``."""
     import pandas as pd
 
     from forecaster.evaluation import backtest, score_backtest
-    from forecaster.timeseries import read_series_csv, to_grid
 
-    relpath, freq = SERIES[series_name]
-    step = pd.Timedelta(freq).to_pytimedelta()
-    history = to_grid(read_series_csv(NAB / relpath), step)
-    horizon_d, origins, stride_d, refit_d = TASKS[task]
-    horizon = _steps(horizon_d, step)
-    stride = _steps(stride_d, step)
-    refit = _steps(refit_d, step)
+    history = load_series(series_name)
+    horizon, origins, stride, refit = task_layout(task, history)
     built: list[Any] = []
     if model in REFERENCE_TASKS:
         factory = _references().reference_factory(model, horizon=horizon, level=90.0)
@@ -269,12 +285,9 @@ def _targets(results: list[Result], *, tasks: list[str]) -> list[str]:
         for name in sorted({r.series for r in results if r.task == task}):
             mine = {r.model: r for r in results if r.task == task and r.series == name}
             auto = mine.get("auto")
-            refs = [
-                mine[m] for m in TARGET_REFERENCES if m in mine and mine[m].mase == mine[m].mase
-            ]
-            if auto is None or not refs:
+            best = best_reference(mine)
+            if auto is None or best is None:
                 continue
-            best = min(refs, key=lambda r: r.mase)
             ratio = auto.mase / best.mase if best.mase > 0 else float("nan")
             mase_ok = ratio <= 1.0 - MASE_MARGIN
             cov_ok = COVERAGE_BAND[0] <= auto.coverage <= COVERAGE_BAND[1]
@@ -359,10 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _report_from_results(
-    paths: list[Path], output: Path, series: list[str], tasks: list[str], models: list[str]
-) -> int:
-    """Render the report from ``--results`` files of earlier (possibly cut-short) runs."""
+def load_results(paths: list[Path]) -> tuple[dict[tuple[str, str, str], Result], float]:
+    """Results of ``--results`` files by (series, task, model), a later line winning, and
+    the sum of the runs' wall seconds."""
     kept: dict[tuple[str, str, str], Result] = {}
     wall = 0.0
     for path in paths:
@@ -373,9 +385,27 @@ def _report_from_results(
             row = json.loads(line)
             run_wall = max(run_wall, float(row.pop("wall", 0.0)))
             r = Result(**row)
-            if r.series in series and r.task in tasks and r.model in models:
-                kept[(r.series, r.task, r.model)] = r
+            kept[(r.series, r.task, r.model)] = r
         wall += run_wall
+    return kept, wall
+
+
+def best_reference(mine: dict[str, Result]) -> Result | None:
+    """The target reference (:data:`TARGET_REFERENCES`) with the lowest MASE, by model."""
+    refs = [mine[m] for m in TARGET_REFERENCES if m in mine and mine[m].mase == mine[m].mase]
+    return min(refs, key=lambda r: r.mase) if refs else None
+
+
+def _report_from_results(
+    paths: list[Path], output: Path, series: list[str], tasks: list[str], models: list[str]
+) -> int:
+    """Render the report from ``--results`` files of earlier (possibly cut-short) runs."""
+    loaded, wall = load_results(paths)
+    kept = {
+        key: r
+        for key, r in loaded.items()
+        if r.series in series and r.task in tasks and r.model in models
+    }
     missing = [
         (s, t, m)
         for t in tasks
