@@ -12,7 +12,9 @@ to that step (production republishes every minute), and the replicas ready at st
   load observed at ``t - lead``), one replica per ``capacity``, plus the optional
   error headroom (``--error-headroom``: that many times the mean absolute error of
   the planner's recent lead-time forecasts);
-* **reactive** (HPA-like): ``ceil(load observed at t - lead / (0.7 * capacity))``;
+* **reactive** (HPA-like): ``ceil(load observed at t - lead / (0.7 * capacity))``,
+  scaled down only to the highest of these over the HPA's default 5-minute
+  scale-down stabilisation window (``--reactive-stabilisation``; ``0`` for none);
 * **oracle**: ``ceil(true load at t / capacity)``.
 
 A step is under-provisioned when its load exceeds ``capacity x replicas``.
@@ -153,7 +155,11 @@ def _carry_forward(values: FloatArray) -> list[float | None]:
     return out
 
 
-def _replicas_from_loads(loads: list[float | None], per_replica: float) -> IntArray:
+def _replicas_from_loads(
+    loads: list[float | None], per_replica: float, *, hold_steps: int = 0
+) -> IntArray:
+    """One replica per ``per_replica`` of each load; with ``hold_steps``, never below the
+    highest count of the ``hold_steps`` steps before (scale-down stabilisation)."""
     import numpy as np
 
     out = np.ones(len(loads), dtype=np.int64)
@@ -161,7 +167,23 @@ def _replicas_from_loads(loads: list[float | None], per_replica: float) -> IntAr
         if load is None:
             continue
         out[i] = max(1, math.ceil(max(load, 0.0) / per_replica - 1e-9))
+    if hold_steps > 0:
+        raw = out.copy()
+        for i in range(1, len(out)):
+            out[i] = raw[max(0, i - hold_steps) : i + 1].max()
     return out
+
+
+def stabilisation_steps(window: timedelta, step: timedelta) -> int:
+    """Earlier decisions an HPA-style scale-down window keeps in force at each decision.
+
+    The HPA recomputes every 15 s and scales down only to the highest recommendation
+    of the trailing window; a load seen at one decision is recommended until the
+    next, so every decision that was still in force inside the window counts.
+    """
+    if window <= timedelta(0):
+        return 0
+    return math.ceil(window / step)
 
 
 def replay_forecasts(
@@ -341,13 +363,13 @@ def matched_headroom(
 
 
 def matched_utilisation(
-    load_observed: list[float | None], capacity: float, cost_steps: int
+    load_observed: list[float | None], capacity: float, cost_steps: int, *, hold_steps: int = 0
 ) -> float:
     """Highest reactive target utilisation whose replica count is at least ``cost_steps``."""
     lo, hi = 0.01, 1.0
 
     def cost(u: float) -> int:
-        return int(_replicas_from_loads(load_observed, u * capacity).sum())
+        return int(_replicas_from_loads(load_observed, u * capacity, hold_steps=hold_steps).sum())
 
     if cost(hi) >= cost_steps:
         return hi
@@ -372,6 +394,7 @@ def simulate(
     progress: bool = False,
     error_headroom: float = 0.0,
     poll_seconds: float | None = 30.0,
+    reactive_stabilisation: timedelta = timedelta(minutes=5),
 ) -> tuple[dict[str, Any], dict[str, PlanOutcome], pd.DatetimeIndex]:
     """Replay the last ``days`` of ``series`` (regular grid) and score the plans.
 
@@ -408,10 +431,9 @@ def simulate(
     load = series.to_numpy(dtype=float)[start:]
     step_hours = step.total_seconds() / 3600.0
     observed = _carry_forward(series.to_numpy(dtype=float))
-    reactive = _replicas_from_loads(
-        [observed[t - lead_steps] for t in range(start, len(series))],
-        REACTIVE_UTILISATION * capacity,
-    )
+    hold = stabilisation_steps(reactive_stabilisation, step)
+    decided_loads = [observed[t - lead_steps] for t in range(start, len(series))]
+    reactive = _replicas_from_loads(decided_loads, REACTIVE_UTILISATION * capacity, hold_steps=hold)
     oracle = _replicas_from_loads(_carry_forward(load), capacity)
     predictive = predictive_replicas(
         replay, capacity, error_headroom=error_headroom, poll_seconds=poll_seconds
@@ -425,14 +447,21 @@ def simulate(
     )
     reactive_matched = None
     utilisation = REACTIVE_UTILISATION
-    decided_loads = [observed[t - lead_steps] for t in range(start, len(series))]
     # the other way round too: the reactive plan given the default predictive plan's cost
-    default_utilisation = matched_utilisation(decided_loads, capacity, int(predictive.sum()))
-    reactive_at_default = _replicas_from_loads(decided_loads, default_utilisation * capacity)
+    default_utilisation = matched_utilisation(
+        decided_loads, capacity, int(predictive.sum()), hold_steps=hold
+    )
+    reactive_at_default = _replicas_from_loads(
+        decided_loads, default_utilisation * capacity, hold_steps=hold
+    )
     if headroom is None:
         # even the cheapest predictive plan costs more: compare at its cost instead
-        utilisation = matched_utilisation(decided_loads, capacity, int(matched.sum()))
-        reactive_matched = _replicas_from_loads(decided_loads, utilisation * capacity)
+        utilisation = matched_utilisation(
+            decided_loads, capacity, int(matched.sum()), hold_steps=hold
+        )
+        reactive_matched = _replicas_from_loads(
+            decided_loads, utilisation * capacity, hold_steps=hold
+        )
     headroom_note = f", error headroom {error_headroom:g}" if error_headroom else ""
     outcomes = {
         "predictive": _outcome(
@@ -464,7 +493,8 @@ def simulate(
             load,
             capacity,
             step_hours,
-            f"load observed {lead} earlier at {100 * REACTIVE_UTILISATION:.0f}% target",
+            f"load observed {lead} earlier at {100 * REACTIVE_UTILISATION:.0f}% target, "
+            f"{reactive_stabilisation.total_seconds():g}s scale-down stabilisation",
         ),
         "oracle": _outcome(
             "oracle", oracle, load, capacity, step_hours, "true load, 100% utilisation"
@@ -498,6 +528,7 @@ def simulate(
         "quantile": quantile,
         "error_headroom": error_headroom,
         "poll_seconds": poll_seconds,
+        "reactive_stabilisation_seconds": reactive_stabilisation.total_seconds(),
         "level": LEVEL,
         "plans": {key: o.row() for key, o in outcomes.items()},
         "same_cost": {
@@ -633,6 +664,13 @@ def simulate_command(
     poll: Annotated[
         str, typer.Option(help="How often the planner is asked (KEDA's pollingInterval).")
     ] = "30s",
+    reactive_stabilisation: Annotated[
+        str,
+        typer.Option(
+            help="Reactive plan: scale down only to the highest recommendation of this "
+            "trailing window (the HPA's default 5m; 0 for none)."
+        ),
+    ] = "5m",
     strict: StrictOption = False,
 ) -> None:
     """Replay INPUT.csv and compare predictive, reactive (HPA-like) and oracle replica plans."""
@@ -660,6 +698,11 @@ def simulate_command(
             raise InputDataError(str(exc)) from exc
         try:
             poll_delta = parse_duration(poll, what="--poll")
+            stabilisation = (
+                timedelta(0)
+                if reactive_stabilisation.strip().lower() in {"0", "0s", "0m", "none"}
+                else parse_duration(reactive_stabilisation, what="--reactive-stabilisation")
+            )
         except ValueError as exc:
             raise InputDataError(str(exc)) from exc
         step = parse_freq(freq)
@@ -675,6 +718,7 @@ def simulate_command(
             progress=sys.stderr.isatty(),
             error_headroom=error_headroom,
             poll_seconds=poll_delta.total_seconds(),
+            reactive_stabilisation=stabilisation,
         )
         report["input"] = str(input_csv)
         report["seconds"] = round(time.perf_counter() - began, 1)

@@ -21,6 +21,7 @@ from forecaster.commands.simulate import (
     matched_utilisation,
     predictive_replicas,
     simulate,
+    stabilisation_steps,
 )
 from forecaster.timeseries import read_series_csv, to_grid
 
@@ -186,10 +187,47 @@ def test_same_cost_matching() -> None:
     assert _replicas_from_loads(loads, (u + 0.01) * 10.0).sum() < 12
 
 
+def test_reactive_plan_holds_replicas_through_the_hpa_stabilisation_window() -> None:
+    loads: list[float | None] = [70.0, 7.0, 7.0, None, 140.0, 7.0, 7.0, 7.0]
+    assert _replicas_from_loads(loads, 7.0).tolist() == [10, 1, 1, 1, 20, 1, 1, 1]
+    # HPA: scale down only to the highest recommendation of the trailing window;
+    # scale up at once
+    held = _replicas_from_loads(loads, 7.0, hold_steps=1)
+    assert held.tolist() == [10, 10, 1, 1, 20, 20, 1, 1]
+    assert _replicas_from_loads(loads, 7.0, hold_steps=2).tolist() == [10, 10, 10, 1, 20, 20, 20, 1]
+    # the load of a decision stays recommended until the next one (the HPA recomputes
+    # every 15 s), so a 5-minute window on a 5-minute or 30-minute grid keeps one step
+    five = timedelta(minutes=5)
+    assert stabilisation_steps(five, five) == 1
+    assert stabilisation_steps(five, timedelta(minutes=30)) == 1
+    assert stabilisation_steps(timedelta(minutes=10), five) == 2
+    assert stabilisation_steps(timedelta(0), five) == 0
+
+
+def test_reactive_stabilisation_option(app: typer.Typer, trace: Path, tmp_path: Path) -> None:
+    reports = {}
+    for window in ("5m", "0"):
+        path = tmp_path / f"report-{window}.json"
+        result = run(
+            app, trace, "--capacity", 40, "--days", 1, "--model", "seasonal_naive",
+            "--reactive-stabilisation", window, "--output", path,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        reports[window] = json.loads(path.read_text())
+    assert reports["5m"]["reactive_stabilisation_seconds"] == 300
+    assert reports["0"]["reactive_stabilisation_seconds"] == 0
+    held, raw = (reports[w]["plans"]["reactive"] for w in ("5m", "0"))
+    # holding through the window costs more and never under-provisions more often
+    assert held["replica_hours"] > raw["replica_hours"]
+    assert held["under_provisioned_steps"] <= raw["under_provisioned_steps"]
+    assert held["scaling_actions"] < raw["scaling_actions"]
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
         (["--capacity", "0"], "--capacity must be a positive number"),
+        (["--capacity", "10", "--reactive-stabilisation", "a while"], "--reactive-stabilisation"),
         (["--capacity", "10", "--lead", "soon"], "--lead"),
         (["--capacity", "10", "--freq", "often"], "--freq"),
         (["--capacity", "10", "--days", "30"], "needs more"),
