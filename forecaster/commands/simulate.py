@@ -433,7 +433,11 @@ def simulate(
     observed = _carry_forward(series.to_numpy(dtype=float))
     hold = stabilisation_steps(reactive_stabilisation, step)
     decided_loads = [observed[t - lead_steps] for t in range(start, len(series))]
-    reactive = _replicas_from_loads(decided_loads, REACTIVE_UTILISATION * capacity, hold_steps=hold)
+
+    def reactive_at(utilisation: float) -> IntArray:
+        return _replicas_from_loads(decided_loads, utilisation * capacity, hold_steps=hold)
+
+    reactive = reactive_at(REACTIVE_UTILISATION)
     oracle = _replicas_from_loads(_carry_forward(load), capacity)
     predictive = predictive_replicas(
         replay, capacity, error_headroom=error_headroom, poll_seconds=poll_seconds
@@ -451,17 +455,13 @@ def simulate(
     default_utilisation = matched_utilisation(
         decided_loads, capacity, int(predictive.sum()), hold_steps=hold
     )
-    reactive_at_default = _replicas_from_loads(
-        decided_loads, default_utilisation * capacity, hold_steps=hold
-    )
+    reactive_at_default = reactive_at(default_utilisation)
     if headroom is None:
         # even the cheapest predictive plan costs more: compare at its cost instead
         utilisation = matched_utilisation(
             decided_loads, capacity, int(matched.sum()), hold_steps=hold
         )
-        reactive_matched = _replicas_from_loads(
-            decided_loads, utilisation * capacity, hold_steps=hold
-        )
+        reactive_matched = reactive_at(utilisation)
     headroom_note = f", error headroom {error_headroom:g}" if error_headroom else ""
     outcomes = {
         "predictive": _outcome(
