@@ -744,7 +744,8 @@ def simulate_command(
     typer.echo(
         f"{input_csv.name}: replayed {report['replay']['steps']} steps "
         f"({report['replay']['start']} .. {report['replay']['end']}), capacity {capacity:g}, "
-        f"lead {lead}, model {model}, quantile {quantile:g}, poll {poll}"
+        f"lead {lead}, model {model}, quantile {quantile:g}, poll {poll}, "
+        f"reactive stabilisation {reactive_stabilisation}"
     )
     typer.echo(format_table(report))
     ratio = report["same_cost_under_provisioned_ratio"]

@@ -213,6 +213,7 @@ def test_reactive_stabilisation_option(app: typer.Typer, trace: Path, tmp_path: 
             "--reactive-stabilisation", window, "--output", path,
         )  # fmt: skip
         assert result.exit_code == 0, result.output
+        assert f"reactive stabilisation {window}" in result.output
         reports[window] = json.loads(path.read_text())
     assert reports["5m"]["reactive_stabilisation_seconds"] == 300
     assert reports["0"]["reactive_stabilisation_seconds"] == 0
