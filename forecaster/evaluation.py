@@ -440,7 +440,7 @@ def plot_backtest(
     """
     import pandas as pd
 
-    from forecaster.plotting import agg_figure, save_figure
+    from forecaster.plotting import agg_figure, fill_band, save_figure
 
     series = check_history(history)
     wanted = model if model is not None else str(frame["model"].iloc[0])
@@ -462,15 +462,7 @@ def plot_backtest(
         rows = rows.sort_values("ds")
         ds = pd.DatetimeIndex(rows["ds"])
         model = str(rows["model"].iloc[0])
-        ax.fill_between(
-            ds,
-            rows["yhat_lower"].to_numpy(dtype=float),
-            rows["yhat_upper"].to_numpy(dtype=float),
-            color="tab:blue",
-            alpha=0.18,
-            lw=0,
-            label="prediction interval" if i == 0 else None,
-        )
+        fill_band(ax, ds, rows, alpha=0.18, label="prediction interval" if i == 0 else None)
         ax.plot(
             ds,
             rows["yhat"].to_numpy(dtype=float),

@@ -553,21 +553,13 @@ def plot_detection(
     """
     import numpy as np
 
-    from forecaster.plotting import agg_figure, save_figure
+    from forecaster.plotting import agg_figure, fill_band, save_figure
 
     frame = result.scores
     fig = agg_figure(12, 6.4)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     ds = frame["ds"].to_numpy()
-    top.fill_between(
-        ds,
-        frame["yhat_lower"].to_numpy(dtype=float),
-        frame["yhat_upper"].to_numpy(dtype=float),
-        color="tab:blue",
-        alpha=0.25,
-        lw=0,
-        label="forecast band",
-    )
+    fill_band(top, ds, frame, alpha=0.25, label="forecast band")
     top.plot(ds, frame["y"].to_numpy(dtype=float), color="black", lw=0.7, label="actual")
     end = frame["ds"].max() if len(frame) else None
     for i, event in enumerate(result.events):
