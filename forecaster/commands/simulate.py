@@ -582,12 +582,10 @@ def plot_simulation(
     title: str,
 ) -> None:
     """PNG of the load, each plan's capacity and the under-provisioned moments."""
-    import matplotlib
+    from forecaster.plotting import agg_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(14, 5), dpi=110)
+    fig = agg_figure(14, 5)
+    ax = fig.add_subplot(1, 1, 1)
     times = index.tz_convert("UTC").tz_localize(None)
     ax.plot(times, load, color="black", linewidth=0.8, label="load")
     styles = {
@@ -623,9 +621,7 @@ def plot_simulation(
     ax.set_ylabel("load")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _fail(message: str) -> typer.Exit:
