@@ -18,7 +18,9 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 MAX_DURATION = timedelta(days=3660)
 
 
-def parse_duration(text: str | int | float | timedelta, *, what: str = "duration") -> timedelta:
+def parse_duration(
+    text: str | int | float | timedelta, *, what: str = "duration", allow_zero: bool = False
+) -> timedelta:
     """Parse ``text`` into a positive :class:`~datetime.timedelta`.
 
     Accepts Prometheus-style strings (``30s``, ``5m``, ``1h30m``, ``28d``, ``2w``),
@@ -27,6 +29,8 @@ def parse_duration(text: str | int | float | timedelta, *, what: str = "duration
     Args:
         text: The duration to parse.
         what: Name of the field, used in the error message.
+        allow_zero: Also accept a zero duration (``0``, ``0s``, ``0m``, ...), for
+            settings where zero means "off".
 
     Raises:
         ValueError: With a message naming ``what`` and the offending value.
@@ -41,6 +45,8 @@ def parse_duration(text: str | int | float | timedelta, *, what: str = "duration
         s = str(text).strip().lower().replace(" ", "")
         if not s:
             raise ValueError(f"{what}: expected a duration like '5m', got an empty string")
+        if allow_zero and s == "0":
+            return timedelta(0)
         pos = 0
         seconds = 0.0
         for match in _PART.finditer(s):
@@ -53,7 +59,7 @@ def parse_duration(text: str | int | float | timedelta, *, what: str = "duration
                 f"{what}: cannot parse {text!r} as a duration; use e.g. '30s', '5m', '1h', '28d'"
             )
         value = timedelta(seconds=seconds)
-    if value <= timedelta(0):
+    if value < timedelta(0) or (value == timedelta(0) and not allow_zero):
         raise ValueError(f"{what}: must be positive, got {text!r}")
     if value > MAX_DURATION:
         raise ValueError(f"{what}: {text!r} is longer than the 10-year maximum")

@@ -64,6 +64,15 @@ def test_parse_duration_rejects(text: str) -> None:
         parse_duration(text, what="horizon")
 
 
+@pytest.mark.parametrize("text", ["0", "0s", "0m", "0h", 0, timedelta(0)])
+def test_parse_duration_allows_zero_only_when_asked(text: str | int | timedelta) -> None:
+    assert parse_duration(text, allow_zero=True) == timedelta(0)
+    with pytest.raises(ValueError, match="horizon"):
+        parse_duration(text, what="horizon")
+    with pytest.raises(ValueError, match="horizon"):
+        parse_duration("-5m", what="horizon", allow_zero=True)
+
+
 @given(st.integers(min_value=1, max_value=10 * 365 * 86400))
 def test_format_then_parse_roundtrips(seconds: int) -> None:
     value = timedelta(seconds=seconds)

@@ -694,10 +694,8 @@ def simulate_command(
             raise InputDataError(str(exc)) from exc
         try:
             poll_delta = parse_duration(poll, what="--poll")
-            stabilisation = (
-                timedelta(0)
-                if reactive_stabilisation.strip().lower() in {"0", "0s", "0m", "none"}
-                else parse_duration(reactive_stabilisation, what="--reactive-stabilisation")
+            stabilisation = parse_duration(
+                reactive_stabilisation, what="--reactive-stabilisation", allow_zero=True
             )
         except ValueError as exc:
             raise InputDataError(str(exc)) from exc
