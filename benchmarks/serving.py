@@ -3,7 +3,7 @@
 Builds a store with N series (default 1,000) each with a published 24 h forecast,
 starts the API and a minimal FastAPI app with the same server flags, and drives
 each with wrk for a fixed duration at fixed concurrency. Then a throttled run
-measures latency under a given load: about half the ceiling's max rate, or
+measures latency under a given load: about half the FastAPI hello max rate, or
 ``--rate`` requests per second (e.g. ``--rate 5000``, the auth mesh's bar). Reports
 RPS, p50/p95/p99 and the server's RSS, as a markdown table.
 
@@ -230,7 +230,7 @@ def main() -> None:
         "--rate",
         type=float,
         default=None,
-        help="requests per second for the throttled run (default: half the hello ceiling)",
+        help="requests per second for the throttled run (default: half the FastAPI hello max rate)",
     )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/serving.md")
     args = parser.parse_args()
@@ -249,7 +249,7 @@ def main() -> None:
         }
         rows = []
         targets = [
-            ("hello (ceiling)", "benchmarks.hello_app:app", "/hello"),
+            ("FastAPI hello", "benchmarks.hello_app:app", "/hello"),
             (
                 "forecast ?horizon=15m",
                 "forecaster.api.asgi:app",
@@ -264,7 +264,7 @@ def main() -> None:
                     "/v1/scaling/svc0042_rps?target_per_replica=50&lead_time=10m",
                 )
             )
-        ceiling = None
+        hello_rps = None
         for label, app, path in targets:
             port = free_port()
             proc = start_server(app, port, env, args.server, args.workers)
@@ -275,9 +275,9 @@ def main() -> None:
                     raise SystemExit(f"{url} answered {r.status_code}: {r.text[:200]}")
                 wrk(url, 3, args.connections, lua)  # warm-up
                 full = wrk(url, args.duration, args.connections, lua)
-                if ceiling is None:
-                    ceiling = full["rps"]
-                target_rate = args.rate or ceiling / 2
+                if hello_rps is None:
+                    hello_rps = full["rps"]
+                target_rate = args.rate or hello_rps / 2
                 half = throttled(url, args.duration, lua, target_rate)
                 rows.append((label, full, half, rss_mb(proc.pid)))
                 print(label, full, half, flush=True)
@@ -289,11 +289,11 @@ def main() -> None:
         f"Server: {args.server}, workers={args.workers}; wrk -t1 -c{args.connections} -d{args.duration}s on loopback, "
         f"{args.series} series loaded; 2 cores shared by server and load generator.",
         "",
-        f"| endpoint | max RPS | % of ceiling | p50 ms | p95 ms | p99 ms | errors | RPS at {load} | p95 ms at {load} | p99 ms at {load} | server RSS MB |",
+        f"| endpoint | max RPS | vs FastAPI hello | p50 ms | p95 ms | p99 ms | errors | RPS at {load} | p95 ms at {load} | p99 ms at {load} | server RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, full, half, rss in rows:
-        share = 100 * full["rps"] / ceiling if ceiling else float("nan")
+        share = 100 * full["rps"] / hello_rps if hello_rps else float("nan")
         lines.append(
             f"| {label} | {full['rps']:.0f} | {share:.0f}% | {full['p50_ms']:.2f} | {full['p95_ms']:.2f} | "
             f"{full['p99_ms']:.2f} | {full['errors']:.0f} | {half['rps']:.0f} | {half['p95_ms']:.2f} | "

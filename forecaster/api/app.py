@@ -99,8 +99,20 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     app.state.view = view
     app.state.consumer_view = consumers
     app.state.metrics_registry = registry
+    from forecaster.api.hot import HotReads
     from forecaster.api.limits import SizeLimits
+    from forecaster.api.routes.scaling import ObservationsCache
+    from forecaster.consumers.scaling import LatestObservations
 
+    app.state.scaling_observations = ObservationsCache(LatestObservations(store))
+    if not settings.api.require_token_for_reads:
+        # innermost of the middlewares: CORS and the size limits still apply to it
+        app.add_middleware(
+            HotReads,
+            view=view,
+            settings=settings,
+            observations=app.state.scaling_observations,
+        )
     if settings.api.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -13,54 +13,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from forecaster.api.app import create_app
-from forecaster.store.db import make_engine, upgrade
-from forecaster.store.repository import ForecastPoint, Store
-
-STEP = timedelta(minutes=5)
-
-
-def seed(
-    settings: Any, *, generated_at: datetime | None = None, observed: float = 100.0
-) -> datetime:
-    """``team/rps``: yhat = 200 + 10 step, interval [yhat - 50, yhat + 60] at level 90.
-
-    Returns:
-        The forecast's origin (the 5-minute boundary at or before now).
-    """
-    engine = make_engine(settings.database)
-    try:
-        upgrade(engine)
-        store = Store(engine)
-        now = datetime.now(UTC).replace(second=0, microsecond=0)
-        origin = now - timedelta(minutes=now.minute % 5)
-        sid = store.ensure_series(
-            name="team/rps", family="rps", unit="req/s", step_seconds=300, horizon_steps=24
-        )
-        store.upsert_observations(sid, [(origin - STEP, 50.0), (origin, observed)])
-        store.ensure_series(name="empty", family="empty", step_seconds=300, horizon_steps=12)
-        store.publish_forecast(
-            series="team/rps",
-            generated_at=generated_at or datetime.now(UTC),
-            origin=origin,
-            step_seconds=300,
-            level=90.0,
-            model_name="seasonal_naive",
-            model_version="1",
-            run_id="run1",
-            points=[
-                ForecastPoint(
-                    step=i,
-                    ds=origin + i * STEP,
-                    yhat=200.0 + 10 * i,
-                    yhat_lower=150.0 + 10 * i,
-                    yhat_upper=260.0 + 10 * i,
-                )
-                for i in range(1, 25)
-            ],
-        )
-    finally:
-        engine.dispose()
-    return origin
+from tests.support.scaling_seed import STEP, seed
 
 
 @pytest.fixture

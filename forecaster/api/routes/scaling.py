@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -13,6 +13,8 @@ from pydantic import BaseModel
 
 from forecaster.api.deps import ReadAccess, SettingsDep, ViewDep
 from forecaster.api.params import bad_parameter, duration_param
+from forecaster.api.view import ForecastView
+from forecaster.config import Settings
 from forecaster.consumers.planner import ScalingPolicy
 from forecaster.consumers.scaling import ForecastUnusable, LatestObservations, ScalingQuery, answer
 from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound, StoreError
@@ -39,7 +41,7 @@ class ScalingOut(BaseModel):
     reason: str
 
 
-class _ObservationsCache:
+class ObservationsCache:
     """Latest observations, reloaded off the request path (one query every few seconds)."""
 
     def __init__(self, observations: LatestObservations) -> None:
@@ -55,14 +57,6 @@ class _ObservationsCache:
         ):
             self._task = asyncio.create_task(asyncio.to_thread(self.observations.refresh))
         return self.observations
-
-
-def _observations(request: Request, view: Any) -> _ObservationsCache:
-    cache: _ObservationsCache | None = getattr(request.app.state, "scaling_observations", None)
-    if cache is None:
-        cache = _ObservationsCache(LatestObservations(view.store))
-        request.app.state.scaling_observations = cache
-    return cache
 
 
 @router.get(
@@ -115,23 +109,18 @@ async def get_scaling(
     )
     if min_replicas is not None and max_replicas is not None and max_replicas < min_replicas:
         raise bad_parameter("max_replicas", "max_replicas must be >= min_replicas")
-    policy = ScalingPolicy(
-        target_per_replica=target_per_replica,
-        min_replicas=1 if min_replicas is None else min_replicas,
-        max_replicas=max_replicas,
-    )
-    query = ScalingQuery(
-        series=series, policy=policy, lead_seconds=lead.total_seconds(), quantile=quantile
-    )
-    observations = await _observations(request, view).current()
+    observations: ObservationsCache = request.app.state.scaling_observations
     try:
-        result = answer(
+        body = scaling_body(
             view,
-            query,
-            now=time.time(),
-            stale_after_seconds=float(settings.schedule.stale_after_seconds),
-            max_view_age_seconds=MAX_VIEW_AGE_SECONDS,
-            observations=observations,
+            settings,
+            await observations.current(),
+            series,
+            target_per_replica=target_per_replica,
+            lead_seconds=lead.total_seconds(),
+            quantile=quantile,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
         )
     except (SeriesNotFound, ForecastNotFound) as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
@@ -139,6 +128,42 @@ async def get_scaling(
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     except InputDataError as exc:
         raise bad_parameter("quantile", str(exc)) from None
+    return Response(body, media_type="application/json")
+
+
+def scaling_body(
+    view: ForecastView,
+    settings: Settings,
+    observations: LatestObservations,
+    series: str,
+    *,
+    target_per_replica: float,
+    lead_seconds: float,
+    quantile: float,
+    min_replicas: int | None,
+    max_replicas: int | None,
+) -> bytes:
+    """The JSON of ``GET /v1/scaling/{series}`` for validated parameters.
+
+    Raises:
+        SeriesNotFound, ForecastNotFound: Nothing to plan from.
+        ForecastUnusable, StoreError: A forecast too old or too short; the store down.
+        InputDataError: The quantile does not fit the forecast's interval.
+    """
+    policy = ScalingPolicy(
+        target_per_replica=target_per_replica,
+        min_replicas=1 if min_replicas is None else min_replicas,
+        max_replicas=max_replicas,
+    )
+    query = ScalingQuery(series=series, policy=policy, lead_seconds=lead_seconds, quantile=quantile)
+    result = answer(
+        view,
+        query,
+        now=time.time(),
+        stale_after_seconds=float(settings.schedule.stale_after_seconds),
+        max_view_age_seconds=MAX_VIEW_AGE_SECONDS,
+        observations=observations,
+    )
     decision = result.decision
     body = {
         "series": series,
@@ -151,4 +176,4 @@ async def get_scaling(
         "stale": result.stale,
         "reason": decision.reason,
     }
-    return Response(orjson.dumps(body), media_type="application/json")
+    return orjson.dumps(body)

@@ -12,6 +12,8 @@ from pydantic import BaseModel
 
 from forecaster.api.deps import ReadAccess, SettingsDep, StoreDep, ViewDep
 from forecaster.api.params import bad_parameter, duration_param, timestamp_param
+from forecaster.api.view import ForecastView
+from forecaster.config import Settings
 from forecaster.errors import ForecastNotFound, SeriesNotFound, StoreError
 
 router = APIRouter(prefix="/v1/series", tags=["series"], dependencies=[ReadAccess])
@@ -120,12 +122,22 @@ async def get_forecast(
         "horizon", horizon, maximum=timedelta(seconds=settings.api.max_horizon_seconds)
     )
     try:
-        cached = view.forecast(name)
+        body = forecast_body(view, settings, name, ahead.total_seconds())
     except (SeriesNotFound, ForecastNotFound) as exc:
         raise _not_found(exc) from None
+    return Response(body, media_type="application/json")
+
+
+def forecast_body(view: ForecastView, settings: Settings, name: str, ahead_seconds: float) -> bytes:
+    """The JSON of ``GET /v1/series/{name}/forecast`` for a validated horizon.
+
+    Raises:
+        SeriesNotFound, ForecastNotFound: Nothing to serve for ``name``.
+    """
+    cached = view.forecast(name)
     fc = cached.forecast
     now = time.time()
-    lo, hi = view.window(cached, now - fc.step_seconds, now + ahead.total_seconds())
+    lo, hi = view.window(cached, now - fc.step_seconds, now + ahead_seconds)
     points = fc.points
     body = {
         "series": fc.series,
@@ -144,7 +156,7 @@ async def get_forecast(
             for i in range(lo, hi)
         ],
     }
-    return Response(orjson.dumps(body), media_type="application/json")
+    return orjson.dumps(body)
 
 
 @router.get(
