@@ -110,6 +110,8 @@ class TrainingSettings(BaseModel):
     workers: int = Field(1, ge=1, le=256)
     threads_per_fit: int = Field(1, ge=1, le=64)
     dask_address: str | None = None
+    #: One Prophet fit stops after this long and auto falls back to another candidate.
+    prophet_fit_timeout_seconds: float = Field(60.0, gt=0, le=3600)
 
 
 class ScalerSettings(BaseModel):

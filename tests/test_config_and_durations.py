@@ -38,6 +38,15 @@ def test_invalid_settings_name_the_field(monkeypatch: pytest.MonkeyPatch) -> Non
         load_settings()
 
 
+def test_prophet_fit_timeout_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().training.prophet_fit_timeout_seconds == 60.0
+    monkeypatch.setenv("FORECASTER_TRAINING__PROPHET_FIT_TIMEOUT_SECONDS", "12.5")
+    assert load_settings().training.prophet_fit_timeout_seconds == 12.5
+    monkeypatch.setenv("FORECASTER_TRAINING__PROPHET_FIT_TIMEOUT_SECONDS", "0")
+    with pytest.raises(ConfigError, match="training.prophet_fit_timeout_seconds"):
+        load_settings()
+
+
 def test_production_rejects_placeholder_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FORECASTER_ENVIRONMENT", "production")
     monkeypatch.setenv("FORECASTER_API__TOKEN", "changeme")

@@ -34,6 +34,7 @@ from forecaster.estimators import (
     require_fitted,
     steps_in,
 )
+from forecaster.estimators.prophet import DEFAULT_FIT_TIMEOUT
 from forecaster.promotion import GATE_METRIC
 
 if TYPE_CHECKING:
@@ -88,6 +89,10 @@ class AutoEstimator:
             from a day). The held-out tail holds a few independent days, which
             understates the spread of the next ones; that matters more the longer
             the horizon (7 days are 7 day-ahead samples but 168 hour-ahead ones).
+        prophet_fit_timeout: Seconds one Prophet fit may take (None: no limit). A
+            candidate whose fits fail or time out in selection is left out (flagged
+            ``candidate_failed``); if the final fit of the chosen model fails, the
+            next best in the ranking is fitted instead (flagged ``fit_failed``).
     """
 
     name = "auto"
@@ -106,6 +111,7 @@ class AutoEstimator:
         interval_floor: float = 1.0,
         selection_days: float = 7.0,
         interval_inflation: float | None = None,
+        prophet_fit_timeout: float | None = DEFAULT_FIT_TIMEOUT,
     ) -> None:
         unknown = [c for c in candidates or () if c not in KNOWN_CANDIDATES]
         if unknown or (candidates is not None and not candidates):
@@ -125,6 +131,7 @@ class AutoEstimator:
         self.interval_floor = interval_floor
         self.selection_days = selection_days
         self.interval_inflation = interval_inflation
+        self.prophet_fit_timeout = prophet_fit_timeout
         self.chosen: str | None = None
         self.scores: dict[str, dict[str, float]] = {}
         self.flags: list[str] = []
@@ -151,6 +158,7 @@ class AutoEstimator:
             return ProphetEstimator(
                 history_window=self.history_window,
                 recent_bias_halflife=float(steps_in(timedelta(hours=1), self.step_ or DAY)),
+                fit_timeout=self.prophet_fit_timeout,
             )
         return LightGBMEstimator(max_horizon=self.horizon, n_jobs=self.n_jobs, calibrate=False)
 
@@ -260,7 +268,7 @@ class AutoEstimator:
         if not frames:
             raise EstimatorError("every auto candidate failed; see flags")
         ranked = sorted(frames, key=lambda c: _finite_or_inf(self.scores[c][SELECT_BY]))
-        best = ranked[0]
+        pairs: dict[str, tuple[str, ...]] = {name: (name,) for name in ranked}
         if self.ensemble and len(ranked) >= 2:
             a, b = ranked[0], ranked[1]
             combo = frames[a].copy()
@@ -270,19 +278,35 @@ class AutoEstimator:
             name = f"ensemble({a}+{b})"
             combo["model"] = name
             frames[name] = combo
+            pairs[name] = (a, b)
             self.scores[name] = score_backtest(combo, series, history_window=self.history_window)
             self.scores[name]["fit_seconds"] = (
                 self.scores[a]["fit_seconds"] + self.scores[b]["fit_seconds"]
             )
-            if _finite_or_inf(self.scores[name][SELECT_BY]) < _finite_or_inf(
-                self.scores[best][SELECT_BY]
-            ):
-                best = name
+        # best first (a single candidate before an ensemble that only ties it)
+        choices = sorted(frames, key=lambda c: _finite_or_inf(self.scores[c][SELECT_BY]))
+        fitted: dict[str, Estimator] = {}
+        failed: set[str] = set()
+        for best in choices:
+            for member in pairs[best]:
+                if member in fitted or member in failed:
+                    continue
+                try:
+                    fitted[member] = self._factory(member, span).fit(series)
+                except InputDataError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - serve the next best rather than nothing
+                    failed.add(member)
+                    self.flags.append(f"fit_failed: {member}: {exc}; using the next best")
+            if not failed & set(pairs[best]):
+                break
+        else:
+            raise EstimatorError("the final fit of every auto candidate failed; see flags")
+        self.members_ = [fitted[m] for m in pairs[best]]
         self.chosen = best
-        chosen_frame = frames[best]
         floor = self.interval_floor * float(np.nanmean(np.abs(series.to_numpy(dtype=float))))
         self.calibration_ = calibrate_intervals(
-            chosen_frame,
+            frames[best],
             horizon=self.horizon,
             relative=self.relative_intervals,
             floor=floor,
@@ -290,8 +314,6 @@ class AutoEstimator:
         )
         ordered = [best, *(name for name in frames if name != best)]  # chosen first
         self.selection_backtest = pd.concat([frames[n] for n in ordered], ignore_index=True)
-        members = [best] if best in KNOWN_CANDIDATES else [a, b]
-        self.members_ = [self._factory(m, span).fit(series) for m in members]
 
     # -- predict --------------------------------------------------------------------
 

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+#: Seconds one Prophet fit may take (20x the 2-5 s of 4-8 weeks of 5-minute data).
+DEFAULT_FIT_TIMEOUT = 60.0
 
 #: prophet logs an ERROR at import when plotly (interactive plots, unused here) is
 #: missing; set before any import of prophet, including in worker processes.
@@ -74,6 +76,10 @@ class ProphetEstimator:
         recent_bias_halflife: If set (steps), add the mean residual of the last hour
             before the forecast start, decaying with this half-life over the lead.
         seasonality_mode: ``"additive"`` or ``"multiplicative"``.
+        fit_timeout: Seconds one fit may take before cmdstan is stopped and the fit
+            fails with :class:`EstimatorError` (None: no limit). A fit of 4-8 weeks of
+            5-minute data takes 2-5 s; the limit stops a pathological one from
+            holding a training cycle (``auto`` then falls back to another candidate).
     """
 
     name = "prophet"
@@ -88,7 +94,10 @@ class ProphetEstimator:
         changepoint_prior_scale: float = 0.05,
         recent_bias_halflife: float | None = None,
         seasonality_mode: Literal["additive", "multiplicative"] = "additive",
+        fit_timeout: float | None = DEFAULT_FIT_TIMEOUT,
     ) -> None:
+        if fit_timeout is not None and not fit_timeout > 0:
+            raise EstimatorError(f"fit_timeout must be positive seconds, got {fit_timeout}")
         self.history_window = history_window
         self.daily = daily
         self.weekly = weekly
@@ -96,6 +105,7 @@ class ProphetEstimator:
         self.changepoint_prior_scale = changepoint_prior_scale
         self.recent_bias_halflife = recent_bias_halflife
         self.seasonality_mode = seasonality_mode
+        self.fit_timeout = fit_timeout
         self.model_: Any = None
         self.step_: timedelta | None = None
         self.last_: str | None = None
@@ -130,8 +140,15 @@ class ProphetEstimator:
             changepoint_prior_scale=self.changepoint_prior_scale,
             seasonality_mode=self.seasonality_mode,
         )
+        limit = {} if self.fit_timeout is None else {"timeout": self.fit_timeout}
         with _quiet_warnings():
-            model.fit(frame, algorithm="LBFGS")
+            try:
+                model.fit(frame, algorithm="LBFGS", **limit)
+            except TimeoutError:
+                raise EstimatorError(
+                    f"prophet fit on {len(frame)} points stopped at its time limit of "
+                    f"{self.fit_timeout:g} s"
+                ) from None
             fitted = model.predict(frame[["ds"]])
         self.model_ = model
         values = frame["y"].to_numpy(dtype=float)

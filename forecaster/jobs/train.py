@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forecaster.errors import InputDataError, RegistryError
+from forecaster.estimators.prophet import DEFAULT_FIT_TIMEOUT
 from forecaster.jobs.ingest import history_frame
 from forecaster.promotion import GATE_METRIC, GateDecision, gate
 from forecaster.registry import CHALLENGER, CHAMPION
@@ -44,6 +45,7 @@ class FitTask:
     candidates: tuple[str, ...]
     horizon: int
     n_jobs: int = 1
+    prophet_fit_timeout: float | None = DEFAULT_FIT_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,12 @@ def fit_history(task: FitTask) -> FitOutcome:
 
     started = time.perf_counter()
     auto: Any = create_estimator(
-        "auto", candidates=task.candidates, horizon=task.horizon, level=LEVEL, n_jobs=task.n_jobs
+        "auto",
+        candidates=task.candidates,
+        horizon=task.horizon,
+        level=LEVEL,
+        n_jobs=task.n_jobs,
+        prophet_fit_timeout=task.prophet_fit_timeout,
     )
     auto.fit(task.history)
     return FitOutcome(
@@ -121,6 +128,7 @@ def prepare_fit(
         candidates=candidates,
         horizon=spec.horizon_steps,
         n_jobs=n_jobs,
+        prophet_fit_timeout=ctx.settings.training.prophet_fit_timeout_seconds,
     )
 
 

@@ -242,3 +242,74 @@ def test_selected_candidate_passes_the_gate(fitted):
         champion_mase=None,
     )
     assert decision.promote, decision.reason
+
+
+def test_prophet_past_its_time_limit_is_left_out(nab_slice):
+    """A Prophet fit stopped at its time limit drops Prophet from the selection, flagged."""
+    # 10 days at 5 minutes: a Prophet fit takes seconds here, far over the 0.01 s limit
+    history = nab_slice("realAWSCloudwatch/elb_request_count_8c0756.csv", days=10)
+    auto = AutoEstimator(
+        candidates=("prophet", "seasonal_naive", "last_value"),
+        horizon=12,
+        prophet_fit_timeout=0.01,
+    ).fit(history)
+    assert "prophet" not in auto.scores
+    assert any(
+        f.startswith("candidate_failed: prophet:") and "time limit of 0.01 s" in f
+        for f in auto.flags
+    )
+    assert auto.chosen is not None and "prophet" not in auto.chosen
+    assert len(auto.predict(12)) == 12
+
+
+def test_a_failed_final_fit_serves_the_next_best(nab_slice, monkeypatch):
+    """The chosen model's refit on the full history fails: the next best choice that does
+    not need it is fitted, calibrated on its own backtest, and the fallback is flagged."""
+    history = nab_slice(TAXI, days=16, freq="1h")
+    original = AutoEstimator._factory
+    built = {"lightgbm": 0}
+
+    class FailingRefit:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+
+        def fit(self, series: pd.Series) -> object:
+            raise RuntimeError("simulated worker out of memory")
+
+    def factory(self: AutoEstimator, name: str, span: timedelta) -> object:
+        est = original(self, name, span)
+        if name == "lightgbm":
+            built["lightgbm"] += 1
+            if built["lightgbm"] > 1:  # the first one is the selection backtest's
+                return FailingRefit(est)
+        return est
+
+    monkeypatch.setattr(AutoEstimator, "_factory", factory)
+    auto = AutoEstimator(candidates=("lightgbm", "seasonal_naive", "last_value"), horizon=12)
+    auto.fit(history)
+    ranking = sorted(auto.scores, key=lambda c: auto.scores[c][GATE_METRIC])
+    assert "lightgbm" in ranking[0], "lightgbm must win selection for this test to mean anything"
+    assert any(f.startswith("fit_failed: lightgbm: simulated worker") for f in auto.flags)
+    assert auto.chosen == next(c for c in ranking if "lightgbm" not in c)
+    assert auto.selection_backtest is not None
+    assert auto.selection_backtest["model"].iloc[0] == auto.chosen
+    forecast = auto.predict(12)
+    assert len(forecast) == 12 and forecast["yhat"].notna().all()
+
+
+def test_every_final_fit_failing_is_an_error(nab_slice, monkeypatch):
+    history = nab_slice(TAXI, days=8, freq="1h")
+    calls = {"n": 0}
+    original = AutoEstimator._factory
+
+    class Broken:
+        def fit(self, series: pd.Series) -> object:
+            raise RuntimeError("disk full")
+
+    def factory(self: AutoEstimator, name: str, span: timedelta) -> object:
+        calls["n"] += 1
+        return original(self, name, span) if calls["n"] <= 2 else Broken()
+
+    monkeypatch.setattr(AutoEstimator, "_factory", factory)
+    with pytest.raises(EstimatorError, match="final fit of every auto candidate failed"):
+        AutoEstimator(candidates=("seasonal_naive", "last_value"), horizon=12).fit(history)

@@ -61,3 +61,20 @@ def test_state_is_json_and_round_trips(fitted):
     assert isinstance(document["state"]["model"], str)
     loaded = load_estimator(document)
     pd.testing.assert_frame_equal(loaded.predict(12), estimator.predict(12))
+
+
+def test_a_fit_past_its_time_limit_fails_clearly(nab_slice):
+    """cmdstan is stopped at the limit and the fit fails with a message saying so."""
+    from forecaster.errors import EstimatorError
+
+    history = nab_slice(ELB, days=14)  # 4,032 points at 5 minutes: seconds, not milliseconds
+    with pytest.raises(EstimatorError, match="time limit of 0.01 s"):
+        ProphetEstimator(fit_timeout=0.01).fit(history)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0])
+def test_time_limit_must_be_positive(bad):
+    from forecaster.errors import EstimatorError
+
+    with pytest.raises(EstimatorError, match="fit_timeout must be positive"):
+        ProphetEstimator(fit_timeout=bad)

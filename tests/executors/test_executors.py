@@ -43,6 +43,22 @@ def _run(executor: object, tasks: list[FitTask]) -> list[FitOutcome]:
     return [r for r in results if r is not None]
 
 
+def test_the_task_carries_the_prophet_time_limit(nab: Path) -> None:
+    """A worker's fit applies the task's Prophet time limit (the training setting)."""
+    task = _tasks(nab)[1]
+    task = FitTask(
+        series=task.series,
+        history=task.history,
+        candidates=("prophet", "seasonal_naive"),
+        horizon=24,
+        prophet_fit_timeout=0.01,
+    )
+    outcome = fit_history(task)
+    assert "prophet" not in outcome.scores
+    assert outcome.chosen == "seasonal_naive"
+    assert any("time limit of 0.01 s" in flag for flag in outcome.flags)
+
+
 @pytest.mark.integration
 def test_process_and_dask_match_the_local_run(nab: Path) -> None:
     tasks = _tasks(nab)
