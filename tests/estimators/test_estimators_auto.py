@@ -313,3 +313,29 @@ def test_every_final_fit_failing_is_an_error(nab_slice, monkeypatch):
     monkeypatch.setattr(AutoEstimator, "_factory", factory)
     with pytest.raises(EstimatorError, match="final fit of every auto candidate failed"):
         AutoEstimator(candidates=("seasonal_naive", "last_value"), horizon=12).fit(history)
+
+
+def test_cleaning_helps_after_a_real_outage(nab_slice):
+    """realTweets' collection outage (2015-03-11 07:00-09:05 UTC, every ticker 0): hour-ahead
+    forecasts in the two hours after it are better with auto's cleaning than without
+    (benchmarks/cleaning.py measures both tasks on five tickers)."""
+    from forecaster.evaluation import backtest, score_backtest
+
+    series = nab_slice("realTweets/Twitter_volume_AAPL.csv", days=13)
+    series = series[series.index < pd.Timestamp("2015-03-11 12:05", tz="UTC")]
+    assert (series["2015-03-11 07:00":"2015-03-11 09:05"] == 0).all()
+    mase = {}
+    for clean in (True, False):
+        frame = backtest(
+            series,
+            lambda clean=clean: AutoEstimator(  # type: ignore[misc]
+                candidates=("seasonal_naive", "lightgbm"), horizon=12, clean=clean
+            ),
+            horizon=12,
+            origins=24,
+            stride=1,
+            refit_every=10**9,
+        )
+        assert frame["origin"].min() == pd.Timestamp("2015-03-11 09:10", tz="UTC")
+        mase[clean] = score_backtest(frame, series)["mase"]
+    assert mase[True] < 0.9 * mase[False], mase
