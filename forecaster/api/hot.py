@@ -18,10 +18,10 @@ installed when reads need a token (``api.require_token_for_reads``).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
+from forecaster.api.limits import ASGIApp, Receive, Scope, Send, send_json
 from forecaster.api.routes.scaling import ObservationsCache, scaling_body
 from forecaster.api.routes.series import forecast_body
 from forecaster.durations import parse_duration
@@ -29,12 +29,6 @@ from forecaster.durations import parse_duration
 if TYPE_CHECKING:
     from forecaster.api.view import ForecastView
     from forecaster.config import Settings
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 FORECAST_PREFIX, FORECAST_SUFFIX = "/v1/series/", "/forecast"
 SCALING_PREFIX = "/v1/scaling/"
@@ -83,17 +77,7 @@ class HotReads:
                 body = None
             if body is not None:
                 self.answered += 1
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [
-                            (b"content-length", str(len(body)).encode()),
-                            (b"content-type", b"application/json"),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await send_json(send, 200, body)
                 return
         await self.app(scope, receive, send)
 

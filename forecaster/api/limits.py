@@ -71,7 +71,11 @@ class _BodyTooLarge(Exception):
 
 
 async def _reply(send: Send, status: int, detail: str) -> None:
-    body = orjson.dumps({"detail": detail})
+    await send_json(send, status, orjson.dumps({"detail": detail}))
+
+
+async def send_json(send: Send, status: int, body: bytes) -> None:
+    """Send a complete ``application/json`` response straight from an ASGI layer."""
     await send(
         {
             "type": "http.response.start",
