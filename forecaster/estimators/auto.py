@@ -285,24 +285,7 @@ class AutoEstimator:
             )
         # best first (a single candidate before an ensemble that only ties it)
         choices = sorted(frames, key=lambda c: _finite_or_inf(self.scores[c][SELECT_BY]))
-        fitted: dict[str, Estimator] = {}
-        failed: set[str] = set()
-        for best in choices:
-            for member in pairs[best]:
-                if member in fitted or member in failed:
-                    continue
-                try:
-                    fitted[member] = self._factory(member, span).fit(series)
-                except InputDataError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - serve the next best rather than nothing
-                    failed.add(member)
-                    self.flags.append(f"fit_failed: {member}: {exc}; using the next best")
-            if not failed & set(pairs[best]):
-                break
-        else:
-            raise EstimatorError("the final fit of every auto candidate failed; see flags")
-        self.members_ = [fitted[m] for m in pairs[best]]
+        best = self._fit_first_that_works(choices, pairs, series, span)
         self.chosen = best
         floor = self.interval_floor * float(np.nanmean(np.abs(series.to_numpy(dtype=float))))
         self.calibration_ = calibrate_intervals(
@@ -314,6 +297,39 @@ class AutoEstimator:
         )
         ordered = [best, *(name for name in frames if name != best)]  # chosen first
         self.selection_backtest = pd.concat([frames[n] for n in ordered], ignore_index=True)
+
+    def _fit_first_that_works(
+        self,
+        choices: Sequence[str],
+        pairs: dict[str, tuple[str, ...]],
+        series: pd.Series,
+        span: timedelta,
+    ) -> str:
+        """Fit the members of the first choice whose fits all succeed on the full history.
+
+        A member that fails (or hits its time limit) is flagged and every choice that
+        needs it is skipped; members fitted for a skipped ensemble are reused.
+
+        Raises:
+            EstimatorError: Every choice needs a member whose fit failed.
+        """
+        fitted: dict[str, Estimator] = {}
+        failed: set[str] = set()
+        for choice in choices:
+            for member in pairs[choice]:
+                if member in fitted or member in failed:
+                    continue
+                try:
+                    fitted[member] = self._factory(member, span).fit(series)
+                except InputDataError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - serve the next best rather than nothing
+                    failed.add(member)
+                    self.flags.append(f"fit_failed: {member}: {exc}; using the next best")
+            if not failed & set(pairs[choice]):
+                self.members_ = [fitted[m] for m in pairs[choice]]
+                return choice
+        raise EstimatorError("the final fit of every auto candidate failed; see flags")
 
     # -- predict --------------------------------------------------------------------
 
