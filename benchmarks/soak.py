@@ -6,7 +6,7 @@ series-list and metrics reads with wrk at a fixed rate for ``--minutes`` (defaul
 10). Samples the API's RSS every 10 s and reports errors, latency percentiles and
 RSS drift (first vs last minute).
 
-    .venv/bin/python benchmarks/soak.py [--minutes 10] [--rate 500]
+    .venv/bin/python benchmarks/soak.py [--minutes 10] [--rate 500] [--server granian|uvicorn]
 
 Needs Debian's `wrk`.
 """
@@ -75,6 +75,12 @@ def main() -> None:
     )
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=500.0, help="target requests per second")
+    parser.add_argument(
+        "--server",
+        choices=["granian", "uvicorn"],
+        default="granian",
+        help="ASGI server for the API (default granian, as forecaster serve)",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/soak.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -99,7 +105,7 @@ def main() -> None:
             )
         try:
             with (tmp / "api.log").open("wb") as log:
-                api = start_server("forecaster.api.asgi:app", port, env, "uvicorn", 1, log=log)
+                api = start_server("forecaster.api.asgi:app", port, env, args.server, 1, log=log)
         except BaseException:
             scheduler.terminate()
             raise
@@ -161,7 +167,7 @@ def main() -> None:
     drift = 100 * (sum(last) / len(last) - sum(first) / len(first)) / (sum(first) / len(first))
     text = (
         f"Soak: {args.minutes:g} min of mixed reads (forecast, scaling, history, series list, /metrics) "
-        f"at ~{args.rate:.0f} req/s on loopback while the scheduler ingested every 30 s and published "
+        f"at ~{args.rate:.0f} req/s on loopback (API on {args.server}, 1 worker) while the scheduler ingested every 30 s and published "
         f"every 10 s ({publications} publications during the run); 2 cores shared by everything.\n\n"
         "| requests | achieved req/s | errors (socket + non-2xx) | p50 ms | p95 ms | p99 ms | max ms | API RSS first min MB | API RSS last min MB | drift |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n"
