@@ -34,7 +34,11 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 LUA = """
 local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "0")
-function delay() return delay_ms end
+-- a pause drawn from 0..2x the mean, so connections do not stay in lockstep
+function delay()
+  if delay_ms == 0 then return 0 end
+  return math.random(0, 2 * delay_ms)
+end
 done = function(summary, latency, requests)
   io.write(string.format("JSON {\\"requests\\": %d, \\"duration_us\\": %d, \\"errors\\": %d, "
     .. "\\"p50\\": %d, \\"p95\\": %d, \\"p99\\": %d}\\n",
@@ -206,11 +210,13 @@ def wrk(
 def throttled(url: str, duration: int, lua: Path, rate: float) -> dict[str, float]:
     """wrk at about ``rate`` requests per second: connections that each pause between requests.
 
-    Each connection sends one request every DELAY + latency, so a 3 s probe
-    measures the rate one connection really achieves and the run uses as many
-    connections as ``rate`` needs. The achieved rate is what gets reported.
+    Each connection sends one request every pause + latency, the pause drawn
+    uniformly from 0-20 ms (mean 10 ms) so the connections spread over time
+    instead of arriving together; a 3 s probe measures the rate one connection
+    really achieves and the run uses as many connections as ``rate`` needs. The
+    achieved rate is what gets reported.
     """
-    delay = 10  # ms between a connection's response and its next request
+    delay = 10  # mean ms between a connection's response and its next request
     conns = max(1, round(rate * delay / 1000))
     probe = wrk(url, 3, conns, lua, delay_ms=delay)
     conns = max(1, round(conns * rate / max(probe["rps"], 1.0)))
