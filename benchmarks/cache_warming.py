@@ -108,7 +108,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/cache_warming.md")
     args = parser.parse_args()
-    import numpy as np
 
     from forecaster.consumers.cache_warming import rank_members
     from forecaster.estimators.base import create_estimator
@@ -233,7 +232,6 @@ def main() -> None:
         "",
         *ceiling_lines(counts, hours),
     ]
-    _ = np
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
