@@ -15,60 +15,15 @@ import pytest
 from forecaster.scaler import externalscaler_pb2 as pb2
 from forecaster.scaler import externalscaler_pb2_grpc as pb2_grpc
 from forecaster.scaler.server import ScalerHandle, parse_metadata, start_scaler
-from forecaster.store.db import make_engine, upgrade
-from forecaster.store.repository import ForecastPoint, Store
+from tests.support.scaling_seed import STEP
+from tests.support.scaling_seed import seed as seed_store
 
 pytestmark = pytest.mark.integration
 
-STEP = timedelta(minutes=5)
 
-
-def seed(
-    settings: Any,
-    *,
-    generated_at: datetime | None = None,
-    steps: int = 24,
-    observed: float = 100.0,
-) -> datetime:
-    """Series ``rps`` (forecast 200 + 10*step, interval [-50, +60]) and ``empty`` (nothing).
-
-    Returns:
-        The forecast's origin (the 5-minute boundary at or before now).
-    """
-    engine = make_engine(settings.database)
-    try:
-        upgrade(engine)
-        store = Store(engine)
-        now = datetime.now(UTC).replace(second=0, microsecond=0)
-        origin = now - timedelta(minutes=now.minute % 5)
-        sid = store.ensure_series(
-            name="rps", family="rps", unit="req/s", step_seconds=300, horizon_steps=steps
-        )
-        store.upsert_observations(sid, [(origin, observed), (origin - STEP, observed / 2)])
-        store.ensure_series(name="empty", family="empty", step_seconds=300, horizon_steps=12)
-        store.publish_forecast(
-            series="rps",
-            generated_at=generated_at or datetime.now(UTC),
-            origin=origin,
-            step_seconds=300,
-            level=90.0,
-            model_name="seasonal_naive",
-            model_version="1",
-            run_id="run1",
-            points=[
-                ForecastPoint(
-                    step=i,
-                    ds=origin + i * STEP,
-                    yhat=200.0 + 10 * i,
-                    yhat_lower=150.0 + 10 * i,
-                    yhat_upper=260.0 + 10 * i,
-                )
-                for i in range(1, steps + 1)
-            ],
-        )
-    finally:
-        engine.dispose()
-    return origin
+def seed(settings: Any, **kwargs: Any) -> datetime:
+    """Series ``rps`` (see :func:`tests.support.scaling_seed.seed`) and ``empty`` (nothing)."""
+    return seed_store(settings, name="rps", **kwargs)
 
 
 def start(settings: Any, **kwargs: Any) -> ScalerHandle:

@@ -1,4 +1,4 @@
-"""A store with one published forecast (``team/rps``), for the scaling and hot-read tests."""
+"""A store with one published forecast, for the scaling API, hot-read and gRPC scaler tests."""
 
 from __future__ import annotations
 
@@ -12,9 +12,15 @@ STEP = timedelta(minutes=5)
 
 
 def seed(
-    settings: Any, *, generated_at: datetime | None = None, observed: float = 100.0
+    settings: Any,
+    *,
+    name: str = "team/rps",
+    generated_at: datetime | None = None,
+    observed: float = 100.0,
 ) -> datetime:
-    """``team/rps``: yhat = 200 + 10 step, interval [yhat - 50, yhat + 60] at level 90.
+    """``name``: yhat = 200 + 10 step for 24 steps, interval [yhat - 50, yhat + 60] at
+    level 90, observations ``observed / 2`` then ``observed`` at the origin; and
+    ``empty``, a series with nothing published.
 
     Returns:
         The forecast's origin (the 5-minute boundary at or before now).
@@ -26,12 +32,12 @@ def seed(
         now = datetime.now(UTC).replace(second=0, microsecond=0)
         origin = now - timedelta(minutes=now.minute % 5)
         sid = store.ensure_series(
-            name="team/rps", family="rps", unit="req/s", step_seconds=300, horizon_steps=24
+            name=name, family="rps", unit="req/s", step_seconds=300, horizon_steps=24
         )
-        store.upsert_observations(sid, [(origin - STEP, 50.0), (origin, observed)])
+        store.upsert_observations(sid, [(origin - STEP, observed / 2), (origin, observed)])
         store.ensure_series(name="empty", family="empty", step_seconds=300, horizon_steps=12)
         store.publish_forecast(
-            series="team/rps",
+            series=name,
             generated_at=generated_at or datetime.now(UTC),
             origin=origin,
             step_seconds=300,
