@@ -18,13 +18,14 @@ installed when reads need a token (``api.require_token_for_reads``).
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from forecaster.api.limits import ASGIApp, Receive, Scope, Send, send_json
+from forecaster.api.params import duration_param
 from forecaster.api.routes.scaling import ObservationsCache, scaling_body
 from forecaster.api.routes.series import forecast_body
-from forecaster.durations import parse_duration
 
 if TYPE_CHECKING:
     from forecaster.api.view import ForecastView
@@ -65,7 +66,7 @@ class HotReads:
         self.view = view
         self.settings = settings
         self.observations = observations
-        self.max_ahead_seconds = float(settings.api.max_horizon_seconds)
+        self.max_ahead = timedelta(seconds=settings.api.max_horizon_seconds)
         #: Requests answered here rather than by the app (tests and benchmarks read it).
         self.answered = 0
 
@@ -116,12 +117,10 @@ class HotReads:
         return None
 
     def _duration(self, value: str, name: str) -> float:
-        if len(value) > 32:
+        """Seconds of a duration parameter the route would accept (its parser and bound)."""
+        if len(value) > 32:  # the routes' Query(max_length=32)
             raise _PassThrough(name)
-        seconds = parse_duration(value, what=name).total_seconds()
-        if seconds > self.max_ahead_seconds:
-            raise _PassThrough(name)
-        return seconds
+        return duration_param(name, value, maximum=self.max_ahead).total_seconds()
 
 
 def _params(query_string: bytes, known: frozenset[str] | set[str]) -> dict[str, str]:
