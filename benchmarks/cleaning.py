@@ -40,8 +40,15 @@ TWEETS = REPO / "data" / "nab" / "realTweets"
 STEP = timedelta(minutes=5)
 OUTAGE_START, OUTAGE_END = "2015-03-11 07:00", "2015-03-11 09:05"
 TICKERS = ("AAPL", "AMZN", "FB", "GOOG", "KO")
-DAY_AHEAD = {"horizon": 288, "origins": 7, "stride": 288, "end": "2015-03-19 00:00"}
-HOUR_AHEAD = {"horizon": 12, "origins": 24, "stride": 1, "end": "2015-03-11 12:05"}
+DAY_AHEAD = {"horizon": 288, "origins": 7, "stride": 288, "refit_every": 288, "end": "2015-03-19"}
+# one fit at the first origin, then forecasts from newer data (as the service publishes)
+HOUR_AHEAD = {
+    "horizon": 12,
+    "origins": 24,
+    "stride": 1,
+    "refit_every": 10**9,
+    "end": "2015-03-11 12:05",
+}
 
 
 def load(ticker: str) -> pd.Series:
@@ -64,7 +71,7 @@ def run(series: pd.Series, task: dict[str, Any], *, clean: bool) -> pd.DataFrame
         horizon=task["horizon"],
         origins=task["origins"],
         stride=task["stride"],
-        refit_every=task["stride"] if task is DAY_AHEAD else 10**9,
+        refit_every=task["refit_every"],
         model_name="auto" if clean else "auto, clean=False",
     )
 

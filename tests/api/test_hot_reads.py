@@ -40,10 +40,10 @@ def client(make_settings: Any, db_url: str) -> Iterator[TestClient]:
 
 @pytest.fixture
 def frozen(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both paths see the same ``now`` (the window and staleness depend on it)."""
+    """Both paths see the same ``now`` (the window and staleness depend on it): the
+    body functions of both routes read ``time.time``, patched here for the test."""
     now = time.time()
-    monkeypatch.setattr("forecaster.api.routes.series.time.time", lambda: now)
-    monkeypatch.setattr("forecaster.api.routes.scaling.time.time", lambda: now)
+    monkeypatch.setattr(time, "time", lambda: now)
 
 
 def by_app(client: TestClient, monkeypatch: pytest.MonkeyPatch, url: str) -> Any:
