@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from forecaster.errors import EstimatorError
 from forecaster.estimators import forecast_frame
-from forecaster.estimators.auto import SELECT_BY, AutoEstimator
+from forecaster.estimators.auto import SELECT_BY, AutoEstimator, blend_weights
 from forecaster.estimators.base import dump_estimator, load_estimator
 from forecaster.promotion import GATE_METRIC, gate
 
@@ -85,6 +86,78 @@ def test_state_round_trip(fitted):
     pd.testing.assert_frame_equal(
         loaded.predict(12, history=history), auto.predict(12, history=history)
     )
+
+
+def test_blend_weights_recover_a_known_mix():
+    rng = np.random.default_rng(3)
+    a, b, c = (rng.normal(100.0, 20.0, 500) for _ in range(3))
+    assert blend_weights([a, b, c], 0.7 * a + 0.3 * c) == pytest.approx((0.7, 0.0, 0.3))
+    assert blend_weights([a, b], b.copy()) == pytest.approx((0.0, 1.0))
+
+
+def test_blend_weights_skip_missing_steps():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(100.0, 20.0, 300), rng.normal(100.0, 20.0, 300)
+    actual = 0.4 * a + 0.6 * b
+    actual[:50] = np.nan
+    a[50:80] = np.nan  # a missing forecast step is left out, not counted as an error
+    assert blend_weights([a, b], actual) == pytest.approx((0.4, 0.6))
+    # Nothing to judge by: the best-ranked forecast alone.
+    assert blend_weights([a, b], np.full(300, np.nan)) == (1.0, 0.0)
+
+
+@pytest.fixture(scope="module")
+def day_ahead() -> AutoEstimator:
+    from conftest import load_nab
+
+    return AutoEstimator(horizon=24).fit(load_nab(TAXI, days=16, freq="1h"))
+
+
+def test_a_blend_is_scored_and_served_with_its_weights(day_ahead):
+    """Day-ahead on the real trace the weighted blend of the three best wins selection;
+    its inner backtest is the weighted sum of its members' and so is its forecast."""
+    auto = day_ahead
+    assert auto.chosen is not None and auto.chosen.startswith("blend(")
+    assert auto.chosen in auto.scores
+    assert len(auto.members_) == len(auto.weights_) > 1
+    assert sum(auto.weights_) == pytest.approx(1.0)
+    frame = auto.selection_backtest
+    assert frame is not None
+    # blend(lightgbm:0.3+seasonal_naive_weekly:0.7): candidate names and weights
+    parts = [part.split(":") for part in auto.chosen.removeprefix("blend(")[:-1].split("+")]
+    assert [float(w) for _, w in parts] == pytest.approx(auto.weights_)
+    mixed = sum(float(w) * frame.loc[frame["model"] == c, "yhat"].to_numpy() for c, w in parts)
+    assert frame.loc[frame["model"] == auto.chosen, "yhat"].to_numpy() == pytest.approx(mixed)
+    mine = auto.predict(24)["yhat"].to_numpy()
+    theirs = sum(
+        w * m.predict(24)["yhat"].to_numpy()
+        for m, w in zip(auto.members_, auto.weights_, strict=True)
+    )
+    assert mine == pytest.approx(np.maximum(theirs, 0.0))
+
+
+def test_blends_only_from_a_day_of_horizon(fitted):
+    auto, _ = fitted  # 12 hours ahead
+    assert not any(name.startswith("blend(") for name in auto.scores)
+
+
+def test_state_keeps_weights_and_old_states_average(day_ahead):
+    """Models saved before blends (no weights) average their members as they did;
+    weights that do not match the members are refused."""
+    auto = day_ahead
+    document = json.loads(json.dumps(dump_estimator(auto)))
+    loaded = load_estimator(document)
+    assert isinstance(loaded, AutoEstimator)
+    assert loaded.weights_ == auto.weights_
+    pd.testing.assert_frame_equal(loaded.predict(24), auto.predict(24))
+    del document["state"]["weights"]
+    loaded = load_estimator(document)
+    assert isinstance(loaded, AutoEstimator)
+    n = len(auto.members_)
+    assert loaded.weights_ == pytest.approx([1.0 / n] * n)
+    document["state"]["weights"] = [1.0]
+    with pytest.raises(EstimatorError, match=f"1 weights for {n} members"):
+        load_estimator(document)
 
 
 def test_selection_uses_only_the_fit_history(nab_slice):
