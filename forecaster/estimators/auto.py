@@ -376,11 +376,7 @@ class AutoEstimator:
             if self.clean and len(newer) >= 4:
                 newer = clean_history(newer, spikes=self._long_horizon()).series
         forecasts = [m.predict(horizon, history=newer, level=level) for m in self.members_]
-        weights = self.weights_ or [1.0 / len(forecasts)] * len(forecasts)
-        yhat = np.sum(
-            [w * f["yhat"].to_numpy(dtype=float) for w, f in zip(weights, forecasts, strict=True)],
-            axis=0,
-        )
+        yhat = _weighted_sum([f["yhat"] for f in forecasts], self.weights_)
         if self.calibration_ is not None:
             lower, upper = self.calibration_.bounds(yhat, level)
         else:
@@ -498,11 +494,20 @@ def _combined(name: str, parts: Sequence[tuple[pd.DataFrame, float]]) -> pd.Data
     import numpy as np
 
     combo = parts[0][0].copy()
-    combo["yhat"] = np.sum([w * f["yhat"].to_numpy(dtype=float) for f, w in parts], axis=0)
+    combo["yhat"] = _weighted_sum([f["yhat"] for f, _ in parts], [w for _, w in parts])
     combo["yhat_lower"] = np.min([f["yhat_lower"].to_numpy(dtype=float) for f, _ in parts], axis=0)
     combo["yhat_upper"] = np.max([f["yhat_upper"].to_numpy(dtype=float) for f, _ in parts], axis=0)
     combo["model"] = name
     return combo
+
+
+def _weighted_sum(columns: Sequence[pd.Series], weights: Sequence[float]) -> FloatArray:
+    import numpy as np
+
+    out = np.zeros(len(columns[0]))
+    for column, weight in zip(columns, weights, strict=True):
+        out += weight * column.to_numpy(dtype=float)
+    return out
 
 
 def _finite_or_inf(value: float) -> float:
