@@ -449,6 +449,8 @@ class AutoEstimator:
             obj.weights_ = [float(w) for w in state.get("weights", default)]
             if len(obj.weights_) != len(obj.members_):
                 raise ValueError(f"{len(obj.weights_)} weights for {len(obj.members_)} members")
+            if not all(w >= 0 for w in obj.weights_) or abs(sum(obj.weights_) - 1.0) > 1e-6:
+                raise ValueError(f"weights {obj.weights_} are not >= 0 with a sum of 1")
             cal = state["calibration"]
             obj.calibration_ = None if cal is None else IntervalCalibration.from_dict(cal)
             obj.scores = {

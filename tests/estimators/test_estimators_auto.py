@@ -158,6 +158,10 @@ def test_state_keeps_weights_and_old_states_average(day_ahead):
     document["state"]["weights"] = [1.0]
     with pytest.raises(EstimatorError, match=f"1 weights for {n} members"):
         load_estimator(document)
+    for bad in ([1.5] + [-0.5 / (n - 1)] * (n - 1), [0.6] * n, ["x"] * n):
+        document["state"]["weights"] = bad
+        with pytest.raises(EstimatorError, match="invalid auto state"):
+            load_estimator(document)
 
 
 def test_selection_uses_only_the_fit_history(nab_slice):
