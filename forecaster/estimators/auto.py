@@ -295,7 +295,7 @@ class AutoEstimator:
             actual = series.reindex(pd.DatetimeIndex(frames[top[0]]["ds"])).to_numpy(dtype=float)
             weights = blend_weights([frames[c]["yhat"].to_numpy(dtype=float) for c in top], actual)
             blend = tuple((c, w) for c, w in zip(top, weights, strict=True) if w > 0)
-            if len(blend) > 1:
+            if len(blend) > 1 and blend not in members.values():  # not a repeat of the mean
                 members["blend(" + "+".join(f"{c}:{w:.1f}" for c, w in blend) + ")"] = blend
         for name, parts in members.items():
             if len(parts) > 1:
