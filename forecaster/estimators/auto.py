@@ -105,6 +105,11 @@ class AutoEstimator:
             from a day). The held-out tail holds a few independent days, which
             understates the spread of the next ones; that matters more the longer
             the horizon (7 days are 7 day-ahead samples but 168 hour-ahead ones).
+        incumbent: The model serving now, by the name auto gave it (a candidate,
+            ``ensemble(a+b)`` or ``blend(a:0.7+b:0.3)``). A combination whose members
+            are all candidates is scored on this fit's selection windows with its own
+            weights (in ``scores``, not a choice), so the promotion gate compares the
+            new choice with it on the same windows.
         prophet_fit_timeout: Seconds one Prophet fit may take (None: no limit). A
             candidate whose fits fail or time out in selection is left out (flagged
             ``candidate_failed``); if the final fit of the chosen model fails, the
@@ -128,6 +133,7 @@ class AutoEstimator:
         selection_days: float = 7.0,
         interval_inflation: float | None = None,
         prophet_fit_timeout: float | None = DEFAULT_FIT_TIMEOUT,
+        incumbent: str | None = None,
     ) -> None:
         unknown = [c for c in candidates or () if c not in KNOWN_CANDIDATES]
         if unknown or (candidates is not None and not candidates):
@@ -148,6 +154,7 @@ class AutoEstimator:
         self.selection_days = selection_days
         self.interval_inflation = interval_inflation
         self.prophet_fit_timeout = prophet_fit_timeout
+        self.incumbent = incumbent
         self.chosen: str | None = None
         self.scores: dict[str, dict[str, float]] = {}
         self.flags: list[str] = []
@@ -308,6 +315,12 @@ class AutoEstimator:
                 )
         # best first (a single candidate before an ensemble that only ties it)
         choices = sorted(frames, key=lambda c: _finite_or_inf(self.scores[c][SELECT_BY]))
+        serving = parse_choice(self.incumbent or "")
+        if serving and self.incumbent not in self.scores and all(c in frames for c, _ in serving):
+            frame = _combined(str(self.incumbent), [(frames[c], w) for c, w in serving])
+            self.scores[str(self.incumbent)] = score_backtest(
+                frame, series, history_window=self.history_window
+            )
         best = self._fit_first_that_works(choices, members, series, span)
         self.chosen = best
         floor = self.interval_floor * float(np.nanmean(np.abs(series.to_numpy(dtype=float))))
@@ -462,6 +475,24 @@ class AutoEstimator:
         except (KeyError, TypeError, ValueError) as exc:
             raise EstimatorError(f"invalid {cls.name} state: {exc}") from exc
         return obj
+
+
+def parse_choice(name: str) -> Members | None:
+    """Members and weights of a combination auto names ``ensemble(a+b)`` or
+    ``blend(a:0.7+b:0.3)``; None for anything else."""
+    import re
+
+    found = re.fullmatch(r"(ensemble|blend)\((.+)\)", name)
+    if not found:
+        return None
+    parts = found.group(2).split("+")
+    try:
+        if found.group(1) == "ensemble":
+            return tuple((p, 1.0 / len(parts)) for p in parts)
+        members = tuple((p.split(":")[0], float(p.split(":")[1])) for p in parts)
+    except (IndexError, ValueError):
+        return None
+    return members if abs(sum(w for _, w in members) - 1.0) < 1e-6 else None
 
 
 def blend_weights(forecasts: Sequence[FloatArray], actual: FloatArray) -> tuple[float, ...]:

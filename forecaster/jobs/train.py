@@ -46,6 +46,8 @@ class FitTask:
     horizon: int
     n_jobs: int = 1
     prophet_fit_timeout: float | None = DEFAULT_FIT_TIMEOUT
+    #: The serving champion's estimator name, scored on the same windows (see auto).
+    incumbent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ def fit_history(task: FitTask) -> FitOutcome:
         level=LEVEL,
         n_jobs=task.n_jobs,
         prophet_fit_timeout=task.prophet_fit_timeout,
+        incumbent=task.incumbent,
     )
     auto.fit(task.history)
     return FitOutcome(
@@ -122,6 +125,7 @@ def prepare_fit(
             f"{spec.history}; at least {MIN_POINTS} are needed to train (run ingest first)"
         )
     candidates = tuple(dict.fromkeys((*spec.estimators, BASELINE)))
+    champion = ctx.store.champion(name)
     return FitTask(
         series=name,
         history=history,
@@ -129,6 +133,7 @@ def prepare_fit(
         horizon=spec.horizon_steps,
         n_jobs=n_jobs,
         prophet_fit_timeout=ctx.settings.training.prophet_fit_timeout_seconds,
+        incumbent=None if champion is None else champion.estimator,
     )
 
 

@@ -11,8 +11,9 @@ import pytest
 
 from forecaster.errors import EstimatorError
 from forecaster.estimators import forecast_frame
-from forecaster.estimators.auto import SELECT_BY, AutoEstimator, blend_weights
+from forecaster.estimators.auto import SELECT_BY, AutoEstimator, blend_weights, parse_choice
 from forecaster.estimators.base import dump_estimator, load_estimator
+from forecaster.evaluation import score_backtest
 from forecaster.promotion import GATE_METRIC, gate
 
 TAXI = "realKnownCause/nyc_taxi.csv"
@@ -162,6 +163,34 @@ def test_state_keeps_weights_and_old_states_average(day_ahead):
         document["state"]["weights"] = bad
         with pytest.raises(EstimatorError, match="invalid auto state"):
             load_estimator(document)
+
+
+def test_parse_choice_reads_auto_combination_names():
+    assert parse_choice("ensemble(lightgbm+prophet)") == (("lightgbm", 0.5), ("prophet", 0.5))
+    assert parse_choice("blend(a:0.7+b:0.2+c:0.1)") == (("a", 0.7), ("b", 0.2), ("c", 0.1))
+    for other in ("lightgbm", "blend(a:0.7+b:0.7)", "blend(a+b)", "blend(a:x+b:0.5)", ""):
+        assert parse_choice(other) is None
+
+
+def test_the_serving_blend_is_scored_on_the_same_windows(nab_slice):
+    """The incumbent's weights on this fit's inner backtest: scored, never chosen; an
+    incumbent that is not a combination of this fit's candidates is not scored."""
+    history = nab_slice(TAXI, days=6, freq="1h")
+    candidates = ("seasonal_naive", "last_value")
+    serving = "blend(seasonal_naive:0.3+last_value:0.7)"
+    auto = AutoEstimator(candidates=candidates, horizon=6, incumbent=serving).fit(history)
+    assert auto.chosen != serving
+    frame = auto.selection_backtest
+    assert frame is not None and serving not in set(frame["model"])
+    naive = frame[frame["model"] == "seasonal_naive"].reset_index(drop=True)
+    last = frame[frame["model"] == "last_value"].reset_index(drop=True)
+    mixed = naive.copy()
+    mixed["yhat"] = 0.3 * naive["yhat"] + 0.7 * last["yhat"]
+    expected = score_backtest(mixed, history, history_window=auto.history_window)
+    assert auto.scores[serving][GATE_METRIC] == pytest.approx(expected[GATE_METRIC])
+    for other in ("blend(prophet:0.5+last_value:0.5)", "lightgbm", "not a model"):
+        fitted = AutoEstimator(candidates=candidates, horizon=6, incumbent=other).fit(history)
+        assert set(fitted.scores) == set(auto.scores) - {serving}
 
 
 def test_selection_uses_only_the_fit_history(nab_slice):

@@ -111,6 +111,27 @@ def test_gate_refuses_a_worse_model_and_keeps_the_champion(ctx: Any) -> None:
     assert ctx.store.champion("elb").model_version == first.version
 
 
+def test_a_blended_champion_is_rescored_on_the_same_windows(ctx: Any) -> None:
+    """A champion that is a blend of candidates is judged on the new fit's windows with
+    its own weights, not by the MASE recorded on the windows it was trained on."""
+    from forecaster.promotion import GATE_METRIC
+
+    specs = ctx.select(None)
+    assert run_ingest(ctx, specs).ok
+    assert run_train(ctx, specs).ok
+    serving = "blend(seasonal_naive:0.3+lightgbm:0.7)"
+    with ctx.store.engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE champions SET mase = 0.0001, estimator = '{serving}'")
+    outcome = run_train(ctx, specs).results[0]
+    assert serving in outcome.scores and outcome.chosen != serving
+    rescored = outcome.scores[serving][GATE_METRIC]
+    assert 0.0001 < rescored < float("inf")
+    chosen = outcome.scores[outcome.chosen][GATE_METRIC]
+    assert outcome.promoted == (chosen <= rescored)
+    if not outcome.promoted:
+        assert f"worse than the champion {serving} ({rescored:.3f})" in outcome.reason
+
+
 def test_train_and_publish_need_history_first(ctx: Any) -> None:
     specs = ctx.select(None)
     summary = run_train(ctx, specs)
