@@ -10,12 +10,15 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from forecaster.commands import StrictOption
 from forecaster.errors import ForecasterError, InputDataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 OUTPUT_COLUMNS = ("origin", "ds", "step", "yhat", "yhat_lower", "yhat_upper", "model")
 
@@ -136,13 +139,24 @@ def backtest_command(
     except OSError as exc:
         raise _fail(f"cannot write output: {exc}") from exc
     seconds = time.perf_counter() - began
-    used = ", ".join(sorted(set(frame["model"].astype(str))))
+    used = models_used(frame)
     typer.echo(
         f"{input_csv.name}: model {used}; origins {origins}, horizon {horizon}; "
         f"MASE {scores['mase']:.3f}  sMAPE {scores['smape']:.1f}%  "
         f"coverage {100 * scores['coverage']:.1f}% (target {level:g}%)  "
         f"width {scores['width']:.3f}  seconds {seconds:.1f}"
     )
+
+
+def models_used(frame: pd.DataFrame, *, shown: int = 3) -> str:
+    """The models that produced the backtest, most origins first, with their origin
+    counts; past ``shown`` (auto's blends differ by their weights) the rest are
+    counted, so the summary stays one line."""
+    counts = frame.drop_duplicates("origin")["model"].astype(str).value_counts(sort=False)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    text = ", ".join(f"{name} x{count}" for name, count in ranked[:shown])
+    rest = len(ranked) - shown
+    return text + (f" and {rest} more" if rest > 0 else "")
 
 
 def register(app: typer.Typer) -> None:

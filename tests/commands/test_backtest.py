@@ -123,3 +123,20 @@ def test_real_file_with_repeated_and_unsorted_rows(app, tmp_path):
     assert "machine_temperature_system_failure.csv: row " in result.output
     assert "out of time order" in result.output and "without --strict" in result.output
     assert not strict_out.exists()
+
+
+def test_the_summary_names_the_models_by_origins_on_one_line():
+    import pandas as pd
+
+    from forecaster.commands.backtest import models_used
+
+    names = ["auto:lightgbm"] * 3 + ["auto:blend(a:0.7+b:0.3)"] * 2
+    names += [f"auto:blend(a:0.{i}+b:0.{10 - i})" for i in range(1, 5)]
+    # two forecast rows per origin: counted once
+    frame = pd.DataFrame(
+        {"origin": [o for o in range(len(names)) for _ in (1, 2)]},
+    ).assign(model=[n for n in names for _ in (1, 2)])
+    assert models_used(frame) == (
+        "auto:lightgbm x3, auto:blend(a:0.7+b:0.3) x2, auto:blend(a:0.1+b:0.9) x1 and 3 more"
+    )
+    assert models_used(frame.iloc[:6]) == "auto:lightgbm x3"
