@@ -175,10 +175,9 @@ def run_one(series_name: str, task: str, model: str) -> Result:
             f"{name} x{count} fits" for name, count in described.value_counts().items()
         )
     else:
-        chosen = ", ".join(
-            f"{name} x{count}"
-            for name, count in frame.drop_duplicates("origin")["model"].value_counts().items()
-        )
+        from forecaster.commands.backtest import models_used
+
+        chosen = models_used(frame, shown=None)
     return Result(
         series=series_name,
         task=task,

@@ -148,14 +148,14 @@ def backtest_command(
     )
 
 
-def models_used(frame: pd.DataFrame, *, shown: int = 3) -> str:
+def models_used(frame: pd.DataFrame, *, shown: int | None = 3) -> str:
     """The models that produced the backtest, most origins first, with their origin
-    counts; past ``shown`` (auto's blends differ by their weights) the rest are
-    counted, so the summary stays one line."""
+    counts; past ``shown`` (None: all; auto's blends differ by their weights) the
+    rest are counted, so the summary stays one line."""
     counts = frame.drop_duplicates("origin")["model"].astype(str).value_counts(sort=False)
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     text = ", ".join(f"{name} x{count}" for name, count in ranked[:shown])
-    rest = len(ranked) - shown
+    rest = len(ranked) - len(ranked[:shown])
     return text + (f" and {rest} more" if rest > 0 else "")
 
 

@@ -140,3 +140,5 @@ def test_the_summary_names_the_models_by_origins_on_one_line():
         "auto:lightgbm x3, auto:blend(a:0.7+b:0.3) x2, auto:blend(a:0.1+b:0.9) x1 and 3 more"
     )
     assert models_used(frame.iloc[:6]) == "auto:lightgbm x3"
+    every = models_used(frame, shown=None)
+    assert every.count(" x1") == 4 and "more" not in every
