@@ -73,6 +73,11 @@ COLD_START = 2 * DAY
 #: tweets_goog by 1-12 % (the rest within 0.3 %); hour-ahead they moved 8 series by
 #: under 2 % and made rds_cpu 10 % worse.
 BLEND_STEPS = 10
+#: A chosen blend's interval is calibrated on residuals of weights fitted without
+#: them: the inner origins in this many contiguous blocks, each forecast with the
+#: weights fitted on the others (day-ahead coverage with in-sample weights: tweets_aapl
+#: 82.6 %; cross-fitted: 84.8 %, and nyc_taxi 87.5 -> 88.5 %).
+BLEND_FOLDS = 6
 #: Ranking key: the statistic the promotion gate compares (the mean over inner origins
 #: of MASE, :data:`forecaster.promotion.GATE_METRIC`). Ranking by anything else lets
 #: auto pick a candidate that the gate then refuses: with the median, a LightGBM that
@@ -297,13 +302,17 @@ class AutoEstimator:
         if self.ensemble and len(ranked) >= 2:
             a, b = ranked[0], ranked[1]
             members[f"ensemble({a}+{b})"] = ((a, 0.5), (b, 0.5))
+        blend_name, held_out = None, None
         if self.ensemble and self._long_horizon() and len(ranked) >= 3:
             top = ranked[:3]
             actual = series.reindex(pd.DatetimeIndex(frames[top[0]]["ds"])).to_numpy(dtype=float)
-            weights = blend_weights([frames[c]["yhat"].to_numpy(dtype=float) for c in top], actual)
+            forecasts = [frames[c]["yhat"].to_numpy(dtype=float) for c in top]
+            weights = blend_weights(forecasts, actual)
             blend = tuple((c, w) for c, w in zip(top, weights, strict=True) if w > 0)
             if len(blend) > 1 and blend not in members.values():  # not a repeat of the mean
-                members["blend(" + "+".join(f"{c}:{w:.1f}" for c, w in blend) + ")"] = blend
+                blend_name = "blend(" + "+".join(f"{c}:{w:.1f}" for c, w in blend) + ")"
+                members[blend_name] = blend
+                held_out = _cross_fitted(forecasts, actual, frames[top[0]]["origin"].to_numpy())
         for name, parts in members.items():
             if len(parts) > 1:
                 frames[name] = _combined(name, [(frames[c], w) for c, w in parts])
@@ -324,8 +333,11 @@ class AutoEstimator:
         best = self._fit_first_that_works(choices, members, series, span)
         self.chosen = best
         floor = self.interval_floor * float(np.nanmean(np.abs(series.to_numpy(dtype=float))))
+        calibrate_on = frames[best]
+        if best == blend_name:
+            calibrate_on = calibrate_on.assign(yhat=held_out)
         self.calibration_ = calibrate_intervals(
-            frames[best],
+            calibrate_on,
             horizon=self.horizon,
             relative=self.relative_intervals,
             floor=floor,
@@ -522,6 +534,22 @@ def blend_weights(forecasts: Sequence[FloatArray], actual: FloatArray) -> tuple[
     # one grid point at a time: a week ahead at 1-minute steps has ~500k backtest rows
     errors = [np.abs(w @ stacked / BLEND_STEPS - actual).mean() for w in grid]
     return tuple(float(v) for v in grid[int(np.argmin(errors))] / BLEND_STEPS)
+
+
+def _cross_fitted(forecasts: Sequence[FloatArray], actual: FloatArray, origin: Any) -> FloatArray:
+    """The blend's backtest forecasts, each origin block (:data:`BLEND_FOLDS`) weighted
+    by :func:`blend_weights` fitted on the other blocks only."""
+    import numpy as np
+
+    order = np.searchsorted(np.unique(origin), origin)
+    block = order * BLEND_FOLDS // (int(order.max()) + 1)
+    stacked = np.vstack(forecasts)
+    out = np.full(len(actual), np.nan)
+    for b in np.unique(block):
+        inside = block == b
+        weights = blend_weights(list(stacked[:, ~inside]), actual[~inside])
+        out[inside] = np.asarray(weights) @ stacked[:, inside]
+    return out
 
 
 def _combined(name: str, parts: Sequence[tuple[pd.DataFrame, float]]) -> pd.DataFrame:

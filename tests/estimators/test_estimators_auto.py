@@ -107,6 +107,23 @@ def test_blend_weights_skip_missing_steps():
     assert blend_weights([a, b], np.full(300, np.nan)) == (1.0, 0.0)
 
 
+def test_cross_fitted_blend_forecasts_never_see_their_own_block():
+    """Each block of origins is forecast with weights fitted on the other blocks: in
+    the block where the actuals follow ``b`` the forecast still follows ``a``."""
+    from forecaster.estimators.auto import BLEND_FOLDS, _cross_fitted
+
+    rng = np.random.default_rng(5)
+    origin = np.repeat(np.arange(12), 10)
+    a, b = rng.normal(100.0, 20.0, 120), rng.normal(100.0, 20.0, 120)
+    actual = a.copy()
+    first = origin < 12 // BLEND_FOLDS  # the first block
+    actual[first] = b[first]
+    held_out = _cross_fitted([a, b], actual, origin)
+    assert held_out[first] == pytest.approx(a[first])
+    assert held_out[~first] == pytest.approx(a[~first])
+    assert blend_weights([a, b], actual) == (1.0, 0.0)  # in-sample: a as well, here
+
+
 @pytest.fixture(scope="module")
 def day_ahead() -> AutoEstimator:
     from conftest import load_nab
@@ -135,6 +152,14 @@ def test_a_blend_is_scored_and_served_with_its_weights(day_ahead):
         for m, w in zip(auto.members_, auto.weights_, strict=True)
     )
     assert mine == pytest.approx(np.maximum(theirs, 0.0))
+    # its interval comes from cross-fitted weights, not from the in-sample blend
+    from forecaster.evaluation import calibrate_intervals
+
+    chosen = frame[frame["model"] == auto.chosen]
+    in_sample = calibrate_intervals(
+        chosen, horizon=24, relative=True, floor=auto.calibration_.floor, inflation=1.2
+    )
+    assert in_sample.to_dict() != auto.calibration_.to_dict()
 
 
 def test_blends_only_from_a_day_of_horizon(fitted):
