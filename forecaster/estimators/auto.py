@@ -304,15 +304,7 @@ class AutoEstimator:
             members[f"ensemble({a}+{b})"] = ((a, 0.5), (b, 0.5))
         blend_name, held_out = None, None
         if self.ensemble and self._long_horizon() and len(ranked) >= 3:
-            top = ranked[:3]
-            actual = series.reindex(pd.DatetimeIndex(frames[top[0]]["ds"])).to_numpy(dtype=float)
-            forecasts = [frames[c]["yhat"].to_numpy(dtype=float) for c in top]
-            weights = blend_weights(forecasts, actual)
-            blend = tuple((c, w) for c, w in zip(top, weights, strict=True) if w > 0)
-            if len(blend) > 1 and blend not in members.values():  # not a repeat of the mean
-                blend_name = "blend(" + "+".join(f"{c}:{w:.1f}" for c, w in blend) + ")"
-                members[blend_name] = blend
-                held_out = _cross_fitted(forecasts, actual, frames[top[0]]["origin"].to_numpy())
+            blend_name, held_out = _add_blend(ranked[:3], frames, members, series)
         for name, parts in members.items():
             if len(parts) > 1:
                 frames[name] = _combined(name, [(frames[c], w) for c, w in parts])
@@ -324,12 +316,7 @@ class AutoEstimator:
                 )
         # best first (a single candidate before an ensemble that only ties it)
         choices = sorted(frames, key=lambda c: _finite_or_inf(self.scores[c][SELECT_BY]))
-        serving = parse_choice(self.incumbent or "")
-        if serving and self.incumbent not in self.scores and all(c in frames for c, _ in serving):
-            frame = _combined(str(self.incumbent), [(frames[c], w) for c, w in serving])
-            self.scores[str(self.incumbent)] = score_backtest(
-                frame, series, history_window=self.history_window
-            )
+        self._score_incumbent(frames, series)
         best = self._fit_first_that_works(choices, members, series, span)
         self.chosen = best
         floor = self.interval_floor * float(np.nanmean(np.abs(series.to_numpy(dtype=float))))
@@ -345,6 +332,19 @@ class AutoEstimator:
         )
         ordered = [best, *(name for name in frames if name != best)]  # chosen first
         self.selection_backtest = pd.concat([frames[n] for n in ordered], ignore_index=True)
+
+    def _score_incumbent(self, frames: dict[str, pd.DataFrame], series: pd.Series) -> None:
+        """Score the serving combination on these windows (see ``incumbent``)."""
+        from forecaster.evaluation import score_backtest
+
+        serving = parse_choice(self.incumbent or "")
+        if not serving or self.incumbent in self.scores:
+            return
+        if all(c in frames for c, _ in serving):
+            frame = _combined(str(self.incumbent), [(frames[c], w) for c, w in serving])
+            self.scores[str(self.incumbent)] = score_backtest(
+                frame, series, history_window=self.history_window
+            )
 
     def _fit_first_that_works(
         self,
@@ -534,6 +534,27 @@ def blend_weights(forecasts: Sequence[FloatArray], actual: FloatArray) -> tuple[
     # one grid point at a time: a week ahead at 1-minute steps has ~500k backtest rows
     errors = [np.abs(w @ stacked / BLEND_STEPS - actual).mean() for w in grid]
     return tuple(float(v) for v in grid[int(np.argmin(errors))] / BLEND_STEPS)
+
+
+def _add_blend(
+    top: Sequence[str],
+    frames: dict[str, pd.DataFrame],
+    members: dict[str, Members],
+    series: pd.Series,
+) -> tuple[str | None, FloatArray | None]:
+    """Add the weighted blend of ``top`` to ``members`` unless it is one candidate or
+    the mean of two; return its name and its cross-fitted backtest forecasts."""
+    import pandas as pd
+
+    actual = series.reindex(pd.DatetimeIndex(frames[top[0]]["ds"])).to_numpy(dtype=float)
+    forecasts = [frames[c]["yhat"].to_numpy(dtype=float) for c in top]
+    weights = blend_weights(forecasts, actual)
+    blend = tuple((c, w) for c, w in zip(top, weights, strict=True) if w > 0)
+    if len(blend) < 2 or blend in members.values():
+        return None, None
+    name = "blend(" + "+".join(f"{c}:{w:.1f}" for c, w in blend) + ")"
+    members[name] = blend
+    return name, _cross_fitted(forecasts, actual, frames[top[0]]["origin"].to_numpy())
 
 
 def _cross_fitted(forecasts: Sequence[FloatArray], actual: FloatArray, origin: Any) -> FloatArray:
