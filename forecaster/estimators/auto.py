@@ -474,7 +474,7 @@ class AutoEstimator:
             obj.weights_ = [float(w) for w in state.get("weights", default)]
             if len(obj.weights_) != len(obj.members_):
                 raise ValueError(f"{len(obj.weights_)} weights for {len(obj.members_)} members")
-            if not all(w >= 0 for w in obj.weights_) or abs(sum(obj.weights_) - 1.0) > 1e-6:
+            if not _convex(obj.weights_):
                 raise ValueError(f"weights {obj.weights_} are not >= 0 with a sum of 1")
             cal = state["calibration"]
             obj.calibration_ = None if cal is None else IntervalCalibration.from_dict(cal)
@@ -504,7 +504,7 @@ def parse_choice(name: str) -> Members | None:
         members = tuple((p.split(":")[0], float(p.split(":")[1])) for p in parts)
     except (IndexError, ValueError):
         return None
-    return members if abs(sum(w for _, w in members) - 1.0) < 1e-6 else None
+    return members if _convex([w for _, w in members]) else None
 
 
 def blend_weights(forecasts: Sequence[FloatArray], actual: FloatArray) -> tuple[float, ...]:
@@ -583,6 +583,11 @@ def _combined(name: str, parts: Sequence[tuple[pd.DataFrame, float]]) -> pd.Data
     combo["yhat_upper"] = np.max([f["yhat_upper"].to_numpy(dtype=float) for f, _ in parts], axis=0)
     combo["model"] = name
     return combo
+
+
+def _convex(weights: Sequence[float]) -> bool:
+    """Weights a combination may carry: none negative, summing to 1."""
+    return all(w >= 0 for w in weights) and abs(sum(weights) - 1.0) <= 1e-6
 
 
 def _weighted_sum(columns: Sequence[pd.Series], weights: Sequence[float]) -> FloatArray:

@@ -193,7 +193,8 @@ def test_state_keeps_weights_and_old_states_average(day_ahead):
 def test_parse_choice_reads_auto_combination_names():
     assert parse_choice("ensemble(lightgbm+prophet)") == (("lightgbm", 0.5), ("prophet", 0.5))
     assert parse_choice("blend(a:0.7+b:0.2+c:0.1)") == (("a", 0.7), ("b", 0.2), ("c", 0.1))
-    for other in ("lightgbm", "blend(a:0.7+b:0.7)", "blend(a+b)", "blend(a:x+b:0.5)", ""):
+    bad = ("blend(a:0.7+b:0.7)", "blend(a:1.5+b:-0.5)", "blend(a+b)", "blend(a:x+b:0.5)")
+    for other in ("lightgbm", *bad, ""):
         assert parse_choice(other) is None
 
 
