@@ -69,6 +69,8 @@ HELD_OUT: dict[str, tuple[str, str]] = {
     "ec2_network_in_5abac7": ("realAWSCloudwatch/ec2_network_in_5abac7.csv", "5min"),
     "rds_cpu_e47b3b": ("realAWSCloudwatch/rds_cpu_utilization_e47b3b.csv", "5min"),
 }
+#: Every series ``--series`` may name.
+ALL_SERIES = SERIES | HELD_OUT
 #: ``--set`` -> its series and the default report file.
 SETS: dict[str, tuple[dict[str, tuple[str, str]], str]] = {
     "benchmark": (SERIES, "accuracy.md"),
@@ -147,7 +149,7 @@ def load_series(name: str) -> pd.Series:
 
     from forecaster.timeseries import read_series_csv, to_grid
 
-    relpath, freq = (SERIES | HELD_OUT)[name]
+    relpath, freq = ALL_SERIES[name]
     return to_grid(read_series_csv(NAB / relpath), pd.Timedelta(freq).to_pytimedelta())
 
 
@@ -360,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or REPO / "benchmarks" / "results" / report_name
     tasks = [t for t in args.tasks.split(",") if t]
     models = [m for m in args.models.split(",") if m]
-    unknown = [s for s in series if s not in SERIES | HELD_OUT]
+    unknown = [s for s in series if s not in ALL_SERIES]
     unknown += [t for t in tasks if t not in TASKS]
     if unknown:
         print(
