@@ -178,7 +178,6 @@ class ProphetEstimator:
         self, horizon: int, *, history: pd.Series | None = None, level: float = 90.0
     ) -> pd.DataFrame:
         """Forecast ``horizon`` steps after the end of ``history`` (default: the fit history)."""
-        import numpy as np
         import pandas as pd
 
         require_fitted(self, "model_", self.name)
