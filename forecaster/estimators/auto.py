@@ -66,12 +66,6 @@ LONG_INFLATION = 1.2
 #: references at long leads (e.g. weekday/weekend traffic) and are cheap to try.
 LONG_CANDIDATES = ("seasonal_naive", "seasonal_naive_weekly", "last_value", "prophet", "lightgbm")
 COLD_START = 2 * DAY
-#: Half-life of the recent-level correction of the Prophet and seasonal naive
-#: candidates (:func:`~forecaster.estimators.recent_bias`): they start from where the
-#: series is now, which neither follows by itself. Chosen for Prophet first; the
-#: seasonal naive got the same one hour (hour-ahead, held-out CPU traces with level
-#: shifts: asg_cpu MASE 3.00 -> 2.57, rds_cpu_e47b3b 0.64 -> 0.57; the rest within 0.3 %).
-RECENT_BIAS_HALFLIFE = timedelta(hours=1)
 #: The blend's weights are multiples of ``1 / BLEND_STEPS``. Coarse on purpose: they
 #: are fitted on the same few days of inner backtest that select the winner. Blends
 #: are tried from a day of horizon only: day-ahead on the 9 NAB benchmark series they
@@ -183,18 +177,16 @@ class AutoEstimator:
         from forecaster.estimators.naive import LastValue, SeasonalNaive
         from forecaster.estimators.prophet import ProphetEstimator
 
-        halflife = float(steps_in(RECENT_BIAS_HALFLIFE, self.step_ or DAY))
         if name == "seasonal_naive":
-            return SeasonalNaive(recent_bias_halflife=halflife)
+            return SeasonalNaive()
         if name == "seasonal_naive_weekly":
-            period = WEEK if span >= 2 * WEEK else DAY
-            return SeasonalNaive(period=period, recent_bias_halflife=halflife)
+            return SeasonalNaive(period=WEEK) if span >= 2 * WEEK else SeasonalNaive()
         if name == "last_value":
             return LastValue()
         if name == "prophet":
             return ProphetEstimator(
                 history_window=self.history_window,
-                recent_bias_halflife=halflife,
+                recent_bias_halflife=float(steps_in(timedelta(hours=1), self.step_ or DAY)),
                 fit_timeout=self.prophet_fit_timeout,
             )
         return LightGBMEstimator(max_horizon=self.horizon, n_jobs=self.n_jobs, calibrate=False)
