@@ -13,6 +13,10 @@ had 57-86 % more MASE), while a day-ahead model keeps learning the day's shape.
 Because the features are computed from whatever observations end at the anchor,
 ``predict(history=newer)`` conditions on the newest data without refitting.
 
+Three boosters are trained on independent draws of the pairs (a third each) and the
+forecast is their mean (``n_bags``): one booster's forecast depends on which pairs it
+happened to draw, and the mean of three is steadier at the same training cost.
+
 Features (values divided by the level): the last observations (lags 1, 2, 3, 6 and
 12), the means of the last hour and six hours, the value at the target's time of
 day one day and one week earlier (plus a smoothed version), the value one day and
