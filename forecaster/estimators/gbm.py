@@ -13,10 +13,6 @@ had 57-86 % more MASE), while a day-ahead model keeps learning the day's shape.
 Because the features are computed from whatever observations end at the anchor,
 ``predict(history=newer)`` conditions on the newest data without refitting.
 
-Three boosters are trained on independent draws of the pairs (a third each) and the
-forecast is their mean (``n_bags``): one booster's forecast depends on which pairs it
-happened to draw, and the mean of three is steadier at the same training cost.
-
 Features (values divided by the level): the last observations (lags 1, 2, 3, 6 and
 12), the means of the last hour and six hours, the value at the target's time of
 day one day and one week earlier (plus a smoothed version), the value one day and
@@ -187,13 +183,7 @@ class LightGBMEstimator:
     Args:
         max_horizon: Longest lead (steps) sampled for training; longer leads reuse it.
         n_jobs: LightGBM ``num_threads`` (explicit; default 1).
-        n_pairs: Training pairs sampled from the history (bounds the fit cost), split
-            evenly between the bags.
-        n_bags: Boosters trained on independent samples of pairs (seeds ``seed``,
-            ``seed + 1``, ...); the forecast is their mean. One booster's forecast
-            moves with the pairs it happened to draw (hour-ahead MASE by seed 0/1/2:
-            nyc_taxi 0.248/0.241/0.270); the mean of three on a third of the pairs
-            each costs the same to train and is steadier and better (see README).
+        n_pairs: Training pairs sampled from the history (bounds the fit cost).
         n_estimators: Boosting rounds.
         learning_rate: Shrinkage.
         num_leaves: Leaves per tree.
@@ -211,7 +201,6 @@ class LightGBMEstimator:
         *,
         n_jobs: int = 1,
         n_pairs: int = 24000,
-        n_bags: int = 3,
         n_estimators: int = 250,
         learning_rate: float = 0.05,
         num_leaves: int = 31,
@@ -220,19 +209,14 @@ class LightGBMEstimator:
     ) -> None:
         if max_horizon < 1:
             raise EstimatorError(f"max_horizon must be >= 1 step, got {max_horizon}")
-        if not 1 <= n_bags <= n_pairs:
-            raise EstimatorError(f"n_bags must be between 1 and n_pairs, got {n_bags}")
         self.max_horizon = max_horizon
         self.n_jobs = n_jobs
         self.n_pairs = n_pairs
-        self.n_bags = n_bags
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.calibrate = calibrate
         self.seed = seed
-        #: the bagged boosters (``booster_`` is the first, kept for the fitted check)
-        self.boosters_: list[Any] = []
         self.booster_: Any = None
         self.level_window_: int | None = None
         self.step_: timedelta | None = None
@@ -243,7 +227,7 @@ class LightGBMEstimator:
         self.lead_grid_: list[int] = []
         self.offsets_: list[dict[str, list[float]]] = []
 
-    def _params(self, seed: int) -> dict[str, Any]:
+    def _params(self) -> dict[str, Any]:
         return {
             "objective": "l1",
             "learning_rate": self.learning_rate,
@@ -253,7 +237,7 @@ class LightGBMEstimator:
             "bagging_fraction": 0.8,
             "bagging_freq": 1,
             "num_threads": self.n_jobs,
-            "seed": seed,
+            "seed": self.seed,
             "deterministic": True,
             "verbose": -1,
         }
@@ -285,20 +269,11 @@ class LightGBMEstimator:
             level_window=self.level_window_,
         )
 
-    def _train(self, x: FloatArray, y: FloatArray, seed: int) -> Any:
+    def _train(self, x: FloatArray, y: FloatArray) -> Any:
         import lightgbm as lgb
 
         data = lgb.Dataset(x, label=y, feature_name=list(FEATURES), free_raw_data=True)
-        return lgb.train(self._params(seed), data, num_boost_round=self.n_estimators)
-
-    def _bag_predict(self, boosters: list[Any], x: FloatArray) -> FloatArray:
-        """Mean of the boosters' predictions (in level units)."""
-        import numpy as np
-
-        total = np.zeros(len(x))
-        for booster in boosters:
-            total += np.asarray(booster.predict(x, num_threads=self.n_jobs), dtype=float)
-        return total / len(boosters)
+        return lgb.train(self._params(), data, num_boost_round=self.n_estimators)
 
     def fit(self, history: pd.Series) -> Self:
         """Sample (anchor, lead) pairs from ``history`` and train the booster."""
@@ -329,30 +304,23 @@ class LightGBMEstimator:
             ok = np.isfinite(y)
             return x[ok], y[ok], leads[ok]
 
-        def bag(a_hi: int) -> list[Any]:
-            """Boosters on independent samples of pairs with anchors up to ``a_hi``."""
-            out = []
-            for i in range(self.n_bags):
-                x, y, _ = pairs(lo, a_hi, self.n_pairs // self.n_bags)
-                out.append(self._train(x, y, self.seed + i))
-            return out
-
         self.lead_grid_ = sorted({1, 2, 3, 6, 12, 24, 48, 96, 144, 288, self.max_horizon})
         self.lead_grid_ = [g for g in self.lead_grid_ if g <= self.max_horizon]
         holdout = max(2 * self.max_horizon, n // 5)
         if self.calibrate and n - holdout > max(lo * 4, n // 2):
             cut = n - holdout
-            model = bag(cut - 1)
+            x_a, y_a, _ = pairs(lo, cut - 1, self.n_pairs)
+            model = self._train(x_a, y_a)
             x_b, y_b, lead_b = pairs(cut, n - 1, max(4000, self.n_pairs // 4))
-            resid = y_b - self._bag_predict(model, x_b)
+            resid = y_b - model.predict(x_b, num_threads=self.n_jobs)
         else:
             x_b, y_b, lead_b = pairs(lo, n - 1, max(4000, self.n_pairs // 4))
             resid = np.array([])
-        self.boosters_ = bag(n - 1)
-        self.booster_ = self.boosters_[0]
+        x, y, _ = pairs(lo, n - 1, self.n_pairs)
+        self.booster_ = self._train(x, y)
         if len(resid) == 0:
             # Rough in-sample residuals, inflated because the model has seen these pairs.
-            resid = 1.5 * (y_b - self._bag_predict(self.boosters_, x_b))
+            resid = 1.5 * (y_b - self.booster_.predict(x_b, num_threads=self.n_jobs))
         self.offsets_ = self._lead_offsets(resid, lead_b)
         self.tail_ = [float(v) for v in values[-(steps_in(WEEK, self.step_) + 16) :]]
         self.last_ = series.index[-1].isoformat()
@@ -405,7 +373,8 @@ class LightGBMEstimator:
         x, lvl = self._features(values, t0, step_s, anchors, leads)
         x = x[:, : self.booster_.num_feature()]  # a model saved with the first feature set
         x[:, 0] = np.minimum(x[:, 0], self.max_horizon)
-        yhat = self._bag_predict(self.boosters_, x) * lvl
+        ratio = np.asarray(self.booster_.predict(x, num_threads=self.n_jobs), dtype=float)
+        yhat = ratio * lvl
         grid = np.log(np.asarray(self.lead_grid_, dtype=float))
         los = np.array([offsets_at(t, level)[0] for t in self.offsets_])
         his = np.array([offsets_at(t, level)[1] for t in self.offsets_])
@@ -418,13 +387,13 @@ class LightGBMEstimator:
         )
 
     def get_state(self) -> dict[str, Any]:
-        """JSON-serialisable state; the boosters as LightGBM model text."""
+        """JSON-serialisable state; the booster as LightGBM model text."""
         require_fitted(self, "booster_", self.name)
         assert self.step_ is not None
         return {
             "max_horizon": self.max_horizon,
             "n_jobs": self.n_jobs,
-            "boosters": [booster.model_to_string() for booster in self.boosters_],
+            "booster": self.booster_.model_to_string(),
             "level_window": self.level_window_,
             "step_seconds": self.step_.total_seconds(),
             "tail": [v if math.isfinite(v) else None for v in self.tail_],
@@ -442,14 +411,7 @@ class LightGBMEstimator:
 
         try:
             obj = cls(max_horizon=int(state["max_horizon"]), n_jobs=int(state["n_jobs"]))
-            # saved before bagging: one booster under "booster"
-            texts = state["boosters"] if "boosters" in state else [state["booster"]]
-            if not isinstance(texts, list) or not texts:
-                raise ValueError("boosters must be a non-empty list of model texts")
-            obj.boosters_ = [lgb.Booster(model_str=str(text)) for text in texts]
-            obj.booster_ = obj.boosters_[0]
-            if len({b.num_feature() for b in obj.boosters_}) != 1:
-                raise ValueError("the boosters disagree on their features")
+            obj.booster_ = lgb.Booster(model_str=str(state["booster"]))
             # Saved before the level followed the horizon: a day-long level (None).
             window = state.get("level_window")
             obj.level_window_ = None if window is None else int(window)

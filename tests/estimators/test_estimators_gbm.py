@@ -69,8 +69,7 @@ def test_features_never_read_after_the_anchor():
 def test_state_round_trip_uses_model_text(fitted):
     estimator, history = fitted
     document = json.loads(json.dumps(dump_estimator(estimator)))
-    assert len(document["state"]["boosters"]) == 3
-    assert all(text.startswith("tree") for text in document["state"]["boosters"])
+    assert document["state"]["booster"].startswith("tree")
     loaded = load_estimator(document)
     pd.testing.assert_frame_equal(loaded.predict(30), estimator.predict(30))
     pd.testing.assert_frame_equal(
@@ -80,8 +79,8 @@ def test_state_round_trip_uses_model_text(fitted):
 
 
 def test_threads_are_explicit():
-    assert LightGBMEstimator()._params(0)["num_threads"] == 1
-    assert LightGBMEstimator(n_jobs=2)._params(0)["num_threads"] == 2
+    assert LightGBMEstimator()._params()["num_threads"] == 1
+    assert LightGBMEstimator(n_jobs=2)._params()["num_threads"] == 2
 
 
 def test_too_short_history_raises(nab_slice):
@@ -125,7 +124,6 @@ def test_model_saved_with_the_first_feature_set_still_loads(fitted):
         lgb.Dataset(x, label=1.0 + x[:, 3]),
         num_boost_round=5,
     )
-    del state["boosters"]  # saved before bagging: one booster
     state["booster"] = legacy.model_to_string()
     del state["level_window"]  # saved before the level followed the horizon
     loaded = LightGBMEstimator.from_state(state)
@@ -141,44 +139,3 @@ def test_model_saved_with_the_first_feature_set_still_loads(fitted):
     state["booster"] = wrong.model_to_string()
     with pytest.raises(EstimatorError, match="5 features"):
         LightGBMEstimator.from_state(state)
-
-
-def test_the_forecast_is_the_mean_of_the_bagged_boosters(fitted):
-    """Three boosters on independent draws of pairs (seeds 0, 1, 2); the forecast is
-    their mean, so it differs from any single one."""
-    estimator, history = fitted
-    assert len(estimator.boosters_) == 3
-    assert estimator.booster_ is estimator.boosters_[0]
-    alone = []
-    for booster in estimator.boosters_:
-        single = LightGBMEstimator.from_state(
-            {**estimator.get_state(), "boosters": [booster.model_to_string()]}
-        )
-        alone.append(single.predict(12, history=history)["yhat"].to_numpy())
-    bagged = estimator.predict(12, history=history)["yhat"].to_numpy()
-    np.testing.assert_allclose(bagged, np.mean(alone, axis=0), rtol=1e-9)
-    assert not np.allclose(alone[0], alone[1])
-
-
-def test_one_bag_is_the_unbagged_model(nab_slice):
-    history = nab_slice(ELB, days=4)
-    one = LightGBMEstimator(max_horizon=12, n_bags=1, n_pairs=3000, n_estimators=30)
-    one.fit(history)
-    assert len(one.boosters_) == 1
-    again = LightGBMEstimator(max_horizon=12, n_bags=1, n_pairs=3000, n_estimators=30)
-    pd.testing.assert_frame_equal(one.predict(12), again.fit(history).predict(12))
-
-
-@pytest.mark.parametrize("bags", [0, -1, 3001])
-def test_bad_bag_counts_are_refused(bags):
-    with pytest.raises(EstimatorError, match="n_bags must be between 1 and n_pairs"):
-        LightGBMEstimator(n_pairs=3000, n_bags=bags)
-
-
-def test_a_state_with_bad_boosters_is_refused(fitted):
-    estimator, _ = fitted
-    state = json.loads(json.dumps(estimator.get_state()))
-    with pytest.raises(EstimatorError, match="non-empty list"):
-        LightGBMEstimator.from_state({**state, "boosters": []})
-    with pytest.raises(EstimatorError, match="invalid lightgbm state"):
-        LightGBMEstimator.from_state({**state, "boosters": ["not a model"]})
