@@ -109,7 +109,12 @@ class MSTLReference:
         return self
 
     def predict(
-        self, horizon: int, *, history: pd.Series | None = None, level: float = 90.0
+        self,
+        horizon: int,
+        *,
+        history: pd.Series | None = None,
+        level: float = 90.0,
+        follow_level: bool = True,  # noqa: ARG002 - the protocol's; no level terms here
     ) -> pd.DataFrame:
         """Forecast ``horizon`` steps after the fit history (the only origin it serves)."""
         from statsforecast import StatsForecast
@@ -179,7 +184,12 @@ class MLForecastReference:
         return self
 
     def predict(
-        self, horizon: int, *, history: pd.Series | None = None, level: float = 90.0
+        self,
+        horizon: int,
+        *,
+        history: pd.Series | None = None,
+        level: float = 90.0,
+        follow_level: bool = True,  # noqa: ARG002 - the protocol's; no level terms here
     ) -> pd.DataFrame:
         """Forecast ``horizon`` steps after ``history`` (observations newer than the fit
         are appended with ``MLForecast.update``; the model is not refit)."""

@@ -27,6 +27,12 @@ infinite: a newly watched series raises nothing while its normal is learnt.
 runs per series (its state is JSON, kept in the store between runs);
 :func:`detect_history` replays a whole file through the same tracker with the
 production estimator refitted on the service's schedule (``forecaster detect``).
+
+The band is the estimator's *reference* forecast (``predict(follow_level=False)``):
+the served forecast starts from the current level (its Prophet and seasonal-naive
+parts carry the last hour's offset into the next steps), which would absorb a
+lasting regression within the hour and hide it. The publish job stores that
+reference band beside the served one for every watched series.
 """
 
 from __future__ import annotations
@@ -448,11 +454,13 @@ def detect_history(
 ) -> DetectionResult:
     """Run the online detector over a whole history, as the service would have.
 
-    Each decision at time ``t`` uses a forecast made from observations strictly
-    before ``t``: the estimator is fitted on the ``train_window`` before each refit
-    time and, between refits, re-forecasts every ``publish_every`` steps from the
-    observations available then (production publishes every minute, so
-    ``publish_every=1`` is exact for steps of a minute or more).
+    Each decision at time ``t`` uses a reference forecast (``follow_level=False``,
+    as the service publishes beside the served one for watched series) made from
+    observations strictly before ``t``: the estimator is fitted on the
+    ``train_window`` before each refit time and, between refits, re-forecasts every
+    ``publish_every`` steps from the observations available then (production
+    publishes every minute, so ``publish_every=1`` is exact for steps of a minute
+    or more).
 
     Args:
         history: Float series on a regular UTC grid (``index.freq`` set); NaN = missing.
@@ -508,7 +516,7 @@ def detect_history(
                 limit = int(index.searchsorted(pd.Timestamp(next_refit)))
                 block = max(1, min(block, limit - pos))
             recent = history.iloc[max(0, pos - int(train_window / step)) : pos]
-            frame = estimator.predict(block, history=recent, level=level)
+            frame = estimator.predict(block, history=recent, level=level, follow_level=False)
             forecasts += 1
             bands = {
                 pd.Timestamp(ds): (float(lo), float(hi), float(yh))

@@ -140,3 +140,41 @@ def require_fitted(obj: Any, attr: str, name: str) -> None:
     """Raise :class:`EstimatorError` if ``obj.attr`` is still None (not fitted)."""
     if getattr(obj, attr, None) is None:
         raise EstimatorError(f"{name} estimator is not fitted; call fit() first")
+
+
+#: Recent observations whose mean residual :func:`recent_bias` carries into a forecast.
+RECENT_BIAS_STEPS = 12
+
+
+def recent_bias(residuals: FloatArray, horizon: int, halflife: float) -> FloatArray:
+    """Offsets that carry the mean of the recent ``residuals`` into the next ``horizon`` steps.
+
+    ``residuals`` are actual minus model over the last :data:`RECENT_BIAS_STEPS`
+    observations (NaN where unknown); their mean is added to step ``h`` times
+    ``0.5 ** (h / halflife)``, so a model that does not follow the latest level (a
+    repeat of yesterday, a seasonal fit) starts from where the series is now and
+    returns to its own shape over a few half-lives. All zeros without a finite residual.
+    """
+    import numpy as np
+
+    finite = residuals[np.isfinite(residuals)]
+    if not len(finite):
+        return np.zeros(horizon)
+    return float(np.mean(finite)) * np.power(0.5, np.arange(1, horizon + 1) / halflife)
+
+
+def check_halflife(halflife: float | None) -> float | None:
+    """``halflife`` as a float (None stays None).
+
+    Raises:
+        EstimatorError: If it is not a positive finite number of steps.
+    """
+    import math
+
+    if halflife is None:
+        return None
+    if not (isinstance(halflife, int | float) and math.isfinite(halflife) and halflife > 0):
+        raise EstimatorError(
+            f"recent_bias_halflife must be a positive number of steps, got {halflife!r}"
+        )
+    return float(halflife)

@@ -42,9 +42,20 @@ class Estimator(Protocol):
         ...
 
     def predict(
-        self, horizon: int, *, history: pd.Series | None = None, level: float = 90.0
+        self,
+        horizon: int,
+        *,
+        history: pd.Series | None = None,
+        level: float = 90.0,
+        follow_level: bool = True,
     ) -> pd.DataFrame:
-        """Forecast ``horizon`` steps after the end of ``history`` (default: the fit history)."""
+        """Forecast ``horizon`` steps after the end of ``history`` (default: the fit history).
+
+        ``follow_level=False`` asks for the reference forecast: without the
+        recent-level corrections an estimator may add (the regression detector judges
+        against it, so a lasting regression is not absorbed). Estimators without such
+        terms ignore it.
+        """
         ...
 
     def get_state(self) -> dict[str, Any]:

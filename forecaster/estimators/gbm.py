@@ -348,9 +348,18 @@ class LightGBMEstimator:
         return out
 
     def predict(
-        self, horizon: int, *, history: pd.Series | None = None, level: float = 90.0
+        self,
+        horizon: int,
+        *,
+        history: pd.Series | None = None,
+        level: float = 90.0,
+        follow_level: bool = True,  # noqa: ARG002 - the protocol's; see the docstring
     ) -> pd.DataFrame:
-        """Forecast ``horizon`` steps after the end of ``history`` (default: the fit history)."""
+        """Forecast ``horizon`` steps after the end of ``history`` (default: the fit history).
+
+        ``follow_level`` is ignored: the features are relative to the recent level by
+        construction, with no correction on top.
+        """
         import numpy as np
         import pandas as pd
 

@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any
 from forecaster.errors import EstimatorError
 from forecaster.estimators import (
     DAY,
+    RECENT_BIAS_STEPS,
+    check_halflife,
     check_history,
     forecast_frame,
     history_step,
+    recent_bias,
     require_fitted,
     steps_in,
     z_value,
@@ -81,6 +84,11 @@ class SeasonalNaive:
     Args:
         season: Season length in steps. Default: ``period`` in steps of the history.
         period: Season length as a duration when ``season`` is not given (one day).
+        recent_bias_halflife: If set (steps), start from the current level: add how
+            far the last observations are above their values one season earlier,
+            decaying with this half-life over the lead
+            (:func:`~forecaster.estimators.recent_bias`). A plain repeat follows a
+            level shift only a season later.
 
     When the history is shorter than one season it falls back to the last value
     (``fallback`` is then True after fit).
@@ -88,11 +96,18 @@ class SeasonalNaive:
 
     name = "seasonal_naive"
 
-    def __init__(self, season: int | None = None, *, period: timedelta = DAY) -> None:
+    def __init__(
+        self,
+        season: int | None = None,
+        *,
+        period: timedelta = DAY,
+        recent_bias_halflife: float | None = None,
+    ) -> None:
         if season is not None and season < 1:
             raise EstimatorError(f"season must be >= 1 step, got {season}")
         self.season = season
         self.period = period
+        self.recent_bias_halflife = check_halflife(recent_bias_halflife)
         self.season_steps_: int | None = None
         self.step_: timedelta | None = None
         self.tail_: list[float] | None = None
@@ -137,9 +152,18 @@ class SeasonalNaive:
         return np.where(np.isfinite(out), out, last_finite(values))
 
     def predict(
-        self, horizon: int, *, history: pd.Series | None = None, level: float = 90.0
+        self,
+        horizon: int,
+        *,
+        history: pd.Series | None = None,
+        level: float = 90.0,
+        follow_level: bool = True,
     ) -> pd.DataFrame:
-        """Forecast ``horizon`` steps after the end of ``history`` (default: the fit history)."""
+        """Forecast ``horizon`` steps after the end of ``history`` (default: the fit history).
+
+        ``follow_level=False`` leaves out the recent-level correction
+        (``recent_bias_halflife``).
+        """
         import numpy as np
         import pandas as pd
 
@@ -153,8 +177,17 @@ class SeasonalNaive:
             values = np.asarray(self.tail_, dtype=float)
             last = pd.Timestamp(self.last_)
         yhat = self._point(values, horizon)
-        lo, hi = offsets_at(self.offsets_, level)
         season = self.season_steps_ or 1
+        if (
+            follow_level
+            and self.recent_bias_halflife
+            and not self.fallback
+            and len(values) > season
+        ):
+            n = min(RECENT_BIAS_STEPS, len(values) - season)
+            residuals = values[-n:] - values[-n - season : -season]
+            yhat = yhat + recent_bias(residuals, horizon, self.recent_bias_halflife)
+        lo, hi = offsets_at(self.offsets_, level)
         if self.fallback:
             growth = np.sqrt(np.arange(1, horizon + 1, dtype=float))
         else:
@@ -180,13 +213,18 @@ class SeasonalNaive:
             "offsets": self.offsets_,
             "nonnegative": self.nonnegative_,
             "fallback": self.fallback,
+            "recent_bias_halflife": self.recent_bias_halflife,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Self:
         """Rebuild from :meth:`get_state` output."""
         try:
-            obj = cls(season=int(state["season"]))
+            halflife = state.get("recent_bias_halflife")
+            obj = cls(
+                season=int(state["season"]),
+                recent_bias_halflife=None if halflife is None else float(halflife),
+            )
             obj.season_steps_ = int(state["season"])
             obj.step_ = timedelta(seconds=float(state["step_seconds"]))
             obj.tail_ = [float("nan") if v is None else float(v) for v in state["tail"]]
@@ -243,9 +281,17 @@ class LastValue:
         return lo * beyond, hi * beyond
 
     def predict(
-        self, horizon: int, *, history: pd.Series | None = None, level: float = 90.0
+        self,
+        horizon: int,
+        *,
+        history: pd.Series | None = None,
+        level: float = 90.0,
+        follow_level: bool = True,  # noqa: ARG002 - the protocol's; see the docstring
     ) -> pd.DataFrame:
-        """Forecast ``horizon`` steps after the end of ``history`` (default: the fit history)."""
+        """Forecast ``horizon`` steps after the end of ``history`` (default: the fit history).
+
+        ``follow_level`` is ignored: the last value is the current level.
+        """
         import numpy as np
         import pandas as pd
 

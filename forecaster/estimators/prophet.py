@@ -21,10 +21,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from forecaster.errors import EstimatorError
 from forecaster.estimators import (
     DAY,
+    RECENT_BIAS_STEPS,
     WEEK,
+    check_halflife,
     check_history,
     forecast_frame,
     history_step,
+    recent_bias,
     require_fitted,
 )
 from forecaster.estimators.naive import LEVELS, offsets_at
@@ -73,8 +76,9 @@ class ProphetEstimator:
         weekly: Force weekly seasonality on/off; None = only with >= 2 weeks.
         uncertainty_samples: Prophet's own sampling (0 = intervals from residuals).
         changepoint_prior_scale: Prophet's trend flexibility.
-        recent_bias_halflife: If set (steps), add the mean residual of the last hour
-            before the forecast start, decaying with this half-life over the lead.
+        recent_bias_halflife: If set (steps), add the mean residual of the last
+            observations before the forecast start, decaying with this half-life over
+            the lead (:func:`~forecaster.estimators.recent_bias`).
         seasonality_mode: ``"additive"`` or ``"multiplicative"``.
         fit_timeout: Seconds one fit may take before cmdstan is stopped and the fit
             fails with :class:`EstimatorError` (None: no limit). A fit of 4-8 weeks of
@@ -103,7 +107,7 @@ class ProphetEstimator:
         self.weekly = weekly
         self.uncertainty_samples = uncertainty_samples
         self.changepoint_prior_scale = changepoint_prior_scale
-        self.recent_bias_halflife = recent_bias_halflife
+        self.recent_bias_halflife = check_halflife(recent_bias_halflife)
         self.seasonality_mode = seasonality_mode
         self.fit_timeout = fit_timeout
         self.model_: Any = None
@@ -171,10 +175,18 @@ class ProphetEstimator:
         return out
 
     def predict(
-        self, horizon: int, *, history: pd.Series | None = None, level: float = 90.0
+        self,
+        horizon: int,
+        *,
+        history: pd.Series | None = None,
+        level: float = 90.0,
+        follow_level: bool = True,
     ) -> pd.DataFrame:
-        """Forecast ``horizon`` steps after the end of ``history`` (default: the fit history)."""
-        import numpy as np
+        """Forecast ``horizon`` steps after the end of ``history`` (default: the fit history).
+
+        ``follow_level=False`` leaves out the recent-level correction
+        (``recent_bias_halflife``).
+        """
         import pandas as pd
 
         require_fitted(self, "model_", self.name)
@@ -186,17 +198,16 @@ class ProphetEstimator:
             series = check_history(history)
             last = series.index[-1]
         stamps = pd.date_range(last + step, periods=horizon, freq=step)
-        bias = 0.0
         recent = None
-        if series is not None and self.recent_bias_halflife:
-            recent = series.iloc[-12:].dropna()
+        if series is not None and self.recent_bias_halflife and follow_level:
+            recent = series.iloc[-RECENT_BIAS_STEPS:].dropna()
         if recent is not None and len(recent):
             both = self._predict_at(pd.DatetimeIndex([*recent.index, *stamps]))
             fitted = both["yhat"].to_numpy(dtype=float)
-            bias = float(np.mean(recent.to_numpy(dtype=float) - fitted[: len(recent)]))
-            yhat = fitted[len(recent) :]
-            half = float(self.recent_bias_halflife or 1.0)
-            yhat = yhat + bias * np.power(0.5, np.arange(1, horizon + 1) / half)
+            residuals = recent.to_numpy(dtype=float) - fitted[: len(recent)]
+            yhat = fitted[len(recent) :] + recent_bias(
+                residuals, horizon, float(self.recent_bias_halflife or 1.0)
+            )
             raw = both.iloc[len(recent) :]
         else:
             raw = self._predict_at(stamps)

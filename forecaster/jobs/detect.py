@@ -1,7 +1,8 @@
 """Scheduled consumer jobs: regression detection on watched series, cache-warming pushes.
 
 ``detect_series`` scores every observation that arrived since the last run
-against the band of the forecast published before it, stores the scores, runs
+against the band of the forecast published before it (its reference band, without
+recent-level corrections, when the publication has one), stores the scores, runs
 the :class:`~forecaster.consumers.regressions.EventTracker` (whose state is kept
 in the store) and stores event changes, optionally pushing them to the spec'd
 webhook. ``warm_series`` pushes cache-warming windows whose ``warm_at`` has come.
@@ -119,15 +120,16 @@ def detect_series(
         point = by_ds.get(ts)
         if point is None:
             continue
-        score, side = anomaly_score(value, point.yhat_lower, point.yhat_upper)
+        yhat, lower, upper = point.detection_band()
+        score, side = anomaly_score(value, lower, upper)
         model = f"{forecast.model_name} v{forecast.model_version}"
         scores.append(
             ScoreRow(
                 ts=ts,
                 value=value,
-                yhat=point.yhat,
-                yhat_lower=point.yhat_lower,
-                yhat_upper=point.yhat_upper,
+                yhat=yhat,
+                yhat_lower=lower,
+                yhat_upper=upper,
                 score=score,
                 side=side,
                 publication_id=forecast.publication_id,

@@ -1,4 +1,8 @@
-"""Publish job: forecast from the latest history with the champion and store it atomically."""
+"""Publish job: forecast from the latest history with the champion and store it atomically.
+
+For a watched series (``watch`` in its spec) each point also carries the reference
+band, ``predict(follow_level=False)``, which the regression detector judges against.
+"""
 
 from __future__ import annotations
 
@@ -61,6 +65,17 @@ def publish_series(
     if int(history.notna().sum()) == 0:
         raise InputDataError(f"series {name!r} has no observations in the last {spec.history}")
     frame: Any = estimator.predict(spec.horizon_steps, history=history, level=LEVEL)
+    references: list[tuple[float, float, float] | None] = [None] * len(frame)
+    if (
+        spec.watch is not None
+    ):  # the regression detector's band (see forecaster.consumers.regressions)
+        reference = estimator.predict(
+            spec.horizon_steps, history=history, level=LEVEL, follow_level=False
+        )
+        references = [
+            (float(r.yhat), float(r.yhat_lower), float(r.yhat_upper))
+            for r in reference.itertuples(index=False)
+        ]
     points = [
         ForecastPoint(
             step=int(row.step),
@@ -68,8 +83,9 @@ def publish_series(
             yhat=float(row.yhat),
             yhat_lower=float(row.yhat_lower),
             yhat_upper=float(row.yhat_upper),
+            reference=ref,
         )
-        for row in frame.itertuples(index=False)
+        for row, ref in zip(frame.itertuples(index=False), references, strict=True)
     ]
     origin = history.dropna().index[-1].to_pydatetime()
     model_name = champion.estimator

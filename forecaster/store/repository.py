@@ -58,6 +58,13 @@ class ForecastPoint:
     yhat: float
     yhat_lower: float
     yhat_upper: float
+    #: The reference band (``predict(follow_level=False)``) the regression detector
+    #: judges against, as (yhat, lower, upper); published for watched series only.
+    reference: tuple[float, float, float] | None = None
+
+    def detection_band(self) -> tuple[float, float, float]:
+        """(yhat, lower, upper) to judge an observation against: the reference if any."""
+        return self.reference or (self.yhat, self.yhat_lower, self.yhat_upper)
 
 
 @dataclass(frozen=True)
@@ -316,14 +323,19 @@ class Store:
         if not points:
             raise InputDataError(f"refusing to publish an empty forecast for {series!r}")
         for p in points:
-            values = (p.yhat, p.yhat_lower, p.yhat_upper)
-            if not all(math.isfinite(v) for v in values):
-                raise InputDataError(f"forecast for {series!r} step {p.step} is not finite")
-            if not p.yhat_lower <= p.yhat <= p.yhat_upper:
-                raise InputDataError(
-                    f"forecast for {series!r} step {p.step}: interval "
-                    f"[{p.yhat_lower}, {p.yhat_upper}] does not contain yhat {p.yhat}"
-                )
+            bands = [("", (p.yhat, p.yhat_lower, p.yhat_upper))]
+            if p.reference is not None:
+                bands.append(("reference ", p.reference))
+            for what, (yhat, lower, upper) in bands:
+                if not all(math.isfinite(v) for v in (yhat, lower, upper)):
+                    raise InputDataError(
+                        f"forecast for {series!r} step {p.step}: {what}values are not finite"
+                    )
+                if not lower <= yhat <= upper:
+                    raise InputDataError(
+                        f"forecast for {series!r} step {p.step}: {what}interval "
+                        f"[{lower}, {upper}] does not contain yhat {yhat}"
+                    )
         info = self.series(series)
         generated_at = _utc(generated_at)
         try:
@@ -352,6 +364,13 @@ class Store:
                             "yhat": float(p.yhat),
                             "yhat_lower": float(p.yhat_lower),
                             "yhat_upper": float(p.yhat_upper),
+                            **dict(
+                                zip(
+                                    ("ref_yhat", "ref_lower", "ref_upper"),
+                                    p.reference or (None, None, None),
+                                    strict=True,
+                                )
+                            ),
                         }
                         for p in points
                     ],
@@ -453,7 +472,14 @@ class Store:
             .one()
         )
         points = [
-            ForecastPoint(step=r[0], ds=r[1], yhat=r[2], yhat_lower=r[3], yhat_upper=r[4])
+            ForecastPoint(
+                step=r[0],
+                ds=r[1],
+                yhat=r[2],
+                yhat_lower=r[3],
+                yhat_upper=r[4],
+                reference=None if r[5] is None else (r[5], r[6], r[7]),
+            )
             for r in conn.execute(
                 select(
                     forecast_points_table.c.step,
@@ -461,6 +487,9 @@ class Store:
                     forecast_points_table.c.yhat,
                     forecast_points_table.c.yhat_lower,
                     forecast_points_table.c.yhat_upper,
+                    forecast_points_table.c.ref_yhat,
+                    forecast_points_table.c.ref_lower,
+                    forecast_points_table.c.ref_upper,
                 )
                 .where(forecast_points_table.c.publication_id == publication_id)
                 .order_by(forecast_points_table.c.step)

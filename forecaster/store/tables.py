@@ -112,6 +112,11 @@ forecast_points_table = Table(
     Column("yhat", Float, nullable=False),
     Column("yhat_lower", Float, nullable=False),
     Column("yhat_upper", Float, nullable=False),
+    # The reference band the regression detector judges against (watched series
+    # only): the forecast without recent-level corrections. Added by migration 0004.
+    Column("ref_yhat", Float, nullable=True),
+    Column("ref_lower", Float, nullable=True),
+    Column("ref_upper", Float, nullable=True),
 )
 
 trainings_table = Table(

@@ -292,3 +292,46 @@ def test_detection_job_learns_each_series_bar_from_its_stored_scores(
     state, _ = ConsumersRepo(ctx2.store).detector_state(sid)
     assert state is not None and state["bar_at"] == (T0 + 16 * STEP).isoformat()
     ctx2.store.engine.dispose()
+
+
+def test_detection_job_judges_against_the_reference_band(
+    store_url: str, make_settings: Any, write_spec: Any, tmp_path: Any
+) -> None:
+    """A served forecast that already followed a regression up (band [180, 260]) would
+    hide it; the reference band published beside it ([80, 120]) does not."""
+    from forecaster.jobs.detect import detect_series
+
+    watch = {"direction": "up", "persist": "10m", "baseline_quantile": None}
+    _, spec, ctx, sid = _watched_latency(store_url, make_settings, write_spec, tmp_path, watch)
+    ctx.store.publish_forecast(
+        series="lat",
+        generated_at=T0 + timedelta(minutes=1),
+        origin=T0,
+        step_seconds=300,
+        level=90.0,
+        model_name="prophet",
+        model_version="8",
+        run_id="r",
+        points=[
+            ForecastPoint(
+                step=i,
+                ds=T0 + i * STEP,
+                yhat=220.0,
+                yhat_lower=180.0,
+                yhat_upper=260.0,
+                reference=(100.0, 80.0, 120.0),
+            )
+            for i in range(1, 25)
+        ],
+        keep_recent=timedelta(days=1),
+    )
+    ctx.store.upsert_observations(sid, [(T0 + (i + 1) * STEP, 200.0) for i in range(4)])
+    result = detect_series(ctx, spec=spec, name="lat", now=T0 + 4 * STEP)
+    assert (result.points, result.opened) == (4, 1)
+    repo = ConsumersRepo(ctx.store)
+    rows = repo.scores(sid)
+    assert {(r.yhat, r.yhat_lower, r.yhat_upper) for r in rows} == {(100.0, 80.0, 120.0)}
+    assert [r.score for r in rows] == pytest.approx([1 + 80 / 40] * 4)
+    (event,) = repo.events(series="lat")
+    assert event.model == "prophet v8"
+    ctx.store.engine.dispose()

@@ -312,7 +312,12 @@ class _OracleWithBadDays:
         return self
 
     def predict(
-        self, horizon: int, *, history: pd.Series | None = None, level: float = 90.0
+        self,
+        horizon: int,
+        *,
+        history: pd.Series | None = None,
+        level: float = 90.0,
+        follow_level: bool = True,  # noqa: ARG002 - the protocol's; no level terms here
     ) -> pd.DataFrame:
         last = (self.truth if history is None else history).index[-1]
         step = self.truth.index.freq
@@ -471,3 +476,24 @@ def test_cleaning_helps_after_a_real_outage(nab_slice):
         assert frame["origin"].min() == pd.Timestamp("2015-03-11 09:10", tz="UTC")
         mase[clean] = score_backtest(frame, series)["mase"]
     assert mase[True] < 0.9 * mase[False], mase
+
+
+@pytest.mark.parametrize("candidate", ["seasonal_naive", "seasonal_naive_weekly"])
+def test_repeat_candidates_start_from_the_current_level(make_series, candidate):
+    """After a level shift a plain repeat of yesterday (or last week) stays at the old
+    level for a whole season; auto's repeats carry the last hour's offset into the
+    next steps, decaying with a one-hour half-life."""
+    history = make_series(days=16, noise=0.0)
+    auto = AutoEstimator(candidates=(candidate,), horizon=12, clean=False).fit(history)
+    shifted = history.copy()
+    shifted.iloc[-12:] += 30.0
+    member = auto.members_[0]
+    assert member.recent_bias_halflife == 12.0
+    plain = type(member).from_state({**member.get_state(), "recent_bias_halflife": None})
+    offset = (
+        auto.predict(12, history=shifted)["yhat"] - plain.predict(12, history=shifted)["yhat"]
+    ).to_numpy()
+    np.testing.assert_allclose(offset, 30.0 * 0.5 ** (np.arange(1, 13) / 12), rtol=1e-6)
+    # the reference forecast (what the regression detector judges against) has no offset
+    reference = auto.predict(12, history=shifted, follow_level=False)["yhat"]
+    np.testing.assert_allclose(reference, plain.predict(12, history=shifted)["yhat"])

@@ -97,3 +97,64 @@ def test_unfitted_and_bad_state_raise():
         SeasonalNaive().predict(3)
     with pytest.raises(EstimatorError, match="invalid seasonal_naive state"):
         SeasonalNaive.from_state({"season": 3})
+
+
+def _periodic(make_series) -> pd.Series:
+    """Three identical days (every residual against the day before is 0)."""
+    history = make_series(days=3)
+    repeated = pd.concat([history.iloc[-288:]] * 3)
+    repeated.index = history.index
+    return repeated
+
+
+def test_recent_level_correction_follows_a_level_shift(make_series, assert_forecast):
+    history = _periodic(make_series)
+    shifted = history.copy()
+    shifted.iloc[-12:] += 40.0  # the last hour is 40 above the day before
+    plain = SeasonalNaive().fit(history).predict(36, history=shifted)
+    corrected = SeasonalNaive(recent_bias_halflife=12).fit(history).predict(36, history=shifted)
+    assert_forecast(corrected, 36, last=history.index[-1])
+    offset = (corrected["yhat"] - plain["yhat"]).to_numpy()
+    expected = 40.0 * 0.5 ** (np.arange(1, 37) / 12)
+    np.testing.assert_allclose(offset, expected)
+    # the interval moves with the point forecast
+    np.testing.assert_allclose(corrected["yhat_upper"] - plain["yhat_upper"], expected)
+
+
+def test_recent_level_correction_is_nothing_without_a_shift(make_series):
+    repeated = _periodic(make_series)
+    plain = SeasonalNaive().fit(repeated).predict(24)
+    corrected = SeasonalNaive(recent_bias_halflife=12).fit(repeated).predict(24)
+    pd.testing.assert_frame_equal(plain, corrected)
+
+
+def test_recent_level_correction_ignores_missing_values_and_short_histories(make_series):
+    history = _periodic(make_series)
+    history.iloc[-12:-1] = np.nan
+    history.iloc[-1] += 24.0  # one known residual of 24
+    plain = SeasonalNaive().fit(history).predict(1)
+    corrected = SeasonalNaive(recent_bias_halflife=1).fit(history).predict(1)
+    assert corrected["yhat"].iloc[0] - plain["yhat"].iloc[0] == pytest.approx(12.0)
+    # under a season of history: the last-value fallback, uncorrected
+    short = make_series(days=0.5)
+    fallback = SeasonalNaive(recent_bias_halflife=12).fit(short).predict(5)
+    assert (fallback["yhat"] == short.iloc[-1]).all()
+
+
+def test_recent_level_correction_survives_the_state(make_series):
+    history = make_series(days=3)
+    history.iloc[-12:] *= 1.5
+    estimator = SeasonalNaive(recent_bias_halflife=6).fit(history)
+    document = json.loads(json.dumps(dump_estimator(estimator)))
+    loaded = load_estimator(document)
+    assert loaded.recent_bias_halflife == 6.0
+    pd.testing.assert_frame_equal(loaded.predict(20), estimator.predict(20))
+    # states saved before the option existed load without it
+    del document["state"]["recent_bias_halflife"]
+    assert load_estimator(document).recent_bias_halflife is None
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "12"])
+def test_recent_level_correction_rejects_a_bad_halflife(bad):
+    with pytest.raises(EstimatorError, match="recent_bias_halflife must be a positive number"):
+        SeasonalNaive(recent_bias_halflife=bad)

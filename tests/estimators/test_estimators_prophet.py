@@ -78,3 +78,21 @@ def test_time_limit_must_be_positive(bad):
 
     with pytest.raises(EstimatorError, match="fit_timeout must be positive"):
         ProphetEstimator(fit_timeout=bad)
+
+
+def test_recent_level_correction_and_the_reference_without_it(fitted):
+    """With a half-life the forecast starts from the last observations' offset against
+    the fit; ``follow_level=False`` (the regression detector's reference) leaves it out."""
+    estimator, history = fitted
+    plain = estimator.predict(6, history=history)["yhat"].to_numpy()
+    following = load_estimator(
+        {**dump_estimator(estimator), "state": {**estimator.get_state(), "recent_bias_halflife": 3}}
+    )
+    shifted = history.copy()
+    shifted.iloc[-12:] += 500.0
+    moved = following.predict(6, history=shifted)["yhat"].to_numpy()
+    reference = following.predict(6, history=shifted, follow_level=False)["yhat"].to_numpy()
+    assert reference == pytest.approx(estimator.predict(6, history=shifted)["yhat"].to_numpy())
+    assert reference == pytest.approx(plain)  # the fit is the same; only the last hour moved
+    gaps = moved - reference
+    assert (gaps > 0).all() and gaps[0] > gaps[-1]  # carried over, decaying with the lead

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ def test_ingest_train_publish_serve(ctx: Any) -> None:
     assert len(forecast.points) == 24
     assert forecast.run_id == result.run_id and forecast.model_version == champion.version
     assert all(p.yhat_lower <= p.yhat <= p.yhat_upper for p in forecast.points)
+    assert all(p.reference is None for p in forecast.points)  # not watched: no reference band
 
     with TestClient(create_app(ctx.settings)) as client:
         body = client.get("/v1/series/elb/forecast", params={"horizon": "2h"}).json()
@@ -185,3 +187,43 @@ def test_first_model_refused_by_the_gate_still_leaves_a_forecast(
     assert alias is not None and alias.run_id == champion.run_id
     assert run_publish(ctx, specs).ok
     assert ctx.store.latest_forecast("elb").model_name == "seasonal_naive"
+
+
+def test_a_watched_series_publishes_the_reference_band_beside_the_served_one(
+    make_settings: Any, db_url: str, write_spec: Any, nab: Path, tmp_path: Path
+) -> None:
+    """The served forecast starts from the current level; the reference the regression
+    detector judges against (``follow_level=False``) does not, so they differ."""
+    from forecaster.estimators.base import load_estimator
+
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [
+            {
+                "name": "elb",
+                "file": str(nab / "realAWSCloudwatch" / "elb_request_count_8c0756.csv"),
+                "watch": {"direction": "up"},
+            }
+        ],
+        step="5m",
+        history="7d",
+        horizon="1h",
+        estimators=["seasonal_naive"],
+    )
+    ctx = JobContext.create(make_settings(db=db_url, spec=spec))
+    specs = ctx.select(None)
+    assert run_ingest(ctx, specs).ok
+    assert run_train(ctx, specs).ok
+    assert run_publish(ctx, specs).ok
+    forecast = ctx.store.latest_forecast("elb")
+    references = [p.reference for p in forecast.points]
+    assert all(r is not None for r in references)
+    champion = load_estimator(json.loads(ctx.store.champion("elb").artifact))
+    assert champion.members_[0].recent_bias_halflife == 12.0
+    served = [p.yhat for p in forecast.points]
+    plain = [r[0] for r in references if r is not None]
+    assert served != pytest.approx(plain)  # the level correction is in the served one only
+    # the gap decays with the lead (one-hour half-life), the reference has none of it
+    gaps = [abs(a - b) for a, b in zip(served, plain, strict=True)]
+    assert gaps[-1] == pytest.approx(gaps[0] * 0.5 ** (11 / 12), rel=1e-6)
+    ctx.store.engine.dispose()
