@@ -22,6 +22,9 @@ def test_demo_spec_in_repo_loads() -> None:
     assert names == ["elb_requests", "tweets_aapl", "ec2_latency"]
     assert all(s.file is not None and s.file.is_file() for s in spec.series)
     assert spec.series[2].kind == "latency"
+    watch = spec.series[2].watch  # the demo shows regression detection on latency
+    assert watch is not None and watch.direction == "up"
+    assert [s.watch for s in spec.series[:2]] == [None, None]
 
 
 def test_example_prometheus_spec_loads() -> None:
