@@ -364,13 +364,7 @@ class Store:
                             "yhat": float(p.yhat),
                             "yhat_lower": float(p.yhat_lower),
                             "yhat_upper": float(p.yhat_upper),
-                            **dict(
-                                zip(
-                                    ("ref_yhat", "ref_lower", "ref_upper"),
-                                    p.reference or (None, None, None),
-                                    strict=True,
-                                )
-                            ),
+                            **_reference_columns(p.reference),
                         }
                         for p in points
                     ],
@@ -656,3 +650,9 @@ def _dialect_insert(conn: Connection) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert
+
+
+def _reference_columns(reference: tuple[float, float, float] | None) -> dict[str, float | None]:
+    """The ``forecast_points`` columns of a point's reference band (NULL without one)."""
+    yhat, lower, upper = reference or (None, None, None)
+    return {"ref_yhat": yhat, "ref_lower": lower, "ref_upper": upper}
