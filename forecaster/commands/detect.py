@@ -2,7 +2,9 @@
 
 Online: every decision at time t uses only observations before t; the estimator
 is refitted on the service's training schedule (``--refit``, a 5-field UTC cron)
-and re-forecasts from the newest observations in between. Writes one row per
+and re-forecasts from the newest observations in between; observations are judged
+against the reference forecast (``predict(follow_level=False)``: no recent-level
+corrections), as the service's detection job is. Writes one row per
 regression event: ``start,end,score`` (ISO 8601 UTC; ``end`` empty while open at
 the end of the file; ``score`` the peak anomaly score).
 """

@@ -66,7 +66,10 @@ async def list_regressions(
 
     Each event carries its start, end (null while open), the peak anomaly score
     (above 1 = outside the forecast band; 1 + distance in band widths), its
-    direction and the forecast model that judged it.
+    direction and the forecast model that judged it. The band is the forecast's
+    reference band: the champion's forecast without its recent-level corrections,
+    published beside the served one, so a lasting regression is not absorbed by a
+    forecast that follows the level it moved to.
     """
     start = timestamp_param("since", since) if since else datetime.now(UTC) - timedelta(days=7)
     if series is not None and series not in view.state.series:
