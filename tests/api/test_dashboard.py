@@ -55,8 +55,13 @@ def test_data_has_actuals_forecast_band_earlier_forecasts_and_champion(
     assert all(
         lo <= y <= hi for lo, y, hi in zip(fc["lower"], fc["yhat"], fc["upper"], strict=True)
     )
+    ref = fc["reference"]  # the detector's band, published with the current forecast
+    assert len(ref["yhat"]) == len(ref["lower"]) == len(ref["upper"]) == 288
+    assert ref["yhat"] == pytest.approx([y * 0.95 for y in fc["yhat"]])
+    assert ref["lower"] == pytest.approx([y * 0.7 for y in fc["yhat"]])
     labels = {e["label"]: e for e in body["earlier"]}
     assert set(labels) == {"1h", "1d"}
+    assert labels["1h"]["reference"] is None and labels["1d"]["reference"] is None
     # Earlier forecasts are laid over what then happened: they stop at "now".
     assert all(t <= body["now"] for t in labels["1h"]["t"])
     assert len(labels["1h"]["t"]) == 12 and len(labels["1d"]["t"]) >= 280

@@ -93,7 +93,9 @@ def test_dashboard_draws_the_series_without_errors(
           let inked = 0;
           for (let i = 3; i < px.length; i += 4) if (px[i] > 0) inked++;
           return {actual: count(1), forecast: count(2), lower: count(3), hour: count(5),
-                  day: count(6), inked, series: document.querySelector('#series').value,
+                  day: count(6), refLower: count(7), refUpper: count(8),
+                  refShown: u.series[7].show && u.series[8].show,
+                  inked, series: document.querySelector('#series').value,
                   title: document.querySelector('#chart-title').textContent,
                   champion: document.querySelector('#champion').textContent,
                   backtest: document.querySelectorAll('#backtest tbody tr').length};
@@ -103,6 +105,7 @@ def test_dashboard_draws_the_series_without_errors(
     assert drawn["actual"] > 800  # 3 days of 5-minute steps
     assert drawn["forecast"] == 288 and drawn["lower"] == 288
     assert drawn["hour"] > 0 and drawn["day"] > 0
+    assert drawn["refLower"] == drawn["refUpper"] == 288 and drawn["refShown"]
     assert drawn["inked"] > 10_000, "the chart canvas is (almost) blank"
     assert "predicted vs actual" in drawn["title"]
     assert "lightgbm" in drawn["champion"]

@@ -105,9 +105,16 @@ def _fill(store: Store, now: datetime) -> datetime:
         for step in range(1, DAY_STEPS + 1):
             ds = made + step * STEP
             base = by_time.get(ds - timedelta(days=1), values[-1])
+            # the current forecast carries a reference band, as a watched series' does
+            reference = (base * 0.95, base * 0.7, base * 1.2) if age == timedelta(0) else None
             points.append(
                 ForecastPoint(
-                    step=step, ds=ds, yhat=base, yhat_lower=base * 0.75, yhat_upper=base * 1.25
+                    step=step,
+                    ds=ds,
+                    yhat=base,
+                    yhat_lower=base * 0.75,
+                    yhat_upper=base * 1.25,
+                    reference=reference,
                 )
             )
         store.publish_forecast(

@@ -33,7 +33,7 @@ from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound, 
 
 if TYPE_CHECKING:
     from forecaster.api.view import ForecastView
-    from forecaster.store.repository import PublishedForecast, Store
+    from forecaster.store.repository import ForecastPoint, PublishedForecast, Store
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,9 @@ def dashboard_data(
 
     Timestamps in the arrays ``t`` are Unix seconds (UTC); values are in the series'
     ``unit``. ``forecast.lower``/``upper`` bound the central interval at
-    ``forecast.level`` percent. Sections that do not apply are ``null`` or empty.
+    ``forecast.level`` percent. ``forecast.reference`` (watched series only, else
+    ``null``) is the band the regression detector judges against: the forecast
+    without recent-level corrections. Sections that do not apply are ``null`` or empty.
     With ``target_per_replica``, ``replicas`` holds the replica plan over the forecast:
     per step, ``ceil(max(quantile over [t, t + lead_time]) / target_per_replica)``.
     """
@@ -244,7 +246,17 @@ def _forecast_doc(
         "yhat": [p.yhat for p in points],
         "lower": [p.yhat_lower for p in points],
         "upper": [p.yhat_upper for p in points],
+        "reference": _reference_doc(points),
     }
+
+
+def _reference_doc(points: list[ForecastPoint]) -> dict[str, list[float]] | None:
+    """The band the regression detector judges against, where every point has one."""
+    bands = [p.reference for p in points]
+    if not bands or any(b is None for b in bands):
+        return None
+    yhat, lower, upper = (list(column) for column in zip(*bands, strict=True))
+    return {"yhat": yhat, "lower": lower, "upper": upper}
 
 
 def _training_doc(row: dict[str, Any]) -> dict[str, Any]:

@@ -94,6 +94,9 @@
       upper: column(fc && fc.t, fc && fc.upper),
       h1: column(h1 && h1.t, h1 && h1.yhat),
       d1: column(d1 && d1.t, d1 && d1.yhat),
+      refLower: column(fc && fc.reference && fc.t, fc && fc.reference && fc.reference.lower),
+      refUpper: column(fc && fc.reference && fc.t, fc && fc.reference && fc.reference.upper),
+      hasReference: !!(fc && fc.reference),
       h1Doc: h1,
       d1Doc: d1,
     };
@@ -150,8 +153,11 @@
       { label: level + "% upper", stroke: "rgba(224, 123, 0, 0.35)", width: 1, spanGaps: true, value: value },
       { label: "made 1 h earlier", stroke: "#7b3fbf", width: 1.5, dash: [6, 4], spanGaps: true, show: !!a.h1Doc, value: value },
       { label: "made 1 day earlier", stroke: "#2e8b57", width: 1.5, dash: [2, 3], spanGaps: true, show: !!a.d1Doc, value: value },
+      // watched series: the band the regression detector judges against (no recent-level correction)
+      { label: "detector band lower", stroke: "rgba(200, 40, 30, 0.7)", width: 1, dash: [3, 3], spanGaps: true, show: a.hasReference, value: value },
+      { label: "detector band upper", stroke: "rgba(200, 40, 30, 0.7)", width: 1, dash: [3, 3], spanGaps: true, show: a.hasReference, value: value },
     ];
-    var data = [a.xs, a.actual, a.yhat, a.lower, a.upper, a.h1, a.d1];
+    var data = [a.xs, a.actual, a.yhat, a.lower, a.upper, a.h1, a.d1, a.refLower, a.refUpper];
     var node = el("chart");
     var opts = {
       width: chartWidth(node),
