@@ -142,37 +142,25 @@ def test_publish_refuses_broken_forecasts(store: Store) -> None:
     nan = [ForecastPoint(step=1, ds=T0, yhat=float("nan"), yhat_lower=0.0, yhat_upper=1.0)]
     with pytest.raises(InputDataError, match="not finite"):
         store.publish_forecast(points=nan, **common)  # type: ignore[arg-type]
-    bad_ref = [
-        ForecastPoint(
-            step=1, ds=T0, yhat=5.0, yhat_lower=4.0, yhat_upper=6.0, reference=(5.0, 6.0, 7.0)
-        )
-    ]
-    with pytest.raises(InputDataError, match="reference interval"):
-        store.publish_forecast(points=bad_ref, **common)  # type: ignore[arg-type]
-    inf_ref = [
-        ForecastPoint(
-            step=1,
-            ds=T0,
-            yhat=5.0,
-            yhat_lower=4.0,
-            yhat_upper=6.0,
-            reference=(5.0, 4.0, float("inf")),
-        )
-    ]
-    with pytest.raises(InputDataError, match="reference values are not finite"):
-        store.publish_forecast(points=inf_ref, **common)  # type: ignore[arg-type]
+    for reference, problem in (
+        ((5.0, 6.0, 7.0), "reference interval"),
+        ((5.0, 4.0, float("inf")), "reference values are not finite"),
+    ):
+        with pytest.raises(InputDataError, match=problem):
+            store.publish_forecast(points=[_point(reference)], **common)  # type: ignore[arg-type]
     with pytest.raises(ForecastNotFound):
         store.latest_forecast("rps")
 
 
+def _point(reference: tuple[float, float, float] | None, step: int = 1) -> ForecastPoint:
+    ds = T0 + (step - 1) * STEP
+    return ForecastPoint(
+        step=step, ds=ds, yhat=5.0, yhat_lower=4.0, yhat_upper=6.0, reference=reference
+    )
+
+
 def test_the_reference_band_round_trips_and_is_optional(store: Store) -> None:
     store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=2)
-    points = [
-        ForecastPoint(
-            step=1, ds=T0, yhat=5.0, yhat_lower=4.0, yhat_upper=6.0, reference=(3.0, 2.0, 4.5)
-        ),
-        ForecastPoint(step=2, ds=T0 + STEP, yhat=5.0, yhat_lower=4.0, yhat_upper=6.0),
-    ]
     store.publish_forecast(
         series="rps",
         generated_at=T0,
@@ -182,7 +170,7 @@ def test_the_reference_band_round_trips_and_is_optional(store: Store) -> None:
         model_name="m",
         model_version="1",
         run_id="r",
-        points=points,
+        points=[_point((3.0, 2.0, 4.5)), _point(None, step=2)],
     )
     first, second = store.latest_forecast("rps").points
     assert first.reference == (3.0, 2.0, 4.5)
