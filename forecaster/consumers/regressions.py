@@ -567,7 +567,7 @@ def plot_detection(
     fig = agg_figure(12, 6.4)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     ds = frame["ds"].to_numpy()
-    fill_band(top, ds, frame, alpha=0.25, label="forecast band")
+    fill_band(top, ds, frame, alpha=0.25, label="reference band (judged against)")
     top.plot(ds, frame["y"].to_numpy(dtype=float), color="black", lw=0.7, label="actual")
     end = frame["ds"].max() if len(frame) else None
     for i, event in enumerate(result.events):
