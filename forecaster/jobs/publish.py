@@ -65,17 +65,7 @@ def publish_series(
     if int(history.notna().sum()) == 0:
         raise InputDataError(f"series {name!r} has no observations in the last {spec.history}")
     frame: Any = estimator.predict(spec.horizon_steps, history=history, level=LEVEL)
-    references: list[tuple[float, float, float] | None] = [None] * len(frame)
-    if (
-        spec.watch is not None
-    ):  # the regression detector's band (see forecaster.consumers.regressions)
-        reference = estimator.predict(
-            spec.horizon_steps, history=history, level=LEVEL, follow_level=False
-        )
-        references = [
-            (float(r.yhat), float(r.yhat_lower), float(r.yhat_upper))
-            for r in reference.itertuples(index=False)
-        ]
+    references = _reference_bands(estimator, spec, history, steps=len(frame))
     points = [
         ForecastPoint(
             step=int(row.step),
@@ -108,3 +98,20 @@ def publish_series(
         origin=origin,
         points=len(points),
     )
+
+
+def _reference_bands(
+    estimator: Any, spec: SeriesSpec, history: Any, *, steps: int
+) -> list[tuple[float, float, float] | None]:
+    """Per step, the band the regression detector judges against (watched series only).
+
+    It is the champion's forecast without recent-level corrections
+    (``follow_level=False``; see :mod:`forecaster.consumers.regressions`).
+    """
+    if spec.watch is None:
+        return [None] * steps
+    frame = estimator.predict(spec.horizon_steps, history=history, level=LEVEL, follow_level=False)
+    return [
+        (float(r.yhat), float(r.yhat_lower), float(r.yhat_upper))
+        for r in frame.itertuples(index=False)
+    ]
