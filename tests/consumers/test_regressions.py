@@ -225,3 +225,60 @@ def test_refit_schedule_follows_cron() -> None:
     assert weekly.next_after(T0) == T0 + timedelta(days=7)
     with pytest.raises(ValueError, match="invalid refit cron"):
         RefitSchedule(cron="every day")
+
+
+class _LevelFollower:
+    """A fake estimator whose served forecast follows the last observation and whose
+    reference (``follow_level=False``) stays at the level it was fitted on."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.asked: list[bool] = []
+        self.level = 0.0
+
+    def fit(self, history: Any) -> _LevelFollower:
+        self.level = float(history.dropna().mean())
+        return self
+
+    def predict(
+        self, horizon: int, *, history: Any = None, level: float = 90.0, follow_level: bool = True
+    ) -> Any:
+        import pandas as pd
+
+        self.asked.append(follow_level)
+        centre = float(history.iloc[-1]) if follow_level else self.level
+        stamps = pd.date_range(history.index[-1] + STEP, periods=horizon, freq=STEP)
+        return pd.DataFrame(
+            {
+                "ds": stamps,
+                "step": range(1, horizon + 1),
+                "yhat": centre,
+                "yhat_lower": centre - 1.0,
+                "yhat_upper": centre + 1.0,
+            }
+        )
+
+
+def test_detect_history_judges_against_the_reference_forecast() -> None:
+    """A lasting shift is an event against the reference; the served forecast, which
+    follows the last observation, would have absorbed it after one step."""
+    import pandas as pd
+
+    from forecaster.consumers.regressions import detect_history
+
+    index = pd.date_range(T0, periods=48, freq=STEP)
+    values = [10.0] * 24 + [30.0] * 24  # latency doubles and stays
+    history = pd.Series(values, index=index, dtype=float)
+    history.index.freq = STEP
+    fake = _LevelFollower()
+    result = detect_history(
+        history,
+        make_estimator=lambda: fake,
+        tracker=EventTracker(step=STEP, direction="up", persist=timedelta(minutes=15)),
+        refit=RefitSchedule(cron=None, every=timedelta(days=1)),
+        min_history=timedelta(hours=2),
+    )
+    assert fake.asked and not any(fake.asked)  # every forecast asked for the reference
+    (event,) = result.events
+    assert event.start == index[24] and event.end is None
