@@ -40,7 +40,7 @@ def parse_duration(
     elif isinstance(text, bool):
         raise ValueError(f"{what}: expected a duration like '5m', got {text!r}")
     elif isinstance(text, int | float):
-        value = timedelta(seconds=float(text))
+        value = _from_seconds(text, text, what)
     else:
         s = str(text).strip().lower().replace(" ", "")
         if not s:
@@ -58,12 +58,26 @@ def parse_duration(
             raise ValueError(
                 f"{what}: cannot parse {text!r} as a duration; use e.g. '30s', '5m', '1h', '28d'"
             )
-        value = timedelta(seconds=seconds)
+        value = _from_seconds(seconds, text, what)
     if value < timedelta(0) or (value == timedelta(0) and not allow_zero):
         raise ValueError(f"{what}: must be positive, got {text!r}")
     if value > MAX_DURATION:
         raise ValueError(f"{what}: {text!r} is longer than the 10-year maximum")
     return value
+
+
+def _from_seconds(seconds: float, text: object, what: str) -> timedelta:
+    """``timedelta(seconds=seconds)``, refusing what it cannot hold (huge, inf, NaN) with
+    the same ValueError as any other out-of-range duration (it raises OverflowError).
+
+    The comparisons come first: they are exact for any int, which float() is not."""
+    if seconds != seconds:  # NaN
+        raise ValueError(f"{what}: expected a duration like '5m', got {text!r}")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{what}: {text!r} is longer than the 10-year maximum")
+    if seconds < 0:
+        raise ValueError(f"{what}: must be positive, got {text!r}")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import pytest
@@ -69,6 +70,17 @@ def test_parse_duration(text: str | int, expected: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "5", "5 parsecs", "m5", "-5m", "0s", "99999d", "1h-"])
 def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="horizon"):
+        parse_duration(text, what="horizon")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["99999999999999999999999w", "9" * 400 + "s", 10**400, -(10**400), math.inf, math.nan],
+    ids=["huge-weeks", "huge-seconds", "huge-int", "huge-negative-int", "inf", "nan"],
+)
+def test_parse_duration_refuses_what_timedelta_cannot_hold(text: str | float) -> None:
+    """Too large for a timedelta (OverflowError from it), or NaN: the same ValueError."""
     with pytest.raises(ValueError, match="horizon"):
         parse_duration(text, what="horizon")
 

@@ -44,4 +44,7 @@ def timestamp_param(name: str, value: str) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00 is past the last representable time
+        raise bad_parameter(name, f"{name}={value!r} is out of the supported range") from None

@@ -123,6 +123,11 @@ def test_unknown_series_is_404_with_message(client: TestClient) -> None:
         ("/v1/series/rps/forecast", {"horizon": "-1h"}, "horizon"),
         ("/v1/series/rps/history", {"since": "last tuesday"}, "since"),
         ("/v1/series/rps/history", {"since": "-90d"}, "since"),
+        # too large for a timedelta / a datetime: a 422, not a 500
+        ("/v1/series/rps/forecast", {"horizon": "99999999999999999999999w"}, "horizon"),
+        ("/v1/series/rps/history", {"since": "-99999999999999999999999w"}, "since"),
+        ("/v1/series/rps/history", {"since": "9999-12-31T23:59:59-05:00"}, "since"),
+        ("/v1/series/rps/history", {"until": "0001-01-01T00:00:00+05:00"}, "until"),
     ],
 )
 def test_bad_parameters_are_422_naming_them(
@@ -133,6 +138,13 @@ def test_bad_parameters_are_422_naming_them(
     detail = response.json()["detail"]
     assert detail[0]["loc"] == ["query", name]
     assert detail[0]["msg"]
+
+
+def test_history_until_the_first_day_of_year_one(client: TestClient) -> None:
+    """The default ``since`` (a day before ``until``) would be before year 1: clipped."""
+    response = client.get("/v1/series/rps/history", params={"until": "0001-01-01T06:00:00"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"series": "rps", "points": []}
 
 
 def test_history(client: TestClient) -> None:

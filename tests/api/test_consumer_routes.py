@@ -211,6 +211,10 @@ def test_regressions_listing_and_metrics(client: TestClient) -> None:
         ("/v1/circuit-breaker/lat", {"latency_series": "odd", "rate_per": "1s"}, "latency_unit"),
         ("/v1/regressions", {"since": "last week"}, "since"),
         ("/v1/regressions", {"limit": "0"}, "limit"),
+        # too large for a timedelta / a datetime: a 422, not a 500
+        ("/v1/cache-warming/rps", {"within": "99999999999999999999999w"}, "within"),
+        ("/v1/regressions", {"since": "-99999999999999999999999w"}, "since"),
+        ("/v1/regressions", {"since": "9999-12-31T23:59:59-05:00"}, "since"),
     ],
 )
 def test_bad_parameters_are_422_naming_them(

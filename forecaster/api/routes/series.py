@@ -176,7 +176,12 @@ def get_history(
 ) -> Response:
     """Observations of ``name`` between ``since`` and ``until`` (at most 31 days)."""
     end = timestamp_param("until", until) if until else datetime.now(UTC)
-    start = timestamp_param("since", since) if since else end - timedelta(hours=24)
+    if since:
+        start = timestamp_param("since", since)
+    elif end - datetime.min.replace(tzinfo=UTC) < timedelta(hours=24):
+        start = datetime.min.replace(tzinfo=UTC)  # until is within a day of year 1
+    else:
+        start = end - timedelta(hours=24)
     if start > end:
         raise bad_parameter("since", "since must be before until")
     if end - start > timedelta(days=31):
