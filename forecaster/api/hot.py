@@ -26,6 +26,7 @@ from forecaster.api.limits import ASGIApp, Receive, Scope, Send, send_json
 from forecaster.api.params import duration_param
 from forecaster.api.routes.scaling import ObservationsCache, scaling_body
 from forecaster.api.routes.series import forecast_body
+from forecaster.consumers.planner import MAX_REPLICAS
 
 if TYPE_CHECKING:
     from forecaster.api.view import ForecastView
@@ -102,6 +103,8 @@ class HotReads:
             if target <= 0 or not 0 < quantile < 1:
                 return None
             if high is not None and (high < 1 or (low is not None and high < low)):
+                return None
+            if (low or 0) > MAX_REPLICAS or (high or 0) > MAX_REPLICAS:
                 return None
             return scaling_body(
                 self.view,

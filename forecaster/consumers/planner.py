@@ -33,6 +33,8 @@ from forecaster.errors import InputDataError
 #: Smallest metric value ever reported to KEDA (1 milli-unit, KEDA's quantity resolution).
 #: KEDA treats 0 as "scale to the minimum", so the planner never reports it.
 MIN_METRIC_VALUE = 0.001
+#: Most replicas ever planned: Kubernetes counts replicas in an int32.
+MAX_REPLICAS = 2**31 - 1
 
 _EPS = 1e-9
 _STANDARD_NORMAL = NormalDist()
@@ -67,8 +69,19 @@ class ScalingPolicy:
         target = self.target_per_replica
         if not (math.isfinite(target) and target > 0):
             raise InputDataError(f"target_per_replica must be a positive number, got {target!r}")
-        if self.min_replicas < 0:
-            raise InputDataError(f"min_replicas must be >= 0, got {self.min_replicas}")
+        if not 0 <= self.min_replicas <= MAX_REPLICAS:
+            raise InputDataError(
+                f"min_replicas must be between 0 and {MAX_REPLICAS}, got {self.min_replicas}"
+            )
+        if self.max_replicas is not None and self.max_replicas > MAX_REPLICAS:
+            raise InputDataError(
+                f"max_replicas must be at most {MAX_REPLICAS}, got {self.max_replicas}"
+            )
+        if not math.isfinite(self.min_replicas * target):
+            raise InputDataError(
+                f"min_replicas x target_per_replica ({self.min_replicas} x {target!r}) "
+                "is not a finite load"
+            )
         if self.max_replicas is not None and self.max_replicas < max(self.min_replicas, 1):
             raise InputDataError(
                 f"max_replicas ({self.max_replicas}) must be >= 1 and >= min_replicas "
@@ -184,10 +197,16 @@ def provisioned_load(forecast: Iterable[float], observed: float | None) -> float
 
 
 def replicas_for_load(load: float, target_per_replica: float) -> int:
-    """``ceil(load / target_per_replica)`` (0 for no load), robust to float noise."""
+    """``ceil(load / target_per_replica)`` (0 for no load), robust to float noise.
+
+    At most :data:`MAX_REPLICAS` (a tiny target can make the ratio overflow to inf).
+    """
     if load <= 0:
         return 0
-    return max(1, math.ceil(load / target_per_replica - _EPS))
+    ratio = load / target_per_replica - _EPS
+    if ratio >= MAX_REPLICAS:
+        return MAX_REPLICAS
+    return max(1, math.ceil(ratio))
 
 
 def _fmt(value: float) -> str:

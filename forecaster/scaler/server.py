@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc import aio
 
-from forecaster.consumers.planner import ScalingPolicy
+from forecaster.consumers.planner import MAX_REPLICAS, ScalingPolicy
 from forecaster.consumers.scaling import (
     ForecastUnusable,
     LatestObservations,
@@ -88,6 +88,8 @@ pb2_grpc: Any = importlib.import_module("forecaster.scaler.externalscaler_pb2_gr
 
 DEFAULT_LEAD_TIME = "5m"
 DEFAULT_QUANTILE = 0.9
+#: Largest value of the deprecated int64 fields (``targetSize``, ``metricValue``).
+INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,10 @@ def _count(metadata: Mapping[str, str], key: str) -> int | None:
     value = _number(metadata, key)
     if value is None:
         return None
-    if value < 0 or value != int(value):
-        raise InputDataError(f"metadata {key}={metadata[key]!r} must be a whole number >= 0")
+    if value < 0 or value != int(value) or value > MAX_REPLICAS:
+        raise InputDataError(
+            f"metadata {key}={metadata[key]!r} must be a whole number from 0 to {MAX_REPLICAS}"
+        )
     return int(value)
 
 
@@ -156,7 +160,7 @@ def _parse(metadata: Mapping[str, str]) -> TriggerMetadata:
         raise InputDataError(
             f"metadata targetPerReplica={metadata['targetPerReplica']!r} must be > 0"
         )
-    lead_text = metadata.get("leadTime") or DEFAULT_LEAD_TIME
+    lead_text = (metadata.get("leadTime") or "").strip() or DEFAULT_LEAD_TIME
     try:
         lead = parse_duration(lead_text, what="metadata leadTime")
     except ValueError as exc:
@@ -166,7 +170,7 @@ def _parse(metadata: Mapping[str, str]) -> TriggerMetadata:
         quantile = DEFAULT_QUANTILE
     if not 0 < quantile < 1:
         raise InputDataError(f"metadata quantile={metadata['quantile']!r} must be in (0, 1)")
-    window_text = metadata.get("scaleDownWindow") or "5m"
+    window_text = (metadata.get("scaleDownWindow") or "").strip() or "5m"
     try:
         window = parse_duration(window_text, what="metadata scaleDownWindow")
     except ValueError as exc:
@@ -283,7 +287,7 @@ class ExternalScalerServicer:
         target = meta.query.policy.target_per_replica
         spec = pb2.MetricSpec(
             metricName=meta.metric_name,
-            targetSize=max(1, round(target)),
+            targetSize=min(max(1, round(target)), INT64_MAX),
             targetSizeFloat=target,
         )
         return pb2.GetMetricSpecResponse(metricSpecs=[spec])
@@ -305,7 +309,7 @@ class ExternalScalerServicer:
             metricValues=[
                 pb2.MetricValue(
                     metricName=request.metricName or meta.metric_name,
-                    metricValue=math.ceil(value),
+                    metricValue=min(math.ceil(value), INT64_MAX),
                     metricValueFloat=value,
                 )
             ]

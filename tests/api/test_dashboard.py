@@ -177,3 +177,9 @@ def test_replica_plan_when_a_target_is_given(client: TestClient) -> None:
     assert (
         client.get(f"/v1/dashboard/{SERIES}", params={"target_per_replica": -1}).status_code == 422
     )
+    # not finite: a 422 like /v1/scaling's, not a plan of 1 replica with a null target
+    infinite = client.get(f"/v1/dashboard/{SERIES}", params={"target_per_replica": "inf"})
+    assert infinite.status_code == 422 and "target_per_replica" in infinite.text
+    tiny = client.get(f"/v1/dashboard/{SERIES}", params={**params, "target_per_replica": 1e-320})
+    assert tiny.status_code == 200, tiny.text
+    assert set(tiny.json()["replicas"]["replicas"]) == {2**31 - 1}

@@ -109,6 +109,8 @@ def test_fast_answers_equal_the_routes(
             "max_replicas",
         ),
         ("/v1/scaling/team/rps?target_per_replica=5&lead_time=-5m", 422, "lead_time"),
+        ("/v1/scaling/team/rps?target_per_replica=5&min_replicas=" + "9" * 25, 422, "min_replicas"),
+        ("/v1/scaling/team/rps?target_per_replica=5&max_replicas=" + "9" * 25, 422, "max_replicas"),
         # failures: the app's 404 with its message
         ("/v1/series/nope/forecast", 404, "nope"),
         ("/v1/series/empty/forecast", 404, "empty"),

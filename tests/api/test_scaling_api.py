@@ -92,6 +92,10 @@ def test_observed_load_wins_over_a_low_forecast(make_settings: Any) -> None:
         ({"target_per_replica": 5, "quantile": 0.99}, "quantile"),
         ({"target_per_replica": 5, "min_replicas": 4, "max_replicas": 2}, "max_replicas"),
         ({"target_per_replica": 5, "min_replicas": -1}, "min_replicas"),
+        # more replicas than Kubernetes counts (int32), or a clamp load that overflows
+        ({"target_per_replica": 5, "min_replicas": 10**21}, "min_replicas"),
+        ({"target_per_replica": 5, "max_replicas": 2**31}, "max_replicas"),
+        ({"target_per_replica": 1e300, "min_replicas": 2_000_000_000}, "min_replicas"),
     ],
 )
 def test_bad_parameters_are_422_naming_them(
@@ -101,6 +105,16 @@ def test_bad_parameters_are_422_naming_them(
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert detail[0]["loc"] == ["query", name] and detail[0]["msg"]
+
+
+def test_tiny_target_per_replica_plans_at_most_an_int32_of_replicas(client: TestClient) -> None:
+    """load / 1e-320 overflows to inf: it was a 500 (and orjson refuses ints past 64 bits)."""
+    for target in ("1e-320", "5e-324", "0." + "0" * 320 + "1"):
+        response = client.get("/v1/scaling/team/rps", params={"target_per_replica": target})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["replicas"] == 2**31 - 1
+        assert math.isfinite(body["value"]) and body["value"] == body["load"] > 0
 
 
 def test_unknown_series_and_missing_forecast_are_404(client: TestClient) -> None:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forecaster.consumers.planner import (
+    MAX_REPLICAS,
     MIN_METRIC_VALUE,
     ForecastErrors,
     ReplicaPlanner,
@@ -42,6 +43,14 @@ def test_replicas_for_load() -> None:
     assert replicas_for_load(100, 10) == 10
     assert replicas_for_load(100.0000001, 10) == 11
     assert replicas_for_load(0.3, 0.1) == 3  # float noise: 0.3 / 0.1 = 2.9999999999999996
+    # a tiny target overflows load / target to inf: the count stops at Kubernetes' int32
+    assert replicas_for_load(256, 1e-320) == MAX_REPLICAS
+    assert replicas_for_load(1e6, 1e-6) == MAX_REPLICAS
+
+
+def test_plan_with_a_tiny_target_is_finite() -> None:
+    decision = plan_replicas(ScalingPolicy(target_per_replica=5e-324), forecast_peak=256)
+    assert decision.replicas == MAX_REPLICAS and decision.value == 256
 
 
 def test_plan_explains_and_clamps() -> None:
@@ -70,6 +79,9 @@ def test_value_is_never_zero() -> None:
         ({"target_per_replica": math.nan}, "target_per_replica"),
         ({"target_per_replica": 1, "min_replicas": -1}, "min_replicas"),
         ({"target_per_replica": 1, "min_replicas": 3, "max_replicas": 2}, "max_replicas"),
+        ({"target_per_replica": 1, "min_replicas": 2**31}, "min_replicas"),
+        ({"target_per_replica": 1, "max_replicas": 10**21}, "max_replicas"),
+        ({"target_per_replica": 1e300, "min_replicas": 2**30}, "min_replicas x target"),
         ({"target_per_replica": 1, "scale_down_max_fraction": 0}, "scale_down_max_fraction"),
         ({"target_per_replica": 1, "scale_down_window_seconds": -1}, "window"),
     ],

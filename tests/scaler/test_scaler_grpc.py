@@ -177,6 +177,11 @@ def test_is_active_and_stream(stub: Any) -> None:
         ({"quantile": "1.5"}, "quantile='1.5'"),
         ({"minReplicas": "2.5"}, "minReplicas"),
         ({"minReplicas": "5", "maxReplicas": "2"}, "max_replicas"),
+        ({"minReplicas": "1e21"}, "minReplicas='1e21' must be a whole number from 0"),
+        ({"maxReplicas": "2147483648"}, "maxReplicas"),
+        ({"targetPerReplica": "1e300", "minReplicas": "2000000000"}, "min_replicas x target"),
+        ({"leadTime": "99999999999999999999999w"}, "leadTime"),
+        ({"scaleDownWindow": "99999999999999999999999w"}, "scaleDownWindow"),
         ({"activationThreshold": "-1"}, "activationThreshold"),
         ({"errorHeadroom": "-1"}, "errorHeadroom='-1' must be >= 0"),
     ],
@@ -194,6 +199,27 @@ def test_invalid_metadata_is_invalid_argument_everywhere(
         error = error_of(call, arg)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert needle in error.details() and "shop/web" in error.details()
+
+
+def test_extreme_targets_answer_within_the_wire_types(stub: Any) -> None:
+    """A target past int64 fit the double field but broke the deprecated int64 one
+    (UNKNOWN); a tiny one overflowed load / target to inf (INTERNAL)."""
+    (spec,) = stub.GetMetricSpec(ref(targetPerReplica="1e19"), timeout=5).metricSpecs
+    assert spec.targetSizeFloat == 1e19 and spec.targetSize == 2**63 - 1
+    assert metrics(stub, ref(targetPerReplica="1e19")) > 0
+    for tiny in ("1e-320", "5e-324"):
+        assert stub.GetMetricSpec(ref(targetPerReplica=tiny), timeout=5).metricSpecs
+        assert metrics(stub, ref(name=f"tiny-{tiny}", targetPerReplica=tiny)) > 0
+        assert stub.IsActive(ref(targetPerReplica=tiny), timeout=5).result is True
+
+
+def test_blank_durations_take_their_defaults() -> None:
+    """Like the blank numbers: whitespace (an unset Helm value) is the default."""
+    meta = parse_metadata(
+        {"series": "a", "targetPerReplica": "10", "leadTime": "  ", "scaleDownWindow": " "}
+    )
+    assert meta.query.lead_seconds == 300
+    assert meta.query.policy.scale_down_window_seconds == 300
 
 
 def test_quantile_outside_the_published_interval(stub: Any) -> None:

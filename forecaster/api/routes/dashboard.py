@@ -85,7 +85,11 @@ def dashboard_data(
     ] = "24h",
     target_per_replica: Annotated[
         float | None,
-        Query(gt=0, description="Load one replica handles; adds a replica plan when given"),
+        Query(
+            gt=0,
+            allow_inf_nan=False,
+            description="Load one replica handles; adds a replica plan when given",
+        ),
     ] = None,
     quantile: Annotated[
         float, Query(gt=0, lt=1, description="Forecast quantile the replica plan provisions")

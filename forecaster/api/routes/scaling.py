@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from datetime import timedelta
 from typing import Annotated
@@ -15,7 +16,7 @@ from forecaster.api.deps import ReadAccess, SettingsDep, ViewDep
 from forecaster.api.params import bad_parameter, duration_param
 from forecaster.api.view import ForecastView
 from forecaster.config import Settings
-from forecaster.consumers.planner import ScalingPolicy
+from forecaster.consumers.planner import MAX_REPLICAS, ScalingPolicy
 from forecaster.consumers.scaling import ForecastUnusable, LatestObservations, ScalingQuery, answer
 from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound, StoreError
 
@@ -90,8 +91,12 @@ async def get_scaling(
             "level 90) is yhat_upper; in between is interpolated",
         ),
     ] = 0.9,
-    min_replicas: Annotated[int | None, Query(ge=0, description="Lower clamp")] = None,
-    max_replicas: Annotated[int | None, Query(ge=1, description="Upper clamp")] = None,
+    min_replicas: Annotated[
+        int | None, Query(ge=0, le=MAX_REPLICAS, description="Lower clamp")
+    ] = None,
+    max_replicas: Annotated[
+        int | None, Query(ge=1, le=MAX_REPLICAS, description="Upper clamp")
+    ] = None,
 ) -> Response:
     """Load to provision for (``value``) and ``replicas = ceil(value / target_per_replica)``.
 
@@ -109,6 +114,10 @@ async def get_scaling(
     )
     if min_replicas is not None and max_replicas is not None and max_replicas < min_replicas:
         raise bad_parameter("max_replicas", "max_replicas must be >= min_replicas")
+    if min_replicas is not None and not math.isfinite(min_replicas * target_per_replica):
+        raise bad_parameter(
+            "min_replicas", "min_replicas x target_per_replica must be a finite load"
+        )
     observations: ObservationsCache = request.app.state.scaling_observations
     try:
         body = scaling_body(
