@@ -168,3 +168,18 @@ class ForecastView:
         lo = bisect.bisect_right(cached.ds_epoch, start)
         hi = bisect.bisect_right(cached.ds_epoch, end)
         return lo, hi
+
+    @staticmethod
+    def window_ahead(cached: CachedForecast, start: float, end: float) -> tuple[int, int]:
+        """:meth:`window` for a coming window: never empty while a step covers its end.
+
+        A window shorter than the gap to the next forecast point (a 1m lead on a 5m
+        series just after a publication, whose first point is a step after its origin)
+        holds no point; the next point, whose step ``(ds - step, ds]`` holds ``end``, is
+        then the forecast for the window, rather than nothing.
+        """
+        lo, hi = ForecastView.window(cached, start, end)
+        ds = cached.ds_epoch
+        if lo == hi < len(ds) and ds[hi] - cached.forecast.step_seconds <= end:
+            hi += 1
+        return lo, hi

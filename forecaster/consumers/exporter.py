@@ -60,7 +60,7 @@ class ForecastMaxCollector(Collector):
             low_q, high_q = interval_quantiles(fc.level)
             quantiles = sorted({q for q in QUANTILES if low_q <= q <= high_q} | {high_q})
             for label, seconds in WINDOWS:
-                lo, hi = self.view.window(cached, now - fc.step_seconds, now + seconds)
+                lo, hi = self.view.window_ahead(cached, now - fc.step_seconds, now + seconds)
                 if hi <= lo or cached.ds_epoch[hi - 1] < now + seconds - fc.step_seconds:
                     continue
                 points = fc.points[lo:hi]

@@ -159,7 +159,7 @@ def answer(
             f"({age:.0f}s ago), older than the {stale_after_seconds:.0f}s staleness bound"
         )
     step = forecast.step_seconds
-    lo, hi = view.window(cached, now - step, now + query.lead_seconds)
+    lo, hi = view.window_ahead(cached, now - step, now + query.lead_seconds)
     if hi <= lo or cached.ds_epoch[hi - 1] < now + query.lead_seconds - step:
         raise ForecastUnusable(
             f"forecast of {query.series!r} ends at {cached.ds_iso[-1]}, before now + lead "

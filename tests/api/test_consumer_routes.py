@@ -177,6 +177,14 @@ def test_circuit_breaker_littles_law(client: TestClient) -> None:
     assert fixed["timeout_ms"] == 300
 
 
+def test_circuit_breaker_window_shorter_than_a_step(client: TestClient) -> None:
+    """A window between two forecast points holds none: the step it ends in sizes the
+    limits (it was a 404 'does not cover the coming window (stale?)')."""
+    response = client.get("/v1/circuit-breaker/rps", params={"latency": "100ms", "window": "1ms"})
+    assert response.status_code == 200, response.text
+    assert response.json()["max_requests"] >= 1
+
+
 def test_regressions_listing_and_metrics(client: TestClient) -> None:
     body = client.get("/v1/regressions", params={"series": "rps"}).json()
     events = body["events"]

@@ -70,6 +70,7 @@ def by_app(client: TestClient, monkeypatch: pytest.MonkeyPatch, url: str) -> Any
         "/v1/scaling/team/rps?target_per_replica=50&lead_time=30m&max_replicas=2",
         "/v1/scaling/team/rps?target_per_replica=50&min_replicas=30&max_replicas=40",
         "/v1/scaling/team/rps?max_replicas=9&target_per_replica=50&min_replicas=0",
+        "/v1/scaling/team/rps?target_per_replica=50&lead_time=1ms",
     ],
 )
 def test_fast_answers_equal_the_routes(

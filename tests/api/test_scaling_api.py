@@ -124,6 +124,21 @@ def test_unknown_series_and_missing_forecast_are_404(client: TestClient) -> None
     assert response.status_code == 404 and "no published forecast" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("lead", ["1ms", "1s"])
+def test_lead_shorter_than_the_gap_to_the_next_step_plans_on_that_step(
+    client: TestClient, lead: str
+) -> None:
+    """The seeded forecast's first point is a step after its origin: a short lead window
+    holds no point. It was a 503 'the publish job is not keeping up' for a fresh forecast;
+    the next step, whose interval holds the window's end, is the forecast for it."""
+    response = client.get(
+        "/v1/scaling/team/rps",
+        params={"target_per_replica": 50, "lead_time": lead, "quantile": 0.5},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["forecast_peak"] == 210.0  # yhat of step 1
+
+
 def test_lead_beyond_the_forecast_is_503(client: TestClient) -> None:
     response = client.get(
         "/v1/scaling/team/rps", params={"target_per_replica": 5, "lead_time": "6h"}

@@ -22,6 +22,7 @@ class FakeView:
     cached: CachedForecast | None = None
     state: ViewState = field(default_factory=ViewState)
     window = staticmethod(ForecastView.window)
+    window_ahead = staticmethod(ForecastView.window_ahead)
 
     def forecast(self, name: str) -> CachedForecast:
         assert self.cached is not None

@@ -270,6 +270,13 @@ def test_stale_forecast_is_unavailable(make_settings: Any) -> None:
         handle.stop()
 
 
+def test_lead_shorter_than_the_gap_to_the_next_step_is_answered(stub: Any) -> None:
+    """No point lies in (now - step, now + 1ms]: the next step's forecast answers, not
+    UNAVAILABLE 'the publish job is not keeping up' for a fresh forecast."""
+    assert metrics(stub, ref(name="short", leadTime="1ms", quantile="0.5")) == 210.0
+    assert stub.IsActive(ref(leadTime="1ms"), timeout=5).result is True
+
+
 def test_forecast_ending_before_the_lead_time_is_unavailable(stub: Any) -> None:
     request = pb2.GetMetricsRequest(scaledObjectRef=ref(leadTime="6h"), metricName="m")
     error = error_of(stub.GetMetrics, request)

@@ -51,7 +51,7 @@ def _peak(view: ForecastView, name: str, start: float, end: float) -> tuple[Cach
         cached = view.forecast(name)
     except (SeriesNotFound, ForecastNotFound) as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
-    lo, hi = view.window(cached, start, end)
+    lo, hi = view.window_ahead(cached, start, end)
     if hi <= lo:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND,
