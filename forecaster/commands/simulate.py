@@ -45,7 +45,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from forecaster.commands import StrictOption
-from forecaster.consumers.planner import ReplicaPlanner, ScalingPolicy, interval_quantile
+from forecaster.consumers.planner import (
+    MAX_ERROR_HEADROOM,
+    ReplicaPlanner,
+    ScalingPolicy,
+    interval_quantile,
+)
 from forecaster.errors import ForecasterError, InputDataError
 
 if TYPE_CHECKING:
@@ -653,6 +658,7 @@ def simulate_command(
         float,
         typer.Option(
             min=0,
+            max=MAX_ERROR_HEADROOM,
             help="Predictive plan: add this many times the recent mean absolute forecast "
             "error (the scaler's errorHeadroom).",
         ),

@@ -35,6 +35,9 @@ from forecaster.errors import InputDataError
 MIN_METRIC_VALUE = 0.001
 #: Most replicas ever planned: Kubernetes counts replicas in an int32.
 MAX_REPLICAS = 2**31 - 1
+#: Largest error headroom accepted: 100 times the mean forecast error is already far
+#: past any useful plan, and a larger factor can overflow the planned load to inf.
+MAX_ERROR_HEADROOM = 100.0
 
 _EPS = 1e-9
 _STANDARD_NORMAL = NormalDist()
@@ -94,8 +97,11 @@ class ScalingPolicy:
         if not (0 < fraction <= 1):
             raise InputDataError(f"scale_down_max_fraction must be in (0, 1], got {fraction!r}")
         headroom = self.error_headroom
-        if not (math.isfinite(headroom) and headroom >= 0):
-            raise InputDataError(f"error_headroom must be a number >= 0, got {headroom!r}")
+        if not (math.isfinite(headroom) and 0 <= headroom <= MAX_ERROR_HEADROOM):
+            raise InputDataError(
+                f"error_headroom must be a number from 0 to {MAX_ERROR_HEADROOM:g}, "
+                f"got {headroom!r}"
+            )
         if self.error_window < 1:
             raise InputDataError(f"error_window must be >= 1, got {self.error_window}")
 

@@ -21,7 +21,7 @@ KEDA sends the trigger's ``metadata`` with every call. Keys:
     ScaledObject's own ``minReplicaCount`` / ``maxReplicaCount``).
 ``scaleDownWindow`` (default ``5m``)
     Scale-down stabilisation of the planner (scale-up is immediate).
-``errorHeadroom`` (default ``0``, off)
+``errorHeadroom`` (default ``0``, off; at most ``100``)
     Add this many times the mean absolute error of the workload's recent lead-time
     forecasts (the median forecast for the end of the lead window against the load
     then observed, last 96) to the forecast peak: more headroom while the forecast
@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc import aio
 
-from forecaster.consumers.planner import MAX_REPLICAS, ScalingPolicy
+from forecaster.consumers.planner import MAX_ERROR_HEADROOM, MAX_REPLICAS, ScalingPolicy
 from forecaster.consumers.scaling import (
     ForecastUnusable,
     LatestObservations,
@@ -176,8 +176,11 @@ def _parse(metadata: Mapping[str, str]) -> TriggerMetadata:
     except ValueError as exc:
         raise InputDataError(str(exc)) from None
     headroom = _number(metadata, "errorHeadroom")
-    if headroom is not None and headroom < 0:
-        raise InputDataError(f"metadata errorHeadroom={metadata['errorHeadroom']!r} must be >= 0")
+    if headroom is not None and not 0 <= headroom <= MAX_ERROR_HEADROOM:
+        raise InputDataError(
+            f"metadata errorHeadroom={metadata['errorHeadroom']!r} must be from 0 "
+            f"to {MAX_ERROR_HEADROOM:g}"
+        )
     activation = _number(metadata, "activationThreshold")
     if activation is not None and activation < 0:
         raise InputDataError(

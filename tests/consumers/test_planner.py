@@ -242,7 +242,8 @@ def test_error_headroom_adds_recent_error_to_the_forecast_peak() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [
-        ({"error_headroom": -1.0}, "error_headroom must be a number >= 0"),
+        ({"error_headroom": -1.0}, "error_headroom must be a number from 0 to 100"),
+        ({"error_headroom": 1e308}, "error_headroom must be a number from 0 to 100"),
         ({"error_headroom": math.nan}, "error_headroom"),
         ({"error_window": 0}, "error_window must be >= 1"),
     ],

@@ -183,7 +183,8 @@ def test_is_active_and_stream(stub: Any) -> None:
         ({"leadTime": "99999999999999999999999w"}, "leadTime"),
         ({"scaleDownWindow": "99999999999999999999999w"}, "scaleDownWindow"),
         ({"activationThreshold": "-1"}, "activationThreshold"),
-        ({"errorHeadroom": "-1"}, "errorHeadroom='-1' must be >= 0"),
+        ({"errorHeadroom": "-1"}, "errorHeadroom='-1' must be from 0 to 100"),
+        ({"errorHeadroom": "1e308"}, "errorHeadroom='1e308' must be from 0 to 100"),
     ],
 )
 def test_invalid_metadata_is_invalid_argument_everywhere(
