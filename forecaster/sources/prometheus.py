@@ -58,6 +58,9 @@ _MAX_LISTED = 10
 #: before any answer has told how many series it has.
 PROBE_FAMILY_SERIES = 10_000
 
+#: Largest epoch milliseconds a pandas timestamp (int64 nanoseconds) can hold.
+_MAX_STAMP_MS = 9_223_372_036_854
+
 _LabelSet = tuple[tuple[str, str], ...]
 
 _STATUS_MESSAGE = re.compile(r"^HTTP Status Code (\d{3}) \((.*)\)$", re.DOTALL)
@@ -371,11 +374,27 @@ def _list_label_sets(label_sets: list[tuple[tuple[str, str], ...]]) -> str:
 
 
 def _parse_value(raw: Any) -> float | None:
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        return None
+    """The sample value as a float; ``None`` for NaN (stale markers) and infinities.
+
+    Raises:
+        ValueError: ``raw`` is not a number at all (Prometheus sends every value as a
+            decimal string, ``"NaN"`` or ``"+Inf"``/``"-Inf"``).
+    """
+    if not isinstance(raw, str | int | float) or isinstance(raw, bool):
+        raise ValueError(f"value {raw!r} is not a number")
+    value = float(raw)
     return value if math.isfinite(value) else None
+
+
+def _parse_stamp_ms(raw: Any) -> int | None:
+    """Unix seconds as epoch milliseconds; ``None`` unless a finite, representable time."""
+    if isinstance(raw, bool):
+        return None
+    try:
+        stamp_ms = round(float(raw) * 1000)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return stamp_ms if abs(stamp_ms) <= _MAX_STAMP_MS else None
 
 
 def _parse_matrix(
@@ -386,7 +405,8 @@ def _parse_matrix(
     NaN (including Prometheus stale markers), ``+Inf`` and ``-Inf`` are dropped.
 
     Raises:
-        SourceQueryError: If ``result`` is not a list of ``{"metric", "values"}``.
+        SourceQueryError: If ``result`` is not a list of ``{"metric", "values"}``, or a
+            sample's value is not a number or its timestamp not finite Unix seconds.
     """
     if not isinstance(result, list):
         raise SourceQueryError(
@@ -413,16 +433,22 @@ def _parse_matrix(
                     f"query {query!r} returned a malformed sample {pair!r} for "
                     f"{_format_labels(labels)}; expected [timestamp, value]"
                 )
-            value = _parse_value(pair[1])
+            try:
+                value = _parse_value(pair[1])
+            except ValueError as exc:
+                raise SourceQueryError(
+                    f"query {query!r} returned a sample with value {pair[1]!r} for "
+                    f"{_format_labels(labels)} at {pair[0]!r}; expected a number as a "
+                    'string (or "NaN", "+Inf", "-Inf")'
+                ) from exc
             if value is None:
                 continue
-            try:
-                stamp_ms = round(float(pair[0]) * 1000)
-            except (TypeError, ValueError) as exc:
+            stamp_ms = _parse_stamp_ms(pair[0])
+            if stamp_ms is None:
                 raise SourceQueryError(
-                    f"query {query!r} returned a sample with timestamp {pair[0]!r}, "
-                    "expected Unix seconds"
-                ) from exc
+                    f"query {query!r} returned a sample with timestamp {pair[0]!r} for "
+                    f"{_format_labels(labels)}, expected Unix seconds"
+                )
             samples.append((stamp_ms, value))
         parsed.append((labels, samples))
     return parsed

@@ -411,6 +411,29 @@ def test_nan_stale_and_infinite_values_are_dropped(fake_prometheus: FakePromethe
 
 
 @pytest.mark.parametrize(
+    ("sample", "message"),
+    [
+        ([T0 + 300, "n/a"], r"value 'n/a' for \{\} at 1700000400; expected a number"),
+        ([T0 + 300, None], r"value None for \{\} at 1700000400; expected a number"),
+        (["+Inf", "2"], r"timestamp '\+Inf' for \{\}, expected Unix seconds"),
+        ([1e300, "2"], r"timestamp 1e\+300 for \{\}, expected Unix seconds"),
+    ],
+    ids=["text-value", "null-value", "infinite-stamp", "huge-stamp"],
+)
+def test_malformed_samples_are_query_errors_not_dropped_or_crashes(
+    fake_prometheus: FakePrometheus, sample: list[Any], message: str
+) -> None:
+    # Only NaN and infinities are dropped; anything that is not a number at all means
+    # the answer is not from a Prometheus (or is corrupt) and is refused, naming it.
+    fake_prometheus.reply(200, matrix(({}, [[T0, "1"], sample])))
+
+    with pytest.raises(SourceQueryError, match=message):
+        PrometheusSource(PrometheusSettings(url=fake_prometheus.url)).fetch(
+            make_spec("s", "up"), *HOUR
+        )
+
+
+@pytest.mark.parametrize(
     "result",
     [
         [{"metric": {}, "value": [T0, "1"]}],  # an instant vector
