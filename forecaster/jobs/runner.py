@@ -45,25 +45,33 @@ def run_guarded(
     record: bool = True,
     describe: Callable[[T], str] | None = None,
 ) -> T | None:
-    """Run ``fn`` for one series: a forecaster error is logged, recorded as a failed
-    job run and kept in ``summary.errors`` instead of stopping the other series.
+    """Run ``fn`` for one series: an error is logged, recorded as a failed job run and
+    kept in ``summary.errors`` instead of stopping the other series.
 
+    A forecaster error is expected (its message says what is wrong); any other
+    exception is a bug or an unforeseen input, logged with its traceback and
+    recorded as ``crashed: <type>: <message>``, and the other series still run.
     Success is recorded as a job run too (unless ``record`` is false) with
     ``describe(result)`` as its detail (default: a JSON summary of the result).
     """
     started = datetime.now(UTC)
     try:
         result = fn()
-    except ForecasterError as exc:
-        summary.errors[series] = str(exc)
-        log.error("%s %s failed: %s", job, series, exc)
+    except Exception as exc:
+        if isinstance(exc, ForecasterError):
+            message = str(exc)
+            log.error("%s %s failed: %s", job, series, exc)
+        else:
+            message = f"crashed: {type(exc).__name__}: {exc}"
+            log.exception("%s %s %s", job, series, message)
+        summary.errors[series] = message
         ctx.store.record_job_run(
             job=job,
             series=series,
             started_at=started,
             finished_at=datetime.now(UTC),
             ok=False,
-            detail=str(exc),
+            detail=message,
         )
         return None
     if record:
