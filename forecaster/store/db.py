@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,10 +27,15 @@ def make_engine(settings: DatabaseSettings) -> Engine:
     """Create the SQLAlchemy engine for ``settings.url``.
 
     SQLite gets WAL mode, a busy timeout and foreign keys; its parent folder is
-    created. PostgreSQL gets a bounded pool with pre-ping.
+    created. PostgreSQL gets a bounded pool with pre-ping. JSON columns are written
+    with :func:`json_dumps` (non-finite floats become ``null``) on both.
     """
     url = settings.url
-    kwargs: dict[str, Any] = {"echo": settings.echo, "future": True}
+    kwargs: dict[str, Any] = {
+        "echo": settings.echo,
+        "future": True,
+        "json_serializer": json_dumps,
+    }
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
@@ -54,6 +61,27 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             cursor.close()
 
     return engine
+
+
+def json_dumps(value: Any) -> str:
+    """Standard JSON for a JSON column: NaN and infinities (e.g. the MASE of a constant
+    series) are written as ``null``.
+
+    PostgreSQL's ``json`` type refuses the ``NaN``/``Infinity`` tokens Python's
+    :func:`json.dumps` writes, which failed the whole write; SQLite accepted them.
+    Now both dialects store (and read back) the same document.
+    """
+    return json.dumps(_finite_json(value))
+
+
+def _finite_json(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_json(item) for item in value]
+    return value
 
 
 def _alembic_config(engine: Engine) -> Any:

@@ -547,7 +547,7 @@ class Store:
                             estimator=estimator,
                             model_version=str(model_version or "local"),
                             run_id=run_id,
-                            mase=None if mase is None else float(mase),
+                            mase=_finite_or_none(mase),
                             promoted_at=now,
                         )
                     )
@@ -650,6 +650,14 @@ def _dialect_insert(conn: Connection) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert
+
+
+def _finite_or_none(value: Any) -> float | None:
+    """``value`` as a float, or ``None`` when missing or not finite (NaN, +-Inf)."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _reference_columns(reference: tuple[float, float, float] | None) -> dict[str, float | None]:

@@ -322,3 +322,29 @@ def test_concurrent_first_migrations_do_not_collide(db_url: str) -> None:
     engine = make_engine(DatabaseSettings(url=db_url))
     assert current_revision(engine) == head_revision()
     engine.dispose()
+
+
+def test_non_finite_metrics_are_stored_as_null_on_every_database(store: Store) -> None:
+    # A constant series (an error rate that is always 0) has no naive error to scale
+    # by: its backtest MASE is NaN. PostgreSQL's json type refused the NaN token, so
+    # the training could never be recorded and the series never got a forecast.
+    nan, inf = float("nan"), float("inf")
+    store.ensure_series(name="errors", family="errors", step_seconds=300, horizon_steps=3)
+    store.record_training(
+        series="errors",
+        run_id="r1",
+        estimator="seasonal_naive",
+        model_version="1",
+        promoted=True,
+        reason="fallback",
+        metrics={"mase": nan, "scores": {"seasonal_naive": {"mase": nan, "width": inf}}},
+        artifact="{}",
+    )
+
+    (row,) = store.trainings("errors")
+    assert row["metrics"] == {
+        "mase": None,
+        "scores": {"seasonal_naive": {"mase": None, "width": None}},
+    }
+    champion = store.champion("errors")
+    assert champion is not None and champion.mase is None
