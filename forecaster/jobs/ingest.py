@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from forecaster.errors import ForecasterError, SeriesNotFound
+from forecaster.errors import ForecasterError, SeriesNotFound, SourceQueryError
+from forecaster.store.tables import SERIES_NAME_MAX
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OVERLAP_STEPS = 3
+#: How many over-long member names an ingest error lists.
+_MAX_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -60,9 +63,15 @@ def ingest_series(
     nothing is lost and nothing is duplicated. Other sources are fetched and
     validated whole before anything is written.
 
+    A ``split_by`` member whose name (family plus label values) is longer than the
+    store keeps (:data:`~forecaster.store.tables.SERIES_NAME_MAX`) is not stored;
+    the other members are, and the run then fails naming the skipped ones.
+
     Raises:
         SourceError: The source failed (for a streaming source, after the chunks
             before the failing one were written).
+        SourceQueryError: Some members were skipped for their over-long names (all
+            the others were stored).
     """
     end = now or datetime.now(UTC)
     start = end - spec.history
@@ -78,9 +87,13 @@ def ingest_series(
     written: dict[str, int] = {}
     series_ids: dict[str, int] = {}
     stored_chunks = 0
+    too_long: set[str] = set()
     try:
         for chunk in chunks:
             for item in chunk:
+                if len(item.name) > SERIES_NAME_MAX:
+                    too_long.add(item.name)
+                    continue
                 series_id = series_ids.get(item.name)
                 if series_id is None:
                     series_id = series_ids[item.name] = _ensure(ctx, spec, item)
@@ -100,7 +113,24 @@ def ingest_series(
             )
         raise
     log.info("ingested %s: %s points in [%s, %s]", spec.name, sum(written.values()), start, end)
+    if too_long:
+        raise SourceQueryError(_too_long_message(spec, too_long, written))
     return IngestResult(family=spec.name, written=written, start=start, end=end)
+
+
+def _too_long_message(spec: SeriesSpec, names: set[str], written: dict[str, int]) -> str:
+    listed = sorted(names)
+    shown = ", ".join(
+        f"{name[:100]!r}... ({len(name)} characters)" for name in listed[:_MAX_LISTED]
+    )
+    more = len(listed) - _MAX_LISTED
+    return (
+        f"series {spec.name!r}: {len(listed)} member(s) not stored, their names are longer "
+        f"than the {SERIES_NAME_MAX} characters the store keeps: {shown}"
+        + (f" and {more} more" if more > 0 else "")
+        + f"; the other {len(written)} member(s) were ingested. Shorten the label values "
+        f"in the query (label_replace) or split by fewer labels than {list(spec.split_by)}"
+    )
 
 
 def _ensure(ctx: JobContext, spec: SeriesSpec, item: FetchedSeries) -> int:

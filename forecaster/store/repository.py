@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound, StoreError
 from forecaster.store.tables import (
+    SERIES_NAME_MAX,
     champions_table,
     forecast_points_table,
     job_runs_table,
@@ -138,7 +139,17 @@ class Store:
         step_seconds: int,
         horizon_steps: int,
     ) -> int:
-        """Create the series if it does not exist (or update its spec'd fields); return its id."""
+        """Create the series if it does not exist (or update its spec'd fields); return its id.
+
+        Raises:
+            InputDataError: ``name`` is longer than :data:`SERIES_NAME_MAX` characters
+                (refused on every database; PostgreSQL would refuse it anyway).
+        """
+        if len(name) > SERIES_NAME_MAX:
+            raise InputDataError(
+                f"series name {name[:80]!r}... is {len(name)} characters long; "
+                f"the store keeps names of at most {SERIES_NAME_MAX}"
+            )
         values = {
             "family": family,
             "labels": dict(labels or {}),

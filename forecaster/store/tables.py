@@ -49,6 +49,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
+#: Longest series name the store keeps (``series.name``; a ``split_by`` member's name
+#: includes its label values).
+SERIES_NAME_MAX = 300
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",
@@ -62,7 +66,7 @@ series_table = Table(
     "series",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(300), nullable=False, unique=True),
+    Column("name", String(SERIES_NAME_MAX), nullable=False, unique=True),
     Column("family", String(128), nullable=False),
     Column("labels", JSON, nullable=False, default=dict),
     Column("kind", String(16), nullable=False, default="load"),
