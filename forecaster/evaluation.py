@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from forecaster.errors import EstimatorError, InputDataError
 from forecaster.estimators import DAY, WEEK, check_history, history_step, steps_in, z_value
+from forecaster.recalibration import band_scale_from_frames, rescale_band
 
 if TYPE_CHECKING:
     import numpy as np
@@ -111,6 +112,7 @@ def backtest(
     n_jobs: int = 1,
     min_history: timedelta = DAY,
     model_name: str | None = None,
+    recalibrate: bool | None = None,
 ) -> pd.DataFrame:
     """Rolling-origin backtest of one estimator on ``history``.
 
@@ -127,6 +129,10 @@ def backtest(
         n_jobs: Threads for estimators that take them.
         min_history: History required before the first origin.
         model_name: Name written in the ``model`` column when ``model`` is a factory.
+        recalibrate: Rescale each origin's band by how the earlier origins' forecasts
+            of the last day fared (:mod:`forecaster.recalibration`), as the publish
+            job does with what it serves. Default: only for ``model="auto"`` (the
+            production model).
 
     Returns:
         One row per origin per step: ``origin, ds, step, yhat, yhat_lower, yhat_upper,
@@ -155,6 +161,8 @@ def backtest(
     else:
         factory = model
         requested = model_name or "custom"
+    if recalibrate is None:
+        recalibrate = requested == "auto"
     series = check_history(history)
     step = history_step(series)
     n = len(series)
@@ -169,6 +177,7 @@ def backtest(
     window = steps_in(history_window, step)
     values = series.to_numpy(dtype=float)
     frames: list[pd.DataFrame] = []
+    as_forecast: list[pd.DataFrame] = []  # the estimator's own bands, for recalibration
     estimator: Estimator | None = None
     fitted_at = -(10**18)
     bar = tqdm(total=len(positions), disable=not progress, file=sys.stderr, unit="origin")
@@ -186,6 +195,16 @@ def backtest(
                 model=_describe(estimator, requested),
                 y=values[p : p + horizon],
             )
+            if recalibrate:
+                scale = band_scale_from_frames(as_forecast, origin, level)
+                as_forecast.append(forecast)
+                lower, upper = rescale_band(
+                    forecast["yhat"].to_numpy(),
+                    forecast["yhat_lower"].to_numpy(),
+                    forecast["yhat_upper"].to_numpy(),
+                    scale,
+                )
+                forecast = forecast.assign(yhat_lower=lower, yhat_upper=upper)
             frames.append(forecast)
             bar.update(1)
     finally:

@@ -10,6 +10,8 @@ from forecaster.store.db import make_engine, upgrade
 from forecaster.store.repository import Store
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from forecaster.config import Settings
     from forecaster.registry import Registry
     from forecaster.sources.base import Source
@@ -27,6 +29,8 @@ class JobContext:
     #: series name -> (training id, loaded champion): one model per series, replaced
     #: when a new champion is trained, so memory does not grow with training cycles.
     estimator_cache: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    #: series name -> (clock hour, band scale) of the publish job's recalibration.
+    band_scales: dict[str, tuple[datetime, float]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: Settings, spec: PipelineSpec | None = None) -> JobContext:

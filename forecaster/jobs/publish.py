@@ -1,5 +1,9 @@
 """Publish job: forecast from the latest history with the champion and store it atomically.
 
+The served band is stretched by how the last day's forecasts fared
+(:mod:`forecaster.recalibration`); the factor is stored with the publication and
+recomputed once per hour of observations.
+
 For a watched series (``watch`` in its spec) each point also carries the reference
 band, ``predict(follow_level=False)``, which the regression detector judges against.
 """
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from forecaster.errors import ForecastNotFound, InputDataError
 from forecaster.jobs.ingest import history_frame
+from forecaster.recalibration import WINDOW, band_scale, required_scales, rescale_band
 from forecaster.store.repository import ForecastPoint
 
 if TYPE_CHECKING:
@@ -66,18 +71,27 @@ def publish_series(
         raise InputDataError(f"series {name!r} has no observations in the last {spec.history}")
     frame: Any = estimator.predict(spec.horizon_steps, history=history, level=LEVEL)
     references = _reference_bands(estimator, spec, history, steps=len(frame))
+    origin = history.dropna().index[-1].to_pydatetime()
+    scale = _band_scale(ctx, name, history, origin)
+    lower, upper = rescale_band(
+        frame["yhat"].to_numpy(),
+        frame["yhat_lower"].to_numpy(),
+        frame["yhat_upper"].to_numpy(),
+        scale,
+    )
     points = [
         ForecastPoint(
             step=int(row.step),
             ds=row.ds.to_pydatetime(),
             yhat=float(row.yhat),
-            yhat_lower=float(row.yhat_lower),
-            yhat_upper=float(row.yhat_upper),
+            yhat_lower=min(float(lo), float(row.yhat)),
+            yhat_upper=max(float(hi), float(row.yhat)),
             reference=ref,
         )
-        for row, ref in zip(frame.itertuples(index=False), references, strict=True)
+        for row, lo, hi, ref in zip(
+            frame.itertuples(index=False), lower, upper, references, strict=True
+        )
     ]
-    origin = history.dropna().index[-1].to_pydatetime()
     model_name = champion.estimator
     publication_id = ctx.store.publish_forecast(
         series=name,
@@ -89,6 +103,7 @@ def publish_series(
         model_version=champion.model_version,
         run_id=champion.run_id,
         points=points,
+        band_scale=scale,
     )
     return PublishResult(
         series=name,
@@ -98,6 +113,32 @@ def publish_series(
         origin=origin,
         points=len(points),
     )
+
+
+def _band_scale(ctx: JobContext, name: str, history: Any, origin: datetime) -> float:
+    """The band's stretch factor from the last day's hourly forecasts against ``history``.
+
+    Cached per series for the clock hour of ``origin``: the hourly forecasts that set
+    it change once an hour.
+    """
+    hour = origin.replace(minute=0, second=0, microsecond=0)
+    cached = ctx.band_scales.get(name)
+    if cached is not None and cached[0] == hour:
+        return cached[1]
+    rows = ctx.store.hourly_forecast_points(name, since=origin - WINDOW, until=origin)
+    scale = 1.0
+    if rows:
+        import numpy as np
+        import pandas as pd
+
+        ds = pd.DatetimeIndex([r[0] for r in rows])
+        ds = ds.tz_localize("UTC") if ds.tz is None else ds.tz_convert("UTC")
+        actual = history.reindex(ds).to_numpy(dtype=float)
+        yhat, lower, upper = (np.array([r[i] for r in rows], dtype=float) for i in (1, 2, 3))
+        scale = band_scale(required_scales(yhat, lower, upper, actual), LEVEL)
+    ctx.band_scales[name] = (hour, scale)
+    log.debug("band scale of %s: %.3f from %d past forecast steps", name, scale, len(rows))
+    return scale
 
 
 def _reference_bands(

@@ -82,6 +82,8 @@ class PublishedForecast:
     model_version: str
     run_id: str
     points: list[ForecastPoint] = field(default_factory=list)
+    #: The factor the served band was stretched by around ``yhat`` (1: as calibrated).
+    band_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,7 @@ class Store:
         model_version: str,
         run_id: str,
         points: Sequence[ForecastPoint],
+        band_scale: float = 1.0,
         keep_recent: timedelta = timedelta(hours=2),
         keep_hourly: timedelta = timedelta(days=2),
     ) -> int:
@@ -326,13 +329,19 @@ class Store:
         The rows and the switch of ``series.current_publication_id`` happen in one
         transaction: a reader sees the old forecast or the whole new one. Older
         publications are thinned: all of the last ``keep_recent``, then the first of
-        each hour up to ``keep_hourly``, nothing older.
+        each hour up to ``keep_hourly``, nothing older. ``band_scale`` records how far
+        the served band was stretched (:mod:`forecaster.recalibration`), so the
+        estimator's own band can be recovered.
 
         Returns:
             The publication id.
         """
         if not points:
             raise InputDataError(f"refusing to publish an empty forecast for {series!r}")
+        if not (math.isfinite(band_scale) and band_scale > 0):
+            raise InputDataError(
+                f"forecast for {series!r}: band_scale must be a positive number, got {band_scale!r}"
+            )
         for p in points:
             bands = [("", (p.yhat, p.yhat_lower, p.yhat_upper))]
             if p.reference is not None:
@@ -362,6 +371,7 @@ class Store:
                         model_name=model_name,
                         model_version=str(model_version),
                         run_id=run_id,
+                        band_scale=float(band_scale),
                     )
                 )
                 publication_id = int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -467,6 +477,67 @@ class Store:
             ).first()
             return None if row is None else self._load_publication(conn, name, int(row[0]))
 
+    def hourly_forecast_points(
+        self, name: str, *, since: datetime, until: datetime
+    ) -> list[tuple[datetime, float, float, float]]:
+        """``(ds, yhat, lower, upper)`` for each forecast step in ``[since, until]``, as
+        the most recent hourly publication before it forecast it, with the band the
+        estimator gave (the publication's ``band_scale`` undone).
+
+        "Hourly publication": the first kept publication of each clock hour (the store
+        keeps those for two days). Steps no such publication covers are left out.
+        """
+        info = self.series(name)
+        start, end = _utc(since), _utc(until)
+        try:
+            with self.engine.connect() as conn:
+                pubs = conn.execute(
+                    select(
+                        publications_table.c.id,
+                        publications_table.c.generated_at,
+                        publications_table.c.band_scale,
+                    )
+                    .where(publications_table.c.series_id == info.id)
+                    .where(publications_table.c.generated_at >= start - timedelta(hours=2))
+                    .where(publications_table.c.generated_at <= end)
+                    .order_by(publications_table.c.generated_at)
+                ).all()
+                hourly: list[tuple[int, datetime, float]] = []
+                for pub_id, generated, scale in pubs:
+                    hour = generated.replace(minute=0, second=0, microsecond=0)
+                    if hourly and hourly[-1][1].replace(minute=0, second=0, microsecond=0) == hour:
+                        continue
+                    hourly.append((int(pub_id), generated, 1.0 if scale is None else float(scale)))
+                if not hourly:
+                    return []
+                rows = conn.execute(
+                    select(
+                        forecast_points_table.c.publication_id,
+                        forecast_points_table.c.ds,
+                        forecast_points_table.c.yhat,
+                        forecast_points_table.c.yhat_lower,
+                        forecast_points_table.c.yhat_upper,
+                    )
+                    .where(forecast_points_table.c.publication_id.in_([h[0] for h in hourly]))
+                    .where(forecast_points_table.c.ds >= start)
+                    .where(forecast_points_table.c.ds <= end)
+                ).all()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the past forecasts of {name!r}: {exc}") from exc
+        # publication i judges the steps after it and up to the next hourly one
+        until_next = {
+            pub_id: (generated, hourly[i + 1][1] if i + 1 < len(hourly) else None, scale)
+            for i, (pub_id, generated, scale) in enumerate(hourly)
+        }
+        out: list[tuple[datetime, float, float, float]] = []
+        for pub_id, ds, yhat, lower, upper in rows:
+            generated, following, scale = until_next[int(pub_id)]
+            if ds <= generated or (following is not None and ds > following):
+                continue
+            out.append((ds, yhat, yhat - (yhat - lower) / scale, yhat + (upper - yhat) / scale))
+        out.sort(key=lambda r: r[0])
+        return out
+
     @staticmethod
     def _load_publication(conn: Connection, name: str, publication_id: int) -> PublishedForecast:
         pub = (
@@ -511,6 +582,7 @@ class Store:
             model_version=pub["model_version"],
             run_id=pub["run_id"],
             points=points,
+            band_scale=1.0 if pub["band_scale"] is None else float(pub["band_scale"]),
         )
 
     # -- trainings and champions ------------------------------------------------------

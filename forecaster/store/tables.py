@@ -99,6 +99,8 @@ publications_table = Table(
     Column("model_name", String(200), nullable=False),
     Column("model_version", String(32), nullable=False),
     Column("run_id", String(64), nullable=False),
+    # the factor the served band was stretched by (forecaster.recalibration); NULL = 1
+    Column("band_scale", Float, nullable=True),
     Index("ix_publications_series_generated", "series_id", "generated_at"),
 )
 

@@ -348,3 +348,59 @@ def test_non_finite_metrics_are_stored_as_null_on_every_database(store: Store) -
     }
     champion = store.champion("errors")
     assert champion is not None and champion.mase is None
+
+
+def _publish_at(
+    store: Store, generated: datetime, *, n: int, yhat: float, half: float, scale: float = 1.0
+) -> int:
+    points = [
+        ForecastPoint(
+            step=i,
+            ds=generated + i * STEP,
+            yhat=yhat,
+            yhat_lower=yhat - half * scale,
+            yhat_upper=yhat + half * scale,
+        )
+        for i in range(1, n + 1)
+    ]
+    return store.publish_forecast(
+        series="rps",
+        generated_at=generated,
+        origin=generated,
+        step_seconds=300,
+        level=90.0,
+        model_name="m",
+        model_version="1",
+        run_id="r",
+        points=points,
+        band_scale=scale,
+    )
+
+
+def test_hourly_forecast_points_take_the_first_publication_of_each_hour(store: Store) -> None:
+    """Each step is judged by the latest hourly publication before it, with the band the
+    estimator gave (the stored band_scale undone)."""
+    store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=24)
+    # hour 0: first publication (yhat 10, stretched x2), then one 10 min later (yhat 99)
+    _publish_at(store, T0, n=24, yhat=10.0, half=1.0, scale=2.0)
+    _publish_at(store, T0 + timedelta(minutes=10), n=24, yhat=99.0, half=1.0)
+    # hour 1: first publication yhat 20
+    _publish_at(store, T0 + timedelta(hours=1), n=24, yhat=20.0, half=3.0)
+    rows = store.hourly_forecast_points(
+        "rps", since=T0, until=T0 + timedelta(hours=1, minutes=30)
+    )
+    assert [r[0] for r in rows] == [T0 + i * STEP for i in range(1, 19)]
+    first_hour = [r for r in rows if r[0] <= T0 + timedelta(hours=1)]
+    assert {r[1:] for r in first_hour} == {(10.0, 9.0, 11.0)}  # x2 undone, not the 99s
+    assert {r[1:] for r in rows[len(first_hour) :]} == {(20.0, 17.0, 23.0)}
+    assert store.hourly_forecast_points("rps", since=T0 - timedelta(days=3), until=T0) == []
+
+
+def test_publish_records_the_band_scale_and_refuses_a_bad_one(store: Store) -> None:
+    store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=3)
+    _publish_at(store, T0, n=3, yhat=5.0, half=1.0, scale=1.5)
+    assert store.latest_forecast("rps").band_scale == 1.5
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(InputDataError, match="band_scale must be a positive number"):
+            _publish_at(store, T0 + STEP, n=3, yhat=5.0, half=1.0, scale=bad)
+    assert store.latest_forecast("rps").band_scale == 1.5  # nothing written

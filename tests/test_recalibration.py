@@ -1,0 +1,233 @@
+"""Band recalibration from the last day's misses: the rules, the backtest and the publish job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from forecaster.config import DatabaseSettings
+from forecaster.evaluation import backtest, score_backtest
+from forecaster.recalibration import (
+    MIN_POINTS,
+    SCALE_BOUNDS,
+    band_scale,
+    band_scale_from_frames,
+    required_scales,
+    rescale_band,
+)
+from forecaster.store.db import make_engine, upgrade
+from forecaster.store.repository import ForecastPoint, Store
+from forecaster.timeseries import read_series_csv, to_grid
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "nab"
+
+
+def test_required_scale_is_the_stretch_on_the_side_of_the_miss() -> None:
+    yhat = np.array([10.0, 10.0, 10.0, 10.0, 10.0])
+    lower = np.array([8.0, 8.0, 8.0, 8.0, 8.0])  # 2 below
+    upper = np.array([14.0, 14.0, 14.0, 14.0, 14.0])  # 4 above
+    actual = np.array([10.0, 12.0, 18.0, 7.0, np.nan])
+    np.testing.assert_allclose(required_scales(yhat, lower, upper, actual), [0.0, 0.5, 2.0, 1.5])
+
+
+def test_a_degenerate_band_needs_an_infinite_or_no_stretch() -> None:
+    flat = np.array([5.0, 5.0])
+    scales = required_scales(flat, flat, flat, np.array([5.0, 6.0]))
+    assert scales[0] == 0.0 and scales[1] > 1e6
+
+
+def test_band_scale_needs_enough_points_and_stays_in_bounds() -> None:
+    assert band_scale(np.full(MIN_POINTS - 1, 10.0), 90.0) == 1.0
+    assert band_scale(np.full(MIN_POINTS, 10.0), 90.0) == SCALE_BOUNDS[1]
+    assert band_scale(np.zeros(MIN_POINTS), 90.0) == SCALE_BOUNDS[0]
+    values = np.linspace(0.0, 2.0, 201)
+    assert band_scale(values, 90.0) == pytest.approx(1.8)
+    assert band_scale(np.array([np.inf] * MIN_POINTS), 90.0) == SCALE_BOUNDS[1]
+
+
+@given(
+    st.lists(st.floats(0, 1e3), min_size=1, max_size=20),
+    st.floats(0.5, 3.0),
+)
+def test_rescaled_bands_hold_yhat_and_scale_the_offsets(values: list[float], scale: float) -> None:
+    yhat = np.array(values)
+    lower, upper = yhat - 1.0, yhat + 2.0
+    new_lower, new_upper = rescale_band(yhat, lower, upper, scale)
+    assert np.all(new_lower <= yhat) and np.all(yhat <= new_upper)
+    np.testing.assert_allclose(new_upper - yhat, 2.0 * scale)
+    np.testing.assert_allclose(yhat - new_lower, 1.0 * scale)
+
+
+def test_a_nonnegative_band_stays_nonnegative() -> None:
+    yhat = np.array([1.0, 5.0])
+    lower, upper = rescale_band(yhat, np.array([0.0, 4.0]), np.array([2.0, 6.0]), 3.0)
+    np.testing.assert_allclose(lower, [0.0, 2.0])
+    np.testing.assert_allclose(upper, [4.0, 8.0])
+
+
+def _frame(origin: pd.Timestamp, n: int, actual: float) -> pd.DataFrame:
+    ds = pd.date_range(origin, periods=n, freq="5min")
+    return pd.DataFrame(
+        {"ds": ds, "yhat": 10.0, "yhat_lower": 9.0, "yhat_upper": 11.0, "y": actual}
+    )
+
+
+def test_band_scale_from_frames_uses_only_what_was_observed_before_the_origin() -> None:
+    t0 = pd.Timestamp("2026-01-05", tz="UTC")
+    origin = t0 + pd.Timedelta(hours=12)
+    inside = _frame(t0, 144, 10.5)  # ends at the origin: required scale 0.5
+    future = _frame(origin, 144, 1000.0)  # at and after the origin: never judged
+    assert band_scale_from_frames([inside, future], origin, 90.0) == pytest.approx(0.5)
+    # the latest forecast of a step judges it
+    later = _frame(t0, 144, 12.0)  # the same steps, missed by 2 (scale 2)
+    assert band_scale_from_frames([inside, later], origin, 90.0) == pytest.approx(2.0)
+    # only the last day counts
+    old = _frame(t0 - pd.Timedelta(days=3), 144, 1000.0)
+    assert band_scale_from_frames([old, inside], origin, 90.0) == pytest.approx(0.5)
+    assert band_scale_from_frames([], origin, 90.0) == 1.0
+
+
+def _noisier_later() -> pd.Series:
+    """A daily cycle whose noise triples after four days."""
+    rng = np.random.default_rng(7)
+    index = pd.date_range("2026-01-01", periods=8 * 288, freq="5min", tz="UTC")
+    phase = np.arange(len(index)) / 288 * 2 * np.pi
+    noise = rng.normal(0, 1.0, len(index))
+    noise[4 * 288 :] *= 3.0
+    return pd.Series(100 + 20 * np.sin(phase) + noise, index=index)
+
+
+def test_backtest_recalibration_recovers_coverage_after_the_noise_grows() -> None:
+    history = _noisier_later()
+    kwargs: dict[str, Any] = {"horizon": 12, "origins": 72, "stride": 12, "refit_every": 10**6}
+    plain = backtest(history, "seasonal_naive", **kwargs)
+    again = backtest(history, "seasonal_naive", recalibrate=False, **kwargs)
+    pd.testing.assert_frame_equal(plain, again)  # off by default for a single estimator
+    recal = backtest(history, "seasonal_naive", recalibrate=True, **kwargs)
+    first = plain["origin"] == plain["origin"].min()
+    pd.testing.assert_frame_equal(plain[first], recal[first])  # nothing judged yet
+    pd.testing.assert_series_equal(plain["yhat"], recal["yhat"])
+    late = plain["origin"] >= plain["origin"].max() - pd.Timedelta(hours=24)
+    cover_plain = score_backtest(plain[late], history)["coverage"]
+    cover_recal = score_backtest(recal[late], history)["coverage"]
+    assert cover_plain < 0.8
+    assert 0.85 <= cover_recal <= 0.97
+
+
+def test_backtest_recalibration_does_not_peek() -> None:
+    history = _noisier_later()
+    kwargs: dict[str, Any] = {
+        "horizon": 12,
+        "origins": 40,
+        "stride": 12,
+        "refit_every": 10**6,
+        "recalibrate": True,
+    }
+    frame = backtest(history, "seasonal_naive", **kwargs)
+    for origin in frame["origin"].unique()[-3:]:
+        altered = history.copy()
+        after = altered.index >= origin
+        altered[after] = altered[after] * 7.0 + 1000.0
+        again = backtest(altered, "seasonal_naive", **kwargs)
+        cols = ["ds", "yhat", "yhat_lower", "yhat_upper"]
+        mine = frame[frame["origin"] == origin].reset_index(drop=True)[cols]
+        theirs = again[again["origin"] == origin].reset_index(drop=True)[cols]
+        pd.testing.assert_frame_equal(mine, theirs)
+
+
+def test_auto_backtests_are_recalibrated_by_default() -> None:
+    """``model="auto"`` is what the service serves, publish job's recalibration included."""
+    series = to_grid(
+        read_series_csv(DATA / "realAWSCloudwatch" / "rds_cpu_utilization_e47b3b.csv"),
+        timedelta(minutes=5),
+    ).iloc[-6 * 288 :]
+    kwargs: dict[str, Any] = {"horizon": 12, "origins": 24, "stride": 12, "refit_every": 10**6}
+    from forecaster.estimators.base import create_estimator
+
+    def factory() -> Any:
+        return create_estimator("auto", candidates=("seasonal_naive",), horizon=12, n_jobs=1)
+
+    served = backtest(series, factory, model_name="auto", **kwargs)
+    plain = backtest(series, factory, model_name="auto", recalibrate=False, **kwargs)
+    pd.testing.assert_series_equal(served["yhat"], plain["yhat"])
+    assert not np.allclose(served["yhat_upper"], plain["yhat_upper"])
+
+
+# -- the publish job --------------------------------------------------------------------
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+STEP = timedelta(minutes=5)
+
+
+@dataclass
+class _Ctx:
+    store: Store
+    band_scales: dict[str, tuple[datetime, float]] = field(default_factory=dict)
+
+
+@pytest.fixture
+def ctx(db_url: str) -> Any:
+    engine = make_engine(DatabaseSettings(url=db_url))
+    upgrade(engine)
+    store = Store(engine)
+    store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=12)
+    yield _Ctx(store)
+    engine.dispose()
+
+
+def _publish_hourly(store: Store, hours: int) -> None:
+    for h in range(hours):
+        generated = T0 + timedelta(hours=h)
+        store.publish_forecast(
+            series="rps",
+            generated_at=generated,
+            origin=generated,
+            step_seconds=300,
+            level=90.0,
+            model_name="m",
+            model_version="1",
+            run_id="r",
+            points=[
+                ForecastPoint(
+                    step=i, ds=generated + i * STEP, yhat=10.0, yhat_lower=9.0, yhat_upper=11.0
+                )
+                for i in range(1, 13)
+            ],
+            band_scale=2.0,  # stored bands are 9..11; the estimator's were 9.5..10.5
+        )
+
+
+def _history(value: float, hours: int) -> pd.Series:
+    index = pd.date_range(T0, periods=hours * 12 + 1, freq="5min", tz="UTC")
+    return pd.Series(value, index=index, dtype=float)
+
+
+@pytest.mark.parametrize(("observed", "expected"), [(10.75, 1.5), (10.0, 0.5), (50.0, 3.0)])
+def test_publish_scales_the_band_by_the_last_days_misses(
+    ctx: Any, observed: float, expected: float
+) -> None:
+    from forecaster.jobs.publish import _band_scale
+
+    _publish_hourly(ctx.store, 12)
+    history = _history(observed, 12)
+    origin = history.index[-1].to_pydatetime()
+    assert _band_scale(ctx, "rps", history, origin) == pytest.approx(expected)
+
+
+def test_publish_scale_is_one_without_past_forecasts_and_cached_per_hour(ctx: Any) -> None:
+    from forecaster.jobs.publish import _band_scale
+
+    history = _history(50.0, 12)
+    origin = history.index[-1].to_pydatetime()
+    assert _band_scale(ctx, "rps", history, origin) == 1.0
+    _publish_hourly(ctx.store, 12)
+    assert _band_scale(ctx, "rps", history, origin) == 1.0  # same hour: cached
+    assert _band_scale(ctx, "rps", history, origin + timedelta(hours=1)) == 3.0
