@@ -4,7 +4,9 @@ Answers "what would predictive scaling have done?" before a forecast drives
 replicas (forecast-only mode). The last ``--days`` of the trace are replayed as
 production would run: the estimator is retrained once per day on the data up to
 that day's first decision, a forecast is published at every step from the data up
-to that step (production republishes every minute), and the replicas ready at step
+to that step (production republishes every minute; the band is stretched once an
+hour by how the forecasts of the last day fared, as the publish job does, see
+:mod:`forecaster.recalibration`), and the replicas ready at step
 ``t`` are decided at ``t - lead`` by
 
 * **predictive**: the production replica planner (stateful, asked every ``--poll``
@@ -52,6 +54,7 @@ from forecaster.consumers.planner import (
     interval_quantile,
 )
 from forecaster.errors import ForecasterError, InputDataError
+from forecaster.recalibration import band_scale_from_frames, rescale_band
 
 if TYPE_CHECKING:
     import numpy as np
@@ -226,6 +229,9 @@ def replay_forecasts(
         step_seconds=step_seconds,
     )
     estimator: Any = None
+    hourly: list[pd.DataFrame] = []  # the publish job's hourly forecasts, for recalibration
+    per_hour = max(1, int(timedelta(hours=1) / step.to_pytimedelta()))
+    scale = 1.0
     ticker: Any = decisions
     if progress:
         from tqdm import tqdm
@@ -248,13 +254,21 @@ def replay_forecasts(
         frame: FloatArray | None = None
         if estimator is not None:
             try:
+                if (b - first) % per_hour == 0:  # as the publish job: recalibrate hourly
+                    origin = series.index[b] + step
+                    scale = band_scale_from_frames(hourly, origin, LEVEL)
+                    ahead = estimator.predict(per_hour, history=history, level=LEVEL)
+                    later = values[b + 1 : b + 1 + per_hour]  # judged only once observed
+                    ahead["y"] = np.concatenate([later, np.full(per_hour - len(later), np.nan)])
+                    hourly = [*hourly[-30:], ahead]
                 forecast = estimator.predict(lead_steps, history=history, level=LEVEL)
-                frame = np.vstack(
-                    [
-                        forecast[c].to_numpy(dtype=float)
-                        for c in ("yhat", "yhat_lower", "yhat_upper")
-                    ]
+                lower, upper = rescale_band(
+                    forecast["yhat"].to_numpy(dtype=float),
+                    forecast["yhat_lower"].to_numpy(dtype=float),
+                    forecast["yhat_upper"].to_numpy(dtype=float),
+                    scale,
                 )
+                frame = np.vstack([forecast["yhat"].to_numpy(dtype=float), lower, upper])
             except (ForecasterError, ValueError) as exc:
                 replay.notes.append(f"{series.index[b].isoformat()}: forecast failed ({exc})")
         replay.frames.append(frame)

@@ -386,9 +386,7 @@ def test_hourly_forecast_points_take_the_first_publication_of_each_hour(store: S
     _publish_at(store, T0 + timedelta(minutes=10), n=24, yhat=99.0, half=1.0)
     # hour 1: first publication yhat 20
     _publish_at(store, T0 + timedelta(hours=1), n=24, yhat=20.0, half=3.0)
-    rows = store.hourly_forecast_points(
-        "rps", since=T0, until=T0 + timedelta(hours=1, minutes=30)
-    )
+    rows = store.hourly_forecast_points("rps", since=T0, until=T0 + timedelta(hours=1, minutes=30))
     assert [r[0] for r in rows] == [T0 + i * STEP for i in range(1, 19)]
     first_hour = [r for r in rows if r[0] <= T0 + timedelta(hours=1)]
     assert {r[1:] for r in first_hour} == {(10.0, 9.0, 11.0)}  # x2 undone, not the 99s
