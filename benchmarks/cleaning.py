@@ -73,6 +73,7 @@ def run(series: pd.Series, task: dict[str, Any], *, clean: bool) -> pd.DataFrame
         stride=task["stride"],
         refit_every=task["refit_every"],
         model_name="auto" if clean else "auto, clean=False",
+        recalibrate=True,  # both served as the service would (the band does not move yhat)
     )
 
 
