@@ -409,7 +409,10 @@ def calibrate_intervals(
         raise EstimatorError("cannot calibrate intervals: no out-of-sample actuals")
     resid = y[ok] - yhat[ok]
     if relative:
-        resid = resid / (np.abs(yhat[ok]) + floor)
+        scale = np.abs(yhat[ok]) + floor
+        # a scale of 0 (a series that is 0 throughout, with no floor) gets a band of 0
+        # width from bounds() whatever the offset; 0 keeps NaN out of the quantiles
+        resid = np.divide(resid, scale, out=np.zeros_like(resid), where=scale > 0)
     steps = steps[ok]
     by_step = [np.sort(resid[steps == s]) for s in range(1, horizon + 1)]
     counts = np.array([len(r) for r in by_step])

@@ -162,6 +162,18 @@ def test_conformal_calibration_covers():
     assert upper[-1] > upper[0]  # wider where errors are larger
 
 
+def test_relative_calibration_of_a_series_that_stays_zero():
+    """An error rate that is 0 throughout: relative residuals 0/0 must not become NaN
+    (a RuntimeWarning, and NaN offsets) but a band of zero width."""
+    horizon = 6
+    steps = np.tile(np.arange(1, horizon + 1), 20)
+    frame = pd.DataFrame({"step": steps, "yhat": 0.0, "y": 0.0})
+    calibration = calibrate_intervals(frame, horizon=horizon, relative=True, floor=0.0)
+    lower, upper = calibration.bounds(np.zeros(horizon), 90.0)
+    np.testing.assert_array_equal(lower, 0.0)
+    np.testing.assert_array_equal(upper, 0.0)
+
+
 def test_plot_backtest_writes_png(tmp_path):
     history = _nab("realAWSCloudwatch/elb_request_count_8c0756.csv", days=4)
     frame = backtest(history, "seasonal_naive", horizon=48, origins=2)
