@@ -77,7 +77,13 @@ def backtest_command(
     level: Annotated[
         float, typer.Option(min=1.0, max=99.9, help="Central interval level, percent.")
     ] = 90.0,
-    model: Annotated[str, typer.Option(help="Estimator name, or 'auto' (production).")] = "auto",
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Estimator name, or 'auto' (production: as served, its band recalibrated "
+            "by the earlier origins' misses of the last day, as the publish job does)."
+        ),
+    ] = "auto",
     plot: Annotated[Path | None, typer.Option(help="Also write a PNG of the backtest.")] = None,
     unit: Annotated[str, typer.Option(help="Unit of the values, for the plot.")] = "",
     n_jobs: Annotated[int, typer.Option(min=1, help="Threads for LightGBM.")] = 1,
