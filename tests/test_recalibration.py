@@ -58,7 +58,9 @@ def test_band_scale_needs_enough_points_and_stays_in_bounds() -> None:
     st.floats(0.5, 3.0),
 )
 def test_rescaled_bands_hold_yhat_and_scale_the_offsets(values: list[float], scale: float) -> None:
-    yhat = np.array(values)
+    # one lower bound below 0: not a nonnegative band, so nothing is clamped at 0
+    # (that case is the next test's)
+    yhat = np.array([*values, -5.0])
     lower, upper = yhat - 1.0, yhat + 2.0
     new_lower, new_upper = rescale_band(yhat, lower, upper, scale)
     assert np.all(new_lower <= yhat) and np.all(yhat <= new_upper)
