@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from forecaster.errors import EstimatorError, InputDataError
 from forecaster.estimators import DAY, WEEK, check_history, history_step, steps_in, z_value
-from forecaster.recalibration import band_scale_from_frames, rescale_band
+from forecaster.recalibration import band_scale_from_frames, rescale_frame
 
 if TYPE_CHECKING:
     import numpy as np
@@ -198,13 +198,7 @@ def backtest(
             if recalibrate:
                 scale = band_scale_from_frames(as_forecast, origin, level)
                 as_forecast.append(forecast)
-                lower, upper = rescale_band(
-                    forecast["yhat"].to_numpy(),
-                    forecast["yhat_lower"].to_numpy(),
-                    forecast["yhat_upper"].to_numpy(),
-                    scale,
-                )
-                forecast = forecast.assign(yhat_lower=lower, yhat_upper=upper)
+                forecast = rescale_frame(forecast, scale)
             frames.append(forecast)
             bar.update(1)
     finally:

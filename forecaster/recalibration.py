@@ -74,7 +74,7 @@ def band_scale(required: FloatArray, level: float) -> float:
     import numpy as np
 
     values = np.asarray(required, dtype=float)
-    values = values[np.isfinite(values) | (values > 0)]
+    values = values[~np.isnan(values)]
     if len(values) < MIN_POINTS:
         return 1.0
     low, high = SCALE_BOUNDS
@@ -100,6 +100,17 @@ def rescale_band(
     return new_lower, new_upper
 
 
+def rescale_frame(frame: pd.DataFrame, scale: float) -> pd.DataFrame:
+    """``frame`` (``yhat, yhat_lower, yhat_upper``) with its band stretched by ``scale``."""
+    lower, upper = rescale_band(
+        frame["yhat"].to_numpy(dtype=float),
+        frame["yhat_lower"].to_numpy(dtype=float),
+        frame["yhat_upper"].to_numpy(dtype=float),
+        scale,
+    )
+    return frame.assign(yhat_lower=lower, yhat_upper=upper)
+
+
 def band_scale_from_frames(
     earlier: Sequence[pd.DataFrame], origin: pd.Timestamp, level: float
 ) -> float:
@@ -116,10 +127,10 @@ def band_scale_from_frames(
         return 1.0
     since = origin - pd.Timedelta(WINDOW)
     recent = [f[(f["ds"] >= since) & (f["ds"] < origin)] for f in earlier[-400:]]
-    rows = pd.concat([r for r in recent if len(r)] or [earlier[-1].iloc[:0]])
-    if rows.empty:
+    recent = [r for r in recent if len(r)]
+    if not recent:
         return 1.0
-    rows = rows.drop_duplicates("ds", keep="last")
+    rows = pd.concat(recent).drop_duplicates("ds", keep="last")
     required = required_scales(
         rows["yhat"].to_numpy(),
         rows["yhat_lower"].to_numpy(),

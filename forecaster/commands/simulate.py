@@ -54,7 +54,7 @@ from forecaster.consumers.planner import (
     interval_quantile,
 )
 from forecaster.errors import ForecasterError, InputDataError
-from forecaster.recalibration import band_scale_from_frames, rescale_band
+from forecaster.recalibration import band_scale_from_frames, rescale_frame
 
 if TYPE_CHECKING:
     import numpy as np
@@ -261,14 +261,15 @@ def replay_forecasts(
                     later = values[b + 1 : b + 1 + per_hour]  # judged only once observed
                     ahead["y"] = np.concatenate([later, np.full(per_hour - len(later), np.nan)])
                     hourly = [*hourly[-30:], ahead]
-                forecast = estimator.predict(lead_steps, history=history, level=LEVEL)
-                lower, upper = rescale_band(
-                    forecast["yhat"].to_numpy(dtype=float),
-                    forecast["yhat_lower"].to_numpy(dtype=float),
-                    forecast["yhat_upper"].to_numpy(dtype=float),
-                    scale,
+                forecast = rescale_frame(
+                    estimator.predict(lead_steps, history=history, level=LEVEL), scale
                 )
-                frame = np.vstack([forecast["yhat"].to_numpy(dtype=float), lower, upper])
+                frame = np.vstack(
+                    [
+                        forecast[c].to_numpy(dtype=float)
+                        for c in ("yhat", "yhat_lower", "yhat_upper")
+                    ]
+                )
             except (ForecasterError, ValueError) as exc:
                 replay.notes.append(f"{series.index[b].isoformat()}: forecast failed ({exc})")
         replay.frames.append(frame)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from forecaster.errors import ForecastNotFound, InputDataError
 from forecaster.jobs.ingest import history_frame
-from forecaster.recalibration import WINDOW, band_scale, required_scales, rescale_band
+from forecaster.recalibration import WINDOW, band_scale, required_scales, rescale_frame
 from forecaster.store.repository import ForecastPoint
 
 if TYPE_CHECKING:
@@ -69,28 +69,22 @@ def publish_series(
     history = history_frame(ctx, name=name, step=spec.step, window=spec.history, now=now)
     if int(history.notna().sum()) == 0:
         raise InputDataError(f"series {name!r} has no observations in the last {spec.history}")
-    frame: Any = estimator.predict(spec.horizon_steps, history=history, level=LEVEL)
-    references = _reference_bands(estimator, spec, history, steps=len(frame))
     origin = history.dropna().index[-1].to_pydatetime()
     scale = _band_scale(ctx, name, history, origin)
-    lower, upper = rescale_band(
-        frame["yhat"].to_numpy(),
-        frame["yhat_lower"].to_numpy(),
-        frame["yhat_upper"].to_numpy(),
-        scale,
+    frame: Any = rescale_frame(
+        estimator.predict(spec.horizon_steps, history=history, level=LEVEL), scale
     )
+    references = _reference_bands(estimator, spec, history, steps=len(frame))
     points = [
         ForecastPoint(
             step=int(row.step),
             ds=row.ds.to_pydatetime(),
             yhat=float(row.yhat),
-            yhat_lower=min(float(lo), float(row.yhat)),
-            yhat_upper=max(float(hi), float(row.yhat)),
+            yhat_lower=float(row.yhat_lower),
+            yhat_upper=float(row.yhat_upper),
             reference=ref,
         )
-        for row, lo, hi, ref in zip(
-            frame.itertuples(index=False), lower, upper, references, strict=True
-        )
+        for row, ref in zip(frame.itertuples(index=False), references, strict=True)
     ]
     model_name = champion.estimator
     publication_id = ctx.store.publish_forecast(
