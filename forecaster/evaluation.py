@@ -27,7 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from forecaster.errors import EstimatorError, InputDataError
 from forecaster.estimators import DAY, WEEK, check_history, history_step, steps_in, z_value
-from forecaster.recalibration import band_scale_from_frames, rescale_frame
+from forecaster.recalibration import (
+    WINDOW,
+    band_scale_from_frames,
+    long_band_scale_from_frames,
+    rescale_frame,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,6 +47,7 @@ BACKTEST_COLUMNS = ("origin", "ds", "step", "yhat", "yhat_lower", "yhat_upper", 
 DEFAULT_HISTORY_WINDOW = timedelta(days=28)
 #: Levels (percent) whose conformal offsets are stored alongside the requested one.
 CALIBRATION_LEVELS = (50.0, 80.0, 90.0, 95.0, 99.0)
+HOUR = timedelta(hours=1)
 
 EstimatorFactory = Callable[[], "Estimator"]
 
@@ -180,10 +186,26 @@ def backtest(
     as_forecast: list[pd.DataFrame] = []  # the estimator's own bands, for recalibration
     estimator: Estimator | None = None
     fitted_at = -(10**18)
+    per_hour = steps_in(HOUR, step)
+    published = -(10**18)  # position of the latest (emulated) publication
     bar = tqdm(total=len(positions), disable=not progress, file=sys.stderr, unit="origin")
     try:
         for p in positions:
             train = series.iloc[max(0, p - window) : p]
+            if recalibrate and estimator is not None:
+                # Between origins more than an hour apart the service kept publishing
+                # hourly with the model then in force; those forecasts (not only this
+                # backtest's origins) are what its recalibration judges.
+                as_forecast += _hourly_publications(
+                    estimator,
+                    series,
+                    start=max(published + per_hour, fitted_at, p - steps_in(WINDOW, step)),
+                    end=p,
+                    every=per_hour,
+                    horizon=horizon,
+                    window=window,
+                    level=level,
+                )
             if estimator is None or refit_every is None or p - fitted_at >= refit_every:
                 estimator = factory()
                 estimator.fit(train)
@@ -197,8 +219,10 @@ def backtest(
             )
             if recalibrate:
                 scale = band_scale_from_frames(as_forecast, origin, level)
+                long_scale = long_band_scale_from_frames(as_forecast, origin, level, step)
                 as_forecast.append(forecast)
-                forecast = rescale_frame(forecast, scale)
+                published = p
+                forecast = rescale_frame(forecast, scale, long_scale=long_scale, step=step)
             frames.append(forecast)
             bar.update(1)
     finally:
@@ -206,6 +230,35 @@ def backtest(
     out = pd.concat(frames, ignore_index=True)
     out["step"] = out["step"].astype(np.int64)
     return out[[*BACKTEST_COLUMNS, "y"]]
+
+
+def _hourly_publications(
+    estimator: Estimator,
+    series: pd.Series,
+    *,
+    start: int,
+    end: int,
+    every: int,
+    horizon: int,
+    window: int,
+    level: float,
+) -> list[pd.DataFrame]:
+    """Forecasts from the positions ``end - k * every`` in ``[start, end)``: the
+    publications the service made between two backtest origins, each from the data
+    before it, up to ``horizon`` steps but not past ``end`` (only what was observed
+    by then is judged), with actuals in ``y`` for the recalibration."""
+    import numpy as np
+
+    values = series.to_numpy(dtype=float)
+    out = []
+    first = end - every * ((end - max(start, 0)) // every)
+    for h in range(max(first, every), end, every):
+        ahead = min(horizon, end - h)
+        forecast = estimator.predict(
+            ahead, history=series.iloc[max(0, h - window) : h], level=level
+        )
+        out.append(forecast.assign(y=np.asarray(values[h : h + ahead], dtype=float)))
+    return out
 
 
 def naive_scale(values: FloatArray, end: int, *, window: int, season: int) -> float:

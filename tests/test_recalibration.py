@@ -145,6 +145,67 @@ def test_backtest_recalibration_does_not_peek() -> None:
         pd.testing.assert_frame_equal(mine, theirs)
 
 
+class _Recording:
+    """A seasonal naive that records each forecast's history end and horizon."""
+
+    def __init__(self, calls: list[tuple[pd.Timestamp, int]]) -> None:
+        from forecaster.estimators.naive import SeasonalNaive
+
+        self.inner = SeasonalNaive()
+        self.name = "recording"
+        self.calls = calls
+
+    def fit(self, history: pd.Series) -> _Recording:
+        self.inner.fit(history)
+        return self
+
+    def predict(self, horizon: int, *, history: pd.Series, level: float) -> pd.DataFrame:
+        self.calls.append((history.index[-1], horizon))
+        return self.inner.predict(horizon, history=history, level=level)
+
+
+def test_day_ahead_backtest_judges_the_hourly_publications_between_origins() -> None:
+    """The service publishes every hour between daily origins; its recalibration judges
+    those forecasts, so a backtest with daily origins emulates them (from the data
+    before each hour, with the model then in force) instead of judging its origins."""
+    history = _noisier_later()
+    calls: list[tuple[pd.Timestamp, int]] = []
+    kwargs: dict[str, Any] = {"horizon": 288, "origins": 3, "stride": 288, "refit_every": 288}
+    frame = backtest(history, lambda: _Recording(calls), model_name="x", recalibrate=True, **kwargs)
+    origins = sorted(frame["origin"].unique())
+    step = pd.Timedelta(minutes=5)
+    hourly = [(end + step, h) for end, h in calls if end + step not in set(origins)]
+    # 23 publications between each pair of origins, one per hour after the earlier one,
+    # each forecasting up to the later origin (what was observed by then)
+    assert len(hourly) == 2 * 23
+    for earlier, later in zip(origins, origins[1:], strict=False):
+        between = sorted(made for made, _ in hourly if earlier < made < later)
+        hours = pd.date_range(earlier + pd.Timedelta(hours=1), later, freq="1h")[:-1]
+        assert between == list(hours)
+        assert all(h == (later - made) // step for made, h in hourly if earlier < made < later)
+    plain = backtest(history, "seasonal_naive", recalibrate=False, **kwargs)
+    pd.testing.assert_series_equal(plain["yhat"], frame["yhat"])
+    last_plain = plain[plain["origin"] == origins[-1]]
+    last_recal = frame[frame["origin"] == origins[-1]]
+    ratio = (last_recal["yhat_upper"] - last_recal["yhat"]).to_numpy() / (
+        last_plain["yhat_upper"] - last_plain["yhat"]
+    ).to_numpy()
+    # the first hour of lead is stretched by the short scale, the rest by the long one
+    short, long = ratio[0], ratio[12]
+    np.testing.assert_allclose(ratio[:12], short)
+    np.testing.assert_allclose(ratio[12:], long)
+    assert not np.isclose(short, long)
+    # no peeking: what happens from an origin on does not move that origin's forecast
+    altered = history.copy()
+    after = altered.index >= origins[-1]
+    altered[after] = altered[after] * 7.0 + 1000.0
+    again = backtest(altered, "seasonal_naive", recalibrate=True, **kwargs)
+    cols = ["ds", "yhat", "yhat_lower", "yhat_upper"]
+    last = frame[frame["origin"] == origins[-1]].reset_index(drop=True)[cols]
+    theirs = again[again["origin"] == origins[-1]].reset_index(drop=True)[cols]
+    pd.testing.assert_frame_equal(last, theirs)
+
+
 def test_auto_backtests_are_recalibrated_by_default() -> None:
     """``model="auto"`` is what the service serves, publish job's recalibration included."""
     series = to_grid(
@@ -172,7 +233,7 @@ STEP = timedelta(minutes=5)
 @dataclass
 class _Ctx:
     store: Store
-    band_scales: dict[str, tuple[datetime, float]] = field(default_factory=dict)
+    band_scales: dict[str, tuple[datetime, tuple[float, float]]] = field(default_factory=dict)
 
 
 @pytest.fixture
@@ -185,7 +246,10 @@ def ctx(db_url: str) -> Any:
     engine.dispose()
 
 
-def _publish_hourly(store: Store, hours: int) -> None:
+def _publish_hourly(store: Store, hours: int, steps: int = 12) -> None:
+    """Hourly forecasts of ``steps`` steps: yhat 10 with the estimator's band 9.5..10.5
+    stretched by 2 over the first hour of lead; beyond it yhat 10.5 with 10..11
+    stretched by 4."""
     for h in range(hours):
         generated = T0 + timedelta(hours=h)
         store.publish_forecast(
@@ -201,9 +265,14 @@ def _publish_hourly(store: Store, hours: int) -> None:
                 ForecastPoint(
                     step=i, ds=generated + i * STEP, yhat=10.0, yhat_lower=9.0, yhat_upper=11.0
                 )
-                for i in range(1, 13)
+                if i <= 12
+                else ForecastPoint(
+                    step=i, ds=generated + i * STEP, yhat=10.5, yhat_lower=8.5, yhat_upper=12.5
+                )
+                for i in range(1, steps + 1)
             ],
-            band_scale=2.0,  # stored bands are 9..11; the estimator's were 9.5..10.5
+            band_scale=2.0,
+            band_scale_long=4.0,
         )
 
 
@@ -221,7 +290,24 @@ def test_publish_scales_the_band_by_the_last_days_misses(
     _publish_hourly(ctx.store, 12)
     history = _history(observed, 12)
     origin = history.index[-1].to_pydatetime()
-    assert _band_scale(ctx, "rps", history, origin) == pytest.approx(expected)
+    # no forecast beyond an hour of lead was made: the long scale stays 1
+    assert _band_scale(ctx, "rps", history, origin) == pytest.approx((expected, 1.0))
+
+
+def test_publish_scales_leads_beyond_an_hour_by_their_own_misses(ctx: Any) -> None:
+    """Observed 10.75: the short forecasts (10, band +-0.5) needed 1.5, the longer ones
+    (10.5, band +-0.5) 0.5; each scale undoes its own stored stretch (2 and 4)."""
+    from forecaster.jobs.publish import _band_scale
+
+    _publish_hourly(ctx.store, 12, steps=36)
+    history = _history(10.75, 12)
+    origin = history.index[-1].to_pydatetime()
+    assert _band_scale(ctx, "rps", history, origin) == pytest.approx((1.5, 0.5))
+    long_rows = ctx.store.long_lead_forecast_points("rps", since=T0, until=origin)
+    assert len(long_rows) > 60
+    assert {(r[1], r[2], r[3]) for r in long_rows} == {(10.5, 10.0, 11.0)}
+    short_rows = ctx.store.hourly_forecast_points("rps", since=T0, until=origin)
+    assert {(r[1], r[2], r[3]) for r in short_rows} == {(10.0, 9.5, 10.5)}
 
 
 def test_publish_scale_is_one_without_past_forecasts_and_cached_per_hour(ctx: Any) -> None:
@@ -229,7 +315,7 @@ def test_publish_scale_is_one_without_past_forecasts_and_cached_per_hour(ctx: An
 
     history = _history(50.0, 12)
     origin = history.index[-1].to_pydatetime()
-    assert _band_scale(ctx, "rps", history, origin) == 1.0
+    assert _band_scale(ctx, "rps", history, origin) == (1.0, 1.0)
     _publish_hourly(ctx.store, 12)
-    assert _band_scale(ctx, "rps", history, origin) == 1.0  # same hour: cached
-    assert _band_scale(ctx, "rps", history, origin + timedelta(hours=1)) == 3.0
+    assert _band_scale(ctx, "rps", history, origin) == (1.0, 1.0)  # same hour: cached
+    assert _band_scale(ctx, "rps", history, origin + timedelta(hours=1)) == (3.0, 1.0)

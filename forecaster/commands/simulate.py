@@ -54,7 +54,11 @@ from forecaster.consumers.planner import (
     interval_quantile,
 )
 from forecaster.errors import ForecasterError, InputDataError
-from forecaster.recalibration import band_scale_from_frames, rescale_frame
+from forecaster.recalibration import (
+    band_scale_from_frames,
+    long_band_scale_from_frames,
+    rescale_frame,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -231,7 +235,9 @@ def replay_forecasts(
     estimator: Any = None
     hourly: list[pd.DataFrame] = []  # the publish job's hourly forecasts, for recalibration
     per_hour = max(1, int(timedelta(hours=1) / step.to_pytimedelta()))
-    scale = 1.0
+    grid = step.to_pytimedelta()
+    published = max(per_hour, lead_steps)  # the hourly forecasts reach the lead time
+    scale = long_scale = 1.0
     ticker: Any = decisions
     if progress:
         from tqdm import tqdm
@@ -257,12 +263,16 @@ def replay_forecasts(
                 if (b - first) % per_hour == 0:  # as the publish job: recalibrate hourly
                     origin = series.index[b] + step
                     scale = band_scale_from_frames(hourly, origin, LEVEL)
-                    ahead = estimator.predict(per_hour, history=history, level=LEVEL)
-                    later = values[b + 1 : b + 1 + per_hour]  # judged only once observed
-                    ahead["y"] = np.concatenate([later, np.full(per_hour - len(later), np.nan)])
+                    long_scale = long_band_scale_from_frames(hourly, origin, LEVEL, grid)
+                    ahead = estimator.predict(published, history=history, level=LEVEL)
+                    later = values[b + 1 : b + 1 + published]  # judged only once observed
+                    ahead["y"] = np.concatenate([later, np.full(published - len(later), np.nan)])
                     hourly = [*hourly[-30:], ahead]
                 forecast = rescale_frame(
-                    estimator.predict(lead_steps, history=history, level=LEVEL), scale
+                    estimator.predict(lead_steps, history=history, level=LEVEL),
+                    scale,
+                    long_scale=long_scale,
+                    step=grid,
                 )
                 frame = np.vstack(
                     [

@@ -29,8 +29,8 @@ class JobContext:
     #: series name -> (training id, loaded champion): one model per series, replaced
     #: when a new champion is trained, so memory does not grow with training cycles.
     estimator_cache: dict[str, tuple[int, Any]] = field(default_factory=dict)
-    #: series name -> (clock hour, band scale) of the publish job's recalibration.
-    band_scales: dict[str, tuple[datetime, float]] = field(default_factory=dict)
+    #: series name -> (clock hour, (short, long) band scales) of the publish job's recalibration.
+    band_scales: dict[str, tuple[datetime, tuple[float, float]]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: Settings, spec: PipelineSpec | None = None) -> JobContext:

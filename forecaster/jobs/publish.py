@@ -70,9 +70,12 @@ def publish_series(
     if int(history.notna().sum()) == 0:
         raise InputDataError(f"series {name!r} has no observations in the last {spec.history}")
     origin = history.dropna().index[-1].to_pydatetime()
-    scale = _band_scale(ctx, name, history, origin)
+    scale, long_scale = _band_scale(ctx, name, history, origin)
     frame: Any = rescale_frame(
-        estimator.predict(spec.horizon_steps, history=history, level=LEVEL), scale
+        estimator.predict(spec.horizon_steps, history=history, level=LEVEL),
+        scale,
+        long_scale=long_scale,
+        step=spec.step,
     )
     references = _reference_bands(estimator, spec, history, steps=len(frame))
     points = [
@@ -98,6 +101,7 @@ def publish_series(
         run_id=champion.run_id,
         points=points,
         band_scale=scale,
+        band_scale_long=long_scale,
     )
     return PublishResult(
         series=name,
@@ -109,30 +113,39 @@ def publish_series(
     )
 
 
-def _band_scale(ctx: JobContext, name: str, history: Any, origin: datetime) -> float:
-    """The band's stretch factor from the last day's hourly forecasts against ``history``.
+def _band_scale(ctx: JobContext, name: str, history: Any, origin: datetime) -> tuple[float, float]:
+    """The band's stretch factors from the last day's hourly forecasts against ``history``.
 
-    Cached per series for the clock hour of ``origin``: the hourly forecasts that set
-    it change once an hour.
+    The short one (leads up to :data:`~forecaster.recalibration.SHORT_LEAD`) judges
+    each observation against the latest hourly forecast before it, the long one
+    against every hourly forecast made for it more than that before. Cached per
+    series for the clock hour of ``origin``: the hourly forecasts that set them change
+    once an hour.
     """
     hour = origin.replace(minute=0, second=0, microsecond=0)
     cached = ctx.band_scales.get(name)
     if cached is not None and cached[0] == hour:
         return cached[1]
-    rows = ctx.store.hourly_forecast_points(name, since=origin - WINDOW, until=origin)
-    scale = 1.0
-    if rows:
-        import numpy as np
-        import pandas as pd
+    since = origin - WINDOW
+    short = _scale_of(ctx.store.hourly_forecast_points(name, since=since, until=origin), history)
+    long = _scale_of(ctx.store.long_lead_forecast_points(name, since=since, until=origin), history)
+    ctx.band_scales[name] = (hour, (short, long))
+    log.debug("band scales of %s: %.3f (short), %.3f (long)", name, short, long)
+    return short, long
 
-        ds = pd.DatetimeIndex([r[0] for r in rows])
-        ds = ds.tz_localize("UTC") if ds.tz is None else ds.tz_convert("UTC")
-        actual = history.reindex(ds).to_numpy(dtype=float)
-        yhat, lower, upper = (np.array([r[i] for r in rows], dtype=float) for i in (1, 2, 3))
-        scale = band_scale(required_scales(yhat, lower, upper, actual), LEVEL)
-    ctx.band_scales[name] = (hour, scale)
-    log.debug("band scale of %s: %.3f from %d past forecast steps", name, scale, len(rows))
-    return scale
+
+def _scale_of(rows: list[tuple[datetime, float, float, float]], history: Any) -> float:
+    """:func:`~forecaster.recalibration.band_scale` of past forecast rows against ``history``."""
+    if not rows:
+        return 1.0
+    import numpy as np
+    import pandas as pd
+
+    ds = pd.DatetimeIndex([r[0] for r in rows])
+    ds = ds.tz_localize("UTC") if ds.tz is None else ds.tz_convert("UTC")
+    actual = history.reindex(ds).to_numpy(dtype=float)
+    yhat, lower, upper = (np.array([r[i] for r in rows], dtype=float) for i in (1, 2, 3))
+    return band_scale(required_scales(yhat, lower, upper, actual), LEVEL)
 
 
 def _reference_bands(

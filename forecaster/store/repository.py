@@ -16,6 +16,7 @@ from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound, StoreError
+from forecaster.recalibration import SHORT_LEAD
 from forecaster.store.tables import (
     SERIES_NAME_MAX,
     champions_table,
@@ -84,6 +85,8 @@ class PublishedForecast:
     points: list[ForecastPoint] = field(default_factory=list)
     #: The factor the served band was stretched by around ``yhat`` (1: as calibrated).
     band_scale: float = 1.0
+    #: The factor for steps beyond an hour of lead (:data:`~forecaster.recalibration.SHORT_LEAD`).
+    band_scale_long: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,7 @@ class Store:
         run_id: str,
         points: Sequence[ForecastPoint],
         band_scale: float = 1.0,
+        band_scale_long: float | None = None,
         keep_recent: timedelta = timedelta(hours=2),
         keep_hourly: timedelta = timedelta(days=2),
     ) -> int:
@@ -331,17 +335,20 @@ class Store:
         publications are thinned: all of the last ``keep_recent``, then the first of
         each hour up to ``keep_hourly``, nothing older. ``band_scale`` records how far
         the served band was stretched (:mod:`forecaster.recalibration`), so the
-        estimator's own band can be recovered.
+        estimator's own band can be recovered; ``band_scale_long`` the factor of the
+        steps beyond an hour of lead (default: ``band_scale``).
 
         Returns:
             The publication id.
         """
         if not points:
             raise InputDataError(f"refusing to publish an empty forecast for {series!r}")
-        if not (math.isfinite(band_scale) and band_scale > 0):
-            raise InputDataError(
-                f"forecast for {series!r}: band_scale must be a positive number, got {band_scale!r}"
-            )
+        band_scale_long = band_scale if band_scale_long is None else band_scale_long
+        for what, factor in (("band_scale", band_scale), ("band_scale_long", band_scale_long)):
+            if not (math.isfinite(factor) and factor > 0):
+                raise InputDataError(
+                    f"forecast for {series!r}: {what} must be a positive number, got {factor!r}"
+                )
         for p in points:
             bands = [("", (p.yhat, p.yhat_lower, p.yhat_upper))]
             if p.reference is not None:
@@ -372,6 +379,7 @@ class Store:
                         model_version=str(model_version),
                         run_id=run_id,
                         band_scale=float(band_scale),
+                        band_scale_long=float(band_scale_long),
                     )
                 )
                 publication_id = int(result.inserted_primary_key[0])  # type: ignore[index]
@@ -482,10 +490,54 @@ class Store:
     ) -> list[tuple[datetime, float, float, float]]:
         """``(ds, yhat, lower, upper)`` for each forecast step in ``[since, until]``, as
         the most recent hourly publication before it forecast it, with the band the
-        estimator gave (the publication's ``band_scale`` undone).
+        estimator gave (the publication's band scale undone).
 
         "Hourly publication": the first kept publication of each clock hour (the store
         keeps those for two days). Steps no such publication covers are left out.
+        """
+        hourly, rows = self._hourly_rows(name, since=since, until=until, back=timedelta(hours=2))
+        # publication i judges the steps after it and up to the next hourly one
+        following = {
+            pub_id: hourly[i + 1][1] if i + 1 < len(hourly) else None
+            for i, (pub_id, *_rest) in enumerate(hourly)
+        }
+        out: list[tuple[datetime, float, float, float]] = []
+        for pub_id, generated, ds, yhat, lower, upper, scale, _ in rows:
+            after = following[pub_id]
+            if ds <= generated or (after is not None and ds > after):
+                continue
+            out.append((ds, yhat, yhat - (yhat - lower) / scale, yhat + (upper - yhat) / scale))
+        out.sort(key=lambda r: r[0])
+        return out
+
+    def long_lead_forecast_points(
+        self, name: str, *, since: datetime, until: datetime
+    ) -> list[tuple[datetime, float, float, float]]:
+        """``(ds, yhat, lower, upper)`` of every hourly publication's forecast steps in
+        ``[since, until]`` with a lead beyond :data:`~forecaster.recalibration.SHORT_LEAD`
+        (steps forecast by several publications appear once per publication), with the
+        band the estimator gave (the long band scale undone)."""
+        _, rows = self._hourly_rows(name, since=since, until=until, back=timedelta(days=2))
+        out = [
+            (ds, yhat, yhat - (yhat - lower) / scale, yhat + (upper - yhat) / scale)
+            for *_, ds, yhat, lower, upper, scale, is_long in rows
+            if is_long
+        ]
+        out.sort(key=lambda r: r[0])
+        return out
+
+    def _hourly_rows(
+        self, name: str, *, since: datetime, until: datetime, back: timedelta
+    ) -> tuple[
+        list[tuple[int, datetime]],
+        list[tuple[int, datetime, datetime, float, float, float, float, bool]],
+    ]:
+        """The hourly publications generated in ``[since - back, until]`` (oldest first,
+        ``(id, generated_at)``) and their forecast steps with ``ds`` in ``[since, until]``
+        as ``(publication id, generated_at, ds, yhat, lower, upper, band scale of the
+        step, lead beyond SHORT_LEAD)``: the short scale for leads up to
+        :data:`~forecaster.recalibration.SHORT_LEAD`, then the long one (older
+        publications, without a long scale, used the short throughout).
         """
         info = self.series(name)
         start, end = _utc(since), _utc(until)
@@ -495,24 +547,29 @@ class Store:
                     select(
                         publications_table.c.id,
                         publications_table.c.generated_at,
+                        publications_table.c.step_seconds,
                         publications_table.c.band_scale,
+                        publications_table.c.band_scale_long,
                     )
                     .where(publications_table.c.series_id == info.id)
-                    .where(publications_table.c.generated_at >= start - timedelta(hours=2))
+                    .where(publications_table.c.generated_at >= start - back)
                     .where(publications_table.c.generated_at <= end)
                     .order_by(publications_table.c.generated_at)
                 ).all()
-                hourly: list[tuple[int, datetime, float]] = []
-                for pub_id, generated, scale in pubs:
+                hourly: list[tuple[int, datetime, int, float, float]] = []
+                for pub_id, generated, step_seconds, short, long in pubs:
                     hour = generated.replace(minute=0, second=0, microsecond=0)
                     if hourly and hourly[-1][1].replace(minute=0, second=0, microsecond=0) == hour:
                         continue
-                    hourly.append((int(pub_id), generated, 1.0 if scale is None else float(scale)))
+                    short = 1.0 if short is None else float(short)
+                    long = short if long is None else float(long)
+                    hourly.append((int(pub_id), generated, int(step_seconds), short, long))
                 if not hourly:
-                    return []
+                    return [], []
                 rows = conn.execute(
                     select(
                         forecast_points_table.c.publication_id,
+                        forecast_points_table.c.step,
                         forecast_points_table.c.ds,
                         forecast_points_table.c.yhat,
                         forecast_points_table.c.yhat_lower,
@@ -524,19 +581,15 @@ class Store:
                 ).all()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the past forecasts of {name!r}: {exc}") from exc
-        # publication i judges the steps after it and up to the next hourly one
-        until_next = {
-            pub_id: (generated, hourly[i + 1][1] if i + 1 < len(hourly) else None, scale)
-            for i, (pub_id, generated, scale) in enumerate(hourly)
-        }
-        out: list[tuple[datetime, float, float, float]] = []
-        for pub_id, ds, yhat, lower, upper in rows:
-            generated, following, scale = until_next[int(pub_id)]
-            if ds <= generated or (following is not None and ds > following):
-                continue
-            out.append((ds, yhat, yhat - (yhat - lower) / scale, yhat + (upper - yhat) / scale))
-        out.sort(key=lambda r: r[0])
-        return out
+        by_id = {h[0]: h for h in hourly}
+        out = []
+        for pub_id, step, ds, yhat, lower, upper in rows:
+            _, generated, step_seconds, short, long = by_id[int(pub_id)]
+            lead = timedelta(seconds=int(step) * step_seconds)
+            is_long = lead > SHORT_LEAD
+            scale = long if is_long else short
+            out.append((int(pub_id), generated, ds, yhat, lower, upper, scale, is_long))
+        return [(h[0], h[1]) for h in hourly], out
 
     @staticmethod
     def _load_publication(conn: Connection, name: str, publication_id: int) -> PublishedForecast:
@@ -547,6 +600,8 @@ class Store:
             .mappings()
             .one()
         )
+        short = 1.0 if pub["band_scale"] is None else float(pub["band_scale"])
+        long = pub["band_scale_long"]
         points = [
             ForecastPoint(
                 step=r[0],
@@ -582,7 +637,8 @@ class Store:
             model_version=pub["model_version"],
             run_id=pub["run_id"],
             points=points,
-            band_scale=1.0 if pub["band_scale"] is None else float(pub["band_scale"]),
+            band_scale=short,
+            band_scale_long=short if long is None else float(long),
         )
 
     # -- trainings and champions ------------------------------------------------------

@@ -101,6 +101,7 @@ publications_table = Table(
     Column("run_id", String(64), nullable=False),
     # the factor the served band was stretched by (forecaster.recalibration); NULL = 1
     Column("band_scale", Float, nullable=True),
+    Column("band_scale_long", Float, nullable=True),
     Index("ix_publications_series_generated", "series_id", "generated_at"),
 )
 

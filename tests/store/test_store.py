@@ -351,15 +351,25 @@ def test_non_finite_metrics_are_stored_as_null_on_every_database(store: Store) -
 
 
 def _publish_at(
-    store: Store, generated: datetime, *, n: int, yhat: float, half: float, scale: float = 1.0
+    store: Store,
+    generated: datetime,
+    *,
+    n: int,
+    yhat: float,
+    half: float,
+    scale: float = 1.0,
+    long_scale: float | None = None,
 ) -> int:
+    def stretch(i: int) -> float:  # steps beyond an hour (12 x 5 min): the long scale
+        return long_scale if long_scale is not None and i > 12 else scale
+
     points = [
         ForecastPoint(
             step=i,
             ds=generated + i * STEP,
             yhat=yhat,
-            yhat_lower=yhat - half * scale,
-            yhat_upper=yhat + half * scale,
+            yhat_lower=yhat - half * stretch(i),
+            yhat_upper=yhat + half * stretch(i),
         )
         for i in range(1, n + 1)
     ]
@@ -374,6 +384,7 @@ def _publish_at(
         run_id="r",
         points=points,
         band_scale=scale,
+        band_scale_long=long_scale,
     )
 
 
@@ -402,3 +413,31 @@ def test_publish_records_the_band_scale_and_refuses_a_bad_one(store: Store) -> N
         with pytest.raises(InputDataError, match="band_scale must be a positive number"):
             _publish_at(store, T0 + STEP, n=3, yhat=5.0, half=1.0, scale=bad)
     assert store.latest_forecast("rps").band_scale == 1.5  # nothing written
+    assert store.latest_forecast("rps").band_scale_long == 1.5  # default: the short one
+    _publish_at(store, T0 + STEP, n=3, yhat=5.0, half=1.0, scale=1.5, long_scale=0.7)
+    assert store.latest_forecast("rps").band_scale_long == 0.7
+    for bad in (0.0, float("nan"), float("inf")):
+        with pytest.raises(InputDataError, match="band_scale_long must be a positive number"):
+            _publish_at(store, T0 + 2 * STEP, n=3, yhat=5.0, half=1.0, long_scale=bad)
+
+
+def test_long_lead_forecast_points_are_every_hourly_forecast_beyond_an_hour(
+    store: Store,
+) -> None:
+    """Steps more than an hour after their publication, from every hourly publication
+    (not only the latest), with the long band scale undone."""
+    store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=36)
+    _publish_at(store, T0, n=36, yhat=10.0, half=1.0, scale=2.0, long_scale=4.0)
+    _publish_at(store, T0 + timedelta(minutes=10), n=36, yhat=99.0, half=1.0)  # not hourly
+    _publish_at(store, T0 + timedelta(hours=1), n=36, yhat=20.0, half=3.0, scale=5.0)
+    until = T0 + timedelta(hours=4)
+    rows = store.long_lead_forecast_points("rps", since=T0, until=until)
+    first = [r for r in rows if r[1] == 10.0]
+    second = [r for r in rows if r[1] == 20.0]
+    assert len(rows) == len(first) + len(second) == 24 + 24
+    assert [r[0] for r in first] == [T0 + i * STEP for i in range(13, 37)]
+    # long scale 4 undone (stored half 4 -> 1); the second: no long scale given, so 5
+    assert {r[1:] for r in first} == {(10.0, 9.0, 11.0)}
+    assert {r[1:] for r in second} == {(20.0, 17.0, 23.0)}
+    later = store.long_lead_forecast_points("rps", since=T0 + timedelta(hours=3), until=until)
+    assert {r[1] for r in later} == {10.0, 20.0}  # ds filter, not publication time
