@@ -97,6 +97,23 @@ def test_band_scale_from_frames_uses_only_what_was_observed_before_the_origin() 
     assert band_scale_from_frames([], origin, 90.0) == 1.0
 
 
+def test_rescale_frame_stretches_leads_beyond_an_hour_by_the_long_scale() -> None:
+    from forecaster.recalibration import rescale_frame
+
+    frame = pd.DataFrame(
+        {"step": np.arange(1, 25), "yhat": 10.0, "yhat_lower": 9.0, "yhat_upper": 12.0}
+    )
+    out = rescale_frame(frame, 2.0, long_scale=0.5, step=timedelta(minutes=5))
+    np.testing.assert_allclose(out["yhat_upper"], [14.0] * 12 + [11.0] * 12)
+    np.testing.assert_allclose(out["yhat_lower"], [8.0] * 12 + [9.5] * 12)
+    hourly = rescale_frame(frame, 2.0, long_scale=0.5, step=timedelta(hours=1))
+    np.testing.assert_allclose(hourly["yhat_upper"], [14.0] + [11.0] * 23)
+    same = rescale_frame(frame, 2.0)  # one scale for every step
+    np.testing.assert_allclose(same["yhat_upper"], 14.0)
+    with pytest.raises(ValueError, match="needs the grid step"):
+        rescale_frame(frame, 2.0, long_scale=0.5)
+
+
 def _noisier_later() -> pd.Series:
     """A daily cycle whose noise triples after four days."""
     rng = np.random.default_rng(7)
