@@ -19,10 +19,17 @@ last day actually fared:
 Only what was observed before the forecast is used. The publish job judges each
 observation against the forecast of the most recent hourly publication before it;
 :func:`forecaster.evaluation.backtest` against its own earlier origins' forecasts
-(:func:`band_scale_from_frames`). Measured with ``forecaster backtest`` hour-ahead
-(168 hourly origins) before this was built: rds_cpu_e47b3b coverage 80.5 -> 88.6 %,
-ec2_network_in 96.1 -> 93.1 % with the band 47 % narrower, tweets_amzn 94.1 -> 89.9 %;
-day-ahead rds_cpu 69.3 -> 86.8 %, tweets_amzn 96.0 -> 90.6 %.
+and, between origins more than an hour apart, the hourly forecasts the service would
+have published (:func:`band_scale_from_frames`). That *short* scale stretches the
+first hour of lead (:data:`SHORT_LEAD`); longer leads get a *long* scale judged the
+same way against every forecast made for each observation more than an hour before
+it (:func:`long_band_scale_from_frames`; the publish job reads those from
+:meth:`~forecaster.store.repository.Store.long_lead_forecast_points`).
+
+Measured with ``forecaster backtest`` hour-ahead (168 hourly origins) before this
+was built: rds_cpu_e47b3b coverage 80.5 -> 88.6 %, ec2_network_in 96.1 -> 93.1 % with
+the band 47 % narrower, tweets_amzn 94.1 -> 89.9 %. Day-ahead coverage with the
+lead-aware scales: docs/accuracy.md (2026-11-29).
 
 The regression detector's reference band is not rescaled: a lasting regression
 would otherwise widen the band it is judged against until it no longer stands out.
