@@ -327,6 +327,21 @@ def test_publish_scales_leads_beyond_an_hour_by_their_own_misses(ctx: Any) -> No
     assert {(r[1], r[2], r[3]) for r in short_rows} == {(10.0, 9.5, 10.5)}
 
 
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)))
+def test_band_scale_periods_are_hours_offset_per_series(moment: datetime) -> None:
+    """Each series recomputes its scales once an hour, at its own minute of the hour."""
+    from forecaster.jobs.publish import _scale_period
+
+    moment = moment.replace(tzinfo=UTC)
+    for name in ("rps", "checkout_rps", 'rps_by_route{route="/pay"}'):
+        start = _scale_period(name, moment)
+        assert start <= moment < start + timedelta(hours=1)
+        assert _scale_period(name, start) == start
+        assert _scale_period(name, start + timedelta(hours=1)) == start + timedelta(hours=1)
+    offsets = {_scale_period(f"s{i}", moment).minute for i in range(200)}
+    assert len(offsets) > 30  # spread over the hour, not all at its top
+
+
 def test_publish_scale_is_one_without_past_forecasts_and_cached_per_hour(ctx: Any) -> None:
     from forecaster.jobs.publish import _band_scale
 
