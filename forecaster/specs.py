@@ -340,6 +340,8 @@ def parse_spec(data: Any, *, path: Path | None = None) -> PipelineSpec:
             raise SpecError(f"{where}: {label}: {_explain(exc)}") from exc
         if spec.name in seen:
             raise SpecError(f"{where}: {label}: duplicate series name {spec.name!r}")
+        if spec.file is not None and spec.file.is_dir():
+            raise SpecError(f"{where}: {label}: file {str(spec.file)!r} is a directory")
         if spec.file is not None and not spec.file.is_file():
             raise SpecError(f"{where}: {label}: file {str(spec.file)!r} does not exist")
         seen.add(spec.name)
@@ -357,6 +359,8 @@ def load_spec(path: str | Path) -> PipelineSpec:
         SpecError: If the file is missing, is not YAML, or is invalid.
     """
     spec_path = Path(path)
+    if spec_path.is_dir():
+        raise SpecError(f"pipeline spec {str(spec_path)!r} is a directory, not a YAML file")
     if not spec_path.is_file():
         raise SpecError(f"pipeline spec {str(spec_path)!r} does not exist")
     try:
@@ -373,5 +377,7 @@ def _explain(exc: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        if loc and msg.startswith(f"{loc}: "):  # the validator already named the field
+            msg = msg.removeprefix(f"{loc}: ")
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)

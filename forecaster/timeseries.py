@@ -78,6 +78,8 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
 
     csv_path = Path(path)
     where = str(csv_path)
+    if csv_path.is_dir():
+        raise InputDataError(f"{where}: is a directory, not a CSV file")
     if not csv_path.is_file():
         raise InputDataError(f"{where}: no such file")
     try:

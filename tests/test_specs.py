@@ -84,7 +84,8 @@ def test_relative_file_resolved_against_spec_folder(tmp_path: Path, write_spec: 
         ([{"name": "a", "query": "  "}], {}, "query is empty"),
         ([{"name": "a", "query": "up", "split_by": ["9x"]}], {}, "not a valid Prometheus label"),
         ([{"name": "a", "file": "missing.csv"}], {}, "does not exist"),
-        ([{"name": "a", "query": "up", "step": "-5m"}], {}, "cannot parse"),
+        ([{"name": "a", "query": "up", "step": "-5m"}], {}, "step: cannot parse '-5m'"),
+        ([{"name": "a", "file": "."}], {}, "is a directory"),
         ([{"name": "a", "query": "up", "schedule": {"train": "daily"}}], {}, "5-field cron"),
         ([{"name": "a", "query": "up"}], {"stepp": "5m"}, "stepp: unknown key"),
         (
@@ -117,6 +118,15 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
         load_spec(bad)
     with pytest.raises(SpecError, match="does not exist"):
         load_spec(tmp_path / "nope.yaml")
+    with pytest.raises(SpecError, match="is a directory, not a YAML file"):
+        load_spec(tmp_path)
+
+
+def test_a_field_is_named_once_in_the_message() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec({"series": [{"name": "a", "query": "up", "step": "-5m"}]})
+    assert "step: cannot parse '-5m' as a duration" in str(info.value)
+    assert "step: step:" not in str(info.value)
     with pytest.raises(SpecError, match="non-empty list"):
         parse_spec({"series": []})
     with pytest.raises(SpecError, match="unknown top-level"):

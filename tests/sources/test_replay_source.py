@@ -90,6 +90,13 @@ def test_bad_csv_files_are_refused(tmp_path: Path, content: str, message: str) -
         read_series_csv(path)
 
 
+def test_a_directory_or_a_missing_path_is_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(InputDataError, match="is a directory, not a CSV file"):
+        read_series_csv(tmp_path)
+    with pytest.raises(InputDataError, match="no such file"):
+        read_series_csv(tmp_path / "missing.csv")
+
+
 def test_duplicate_timestamps_are_averaged_or_refused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
