@@ -36,7 +36,9 @@ def fill_band(ax: Axes, ds: Any, rows: pd.DataFrame, *, alpha: float, label: str
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG at ``path`` (creating its folder); returns the path."""
+    from forecaster.outputs import replace_atomically
+
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    fmt = out.suffix.lstrip(".").lower() or "png"
+    replace_atomically(out, lambda scratch: fig.savefig(scratch, format=fmt))
     return out

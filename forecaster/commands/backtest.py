@@ -16,6 +16,7 @@ import typer
 
 from forecaster.commands import StrictOption
 from forecaster.errors import ForecasterError, InputDataError
+from forecaster.outputs import check_output, replace_atomically
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,6 +103,8 @@ def backtest_command(
 
     began = time.perf_counter()
     try:
+        check_output(output, "--output")
+        check_output(plot, "--plot", image=True)
         if model not in model_names():
             raise InputDataError(f"unknown model {model!r}; choose from {', '.join(model_names())}")
         estimator_factory(model, horizon=horizon, level=level)
@@ -127,8 +130,7 @@ def backtest_command(
         out = frame[list(OUTPUT_COLUMNS)].copy()
         for column in ("origin", "ds"):
             out[column] = out[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        out.to_csv(output, index=False)
+        replace_atomically(output, lambda path: out.to_csv(path, index=False))
         if plot is not None:
             plot_backtest(
                 frame,

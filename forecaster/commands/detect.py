@@ -22,6 +22,7 @@ import typer
 
 from forecaster.commands import StrictOption
 from forecaster.errors import ForecasterError, InputDataError
+from forecaster.outputs import check_output, replace_atomically
 
 
 def _fail(message: str) -> typer.Exit:
@@ -101,6 +102,9 @@ def detect_command(
     """Detect regressions in INPUT.csv online, as the service would have, and write events."""
     started = time.perf_counter()
     try:
+        check_output(output, "--output")
+        check_output(scores, "--scores")
+        check_output(plot, "--plot", image=True)
         from forecaster.commands.backtest import parse_freq
         from forecaster.consumers.regressions import (
             EventTracker,
@@ -209,30 +213,37 @@ def detect_command(
             )
     except ForecasterError as exc:
         raise _fail(str(exc)) from None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["start", "end", "score"])
-        for event in result.events:
-            writer.writerow(
-                [
-                    event.start.isoformat(),
-                    "" if event.end is None else event.end.isoformat(),
-                    f"{event.peak_score:.4f}",
-                ]
-            )
-    extra = ""
-    if scores is not None:
-        scores.parent.mkdir(parents=True, exist_ok=True)
-        frame = result.scores.copy()
-        frame["ds"] = [ts.isoformat() for ts in frame["ds"]]
-        frame.to_csv(scores, index=False)
-        extra += f", scores -> {scores}"
-    if plot is not None:
-        from forecaster.consumers.regressions import plot_detection
 
-        plot_detection(result, plot, title=f"{input_csv.name}: regressions", min_score=min_score)
-        extra += f", plot -> {plot}"
+    def write_events(path: Path) -> None:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["start", "end", "score"])
+            for event in result.events:
+                writer.writerow(
+                    [
+                        event.start.isoformat(),
+                        "" if event.end is None else event.end.isoformat(),
+                        f"{event.peak_score:.4f}",
+                    ]
+                )
+
+    extra = ""
+    try:
+        replace_atomically(output, write_events)
+        if scores is not None:
+            frame = result.scores.copy()
+            frame["ds"] = [ts.isoformat() for ts in frame["ds"]]
+            replace_atomically(scores, lambda path: frame.to_csv(path, index=False))
+            extra += f", scores -> {scores}"
+        if plot is not None:
+            from forecaster.consumers.regressions import plot_detection
+
+            plot_detection(
+                result, plot, title=f"{input_csv.name}: regressions", min_score=min_score
+            )
+            extra += f", plot -> {plot}"
+    except OSError as exc:
+        raise _fail(f"cannot write output: {exc}") from exc
     typer.echo(
         f"detected {len(result.events)} event(s) in {len(result.scores)} scored steps "
         f"({result.refits} refits, {result.forecasts} forecasts) in "

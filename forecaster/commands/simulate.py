@@ -54,6 +54,7 @@ from forecaster.consumers.planner import (
     interval_quantile,
 )
 from forecaster.errors import ForecasterError, InputDataError
+from forecaster.outputs import check_output, replace_atomically
 from forecaster.recalibration import (
     band_scale_from_frames,
     long_band_scale_from_frames,
@@ -708,6 +709,8 @@ def simulate_command(
 
     began = time.perf_counter()
     try:
+        check_output(output, "--output")
+        check_output(plot, "--plot", image=True)
         if not (math.isfinite(capacity) and capacity > 0):
             raise InputDataError(f"--capacity must be a positive number, got {capacity!r}")
         if not 0.5 <= quantile <= 1 - (100 - LEVEL) / 200:
@@ -748,8 +751,8 @@ def simulate_command(
         report["input"] = str(input_csv)
         report["seconds"] = round(time.perf_counter() - began, 1)
         if output is not None:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(json.dumps(report, indent=2) + "\n")
+            text = json.dumps(report, indent=2) + "\n"
+            replace_atomically(output, lambda path: path.write_text(text, encoding="utf-8"))
         if plot is not None:
             plot_simulation(
                 plot,

@@ -1,0 +1,103 @@
+"""Output paths of the file commands: refused before the work, written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from forecaster.commands import backtest, detect, simulate
+from forecaster.errors import InputDataError
+from forecaster.outputs import check_output, replace_atomically
+
+NAB = Path(__file__).resolve().parents[2] / "data" / "nab"
+TRACE = NAB / "realTweets" / "Twitter_volume_GOOG.csv"
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
+    """The three commands, with their long-running work replaced by a tripwire."""
+
+    def tripwire(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the work started although the output cannot be written")
+
+    monkeypatch.setattr("forecaster.evaluation.backtest", tripwire)
+    monkeypatch.setattr("forecaster.commands.simulate.simulate", tripwire)
+    monkeypatch.setattr("forecaster.consumers.regressions.detect_history", tripwire)
+    app = typer.Typer()
+    for command in (backtest, simulate, detect):
+        command.register(app)
+
+    @app.callback()
+    def main() -> None:
+        """Test app."""
+
+    return app
+
+
+COMMANDS = {
+    "backtest": ["backtest", str(TRACE), "--model", "seasonal_naive"],
+    "simulate": ["simulate", str(TRACE), "--capacity", "50"],
+    "detect": ["detect", str(TRACE)],
+}
+
+
+@pytest.mark.parametrize("command", ["backtest", "simulate", "detect"])
+@pytest.mark.parametrize(
+    ("option", "make", "message"),
+    [
+        ("--output", lambda tmp: tmp, "is a directory; give a file name"),
+        ("--output", lambda tmp: tmp / "file.txt" / "out.csv", "cannot write there"),
+        ("--plot", lambda tmp: tmp / "plot.txt", "cannot write a plot as 'txt'"),
+        ("--plot", lambda tmp: tmp / "plot", "without a suffix"),
+        ("--plot", lambda tmp: tmp, "is a directory"),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_refused_before_the_work(
+    app: typer.Typer, tmp_path: Path, command: str, option: str, make: Any, message: str
+) -> None:
+    (tmp_path / "file.txt").write_text("not a folder")
+    args = [*COMMANDS[command], option, str(make(tmp_path))]
+    if option == "--plot" and command != "simulate":  # --output is required there
+        args += ["--output", str(tmp_path / "ok.csv")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert f"{option} " in result.output and message in result.output
+    assert "the work started" not in result.output
+
+
+def test_detect_scores_path_is_checked_too(app: typer.Typer, tmp_path: Path) -> None:
+    args = [*COMMANDS["detect"], "--output", str(tmp_path / "e.csv"), "--scores", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "--scores" in result.output
+    assert "is a directory" in result.output
+
+
+def test_check_output_creates_the_folder_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "deeper" / "out.csv"
+    check_output(target, "--output")
+    assert target.parent.is_dir() and list(target.parent.iterdir()) == []
+    check_output(None, "--output")  # no output asked for: nothing to check
+    check_output(tmp_path / "plot.svg", "--plot", image=True)
+    with pytest.raises(InputDataError, match="--plot"):
+        check_output(tmp_path / "plot.docx", "--plot", image=True)
+
+
+def test_replace_atomically_keeps_the_old_file_when_the_write_fails(tmp_path: Path) -> None:
+    target = tmp_path / "report.json"
+    target.write_text("old")
+
+    def half_written(path: Path) -> None:
+        path.write_text("new but trunc")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        replace_atomically(target, half_written)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no scratch file left
+    replace_atomically(target, lambda path: path.write_text("new"))
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
