@@ -56,6 +56,10 @@ def test_ingest_train_publish_from_the_command_line(
         "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
         "FORECASTER_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
     }
+    for early in ("train", "publish"):  # nothing ingested yet: said, not silently skipped
+        out = _run([early], env, tmp_path)
+        assert out.returncode == 1
+        assert "series 'lat' has no history yet; run ingest" in out.stderr
     ingest = _run(["ingest"], env, tmp_path)
     assert ingest.returncode == 0, ingest.stderr
     assert "ingested lat:" in ingest.stdout
@@ -76,7 +80,7 @@ def test_bad_spec_and_unknown_series_are_clear_errors(tmp_path: Path, write_spec
         tmp_path,
     )
     assert out.returncode == 1
-    assert "step: step: cannot parse 'often'" in out.stderr or "cannot parse 'often'" in out.stderr
+    assert "step: cannot parse 'often'" in out.stderr and "step: step:" not in out.stderr
     assert "Traceback" not in out.stderr
     good = write_spec(tmp_path / "good.yaml", [{"name": "a", "query": "up"}])
     out = _run(

@@ -224,7 +224,14 @@ def run_publish(ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = Fa
     from forecaster.jobs.publish import publish_series
 
     summary = RunSummary("publish")
-    work = [(spec, name) for spec in specs for name in ctx.members(spec)]
+    work = []
+    for spec in specs:
+        members = ctx.members(spec)
+        if not members:
+            summary.errors[spec.name] = (
+                f"series {spec.name!r} has no history yet; run ingest and train first"
+            )
+        work += [(spec, name) for name in members]
     for spec, name in _progress(work, "publish", progress, lambda item: item[1]):
         run_guarded(
             ctx,
