@@ -8,6 +8,7 @@ missing observations are ``NaN``.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,8 +21,15 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+#: A Unix timestamp: at least 9 digits (from 1973 on in seconds), optional fraction.
+EPOCH_PATTERN = r"\d{9,}(?:\.\d+)?"
+
+
 def parse_timestamps(values: pd.Series, *, where: str) -> pd.DatetimeIndex:
     """Parse ``values`` into a UTC DatetimeIndex; naive timestamps are taken as UTC.
+
+    A column of plain numbers of 9 or more digits is Unix time (seconds, or
+    milliseconds from 1e11 on).
 
     Raises:
         InputDataError: On unparseable values or a mix of naive and tz-aware stamps.
@@ -29,6 +37,13 @@ def parse_timestamps(values: pd.Series, *, where: str) -> pd.DatetimeIndex:
     import pandas as pd
 
     text = values.astype(str).str.strip()
+    if len(text) and bool(text.str.fullmatch(EPOCH_PATTERN).all()):
+        # Unix time, as Prometheus and many exporters write it: seconds, or
+        # milliseconds when the numbers are that large (after the year 5138 in seconds)
+        number = pd.to_numeric(text)
+        if float(number.max()) >= 1e11:
+            return pd.DatetimeIndex(pd.to_datetime(number, unit="ms", utc=True))
+        return pd.DatetimeIndex(pd.to_datetime(number, unit="s", utc=True))
     has_zone = text.str.contains(r"(?:[+-]\d\d:?\d\d|Z|UTC)$", regex=True)
     if has_zone.any() and not has_zone.all():
         first_naive = text[~has_zone].iloc[0]
@@ -74,6 +89,7 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     Raises:
         InputDataError: Naming the file, the row or the value that is wrong.
     """
+    import numpy as np
     import pandas as pd
 
     csv_path = Path(path)
@@ -98,7 +114,7 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
         pd.Timestamp(header[0])
         looks_like_data = True
     except (ValueError, TypeError):
-        looks_like_data = False
+        looks_like_data = re.fullmatch(EPOCH_PATTERN, header[0].strip()) is not None
     if looks_like_data:
         raise InputDataError(
             f"{where}: the first row looks like data ({header}); a header row such as "
@@ -124,8 +140,13 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     finite = series.dropna()
     if finite.empty:
         raise InputDataError(f"{where}: no numeric values")
-    if not finite.map(lambda v: abs(v) != float("inf")).all():
-        raise InputDataError(f"{where}: infinite values are not allowed")
+    infinite = np.isinf(values.to_numpy(dtype=float))
+    if infinite.any():
+        row = int(infinite.nonzero()[0][0])
+        raise InputDataError(
+            f"{where}: row {row + 2}: value {frame.iloc[row, 1]!r} is infinite; "
+            "infinite values are not allowed"
+        )
     return series
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from forecaster.errors import InputDataError
@@ -81,6 +82,10 @@ def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -
         ("timestamp,value\n2024-01-01,abc\n", "row 2: value 'abc' is not a number"),
         ("timestamp,value\nyesterday-ish,1\n", "cannot parse timestamp"),
         ("timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01 00:05,2\n", "mix time zones"),
+        ("timestamp,value\n2024-01-01,1\n2024-01-02,inf\n", "row 3: value 'inf' is infinite"),
+        ("timestamp,value\n2024-01-01,-Infinity\n", "row 2: value '-Infinity' is infinite"),
+        ("1704067200,1\n1704067500,2\n", "first row looks like data"),
+        ("timestamp,value\n1704067200,1\n2024-01-01 00:05,2\n", "cannot parse timestamp"),
     ],
 )
 def test_bad_csv_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
@@ -88,6 +93,19 @@ def test_bad_csv_files_are_refused(tmp_path: Path, content: str, message: str) -
     path.write_text(content)
     with pytest.raises(InputDataError, match=message):
         read_series_csv(path)
+
+
+def test_unix_timestamps_in_seconds_or_milliseconds(tmp_path: Path) -> None:
+    """Prometheus and many exporters write Unix time; 9+ digits are read as such."""
+    seconds = tmp_path / "s.csv"
+    seconds.write_text("ts,v\n1704067200,1\n1704067500.5,2\n")
+    millis = tmp_path / "ms.csv"
+    millis.write_text("ts,v\n1704067200000,1\n1704067500000,2\n")
+    start = pd.Timestamp("2024-01-01T00:00:00Z")
+    got = read_series_csv(seconds)
+    assert list(got.index) == [start, start + pd.Timedelta(seconds=300.5)]
+    assert list(read_series_csv(millis).index) == [start, start + pd.Timedelta(minutes=5)]
+    assert list(got.to_numpy()) == [1.0, 2.0]
 
 
 def test_a_directory_or_a_missing_path_is_named_as_such(tmp_path: Path) -> None:
