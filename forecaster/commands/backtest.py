@@ -6,6 +6,7 @@ Implements the contract in ``docs/EVALUATION.md``; the work is done by
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from datetime import timedelta
@@ -150,10 +151,22 @@ def backtest_command(
     used = models_used(frame)
     typer.echo(
         f"{input_csv.name}: model {used}; origins {origins}, horizon {horizon}; "
-        f"MASE {scores['mase']:.3f}  sMAPE {scores['smape']:.1f}%  "
-        f"coverage {100 * scores['coverage']:.1f}% (target {level:g}%)  "
-        f"width {scores['width']:.3f}  seconds {seconds:.1f}"
+        f"MASE {_metric(scores['mase'], '.3f')}  sMAPE {_metric(scores['smape'], '.1f')}%  "
+        f"coverage {_metric(100 * scores['coverage'], '.1f')}% (target {level:g}%)  "
+        f"width {_metric(scores['width'], '.3f')}  seconds {seconds:.1f}"
     )
+    if math.isnan(scores["mase"]):
+        sys.stdout.flush()
+        typer.echo(
+            "  MASE n/a: the series did not vary before the origins (the daily seasonal "
+            "naive's in-sample error, MASE's denominator, is 0)",
+            err=True,
+        )
+
+
+def _metric(value: float, spec: str) -> str:
+    """``value`` formatted, or ``n/a`` when it could not be computed (NaN)."""
+    return "n/a" if math.isnan(value) else format(value, spec)
 
 
 def models_used(frame: pd.DataFrame, *, shown: int | None = 3) -> str:

@@ -142,3 +142,16 @@ def test_the_summary_names_the_models_by_origins_on_one_line():
     assert models_used(frame.iloc[:6]) == "auto:lightgbm x3"
     every = models_used(frame, shown=None)
     assert every.count(" x1") == 4 and "more" not in every
+
+
+def test_a_constant_series_reports_mase_as_not_available(app, tmp_path):
+    index = pd.date_range("2024-01-01", periods=288 * 3, freq="5min")
+    flat = tmp_path / "flat.csv"
+    pd.DataFrame({"timestamp": index, "value": 7.0}).to_csv(flat, index=False)
+    result = _run(
+        app, flat, "--model", "seasonal_naive", "--horizon", "12", "--origins", "2",
+        "--output", tmp_path / "out.csv",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "MASE n/a" in result.output and "nan" not in result.output
+    assert "did not vary" in result.output
