@@ -83,7 +83,9 @@ def backtest_command(
         str,
         typer.Option(
             help="Estimator name, or 'auto' (production: as served, its band recalibrated "
-            "by the earlier origins' misses of the last day, as the publish job does)."
+            "by the last day's misses as the publish job does, the first hour of lead and "
+            "longer leads each by their own; between origins more than an hour apart the "
+            "service's hourly forecasts are made and judged too)."
         ),
     ] = "auto",
     plot: Annotated[Path | None, typer.Option(help="Also write a PNG of the backtest.")] = None,
