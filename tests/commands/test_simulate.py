@@ -263,3 +263,31 @@ def test_oracle_never_under_provisions_on_noise() -> None:
     )  # fmt: skip
     assert outcomes["oracle"].under_steps == 0
     assert report["lead_steps"] == 3
+
+
+def test_leads_beyond_an_hour_get_the_long_band_scale(trace: Path) -> None:
+    """With a 2-hour lead the replay's forecasts reach past the first hour: those steps
+    are stretched by the long scale (judged on the hourly forecasts' longer leads),
+    the first hour by the short one, as the publish job does."""
+    from forecaster.commands.simulate import replay_forecasts
+    from forecaster.estimators.naive import SeasonalNaive
+
+    series = to_grid(read_series_csv(trace), timedelta(minutes=5))
+    start = len(series) - 288
+    replay = replay_forecasts(
+        series, start=start, lead_steps=24, model="seasonal_naive", quantile=0.9,
+        n_jobs=1, progress=False,
+    )  # fmt: skip
+    first = start - 24
+    day_fit = SeasonalNaive().fit(series.iloc[: first + 1])
+    ratios = []
+    for i in (200, 250):  # late in the replayed day: a day of hourly forecasts judged
+        frame = replay.frames[i]
+        assert frame is not None
+        plain = day_fit.predict(24, history=series.iloc[: first + i + 1], level=90.0)
+        np.testing.assert_allclose(frame[0], plain["yhat"].to_numpy())
+        ratio = (frame[2] - frame[0]) / (plain["yhat_upper"] - plain["yhat"]).to_numpy()
+        np.testing.assert_allclose(ratio[:12], ratio[0])
+        np.testing.assert_allclose(ratio[12:], ratio[12])
+        ratios.append((ratio[0], ratio[12]))
+    assert any(not np.isclose(short, long) for short, long in ratios)
