@@ -25,18 +25,35 @@ if TYPE_CHECKING:
 EPOCH_PATTERN = r"\d{9,}(?:\.\d+)?"
 
 
-def parse_timestamps(values: pd.Series, *, where: str) -> pd.DatetimeIndex:
+#: What pandas reads as "no timestamp" (NaT); a row without its time is refused.
+MISSING_TIMESTAMPS = frozenset({"", "nan", "nat", "none", "null"})
+
+
+def parse_timestamps(values: pd.Series, *, where: str, first_row: int = 2) -> pd.DatetimeIndex:
     """Parse ``values`` into a UTC DatetimeIndex; naive timestamps are taken as UTC.
 
     A column of plain numbers of 9 or more digits is Unix time (seconds, or
     milliseconds from 1e11 on).
 
+    Args:
+        values: The timestamp column, as text.
+        where: The file, for the messages.
+        first_row: The file line of ``values``' first item (after a header: 2).
+
     Raises:
-        InputDataError: On unparseable values or a mix of naive and tz-aware stamps.
+        InputDataError: On a missing or unparseable value (naming its row) or a mix
+            of naive and tz-aware stamps.
     """
     import pandas as pd
 
     text = values.astype(str).str.strip()
+    missing = text.str.lower().isin(MISSING_TIMESTAMPS).to_numpy()
+    if missing.any():
+        row = int(missing.nonzero()[0][0])
+        raise InputDataError(
+            f"{where}: row {row + first_row}: no timestamp ({text.iloc[row]!r}); every row "
+            "needs one"
+        )
     if len(text) and bool(text.str.fullmatch(EPOCH_PATTERN).all()):
         # Unix time, as Prometheus and many exporters write it: seconds, or
         # milliseconds when the numbers are that large (after the year 5138 in seconds)
@@ -55,20 +72,21 @@ def parse_timestamps(values: pd.Series, *, where: str) -> pd.DatetimeIndex:
     try:
         parsed = pd.to_datetime(text, utc=True, format="mixed")
     except (ValueError, TypeError) as exc:
-        bad = _first_bad_timestamp(text)
-        raise InputDataError(f"{where}: cannot parse timestamp {bad!r}: {exc}") from exc
+        row, bad = _first_bad_timestamp(text)
+        raise InputDataError(
+            f"{where}: row {row + first_row}: cannot parse timestamp {bad!r}: {exc}"
+        ) from exc
     return pd.DatetimeIndex(parsed)
 
 
-def _first_bad_timestamp(text: pd.Series) -> str:
+def _first_bad_timestamp(text: pd.Series) -> tuple[int, str]:
+    """Position and value of the first item of ``text`` that is not a timestamp."""
     import pandas as pd
 
-    for value in text:
-        try:
-            pd.Timestamp(value)
-        except (ValueError, TypeError):
-            return str(value)
-    return str(text.iloc[0])
+    coerced = pd.to_datetime(text, utc=True, format="mixed", errors="coerce")
+    bad = pd.isna(coerced).to_numpy().nonzero()[0]
+    position = int(bad[0]) if len(bad) else 0
+    return position, str(text.iloc[position])
 
 
 def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:

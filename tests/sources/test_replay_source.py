@@ -86,6 +86,11 @@ def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -
         ("timestamp,value\n2024-01-01,-Infinity\n", "row 2: value '-Infinity' is infinite"),
         ("1704067200,1\n1704067500,2\n", "first row looks like data"),
         ("timestamp,value\n1704067200,1\n2024-01-01 00:05,2\n", "cannot parse timestamp"),
+        ("timestamp,value\n2024-01-01,1\n,2\n", r"row 3: no timestamp \(''\)"),
+        ("timestamp,value\n2024-01-01,1\nNaN,2\n", r"row 3: no timestamp \('NaN'\)"),
+        ("timestamp,value\n2024-01-01T00:00Z,1\n,2\n", r"row 3: no timestamp"),
+        ("timestamp,value\n2024-01-01,1\nsoon,2\n", "row 3: cannot parse timestamp 'soon'"),
+        ("timestamp,value\n2024-01-01,1\n2400-01-01,2\n", "row 3: cannot parse timestamp '2400"),
     ],
 )
 def test_bad_csv_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
