@@ -62,6 +62,22 @@ def _at_least_a_second(step: timedelta, text: str) -> timedelta:
     return step
 
 
+def check_history_window(window: timedelta, step: timedelta, *, history: str, freq: str) -> None:
+    """Refuse a training window of fewer than two grid steps (as a spec's ``history``).
+
+    With one point an estimator fits nothing: the backtest scored MASE as n/a "as the
+    series did not vary" and detect scored no step at all, both without an error.
+
+    Raises:
+        InputDataError: Naming ``--history`` and ``--freq``.
+    """
+    if window < 2 * step:
+        raise InputDataError(
+            f"--history {history} is shorter than two steps of --freq {freq}; training "
+            "needs at least two points"
+        )
+
+
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=1)
@@ -131,6 +147,7 @@ def backtest_command(
             window = parse_duration(history, what="--history")
         except ValueError as exc:
             raise InputDataError(str(exc)) from exc
+        check_history_window(window, step, history=history, freq=freq)
         series = to_grid(read_series_csv(input_csv, strict=strict), step)
         frame = backtest(
             series,

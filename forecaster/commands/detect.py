@@ -106,7 +106,7 @@ def detect_command(
         check_output(output, "--output")
         check_output(scores, "--scores")
         check_output(plot, "--plot", image=True)
-        from forecaster.commands.backtest import parse_freq
+        from forecaster.commands.backtest import check_history_window, parse_freq
         from forecaster.consumers.regressions import (
             EventTracker,
             RefitSchedule,
@@ -130,6 +130,7 @@ def detect_command(
                 durations[flag] = parse_duration(value, what=flag)
             except ValueError as exc:
                 raise InputDataError(str(exc)) from None
+        check_history_window(durations["--history"], step, history=history, freq=freq)
         try:
             closing = (
                 None if close_after is None else parse_duration(close_after, what="--close-after")

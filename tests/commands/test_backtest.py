@@ -89,6 +89,16 @@ def test_too_little_history(app, tmp_path):
     assert "too little history" in result.output
 
 
+def test_a_history_window_of_one_step_is_refused(app, tmp_path):
+    out = tmp_path / "o.csv"
+    result = _run(
+        app, ELB, "--model", "seasonal_naive", "--history", "5m", "--output", out,
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "--history 5m is shorter than two steps of --freq 5min" in result.output
+    assert not out.exists()
+
+
 def test_unknown_model(app, tmp_path):
     result = _run(app, ELB, "--model", "arima", "--output", tmp_path / "o.csv")
     assert result.exit_code != 0
