@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from forecaster.durations import format_duration
 from forecaster.errors import InputDataError
 
 log = logging.getLogger(__name__)
@@ -235,16 +236,35 @@ def _check_order(index: pd.Index, *, where: str, strict: bool, lines: Sequence[i
         log.warning("%s; averaging them", message)
 
 
+#: Most points a regular grid may have: 400 MB of floats (a year at 1s is 31.5 million).
+MAX_GRID_POINTS = 50_000_000
+
+
 def to_grid(series: pd.Series, step: timedelta) -> pd.Series:
     """Resample ``series`` onto a regular grid of ``step`` by mean (gaps become NaN).
 
     The grid is anchored at the Unix epoch so that two series with the same step
     share grid points.
+
+    Raises:
+        InputDataError: When the grid would have more than :data:`MAX_GRID_POINTS`
+            points (e.g. two rows decades apart on a 1-second grid), which would not
+            fit in memory.
     """
     import pandas as pd
 
     if series.empty:
         return series.astype(float)
+    span = series.index.max() - series.index.min()
+    points = span / pd.Timedelta(step) + 1
+    if points > MAX_GRID_POINTS:
+        raise InputDataError(
+            f"the series spans {format_duration(span.to_pytimedelta())} "
+            f"({series.index.min().isoformat()} to {series.index.max().isoformat()}): on a "
+            f"grid of {format_duration(step)} that is "
+            f"{points:,.0f} points, more than {MAX_GRID_POINTS:,}; use a longer step or "
+            "drop the stray rows"
+        )
     freq = pd.Timedelta(step)
     out = series.astype(float).resample(freq, origin="epoch").mean()
     out.index = pd.DatetimeIndex(out.index, freq=pd.tseries.frequencies.to_offset(freq))

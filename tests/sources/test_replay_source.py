@@ -135,6 +135,18 @@ def test_bom_crlf_and_blank_lines_are_read(
     assert "row 4: timestamp 2024-01-01T00:00:00+00:00 is earlier" in caplog.text
 
 
+def test_a_grid_too_large_for_memory_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    path = tmp_path / "stray.csv"
+    path.write_text("timestamp,value\n1970-01-02,1\n2024-01-01,2\n")
+    series = read_series_csv(path)
+    with pytest.raises(
+        InputDataError,
+        match=r"spans 19722d \(1970-01-02T00:00:00\+00:00 to 2024-01-01.*grid of 1s .* more than",
+    ):
+        to_grid(series, timedelta(seconds=1))
+    assert len(to_grid(series, timedelta(days=1))) == 19723
+
+
 def test_unix_timestamps_in_seconds_or_milliseconds(tmp_path: Path) -> None:
     """Prometheus and many exporters write Unix time; 9+ digits are read as such."""
     seconds = tmp_path / "s.csv"
