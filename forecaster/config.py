@@ -7,20 +7,33 @@ Nothing is read at import time: call :func:`get_settings`.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from forecaster.errors import ConfigError
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "token", "xxx", ""}
 
 
 class PrometheusSettings(BaseModel):
     """How to reach Prometheus (``FORECASTER_PROMETHEUS__*``)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     url: str = "http://127.0.0.1:9090"
     timeout_seconds: float = Field(10.0, gt=0, le=600)
@@ -47,6 +60,8 @@ class PrometheusSettings(BaseModel):
 class DatabaseSettings(BaseModel):
     """The SQL history / forecast store (``FORECASTER_DATABASE__*``)."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     url: str = "sqlite:///.forecaster/forecaster.db"
     echo: bool = False
     pool_size: int = Field(5, ge=1, le=100)
@@ -70,6 +85,8 @@ class MlflowSettings(BaseModel):
     The embedded default keeps everything under the top-level ``models/`` folder.
     """
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     tracking_uri: str = "sqlite:///models/mlflow.db"
     artifact_location: str | None = "models/artifacts"
     experiment: str = "forecaster"
@@ -82,6 +99,8 @@ class MlflowSettings(BaseModel):
 class ScheduleSettings(BaseModel):
     """Scheduler timing defaults (``FORECASTER_SCHEDULE__*``)."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     publish_every_seconds: int = Field(60, ge=1)
     train_cron: str = "0 3 * * *"
     timezone: str = "UTC"
@@ -90,9 +109,24 @@ class ScheduleSettings(BaseModel):
         120, ge=1, description="A forecast older than this is stale: two 1-minute publish intervals"
     )
 
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:  # the scheduler's cron triggers are built in this zone
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use e.g. 'UTC' or 'Europe/Berlin'"
+            ) from None
+        return value
+
 
 class ApiSettings(BaseModel):
     """The HTTP API (``FORECASTER_API__*``)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -107,6 +141,8 @@ class ApiSettings(BaseModel):
 class TrainingSettings(BaseModel):
     """Where and how estimator fits run (``FORECASTER_TRAINING__*``)."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     workers: int = Field(1, ge=1, le=256)
     threads_per_fit: int = Field(1, ge=1, le=64)
     dask_address: str | None = None
@@ -120,6 +156,10 @@ class ScalerSettings(BaseModel):
     With ``tls_cert`` and ``tls_key`` the server speaks TLS; with ``client_ca`` as
     well it requires client certificates signed by that CA (mutual TLS).
     """
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=1, le=65535)
@@ -164,6 +204,13 @@ class Settings(BaseSettings):
         None, description="Shorthand for training.dask_address (FORECASTER_DASK_ADDRESS)"
     )
 
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+        return value.upper()
+
     @model_validator(mode="after")
     def _dask_shorthand(self) -> Settings:
         if self.dask_address and not self.training.dask_address:
@@ -193,9 +240,18 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc
+    except SettingsError as exc:
+        # a list or mapping value (e.g. FORECASTER_API__CORS_ORIGINS) that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        variable = f"FORECASTER_{field.group(1).upper()}" if field else "FORECASTER_"
+        raise ConfigError(
+            f"invalid settings: a {variable}* variable is not valid JSON ({exc.__cause__}); "
+            """list values are JSON, e.g. FORECASTER_API__CORS_ORIGINS='["https://a.example"]'"""
+        ) from exc
 
 
 @lru_cache(maxsize=1)

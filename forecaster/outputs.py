@@ -43,6 +43,45 @@ def check_output(path: Path | None, option: str, *, image: bool = False) -> None
         raise InputDataError(f"{option} {path}: cannot write there ({exc})") from exc
 
 
+def check_distinct(source: Path, outputs: dict[str, Path | None]) -> None:
+    """Refuse an output that is the input file or another output of the same run.
+
+    Writing the backtest, the events or a report over the CSV it was read from (a
+    slip of the tab key) replaces the user's data with the result; two outputs on
+    one path leave only the last. Paths are compared after resolving symlinks, and
+    existing files also by identity (hard links).
+
+    Args:
+        source: The input CSV.
+        outputs: The output paths by option name (``None``: not asked for).
+
+    Raises:
+        InputDataError: Naming both options (or the option and the input).
+    """
+    seen: list[tuple[str, Path]] = [("the input", source)]
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        for other, earlier in seen:
+            if _same_file(path, earlier):
+                what = f"is {other}" if other == "the input" else f"is also {other}"
+                raise InputDataError(
+                    f"{option} {path}: {what}; writing there would replace it, give "
+                    "another file name"
+                )
+        seen.append((option, path))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (after symlinks; hard links if both exist)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
 def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write`` on a scratch file beside ``path``, then rename it to ``path``.
 

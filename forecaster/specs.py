@@ -25,6 +25,7 @@ replayed as if it came from Prometheus).
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -68,13 +69,19 @@ class ScheduleSpec(BaseModel):
             raise ValueError(
                 f"train must be a 5-field cron expression like '0 3 * * *', got {value!r}"
             )
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:  # the scheduler builds this trigger; out-of-range fields fail there otherwise
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a valid cron expression: {exc}") from None
         return value
 
 
 class _ConsumerSpec(BaseModel):
     """Shared fields of the consumer settings: an optional signed webhook."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     webhook: str | None = None
     secret_env: str | None = None
@@ -235,6 +242,8 @@ class SeriesSpec(BaseModel):
                 raise ValueError(
                     f"unknown estimator {name!r}; choose from {', '.join(KNOWN_ESTIMATORS)}"
                 )
+        if len(set(value)) != len(value):
+            raise ValueError(f"an estimator is listed twice: {list(value)}")
         return value
 
     @field_validator("query")
@@ -352,6 +361,36 @@ def parse_spec(data: Any, *, path: Path | None = None) -> PipelineSpec:
     return PipelineSpec(version=1, series=tuple(series), path=path)
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    Plain YAML keeps the last value silently: a second ``series:`` dropped every
+    series of the first list, a second ``step:`` overrode the first unseen.
+    Keys brought in by a merge (``<<: *defaults``) may still be overridden.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """The mapping of ``node``; a repeated key is a ``ConstructorError`` naming both lines."""
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                earlier = first_line.get(key)
+            except TypeError:  # unhashable: SafeLoader refuses it with its own message
+                continue
+            if earlier is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found key {key!r} twice (first on line {earlier})",
+                    key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_spec(path: str | Path) -> PipelineSpec:
     """Read and validate the YAML spec at ``path``.
 
@@ -363,8 +402,19 @@ def load_spec(path: str | Path) -> PipelineSpec:
         raise SpecError(f"pipeline spec {str(spec_path)!r} is a directory, not a YAML file")
     if not spec_path.is_file():
         raise SpecError(f"pipeline spec {str(spec_path)!r} does not exist")
+    raw = spec_path.read_bytes()
     try:
-        data = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecError(
+            f"{spec_path}: line {line}: not UTF-8 text (byte {raw[exc.start]:#04x}); "
+            "save the spec as UTF-8"
+        ) from None
+    stream = io.StringIO(text)
+    stream.name = str(spec_path)  # YAML errors name the file, not "<unicode string>"
+    try:
+        data = yaml.load(stream, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise SpecError(f"{spec_path}: not valid YAML: {exc}") from exc
     return parse_spec(data, path=spec_path.resolve())

@@ -7,12 +7,15 @@ missing observations are ``NaN``.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from forecaster.durations import format_duration
 from forecaster.errors import InputDataError
 
 log = logging.getLogger(__name__)
@@ -25,18 +28,38 @@ if TYPE_CHECKING:
 EPOCH_PATTERN = r"\d{9,}(?:\.\d+)?"
 
 
-def parse_timestamps(values: pd.Series, *, where: str) -> pd.DatetimeIndex:
+#: What pandas reads as "no timestamp" (NaT); a row without its time is refused.
+MISSING_TIMESTAMPS = frozenset({"", "nan", "nat", "none", "null"})
+
+
+def parse_timestamps(
+    values: pd.Series, *, where: str, lines: Sequence[int] | None = None
+) -> pd.DatetimeIndex:
     """Parse ``values`` into a UTC DatetimeIndex; naive timestamps are taken as UTC.
 
     A column of plain numbers of 9 or more digits is Unix time (seconds, or
     milliseconds from 1e11 on).
 
+    Args:
+        values: The timestamp column, as text.
+        where: The file, for the messages.
+        lines: The file line of each item of ``values`` (default: a header on line 1,
+            then one item a line).
+
     Raises:
-        InputDataError: On unparseable values or a mix of naive and tz-aware stamps.
+        InputDataError: On a missing or unparseable value (naming its row) or a mix
+            of naive and tz-aware stamps.
     """
     import pandas as pd
 
     text = values.astype(str).str.strip()
+    line = list(range(2, len(text) + 2)) if lines is None else lines
+    missing = text.str.lower().isin(MISSING_TIMESTAMPS).to_numpy()
+    if missing.any():
+        row = int(missing.nonzero()[0][0])
+        raise InputDataError(
+            f"{where}: row {line[row]}: no timestamp ({text.iloc[row]!r}); every row needs one"
+        )
     if len(text) and bool(text.str.fullmatch(EPOCH_PATTERN).all()):
         # Unix time, as Prometheus and many exporters write it: seconds, or
         # milliseconds when the numbers are that large (after the year 5138 in seconds)
@@ -55,20 +78,21 @@ def parse_timestamps(values: pd.Series, *, where: str) -> pd.DatetimeIndex:
     try:
         parsed = pd.to_datetime(text, utc=True, format="mixed")
     except (ValueError, TypeError) as exc:
-        bad = _first_bad_timestamp(text)
-        raise InputDataError(f"{where}: cannot parse timestamp {bad!r}: {exc}") from exc
+        row, bad = _first_bad_timestamp(text)
+        raise InputDataError(
+            f"{where}: row {line[row]}: cannot parse timestamp {bad!r}: {exc}"
+        ) from exc
     return pd.DatetimeIndex(parsed)
 
 
-def _first_bad_timestamp(text: pd.Series) -> str:
+def _first_bad_timestamp(text: pd.Series) -> tuple[int, str]:
+    """Position and value of the first item of ``text`` that is not a timestamp."""
     import pandas as pd
 
-    for value in text:
-        try:
-            pd.Timestamp(value)
-        except (ValueError, TypeError):
-            return str(value)
-    return str(text.iloc[0])
+    coerced = pd.to_datetime(text, utc=True, format="mixed", errors="coerce")
+    bad = pd.isna(coerced).to_numpy().nonzero()[0]
+    position = int(bad[0]) if len(bad) else 0
+    return position, str(text.iloc[position])
 
 
 def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
@@ -98,17 +122,29 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
         raise InputDataError(f"{where}: is a directory, not a CSV file")
     if not csv_path.is_file():
         raise InputDataError(f"{where}: no such file")
+    raw = csv_path.read_bytes()
     try:
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputDataError(
+            f"{where}: line {line}: not UTF-8 text (byte {raw[exc.start]:#04x}); save the "
+            "file as UTF-8"
+        ) from None
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError as exc:
         raise InputDataError(f"{where}: the file is empty") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise InputDataError(f"{where}: not a readable CSV file: {exc}") from exc
     if frame.shape[1] < 2:
+        used = next((f", not {name}" for c, name in SEPARATORS if c in text[:4096]), "")
         raise InputDataError(
             f"{where}: expected two columns (timestamp, value) with a header row, "
-            f"found {frame.shape[1]} column(s): {list(frame.columns)}"
+            f"found {frame.shape[1]} column(s): {list(frame.columns)}; separate the columns "
+            f"with commas{used}"
         )
+    lines = _data_lines(text, len(frame))
     header = [str(c) for c in frame.columns[:2]]
     try:
         pd.Timestamp(header[0])
@@ -122,17 +158,17 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
         )
     if frame.empty:
         raise InputDataError(f"{where}: the file has a header but no rows")
-    stamps = parse_timestamps(frame.iloc[:, 0], where=where)
+    stamps = parse_timestamps(frame.iloc[:, 0], where=where, lines=lines)
     raw_values = frame.iloc[:, 1].str.strip()
     values = pd.to_numeric(raw_values.replace({"": "nan", "NaN": "nan"}), errors="coerce")
     bad = values.isna() & ~raw_values.str.lower().isin(["", "nan", "null", "none"])
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
         raise InputDataError(
-            f"{where}: row {row + 2}: value {frame.iloc[row, 1]!r} is not a number"
+            f"{where}: row {lines[row]}: value {frame.iloc[row, 1]!r} is not a number"
         )
     series = pd.Series(values.to_numpy(dtype=float), index=stamps, name=header[1])
-    _check_order(series.index, where=where, strict=strict)
+    _check_order(series.index, where=where, strict=strict, lines=lines)
     if series.index.has_duplicates:
         series = series.groupby(level=0).mean()
     if not series.index.is_monotonic_increasing:
@@ -144,16 +180,33 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     if infinite.any():
         row = int(infinite.nonzero()[0][0])
         raise InputDataError(
-            f"{where}: row {row + 2}: value {frame.iloc[row, 1]!r} is infinite; "
+            f"{where}: row {lines[row]}: value {frame.iloc[row, 1]!r} is infinite; "
             "infinite values are not allowed"
         )
     return series
 
 
-def _check_order(index: pd.Index, *, where: str, strict: bool) -> None:
+#: Separators other CSV dialects use, named in the message when a file has one column.
+SEPARATORS = ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes"))
+
+
+def _data_lines(text: str, rows: int) -> list[int]:
+    """The file line of each of the ``rows`` data rows of ``text``.
+
+    pandas skips blank lines, so "row + 2" named the wrong line after one; rows are
+    matched to the non-blank lines after the header. When they do not match (a
+    quoted field spanning lines) each row is taken to be one line.
+    """
+    filled = [n for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    if len(filled) == rows + 1:
+        return filled[1:]
+    return list(range(2, rows + 2))
+
+
+def _check_order(index: pd.Index, *, where: str, strict: bool, lines: Sequence[int]) -> None:
     """Refuse (``strict``) or warn about rows out of time order and repeated stamps.
 
-    Row numbers are file lines (the header is line 1).
+    Row numbers are file lines (``lines``: the line of each row; the header is line 1).
     """
     import numpy as np
 
@@ -163,7 +216,7 @@ def _check_order(index: pd.Index, *, where: str, strict: bool) -> None:
     if len(backwards):
         row = int(backwards[0]) + 1
         message = (
-            f"{where}: row {row + 2}: timestamp {index[row].isoformat()} is earlier than the "
+            f"{where}: row {lines[row]}: timestamp {index[row].isoformat()} is earlier than the "
             f"row before it ({index[row - 1].isoformat()}); {len(backwards)} row(s) out of "
             "time order"
         )
@@ -175,7 +228,7 @@ def _check_order(index: pd.Index, *, where: str, strict: bool) -> None:
         row = int(np.flatnonzero(repeated)[0])
         first = int(np.flatnonzero(stamps == stamps[row])[0])
         message = (
-            f"{where}: rows {first + 2} and {row + 2} share the timestamp "
+            f"{where}: rows {lines[first]} and {lines[row]} share the timestamp "
             f"{index[row].isoformat()}; {int(repeated.sum())} row(s) repeat a timestamp"
         )
         if strict:
@@ -183,16 +236,35 @@ def _check_order(index: pd.Index, *, where: str, strict: bool) -> None:
         log.warning("%s; averaging them", message)
 
 
+#: Most points a regular grid may have: 400 MB of floats (a year at 1s is 31.5 million).
+MAX_GRID_POINTS = 50_000_000
+
+
 def to_grid(series: pd.Series, step: timedelta) -> pd.Series:
     """Resample ``series`` onto a regular grid of ``step`` by mean (gaps become NaN).
 
     The grid is anchored at the Unix epoch so that two series with the same step
     share grid points.
+
+    Raises:
+        InputDataError: When the grid would have more than :data:`MAX_GRID_POINTS`
+            points (e.g. two rows decades apart on a 1-second grid), which would not
+            fit in memory.
     """
     import pandas as pd
 
     if series.empty:
         return series.astype(float)
+    span = series.index.max() - series.index.min()
+    points = span / pd.Timedelta(step) + 1
+    if points > MAX_GRID_POINTS:
+        raise InputDataError(
+            f"the series spans {format_duration(span.to_pytimedelta())} "
+            f"({series.index.min().isoformat()} to {series.index.max().isoformat()}): on a "
+            f"grid of {format_duration(step)} that is "
+            f"{points:,.0f} points, more than {MAX_GRID_POINTS:,}; use a longer step or "
+            "drop the stray rows"
+        )
     freq = pd.Timedelta(step)
     out = series.astype(float).resample(freq, origin="epoch").mean()
     out.index = pd.DatetimeIndex(out.index, freq=pd.tseries.frequencies.to_offset(freq))

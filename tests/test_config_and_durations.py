@@ -39,6 +39,49 @@ def test_invalid_settings_name_the_field(monkeypatch: pytest.MonkeyPatch) -> Non
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "FORECASTER_DATABASE__SQLITE_BUSY_TIMEOUT_SECONDS",
+            "inf",
+            "database.sqlite_busy_timeout_seconds: Input should be a finite number",
+        ),
+        (
+            "FORECASTER_MLFLOW__REQUEST_TIMEOUT_SECONDS",
+            "inf",
+            "mlflow.request_timeout_seconds: Input should be a finite number",
+        ),
+        (
+            "FORECASTER_PROMETHEUS__TIMEOUT_SECONDS",
+            "nan",
+            "prometheus.timeout_seconds: Input should be a finite number",
+        ),
+        ("FORECASTER_LOG_LEVEL", "LOUD", "log_level: must be one of DEBUG, INFO"),
+        ("FORECASTER_SCHEDULE__TIMEZONE", "Mars/Phobos", "unknown time zone 'Mars/Phobos'"),
+        (
+            "FORECASTER_API__CORS_ORIGINS",
+            "https://a.example",
+            "a FORECASTER_API* variable is not valid JSON",
+        ),
+    ],
+)
+def test_nonsense_settings_are_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert message in str(info.value)
+
+
+def test_log_level_and_time_zone_that_exist_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORECASTER_LOG_LEVEL", "debug")
+    monkeypatch.setenv("FORECASTER_SCHEDULE__TIMEZONE", "Europe/Berlin")
+    settings = load_settings()
+    assert settings.log_level == "DEBUG" and settings.schedule.timezone == "Europe/Berlin"
+
+
 def test_prophet_fit_timeout_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().training.prophet_fit_timeout_seconds == 60.0
     monkeypatch.setenv("FORECASTER_TRAINING__PROPHET_FIT_TIMEOUT_SECONDS", "12.5")

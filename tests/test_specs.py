@@ -95,6 +95,26 @@ def test_relative_file_resolved_against_spec_folder(tmp_path: Path, write_spec: 
         ),
         ([{"name": "a", "query": "up", "watch": {"baseline_quantile": 1.5}}], {}, "less than 1"),
         ([{"name": "a", "query": "up", "watch": {"instant_factor": 0.5}}], {}, "instant_factor"),
+        (
+            [{"name": "a", "query": "up", "watch": {"min_score": float("inf")}}],
+            {},
+            "watch.min_score: Input should be a finite number",
+        ),
+        (
+            [{"name": "a", "query": "up", "cache_warming": {"min_increase": float("inf")}}],
+            {},
+            "cache_warming.min_increase: Input should be a finite number",
+        ),
+        (
+            [{"name": "a", "query": "up", "schedule": {"train": "0 99 * * *"}}],
+            {},
+            "schedule.train: '0 99 * * *' is not a valid cron expression",
+        ),
+        (
+            [{"name": "a", "query": "up", "estimators": ["prophet", "prophet"]}],
+            {},
+            "estimators: an estimator is listed twice",
+        ),
     ],
 )
 def test_bad_specs_are_refused_with_a_clear_message(
@@ -120,6 +140,46 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
         load_spec(tmp_path / "nope.yaml")
     with pytest.raises(SpecError, match="is a directory, not a YAML file"):
         load_spec(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "series:\n  - name: a\n    query: up\n    step: 5m\n    step: 1h\n",
+            "found key 'step' twice (first on line 4)",
+        ),
+        (
+            "series:\n  - {name: a, query: up}\nseries:\n  - {name: b, query: up}\n",
+            "found key 'series' twice (first on line 1)",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_its_lines(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert message in str(info.value)
+    assert f'in "{path}", line' in str(info.value)
+
+
+def test_a_merged_key_may_still_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "series:\n  - name: a\n    query: up\n    schedule:\n"
+        "      <<: {publish: 1m}\n      publish: 2m\n"
+    )
+    assert load_spec(path).series[0].schedule.publish == timedelta(minutes=2)
+
+
+def test_a_spec_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("series:\n  - name: a\n    query: up\n    unit: \u00b0C\n".encode("latin-1"))
+    with pytest.raises(SpecError, match=r"latin1.yaml: line 4: not UTF-8 text \(byte 0xb0\)"):
+        load_spec(path)
 
 
 def test_a_field_is_named_once_in_the_message() -> None:

@@ -17,7 +17,7 @@ import typer
 
 from forecaster.commands import StrictOption
 from forecaster.errors import ForecasterError, InputDataError
-from forecaster.outputs import check_output, replace_atomically
+from forecaster.outputs import check_distinct, check_output, replace_atomically
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,27 +25,57 @@ if TYPE_CHECKING:
 OUTPUT_COLUMNS = ("origin", "ds", "step", "yhat", "yhat_lower", "yhat_upper", "model")
 
 
+#: The finest grid step, as for a spec's ``step`` (a finer one resampled nothing
+#: but empty points, and below a microsecond it was zero and crashed the resampler).
+MIN_FREQ = timedelta(seconds=1)
+
+
 def parse_freq(text: str) -> timedelta:
     """Parse a grid step such as ``5min``, ``5m``, ``300s`` or ``1h``.
 
     Raises:
-        InputDataError: Naming the value when it is not a positive duration.
+        InputDataError: Naming the value when it is not a duration of at least 1s.
     """
     import pandas as pd
 
     from forecaster.durations import parse_duration
 
     try:
-        return parse_duration(text, what="--freq")
+        return _at_least_a_second(parse_duration(text, what="--freq"), text)
     except ValueError:
         pass
     try:
         value = pd.to_timedelta(text)
     except (ValueError, TypeError) as exc:
         raise InputDataError(f"--freq: cannot parse {text!r}; use e.g. '5min' or '1h'") from exc
+    if pd.isna(value):  # 'nan', 'NaT'
+        raise InputDataError(f"--freq: cannot parse {text!r}; use e.g. '5min' or '1h'")
     if value <= pd.Timedelta(0):
         raise InputDataError(f"--freq: must be positive, got {text!r}")
-    return timedelta(seconds=float(value.total_seconds()))
+    return _at_least_a_second(value.to_pytimedelta(), text)
+
+
+def _at_least_a_second(step: timedelta, text: str) -> timedelta:
+    """``step``, or an :class:`InputDataError` naming ``text`` when it is under 1s."""
+    if step < MIN_FREQ:
+        raise InputDataError(f"--freq: must be at least 1s, got {text!r}")
+    return step
+
+
+def check_history_window(window: timedelta, step: timedelta, *, history: str, freq: str) -> None:
+    """Refuse a training window of fewer than two grid steps (as a spec's ``history``).
+
+    With one point an estimator fits nothing: the backtest scored MASE as n/a "as the
+    series did not vary" and detect scored no step at all, both without an error.
+
+    Raises:
+        InputDataError: Naming ``--history`` and ``--freq``.
+    """
+    if window < 2 * step:
+        raise InputDataError(
+            f"--history {history} is shorter than two steps of --freq {freq}; training "
+            "needs at least two points"
+        )
 
 
 def _fail(message: str) -> typer.Exit:
@@ -106,6 +136,7 @@ def backtest_command(
 
     began = time.perf_counter()
     try:
+        check_distinct(input_csv, {"--output": output, "--plot": plot})
         check_output(output, "--output")
         check_output(plot, "--plot", image=True)
         if model not in model_names():
@@ -116,6 +147,7 @@ def backtest_command(
             window = parse_duration(history, what="--history")
         except ValueError as exc:
             raise InputDataError(str(exc)) from exc
+        check_history_window(window, step, history=history, freq=freq)
         series = to_grid(read_series_csv(input_csv, strict=strict), step)
         frame = backtest(
             series,

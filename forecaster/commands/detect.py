@@ -22,7 +22,7 @@ import typer
 
 from forecaster.commands import StrictOption
 from forecaster.errors import ForecasterError, InputDataError
-from forecaster.outputs import check_output, replace_atomically
+from forecaster.outputs import check_distinct, check_output, replace_atomically
 
 
 def _fail(message: str) -> typer.Exit:
@@ -102,10 +102,11 @@ def detect_command(
     """Detect regressions in INPUT.csv online, as the service would have, and write events."""
     started = time.perf_counter()
     try:
+        check_distinct(input_csv, {"--output": output, "--scores": scores, "--plot": plot})
         check_output(output, "--output")
         check_output(scores, "--scores")
         check_output(plot, "--plot", image=True)
-        from forecaster.commands.backtest import parse_freq
+        from forecaster.commands.backtest import check_history_window, parse_freq
         from forecaster.consumers.regressions import (
             EventTracker,
             RefitSchedule,
@@ -129,6 +130,7 @@ def detect_command(
                 durations[flag] = parse_duration(value, what=flag)
             except ValueError as exc:
                 raise InputDataError(str(exc)) from None
+        check_history_window(durations["--history"], step, history=history, freq=freq)
         try:
             closing = (
                 None if close_after is None else parse_duration(close_after, what="--close-after")

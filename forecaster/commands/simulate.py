@@ -49,12 +49,13 @@ import typer
 from forecaster.commands import StrictOption
 from forecaster.consumers.planner import (
     MAX_ERROR_HEADROOM,
+    MAX_REPLICAS,
     ReplicaPlanner,
     ScalingPolicy,
     interval_quantile,
 )
 from forecaster.errors import ForecasterError, InputDataError
-from forecaster.outputs import check_output, replace_atomically
+from forecaster.outputs import check_distinct, check_output, replace_atomically
 from forecaster.recalibration import (
     band_scale_from_frames,
     long_band_scale_from_frames,
@@ -435,11 +436,25 @@ def simulate(
     Raises:
         InputDataError: When the trace is too short or the parameters do not fit it.
     """
+    import numpy as np
     import pandas as pd
+
+    from forecaster.durations import format_duration
 
     if len(series) < 3:
         raise InputDataError("the trace has fewer than three points")
     step = (series.index[1] - series.index[0]).to_pytimedelta()
+    if step > DAY:
+        raise InputDataError(
+            f"--freq {format_duration(step)} is longer than a day: the replay refits and "
+            "decides day by day"
+        )
+    peak = float(np.nanmax(np.abs(series.to_numpy(dtype=float))))
+    if peak / capacity >= MAX_REPLICAS:
+        raise InputDataError(
+            f"--capacity {capacity:g} is too small for the trace: its peak load {peak:g} "
+            f"would need more than {MAX_REPLICAS} replicas"
+        )
     per_day = int(DAY / step)
     lead_steps = max(1, math.ceil(lead / step))
     n_steps = days * per_day
@@ -709,6 +724,7 @@ def simulate_command(
 
     began = time.perf_counter()
     try:
+        check_distinct(input_csv, {"--output": output, "--plot": plot})
         check_output(output, "--output")
         check_output(plot, "--plot", image=True)
         if not (math.isfinite(capacity) and capacity > 0):
@@ -733,6 +749,9 @@ def simulate_command(
             )
         except ValueError as exc:
             raise InputDataError(str(exc)) from exc
+        if poll_delta < timedelta(seconds=1):
+            # KEDA polls in whole seconds; finer polls only multiplied the run time
+            raise InputDataError(f"--poll: must be at least 1s, got {poll!r}")
         step = parse_freq(freq)
         series = to_grid(read_series_csv(input_csv, strict=strict), step)
         report, outcomes, index = simulate(

@@ -89,6 +89,16 @@ def test_too_little_history(app, tmp_path):
     assert "too little history" in result.output
 
 
+def test_a_history_window_of_one_step_is_refused(app, tmp_path):
+    out = tmp_path / "o.csv"
+    result = _run(
+        app, ELB, "--model", "seasonal_naive", "--history", "5m", "--output", out,
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "--history 5m is shorter than two steps of --freq 5min" in result.output
+    assert not out.exists()
+
+
 def test_unknown_model(app, tmp_path):
     result = _run(app, ELB, "--model", "arima", "--output", tmp_path / "o.csv")
     assert result.exit_code != 0
@@ -99,6 +109,25 @@ def test_bad_freq(app, tmp_path):
     result = _run(app, ELB, "--freq", "often", "--output", tmp_path / "o.csv")
     assert result.exit_code != 0
     assert "--freq" in result.output
+
+
+@pytest.mark.parametrize(
+    ("freq", "message"),
+    [
+        ("nan", "--freq: cannot parse 'nan'"),
+        ("NaT", "--freq: cannot parse 'NaT'"),
+        ("1ns", "--freq: must be at least 1s, got '1ns'"),
+        ("500ms", "--freq: must be at least 1s, got '500ms'"),
+        ("-5min", "--freq: must be positive"),
+    ],
+)
+def test_a_freq_that_is_not_a_usable_step_is_a_clear_error(app, tmp_path, freq, message):
+    out = tmp_path / "o.csv"
+    result = _run(app, ELB, "--freq", freq, "--model", "seasonal_naive", "--output", out)
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not out.exists()
 
 
 MACHINE_TEMPERATURE = NAB / "realKnownCause" / "machine_temperature_system_failure.csv"

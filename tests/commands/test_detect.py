@@ -128,6 +128,10 @@ def test_decisions_use_only_past_data(cli: typer.Typer, tmp_path: Path) -> None:
         (["DATA", "--learning", "30d"], "learning 30 days"),
         (["DATA", "--baseline-window", "soon"], "--baseline-window"),
         (["DATA", "--baseline-refresh", "-1h"], "--baseline-refresh"),
+        (
+            ["DATA", "--model", "seasonal_naive", "--history", "5m"],
+            "--history 5m is shorter than two steps of --freq 5min",
+        ),
     ],
 )
 def test_clear_errors(cli: typer.Typer, tmp_path: Path, args: list[str], message: str) -> None:

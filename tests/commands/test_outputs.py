@@ -76,6 +76,42 @@ def test_detect_scores_path_is_checked_too(app: typer.Typer, tmp_path: Path) -> 
     assert "is a directory" in result.output
 
 
+@pytest.mark.parametrize("command", ["backtest", "simulate", "detect"])
+def test_an_output_over_the_input_is_refused_and_the_input_kept(
+    app: typer.Typer, tmp_path: Path, command: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(TRACE.read_bytes())
+    link = tmp_path / "link.csv"
+    link.symlink_to(source)
+    for target in (source, link):
+        args = [command, str(source), *COMMANDS[command][2:], "--output", str(target)]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert f"--output {target}: is the input" in result.output
+        assert "the work started" not in result.output
+    assert source.read_bytes() == TRACE.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "message"),
+    [
+        ("detect", ["--scores", "{out}"], "--scores {out}: is also --output"),
+        ("simulate", ["--plot", "{out}"], "--plot {out}: is also --output"),
+        ("backtest", ["--plot", "{out}"], "--plot {out}: is also --output"),
+    ],
+)
+def test_two_outputs_on_one_path_are_refused(
+    app: typer.Typer, tmp_path: Path, command: str, extra: list[str], message: str
+) -> None:
+    out = tmp_path / "out.png"
+    args = [*COMMANDS[command], "--output", str(out), *(a.format(out=out) for a in extra)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert message.format(out=out) in result.output
+    assert not out.exists()
+
+
 def test_check_output_creates_the_folder_and_leaves_nothing_behind(tmp_path: Path) -> None:
     target = tmp_path / "new" / "deeper" / "out.csv"
     check_output(target, "--output")

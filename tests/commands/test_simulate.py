@@ -234,6 +234,9 @@ def test_reactive_stabilisation_option(app: typer.Typer, trace: Path, tmp_path: 
         (["--capacity", "10", "--days", "30"], "needs more"),
         (["--capacity", "10", "--model", "crystal_ball"], "unknown --model 'crystal_ball'"),
         (["--capacity", "10", "--quantile", "0.99"], "--quantile 0.99 is not available"),
+        (["--capacity", "10", "--freq", "2d"], "--freq 2d is longer than a day"),
+        (["--capacity", "1e-300"], "--capacity 1e-300 is too small for the trace"),
+        (["--capacity", "10", "--poll", "1ms"], "--poll: must be at least 1s, got '1ms'"),
     ],
 )
 def test_bad_input_is_a_clear_error(

@@ -86,6 +86,11 @@ def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -
         ("timestamp,value\n2024-01-01,-Infinity\n", "row 2: value '-Infinity' is infinite"),
         ("1704067200,1\n1704067500,2\n", "first row looks like data"),
         ("timestamp,value\n1704067200,1\n2024-01-01 00:05,2\n", "cannot parse timestamp"),
+        ("timestamp,value\n2024-01-01,1\n,2\n", r"row 3: no timestamp \(''\)"),
+        ("timestamp,value\n2024-01-01,1\nNaN,2\n", r"row 3: no timestamp \('NaN'\)"),
+        ("timestamp,value\n2024-01-01T00:00Z,1\n,2\n", r"row 3: no timestamp"),
+        ("timestamp,value\n2024-01-01,1\nsoon,2\n", "row 3: cannot parse timestamp 'soon'"),
+        ("timestamp,value\n2024-01-01,1\n2400-01-01,2\n", "row 3: cannot parse timestamp '2400"),
     ],
 )
 def test_bad_csv_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
@@ -93,6 +98,53 @@ def test_bad_csv_files_are_refused(tmp_path: Path, content: str, message: str) -
     path.write_text(content)
     with pytest.raises(InputDataError, match=message):
         read_series_csv(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"timestamp;value\n2024-01-01;1\n", "with commas, not semicolons"),
+        (b"timestamp\tvalue\n2024-01-01\t1\n", "with commas, not tabs"),
+        (
+            "timestamp,value\n2024-01-01,1\n2024-01-02,2 \u00b0C\n".encode("latin-1"),
+            r"line 3: not UTF-8 text \(byte 0xb0\)",
+        ),
+        ("timestamp,value\n2024-01-01,1\n".encode("utf-16"), "line 1: not UTF-8 text"),
+        # pandas skips blank lines: the row named is still the file's line
+        (b"timestamp,value\n\n\n2024-01-01,1\n\n2024-01-02,abc\n", "row 6: value 'abc'"),
+        (b"\ntimestamp,value\n2024-01-01,1\n\n,2\n", "row 5: no timestamp"),
+    ],
+)
+def test_csv_messages_name_the_line_and_the_dialect(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(InputDataError, match=message):
+        read_series_csv(path)
+
+
+def test_bom_crlf_and_blank_lines_are_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbftimestamp,value\r\n2024-01-01 00:05,2\r\n\r\n2024-01-01,1\r\n")
+    with caplog.at_level("WARNING"):
+        series = read_series_csv(path)
+    assert series.name == "value" and list(series.to_numpy()) == [1.0, 2.0]
+    assert "row 4: timestamp 2024-01-01T00:00:00+00:00 is earlier" in caplog.text
+
+
+def test_a_grid_too_large_for_memory_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    path = tmp_path / "stray.csv"
+    path.write_text("timestamp,value\n1970-01-02,1\n2024-01-01,2\n")
+    series = read_series_csv(path)
+    with pytest.raises(
+        InputDataError,
+        match=r"spans 19722d \(1970-01-02T00:00:00\+00:00 to 2024-01-01.*grid of 1s .* more than",
+    ):
+        to_grid(series, timedelta(seconds=1))
+    assert len(to_grid(series, timedelta(days=1))) == 19723
 
 
 def test_unix_timestamps_in_seconds_or_milliseconds(tmp_path: Path) -> None:
