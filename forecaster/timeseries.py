@@ -21,7 +21,11 @@ from forecaster.errors import InputDataError
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
     import pandas as pd
+
+    FloatArray = npt.NDArray[np.float64]
 
 
 #: A Unix timestamp: at least 9 digits (from 1973 on in seconds), optional fraction.
@@ -64,9 +68,12 @@ def parse_timestamps(
         # Unix time, as Prometheus and many exporters write it: seconds, or
         # milliseconds when the numbers are that large (after the year 5138 in seconds)
         number = pd.to_numeric(text)
-        if float(number.max()) >= 1e11:
-            return pd.DatetimeIndex(pd.to_datetime(number, unit="ms", utc=True))
-        return pd.DatetimeIndex(pd.to_datetime(number, unit="s", utc=True))
+        unit = "ms" if float(number.max()) >= 1e11 else "s"
+        seconds = number / (1000.0 if unit == "ms" else 1.0)
+        _check_range(text, seconds.to_numpy(dtype=float), line, where)
+        if unit == "ms":
+            return pd.DatetimeIndex(pd.to_datetime(number, unit="ms", utc=True)).as_unit("ns")
+        return pd.DatetimeIndex(pd.to_datetime(number, unit="s", utc=True)).as_unit("ns")
     has_zone = text.str.contains(r"(?:[+-]\d\d:?\d\d|Z|UTC)$", regex=True)
     if has_zone.any() and not has_zone.all():
         first_naive = text[~has_zone].iloc[0]
@@ -82,7 +89,25 @@ def parse_timestamps(
         raise InputDataError(
             f"{where}: row {line[row]}: cannot parse timestamp {bad!r}: {exc}"
         ) from exc
-    return pd.DatetimeIndex(parsed)
+    index = pd.DatetimeIndex(parsed)
+    # pandas 3 may keep far dates in a coarser unit; everything downstream is in ns
+    _check_range(text, index.as_unit("s").asi8.astype(float), line, where)
+    return index.as_unit("ns")
+
+
+def _check_range(text: pd.Series, seconds: FloatArray, line: Sequence[int], where: str) -> None:
+    """Refuse timestamps outside what a nanosecond timestamp holds (1677-2262)."""
+    import numpy as np
+    import pandas as pd
+
+    low, high = pd.Timestamp.min.timestamp(), pd.Timestamp.max.timestamp()
+    outside = ~((seconds >= low) & (seconds <= high))
+    if np.any(outside):
+        row = int(np.flatnonzero(outside)[0])
+        raise InputDataError(
+            f"{where}: row {line[row]}: cannot parse timestamp {text.iloc[row]!r}: outside "
+            f"the supported range {pd.Timestamp.min.date()} .. {pd.Timestamp.max.date()}"
+        )
 
 
 def _first_bad_timestamp(text: pd.Series) -> tuple[int, str]:

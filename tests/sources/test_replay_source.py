@@ -91,6 +91,7 @@ def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -
         ("timestamp,value\n2024-01-01T00:00Z,1\n,2\n", r"row 3: no timestamp"),
         ("timestamp,value\n2024-01-01,1\nsoon,2\n", "row 3: cannot parse timestamp 'soon'"),
         ("timestamp,value\n2024-01-01,1\n2400-01-01,2\n", "row 3: cannot parse timestamp '2400"),
+        ("timestamp,value\n1704067200,1\n99999999999999999,2\n", "row 3: .* outside the supp"),
     ],
 )
 def test_bad_csv_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
