@@ -162,23 +162,7 @@ def band_scale_from_frames(
     (their actuals were observed before the origin). Where several forecasts cover
     one ``ds``, the latest one judges it, as in the publish job.
     """
-    import pandas as pd
-
-    if not earlier:
-        return 1.0
-    since = origin - pd.Timedelta(WINDOW)
-    recent = [f[(f["ds"] >= since) & (f["ds"] < origin)] for f in earlier[-400:]]
-    recent = [r for r in recent if len(r)]
-    if not recent:
-        return 1.0
-    rows = pd.concat(recent).drop_duplicates("ds", keep="last")
-    required = required_scales(
-        rows["yhat"].to_numpy(),
-        rows["yhat_lower"].to_numpy(),
-        rows["yhat_upper"].to_numpy(),
-        rows["y"].to_numpy(),
-    )
-    return band_scale(required, level)
+    return _scale_from_frames(earlier, origin, level, latest_only=True)
 
 
 def long_band_scale_from_frames(
@@ -187,19 +171,33 @@ def long_band_scale_from_frames(
     """The long scale for a forecast from ``origin``: every row of ``earlier`` (backtest
     rows with ``step`` and ``y``, the estimator's own bands) with a lead beyond
     :data:`SHORT_LEAD` and ``origin - WINDOW <= ds < origin`` is judged."""
+    return _scale_from_frames(earlier, origin, level, beyond_step=short_steps(step))
+
+
+def _scale_from_frames(
+    earlier: Sequence[pd.DataFrame],
+    origin: pd.Timestamp,
+    level: float,
+    *,
+    latest_only: bool = False,
+    beyond_step: int = 0,
+) -> float:
+    """:func:`band_scale` of the rows of ``earlier`` with ``origin - WINDOW <= ds < origin``
+    and ``step > beyond_step``; with ``latest_only``, only the latest frame's row per ``ds``."""
     import pandas as pd
 
     if not earlier:
         return 1.0
     since = origin - pd.Timedelta(WINDOW)
-    cut = short_steps(step)
-    recent = [
-        f[(f["ds"] >= since) & (f["ds"] < origin) & (f["step"] > cut)] for f in earlier[-400:]
-    ]
+    recent = [f[(f["ds"] >= since) & (f["ds"] < origin)] for f in earlier[-400:]]
+    if beyond_step:
+        recent = [r[r["step"] > beyond_step] for r in recent]
     recent = [r for r in recent if len(r)]
     if not recent:
         return 1.0
     rows = pd.concat(recent)
+    if latest_only:
+        rows = rows.drop_duplicates("ds", keep="last")
     required = required_scales(
         rows["yhat"].to_numpy(),
         rows["yhat_lower"].to_numpy(),
