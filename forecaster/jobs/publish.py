@@ -128,8 +128,8 @@ def _band_scale(ctx: JobContext, name: str, history: Any, origin: datetime) -> t
     if cached is not None and cached[0] == hour:
         return cached[1]
     since = origin - WINDOW
-    short = _scale_of(ctx.store.hourly_forecast_points(name, since=since, until=origin), history)
-    long = _scale_of(ctx.store.long_lead_forecast_points(name, since=since, until=origin), history)
+    short_rows, long_rows = ctx.store.recalibration_points(name, since=since, until=origin)
+    short, long = _scale_of(short_rows, history), _scale_of(long_rows, history)
     ctx.band_scales[name] = (hour, (short, long))
     log.debug("band scales of %s: %.3f (short), %.3f (long)", name, short, long)
     return short, long

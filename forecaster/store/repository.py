@@ -495,20 +495,7 @@ class Store:
         "Hourly publication": the first kept publication of each clock hour (the store
         keeps those for two days). Steps no such publication covers are left out.
         """
-        hourly, rows = self._hourly_rows(name, since=since, until=until, back=timedelta(hours=2))
-        # publication i judges the steps after it and up to the next hourly one
-        following = {
-            pub_id: hourly[i + 1][1] if i + 1 < len(hourly) else None
-            for i, (pub_id, *_rest) in enumerate(hourly)
-        }
-        out: list[tuple[datetime, float, float, float]] = []
-        for pub_id, generated, ds, yhat, lower, upper, scale, _ in rows:
-            after = following[pub_id]
-            if ds <= generated or (after is not None and ds > after):
-                continue
-            out.append((ds, yhat, yhat - (yhat - lower) / scale, yhat + (upper - yhat) / scale))
-        out.sort(key=lambda r: r[0])
-        return out
+        return self.recalibration_points(name, since=since, until=until)[0]
 
     def long_lead_forecast_points(
         self, name: str, *, since: datetime, until: datetime
@@ -517,27 +504,49 @@ class Store:
         ``[since, until]`` with a lead beyond :data:`~forecaster.recalibration.SHORT_LEAD`
         (steps forecast by several publications appear once per publication), with the
         band the estimator gave (the long band scale undone)."""
-        _, rows = self._hourly_rows(name, since=since, until=until, back=timedelta(days=2))
-        out = [
-            (ds, yhat, yhat - (yhat - lower) / scale, yhat + (upper - yhat) / scale)
-            for *_, ds, yhat, lower, upper, scale, is_long in rows
-            if is_long
-        ]
-        out.sort(key=lambda r: r[0])
-        return out
+        return self.recalibration_points(name, since=since, until=until)[1]
+
+    def recalibration_points(
+        self, name: str, *, since: datetime, until: datetime
+    ) -> tuple[
+        list[tuple[datetime, float, float, float]], list[tuple[datetime, float, float, float]]
+    ]:
+        """:meth:`hourly_forecast_points` and :meth:`long_lead_forecast_points` from one
+        read of the store (what the publish job's recalibration judges, hourly)."""
+        hourly, rows = self._hourly_rows(name, since=since, until=until, back=timedelta(days=2))
+        # publication i judges the steps after it and up to the next hourly one; only
+        # publications from two hours before ``since`` on take part
+        recent_from = _utc(since) - timedelta(hours=2)
+        following = {
+            pub_id: hourly[i + 1][1] if i + 1 < len(hourly) else None
+            for i, (pub_id, _) in enumerate(hourly)
+        }
+        short: list[tuple[datetime, float, float, float]] = []
+        long: list[tuple[datetime, float, float, float]] = []
+        for pub_id, generated, ds, yhat, lower, upper, is_long in rows:
+            if is_long:
+                long.append((ds, yhat, lower, upper))
+            after = following[pub_id]
+            if generated < recent_from or ds <= generated or (after is not None and ds > after):
+                continue
+            short.append((ds, yhat, lower, upper))
+        short.sort(key=lambda r: r[0])
+        long.sort(key=lambda r: r[0])
+        return short, long
 
     def _hourly_rows(
         self, name: str, *, since: datetime, until: datetime, back: timedelta
     ) -> tuple[
         list[tuple[int, datetime]],
-        list[tuple[int, datetime, datetime, float, float, float, float, bool]],
+        list[tuple[int, datetime, datetime, float, float, float, bool]],
     ]:
         """The hourly publications generated in ``[since - back, until]`` (oldest first,
         ``(id, generated_at)``) and their forecast steps with ``ds`` in ``[since, until]``
-        as ``(publication id, generated_at, ds, yhat, lower, upper, band scale of the
-        step, lead beyond SHORT_LEAD)``: the short scale for leads up to
-        :data:`~forecaster.recalibration.SHORT_LEAD`, then the long one (older
-        publications, without a long scale, used the short throughout).
+        as ``(publication id, generated_at, ds, yhat, lower, upper, lead beyond
+        SHORT_LEAD)``, with the band the estimator gave: the publication's short scale
+        undone for leads up to :data:`~forecaster.recalibration.SHORT_LEAD`, its long
+        one beyond (older publications, without a long scale, used the short
+        throughout).
         """
         info = self.series(name)
         start, end = _utc(since), _utc(until)
@@ -585,10 +594,10 @@ class Store:
         out = []
         for pub_id, step, ds, yhat, lower, upper in rows:
             _, generated, step_seconds, short, long = by_id[int(pub_id)]
-            lead = timedelta(seconds=int(step) * step_seconds)
-            is_long = lead > SHORT_LEAD
+            is_long = timedelta(seconds=int(step) * step_seconds) > SHORT_LEAD
             scale = long if is_long else short
-            out.append((int(pub_id), generated, ds, yhat, lower, upper, scale, is_long))
+            own_lower, own_upper = yhat - (yhat - lower) / scale, yhat + (upper - yhat) / scale
+            out.append((int(pub_id), generated, ds, yhat, own_lower, own_upper, is_long))
         return [(h[0], h[1]) for h in hourly], out
 
     @staticmethod
