@@ -43,6 +43,16 @@ def check_output(path: Path | None, option: str, *, image: bool = False) -> None
         raise InputDataError(f"{option} {path}: cannot write there ({exc})") from exc
 
 
+def check_outputs(
+    source: Path, outputs: dict[str, Path | None], *, images: tuple[str, ...] = ("--plot",)
+) -> None:
+    """:func:`check_distinct` and :func:`check_output` for every output of a command
+    (the options in ``images`` are plots), before its work starts."""
+    check_distinct(source, outputs)
+    for option, path in outputs.items():
+        check_output(path, option, image=option in images)
+
+
 def check_distinct(source: Path, outputs: dict[str, Path | None]) -> None:
     """Refuse an output that is the input file or another output of the same run.
 

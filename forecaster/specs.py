@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from forecaster.durations import parse_duration
 from forecaster.errors import SpecError
+from forecaster.timeseries import read_utf8
 
 SERIES_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -402,15 +403,10 @@ def load_spec(path: str | Path) -> PipelineSpec:
         raise SpecError(f"pipeline spec {str(spec_path)!r} is a directory, not a YAML file")
     if not spec_path.is_file():
         raise SpecError(f"pipeline spec {str(spec_path)!r} does not exist")
-    raw = spec_path.read_bytes()
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise SpecError(
-            f"{spec_path}: line {line}: not UTF-8 text (byte {raw[exc.start]:#04x}); "
-            "save the spec as UTF-8"
-        ) from None
+        text = read_utf8(spec_path)
+    except ValueError as exc:
+        raise SpecError(f"{spec_path}: {exc}; save the spec as UTF-8") from None
     stream = io.StringIO(text)
     stream.name = str(spec_path)  # YAML errors name the file, not "<unicode string>"
     try:

@@ -120,6 +120,20 @@ def _first_bad_timestamp(text: pd.Series) -> tuple[int, str]:
     return position, str(text.iloc[position])
 
 
+def read_utf8(path: Path, *, encoding: str = "utf-8") -> str:
+    """The text of ``path`` (``encoding``: utf-8, or utf-8-sig to drop a BOM).
+
+    Raises:
+        ValueError: ``line N: not UTF-8 text (byte 0x..)`` at the first bad byte.
+    """
+    raw = path.read_bytes()
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(f"line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
+
+
 def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     """Read a two-column CSV (timestamp, value) with a header row.
 
@@ -147,15 +161,10 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
         raise InputDataError(f"{where}: is a directory, not a CSV file")
     if not csv_path.is_file():
         raise InputDataError(f"{where}: no such file")
-    raw = csv_path.read_bytes()
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise InputDataError(
-            f"{where}: line {line}: not UTF-8 text (byte {raw[exc.start]:#04x}); save the "
-            "file as UTF-8"
-        ) from None
+        text = read_utf8(csv_path, encoding="utf-8-sig")
+    except ValueError as exc:
+        raise InputDataError(f"{where}: {exc}; save the file as UTF-8") from None
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError as exc:

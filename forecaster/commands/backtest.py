@@ -17,7 +17,7 @@ import typer
 
 from forecaster.commands import StrictOption
 from forecaster.errors import ForecasterError, InputDataError
-from forecaster.outputs import check_distinct, check_output, replace_atomically
+from forecaster.outputs import check_outputs, replace_atomically
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -136,9 +136,7 @@ def backtest_command(
 
     began = time.perf_counter()
     try:
-        check_distinct(input_csv, {"--output": output, "--plot": plot})
-        check_output(output, "--output")
-        check_output(plot, "--plot", image=True)
+        check_outputs(input_csv, {"--output": output, "--plot": plot})
         if model not in model_names():
             raise InputDataError(f"unknown model {model!r}; choose from {', '.join(model_names())}")
         estimator_factory(model, horizon=horizon, level=level)

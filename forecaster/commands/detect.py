@@ -22,7 +22,7 @@ import typer
 
 from forecaster.commands import StrictOption
 from forecaster.errors import ForecasterError, InputDataError
-from forecaster.outputs import check_distinct, check_output, replace_atomically
+from forecaster.outputs import check_outputs, replace_atomically
 
 
 def _fail(message: str) -> typer.Exit:
@@ -102,10 +102,7 @@ def detect_command(
     """Detect regressions in INPUT.csv online, as the service would have, and write events."""
     started = time.perf_counter()
     try:
-        check_distinct(input_csv, {"--output": output, "--scores": scores, "--plot": plot})
-        check_output(output, "--output")
-        check_output(scores, "--scores")
-        check_output(plot, "--plot", image=True)
+        check_outputs(input_csv, {"--output": output, "--scores": scores, "--plot": plot})
         from forecaster.commands.backtest import check_history_window, parse_freq
         from forecaster.consumers.regressions import (
             EventTracker,

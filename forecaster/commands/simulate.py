@@ -55,7 +55,7 @@ from forecaster.consumers.planner import (
     interval_quantile,
 )
 from forecaster.errors import ForecasterError, InputDataError
-from forecaster.outputs import check_distinct, check_output, replace_atomically
+from forecaster.outputs import check_outputs, replace_atomically
 from forecaster.recalibration import (
     band_scale_from_frames,
     long_band_scale_from_frames,
@@ -724,9 +724,7 @@ def simulate_command(
 
     began = time.perf_counter()
     try:
-        check_distinct(input_csv, {"--output": output, "--plot": plot})
-        check_output(output, "--output")
-        check_output(plot, "--plot", image=True)
+        check_outputs(input_csv, {"--output": output, "--plot": plot})
         if not (math.isfinite(capacity) and capacity > 0):
             raise InputDataError(f"--capacity must be a positive number, got {capacity!r}")
         if not 0.5 <= quantile <= 1 - (100 - LEVEL) / 200:
