@@ -30,10 +30,14 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "token", "xxx", ""}
 
 
-class PrometheusSettings(BaseModel):
-    """How to reach Prometheus (``FORECASTER_PROMETHEUS__*``)."""
+class _Section(BaseModel):
+    """A settings section: numbers must be finite (``inf``/``nan`` are refused)."""
 
     model_config = ConfigDict(allow_inf_nan=False)
+
+
+class PrometheusSettings(_Section):
+    """How to reach Prometheus (``FORECASTER_PROMETHEUS__*``)."""
 
     url: str = "http://127.0.0.1:9090"
     timeout_seconds: float = Field(10.0, gt=0, le=600)
@@ -57,10 +61,8 @@ class PrometheusSettings(BaseModel):
         return value.rstrip("/")
 
 
-class DatabaseSettings(BaseModel):
+class DatabaseSettings(_Section):
     """The SQL history / forecast store (``FORECASTER_DATABASE__*``)."""
-
-    model_config = ConfigDict(allow_inf_nan=False)
 
     url: str = "sqlite:///.forecaster/forecaster.db"
     echo: bool = False
@@ -79,13 +81,11 @@ class DatabaseSettings(BaseModel):
         return value
 
 
-class MlflowSettings(BaseModel):
+class MlflowSettings(_Section):
     """MLflow tracking and registry (``FORECASTER_MLFLOW__*``).
 
     The embedded default keeps everything under the top-level ``models/`` folder.
     """
-
-    model_config = ConfigDict(allow_inf_nan=False)
 
     tracking_uri: str = "sqlite:///models/mlflow.db"
     artifact_location: str | None = "models/artifacts"
@@ -96,10 +96,8 @@ class MlflowSettings(BaseModel):
     max_retries: int = Field(3, ge=0, le=10)
 
 
-class ScheduleSettings(BaseModel):
+class ScheduleSettings(_Section):
     """Scheduler timing defaults (``FORECASTER_SCHEDULE__*``)."""
-
-    model_config = ConfigDict(allow_inf_nan=False)
 
     publish_every_seconds: int = Field(60, ge=1)
     train_cron: str = "0 3 * * *"
@@ -123,10 +121,8 @@ class ScheduleSettings(BaseModel):
         return value
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(_Section):
     """The HTTP API (``FORECASTER_API__*``)."""
-
-    model_config = ConfigDict(allow_inf_nan=False)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -138,10 +134,8 @@ class ApiSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list)
 
 
-class TrainingSettings(BaseModel):
+class TrainingSettings(_Section):
     """Where and how estimator fits run (``FORECASTER_TRAINING__*``)."""
-
-    model_config = ConfigDict(allow_inf_nan=False)
 
     workers: int = Field(1, ge=1, le=256)
     threads_per_fit: int = Field(1, ge=1, le=64)
@@ -150,16 +144,12 @@ class TrainingSettings(BaseModel):
     prophet_fit_timeout_seconds: float = Field(60.0, gt=0, le=3600)
 
 
-class ScalerSettings(BaseModel):
+class ScalerSettings(_Section):
     """The KEDA external scaler gRPC server (``FORECASTER_SCALER__*``).
 
     With ``tls_cert`` and ``tls_key`` the server speaks TLS; with ``client_ca`` as
     well it requires client certificates signed by that CA (mutual TLS).
     """
-
-    model_config = ConfigDict(allow_inf_nan=False)
-
-    model_config = ConfigDict(allow_inf_nan=False)
 
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=1, le=65535)
