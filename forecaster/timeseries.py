@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from forecaster.durations import format_duration
 from forecaster.errors import InputDataError
@@ -68,12 +68,10 @@ def parse_timestamps(
         # Unix time, as Prometheus and many exporters write it: seconds, or
         # milliseconds when the numbers are that large (after the year 5138 in seconds)
         number = pd.to_numeric(text)
-        unit = "ms" if float(number.max()) >= 1e11 else "s"
-        seconds = number / (1000.0 if unit == "ms" else 1.0)
-        _check_range(text, seconds.to_numpy(dtype=float), line, where)
-        if unit == "ms":
-            return pd.DatetimeIndex(pd.to_datetime(number, unit="ms", utc=True)).as_unit("ns")
-        return pd.DatetimeIndex(pd.to_datetime(number, unit="s", utc=True)).as_unit("ns")
+        unit: Literal["s", "ms"] = "ms" if float(number.max()) >= 1e11 else "s"
+        per_second = 1000.0 if unit == "ms" else 1.0
+        _check_range(text, number.to_numpy(dtype=float) / per_second, line, where)
+        return pd.DatetimeIndex(pd.to_datetime(number, unit=unit, utc=True)).as_unit("ns")
     has_zone = text.str.contains(r"(?:[+-]\d\d:?\d\d|Z|UTC)$", regex=True)
     if has_zone.any() and not has_zone.all():
         first_naive = text[~has_zone].iloc[0]
