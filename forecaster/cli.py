@@ -233,7 +233,7 @@ def _register_optional_commands() -> None:
 
 def main() -> None:
     """Console entry point: runs the app, turning forecaster errors into clean exits."""
-    from forecaster.config import load_settings
+    from forecaster.config import load_settings, warn_unknown_variables
 
     _register_optional_commands()
     try:
@@ -241,6 +241,7 @@ def main() -> None:
     except ForecasterError:
         level = "INFO"
     _setup_logging(level)
+    warn_unknown_variables()
     try:
         app()
     except ForecasterError as exc:

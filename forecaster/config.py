@@ -7,10 +7,14 @@ Nothing is read at import time: call :func:`get_settings`.
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,14 +30,30 @@ from pydantic_settings.exceptions import SettingsError
 
 from forecaster.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
+#: Variables under the prefix that are not settings: the test suite's own.
+_NOT_SETTINGS = ("FORECASTER_TEST_",)
+#: Settings that were removed, and where their job is done now.
+_MOVED = {
+    "schedule.publish_every_seconds": "set 'schedule: {publish: 1m}' per series in the "
+    "pipeline spec",
+    "schedule.train_cron": "set 'schedule: {train: \"0 3 * * *\"}' per series in the pipeline spec",
+}
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "token", "xxx", ""}
 
 
 class _Section(BaseModel):
-    """A settings section: numbers must be finite (``inf``/``nan`` are refused)."""
+    """A settings section: numbers must be finite (``inf``/``nan`` are refused).
 
-    model_config = ConfigDict(allow_inf_nan=False)
+    An unknown field (``FORECASTER_SCHEDULE__STALE_AFTER_SECOND``, a typo) is refused
+    rather than ignored: a misspelt setting would otherwise leave its default in force
+    unseen.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
 
 
 class PrometheusSettings(_Section):
@@ -97,10 +117,12 @@ class MlflowSettings(_Section):
 
 
 class ScheduleSettings(_Section):
-    """Scheduler timing defaults (``FORECASTER_SCHEDULE__*``)."""
+    """Scheduler timing (``FORECASTER_SCHEDULE__*``).
 
-    publish_every_seconds: int = Field(60, ge=1)
-    train_cron: str = "0 3 * * *"
+    How often each series is ingested, published and trained is set per series in
+    the pipeline spec (``schedule: {ingest, publish, train}``), not here.
+    """
+
     timezone: str = "UTC"
     misfire_grace_seconds: int = Field(60, ge=1)
     stale_after_seconds: int = Field(
@@ -227,12 +249,9 @@ def load_settings(**overrides: object) -> Settings:
         ConfigError: Listing every invalid field.
     """
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc
     except SettingsError as exc:
         # a list or mapping value (e.g. FORECASTER_API__CORS_ORIGINS) that is not JSON
@@ -242,6 +261,69 @@ def load_settings(**overrides: object) -> Settings:
             f"invalid settings: a {variable}* variable is not valid JSON ({exc.__cause__}); "
             """list values are JSON, e.g. FORECASTER_API__CORS_ORIGINS='["https://a.example"]'"""
         ) from exc
+    return settings
+
+
+def warn_unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Log a warning for each ``FORECASTER_*`` variable that is no setting; return them.
+
+    Inside a section an unknown field is an error (see :class:`_Section`); at the top
+    level the prefix is shared with other tools (the test suite's
+    ``FORECASTER_TEST_*``, Compose's ``FORECASTER_API_TOKEN``), so a stray variable
+    is reported, with the closest setting, and the process goes on.
+    """
+    if environ is None:
+        from dotenv import dotenv_values
+
+        env_file = Path(str(Settings.model_config.get("env_file") or ".env"))
+        from_file = dotenv_values(env_file) if env_file.is_file() else {}
+        environ = {**{k: v or "" for k, v in from_file.items()}, **os.environ}
+    unknown = _unknown_variables(environ)
+    for name in unknown:
+        log.warning("ignoring %s: it is not a forecaster setting%s", name, _guess(name))
+    return unknown
+
+
+def _problem(err: Any) -> str:
+    """One validation error as ``field: message``; an unknown field names its variable."""
+    loc = [str(part) for part in err["loc"]]
+    where = ".".join(loc)
+    if err["type"] != "extra_forbidden":
+        return f"{where}: {err['msg'].removeprefix('Value error, ')}"
+    variable = "FORECASTER_" + "__".join(loc).upper()
+    hint = f"; {_MOVED[where]}" if where in _MOVED else _guess(variable)
+    return f"{variable} is not a setting{hint}"
+
+
+def _variables() -> list[str]:
+    """Every setting's environment variable (sections expanded to their fields)."""
+    names = []
+    for field, info in Settings.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            names += [f"FORECASTER_{field}__{sub}".upper() for sub in kind.model_fields]
+        else:
+            names.append(f"FORECASTER_{field}".upper())
+    return names
+
+
+def _guess(variable: str) -> str:
+    """``"; did you mean X?"`` for the closest setting's variable, or ``""``."""
+    close = difflib.get_close_matches(variable.upper(), _variables(), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``FORECASTER_*`` variables that name no top-level setting (sections check their own)."""
+    top = {name.upper() for name in Settings.model_fields}
+    unknown = []
+    for key in environ:
+        name = key.upper()
+        if not name.startswith("FORECASTER_") or name.startswith(_NOT_SETTINGS):
+            continue
+        if name.removeprefix("FORECASTER_").split("__", 1)[0] not in top:
+            unknown.append(key)
+    return sorted(unknown)
 
 
 @lru_cache(maxsize=1)

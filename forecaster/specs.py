@@ -34,7 +34,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from forecaster.durations import parse_duration
+from forecaster.durations import format_duration, parse_duration
 from forecaster.errors import SpecError
 from forecaster.timeseries import read_utf8
 
@@ -257,25 +257,29 @@ class SeriesSpec(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> SeriesSpec:
         if (self.query is None) == (self.file is None):
-            raise ValueError(
-                f"series {self.name!r}: give exactly one source, 'query' (Prometheus) or 'file'"
-            )
+            raise ValueError("give exactly one source, 'query' (Prometheus) or 'file'")
         if self.file is not None and self.split_by:
-            raise ValueError(f"series {self.name!r}: split_by needs a Prometheus query")
+            raise ValueError("split_by needs a Prometheus query")
         if self.step < timedelta(seconds=1):
-            raise ValueError(f"series {self.name!r}: step must be at least 1s")
+            raise ValueError("step must be at least 1s")
         if self.horizon < self.step:
-            raise ValueError(f"series {self.name!r}: horizon is shorter than one step")
-        if self.horizon > MAX_HORIZON:
-            raise ValueError(f"series {self.name!r}: horizon longer than {MAX_HORIZON.days} days")
-        if self.history > MAX_HISTORY:
-            raise ValueError(f"series {self.name!r}: history longer than {MAX_HISTORY.days} days")
-        if self.history < 2 * self.step:
-            raise ValueError(f"series {self.name!r}: history must cover at least two steps")
-        if self.horizon_steps > 5000:
+            raise ValueError("horizon is shorter than one step")
+        if self.horizon % self.step:
+            steps = self.horizon / self.step
             raise ValueError(
-                f"series {self.name!r}: horizon/step = {self.horizon_steps} steps; at most 5000"
+                f"horizon {format_duration(self.horizon)} is not a whole "
+                f"number of steps of {format_duration(self.step)} ({steps:.2f}); use "
+                f"{format_duration(self.step * int(steps))} or "
+                f"{format_duration(self.step * (int(steps) + 1))}"
             )
+        if self.horizon > MAX_HORIZON:
+            raise ValueError(f"horizon longer than {MAX_HORIZON.days} days")
+        if self.history > MAX_HISTORY:
+            raise ValueError(f"history longer than {MAX_HISTORY.days} days")
+        if self.history < 2 * self.step:
+            raise ValueError("history must cover at least two steps")
+        if self.horizon_steps > 5000:
+            raise ValueError(f"horizon/step = {self.horizon_steps} steps; at most 5000")
         return self
 
 
@@ -312,6 +316,15 @@ def parse_spec(data: Any, *, path: Path | None = None) -> PipelineSpec:
         raise SpecError(
             f"{where}: unknown top-level key(s) {sorted(unknown)}; "
             "allowed: version, defaults, series"
+        )
+    version = data.get("version", 1)
+    if version == "1":
+        raise SpecError(
+            f"{where}: version must be the number 1, not the string '1'; drop the quotes"
+        )
+    if version != 1 or isinstance(version, bool):
+        raise SpecError(
+            f"{where}: unsupported spec version {version!r}; this release reads version 1"
         )
     try:
         defaults = Defaults.model_validate(data.get("defaults") or {})
@@ -356,9 +369,6 @@ def parse_spec(data: Any, *, path: Path | None = None) -> PipelineSpec:
             raise SpecError(f"{where}: {label}: file {str(spec.file)!r} does not exist")
         seen.add(spec.name)
         series.append(spec)
-    version = data.get("version", 1)
-    if version != 1:
-        raise SpecError(f"{where}: unsupported spec version {version!r}; this release reads 1")
     return PipelineSpec(version=1, series=tuple(series), path=path)
 
 

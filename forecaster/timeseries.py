@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 from collections.abc import Sequence
 from datetime import timedelta
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 EPOCH_PATTERN = r"\d{9,}(?:\.\d+)?"
 
 
+#: Values beyond this magnitude are refused: the estimators' sums of values near 1e308
+#: overflow to inf (seen at 1e305 x four weeks of points), and no load is that big.
+MAX_ABS_VALUE = 1e100
 #: What pandas reads as "no timestamp" (NaT); a row without its time is refused.
 MISSING_TIMESTAMPS = frozenset({"", "nan", "nat", "none", "null"})
 
@@ -196,9 +200,15 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     bad = values.isna() & ~raw_values.str.lower().isin(["", "nan", "null", "none"])
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
-        raise InputDataError(
-            f"{where}: row {lines[row]}: value {frame.iloc[row, 1]!r} is not a number"
+        raw = str(frame.iloc[row, 1])
+        try:
+            overflows = math.isinf(float(raw)) and "inf" not in raw.lower()
+        except ValueError:
+            overflows = False
+        reason = (
+            "is beyond the largest 64-bit float (about 1.8e308)" if overflows else "is not a number"
         )
+        raise InputDataError(f"{where}: row {lines[row]}: value {raw!r} {reason}")
     series = pd.Series(values.to_numpy(dtype=float), index=stamps, name=header[1])
     _check_order(series.index, where=where, strict=strict, lines=lines)
     if series.index.has_duplicates:
@@ -208,12 +218,29 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     finite = series.dropna()
     if finite.empty:
         raise InputDataError(f"{where}: no numeric values")
-    infinite = np.isinf(values.to_numpy(dtype=float))
+    magnitude = np.abs(values.to_numpy(dtype=float))
+    infinite = np.isinf(magnitude)
     if infinite.any():
         row = int(infinite.nonzero()[0][0])
         raise InputDataError(
             f"{where}: row {lines[row]}: value {frame.iloc[row, 1]!r} is infinite; "
             "infinite values are not allowed"
+        )
+    huge = magnitude > MAX_ABS_VALUE
+    if huge.any():
+        row = int(huge.nonzero()[0][0])
+        raise InputDataError(
+            f"{where}: row {lines[row]}: value {frame.iloc[row, 1]!r} is larger than "
+            f"{MAX_ABS_VALUE:.0e} in magnitude; no rate or latency is, and sums of values "
+            "that large overflow (rescale the column, e.g. to other units)"
+        )
+    if frame.shape[1] > 2:
+        log.warning(
+            "%s: using the first two columns (%s, %s); ignoring %s",
+            where,
+            header[0],
+            header[1],
+            ", ".join(repr(str(c)) for c in frame.columns[2:]),
         )
     return series
 

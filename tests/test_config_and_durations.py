@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forecaster.config import load_settings
+from forecaster.config import load_settings, warn_unknown_variables
 from forecaster.durations import format_duration, parse_duration
 from forecaster.errors import ConfigError
 
@@ -73,6 +77,71 @@ def test_nonsense_settings_are_a_config_error(
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        (
+            "FORECASTER_SCHEDULE__STALE_AFTER_SECOND",
+            "FORECASTER_SCHEDULE__STALE_AFTER_SECOND is not a setting "
+            "(did you mean FORECASTER_SCHEDULE__STALE_AFTER_SECONDS?)",
+        ),
+        ("FORECASTER_API__TOKN", "(did you mean FORECASTER_API__TOKEN?)"),
+        (
+            "FORECASTER_SCHEDULE__TRAIN_CRON",
+            "FORECASTER_SCHEDULE__TRAIN_CRON is not a setting; set 'schedule: {train:",
+        ),
+        ("FORECASTER_SCHEDULE__PUBLISH_EVERY_SECONDS", "per series in the pipeline spec"),
+        ("FORECASTER_SCALER__ZZZ", "FORECASTER_SCALER__ZZZ is not a setting"),
+    ],
+)
+def test_a_misspelt_section_setting_is_refused_not_ignored(
+    monkeypatch: pytest.MonkeyPatch, variable: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, "5")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert message in str(info.value)
+
+
+def test_stray_top_level_variables_are_named_with_the_closest_setting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    environ = {
+        "FORECASTER_PIPELINE": "x.yaml",
+        "FORECASTER_API_TOKEN": "t",
+        "FORECASTER_TEST_PG": "postgresql://...",
+        "FORECASTER_PIPELINES": "pipelines/demo.yaml",
+        "FORECASTER_API__TOKEN": "t",
+        "forecaster_log_level": "INFO",
+        "PATH": "/bin",
+    }
+    with caplog.at_level("WARNING", logger="forecaster.config"):
+        unknown = warn_unknown_variables(environ)
+    assert unknown == ["FORECASTER_API_TOKEN", "FORECASTER_PIPELINE"]
+    assert (
+        "ignoring FORECASTER_PIPELINE: it is not a forecaster setting (did you mean "
+        "FORECASTER_PIPELINES?)" in caplog.text
+    )
+    assert "did you mean FORECASTER_API__TOKEN?" in caplog.text
+
+
+def test_cli_warns_about_a_stray_variable_and_goes_on(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORECASTER_")}
+    env["FORECASTER_PIPELINEZ"] = "x"
+    done = subprocess.run(
+        [sys.executable, "-m", "forecaster", "db", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ignoring FORECASTER_PIPELINEZ" in done.stderr
+    assert "did you mean FORECASTER_PIPELINES?" in done.stderr
 
 
 def test_log_level_and_time_zone_that_exist_are_read(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -195,6 +195,27 @@ def test_a_field_is_named_once_in_the_message() -> None:
         parse_spec({"version": 2, "series": [{"name": "a", "query": "up"}]})
 
 
+def test_version_is_checked_first_and_a_quoted_one_is_explained() -> None:
+    broken = {"series": [{"name": "a"}]}  # no source: the version must be reported first
+    with pytest.raises(SpecError, match="the number 1, not the string '1'; drop the quotes"):
+        parse_spec({"version": "1", **broken})
+    for version in (2, True, "v1"):
+        with pytest.raises(SpecError, match="this release reads version 1"):
+            parse_spec({"version": version, **broken})
+    assert parse_spec({"version": 1, "series": [{"name": "a", "query": "up"}]}).version == 1
+
+
+def test_a_horizon_that_is_not_whole_steps_is_refused_with_the_nearest_ones() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec({"series": [{"name": "a", "query": "up", "step": "7m", "horizon": "1h"}]})
+    message = str(info.value)
+    assert "series[0] ('a'): horizon 1h is not a whole number of steps of 7m (8.57)" in message
+    assert "use 56m or 1h3m" in message
+    assert message.count("'a'") == 1  # the label names the series; the reason does not again
+    spec = parse_spec({"series": [{"name": "a", "query": "up", "step": "7m", "horizon": "56m"}]})
+    assert spec.series[0].horizon_steps == 8
+
+
 def test_spec_is_frozen() -> None:
     spec = parse_spec({"series": [{"name": "a", "query": "up"}]})
     with pytest.raises(Exception, match="frozen"):

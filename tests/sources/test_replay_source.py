@@ -92,6 +92,11 @@ def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -
         ("timestamp,value\n2024-01-01,1\nsoon,2\n", "row 3: cannot parse timestamp 'soon'"),
         ("timestamp,value\n2024-01-01,1\n2400-01-01,2\n", "row 3: cannot parse timestamp '2400"),
         ("timestamp,value\n1704067200,1\n99999999999999999,2\n", "row 3: .* outside the supp"),
+        (
+            "timestamp,value\n2024-01-01,1\n2024-01-02,1e400\n",
+            r"row 3: value '1e400' is beyond the largest 64-bit float \(about 1.8e308\)",
+        ),
+        ("timestamp,value\n2024-01-01,-2e101\n", "row 2: value '-2e101' is larger than 1e\\+100"),
     ],
 )
 def test_bad_csv_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
@@ -134,6 +139,23 @@ def test_bom_crlf_and_blank_lines_are_read(
         series = read_series_csv(path)
     assert series.name == "value" and list(series.to_numpy()) == [1.0, 2.0]
     assert "row 4: timestamp 2024-01-01T00:00:00+00:00 is earlier" in caplog.text
+
+
+def test_large_values_below_the_bound_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("timestamp,value\n2024-01-01,1e99\n2024-01-01 00:05,-3e99\n")
+    assert list(read_series_csv(path).to_numpy()) == pytest.approx([1e99, -3e99], rel=1e-15)
+
+
+def test_extra_columns_are_named_and_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "labelled.csv"
+    path.write_text("ds,y,label,note\n2024-01-01,1,a,x\n2024-01-01 00:05,2,b,y\n")
+    with caplog.at_level("WARNING"):
+        series = read_series_csv(path)
+    assert list(series.to_numpy()) == [1.0, 2.0]
+    assert "using the first two columns (ds, y); ignoring 'label', 'note'" in caplog.text
 
 
 def test_a_grid_too_large_for_memory_is_refused_before_it_is_built(tmp_path: Path) -> None:
