@@ -1,6 +1,8 @@
 """CLI commands, one module per command, each exposing ``register(app)``."""
 
-from typing import Annotated
+import math
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -13,3 +15,25 @@ StrictOption = Annotated[
         "and averaging them (with a warning).",
     ),
 ]
+
+
+def finite_range(low: float, high: float) -> Callable[[Any], float]:
+    """``parser`` for a float ``typer.Option`` within ``[low, high]``.
+
+    Typer's own ``min``/``max`` compare ``nan`` false against both bounds, so the
+    message was "should be less than or equal to 99.9" for a value that is no number.
+    """
+
+    def parse(text: Any) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise typer.BadParameter(f"{text!r} is not a number") from None
+        if math.isnan(value):
+            raise typer.BadParameter(f"{text!r} is not a number")
+        if not low <= value <= high:
+            raise typer.BadParameter(f"{text} is not between {low:g} and {high:g}")
+        return value
+
+    parse.__name__ = f"number {low:g}..{high:g}"
+    return parse

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from forecaster.commands import StrictOption
+from forecaster.commands import StrictOption, finite_range
 from forecaster.errors import ForecasterError, InputDataError
 from forecaster.outputs import check_outputs, replace_atomically
 
@@ -107,7 +107,10 @@ def backtest_command(
         str, typer.Option(help="History before an origin that training may use.")
     ] = "28d",
     level: Annotated[
-        float, typer.Option(min=1.0, max=99.9, help="Central interval level, percent.")
+        float,
+        typer.Option(
+            parser=finite_range(1.0, 99.9), help="Central interval level, percent (1 .. 99.9)."
+        ),
     ] = 90.0,
     model: Annotated[
         str,

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from forecaster.commands import StrictOption
+from forecaster.commands import StrictOption, finite_range
 from forecaster.errors import ForecasterError, InputDataError
 from forecaster.outputs import check_outputs, replace_atomically
 
@@ -71,7 +71,11 @@ def detect_command(
         ),
     ] = True,
     baseline_quantile: Annotated[
-        float, typer.Option(min=0.5, max=0.99999, help="Quantile of recent scores = the bar.")
+        float,
+        typer.Option(
+            parser=finite_range(0.5, 0.99999),
+            help="Quantile of recent scores = the bar (0.5 .. 0.99999).",
+        ),
     ] = 0.999,
     baseline_window: Annotated[str, typer.Option(help="How far back scores count.")] = "14d",
     learning: Annotated[
@@ -85,7 +89,10 @@ def detect_command(
         float, typer.Option(min=1.0, help="A score above this many times the bar opens at once.")
     ] = 2.0,
     model: Annotated[str, typer.Option(help="Estimator; auto is what the service runs.")] = "auto",
-    level: Annotated[float, typer.Option(min=50.0, max=99.9, help="Band level, percent.")] = 90.0,
+    level: Annotated[
+        float,
+        typer.Option(parser=finite_range(50.0, 99.9), help="Band level, percent (50 .. 99.9)."),
+    ] = 90.0,
     refit: Annotated[
         str, typer.Option(help="Refit schedule, 5-field UTC cron (the service's train).")
     ] = "0 3 * * *",

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from forecaster.commands import StrictOption
+from forecaster.commands import StrictOption, finite_range
 from forecaster.consumers.planner import (
     MAX_ERROR_HEADROOM,
     MAX_REPLICAS,
@@ -698,10 +698,9 @@ def simulate_command(
     error_headroom: Annotated[
         float,
         typer.Option(
-            min=0,
-            max=MAX_ERROR_HEADROOM,
+            parser=finite_range(0, MAX_ERROR_HEADROOM),
             help="Predictive plan: add this many times the recent mean absolute forecast "
-            "error (the scaler's errorHeadroom).",
+            f"error (the scaler's errorHeadroom; 0 .. {MAX_ERROR_HEADROOM:g}).",
         ),
     ] = 0.0,
     poll: Annotated[

@@ -130,6 +130,23 @@ def test_a_freq_that_is_not_a_usable_step_is_a_clear_error(app, tmp_path, freq, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("level", "message"),
+    [
+        ("nan", "'nan' is not a number"),
+        ("abc", "'abc' is not a number"),
+        ("100", "100 is not between 1 and 99.9"),
+        ("0.5", "0.5 is not between 1 and 99.9"),
+    ],
+)
+def test_a_level_that_is_no_percentage_is_named(app, tmp_path, level, message):
+    out = tmp_path / "o.csv"
+    result = _run(app, ELB, "--level", level, "--model", "seasonal_naive", "--output", out)
+    assert result.exit_code == 2, result.output
+    assert "--level" in result.output and message in result.output
+    assert not out.exists()
+
+
 MACHINE_TEMPERATURE = NAB / "realKnownCause" / "machine_temperature_system_failure.csv"
 
 

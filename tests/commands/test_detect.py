@@ -186,3 +186,21 @@ def test_scores_csv_and_plot(cli: typer.Typer, tmp_path: Path) -> None:
     assert frame.loc[~learnt, "bar"].isna().all() and frame.loc[learnt, "bar"].notna().all()
     assert (frame["score"] >= 0).all() and set(frame["side"]) <= {-1, 0, 1}
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--level", "nan"], "'nan' is not a number"),
+        (["--level", "99.95"], "99.95 is not between 50 and 99.9"),
+        (["--baseline-quantile", "1"], "1 is not between 0.5 and 0.99999"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(
+    cli: typer.Typer, tmp_path: Path, args: list[str], message: str
+) -> None:
+    data = _write(tmp_path / "in.csv", days=2)
+    result = CliRunner().invoke(cli, ["detect", str(data), *args, "-o", str(tmp_path / "o.csv")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not (tmp_path / "o.csv").exists()

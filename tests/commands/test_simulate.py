@@ -237,6 +237,8 @@ def test_reactive_stabilisation_option(app: typer.Typer, trace: Path, tmp_path: 
         (["--capacity", "10", "--freq", "2d"], "--freq 2d is longer than a day"),
         (["--capacity", "1e-300"], "--capacity 1e-300 is too small for the trace"),
         (["--capacity", "10", "--poll", "1ms"], "--poll: must be at least 1s, got '1ms'"),
+        (["--capacity", "10", "--error-headroom", "nan"], "'nan' is not a number"),
+        (["--capacity", "10", "--error-headroom", "-1"], "-1 is not between 0 and"),
     ],
 )
 def test_bad_input_is_a_clear_error(
