@@ -22,6 +22,23 @@ log = logging.getLogger(__name__)
 _CONTEXT: dict[str, JobContext] = {}
 
 
+class _QuietRequestPoll(logging.Filter):
+    """Drop APScheduler's "skipped: maximum number of running instances" for the
+    2-second request poll: while one poll runs a requested job (or waits on a busy
+    SQLite store) the next is skipped by design; the warning read like a fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for the poll's skip message, True for everything else."""
+        message = record.getMessage()
+        return not (
+            message.startswith('Execution of job "requests ')
+            and "maximum number of running instances" in message
+        )
+
+
+_QUIET_POLL = _QuietRequestPoll()
+
+
 def _ctx() -> JobContext:
     try:
         return _CONTEXT["ctx"]
@@ -125,6 +142,7 @@ def build_scheduler(ctx: JobContext) -> Any:
 
     _CONTEXT["ctx"] = ctx
     settings = ctx.settings.schedule
+    logging.getLogger("apscheduler.scheduler").addFilter(_QUIET_POLL)  # once: same object
     scheduler = BackgroundScheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=ctx.store.engine)},
         executors={"default": ThreadPoolExecutor(max_workers=2)},
