@@ -10,7 +10,8 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from forecaster.errors import ForecastNotFound, SeriesNotFound, StoreError
+from forecaster.store.repository import ForecastColumns
 from forecaster.store.tables import champions_table, series_table
 
 if TYPE_CHECKING:
@@ -28,12 +30,33 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CachedForecast:
-    """A published forecast prepared for fast slicing (``ds_epoch`` sorted ascending)."""
+    """A published forecast prepared for fast slicing (``ds_epoch`` sorted ascending).
+
+    ``forecast.points`` is ``columns``: the points as arrays of numbers, not objects.
+    """
 
     forecast: PublishedForecast
-    ds_epoch: list[float]
-    ds_iso: list[str]
+    columns: ForecastColumns
     generated_at_iso: str
+
+    @classmethod
+    def of(cls, forecast: PublishedForecast) -> CachedForecast:
+        """``forecast`` with its points turned into columns."""
+        columns = ForecastColumns(forecast.points)
+        return cls(
+            forecast=replace(forecast, points=columns),
+            columns=columns,
+            generated_at_iso=_iso(forecast.generated_at),
+        )
+
+    @property
+    def ds_epoch(self) -> Sequence[float]:
+        """``ds`` of every point as Unix seconds (for ``bisect``)."""
+        return self.columns.ds_epoch
+
+    def ds_iso(self, index: int) -> str:
+        """``ds`` of point ``index`` as ISO 8601 UTC (``...Z``)."""
+        return _iso(self.columns.ds(index))
 
 
 @dataclass
@@ -121,13 +144,7 @@ class ForecastView:
             if cached is not None and cached.forecast.publication_id == pub_id:
                 forecasts[name] = cached
                 continue
-            forecast = self.store.publication(name, int(pub_id))
-            forecasts[name] = CachedForecast(
-                forecast=forecast,
-                ds_epoch=[p.ds.timestamp() for p in forecast.points],
-                ds_iso=[_iso(p.ds) for p in forecast.points],
-                generated_at_iso=_iso(forecast.generated_at),
-            )
+            forecasts[name] = CachedForecast.of(self.store.publication(name, int(pub_id)))
         return ViewState(
             series=series,
             forecasts=forecasts,

@@ -162,16 +162,16 @@ def answer(
     lo, hi = view.window_ahead(cached, now - step, now + query.lead_seconds)
     if hi <= lo or cached.ds_epoch[hi - 1] < now + query.lead_seconds - step:
         raise ForecastUnusable(
-            f"forecast of {query.series!r} ends at {cached.ds_iso[-1]}, before now + lead "
+            f"forecast of {query.series!r} ends at {cached.ds_iso(-1)}, before now + lead "
             f"time ({query.lead_seconds:.0f}s); the publish job is not keeping up"
         )
-    points = forecast.points
+    cols = cached.columns
     peak = max(
         interval_quantile(
             query.quantile,
-            yhat=points[i].yhat,
-            yhat_lower=points[i].yhat_lower,
-            yhat_upper=points[i].yhat_upper,
+            yhat=cols.yhat[i],
+            yhat_lower=cols.yhat_lower[i],
+            yhat_upper=cols.yhat_upper[i],
             level=forecast.level,
         )
         for i in range(lo, hi)
@@ -193,7 +193,7 @@ def answer(
         # forecast for the end of the lead window now, the observation when it comes
         if latest is not None and observed is not None:
             planner.observe(latest[0], latest[1])
-        planner.expect(cached.ds_epoch[hi - 1], points[hi - 1].yhat)
+        planner.expect(cached.ds_epoch[hi - 1], cols.yhat[hi - 1])
         decision = planner.decide(now, forecast_peak=peak, observed=observed)
     if note:
         decision = replace(decision, reason=decision.reason + note)

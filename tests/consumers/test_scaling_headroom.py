@@ -54,12 +54,7 @@ def publish(view: FakeView, origin: float, yhat: float) -> None:
         publication_id=1, series="rps", generated_at=at, origin=at, step_seconds=STEP,
         level=90.0, model_name="m", model_version="1", run_id="r", points=points,
     )  # fmt: skip
-    view.cached = CachedForecast(
-        forecast=forecast,
-        ds_epoch=[p.ds.timestamp() for p in points],
-        ds_iso=[p.ds.isoformat() for p in points],
-        generated_at_iso=at.isoformat(),
-    )
+    view.cached = CachedForecast.of(forecast)
     view.state = ViewState(refreshed_at=at)
 
 

@@ -138,7 +138,7 @@ def forecast_body(view: ForecastView, settings: Settings, name: str, ahead_secon
     fc = cached.forecast
     now = time.time()
     lo, hi = view.window(cached, now - fc.step_seconds, now + ahead_seconds)
-    points = fc.points
+    cols = cached.columns
     body = {
         "series": fc.series,
         "generated_at": cached.generated_at_iso,
@@ -148,10 +148,10 @@ def forecast_body(view: ForecastView, settings: Settings, name: str, ahead_secon
         "model": {"name": fc.model_name, "version": fc.model_version, "run_id": fc.run_id},
         "points": [
             {
-                "ds": cached.ds_iso[i],
-                "yhat": points[i].yhat,
-                "yhat_lower": points[i].yhat_lower,
-                "yhat_upper": points[i].yhat_upper,
+                "ds": cached.ds_iso(i),
+                "yhat": cols.yhat[i],
+                "yhat_lower": cols.yhat_lower[i],
+                "yhat_upper": cols.yhat_upper[i],
             }
             for i in range(lo, hi)
         ],
