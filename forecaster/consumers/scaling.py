@@ -162,7 +162,7 @@ def answer(
     lo, hi = view.window_ahead(cached, now - step, now + query.lead_seconds)
     if hi <= lo or cached.ds_epoch[hi - 1] < now + query.lead_seconds - step:
         raise ForecastUnusable(
-            f"forecast of {query.series!r} ends at {cached.ds_iso(-1)}, before now + lead "
+            f"forecast of {query.series!r} ends at {cached.ds_iso[-1]}, before now + lead "
             f"time ({query.lead_seconds:.0f}s); the publish job is not keeping up"
         )
     cols = cached.columns

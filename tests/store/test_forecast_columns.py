@@ -74,3 +74,25 @@ def test_a_day_of_five_minute_steps_is_small() -> None:
     )
     assert held < 16_000  # 48 bytes a step plus array headers
     assert held * 5 < as_objects
+
+
+def test_the_view_shares_one_iso_string_per_instant_across_series() -> None:
+    from forecaster.api.view import CachedForecast
+    from forecaster.store.repository import PublishedForecast
+
+    def published(series: str) -> PublishedForecast:
+        points = [
+            ForecastPoint(i, START + timedelta(minutes=5 * i), float(i), 0.0, 2.0 * i)
+            for i in range(1, 13)
+        ]
+        return PublishedForecast(
+            publication_id=1, series=series, generated_at=START, origin=START,
+            step_seconds=300, level=90.0, model_name="m", model_version="1", run_id="r",
+            points=points,
+        )  # fmt: skip
+
+    a, b = CachedForecast.of(published("a")), CachedForecast.of(published("b"))
+    assert a.ds_iso[0] == "2026-11-29T03:05:00.123457Z"
+    assert all(x is y for x, y in zip(a.ds_iso, b.ds_iso, strict=True))
+    assert a.forecast.points is a.columns and list(a.columns) == list(published("a").points)
+    assert list(a.ds_epoch) == [p.ds.timestamp() for p in published("a").points]

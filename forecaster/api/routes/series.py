@@ -147,13 +147,14 @@ def forecast_body(view: ForecastView, settings: Settings, name: str, ahead_secon
         "stale": now - fc.generated_at.timestamp() > settings.schedule.stale_after_seconds,
         "model": {"name": fc.model_name, "version": fc.model_version, "run_id": fc.run_id},
         "points": [
-            {
-                "ds": cached.ds_iso(i),
-                "yhat": cols.yhat[i],
-                "yhat_lower": cols.yhat_lower[i],
-                "yhat_upper": cols.yhat_upper[i],
-            }
-            for i in range(lo, hi)
+            {"ds": ds, "yhat": yhat, "yhat_lower": lower, "yhat_upper": upper}
+            for ds, yhat, lower, upper in zip(
+                cached.ds_iso[lo:hi],
+                cols.yhat[lo:hi].tolist(),
+                cols.yhat_lower[lo:hi].tolist(),
+                cols.yhat_upper[lo:hi].tolist(),
+                strict=True,
+            )
         ],
     }
     return orjson.dumps(body)
