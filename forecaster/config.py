@@ -308,7 +308,7 @@ def _variables() -> list[str]:
 
 
 def _guess(variable: str) -> str:
-    """``"; did you mean X?"`` for the closest setting's variable, or ``""``."""
+    """`` (did you mean X?)`` for the closest setting's variable, or ``""``."""
     close = difflib.get_close_matches(variable.upper(), _variables(), n=1, cutoff=0.75)
     return f" (did you mean {close[0]}?)" if close else ""
 

@@ -219,21 +219,16 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     if finite.empty:
         raise InputDataError(f"{where}: no numeric values")
     magnitude = np.abs(values.to_numpy(dtype=float))
-    infinite = np.isinf(magnitude)
-    if infinite.any():
-        row = int(infinite.nonzero()[0][0])
-        raise InputDataError(
-            f"{where}: row {lines[row]}: value {frame.iloc[row, 1]!r} is infinite; "
-            "infinite values are not allowed"
+    too_large = magnitude > MAX_ABS_VALUE  # infinite values included
+    if too_large.any():
+        row = int(too_large.nonzero()[0][0])
+        reason = (
+            "is infinite; infinite values are not allowed"
+            if math.isinf(magnitude[row])
+            else f"is larger than {MAX_ABS_VALUE:.0e} in magnitude; no rate or latency is, "
+            "and sums of values that large overflow (rescale the column, e.g. to other units)"
         )
-    huge = magnitude > MAX_ABS_VALUE
-    if huge.any():
-        row = int(huge.nonzero()[0][0])
-        raise InputDataError(
-            f"{where}: row {lines[row]}: value {frame.iloc[row, 1]!r} is larger than "
-            f"{MAX_ABS_VALUE:.0e} in magnitude; no rate or latency is, and sums of values "
-            "that large overflow (rescale the column, e.g. to other units)"
-        )
+        raise InputDataError(f"{where}: row {lines[row]}: value {frame.iloc[row, 1]!r} {reason}")
     if frame.shape[1] > 2:
         log.warning(
             "%s: using the first two columns (%s, %s); ignoring %s",
