@@ -52,10 +52,10 @@ class ForecastCollector(Collector):
                 lo, hi = self.view.window(cached, now + seconds - fc.step_seconds, now + seconds)
                 if hi <= lo:
                     continue
-                point = fc.points[hi - 1]
-                forecast.add_metric([name, "0.5", label], point.yhat)
-                forecast.add_metric([name, low_q, label], point.yhat_lower)
-                forecast.add_metric([name, high_q, label], point.yhat_upper)
+                cols = cached.columns
+                forecast.add_metric([name, "0.5", label], cols.yhat[hi - 1])
+                forecast.add_metric([name, low_q, label], cols.yhat_lower[hi - 1])
+                forecast.add_metric([name, high_q, label], cols.yhat_upper[hi - 1])
         for name, info in state.series.items():
             if info.last_observation_at is not None:
                 last_obs.add_metric([name], info.last_observation_at.timestamp())

@@ -63,17 +63,21 @@ class ForecastMaxCollector(Collector):
                 lo, hi = self.view.window_ahead(cached, now - fc.step_seconds, now + seconds)
                 if hi <= lo or cached.ds_epoch[hi - 1] < now + seconds - fc.step_seconds:
                     continue
-                points = fc.points[lo:hi]
+                cols = cached.columns
+                steps = list(
+                    zip(
+                        cols.yhat[lo:hi].tolist(),
+                        cols.yhat_lower[lo:hi].tolist(),
+                        cols.yhat_upper[lo:hi].tolist(),
+                        strict=True,
+                    )
+                )
                 for q in quantiles:
                     peak = max(
                         interval_quantile(
-                            q,
-                            yhat=p.yhat,
-                            yhat_lower=p.yhat_lower,
-                            yhat_upper=p.yhat_upper,
-                            level=fc.level,
+                            q, yhat=yhat, yhat_lower=lower, yhat_upper=upper, level=fc.level
                         )
-                        for p in points
+                        for yhat, lower, upper in steps
                     )
                     family.add_metric([name, f"{q:.3g}", label], max(peak, 0.0))
         yield family

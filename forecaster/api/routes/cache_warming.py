@@ -106,11 +106,12 @@ async def top_members(
     step = timedelta(seconds=min(m.step_seconds for m in members))
     start = now - step  # include the step in progress
     end = now + span
-    forecasts = {
-        m.name: state.forecasts[m.name].forecast.points
-        for m in members
-        if m.name in state.forecasts
-    }
+    forecasts = {}
+    for m in members:
+        cached = state.forecasts.get(m.name)
+        if cached is not None:  # only the window's steps become point objects
+            lo, hi = view.window(cached, start.timestamp(), end.timestamp())
+            forecasts[m.name] = cached.forecast.points[lo:hi]
     held = [name.strip() for name in (current or "").split(",") if name.strip()]
     ranked = rank_members(forecasts, start=start, end=end, k=k, current=held, margin=margin)
     labels = {m.name: m.labels for m in members}

@@ -57,7 +57,8 @@ def _peak(view: ForecastView, name: str, start: float, end: float) -> tuple[Cach
             status.HTTP_404_NOT_FOUND,
             detail=f"the forecast of {name!r} does not cover the coming window (stale?)",
         )
-    return cached, max(max(p.yhat_upper, p.yhat) for p in cached.forecast.points[lo:hi])
+    cols = cached.columns
+    return cached, max(max(cols.yhat_upper[lo:hi]), max(cols.yhat[lo:hi]))
 
 
 @router.get(
