@@ -202,12 +202,9 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
         row = int(bad.to_numpy().nonzero()[0][0])
         raw = str(frame.iloc[row, 1])
         try:
-            overflows = math.isinf(float(raw)) and "inf" not in raw.lower()
+            reason = _too_large(raw) if math.isinf(float(raw)) else "is not a number"
         except ValueError:
-            overflows = False
-        reason = (
-            "is beyond the largest 64-bit float (about 1.8e308)" if overflows else "is not a number"
-        )
+            reason = "is not a number"
         raise InputDataError(f"{where}: row {lines[row]}: value {raw!r} {reason}")
     series = pd.Series(values.to_numpy(dtype=float), index=stamps, name=header[1])
     _check_order(series.index, where=where, strict=strict, lines=lines)
@@ -222,13 +219,8 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     too_large = magnitude > MAX_ABS_VALUE  # infinite values included
     if too_large.any():
         row = int(too_large.nonzero()[0][0])
-        reason = (
-            "is infinite; infinite values are not allowed"
-            if math.isinf(magnitude[row])
-            else f"is larger than {MAX_ABS_VALUE:.0e} in magnitude; no rate or latency is, "
-            "and sums of values that large overflow (rescale the column, e.g. to other units)"
-        )
-        raise InputDataError(f"{where}: row {lines[row]}: value {frame.iloc[row, 1]!r} {reason}")
+        raw = str(frame.iloc[row, 1])
+        raise InputDataError(f"{where}: row {lines[row]}: value {raw!r} {_too_large(raw)}")
     if frame.shape[1] > 2:
         log.warning(
             "%s: using the first two columns (%s, %s); ignoring %s",
@@ -238,6 +230,26 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
             ", ".join(repr(str(c)) for c in frame.columns[2:]),
         )
     return series
+
+
+def _too_large(raw: str) -> str:
+    """Why the value written ``raw`` (infinite or beyond :data:`MAX_ABS_VALUE`) is refused.
+
+    A number beyond the float range (``1e400``) reads as infinite in some pandas
+    versions and not at all in others; either way it is named as too large.
+    """
+    try:
+        value = abs(float(raw))
+    except ValueError:
+        value = math.inf
+    if math.isinf(value) and "inf" in raw.lower():
+        return "is infinite; infinite values are not allowed"
+    if math.isinf(value):
+        return "is beyond the largest 64-bit float (about 1.8e308)"
+    return (
+        f"is larger than {MAX_ABS_VALUE:.0e} in magnitude; no rate or latency is, and sums "
+        "of values that large overflow (rescale the column, e.g. to other units)"
+    )
 
 
 #: Separators other CSV dialects use, named in the message when a file has one column.
