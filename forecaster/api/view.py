@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from forecaster.errors import ForecastNotFound, SeriesNotFound, StoreError
-from forecaster.store.repository import ForecastColumns
+from forecaster.store.repository import ForecastColumns, from_micros
 from forecaster.store.tables import champions_table, series_table
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class CachedForecast:
             forecast=replace(forecast, points=columns),
             columns=columns,
             ds_iso=[_iso_at(micros) for micros in columns.ds_us],
-            generated_at_iso=_iso(forecast.generated_at),
+            generated_at_iso=iso_utc(forecast.generated_at),
         )
 
     @property
@@ -71,22 +71,20 @@ class ViewState:
     error: str | None = None
 
 
-def _iso(value: datetime) -> str:
+def iso_utc(value: datetime) -> str:
+    """``value`` as ISO 8601 UTC with a ``Z`` (``2026-11-29T03:05:00Z``): the API's form."""
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @lru_cache(maxsize=65536)
 def _iso_at(micros: int) -> str:
-    """:func:`_iso` of an instant in microseconds since the epoch, one string per instant.
+    """:func:`iso_utc` of an instant in microseconds since the epoch, one string per instant.
 
     Series published on the same schedule share their forecast instants: 1,000
     series x 288 steps need a few hundred distinct strings, not 288,000 (as one
     string per point they were a fifth of the view's memory).
     """
-    return _iso(_EPOCH + timedelta(microseconds=micros))
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+    return iso_utc(from_micros(micros))
 
 
 class ForecastView:

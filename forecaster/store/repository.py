@@ -128,7 +128,7 @@ class ForecastColumns(Sequence[ForecastPoint]):
 
     def ds(self, index: int) -> datetime:
         """``ds`` of step ``index`` (0-based) as a UTC datetime."""
-        return _EPOCH + self.ds_us[index] * _MICROSECOND
+        return from_micros(self.ds_us[index])
 
     def _point(self, i: int) -> ForecastPoint:
         reference = None
@@ -150,6 +150,11 @@ class ForecastColumns(Sequence[ForecastPoint]):
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def from_micros(micros: int) -> datetime:
+    """The UTC datetime ``micros`` microseconds after the Unix epoch (exact)."""
+    return _EPOCH + micros * _MICROSECOND
 
 
 @dataclass(frozen=True)

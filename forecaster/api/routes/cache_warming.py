@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from forecaster.api.deps import ReadAccess, SettingsDep, ViewDep
 from forecaster.api.params import duration_param
+from forecaster.api.view import iso_utc
 from forecaster.consumers.cache_warming import find_ramps, rank_members
 from forecaster.errors import ForecastNotFound, SeriesNotFound
 
@@ -58,10 +59,6 @@ class TopOut(BaseModel):
     k: int
     members: list[TopMemberOut]
     without_forecast: list[str]
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @router.get(
@@ -117,8 +114,8 @@ async def top_members(
     labels = {m.name: m.labels for m in members}
     body: dict[str, Any] = {
         "family": family,
-        "window_start": _iso(now),
-        "window_end": _iso(end),
+        "window_start": iso_utc(now),
+        "window_end": iso_utc(end),
         "k": k,
         "members": [
             {
@@ -185,9 +182,9 @@ async def warm_windows(
         "model": {"name": fc.model_name, "version": fc.model_version, "run_id": fc.run_id},
         "windows": [
             {
-                "warm_at": _iso(r.warm_at),
-                "ramp_start": _iso(r.ramp_start),
-                "peak_at": _iso(r.peak_at),
+                "warm_at": iso_utc(r.warm_at),
+                "ramp_start": iso_utc(r.ramp_start),
+                "peak_at": iso_utc(r.peak_at),
                 "expected_peak": r.expected_peak,
                 "expected_peak_upper": r.peak_upper,
                 "expected_increase_ratio": r.expected_increase_ratio,

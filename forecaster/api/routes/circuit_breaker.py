@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from forecaster.api.deps import ReadAccess, SettingsDep, ViewDep
 from forecaster.api.params import bad_parameter, duration_param
+from forecaster.api.view import iso_utc
 from forecaster.consumers.circuit_breaker import (
     SizingPolicy,
     envoy_thresholds,
@@ -40,10 +41,6 @@ class BreakerOut(BaseModel):
     max_retries: int
     timeout_ms: int
     basis: dict[str, Any]
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _peak(view: ForecastView, name: str, start: float, end: float) -> tuple[CachedForecast, float]:
@@ -165,7 +162,7 @@ async def circuit_breaker(
         policy=SizingPolicy(headroom=headroom, timeout_factor=timeout_factor),
         basis=basis,
     )
-    head = {"valid_from": _iso(limits.valid_from), "valid_until": _iso(limits.valid_until)}
+    head = {"valid_from": iso_utc(limits.valid_from), "valid_until": iso_utc(limits.valid_until)}
     if format == "envoy":
         body: dict[str, Any] = {**head, **envoy_thresholds(limits)}
     else:

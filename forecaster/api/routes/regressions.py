@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from forecaster.api.consumers_view import ConsumerView
 from forecaster.api.deps import ReadAccess, ViewDep
 from forecaster.api.params import timestamp_param
+from forecaster.api.view import iso_utc
 from forecaster.errors import StoreError
 
 router = APIRouter(
@@ -43,7 +44,7 @@ class RegressionsOut(BaseModel):
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return None if value is None else iso_utc(value)
 
 
 @router.get(

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from forecaster.api.deps import ReadAccess, SettingsDep, StoreDep, ViewDep
 from forecaster.api.params import bad_parameter, duration_param, timestamp_param
-from forecaster.api.view import ForecastView
+from forecaster.api.view import ForecastView, iso_utc
 from forecaster.config import Settings
 from forecaster.errors import ForecastNotFound, SeriesNotFound, StoreError
 
@@ -195,8 +195,6 @@ def get_history(
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     body = {
         "series": name,
-        "points": [
-            {"ds": ts.astimezone(UTC).isoformat().replace("+00:00", "Z"), "y": y} for ts, y in rows
-        ],
+        "points": [{"ds": iso_utc(ts), "y": y} for ts, y in rows],
     }
     return Response(orjson.dumps(body), media_type="application/json")
