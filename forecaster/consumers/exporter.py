@@ -63,15 +63,7 @@ class ForecastMaxCollector(Collector):
                 lo, hi = self.view.window_ahead(cached, now - fc.step_seconds, now + seconds)
                 if hi <= lo or cached.ds_epoch[hi - 1] < now + seconds - fc.step_seconds:
                     continue
-                cols = cached.columns
-                steps = list(
-                    zip(
-                        cols.yhat[lo:hi].tolist(),
-                        cols.yhat_lower[lo:hi].tolist(),
-                        cols.yhat_upper[lo:hi].tolist(),
-                        strict=True,
-                    )
-                )
+                steps = cached.columns.bands(lo, hi)
                 for q in quantiles:
                     peak = max(
                         interval_quantile(

@@ -168,13 +168,9 @@ def answer(
     cols = cached.columns
     peak = max(
         interval_quantile(
-            query.quantile,
-            yhat=cols.yhat[i],
-            yhat_lower=cols.yhat_lower[i],
-            yhat_upper=cols.yhat_upper[i],
-            level=forecast.level,
+            query.quantile, yhat=yhat, yhat_lower=lower, yhat_upper=upper, level=forecast.level
         )
-        for i in range(lo, hi)
+        for yhat, lower, upper in cols.bands(lo, hi)
     )
     observed: float | None = None
     note = ""

@@ -126,6 +126,17 @@ class ForecastColumns(Sequence[ForecastPoint]):
             raise IndexError("forecast point index out of range")
         return self._point(index)
 
+    def bands(self, lo: int, hi: int) -> list[tuple[float, float, float]]:
+        """``(yhat, yhat_lower, yhat_upper)`` of steps ``lo`` to ``hi - 1``, as floats."""
+        return list(
+            zip(
+                self.yhat[lo:hi].tolist(),
+                self.yhat_lower[lo:hi].tolist(),
+                self.yhat_upper[lo:hi].tolist(),
+                strict=True,
+            )
+        )
+
     def ds(self, index: int) -> datetime:
         """``ds`` of step ``index`` (0-based) as a UTC datetime."""
         return from_micros(self.ds_us[index])

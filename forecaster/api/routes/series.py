@@ -138,7 +138,6 @@ def forecast_body(view: ForecastView, settings: Settings, name: str, ahead_secon
     fc = cached.forecast
     now = time.time()
     lo, hi = view.window(cached, now - fc.step_seconds, now + ahead_seconds)
-    cols = cached.columns
     body = {
         "series": fc.series,
         "generated_at": cached.generated_at_iso,
@@ -148,12 +147,8 @@ def forecast_body(view: ForecastView, settings: Settings, name: str, ahead_secon
         "model": {"name": fc.model_name, "version": fc.model_version, "run_id": fc.run_id},
         "points": [
             {"ds": ds, "yhat": yhat, "yhat_lower": lower, "yhat_upper": upper}
-            for ds, yhat, lower, upper in zip(
-                cached.ds_iso[lo:hi],
-                cols.yhat[lo:hi].tolist(),
-                cols.yhat_lower[lo:hi].tolist(),
-                cols.yhat_upper[lo:hi].tolist(),
-                strict=True,
+            for ds, (yhat, lower, upper) in zip(
+                cached.ds_iso[lo:hi], cached.columns.bands(lo, hi), strict=True
             )
         ],
     }
