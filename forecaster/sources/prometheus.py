@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import math
 import re
 import time
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from forecaster.errors import SourceQueryError, SourceUnavailable
 from forecaster.sources.base import FetchedSeries, member_name
+from forecaster.timeseries import MAX_ABS_VALUE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -62,6 +64,8 @@ PROBE_FAMILY_SERIES = 10_000
 _MAX_STAMP_MS = 9_223_372_036_854
 
 _LabelSet = tuple[tuple[str, str], ...]
+
+log = logging.getLogger(__name__)
 
 _STATUS_MESSAGE = re.compile(r"^HTTP Status Code (\d{3}) \((.*)\)$", re.DOTALL)
 
@@ -402,7 +406,11 @@ def _parse_matrix(
 ) -> list[tuple[tuple[tuple[str, str], ...], list[tuple[int, float]]]]:
     """Label sets and finite ``(epoch milliseconds, value)`` samples of a matrix result.
 
-    NaN (including Prometheus stale markers), ``+Inf`` and ``-Inf`` are dropped.
+    NaN (including Prometheus stale markers), ``+Inf`` and ``-Inf`` are dropped, and
+    so are values beyond :data:`~forecaster.timeseries.MAX_ABS_VALUE` in magnitude
+    (a broken exporter's; sums of them overflow the estimators), with a warning
+    naming the series, how many and the first: they become missing data, which
+    cleaning fills, instead of failing every fetch while they stay in range.
 
     Raises:
         SourceQueryError: If ``result`` is not a list of ``{"metric", "values"}``, or a
@@ -427,6 +435,8 @@ def _parse_matrix(
             )
         labels = tuple(sorted((str(k), str(v)) for k, v in item["metric"].items()))
         samples: list[tuple[int, float]] = []
+        too_large = 0
+        first_too_large: tuple[int, Any] = (0, None)
         for pair in item["values"]:
             if not isinstance(pair, list | tuple) or len(pair) != 2:
                 raise SourceQueryError(
@@ -449,7 +459,24 @@ def _parse_matrix(
                     f"query {query!r} returned a sample with timestamp {pair[0]!r} for "
                     f"{_format_labels(labels)}, expected Unix seconds"
                 )
+            if abs(value) > MAX_ABS_VALUE:
+                if not too_large:
+                    first_too_large = (stamp_ms, pair[1])
+                too_large += 1
+                continue
             samples.append((stamp_ms, value))
+        if too_large:
+            stamp_ms, raw = first_too_large
+            log.warning(
+                "query %r: dropped %d sample(s) of %s larger than %.0e in magnitude "
+                "(first %s at %s); they are treated as missing data",
+                query,
+                too_large,
+                _format_labels(labels),
+                MAX_ABS_VALUE,
+                raw,
+                _iso(stamp_ms // 1000),
+            )
         parsed.append((labels, samples))
     return parsed
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -408,6 +409,31 @@ def test_nan_stale_and_infinite_values_are_dropped(fake_prometheus: FakePromethe
         pd.Timestamp(T0 + 1200, unit="s", tz="UTC"): 2.5,
     }
     assert str(pd.DatetimeIndex(fetched.values.index).tz) == "UTC"
+
+
+def test_values_beyond_1e100_are_dropped_with_a_warning_naming_them(
+    fake_prometheus: FakePrometheus, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A broken exporter's 1e305 summed over four weeks overflows the estimators; as
+    # missing data it is filled by cleaning and the fetch (and the rest) goes on.
+    values = [[T0, "1"], [T0 + 300, "1e305"], [T0 + 600, "-2e101"], [T0 + 900, "1e100"]]
+    fake_prometheus.reply(200, matrix(({"job": "api"}, values)))
+
+    with caplog.at_level(logging.WARNING, logger="forecaster.sources.prometheus"):
+        (fetched,) = PrometheusSource(PrometheusSettings(url=fake_prometheus.url)).fetch(
+            make_spec("s", "up"), *HOUR
+        )
+
+    assert fetched.values is not None
+    assert fetched.values.to_dict() == {
+        pd.Timestamp(T0, unit="s", tz="UTC"): 1.0,
+        pd.Timestamp(T0 + 900, unit="s", tz="UTC"): 1e100,
+    }
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "query 'up': dropped 2 sample(s) of {job=\"api\"} larger than 1e+100 in magnitude "
+        "(first 1e305 at 2023-11-14T22:20:00+00:00); they are treated as missing data"
+    )
 
 
 @pytest.mark.parametrize(
