@@ -45,8 +45,9 @@ class CachedForecast:
 
     @classmethod
     def of(cls, forecast: PublishedForecast) -> CachedForecast:
-        """``forecast`` with its points turned into columns."""
-        columns = ForecastColumns(forecast.points)
+        """``forecast`` with its points as columns (as the store reads them)."""
+        points = forecast.points
+        columns = points if isinstance(points, ForecastColumns) else ForecastColumns(points)
         return cls(
             forecast=replace(forecast, points=columns),
             columns=columns,
@@ -146,6 +147,7 @@ class ForecastView:
         series: dict[str, SeriesInfo] = {}
         publication_ids: dict[str, int | None] = {}
         forecasts: dict[str, CachedForecast] = {}
+        to_read: dict[int, str] = {}
         for row in rows:
             name = row["name"]
             series[name] = series_info_from_row(row)
@@ -156,8 +158,10 @@ class ForecastView:
             cached = old.forecasts.get(name)
             if cached is not None and cached.forecast.publication_id == pub_id:
                 forecasts[name] = cached
-                continue
-            forecasts[name] = CachedForecast.of(self.store.publication(name, int(pub_id)))
+            else:
+                to_read[int(pub_id)] = name
+        for forecast in self.store.publications(to_read).values():
+            forecasts[forecast.series] = CachedForecast.of(forecast)
         return ViewState(
             series=series,
             forecasts=forecasts,

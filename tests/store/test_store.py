@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forecaster.config import DatabaseSettings
-from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound
+from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound, StoreError
 from forecaster.store.db import current_revision, head_revision, make_engine, upgrade
 from forecaster.store.repository import ForecastPoint, Store
 
@@ -120,6 +120,66 @@ def test_publish_and_read_back_with_provenance(store: Store) -> None:
     assert (fc.model_name, fc.model_version, fc.run_id, fc.level) == ("prophet", "3", "abc", 90.0)
     assert [p.step for p in fc.points] == [1, 2, 3]
     assert fc.points[0].ds == T0 + STEP
+
+
+def test_bulk_read_of_publications_matches_the_single_reads(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two queries per 500 publications (the view's first load); three per query here
+    # so that the reads span several queries, and a reference band on one series.
+    monkeypatch.setattr("forecaster.store.repository._PUBLICATIONS_PER_QUERY", 3)
+    wanted: dict[int, str] = {}
+    for i in range(7):
+        name = f"svc{i}"
+        store.ensure_series(name=name, family=name, step_seconds=300, horizon_steps=4)
+        points = _forecast(4, 10.0 * i)
+        if i == 2:
+            points = [_point((3.0, 2.0, 4.5)), _point(None, step=2)]
+        pub = store.publish_forecast(
+            series=name,
+            generated_at=T0 + i * STEP,
+            origin=T0,
+            step_seconds=300,
+            level=80.0 + i,
+            model_name="lightgbm",
+            model_version=str(i),
+            run_id=f"run{i}",
+            points=points,
+            band_scale=1.0 + i / 10,
+        )
+        wanted[pub] = name
+
+    read = store.publications(wanted)
+
+    assert sorted(read) == sorted(wanted)
+    for pub, name in wanted.items():
+        single = store.latest_forecast(name)
+        bulk = read[pub]
+        assert (bulk.series, bulk.publication_id) == (name, pub)
+        assert list(bulk.points) == list(single.points)
+        assert [p.ds.tzinfo for p in bulk.points] == [UTC] * len(single.points)
+        assert {f: getattr(bulk, f) for f in ("generated_at", "origin", "level", "band_scale")} == {
+            f: getattr(single, f) for f in ("generated_at", "origin", "level", "band_scale")
+        }
+    assert read[min(wanted)].points[0].ds == T0 + STEP
+    assert store.publications({}) == {}
+
+
+def test_bulk_read_names_publications_no_longer_there(store: Store) -> None:
+    store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=3)
+    pub = store.publish_forecast(
+        series="rps",
+        generated_at=T0,
+        origin=T0,
+        step_seconds=300,
+        level=90.0,
+        model_name="m",
+        model_version="1",
+        run_id="r",
+        points=_forecast(3, 1.0),
+    )
+    with pytest.raises(StoreError, match=r"1 forecast\(s\) are no longer in the store \('gone'\)"):
+        store.publications({pub: "rps", pub + 1: "gone"})
 
 
 def test_publish_refuses_broken_forecasts(store: Store) -> None:
