@@ -37,6 +37,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from forecaster.outputs import write_report
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -401,8 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     report = render(results, tasks=tasks, models=models, wall=time.perf_counter() - began)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report)
+    write_report(output, report, show=False)
     print(f"wrote {output}")
     return 0
 
@@ -461,8 +462,7 @@ def _report_from_results(
             + ", ".join(f"{t}/{s}/{m}" for s, t, m in missing)
             + "\n"
         )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(report)
+    write_report(output, report, show=False)
     print(f"wrote {output} from {len(kept)} results")
     return 0
 

@@ -31,6 +31,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from forecaster.outputs import write_report
+
 REPO = Path(__file__).resolve().parents[1]
 TWEETS = REPO / "data" / "nab" / "realTweets"
 K = 5
@@ -231,9 +233,7 @@ def main() -> None:
         "",
         *ceiling_lines(counts, hours),
     ]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.output, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from forecaster.outputs import write_report
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -199,9 +201,7 @@ def main() -> None:
         "",
         f"![cleaning]({plot_path})",
     ]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.output, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

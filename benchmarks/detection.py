@@ -38,6 +38,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from forecaster.outputs import write_report
+
 REPO = Path(__file__).resolve().parents[1]
 NAB = REPO / "data" / "nab"
 MIN_SCORE = 2.0
@@ -252,9 +254,7 @@ def main() -> None:
         "service default: 99.9% of the series' own scores over 14 days, learnt during the "
         "first day of scores; a single score above twice the bar opens at once).",
     ]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.output, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from typing import Any
 
 from benchmarks.training import REPO, backfilled_prometheus, build_series
 from forecaster.durations import parse_duration
+from forecaster.outputs import write_report
 
 METRIC = "bench_load_fine"
 TARGET_MIB = 1024
@@ -167,9 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             prom.ready_seconds,
         )
     text = to_markdown(args, samples, write_s, promtool_s, ready_s, tsdb_mib, runs)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(text)  # noqa: T201
+    write_report(args.output, text)
     return 0
 
 

@@ -36,6 +36,7 @@ from benchmarks.accuracy import (
     load_series,
     task_layout,
 )
+from forecaster.outputs import write_report
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -141,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((task, name, mine.get("auto"), best_reference(mine), scores))
             print(f"{task:10s} {name:15s} floor {min(scores.values()):.3f}", flush=True)
     rows.sort(key=lambda row: list(TASKS).index(row[0]))  # one table section per task
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(render(rows))
+    write_report(args.output, render(rows), show=False)
     print(f"wrote {args.output}")
     return 0
 

@@ -35,6 +35,7 @@ import pandas as pd
 
 from forecaster.config import DatabaseSettings
 from forecaster.jobs.publish import _band_scale
+from forecaster.outputs import write_report
 from forecaster.store.db import make_engine, upgrade
 from forecaster.store.repository import ForecastPoint, Store
 from forecaster.timeseries import read_series_csv, to_grid
@@ -171,9 +172,7 @@ def main() -> None:
         f"{scales[0][0]:.2f}, {scales[0][1]:.2f} |",
     ]
     report = "\n".join(lines) + "\n"
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report)
-    print(report)
+    write_report(args.output, report)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ from typing import IO
 
 import httpx
 
+from forecaster.outputs import write_report
+
 REPO = Path(__file__).resolve().parents[1]
 LUA = """
 local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "0")
@@ -306,9 +308,7 @@ def main() -> None:
             f"{half['p99_ms']:.2f} | {rss:.0f} |"
         )
     text = "\n".join(lines) + "\n"
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(text)
+    write_report(args.output, text)
 
 
 def _has_scaling() -> bool:

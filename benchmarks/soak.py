@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.serving import free_port, rss_mb, start_server
+from forecaster.outputs import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 LUA = """
@@ -175,9 +176,7 @@ def main() -> None:
         f"{data['p95'] / 1000:.2f} | {data['p99'] / 1000:.2f} | {data['max'] / 1000:.1f} | "
         f"{sum(first) / len(first):.0f} | {sum(last) / len(last):.0f} | {drift:+.1f}% |\n"
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(text)
+    write_report(args.output, text)
 
 
 def _publications(db: Path) -> int:

@@ -45,6 +45,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from forecaster.outputs import write_report
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -555,9 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     report = run(args)
     text = to_markdown(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(text)  # noqa: T201
+    write_report(args.output, text)
     return 0
 
 

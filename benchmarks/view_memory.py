@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.serving import REPO, build_store, free_port, rss_mb, start_server
+from forecaster.outputs import write_report
 
 POD_MB = 256
 
@@ -130,9 +131,7 @@ def main() -> None:
         f"API pod holds about {fit:,} such series within {POD_MB} MB.",
     ]
     text = "\n".join(lines) + "\n"
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
-    print(text)
+    write_report(args.output, text)
 
 
 if __name__ == "__main__":

@@ -109,3 +109,15 @@ def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     except BaseException:
         Path(scratch).unlink(missing_ok=True)
         raise
+
+
+def write_report(path: Path, text: str, *, show: bool = True) -> None:
+    """Write the text report ``text`` (a benchmark's markdown) to ``path``; print it if ``show``.
+
+    The folder is created and the file replaced atomically: ``update_readme.py`` pastes
+    these reports into the README, so a run that fails part-way must leave the last
+    whole report, not half of a new one.
+    """
+    replace_atomically(path, lambda scratch: scratch.write_text(text))
+    if show:
+        print(text, end="" if text.endswith("\n") else "\n")  # noqa: T201

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from forecaster.commands import backtest, detect, simulate
 from forecaster.errors import InputDataError
-from forecaster.outputs import check_output, replace_atomically
+from forecaster.outputs import check_output, replace_atomically, write_report
 
 NAB = Path(__file__).resolve().parents[2] / "data" / "nab"
 TRACE = NAB / "realTweets" / "Twitter_volume_GOOG.csv"
@@ -137,3 +137,16 @@ def test_replace_atomically_keeps_the_old_file_when_the_write_fails(tmp_path: Pa
     replace_atomically(target, lambda path: path.write_text("new"))
     assert target.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_write_report_creates_the_folder_and_prints_the_report_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "results" / "bench.md"
+
+    write_report(target, "| a |\n|---|\n")
+    write_report(tmp_path / "quiet.md", "no newline", show=False)
+
+    assert target.read_text() == "| a |\n|---|\n"
+    assert (tmp_path / "quiet.md").read_text() == "no newline"
+    assert capsys.readouterr().out == "| a |\n|---|\n"
