@@ -24,15 +24,13 @@ import platform
 import statistics
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.serving import scratch_schema
 from forecaster.config import DatabaseSettings
 from forecaster.jobs.publish import _band_scale
 from forecaster.outputs import write_report
@@ -97,28 +95,6 @@ def _fill(store: Store, name: str, history: pd.Series, end: datetime) -> None:
         )
 
 
-@contextmanager
-def _scratch_schema(url: str | None) -> Iterator[str | None]:
-    """For a PostgreSQL ``url``, the same database in a fresh schema dropped afterwards
-    (the benchmark leaves nothing behind); other URLs unchanged."""
-    if url is None or not url.startswith("postgresql"):
-        yield url
-        return
-    from sqlalchemy import create_engine, text
-
-    schema = f"recal_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        joiner = "&" if "?" in url else "?"
-        yield f"{url}{joiner}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.series < 1:
         parser.error("--series must be at least 1")
-    with tempfile.TemporaryDirectory() as tmp, _scratch_schema(args.database) as database:
+    with tempfile.TemporaryDirectory() as tmp, scratch_schema(args.database) as database:
         url = database or f"sqlite:///{tmp}/bench.db"
         engine = make_engine(DatabaseSettings(url=url))
         upgrade(engine)

@@ -25,6 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
@@ -52,18 +55,41 @@ end
 """
 
 
+@contextmanager
+def scratch_schema(url: str | None) -> Iterator[str | None]:
+    """For a PostgreSQL ``url``, the same database in a fresh schema dropped afterwards
+    (a benchmark leaves nothing behind); other URLs unchanged."""
+    if url is None or not url.startswith("postgresql"):
+        yield url
+        return
+    from sqlalchemy import create_engine, text
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        joiner = "&" if "?" in url else "?"
+        yield f"{url}{joiner}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def build_store(path: Path, n: int) -> None:
+def build_store(url: str, n: int) -> None:
+    """A store at ``url`` with ``n`` series, each with a published 24-hour forecast at 5 min."""
     from forecaster.config import DatabaseSettings
     from forecaster.store.db import make_engine, upgrade
     from forecaster.store.repository import ForecastPoint, Store
 
-    engine = make_engine(DatabaseSettings(url=f"sqlite:///{path}"))
+    engine = make_engine(DatabaseSettings(url=url))
     upgrade(engine)
     store = Store(engine)
     now = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -247,7 +273,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
         print(f"building a store with {args.series} series ...", flush=True)
-        build_store(db, args.series)
+        build_store(f"sqlite:///{db}", args.series)
         lua = Path(tmp) / "report.lua"
         lua.write_text(LUA)
         # Staleness is not what this measures: keep the seeded forecasts fresh enough.

@@ -1,7 +1,9 @@
 """How many series fit in a 256 MB API pod: memory of the serving view per series.
 
-For each series count, builds a SQLite store in which every series has a published
-24-hour forecast at 5 minutes (288 steps, as ``benchmarks/serving.py``), then
+For each series count, builds a store (a temporary SQLite file, or ``--database``,
+e.g. the test PostgreSQL, in a scratch schema dropped afterwards) in which every
+series has a published 24-hour forecast at 5 minutes (288 steps, as
+``benchmarks/serving.py``), then
 
 * starts the API (granian, 1 worker, as ``forecaster serve``) on it, waits until its
   view holds every forecast, and reads the server's RSS (``VmRSS`` of the process
@@ -10,9 +12,10 @@ For each series count, builds a SQLite store in which every series has a publish
   view itself holds, per series.
 
     .venv/bin/python -m benchmarks.view_memory [--series 1000 5000] [--server granian]
+        [--database postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
-Writes ``benchmarks/results/view_memory.md`` (pasted into the README by
-``benchmarks/update_readme.py``).
+Writes ``benchmarks/results/view_memory.md`` (``view_memory_postgres.md`` with a
+PostgreSQL ``--database``), pasted into the README by ``benchmarks/update_readme.py``.
 """
 
 from __future__ import annotations
@@ -27,20 +30,20 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.serving import REPO, build_store, free_port, rss_mb, start_server
+from benchmarks.serving import REPO, build_store, free_port, rss_mb, scratch_schema, start_server
 from forecaster.outputs import write_report
 
 POD_MB = 256
 
 
-def view_bytes(db: Path) -> tuple[float, float]:
-    """(bytes the loaded view holds, seconds its first refresh took) for the store ``db``."""
+def view_bytes(url: str) -> tuple[float, float]:
+    """(bytes the loaded view holds, seconds its first refresh took) for the store ``url``."""
     from forecaster.api.view import ForecastView
     from forecaster.config import DatabaseSettings
     from forecaster.store.db import make_engine
     from forecaster.store.repository import Store
 
-    engine = make_engine(DatabaseSettings(url=f"sqlite:///{db}"))
+    engine = make_engine(DatabaseSettings(url=url))
     view = ForecastView(Store(engine))
     started = time.perf_counter()
     view.refresh()
@@ -59,11 +62,11 @@ def view_bytes(db: Path) -> tuple[float, float]:
     return float(held), seconds
 
 
-def server_rss(db: Path, n: int, server: str) -> float:
-    """RSS (MB) of the API serving the store ``db`` once its view holds all ``n`` forecasts."""
+def server_rss(url: str, n: int, server: str) -> float:
+    """RSS (MB) of the API serving the store ``url`` once its view holds all ``n`` forecasts."""
     port = free_port()
     env = {
-        "FORECASTER_DATABASE__URL": f"sqlite:///{db}",
+        "FORECASTER_DATABASE__URL": url,
         "FORECASTER_SCHEDULE__STALE_AFTER_SECONDS": "86400",
     }
     proc = start_server("forecaster.api.asgi:app", port, env, server, 1)
@@ -87,18 +90,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--server", choices=["granian", "uvicorn"], default="granian")
-    parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/view_memory.md")
+    parser.add_argument("--database", default=None, help="store URL (default: temp SQLite)")
+    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
+    backend = "sqlite" if args.database is None else args.database.split(":", 1)[0]
+    postgres = backend.startswith("postgresql")
+    output = args.output or REPO / "benchmarks/results" / (
+        "view_memory_postgres.md" if postgres else "view_memory.md"
+    )
     rows = []
     for n in args.series:
-        with tempfile.TemporaryDirectory() as tmp:
-            db = Path(tmp) / "view.db"
+        with tempfile.TemporaryDirectory() as tmp, scratch_schema(args.database) as database:
+            url = database or f"sqlite:///{tmp}/view.db"
             print(f"building a store with {n} series ...", flush=True)
             started = time.perf_counter()
-            build_store(db, n)
+            build_store(url, n)
             print(f"  built in {time.perf_counter() - started:.0f} s", flush=True)
-            held, refresh = view_bytes(db)
-            rss = server_rss(db, n, args.server)
+            held, refresh = view_bytes(url)
+            rss = server_rss(url, n, args.server)
             rows.append((n, held, refresh, rss))
             print(f"  view {held / 1e6:.1f} MB, refresh {refresh:.1f} s, API RSS {rss:.0f} MB")
     per_series = [held / n for n, held, _, _ in rows]
@@ -112,9 +121,11 @@ def main() -> None:
     fit = int((POD_MB - base) / slope)
     series_flag = " ".join(str(n) for n in args.series)
     lines = [
-        f"Command: `python -m benchmarks.view_memory --series {series_flag}` "
-        f"({platform.machine()}, API on {args.server}, 1 worker; every series has a "
-        "published 24-hour forecast at 5 minutes, 288 steps).",
+        f"Command: `python -m benchmarks.view_memory --series {series_flag}"
+        + (f" --database {backend}://..." if args.database else "")
+        + f"` ({platform.machine()}, store {'PostgreSQL' if postgres else backend}, "
+        f"API on {args.server}, 1 worker; every series has a published 24-hour forecast "
+        "at 5 minutes, 288 steps).",
         "",
         "| series | view holds (MB, tracemalloc) | per series (KB) | first refresh (s) "
         "| API RSS (MB) | within 256 MB |",
@@ -131,7 +142,7 @@ def main() -> None:
         f"API pod holds about {fit:,} such series within {POD_MB} MB.",
     ]
     text = "\n".join(lines) + "\n"
-    write_report(args.output, text)
+    write_report(output, text)
 
 
 if __name__ == "__main__":
