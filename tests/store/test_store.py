@@ -125,9 +125,11 @@ def test_publish_and_read_back_with_provenance(store: Store) -> None:
 def test_bulk_read_of_publications_matches_the_single_reads(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Two queries per 500 publications (the view's first load); three per query here
-    # so that the reads span several queries, and a reference band on one series.
+    # Two queries per 500 publications (the view's first load), rows fetched 5,000 at
+    # a time; here three publications per query and five rows per fetch, so that reads
+    # span several queries and fetches, and a reference band on one series.
     monkeypatch.setattr("forecaster.store.repository._PUBLICATIONS_PER_QUERY", 3)
+    monkeypatch.setattr("forecaster.store.repository._ROWS_PER_FETCH", 5)  # mid-forecast
     wanted: dict[int, str] = {}
     for i in range(7):
         name = f"svc{i}"
