@@ -24,11 +24,16 @@ Intervals are central prediction intervals at `level` percent.
 """
 
 
-def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
+def create_app(
+    settings: Settings, *, refresh_seconds: float = 1.0, freeze_heap: bool = False
+) -> FastAPI:
     """Build the API app.
 
     The store engine and the forecast view are created here; the view is loaded
-    at start-up and refreshed every ``refresh_seconds`` in the background.
+    at start-up and refreshed every ``refresh_seconds`` in the background. With
+    ``freeze_heap`` (server processes: :mod:`forecaster.api.asgi`) the objects alive
+    after that first load are frozen out of the garbage collector's scans
+    (:func:`~forecaster.api.view.freeze_startup_heap`).
     """
     from prometheus_client import CollectorRegistry
 
@@ -45,7 +50,7 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
         scaling,
         series,
     )
-    from forecaster.api.view import ForecastView
+    from forecaster.api.view import ForecastView, freeze_startup_heap
     from forecaster.consumers.exporter import ForecastMaxCollector
     from forecaster.store.db import make_engine
     from forecaster.store.repository import Store
@@ -64,6 +69,8 @@ def create_app(settings: Settings, *, refresh_seconds: float = 1.0) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(view.refresh)
         await asyncio.to_thread(consumers.refresh)
+        if freeze_heap:
+            freeze_startup_heap()
         stop = asyncio.Event()
 
         async def refresher() -> None:

@@ -519,7 +519,11 @@ def serve(
     on_ready: Callable[[ScalerHandle], None] | None = None,
 ) -> None:
     """Run the scaler until Ctrl-C or SIGTERM."""
+    from forecaster.api.view import freeze_startup_heap
+
     handle = start_scaler(settings, host=host, port=port, refresh_seconds=refresh_seconds)
+    handle.view.refresh()  # loaded before the freeze (the refresh thread may not be done)
+    freeze_startup_heap()
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
