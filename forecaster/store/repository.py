@@ -773,8 +773,10 @@ class Store:
                         .execution_options(yield_per=_ROWS_PER_FETCH)
                     )
                     for pub_id, group in groupby(rows, key=itemgetter(0)):
-                        columns = ForecastColumns.from_rows(row[1:] for row in group)
-                        out[pub_id] = _published(wanted[pub_id], pubs[pub_id], columns)
+                        pub = pubs.get(pub_id)
+                        if pub is not None:  # else it went between the two reads: missing
+                            columns = ForecastColumns.from_rows(row[1:] for row in group)
+                            out[pub_id] = _published(wanted[pub_id], pub, columns)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read {len(ids)} forecast(s): {exc}") from exc
         missing = [pub_id for pub_id in ids if pub_id not in out]
