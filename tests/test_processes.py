@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,14 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.promserver import free_port
+
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _start(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -57,7 +51,7 @@ def test_scheduler_bootstraps_and_api_serves_over_http(
         estimators=["seasonal_naive"],
         schedule={"publish": "2s"},
     )
-    port = _free_port()
+    port = free_port()
     env = {
         "FORECASTER_PIPELINES": str(spec),
         "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/s.db",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 
 from forecaster.scaler import externalscaler_pb2 as pb2
 from forecaster.scaler import externalscaler_pb2_grpc as pb2_grpc
+from tests.support.promserver import free_port
 from tests.support.scaling_seed import seed
 
 pytestmark = pytest.mark.integration
@@ -64,18 +64,12 @@ def test_the_asgi_app_freezes_after_the_first_load_and_create_app_does_not(
     assert status == 200  # and it serves the forecast it loaded before freezing
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_the_scaler_process_freezes_after_loading_and_answers(
     make_settings: Any, tmp_path: Path
 ) -> None:
     settings = make_settings()
     seed(settings, name="rps")
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "scaler.log"
     env = {
         **os.environ,

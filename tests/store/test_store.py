@@ -169,17 +169,7 @@ def test_bulk_read_of_publications_matches_the_single_reads(
 
 def test_bulk_read_names_publications_no_longer_there(store: Store) -> None:
     store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=3)
-    pub = store.publish_forecast(
-        series="rps",
-        generated_at=T0,
-        origin=T0,
-        step_seconds=300,
-        level=90.0,
-        model_name="m",
-        model_version="1",
-        run_id="r",
-        points=_forecast(3, 1.0),
-    )
+    pub = _publish_at(store, T0, n=3, yhat=1.0, half=0.5)
     with pytest.raises(StoreError, match=r"1 forecast\(s\) are no longer in the store \('gone'\)"):
         store.publications({pub: "rps", pub + 1: "gone"})
 
