@@ -1,8 +1,9 @@
 """In-memory view of the latest published forecasts, refreshed from the store.
 
 The serving path never touches a model, pandas or (per request) the database: a
-background task polls the series catalogue (one small query) and reloads a
-series' forecast only when its current publication changed.
+background task polls the store's change marker (one small query), re-reads only
+the series rows stamped since the snapshot it holds, and reloads a series' forecast
+only when its current publication changed.
 """
 
 from __future__ import annotations
@@ -20,13 +21,22 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from forecaster.errors import ForecastNotFound, SeriesNotFound, StoreError
-from forecaster.store.repository import ForecastColumns, from_micros
+from forecaster.store.repository import CHANGE_MARKER, ForecastColumns, from_micros
 from forecaster.store.tables import champions_table, series_table
 
 if TYPE_CHECKING:
     from forecaster.store.repository import PublishedForecast, SeriesInfo, Store
 
 log = logging.getLogger(__name__)
+
+#: Every series row with its champion; the view narrows it to the changed rows.
+_CATALOGUE = select(
+    series_table,
+    champions_table.c.estimator.label("champion"),
+    champions_table.c.model_version.label("champion_version"),
+).select_from(
+    series_table.outerjoin(champions_table, champions_table.c.series_id == series_table.c.id)
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,9 @@ class ViewState:
     publication_ids: dict[str, int | None] = field(default_factory=dict)
     refreshed_at: datetime | None = None
     error: str | None = None
+    #: Store revision this snapshot reflects (``None``: not loaded, or a schema
+    #: without the marker, where every refresh reads everything).
+    revision: int | None = None
 
 
 def iso_utc(value: datetime) -> str:
@@ -137,12 +150,8 @@ class ForecastView:
             try:
                 new = self._load(old)
             except (SQLAlchemyError, StoreError) as exc:
-                self._state = ViewState(
-                    series=old.series,
-                    forecasts=old.forecasts,
-                    publication_ids=old.publication_ids,
-                    refreshed_at=old.refreshed_at,
-                    error=f"store unavailable: {exc.__class__.__name__}: {exc}"[:500],
+                self._state = replace(
+                    old, error=f"store unavailable: {exc.__class__.__name__}: {exc}"[:500]
                 )
                 log.warning("forecast view refresh failed: %s", exc)
                 return False
@@ -150,27 +159,29 @@ class ForecastView:
             return True
 
     def _load(self, old: ViewState) -> ViewState:
+        """The catalogue and forecasts as of now, re-reading only what changed.
+
+        Writers stamp each series row they change with a new store revision
+        (:func:`forecaster.store.repository.mark_changed`): when the revision has not
+        moved since ``old`` nothing is read but the marker, otherwise only the rows
+        stamped above ``old.revision``. A different series count than the merged
+        catalogue (a series deleted by hand) reloads everything.
+        """
         from forecaster.store.repository import series_info_from_row
 
         with self.store.engine.connect() as conn:
-            rows = (
-                conn.execute(
-                    select(
-                        series_table,
-                        champions_table.c.estimator.label("champion"),
-                        champions_table.c.model_version.label("champion_version"),
-                    ).select_from(
-                        series_table.outerjoin(
-                            champions_table, champions_table.c.series_id == series_table.c.id
-                        )
-                    )
-                )
-                .mappings()
-                .all()
-            )
-        series: dict[str, SeriesInfo] = {}
-        publication_ids: dict[str, int | None] = {}
-        forecasts: dict[str, CachedForecast] = {}
+            revision, count = conn.execute(CHANGE_MARKER).one()
+            since = old.revision
+            if since is not None and revision == since and count == len(old.series):
+                return replace(old, refreshed_at=datetime.now(UTC), error=None)
+            query = _CATALOGUE
+            if since is not None:
+                query = query.where(series_table.c.revision > since)
+            rows = conn.execute(query).mappings().all()
+        incremental = since is not None
+        series = dict(old.series) if incremental else {}
+        publication_ids = dict(old.publication_ids) if incremental else {}
+        forecasts = dict(old.forecasts) if incremental else {}
         to_read: dict[int, str] = {}
         for row in rows:
             name = row["name"]
@@ -178,12 +189,15 @@ class ForecastView:
             pub_id = row["current_publication_id"]
             publication_ids[name] = pub_id
             if pub_id is None:
+                forecasts.pop(name, None)
                 continue
             cached = old.forecasts.get(name)
             if cached is not None and cached.forecast.publication_id == pub_id:
                 forecasts[name] = cached
             else:
                 to_read[int(pub_id)] = name
+        if incremental and len(series) != count:
+            return self._load(replace(old, revision=None))
         for forecast in self.store.publications(to_read).values():
             forecasts[forecast.series] = CachedForecast.of(forecast)
         return ViewState(
@@ -191,6 +205,7 @@ class ForecastView:
             forecasts=forecasts,
             publication_ids=publication_ids,
             refreshed_at=datetime.now(UTC),
+            revision=None if revision is None else int(revision),
         )
 
     # -- reads ------------------------------------------------------------------------

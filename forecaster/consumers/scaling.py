@@ -27,6 +27,7 @@ from forecaster.consumers.planner import (
     plan_replicas,
 )
 from forecaster.errors import ForecasterError, StoreError
+from forecaster.store.repository import CHANGE_MARKER
 from forecaster.store.tables import observations_table, series_table
 
 if TYPE_CHECKING:
@@ -71,11 +72,18 @@ class ScalingAnswer:
 
 
 class LatestObservations:
-    """The newest observed value of every series, reloaded on :meth:`refresh` (one query)."""
+    """The newest observed value of every series, reloaded on :meth:`refresh`.
+
+    Like the forecast view it reads the store's change marker first and then only
+    the series stamped since the revision it holds (all of them on the first load,
+    or when the number of series went down).
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._values: dict[str, tuple[float, float]] = {}
+        self._revision: int | None = None
+        self._count = 0
         self.refreshed_at: float | None = None
         self._lock = threading.Lock()
 
@@ -92,17 +100,31 @@ class LatestObservations:
             )
         )
         with self._lock:
+            since = self._revision
             try:
                 with self.store.engine.connect() as conn:
-                    rows = conn.execute(query).all()
+                    revision, count = conn.execute(CHANGE_MARKER).one()
+                    if since is not None and count < self._count:
+                        since = None
+                    if since is None or revision != since:
+                        if since is not None:
+                            query = query.where(series_table.c.revision > since)
+                        rows = conn.execute(query).all()
+                    else:
+                        rows = None
             except SQLAlchemyError as exc:
                 log.warning("latest observations refresh failed: %s", exc)
                 return False
-            self._values = {
-                str(name): (ts.timestamp(), float(value))
-                for name, ts, value in rows
-                if math.isfinite(float(value))
-            }
+            if rows is not None:
+                values = dict(self._values) if since is not None else {}
+                values.update(
+                    (str(name), (ts.timestamp(), float(value)))
+                    for name, ts, value in rows
+                    if math.isfinite(float(value))
+                )
+                self._values = values
+                self._revision = None if revision is None else int(revision)
+                self._count = int(count)
             self.refreshed_at = datetime.now(UTC).timestamp()
             return True
 

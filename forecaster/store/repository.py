@@ -28,6 +28,7 @@ from forecaster.store.tables import (
     observations_table,
     publications_table,
     series_table,
+    store_revision_table,
     trainings_table,
 )
 
@@ -260,6 +261,52 @@ def series_info_from_row(row: Any) -> SeriesInfo:
     )
 
 
+#: One row: the store revision (``None`` on a schema without migration 0007's row)
+#: and the number of series; what in-memory readers of the catalogue poll.
+CHANGE_MARKER = select(
+    select(store_revision_table.c.revision).where(store_revision_table.c.id == 1).scalar_subquery(),
+    select(func.count()).select_from(series_table).scalar_subquery(),
+)
+
+
+def mark_changed(conn: Connection, series_ids: Iterable[int]) -> int:
+    """Stamp ``series_ids`` with a new store revision; returns it.
+
+    Call it as the last statement of every write transaction that changes a
+    ``series`` row or a champion: the readers that keep the catalogue in memory
+    (:class:`forecaster.api.view.ForecastView`,
+    :class:`forecaster.consumers.scaling.LatestObservations`) re-read only rows
+    stamped above the revision they hold. The series rows are locked first and the
+    counter last, so on PostgreSQL the counter's row lock is held only until the
+    commit that follows, increments commit in order, and two writers never wait on
+    each other in opposite orders.
+    """
+    ids = sorted({int(i) for i in series_ids})
+    if ids:
+        conn.execute(
+            # FOR NO KEY UPDATE on PostgreSQL: what an UPDATE of the row takes anyway;
+            # plain FOR UPDATE would also wait for the key-share locks that foreign
+            # keys (observations, publications) take on it, and deadlock with them.
+            select(series_table.c.id)
+            .where(series_table.c.id.in_(ids))
+            .with_for_update(key_share=True)
+        ).all()
+    revision = conn.execute(
+        update(store_revision_table)
+        .where(store_revision_table.c.id == 1)
+        .values(revision=store_revision_table.c.revision + 1)
+        .returning(store_revision_table.c.revision)
+    ).scalar_one_or_none()
+    if revision is None:  # a schema made without migration 0007's first row
+        revision = 1
+        conn.execute(store_revision_table.insert().values(id=1, revision=revision))
+    if ids:
+        conn.execute(
+            update(series_table).where(series_table.c.id.in_(ids)).values(revision=revision)
+        )
+    return int(revision)
+
+
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise InputDataError(f"naive datetime {value.isoformat()} given; timestamps must be UTC")
@@ -312,11 +359,16 @@ class Store:
                     conn.execute(
                         update(series_table).where(series_table.c.id == row[0]).values(**values)
                     )
-                    return int(row[0])
-                result = conn.execute(
-                    series_table.insert().values(name=name, created_at=datetime.now(UTC), **values)
-                )
-                return int(result.inserted_primary_key[0])  # type: ignore[index]
+                    series_id = int(row[0])
+                else:
+                    result = conn.execute(
+                        series_table.insert().values(
+                            name=name, created_at=datetime.now(UTC), **values
+                        )
+                    )
+                    series_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+                mark_changed(conn, [series_id])
+                return series_id
         except IntegrityError:
             # Created concurrently by another process: read it back.
             return self.series(name).id
@@ -401,6 +453,9 @@ class Store:
                     )
                     .values(last_observation_at=latest)
                 )
+                # Always: a rewrite of the newest value changes what readers of the
+                # latest observation hold even when the timestamp does not move.
+                mark_changed(conn, [series_id])
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot write observations of series id {series_id}: {exc}") from exc
         return len(rows)
@@ -448,7 +503,10 @@ class Store:
                     )
                 )
             )
-            return int(result.rowcount or 0)
+            deleted = int(result.rowcount or 0)
+            if deleted:
+                mark_changed(conn, [info.id])
+            return deleted
 
     # -- forecasts --------------------------------------------------------------------
     def publish_forecast(
@@ -544,6 +602,7 @@ class Store:
                     .values(current_publication_id=publication_id)
                 )
                 self._thin_publications(conn, info.id, generated_at, keep_recent, keep_hourly)
+                mark_changed(conn, [info.id])
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot publish forecast for {series!r}: {exc}") from exc
         return publication_id
@@ -855,6 +914,7 @@ class Store:
                             promoted_at=now,
                         )
                     )
+                    mark_changed(conn, [info.id])
                 return training_id
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record training of {series!r}: {exc}") from exc

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -76,6 +77,22 @@ series_table = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_observation_at", UTCDateTime, nullable=True),
     Column("current_publication_id", Integer, nullable=True),
+    # The store revision of the transaction that last changed this row or the
+    # series' champion (:data:`store_revision_table`); readers that keep a copy of
+    # the catalogue re-read only the rows above the revision they hold.
+    Column("revision", BigInteger, nullable=False, server_default="0"),
+    Index("ix_series_revision", "revision"),
+)
+
+#: One row (``id`` 1) counting the write transactions that changed the catalogue
+#: (``series`` rows, champions). Each such transaction increments it as its last
+#: statement and stamps the series it changed with the new value, so the count only
+#: grows in commit order (the row lock serialises the increments on PostgreSQL).
+store_revision_table = Table(
+    "store_revision",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigInteger, nullable=False),
 )
 
 observations_table = Table(
