@@ -21,7 +21,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from forecaster.errors import ForecastNotFound, SeriesNotFound, StoreError
-from forecaster.store.repository import CHANGE_MARKER, ForecastColumns, from_micros
+from forecaster.store.repository import (
+    CHANGE_MARKER,
+    ForecastColumns,
+    from_micros,
+    mostly_unchanged,
+)
 from forecaster.store.tables import champions_table, series_table
 
 if TYPE_CHECKING:
@@ -175,8 +180,10 @@ class ForecastView:
             if since is not None and revision == since and count == len(old.series):
                 return replace(old, refreshed_at=datetime.now(UTC), error=None)
             query = _CATALOGUE
-            if since is not None:
+            if since is not None and mostly_unchanged(conn, since, count):
                 query = query.where(series_table.c.revision > since)
+            else:
+                since = None
             rows = conn.execute(query).mappings().all()
         incremental = since is not None
         series = dict(old.series) if incremental else {}

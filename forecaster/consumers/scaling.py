@@ -27,7 +27,7 @@ from forecaster.consumers.planner import (
     plan_replicas,
 )
 from forecaster.errors import ForecasterError, StoreError
-from forecaster.store.repository import CHANGE_MARKER
+from forecaster.store.repository import CHANGE_MARKER, mostly_unchanged
 from forecaster.store.tables import observations_table, series_table
 
 if TYPE_CHECKING:
@@ -107,8 +107,10 @@ class LatestObservations:
                     if since is not None and count < self._count:
                         since = None
                     if since is None or revision != since:
-                        if since is not None:
+                        if since is not None and mostly_unchanged(conn, since, count):
                             query = query.where(series_table.c.revision > since)
+                        else:
+                            since = None
                         rows = conn.execute(query).all()
                     else:
                         rows = None

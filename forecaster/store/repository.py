@@ -269,6 +269,20 @@ CHANGE_MARKER = select(
 )
 
 
+def mostly_unchanged(conn: Connection, since: int, count: int) -> bool:
+    """Whether at most a quarter of the ``count`` series rows are stamped above ``since``.
+
+    A reader of the catalogue re-reads only those rows when this holds; past it one
+    plain read of every row is cheaper than picking the changed ones through the
+    revision index (twice as cheap on PostgreSQL at 5,000 series,
+    ``benchmarks/view_refresh.py``).
+    """
+    changed = conn.execute(
+        select(func.count()).select_from(series_table).where(series_table.c.revision > since)
+    ).scalar_one()
+    return int(changed) * 4 <= count
+
+
 def mark_changed(conn: Connection, series_ids: Iterable[int]) -> int:
     """Stamp ``series_ids`` with a new store revision; returns it.
 

@@ -145,10 +145,25 @@ def test_an_idle_refresh_reads_the_marker_only(store: Store) -> None:
     _publish(store, "s3", 30.0, at=T0 + STEP)
     seen.sql.clear()
     assert view.refresh()
-    catalogue = [sql for sql in seen.sql if "FROM series" in sql and "store_revision" not in sql]
+    catalogue = [sql for sql in seen.sql if "series.name" in sql]
     assert len(catalogue) == 1 and "series.revision >" in catalogue[0]
     assert view.forecast("s3").forecast.points.yhat[0] == 31.0
     assert view.forecast("s2").forecast.points.yhat[0] == 3.0
+
+    # most series changed: one plain read of every row instead of the index
+    for i in range(4):
+        _publish(store, f"s{i}", 40.0 + i, at=T0 + 2 * STEP)
+    seen.sql.clear()
+    assert view.refresh()
+    catalogue = [sql for sql in seen.sql if "series.name" in sql]
+    assert len(catalogue) == 1 and "series.revision >" not in catalogue[0]
+    assert [view.forecast(f"s{i}").forecast.points.yhat[0] for i in range(5)] == [
+        41.0,
+        42.0,
+        43.0,
+        44.0,
+        5.0,
+    ]
 
 
 def test_every_kind_of_change_reaches_the_view(store: Store) -> None:

@@ -1,0 +1,137 @@
+"""What a serving process's background refresh costs, by how much of the store changed.
+
+The API workers refresh their forecast view every second and the KEDA scaler every
+two (with the newest observation of every series). Both poll the store's change
+marker and re-read only the series stamped since their snapshot. For each series
+count this builds a store (``benchmarks/serving.py``'s: every series with a
+24-hour forecast at 5 minutes), loads a ``ForecastView`` and a
+``LatestObservations`` and times one refresh of each after an ingest wrote a new
+observation to 0, 100 or every series (each write a real ``upsert_observations``
+transaction, as the ingest job's). The median of five rounds is reported, each
+timed refresh after a full garbage collection (the serving processes freeze their
+start-up heap, so their collections are short).
+
+    .venv/bin/python -m benchmarks.view_refresh [--series 1000 5000]
+        [--database postgresql+psycopg://postgres@127.0.0.1:5432/test]
+
+Writes ``benchmarks/results/view_refresh.md`` (``view_refresh_postgres.md`` with a
+PostgreSQL ``--database``), pasted into the README by ``benchmarks/update_readme.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.serving import REPO, build_store, scratch_schema
+from forecaster.outputs import write_report
+
+ROUNDS = 5
+
+
+def refresh_ms(url: str, n: int) -> list[tuple[int, float, float, float]]:
+    """``(series written, view ms, latest-observations ms, view ms re-reading all)`` per case.
+
+    The last is what every refresh cost before the change marker: the same refresh
+    told it holds no revision, so it reads every series row (the forecasts it holds
+    are still reused, as they were then).
+    """
+    from forecaster.api.view import ForecastView
+    from forecaster.config import DatabaseSettings
+    from forecaster.consumers.scaling import LatestObservations
+    from forecaster.store.db import make_engine
+    from forecaster.store.repository import Store
+
+    engine = make_engine(DatabaseSettings(url=url))
+    store = Store(engine)
+    view = ForecastView(store)
+    latest = LatestObservations(store)
+    if not (view.refresh() and latest.refresh()):
+        raise SystemExit(f"the view did not load: {view.state.error}")
+    ids = [info.id for info in store.list_series()]
+    rows = []
+    stamp = datetime.now(UTC).replace(microsecond=0).timestamp()
+    for written in sorted({0, min(100, n), n}):
+        view_times, latest_times, full_times = [], [], []
+        for _ in range(ROUNDS):
+            stamp += 60
+            at = datetime.fromtimestamp(stamp, UTC)
+            for series_id in ids[:written]:
+                store.upsert_observations(series_id, [(at, 1.0)])
+            gc.collect()
+            started = time.perf_counter()
+            view.refresh()
+            view_times.append(time.perf_counter() - started)
+            gc.collect()
+            started = time.perf_counter()
+            latest.refresh()
+            latest_times.append(time.perf_counter() - started)
+            view._state = replace(view.state, revision=None)  # noqa: SLF001 - the old path
+            gc.collect()
+            started = time.perf_counter()
+            view.refresh()
+            full_times.append(time.perf_counter() - started)
+        if view.state.error or len(view.state.forecasts) != n:
+            raise SystemExit(f"the view lost forecasts: {view.state.error}")
+        rows.append(
+            (
+                written,
+                statistics.median(view_times) * 1000,
+                statistics.median(latest_times) * 1000,
+                statistics.median(full_times) * 1000,
+            )
+        )
+    engine.dispose()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--series", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--database", default=None, help="store URL (default: temp SQLite)")
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    if any(n < 1 for n in args.series):
+        parser.error("--series: every count must be at least 1")
+    postgres = bool(args.database and args.database.startswith("postgresql"))
+    name = "view_refresh_postgres.md" if postgres else "view_refresh.md"
+    output = args.output or REPO / "benchmarks" / "results" / name
+    table = [
+        "| series | written since the last refresh | view refresh (ms) | "
+        "latest observations refresh (ms) | view re-reading every row (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    for n in args.series:
+        print(f"{n} series: building the store ...", flush=True)
+        with tempfile.TemporaryDirectory() as tmp, scratch_schema(args.database) as scratch:
+            url = scratch or f"sqlite:///{Path(tmp) / 'bench.db'}"
+            build_store(url, n)
+            for written, view_ms, latest_ms, full_ms in refresh_ms(url, n):
+                table.append(
+                    f"| {n} | {written} | {view_ms:.2f} | {latest_ms:.2f} | {full_ms:.2f} |"
+                )
+                print(table[-1], flush=True)
+    store = "PostgreSQL (a scratch schema)" if postgres else "SQLite (a temporary file)"
+    flag = f" --database {args.database.split('://')[0]}://..." if args.database else ""
+    text = (
+        f"Command: `python -m benchmarks.view_refresh --series "
+        f"{' '.join(map(str, args.series))}{flag}` ({platform.machine()}, {store}; "
+        f"median of {ROUNDS} refreshes per row, each after an ingest wrote one "
+        "observation to that many series).\n\n" + "\n".join(table) + "\n\n"
+        "The first row of each count is the idle refresh the serving processes run "
+        "every 1-2 s: one read of the change marker. The last column is the view's "
+        "refresh reading every series row, as every refresh did before the marker, "
+        "whether anything had changed or not.\n"
+    )
+    write_report(output, text)
+
+
+if __name__ == "__main__":
+    main()
