@@ -297,3 +297,33 @@ def test_concurrent_writers_never_deadlock_or_leave_a_reader_behind(store: Store
         held = view.forecast(name).forecast
         assert held.publication_id == fresh_view.forecast(name).forecast.publication_id
         assert latest.get(name) == fresh_latest.get(name)
+
+
+def test_upgrading_a_store_with_series_keeps_them_served(db_url: str) -> None:
+    from forecaster.store.db import current_revision, head_revision
+
+    engine = make_engine(DatabaseSettings(url=db_url))
+    try:
+        upgrade(engine, "0006")
+        older = Store(engine)
+        with engine.begin() as conn:  # what a 0006 store holds: no revision anywhere
+            conn.execute(
+                text(
+                    "INSERT INTO series (name, family, labels, kind, unit, step_seconds,"
+                    " horizon_steps, created_at) VALUES ('old', 'old', '{}', 'load', '',"
+                    " 300, 3, :at)"
+                ),
+                {"at": T0.replace(tzinfo=None)},
+            )
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+        assert _revisions(older) == (0, {"old": 0})
+        view = ForecastView(older)
+        assert view.refresh()
+        assert view.series_info("old").name == "old"
+        _publish(older, "old", 1.0)
+        assert view.refresh()
+        assert view.forecast("old").forecast.points.yhat[0] == 2.0
+        assert _revisions(older) == (1, {"old": 1})
+    finally:
+        engine.dispose()
