@@ -36,6 +36,7 @@ from forecaster.estimators import (
     require_fitted,
     steps_in,
 )
+from forecaster.estimators.base import follows_recent_level
 from forecaster.estimators.prophet import DEFAULT_FIT_TIMEOUT
 from forecaster.promotion import GATE_METRIC
 
@@ -128,6 +129,11 @@ class AutoEstimator:
     """
 
     name = "auto"
+
+    @property
+    def follows_recent_level(self) -> bool:
+        """Whether ``predict(follow_level=False)`` can differ from ``predict()``."""
+        return any(follows_recent_level(m) for m in self.members_)
 
     def __init__(
         self,

@@ -68,6 +68,15 @@ class Estimator(Protocol):
         ...
 
 
+def follows_recent_level(estimator: Any) -> bool:
+    """Whether ``estimator.predict(follow_level=False)`` can differ from ``predict()``.
+
+    Estimators say so with a ``follows_recent_level`` attribute; one that does not
+    is assumed to (its reference forecast is then computed, never assumed equal).
+    """
+    return bool(getattr(estimator, "follows_recent_level", True))
+
+
 _REGISTRY: dict[str, str] = {
     "seasonal_naive": "forecaster.estimators.naive:SeasonalNaive",
     "last_value": "forecaster.estimators.naive:LastValue",

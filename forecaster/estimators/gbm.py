@@ -195,6 +195,10 @@ class LightGBMEstimator:
 
     name = "lightgbm"
 
+    #: ``predict(follow_level=False)`` is ``predict()``: the features are relative to
+    #: the recent level by construction, there is no separate correction to leave out.
+    follows_recent_level = False
+
     def __init__(
         self,
         max_horizon: int = 288,

@@ -96,6 +96,11 @@ class SeasonalNaive:
 
     name = "seasonal_naive"
 
+    @property
+    def follows_recent_level(self) -> bool:
+        """Whether ``predict(follow_level=False)`` can differ from ``predict()``."""
+        return bool(self.recent_bias_halflife) and not self.fallback
+
     def __init__(
         self,
         season: int | None = None,
@@ -244,6 +249,9 @@ class LastValue:
 
     #: Lags (steps) at which h-step change quantiles are stored; interpolated between.
     LAGS = (1, 2, 3, 6, 12, 24, 48, 96, 144, 288, 576, 1152, 2016)
+
+    #: ``predict(follow_level=False)`` is ``predict()``: the last value is the level.
+    follows_recent_level = False
 
     def __init__(self) -> None:
         self.step_: timedelta | None = None

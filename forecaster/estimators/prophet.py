@@ -88,6 +88,11 @@ class ProphetEstimator:
 
     name = "prophet"
 
+    @property
+    def follows_recent_level(self) -> bool:
+        """Whether ``predict(follow_level=False)`` can differ from ``predict()``."""
+        return bool(self.recent_bias_halflife)
+
     def __init__(
         self,
         *,

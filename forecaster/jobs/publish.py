@@ -71,13 +71,9 @@ def publish_series(
         raise InputDataError(f"series {name!r} has no observations in the last {spec.history}")
     origin = history.dropna().index[-1].to_pydatetime()
     scale, long_scale = _band_scale(ctx, name, history, origin)
-    frame: Any = rescale_frame(
-        estimator.predict(spec.horizon_steps, history=history, level=LEVEL),
-        scale,
-        long_scale=long_scale,
-        step=spec.step,
-    )
-    references = _reference_bands(estimator, spec, history, steps=len(frame))
+    raw = estimator.predict(spec.horizon_steps, history=history, level=LEVEL)
+    frame: Any = rescale_frame(raw, scale, long_scale=long_scale, step=spec.step)
+    references = _reference_bands(estimator, spec, history, served=raw)
     points = [
         ForecastPoint(
             step=int(row.step),
@@ -165,16 +161,24 @@ def _scale_of(rows: list[tuple[datetime, float, float, float]], history: Any) ->
 
 
 def _reference_bands(
-    estimator: Any, spec: SeriesSpec, history: Any, *, steps: int
+    estimator: Any, spec: SeriesSpec, history: Any, *, served: Any
 ) -> list[tuple[float, float, float] | None]:
     """Per step, the band the regression detector judges against (watched series only).
 
     It is the champion's forecast without recent-level corrections
-    (``follow_level=False``; see :mod:`forecaster.consumers.regressions`).
+    (``follow_level=False``; see :mod:`forecaster.consumers.regressions`), with the
+    estimator's own band (not recalibrated). ``served`` is the champion's ``predict()``
+    before recalibration: an estimator without such corrections is not asked again.
     """
     if spec.watch is None:
-        return [None] * steps
-    frame = estimator.predict(spec.horizon_steps, history=history, level=LEVEL, follow_level=False)
+        return [None] * len(served)
+    from forecaster.estimators.base import follows_recent_level
+
+    frame = served
+    if follows_recent_level(estimator):
+        frame = estimator.predict(
+            spec.horizon_steps, history=history, level=LEVEL, follow_level=False
+        )
     return [
         (float(r.yhat), float(r.yhat_lower), float(r.yhat_upper))
         for r in frame.itertuples(index=False)

@@ -497,3 +497,14 @@ def test_repeat_candidates_start_from_the_current_level(make_series, candidate):
     # the reference forecast (what the regression detector judges against) has no offset
     reference = auto.predict(12, history=shifted, follow_level=False)["yhat"]
     np.testing.assert_allclose(reference, plain.predict(12, history=shifted)["yhat"])
+
+
+def test_auto_follows_the_recent_level_when_a_member_does(fitted, make_series):
+    auto, history = fitted
+    assert auto.follows_recent_level == any(m.follows_recent_level for m in auto.members_)
+    if not auto.follows_recent_level:
+        pd.testing.assert_frame_equal(
+            auto.predict(12, history=history), auto.predict(12, history=history, follow_level=False)
+        )
+    repeat = AutoEstimator(candidates=("seasonal_naive",), horizon=12, clean=False)
+    assert repeat.fit(make_series(days=16, noise=0.0)).follows_recent_level

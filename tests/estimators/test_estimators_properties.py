@@ -80,3 +80,35 @@ def test_calibrated_bounds_are_ordered(seed, horizon, relative, level):
     yhat = rng.normal(0, 100, horizon + 5)
     lower, upper = calibration.bounds(yhat, level)
     assert (lower <= yhat).all() and (yhat <= upper).all()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=histories(), horizon=st.integers(1, 120), halflife=st.sampled_from([None, 12.0]))
+def test_an_estimator_that_says_it_adds_no_level_term_adds_none(history, horizon, halflife):
+    """``follows_recent_level`` False lets the publish job reuse ``predict()`` as the
+    detector's reference band (``predict(follow_level=False)``): it must be the same."""
+    estimators = [
+        SeasonalNaive(recent_bias_halflife=halflife),
+        SeasonalNaive(season=12, recent_bias_halflife=halflife),
+        LastValue(),
+    ]
+    if int(history.notna().sum()) >= 12:
+        estimators.append(LightGBMEstimator(max_horizon=24, n_pairs=500, n_estimators=5))
+    for estimator in estimators:
+        estimator.fit(history)
+        if estimator.follows_recent_level:
+            continue
+        served = estimator.predict(horizon, history=history)
+        reference = estimator.predict(horizon, history=history, follow_level=False)
+        pd.testing.assert_frame_equal(served, reference)
+
+
+def test_who_follows_the_recent_level() -> None:
+    index = pd.date_range("2024-03-01", periods=600, freq="5min", tz="UTC")
+    history = pd.Series(np.sin(np.arange(600) / 40.0) + 2.0, index=index)
+    assert SeasonalNaive(season=12, recent_bias_halflife=12.0).fit(history).follows_recent_level
+    assert not SeasonalNaive(season=12).fit(history).follows_recent_level
+    # too short for a season: the fallback repeats the last value, no level term
+    assert not SeasonalNaive(recent_bias_halflife=12.0).fit(history[:100]).follows_recent_level
+    assert not LastValue().fit(history).follows_recent_level
+    assert not LightGBMEstimator(max_horizon=12, n_estimators=5).fit(history).follows_recent_level

@@ -96,3 +96,13 @@ def test_recent_level_correction_and_the_reference_without_it(fitted):
     assert reference == pytest.approx(plain)  # the fit is the same; only the last hour moved
     gaps = moved - reference
     assert (gaps > 0).all() and gaps[0] > gaps[-1]  # carried over, decaying with the lead
+
+
+def test_without_a_level_half_life_the_reference_is_the_forecast(fitted):
+    estimator, history = fitted
+    assert not estimator.follows_recent_level
+    pd.testing.assert_frame_equal(
+        estimator.predict(6, history=history),
+        estimator.predict(6, history=history, follow_level=False),
+    )
+    assert ProphetEstimator(recent_bias_halflife=12.0).follows_recent_level
