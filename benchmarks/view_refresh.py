@@ -27,13 +27,14 @@ import statistics
 import tempfile
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from benchmarks.serving import REPO, build_store, scratch_schema
 from forecaster.outputs import write_report
 
 ROUNDS = 5
+SCORE_DAYS = 14  # what the detection job keeps (forecaster.jobs.detect.SCORE_RETENTION)
 
 
 def refresh_ms(url: str, n: int) -> list[tuple[int, float, float, float]]:
@@ -92,14 +93,73 @@ def refresh_ms(url: str, n: int) -> list[tuple[int, float, float, float]]:
     return rows
 
 
+def consumer_refresh_ms(url: str, watched: int, days: int = SCORE_DAYS) -> float:
+    """Median ms of the API's consumer-view refresh with ``watched`` series scored for ``days``.
+
+    Each watched series gets ``days`` of anomaly scores at 5 minutes and a detector
+    state, as the detection job leaves them (``save_detection``).
+    """
+    from forecaster.api.consumers_view import ConsumerView
+    from forecaster.config import DatabaseSettings
+    from forecaster.store.consumers_repo import ConsumersRepo, ScoreRow
+    from forecaster.store.db import make_engine
+    from forecaster.store.repository import Store
+
+    engine = make_engine(DatabaseSettings(url=url))
+    store = Store(engine)
+    repo = ConsumersRepo(store)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=days)
+    step = timedelta(minutes=5)
+    for i in range(watched):
+        name = f"svc{i:04d}_latency"
+        series_id = store.ensure_series(name=name, family=name, step_seconds=300, horizon_steps=288)
+        scores = [
+            ScoreRow(
+                ts=start + k * step,
+                value=1.0,
+                yhat=1.0,
+                yhat_lower=0.5,
+                yhat_upper=1.5,
+                score=0.0,
+                side=0,
+                publication_id=None,
+                model="auto",
+            )
+            for k in range(days * 288)
+        ]
+        repo.save_detection(
+            series_id, state={"bar": 3.0}, open_event_id=None, transitions=[], scores=scores
+        )
+    view = ConsumerView(store)
+    times = []
+    for _ in range(ROUNDS):
+        gc.collect()
+        started = time.perf_counter()
+        if not view.refresh():
+            raise SystemExit(f"the consumer view did not load: {view.state.error}")
+        times.append(time.perf_counter() - started)
+    if len(view.state.scores) != watched:
+        raise SystemExit(f"the consumer view holds {len(view.state.scores)} of {watched} scores")
+    engine.dispose()
+    return statistics.median(times) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument(
+        "--watched",
+        type=int,
+        default=100,
+        help="watched series for the consumer-view row (0: skip it)",
+    )
     parser.add_argument("--database", default=None, help="store URL (default: temp SQLite)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     if any(n < 1 for n in args.series):
         parser.error("--series: every count must be at least 1")
+    if args.watched < 0:
+        parser.error("--watched: must be 0 or more")
     postgres = bool(args.database and args.database.startswith("postgresql"))
     name = "view_refresh_postgres.md" if postgres else "view_refresh.md"
     output = args.output or REPO / "benchmarks" / "results" / name
@@ -118,17 +178,32 @@ def main() -> None:
                     f"| {n} | {written} | {view_ms:.2f} | {latest_ms:.2f} | {full_ms:.2f} |"
                 )
                 print(table[-1], flush=True)
+    consumers = ""
+    if args.watched:
+        print(f"{args.watched} watched series: building the store ...", flush=True)
+        with tempfile.TemporaryDirectory() as tmp, scratch_schema(args.database) as scratch:
+            url = scratch or f"sqlite:///{Path(tmp) / 'bench.db'}"
+            build_store(url, 1)
+            ms = consumer_refresh_ms(url, args.watched)
+        consumers = (
+            "\n| watched series | days of anomaly scores each | consumer view refresh (ms) |\n"
+            f"|---|---|---|\n| {args.watched} | {SCORE_DAYS} | {ms:.2f} |\n\n"
+            "The API also refreshes its consumer view (newest anomaly score and bar of "
+            "every watched series, recent regression events) every 2 s.\n"
+        )
+        print(consumers, flush=True)
     store = "PostgreSQL (a scratch schema)" if postgres else "SQLite (a temporary file)"
     flag = f" --database {args.database.split('://')[0]}://..." if args.database else ""
     text = (
         f"Command: `python -m benchmarks.view_refresh --series "
-        f"{' '.join(map(str, args.series))}{flag}` ({platform.machine()}, {store}; "
+        f"{' '.join(map(str, args.series))} --watched {args.watched}{flag}` "
+        f"({platform.machine()}, {store}; "
         f"median of {ROUNDS} refreshes per row, each after an ingest wrote one "
         "observation to that many series).\n\n" + "\n".join(table) + "\n\n"
         "The first row of each count is the idle refresh the serving processes run "
         "every 1-2 s: one read of the change marker. The last column is the view's "
         "refresh reading every series row, as every refresh did before the marker, "
-        "whether anything had changed or not.\n"
+        "whether anything had changed or not.\n" + consumers
     )
     write_report(output, text)
 

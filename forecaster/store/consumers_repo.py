@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from forecaster.errors import StoreError
@@ -155,28 +155,38 @@ class ConsumersRepo:
             return [(r[0], float(r[1])) for r in conn.execute(query)]
 
     def latest_scores(self) -> list[LatestScore]:
-        """The newest score of every scored series (one query)."""
-        newest = (
-            select(
-                anomaly_scores_table.c.series_id,
-                func.max(anomaly_scores_table.c.ts).label("ts"),
+        """The newest score of every watched series (one query).
+
+        Driven by ``detector_state`` (one row per series the detector has judged),
+        each value looked up as the newest row of its series through the primary
+        key (scalar subqueries, which neither database turns into a join over every
+        score whatever its statistics say), so the cost follows the number of
+        watched series, not their stored scores: a ``GROUP BY`` over every score
+        took 64 ms at 100 series with 14 days of scores each, and the API refreshes
+        this every 2 s. Scores are written just before their series' state
+        (:meth:`save_detection`), so a series appears from its first completed
+        detection run.
+        """
+        def newest(column: Any) -> Any:
+            return (
+                select(column)
+                .where(anomaly_scores_table.c.series_id == detector_state_table.c.series_id)
+                .order_by(anomaly_scores_table.c.ts.desc())
+                .limit(1)
+                .scalar_subquery()
             )
-            .group_by(anomaly_scores_table.c.series_id)
-            .subquery()
-        )
+
         query = (
             select(
                 series_table.c.name,
-                anomaly_scores_table.c.ts,
-                anomaly_scores_table.c.score,
-                anomaly_scores_table.c.side,
+                newest(anomaly_scores_table.c.ts),
+                newest(anomaly_scores_table.c.score),
+                newest(anomaly_scores_table.c.side),
             )
             .select_from(
-                anomaly_scores_table.join(
-                    newest,
-                    (newest.c.series_id == anomaly_scores_table.c.series_id)
-                    & (newest.c.ts == anomaly_scores_table.c.ts),
-                ).join(series_table, series_table.c.id == anomaly_scores_table.c.series_id)
+                detector_state_table.join(
+                    series_table, series_table.c.id == detector_state_table.c.series_id
+                )
             )
             .order_by(series_table.c.name)
         )
@@ -184,6 +194,7 @@ class ConsumersRepo:
             return [
                 LatestScore(series=r[0], ts=r[1], score=float(r[2]), side=int(r[3]))
                 for r in conn.execute(query)
+                if r[1] is not None
             ]
 
     def prune_scores(self, series_id: int, *, before: datetime) -> int:
