@@ -39,7 +39,7 @@ def create_app(
 
     from forecaster.api.consumers_view import REFRESH_SECONDS, AnomalyCollector, ConsumerView
     from forecaster.api.job_metrics import JobRunCollector, JobRunStats
-    from forecaster.api.metrics import ForecastCollector
+    from forecaster.api.metrics import ForecastGauges
     from forecaster.api.routes import (
         admin,
         cache_warming,
@@ -51,7 +51,7 @@ def create_app(
         series,
     )
     from forecaster.api.view import ForecastView, freeze_startup_heap
-    from forecaster.consumers.exporter import ForecastMaxCollector
+    from forecaster.consumers.exporter import ForecastMaxGauges
     from forecaster.store.db import make_engine
     from forecaster.store.repository import Store
 
@@ -60,8 +60,6 @@ def create_app(
     view = ForecastView(store)
     consumers = ConsumerView(store)
     registry = CollectorRegistry()
-    registry.register(ForecastCollector(view))
-    registry.register(ForecastMaxCollector(view, settings))
     registry.register(AnomalyCollector(consumers))
     registry.register(JobRunCollector(JobRunStats(store)))
 
@@ -106,6 +104,8 @@ def create_app(
     app.state.view = view
     app.state.consumer_view = consumers
     app.state.metrics_registry = registry
+    # the per-series gauges, written straight to text (forecaster.api.exposition)
+    app.state.metrics_text = (ForecastGauges(view), ForecastMaxGauges(view, settings))
     from forecaster.api.hot import HotReads
     from forecaster.api.limits import SizeLimits
     from forecaster.api.routes.scaling import ObservationsCache

@@ -6,12 +6,9 @@ forecasts the publish job wrote.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from forecaster.api.exposition import GaugeText
 
 if TYPE_CHECKING:
     from forecaster.api.view import ForecastView
@@ -19,33 +16,37 @@ if TYPE_CHECKING:
 HORIZONS = (("5m", 300), ("15m", 900), ("1h", 3600))
 
 
-class ForecastCollector(Collector):
-    """Exports ``forecaster_forecast{series, quantile, horizon}`` and freshness gauges."""
+class ForecastGauges:
+    """``forecaster_forecast{series, quantile, horizon}`` and freshness gauges.
+
+    Written by ``/metrics`` straight to the text format
+    (:func:`forecaster.api.exposition.render`).
+    """
 
     def __init__(self, view: ForecastView) -> None:
         self.view = view
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def families(self, now: float) -> list[GaugeText]:
+        """The gauges at Unix time ``now``."""
         state = self.view.state
-        now = time.time()
-        forecast = GaugeMetricFamily(
+        forecast = GaugeText(
             "forecaster_forecast",
             "Published forecast value at now+horizon (quantile 0.5 is the point forecast)",
             labels=["series", "quantile", "horizon"],
         )
-        age = GaugeMetricFamily(
+        age = GaugeText(
             "forecaster_forecast_age_seconds",
             "Seconds since the current forecast of a series was generated",
             labels=["series"],
         )
-        last_obs = GaugeMetricFamily(
+        last_obs = GaugeText(
             "forecaster_last_observation_timestamp_seconds",
             "Unix time of the newest stored observation of a series",
             labels=["series"],
         )
         for name, cached in state.forecasts.items():
             fc = cached.forecast
-            age.add_metric([name], now - fc.generated_at.timestamp())
+            age.add((name,), now - fc.generated_at.timestamp())
             low_q = f"{(100 - fc.level) / 200:.3g}"
             high_q = f"{1 - (100 - fc.level) / 200:.3g}"
             for label, seconds in HORIZONS:
@@ -53,18 +54,16 @@ class ForecastCollector(Collector):
                 if hi <= lo:
                     continue
                 cols = cached.columns
-                forecast.add_metric([name, "0.5", label], cols.yhat[hi - 1])
-                forecast.add_metric([name, low_q, label], cols.yhat_lower[hi - 1])
-                forecast.add_metric([name, high_q, label], cols.yhat_upper[hi - 1])
+                forecast.add((name, "0.5", label), cols.yhat[hi - 1])
+                forecast.add((name, low_q, label), cols.yhat_lower[hi - 1])
+                forecast.add((name, high_q, label), cols.yhat_upper[hi - 1])
         for name, info in state.series.items():
             if info.last_observation_at is not None:
-                last_obs.add_metric([name], info.last_observation_at.timestamp())
-        view_ok = GaugeMetricFamily(
+                last_obs.add((name,), info.last_observation_at.timestamp())
+        view_ok = GaugeText(
             "forecaster_view_refresh_ok",
             "1 when the last refresh of the API's forecast view from the store succeeded",
+            labels=[],
         )
-        view_ok.add_metric([], 0.0 if state.error else 1.0)
-        yield forecast
-        yield age
-        yield last_obs
-        yield view_ok
+        view_ok.add((), 0.0 if state.error else 1.0)
+        return [forecast, age, last_obs, view_ok]

@@ -16,14 +16,11 @@ fallback applies instead of a stale value.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
-
-from forecaster.consumers.planner import interval_quantile, interval_quantiles
+from forecaster.api.exposition import GaugeText
+from forecaster.consumers.planner import interval_quantile_steps, interval_quantiles
 
 if TYPE_CHECKING:
     from forecaster.api.view import ForecastView
@@ -34,42 +31,50 @@ WINDOWS = (("5m", 300), ("10m", 600), ("15m", 900), ("30m", 1800), ("1h", 3600))
 QUANTILES = (0.5, 0.9)
 
 
-class ForecastMaxCollector(Collector):
-    """Exports ``forecaster_forecast_max{series, quantile, window}`` from the forecast view.
+class ForecastMaxGauges:
+    """``forecaster_forecast_max{series, quantile, window}`` from the forecast view.
 
     Forecasts older than ``settings.schedule.stale_after_seconds`` are not exported.
+    Written by ``/metrics`` straight to the text format
+    (:func:`forecaster.api.exposition.render`).
     """
 
     def __init__(self, view: ForecastView, settings: Settings) -> None:
         self.view = view
         self.stale_after_seconds = float(settings.schedule.stale_after_seconds)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        state = self.view.state
-        now = time.time()
-        family = GaugeMetricFamily(
+    def families(self, now: float) -> list[GaugeText]:
+        """The gauge at Unix time ``now``.
+
+        The windows all start at ``now``, so each quantile is computed once per step
+        of the longest covered window and each window's peak is a running maximum.
+        """
+        family = GaugeText(
             "forecaster_forecast_max",
             "Max of the forecast quantile over [now, now + window] (series unit); "
             "absent when the forecast is stale or does not cover the window",
             labels=["series", "quantile", "window"],
         )
-        for name, cached in state.forecasts.items():
+        for name, cached in self.view.state.forecasts.items():
             fc = cached.forecast
             if now - fc.generated_at.timestamp() > self.stale_after_seconds:
                 continue
             low_q, high_q = interval_quantiles(fc.level)
             quantiles = sorted({q for q in QUANTILES if low_q <= q <= high_q} | {high_q})
+            covered = []
             for label, seconds in WINDOWS:
                 lo, hi = self.view.window_ahead(cached, now - fc.step_seconds, now + seconds)
                 if hi <= lo or cached.ds_epoch[hi - 1] < now + seconds - fc.step_seconds:
                     continue
-                steps = cached.columns.bands(lo, hi)
-                for q in quantiles:
-                    peak = max(
-                        interval_quantile(
-                            q, yhat=yhat, yhat_lower=lower, yhat_upper=upper, level=fc.level
-                        )
-                        for yhat, lower, upper in steps
-                    )
-                    family.add_metric([name, f"{q:.3g}", label], max(peak, 0.0))
-        yield family
+                covered.append((label, lo, hi))
+            if not covered:
+                continue
+            start = covered[0][1]  # every window starts at the same step
+            end = max(hi for _, _, hi in covered)
+            steps = cached.columns.bands(start, end)
+            for q in quantiles:
+                peaks = list(accumulate(interval_quantile_steps(q, steps, level=fc.level), max))
+                q_label = f"{q:.3g}"
+                for label, _lo, hi in covered:
+                    family.add((name, q_label, label), max(peaks[hi - 1 - start], 0.0))
+        return [family]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from statistics import NormalDist
@@ -162,6 +162,17 @@ def interval_quantile(
     Raises:
         InputDataError: If ``q`` is outside the quantiles the interval provides.
     """
+    return interval_quantile_steps(q, [(yhat, yhat_lower, yhat_upper)], level=level)[0]
+
+
+def interval_quantile_steps(
+    q: float, steps: Sequence[tuple[float, float, float]], *, level: float
+) -> list[float]:
+    """:func:`interval_quantile` of every ``(yhat, yhat_lower, yhat_upper)`` step.
+
+    Raises:
+        InputDataError: If ``q`` is outside the quantiles the interval provides.
+    """
     low_q, high_q = interval_quantiles(level)
     if not low_q - _EPS <= q <= high_q + _EPS:
         raise InputDataError(
@@ -169,14 +180,16 @@ def interval_quantile(
             f"interval, which covers quantiles {low_q:.3g} to {high_q:.3g}"
         )
     if abs(q - 0.5) < _EPS:
-        return yhat
+        return [yhat for yhat, _, _ in steps]
     if q > 0.5:
         if abs(q - high_q) < _EPS:
-            return yhat_upper
-        return yhat + (yhat_upper - yhat) * _normal_share(q, high_q)
+            return [upper for _, _, upper in steps]
+        share = _normal_share(q, high_q)
+        return [yhat + (upper - yhat) * share for yhat, _, upper in steps]
     if abs(q - low_q) < _EPS:
-        return yhat_lower
-    return yhat + (yhat_lower - yhat) * _normal_share(q, low_q)
+        return [lower for _, lower, _ in steps]
+    share = _normal_share(q, low_q)
+    return [yhat + (lower - yhat) * share for yhat, lower, _ in steps]
 
 
 @lru_cache(maxsize=256)

@@ -167,6 +167,7 @@ class ConsumersRepo:
         (:meth:`save_detection`), so a series appears from its first completed
         detection run.
         """
+
         def newest(column: Any) -> Any:
             return (
                 select(column)

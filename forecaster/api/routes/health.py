@@ -40,8 +40,14 @@ async def readyz(view: ViewDep, response: Response) -> dict[str, Any]:
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
 def metrics(request: Request) -> Response:
     """Self-monitoring and the published forecasts, in the Prometheus text format."""
+    import time
+
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+    from forecaster.api.exposition import render
+
+    per_series = render(request.app.state.metrics_text, time.time()).encode()
     return Response(
-        generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST
+        per_series + generate_latest(request.app.state.metrics_registry),
+        media_type=CONTENT_TYPE_LATEST,
     )
