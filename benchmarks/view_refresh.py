@@ -93,6 +93,35 @@ def refresh_ms(url: str, n: int) -> list[tuple[int, float, float, float]]:
     return rows
 
 
+def scrape_ms(url: str) -> tuple[float, float]:
+    """(median ms, KB) of ``GET /metrics`` answered by the API app on ``url``, in process.
+
+    In process (FastAPI's test client) so the time is the work of the answer, not a
+    network stack's: Prometheus scrapes it every 15-60 s, in the same interpreter
+    that serves the reads.
+    """
+    from fastapi.testclient import TestClient
+
+    from forecaster.api.app import create_app
+    from forecaster.config import DatabaseSettings, ScheduleSettings, Settings
+
+    settings = Settings(
+        database=DatabaseSettings(url=url),
+        schedule=ScheduleSettings(stale_after_seconds=86400),
+    )
+    with TestClient(create_app(settings)) as client:
+        client.get("/metrics").raise_for_status()  # first answer warms the route
+        times, size = [], 0
+        for _ in range(ROUNDS):
+            gc.collect()
+            started = time.perf_counter()
+            answer = client.get("/metrics")
+            times.append(time.perf_counter() - started)
+            answer.raise_for_status()
+            size = len(answer.content)
+    return statistics.median(times) * 1000, size / 1024
+
+
 def consumer_refresh_ms(url: str, watched: int, days: int = SCORE_DAYS) -> float:
     """Median ms of the API's consumer-view refresh with ``watched`` series scored for ``days``.
 
@@ -153,6 +182,12 @@ def main() -> None:
         default=100,
         help="watched series for the consumer-view row (0: skip it)",
     )
+    parser.add_argument(
+        "--no-scrape",
+        dest="scrape",
+        action="store_false",
+        help="skip timing GET /metrics on the API",
+    )
     parser.add_argument("--database", default=None, help="store URL (default: temp SQLite)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
@@ -168,6 +203,7 @@ def main() -> None:
         "latest observations refresh (ms) | view re-reading every row (ms) |",
         "|---|---|---|---|---|",
     ]
+    scrapes = ["| series | GET /metrics (ms) | size (KB) |", "|---|---|---|"]
     for n in args.series:
         print(f"{n} series: building the store ...", flush=True)
         with tempfile.TemporaryDirectory() as tmp, scratch_schema(args.database) as scratch:
@@ -178,6 +214,10 @@ def main() -> None:
                     f"| {n} | {written} | {view_ms:.2f} | {latest_ms:.2f} | {full_ms:.2f} |"
                 )
                 print(table[-1], flush=True)
+            if args.scrape:
+                ms, kb = scrape_ms(url)
+                scrapes.append(f"| {n} | {ms:.1f} | {kb:,.0f} |")
+                print(scrapes[-1], flush=True)
     consumers = ""
     if args.watched:
         print(f"{args.watched} watched series: building the store ...", flush=True)
@@ -196,7 +236,8 @@ def main() -> None:
     flag = f" --database {args.database.split('://')[0]}://..." if args.database else ""
     text = (
         f"Command: `python -m benchmarks.view_refresh --series "
-        f"{' '.join(map(str, args.series))} --watched {args.watched}{flag}` "
+        f"{' '.join(map(str, args.series))} --watched {args.watched}"
+        f"{'' if args.scrape else ' --no-scrape'}{flag}` "
         f"({platform.machine()}, {store}; "
         f"median of {ROUNDS} refreshes per row, each after an ingest wrote one "
         "observation to that many series).\n\n" + "\n".join(table) + "\n\n"
@@ -205,6 +246,13 @@ def main() -> None:
         "refresh reading every series row, as every refresh did before the marker, "
         "whether anything had changed or not.\n" + consumers
     )
+    if args.scrape:
+        text += (
+            "\n" + "\n".join(scrapes) + "\n\n"
+            f"`GET /metrics` answered by the API app in this process (FastAPI's test "
+            f"client, no network) with every series loaded, median of {ROUNDS} "
+            "scrapes.\n"
+        )
     write_report(output, text)
 
 

@@ -5,19 +5,22 @@ every label pair of every line: about 6 microseconds a value. The forecast gauge
 have 11-26 values per series, so at 5,000 series one scrape of ``/metrics`` took
 about 1.3 s of the API worker's interpreter, time taken from the requests it
 serves. :class:`GaugeText` writes the same text (``tests/api/test_exposition.py``
-checks it against ``generate_latest``) from one line template per family, each
-label value escaped once per scrape.
+checks it against ``generate_latest``) from one line template per family, and the
+forecast gauges keep each series' lines until its forecast or the steps its
+windows pick change (every 5 minutes at most), so a scrape mostly copies lines.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import Protocol
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.utils import floatToGoString
 
 
+@lru_cache(maxsize=65536)
 def escape_label_value(value: str) -> str:
     """A label value as the text format writes it (backslash, newline, double quote)."""
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
@@ -27,7 +30,9 @@ class GaugeText:
     """One gauge family: its ``# HELP``/``# TYPE`` header and one line per value.
 
     Label values are given in ``labels`` order and written sorted by label name, as
-    ``generate_latest`` writes them.
+    ``generate_latest`` writes them. Each line is written when its value is added;
+    a source can keep a slice of them (:meth:`since`) and add it again unchanged
+    (:meth:`extend`) while its inputs have not changed.
     """
 
     def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
@@ -39,25 +44,33 @@ class GaugeText:
         order = sorted(range(len(self.labels)), key=self.labels.__getitem__)
         pairs = ",".join(f'{self.labels[i]}="{{{i}}}"' for i in order)
         # "{{" and "}}" are the label set's own braces once str.format has run
-        self._template = f"{name}{{{{{pairs}}}}} " if pairs else f"{name} "
+        self._template = (f"{name}{{{{{pairs}}}}} " if pairs else f"{name} ").format
         self.values: list[tuple[tuple[str, ...], float]] = []
+        self.lines: list[str] = []
 
     def add(self, label_values: tuple[str, ...], value: float) -> None:
         """One value, its label values in ``labels`` order."""
         self.values.append((label_values, value))
+        labels = self._template(*map(escape_label_value, label_values))
+        self.lines.append(labels + floatToGoString(value) + "\n")  # type: ignore[no-untyped-call]
 
-    def text(self, escaped: dict[str, str]) -> Iterator[str]:
-        """The family in the text format; ``escaped`` caches escaped label values."""
+    def mark(self) -> int:
+        """Where the next value goes (for :meth:`since`)."""
+        return len(self.values)
+
+    def since(self, mark: int) -> Chunk:
+        """The values and lines added after ``mark``."""
+        return self.values[mark:], self.lines[mark:]
+
+    def extend(self, chunk: Chunk) -> None:
+        """Add values and their lines kept from an earlier :meth:`since`."""
+        self.values.extend(chunk[0])
+        self.lines.extend(chunk[1])
+
+    def text(self) -> Iterator[str]:
+        """The family in the text format."""
         yield self.header
-        template = self._template.format
-        for label_values, value in self.values:
-            texts = []
-            for raw in label_values:
-                text = escaped.get(raw)
-                if text is None:
-                    text = escaped[raw] = escape_label_value(raw)
-                texts.append(text)
-            yield template(*texts) + floatToGoString(value) + "\n"  # type: ignore[no-untyped-call]
+        yield from self.lines
 
     def family(self) -> GaugeMetricFamily:
         """The same values as a ``prometheus_client`` family."""
@@ -65,6 +78,10 @@ class GaugeText:
         for label_values, value in self.values:
             family.add_metric(list(label_values), value)
         return family
+
+
+#: Values and their text lines, as :meth:`GaugeText.since` returns them.
+Chunk = tuple[list[tuple[tuple[str, ...], float]], list[str]]
 
 
 class TextFamilies(Protocol):
@@ -77,6 +94,5 @@ class TextFamilies(Protocol):
 
 def render(sources: Iterable[TextFamilies], now: float) -> str:
     """Every family of ``sources`` at ``now``, in the text format."""
-    escaped: dict[str, str] = {}
     families = [family for source in sources for family in source.families(now)]
-    return "".join(line for family in families for line in family.text(escaped))
+    return "".join(line for family in families for line in family.text())

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from forecaster.api.exposition import GaugeText
+from forecaster.api.exposition import Chunk, GaugeText
 
 if TYPE_CHECKING:
-    from forecaster.api.view import ForecastView
+    from forecaster.api.view import CachedForecast, ForecastView
 
 HORIZONS = (("5m", 300), ("15m", 900), ("1h", 3600))
 
@@ -25,6 +25,17 @@ class ForecastGauges:
 
     def __init__(self, view: ForecastView) -> None:
         self.view = view
+        #: series -> (forecast it was written from, steps picked, its lines)
+        self._chunks: dict[str, tuple[CachedForecast, tuple[int, ...], Chunk]] = {}
+
+    def _picked(self, cached: CachedForecast, now: float) -> tuple[int, ...]:
+        """Per horizon, one past the index of the step it exports (0: none)."""
+        step = cached.forecast.step_seconds
+        picked = []
+        for _label, seconds in HORIZONS:
+            lo, hi = self.view.window(cached, now + seconds - step, now + seconds)
+            picked.append(hi if hi > lo else 0)
+        return tuple(picked)
 
     def families(self, now: float) -> list[GaugeText]:
         """The gauges at Unix time ``now``."""
@@ -44,19 +55,28 @@ class ForecastGauges:
             "Unix time of the newest stored observation of a series",
             labels=["series"],
         )
+        chunks = {}
         for name, cached in state.forecasts.items():
             fc = cached.forecast
             age.add((name,), now - fc.generated_at.timestamp())
+            picked = self._picked(cached, now)
+            kept = self._chunks.get(name)
+            if kept is not None and kept[0] is cached and kept[1] == picked:
+                forecast.extend(kept[2])
+                chunks[name] = kept
+                continue
+            mark = forecast.mark()
             low_q = f"{(100 - fc.level) / 200:.3g}"
             high_q = f"{1 - (100 - fc.level) / 200:.3g}"
-            for label, seconds in HORIZONS:
-                lo, hi = self.view.window(cached, now + seconds - fc.step_seconds, now + seconds)
-                if hi <= lo:
+            cols = cached.columns
+            for (label, _seconds), hi in zip(HORIZONS, picked, strict=True):
+                if not hi:
                     continue
-                cols = cached.columns
                 forecast.add((name, "0.5", label), cols.yhat[hi - 1])
                 forecast.add((name, low_q, label), cols.yhat_lower[hi - 1])
                 forecast.add((name, high_q, label), cols.yhat_upper[hi - 1])
+            chunks[name] = (cached, picked, forecast.since(mark))
+        self._chunks = chunks
         for name, info in state.series.items():
             if info.last_observation_at is not None:
                 last_obs.add((name,), info.last_observation_at.timestamp())

@@ -19,11 +19,11 @@ from __future__ import annotations
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
-from forecaster.api.exposition import GaugeText
+from forecaster.api.exposition import Chunk, GaugeText
 from forecaster.consumers.planner import interval_quantile_steps, interval_quantiles
 
 if TYPE_CHECKING:
-    from forecaster.api.view import ForecastView
+    from forecaster.api.view import CachedForecast, ForecastView
     from forecaster.config import Settings
 
 WINDOWS = (("5m", 300), ("10m", 600), ("15m", 900), ("30m", 1800), ("1h", 3600))
@@ -42,6 +42,8 @@ class ForecastMaxGauges:
     def __init__(self, view: ForecastView, settings: Settings) -> None:
         self.view = view
         self.stale_after_seconds = float(settings.schedule.stale_after_seconds)
+        #: series -> (forecast it was written from, windows' steps, its lines)
+        self._chunks: dict[str, tuple[CachedForecast, tuple[tuple[str, int, int], ...], Chunk]] = {}
 
     def families(self, now: float) -> list[GaugeText]:
         """The gauge at Unix time ``now``.
@@ -55,13 +57,14 @@ class ForecastMaxGauges:
             "absent when the forecast is stale or does not cover the window",
             labels=["series", "quantile", "window"],
         )
+        chunks = {}
         for name, cached in self.view.state.forecasts.items():
             fc = cached.forecast
             if now - fc.generated_at.timestamp() > self.stale_after_seconds:
                 continue
             low_q, high_q = interval_quantiles(fc.level)
             quantiles = sorted({q for q in QUANTILES if low_q <= q <= high_q} | {high_q})
-            covered = []
+            covered: list[tuple[str, int, int]] = []
             for label, seconds in WINDOWS:
                 lo, hi = self.view.window_ahead(cached, now - fc.step_seconds, now + seconds)
                 if hi <= lo or cached.ds_epoch[hi - 1] < now + seconds - fc.step_seconds:
@@ -69,6 +72,13 @@ class ForecastMaxGauges:
                 covered.append((label, lo, hi))
             if not covered:
                 continue
+            windows = tuple(covered)
+            kept = self._chunks.get(name)
+            if kept is not None and kept[0] is cached and kept[1] == windows:
+                family.extend(kept[2])
+                chunks[name] = kept
+                continue
+            mark = family.mark()
             start = covered[0][1]  # every window starts at the same step
             end = max(hi for _, _, hi in covered)
             steps = cached.columns.bands(start, end)
@@ -77,4 +87,6 @@ class ForecastMaxGauges:
                 q_label = f"{q:.3g}"
                 for label, _lo, hi in covered:
                     family.add((name, q_label, label), max(peaks[hi - 1 - start], 0.0))
+            chunks[name] = (cached, windows, family.since(mark))
+        self._chunks = chunks
         return [family]

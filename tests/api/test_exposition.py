@@ -153,3 +153,47 @@ def test_quantile_of_every_step_is_the_quantile_of_each(
         interval_quantile(q, yhat=y, yhat_lower=lo, yhat_upper=up, level=90.0)
         for y, lo, up in steps
     ]
+
+
+def test_kept_lines_always_equal_a_fresh_scrape(view: ForecastView) -> None:
+    """The sources keep each series' lines between scrapes: whatever the time or the
+    view does, the text must be what sources without anything kept would write."""
+    settings = Settings(database=DatabaseSettings(url="sqlite://"))
+
+    def sources() -> list[Any]:
+        return [ForecastGauges(view), ForecastMaxGauges(view, settings)]
+
+    kept = sources()
+    start = time.time()
+    for offset in (0.0, 1.0, 150.0, 299.0, 301.0, 900.0, 3000.0, 7200.0):
+        now = start + offset
+        assert render(kept, now) == render(sources(), now), offset
+
+    # a new forecast for one series: its lines change, nothing else's does
+    store = view.store
+    origin = datetime.now(UTC).replace(second=0, microsecond=0)
+    store.publish_forecast(
+        series="rps",
+        generated_at=datetime.now(UTC),
+        origin=origin,
+        step_seconds=300,
+        level=90.0,
+        model_name="auto",
+        model_version="2",
+        run_id="r2",
+        points=[
+            ForecastPoint(
+                step=i,
+                ds=origin + i * timedelta(minutes=5),
+                yhat=500.0,
+                yhat_lower=400.0,
+                yhat_upper=600.0,
+            )
+            for i in range(1, 25)
+        ],
+    )
+    assert view.refresh()
+    now = time.time()
+    text = render(kept, now)
+    assert text == render(sources(), now)
+    assert 'forecaster_forecast_max{quantile="0.95",series="rps",window="5m"} 600.0' in text
