@@ -3,7 +3,7 @@
 ``prometheus_client`` builds a ``Sample`` for every value and escapes and sorts
 every label pair of every line: about 6 microseconds a value. The forecast gauges
 have 11-26 values per series, so at 5,000 series one scrape of ``/metrics`` took
-about 1.3 s of the API worker's interpreter, time taken from the requests it
+about 1.4 s of the API worker's interpreter, time taken from the requests it
 serves. :class:`GaugeText` writes the same text (``tests/api/test_exposition.py``
 checks it against ``generate_latest``) from one line template per family, and the
 forecast gauges keep each series' lines until its forecast or the steps its
