@@ -93,13 +93,17 @@ def refresh_ms(url: str, n: int) -> list[tuple[int, float, float, float]]:
     return rows
 
 
-def scrape_ms(url: str) -> tuple[float, float]:
-    """(median ms, KB) of ``GET /metrics`` answered by the API app on ``url``, in process.
+def scrape_ms(url: str) -> tuple[float, float, float]:
+    """(median ms, KB, MB kept) of ``GET /metrics`` answered by the API app on ``url``.
 
     In process (FastAPI's test client) so the time is the work of the answer, not a
     network stack's: Prometheus scrapes it every 15-60 s, in the same interpreter
-    that serves the reads.
+    that serves the reads. The memory the app keeps from one scrape to the next (the
+    per-series lines, :mod:`forecaster.api.exposition`) is measured with
+    ``tracemalloc`` on a second app, so tracing does not slow the timed scrapes.
     """
+    import tracemalloc
+
     from fastapi.testclient import TestClient
 
     from forecaster.api.app import create_app
@@ -119,7 +123,15 @@ def scrape_ms(url: str) -> tuple[float, float]:
             times.append(time.perf_counter() - started)
             answer.raise_for_status()
             size = len(answer.content)
-    return statistics.median(times) * 1000, size / 1024
+    with TestClient(create_app(settings)) as client:
+        gc.collect()
+        tracemalloc.start()
+        client.get("/metrics").raise_for_status()
+        client.get("/metrics").raise_for_status()
+        gc.collect()
+        kept, _peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return statistics.median(times) * 1000, size / 1024, kept / 2**20
 
 
 def consumer_refresh_ms(url: str, watched: int, days: int = SCORE_DAYS) -> float:
@@ -203,7 +215,10 @@ def main() -> None:
         "latest observations refresh (ms) | view re-reading every row (ms) |",
         "|---|---|---|---|---|",
     ]
-    scrapes = ["| series | GET /metrics (ms) | size (KB) |", "|---|---|---|"]
+    scrapes = [
+        "| series | GET /metrics (ms) | size (KB) | kept between scrapes (MB) |",
+        "|---|---|---|---|",
+    ]
     for n in args.series:
         print(f"{n} series: building the store ...", flush=True)
         with tempfile.TemporaryDirectory() as tmp, scratch_schema(args.database) as scratch:
@@ -215,8 +230,8 @@ def main() -> None:
                 )
                 print(table[-1], flush=True)
             if args.scrape:
-                ms, kb = scrape_ms(url)
-                scrapes.append(f"| {n} | {ms:.1f} | {kb:,.0f} |")
+                ms, kb, mb = scrape_ms(url)
+                scrapes.append(f"| {n} | {ms:.1f} | {kb:,.0f} | {mb:.1f} |")
                 print(scrapes[-1], flush=True)
     consumers = ""
     if args.watched:
@@ -251,7 +266,8 @@ def main() -> None:
             "\n" + "\n".join(scrapes) + "\n\n"
             f"`GET /metrics` answered by the API app in this process (FastAPI's test "
             f"client, no network) with every series loaded, median of {ROUNDS} "
-            "scrapes.\n"
+            "scrapes; what the app keeps between two scrapes (tracemalloc, a separate "
+            "run: the per-series lines of the forecast gauges) in the last column.\n"
         )
     write_report(output, text)
 

@@ -47,6 +47,7 @@ class GaugeText:
         self._template = (f"{name}{{{{{pairs}}}}} " if pairs else f"{name} ").format
         self.values: list[tuple[tuple[str, ...], float]] = []
         self.lines: list[str] = []
+        self._partial = False
 
     def add(self, label_values: tuple[str, ...], value: float) -> None:
         """One value, its label values in ``labels`` order."""
@@ -55,17 +56,17 @@ class GaugeText:
         self.lines.append(labels + floatToGoString(value) + "\n")  # type: ignore[no-untyped-call]
 
     def mark(self) -> int:
-        """Where the next value goes (for :meth:`since`)."""
-        return len(self.values)
+        """Where the next line goes (for :meth:`since`)."""
+        return len(self.lines)
 
     def since(self, mark: int) -> Chunk:
-        """The values and lines added after ``mark``."""
-        return self.values[mark:], self.lines[mark:]
+        """The text of the lines added after ``mark``."""
+        return "".join(self.lines[mark:])
 
     def extend(self, chunk: Chunk) -> None:
-        """Add values and their lines kept from an earlier :meth:`since`."""
-        self.values.extend(chunk[0])
-        self.lines.extend(chunk[1])
+        """Add lines kept from an earlier :meth:`since` (their values are not kept)."""
+        self.lines.append(chunk)
+        self._partial = True
 
     def text(self) -> Iterator[str]:
         """The family in the text format."""
@@ -73,15 +74,22 @@ class GaugeText:
         yield from self.lines
 
     def family(self) -> GaugeMetricFamily:
-        """The same values as a ``prometheus_client`` family."""
+        """The values added with :meth:`add` as a ``prometheus_client`` family.
+
+        Raises:
+            ValueError: Lines were added with :meth:`extend` (their values are gone).
+        """
+        if self._partial:
+            raise ValueError(f"{self.name}: kept lines have no values to build a family from")
         family = GaugeMetricFamily(self.name, self.documentation, labels=list(self.labels))
         for label_values, value in self.values:
             family.add_metric(list(label_values), value)
         return family
 
 
-#: Values and their text lines, as :meth:`GaugeText.since` returns them.
-Chunk = tuple[list[tuple[tuple[str, ...], float]], list[str]]
+#: Text lines of one series, as :meth:`GaugeText.since` returns them: one string, so
+#: what a source keeps between scrapes is the text itself (about 2 KB a series).
+Chunk = str
 
 
 class TextFamilies(Protocol):
