@@ -197,3 +197,16 @@ def test_kept_lines_always_equal_a_fresh_scrape(view: ForecastView) -> None:
     text = render(kept, now)
     assert text == render(sources(), now)
     assert 'forecaster_forecast_max{quantile="0.95",series="rps",window="5m"} 600.0' in text
+
+
+def test_kept_lines_have_no_values_to_rebuild_a_family_from() -> None:
+    gauge = GaugeText("demo_gauge", "Help", ["series"])
+    mark = gauge.mark()
+    gauge.add(("a",), 1.0)
+    chunk = gauge.since(mark)
+    assert chunk == 'demo_gauge{series="a"} 1.0\n'
+    later = GaugeText("demo_gauge", "Help", ["series"])
+    later.extend(chunk)
+    assert "".join(later.text()) == "".join(gauge.text())
+    with pytest.raises(ValueError, match="kept lines"):
+        later.family()
