@@ -52,7 +52,7 @@ from forecaster.consumers.planner import (
     MAX_REPLICAS,
     ReplicaPlanner,
     ScalingPolicy,
-    interval_quantile,
+    interval_quantile_steps,
 )
 from forecaster.errors import ForecasterError, InputDataError
 from forecaster.outputs import check_outputs, replace_atomically
@@ -130,12 +130,8 @@ class Replay:
 
 
 def _window_peak(frame: FloatArray, quantile: float) -> float | None:
-    peak = max(
-        interval_quantile(
-            quantile, yhat=float(y), yhat_lower=float(lo), yhat_upper=float(hi), level=LEVEL
-        )
-        for y, lo, hi in zip(frame[0], frame[1], frame[2], strict=True)
-    )
+    steps = list(zip(frame[0].tolist(), frame[1].tolist(), frame[2].tolist(), strict=True))
+    peak = max(interval_quantile_steps(quantile, steps, level=LEVEL))
     return peak if math.isfinite(peak) else None
 
 

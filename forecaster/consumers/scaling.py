@@ -23,7 +23,7 @@ from forecaster.consumers.planner import (
     Decision,
     ReplicaPlanner,
     ScalingPolicy,
-    interval_quantile,
+    interval_quantile_steps,
     plan_replicas,
 )
 from forecaster.errors import ForecasterError, StoreError
@@ -190,12 +190,7 @@ def answer(
             f"time ({query.lead_seconds:.0f}s); the publish job is not keeping up"
         )
     cols = cached.columns
-    peak = max(
-        interval_quantile(
-            query.quantile, yhat=yhat, yhat_lower=lower, yhat_upper=upper, level=forecast.level
-        )
-        for yhat, lower, upper in cols.bands(lo, hi)
-    )
+    peak = max(interval_quantile_steps(query.quantile, cols.bands(lo, hi), level=forecast.level))
     observed: float | None = None
     note = ""
     latest = observations.get(query.series) if observations is not None else None

@@ -213,13 +213,11 @@ def replica_plan(
     Raises:
         InputDataError: If ``quantile`` is outside the published interval.
     """
-    from forecaster.consumers.planner import interval_quantile, replicas_for_load
+    from forecaster.consumers.planner import interval_quantile_steps, replicas_for_load
 
     t: list[float] = forecast["t"]
-    load = [
-        interval_quantile(quantile, yhat=y, yhat_lower=lo, yhat_upper=hi, level=forecast["level"])
-        for y, lo, hi in zip(forecast["yhat"], forecast["lower"], forecast["upper"], strict=True)
-    ]
+    steps = list(zip(forecast["yhat"], forecast["lower"], forecast["upper"], strict=True))
+    load = interval_quantile_steps(quantile, steps, level=forecast["level"])
     ahead = lead.total_seconds()
     provisioned = []
     end = 0
