@@ -21,12 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from forecaster.errors import ForecastNotFound, SeriesNotFound, StoreError
-from forecaster.store.repository import (
-    CHANGE_MARKER,
-    ForecastColumns,
-    from_micros,
-    mostly_unchanged,
-)
+from forecaster.store.repository import ForecastColumns, catalogue_changes, from_micros
 from forecaster.store.tables import champions_table, series_table
 
 if TYPE_CHECKING:
@@ -167,25 +162,19 @@ class ForecastView:
         """The catalogue and forecasts as of now, re-reading only what changed.
 
         Writers stamp each series row they change with a new store revision
-        (:func:`forecaster.store.repository.mark_changed`): when the revision has not
-        moved since ``old`` nothing is read but the marker, otherwise only the rows
-        stamped above ``old.revision``. A different series count than the merged
-        catalogue (a series deleted by hand) reloads everything.
+        (:func:`forecaster.store.repository.mark_changed`): what to re-read is
+        :func:`~forecaster.store.repository.catalogue_changes`. A different series
+        count than the merged catalogue (a series written without a stamp) reloads
+        everything.
         """
         from forecaster.store.repository import series_info_from_row
 
         with self.store.engine.connect() as conn:
-            revision, count = conn.execute(CHANGE_MARKER).one()
-            since = old.revision
-            if since is not None and revision == since and count == len(old.series):
+            changes = catalogue_changes(conn, old.revision, len(old.series))
+            if changes is None:
                 return replace(old, refreshed_at=datetime.now(UTC), error=None)
-            query = _CATALOGUE
-            if since is not None and mostly_unchanged(conn, since, count):
-                query = query.where(series_table.c.revision > since)
-            else:
-                since = None
-            rows = conn.execute(query).mappings().all()
-        incremental = since is not None
+            rows = conn.execute(changes.narrow(_CATALOGUE)).mappings().all()
+        incremental = changes.since is not None
         series = dict(old.series) if incremental else {}
         publication_ids = dict(old.publication_ids) if incremental else {}
         forecasts = dict(old.forecasts) if incremental else {}
@@ -203,7 +192,7 @@ class ForecastView:
                 forecasts[name] = cached
             else:
                 to_read[int(pub_id)] = name
-        if incremental and len(series) != count:
+        if incremental and len(series) != changes.count:
             return self._load(replace(old, revision=None))
         for forecast in self.store.publications(to_read).values():
             forecasts[forecast.series] = CachedForecast.of(forecast)
@@ -212,7 +201,7 @@ class ForecastView:
             forecasts=forecasts,
             publication_ids=publication_ids,
             refreshed_at=datetime.now(UTC),
-            revision=None if revision is None else int(revision),
+            revision=changes.revision,
         )
 
     # -- reads ------------------------------------------------------------------------

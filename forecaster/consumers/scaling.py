@@ -27,7 +27,7 @@ from forecaster.consumers.planner import (
     plan_replicas,
 )
 from forecaster.errors import ForecasterError, StoreError
-from forecaster.store.repository import CHANGE_MARKER, mostly_unchanged
+from forecaster.store.repository import catalogue_changes
 from forecaster.store.tables import observations_table, series_table
 
 if TYPE_CHECKING:
@@ -100,33 +100,23 @@ class LatestObservations:
             )
         )
         with self._lock:
-            since = self._revision
             try:
                 with self.store.engine.connect() as conn:
-                    revision, count = conn.execute(CHANGE_MARKER).one()
-                    if since is not None and count < self._count:
-                        since = None
-                    if since is None or revision != since:
-                        if since is not None and mostly_unchanged(conn, since, count):
-                            query = query.where(series_table.c.revision > since)
-                        else:
-                            since = None
-                        rows = conn.execute(query).all()
-                    else:
-                        rows = None
+                    changes = catalogue_changes(conn, self._revision, self._count)
+                    rows = [] if changes is None else conn.execute(changes.narrow(query)).all()
             except SQLAlchemyError as exc:
                 log.warning("latest observations refresh failed: %s", exc)
                 return False
-            if rows is not None:
-                values = dict(self._values) if since is not None else {}
+            if changes is not None:
+                values = dict(self._values) if changes.since is not None else {}
                 values.update(
                     (str(name), (ts.timestamp(), float(value)))
                     for name, ts, value in rows
                     if math.isfinite(float(value))
                 )
                 self._values = values
-                self._revision = None if revision is None else int(revision)
-                self._count = int(count)
+                self._revision = changes.revision
+                self._count = changes.count
             self.refreshed_at = datetime.now(UTC).timestamp()
             return True
 

@@ -33,6 +33,7 @@ from forecaster.store.tables import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy import Select
     from sqlalchemy.engine import Connection, Engine
 
 _BATCH = 2000
@@ -269,18 +270,46 @@ CHANGE_MARKER = select(
 )
 
 
-def mostly_unchanged(conn: Connection, since: int, count: int) -> bool:
-    """Whether at most a quarter of the ``count`` series rows are stamped above ``since``.
+@dataclass(frozen=True)
+class CatalogueChanges:
+    """What a reader of the catalogue must re-read (:func:`catalogue_changes`)."""
 
-    A reader of the catalogue re-reads only those rows when this holds; past it one
-    plain read of every row is cheaper than picking the changed ones through the
-    revision index (twice as cheap on PostgreSQL at 5,000 series,
+    #: The store revision now (``None``: a schema without migration 0007's row).
+    revision: int | None
+    #: The number of series now.
+    count: int
+    #: Re-read the rows stamped above this revision; ``None``: every row.
+    since: int | None
+
+    def narrow(self, query: Select[Any]) -> Select[Any]:
+        """``query`` (over ``series``) limited to the rows to re-read."""
+        if self.since is None:
+            return query
+        return query.where(series_table.c.revision > self.since)
+
+
+def catalogue_changes(conn: Connection, since: int | None, known: int) -> CatalogueChanges | None:
+    """What changed for a reader holding revision ``since`` and ``known`` series.
+
+    ``None`` when nothing did (one read of :data:`CHANGE_MARKER`). Otherwise the
+    rows stamped above ``since``, or every row when the reader holds none, when
+    series went missing (deleted by hand), or when more than a quarter of them
+    changed: one plain read of every row is then cheaper than picking the changed
+    ones through the revision index (twice as cheap on PostgreSQL at 5,000 series,
     ``benchmarks/view_refresh.py``).
     """
-    changed = conn.execute(
-        select(func.count()).select_from(series_table).where(series_table.c.revision > since)
-    ).scalar_one()
-    return int(changed) * 4 <= count
+    revision, count = conn.execute(CHANGE_MARKER).one()
+    if since is not None and revision == since and count == known:
+        return None
+    if since is not None and count >= known:
+        changed = conn.execute(
+            select(func.count()).select_from(series_table).where(series_table.c.revision > since)
+        ).scalar_one()
+        if int(changed) * 4 > count:
+            since = None
+    else:
+        since = None
+    return CatalogueChanges(None if revision is None else int(revision), int(count), since)
 
 
 def mark_changed(conn: Connection, series_ids: Iterable[int]) -> int:
