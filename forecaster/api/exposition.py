@@ -12,7 +12,7 @@ windows pick change (every 5 minutes at most), so a scrape mostly copies lines.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import Protocol
 
@@ -68,6 +68,31 @@ class GaugeText:
         self.lines.append(chunk)
         self._partial = True
 
+    def add_series(
+        self,
+        name: str,
+        inputs: tuple[object, Hashable],
+        write: Callable[[], None],
+        kept: Kept,
+        keep: Kept,
+    ) -> None:
+        """Add the lines of series ``name``, written from ``inputs`` (a forecast object
+        and what else they depend on, such as the steps a scrape picks).
+
+        The text in ``kept`` is reused when it was written from the same object (``is``)
+        and an equal key; otherwise ``write`` adds the lines afresh. Either way the
+        text is recorded in ``keep``, the source's ``kept`` for its next scrape.
+        """
+        source, key = inputs
+        old = kept.get(name)
+        if old is not None and old[0] is source and old[1] == key:
+            self.extend(old[2])
+            keep[name] = old
+            return
+        mark = self.mark()
+        write()
+        keep[name] = (source, key, self.since(mark))
+
     def text(self) -> Iterator[str]:
         """The family in the text format."""
         yield self.header
@@ -90,6 +115,9 @@ class GaugeText:
 #: Text lines of one series, as :meth:`GaugeText.since` returns them: one string, so
 #: what a source keeps between scrapes is the text itself (about 2 KB a series).
 Chunk = str
+
+#: Per series, what its text was written from and the text (:meth:`GaugeText.add_series`).
+Kept = dict[str, tuple[object, Hashable, Chunk]]
 
 
 class TextFamilies(Protocol):

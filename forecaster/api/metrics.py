@@ -6,9 +6,10 @@ forecasts the publish job wrote.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
-from forecaster.api.exposition import Chunk, GaugeText
+from forecaster.api.exposition import GaugeText, Kept
 
 if TYPE_CHECKING:
     from forecaster.api.view import CachedForecast, ForecastView
@@ -26,7 +27,7 @@ class ForecastGauges:
     def __init__(self, view: ForecastView) -> None:
         self.view = view
         #: series -> (forecast it was written from, steps picked, its lines)
-        self._chunks: dict[str, tuple[CachedForecast, tuple[int, ...], Chunk]] = {}
+        self._kept: Kept = {}
 
     def _picked(self, cached: CachedForecast, now: float) -> tuple[int, ...]:
         """Per horizon, one past the index of the step it exports (0: none)."""
@@ -55,28 +56,13 @@ class ForecastGauges:
             "Unix time of the newest stored observation of a series",
             labels=["series"],
         )
-        chunks = {}
+        keep: Kept = {}
         for name, cached in state.forecasts.items():
-            fc = cached.forecast
-            age.add((name,), now - fc.generated_at.timestamp())
+            age.add((name,), now - cached.forecast.generated_at.timestamp())
             picked = self._picked(cached, now)
-            kept = self._chunks.get(name)
-            if kept is not None and kept[0] is cached and kept[1] == picked:
-                forecast.extend(kept[2])
-                chunks[name] = kept
-                continue
-            mark = forecast.mark()
-            low_q = f"{(100 - fc.level) / 200:.3g}"
-            high_q = f"{1 - (100 - fc.level) / 200:.3g}"
-            cols = cached.columns
-            for (label, _seconds), hi in zip(HORIZONS, picked, strict=True):
-                if not hi:
-                    continue
-                forecast.add((name, "0.5", label), cols.yhat[hi - 1])
-                forecast.add((name, low_q, label), cols.yhat_lower[hi - 1])
-                forecast.add((name, high_q, label), cols.yhat_upper[hi - 1])
-            chunks[name] = (cached, picked, forecast.since(mark))
-        self._chunks = chunks
+            write = partial(_write_forecast, forecast, name, cached, picked)
+            forecast.add_series(name, (cached, picked), write, self._kept, keep)
+        self._kept = keep
         for name, info in state.series.items():
             if info.last_observation_at is not None:
                 last_obs.add((name,), info.last_observation_at.timestamp())
@@ -87,3 +73,19 @@ class ForecastGauges:
         )
         view_ok.add((), 0.0 if state.error else 1.0)
         return [forecast, age, last_obs, view_ok]
+
+
+def _write_forecast(
+    family: GaugeText, name: str, cached: CachedForecast, picked: tuple[int, ...]
+) -> None:
+    """The quantile lines of series ``name`` at the steps ``picked`` per horizon."""
+    fc = cached.forecast
+    low_q = f"{(100 - fc.level) / 200:.3g}"
+    high_q = f"{1 - (100 - fc.level) / 200:.3g}"
+    cols = cached.columns
+    for (label, _seconds), hi in zip(HORIZONS, picked, strict=True):
+        if not hi:
+            continue
+        family.add((name, "0.5", label), cols.yhat[hi - 1])
+        family.add((name, low_q, label), cols.yhat_lower[hi - 1])
+        family.add((name, high_q, label), cols.yhat_upper[hi - 1])

@@ -16,10 +16,11 @@ fallback applies instead of a stale value.
 
 from __future__ import annotations
 
+from functools import partial
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
-from forecaster.api.exposition import Chunk, GaugeText
+from forecaster.api.exposition import GaugeText, Kept
 from forecaster.consumers.planner import interval_quantile_steps, interval_quantiles
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ class ForecastMaxGauges:
         self.view = view
         self.stale_after_seconds = float(settings.schedule.stale_after_seconds)
         #: series -> (forecast it was written from, windows' steps, its lines)
-        self._chunks: dict[str, tuple[CachedForecast, tuple[tuple[str, int, int], ...], Chunk]] = {}
+        self._kept: Kept = {}
 
     def families(self, now: float) -> list[GaugeText]:
         """The gauge at Unix time ``now``.
@@ -57,13 +58,11 @@ class ForecastMaxGauges:
             "absent when the forecast is stale or does not cover the window",
             labels=["series", "quantile", "window"],
         )
-        chunks = {}
+        keep: Kept = {}
         for name, cached in self.view.state.forecasts.items():
             fc = cached.forecast
             if now - fc.generated_at.timestamp() > self.stale_after_seconds:
                 continue
-            low_q, high_q = interval_quantiles(fc.level)
-            quantiles = sorted({q for q in QUANTILES if low_q <= q <= high_q} | {high_q})
             covered: list[tuple[str, int, int]] = []
             for label, seconds in WINDOWS:
                 lo, hi = self.view.window_ahead(cached, now - fc.step_seconds, now + seconds)
@@ -73,20 +72,25 @@ class ForecastMaxGauges:
             if not covered:
                 continue
             windows = tuple(covered)
-            kept = self._chunks.get(name)
-            if kept is not None and kept[0] is cached and kept[1] == windows:
-                family.extend(kept[2])
-                chunks[name] = kept
-                continue
-            mark = family.mark()
-            start = covered[0][1]  # every window starts at the same step
-            end = max(hi for _, _, hi in covered)
-            steps = cached.columns.bands(start, end)
-            for q in quantiles:
-                peaks = list(accumulate(interval_quantile_steps(q, steps, level=fc.level), max))
-                q_label = f"{q:.3g}"
-                for label, _lo, hi in covered:
-                    family.add((name, q_label, label), max(peaks[hi - 1 - start], 0.0))
-            chunks[name] = (cached, windows, family.since(mark))
-        self._chunks = chunks
+            write = partial(_write_peaks, family, name, cached, windows)
+            family.add_series(name, (cached, windows), write, self._kept, keep)
+        self._kept = keep
         return [family]
+
+
+def _write_peaks(
+    family: GaugeText, name: str, cached: CachedForecast, windows: tuple[tuple[str, int, int], ...]
+) -> None:
+    """The peak lines of series ``name``: per quantile, a running maximum over the
+    steps of the longest window, read at the end of each (they all start at ``now``)."""
+    fc = cached.forecast
+    low_q, high_q = interval_quantiles(fc.level)
+    quantiles = sorted({q for q in QUANTILES if low_q <= q <= high_q} | {high_q})
+    start = windows[0][1]  # every window starts at the same step
+    end = max(hi for _, _, hi in windows)
+    steps = cached.columns.bands(start, end)
+    for q in quantiles:
+        peaks = list(accumulate(interval_quantile_steps(q, steps, level=fc.level), max))
+        q_label = f"{q:.3g}"
+        for label, _lo, hi in windows:
+            family.add((name, q_label, label), max(peaks[hi - 1 - start], 0.0))
