@@ -7,7 +7,6 @@ through the primary key, so these tests pin what it returns on both databases.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -29,24 +28,22 @@ def repo(db_url: str) -> Iterator[ConsumersRepo]:
     engine.dispose()
 
 
+def _row(k: int, *, value: float = 1.0, score: float = 0.0, side: int = 0) -> ScoreRow:
+    return ScoreRow(
+        ts=T0 + k * STEP,
+        value=value,
+        yhat=1.0,
+        yhat_lower=0.5,
+        yhat_upper=1.5,
+        score=score,
+        side=side,
+        publication_id=None,
+        model="auto",
+    )
+
+
 def _scores(n: int, *, last_score: float, last_side: int) -> list[ScoreRow]:
-    rows = [
-        ScoreRow(
-            ts=T0 + k * STEP,
-            value=1.0,
-            yhat=1.0,
-            yhat_lower=0.5,
-            yhat_upper=1.5,
-            score=0.0,
-            side=0,
-            publication_id=None,
-            model="auto",
-        )
-        for k in range(n)
-    ]
-    newest = rows[-1]
-    rows[-1] = replace(newest, score=last_score, side=last_side)
-    return rows
+    return [_row(k) for k in range(n - 1)] + [_row(n - 1, score=last_score, side=last_side)]
 
 
 def _watched(repo: ConsumersRepo, name: str, scores: list[ScoreRow]) -> int:
@@ -66,17 +63,7 @@ def test_the_newest_score_of_each_watched_series_by_name(repo: ConsumersRepo) ->
 
 def test_later_runs_and_pruning_move_the_newest(repo: ConsumersRepo) -> None:
     sid = _watched(repo, "lat", _scores(10, last_score=1.5, last_side=-1))
-    later = ScoreRow(
-        ts=T0 + 20 * STEP,
-        value=9.0,
-        yhat=1.0,
-        yhat_lower=0.5,
-        yhat_upper=1.5,
-        score=4.0,
-        side=1,
-        publication_id=None,
-        model="auto",
-    )
+    later = _row(20, value=9.0, score=4.0, side=1)
     repo.save_detection(sid, state={"bar": 3.0}, open_event_id=None, transitions=[], scores=[later])
     assert [(s.ts, s.score) for s in repo.latest_scores()] == [(T0 + 20 * STEP, 4.0)]
     repo.prune_scores(sid, before=T0 + 15 * STEP)
