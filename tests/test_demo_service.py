@@ -173,8 +173,9 @@ def test_grafana_queries_run_on_prometheus_scraping_the_stack(
     api.mkdir()
     with running_api(api, free_port()) as base:
         target = base.removeprefix("http://")
-        jobs = {"forecaster": [target], "demo": [demo_service]}
-        with scraping_prometheus(tmp_path, jobs) as prom:
+        jobs = {"forecaster": [target], "selected": [target], "demo": [demo_service]}
+        params = {"selected": {"series": [SERIES, "typo"]}}
+        with scraping_prometheus(tmp_path, jobs, params=params) as prom:
             wait_for_query(
                 prom.url,
                 f'forecaster_forecast{{series="{SERIES}", quantile="0.5", horizon="1h"}}',
@@ -184,6 +185,18 @@ def test_grafana_queries_run_on_prometheus_scraping_the_stack(
                 prom.url, 'forecaster_job_runs_total{stage="publish", outcome="ok"}', bool
             )
             wait_for_query(prom.url, "sum(rate(http_requests_total[1m])) > 0", bool)
+            # a scrape job asking for some series (/metrics?series=...)
+            unknown = wait_for_query(
+                prom.url, 'forecaster_metrics_unknown_series{job="selected"}', bool
+            )
+            assert [r["metric"]["series"] for r in unknown] == ["typo"]
+            selected = instant_query(
+                prom.url, 'count by (series) (forecaster_forecast{job="selected"})'
+            )
+            assert [r["metric"]["series"] for r in selected] == [SERIES]
+            assert not instant_query(
+                prom.url, 'forecaster_metrics_unknown_series{job="forecaster"}'
+            )
             for title, expr in _panel_queries():
                 expr = expr.replace("checkout_rps", SERIES)
                 instant_query(prom.url, expr)  # raises on a query error

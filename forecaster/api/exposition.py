@@ -12,11 +12,13 @@ windows pick change (every 5 minutes at most), so a scrape mostly copies lines.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 
@@ -120,15 +122,82 @@ Chunk = str
 Kept = dict[str, tuple[object, Hashable, Chunk]]
 
 
+@dataclass(frozen=True)
+class SeriesSelection:
+    """The series a scrape asks for (``/metrics?series=...``).
+
+    A name selects the series of that name and, when it has no label set of its own,
+    every ``split_by`` member of the family of that name (``checkout_rps_by_route``
+    selects ``checkout_rps_by_route{route="/pay"}``).
+    """
+
+    names: frozenset[str]
+
+    def __call__(self, series: str) -> bool:
+        """Whether ``series`` is selected."""
+        if series in self.names:
+            return True
+        brace = series.find("{")
+        return brace > 0 and series[:brace] in self.names
+
+    def unmatched(self, known: Collection[str]) -> list[str]:
+        """The names that select none of the ``known`` series, sorted."""
+        families = {name[: name.find("{")] for name in known if name.find("{") > 0}
+        return sorted(n for n in self.names if n not in known and n not in families)
+
+
+def merge_kept(
+    kept: Kept, keep: Kept, only: SeriesSelection | None, present: Collection[str]
+) -> Kept:
+    """What a source keeps after a scrape that recorded ``keep``.
+
+    A full scrape (``only`` None) keeps exactly what it wrote. A selective one also
+    carries over the text of the series it did not visit (not selected), as long as
+    they are still in the view, so scrapes of different selections share the kept
+    text and nothing is kept for a series that is gone.
+    """
+    if only is None:
+        return keep
+    for name, entry in kept.items():
+        if name not in keep and not only(name) and name in present:
+            keep[name] = entry
+    return keep
+
+
 class TextFamilies(Protocol):
     """A source of gauge families for one instant (the forecast exporters)."""
 
-    def families(self, now: float) -> list[GaugeText]:
-        """The families at Unix time ``now``."""
+    def families(self, now: float, only: SeriesSelection | None = None) -> list[GaugeText]:
+        """The families at Unix time ``now``, of the series ``only`` selects (all if None)."""
         ...
 
 
-def render(sources: Iterable[TextFamilies], now: float) -> str:
+def render(sources: Iterable[TextFamilies], now: float, only: SeriesSelection | None = None) -> str:
     """Every family of ``sources`` at ``now``, in the text format."""
-    families = [family for source in sources for family in source.families(now)]
+    families = [family for source in sources for family in source.families(now, only)]
     return "".join(line for family in families for line in family.text())
+
+
+class SelectedSeries(Collector):
+    """The metrics of ``registry`` with only the samples of the series ``only`` selects.
+
+    Samples without a ``series`` label (pipeline-wide totals) are all kept.
+    """
+
+    def __init__(self, registry: Collector, only: SeriesSelection) -> None:
+        self.registry = registry
+        self.only = only
+
+    def collect(self) -> Iterator[Metric]:
+        only = self.only
+        for metric in self.registry.collect():
+            if not any("series" in sample.labels for sample in metric.samples):
+                yield metric
+                continue
+            kept = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            kept.samples = [
+                sample
+                for sample in metric.samples
+                if "series" not in sample.labels or only(sample.labels["series"])
+            ]
+            yield kept

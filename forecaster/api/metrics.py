@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
-from forecaster.api.exposition import GaugeText, Kept
+from forecaster.api.exposition import GaugeText, Kept, SeriesSelection, merge_kept
 
 if TYPE_CHECKING:
     from forecaster.api.view import CachedForecast, ForecastView
@@ -38,8 +38,12 @@ class ForecastGauges:
             picked.append(hi if hi > lo else 0)
         return tuple(picked)
 
-    def families(self, now: float) -> list[GaugeText]:
-        """The gauges at Unix time ``now``."""
+    def families(self, now: float, only: SeriesSelection | None = None) -> list[GaugeText]:
+        """The gauges at Unix time ``now``, of the series ``only`` selects (all if None).
+
+        A selective scrape also says which requested names selected nothing
+        (``forecaster_metrics_unknown_series``), so a typo in a scrape config shows.
+        """
         state = self.view.state
         forecast = GaugeText(
             "forecaster_forecast",
@@ -58,12 +62,16 @@ class ForecastGauges:
         )
         keep: Kept = {}
         for name, cached in state.forecasts.items():
+            if only is not None and not only(name):
+                continue
             age.add((name,), now - cached.forecast.generated_at.timestamp())
             picked = self._picked(cached, now)
             write = partial(_write_forecast, forecast, name, cached, picked)
             forecast.add_series(name, (cached, picked), write, self._kept, keep)
-        self._kept = keep
+        self._kept = merge_kept(self._kept, keep, only, state.forecasts)
         for name, info in state.series.items():
+            if only is not None and not only(name):
+                continue
             if info.last_observation_at is not None:
                 last_obs.add((name,), info.last_observation_at.timestamp())
         view_ok = GaugeText(
@@ -72,7 +80,18 @@ class ForecastGauges:
             labels=[],
         )
         view_ok.add((), 0.0 if state.error else 1.0)
-        return [forecast, age, last_obs, view_ok]
+        families = [forecast, age, last_obs, view_ok]
+        if only is not None:
+            unknown = GaugeText(
+                "forecaster_metrics_unknown_series",
+                "1 for each name in this scrape's ?series= that matches no series "
+                "(neither a series nor a split_by family)",
+                labels=["series"],
+            )
+            for name in only.unmatched(state.series):
+                unknown.add((name,), 1.0)
+            families.append(unknown)
+        return families
 
 
 def _write_forecast(

@@ -20,7 +20,7 @@ from functools import partial
 from itertools import accumulate
 from typing import TYPE_CHECKING
 
-from forecaster.api.exposition import GaugeText, Kept
+from forecaster.api.exposition import GaugeText, Kept, SeriesSelection, merge_kept
 from forecaster.consumers.planner import interval_quantile_steps, interval_quantiles
 
 if TYPE_CHECKING:
@@ -46,8 +46,8 @@ class ForecastMaxGauges:
         #: series -> (forecast it was written from, windows' steps, its lines)
         self._kept: Kept = {}
 
-    def families(self, now: float) -> list[GaugeText]:
-        """The gauge at Unix time ``now``.
+    def families(self, now: float, only: SeriesSelection | None = None) -> list[GaugeText]:
+        """The gauge at Unix time ``now``, of the series ``only`` selects (all if None).
 
         The windows all start at ``now``, so each quantile is computed once per step
         of the longest covered window and each window's peak is a running maximum.
@@ -59,7 +59,10 @@ class ForecastMaxGauges:
             labels=["series", "quantile", "window"],
         )
         keep: Kept = {}
-        for name, cached in self.view.state.forecasts.items():
+        forecasts = self.view.state.forecasts
+        for name, cached in forecasts.items():
+            if only is not None and not only(name):
+                continue
             fc = cached.forecast
             if now - fc.generated_at.timestamp() > self.stale_after_seconds:
                 continue
@@ -74,7 +77,7 @@ class ForecastMaxGauges:
             windows = tuple(covered)
             write = partial(_write_peaks, family, name, cached, windows)
             family.add_series(name, (cached, windows), write, self._kept, keep)
-        self._kept = keep
+        self._kept = merge_kept(self._kept, keep, only, forecasts)
         return [family]
 
 

@@ -170,6 +170,28 @@ def test_health_ready_metrics(client: TestClient) -> None:
     assert values and all(v > 0 for v in values)
 
 
+def test_metrics_of_selected_series(client: TestClient) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/metrics", params={"series": ["rps", "typo"]}).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {s.labels["series"] for s in families["forecaster_forecast"].samples} == {"rps"}
+    unknown = families["forecaster_metrics_unknown_series"].samples
+    assert [(s.labels, s.value) for s in unknown] == [({"series": "typo"}, 1.0)]
+    assert families["forecaster_job_runs"].samples  # pipeline-wide: always there
+
+    text = client.get("/metrics", params={"series": "other"}).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert not families["forecaster_forecast"].samples
+    assert not families["forecaster_forecast_max"].samples
+
+    response = client.get("/metrics", params={"series": ["rps", " "]})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "series"]
+    params = client.get("/openapi.json").json()["paths"]["/metrics"]["get"]["parameters"]
+    assert [p["name"] for p in params] == ["series"]
+
+
 def test_openapi_documents_the_routes(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert "/v1/series/{name}/forecast" in spec["paths"]

@@ -200,6 +200,13 @@ def test_regressions_listing_and_metrics(client: TestClient) -> None:
     assert 'forecaster_anomaly_score{series="rps"} 2.5' in text
     assert 'forecaster_regression_open{direction="up",series="rps"} 1.0' in text
     assert 'forecaster_anomaly_bar{series="rps"} 4.25' in text
+    other = client.get("/metrics", params={"series": "by_route"}).text
+    assert "# TYPE forecaster_anomaly_score gauge" in other
+    assert 'forecaster_anomaly_score{series="rps"}' not in other
+    assert (
+        'forecaster_anomaly_score{series="rps"} 2.5'
+        in client.get("/metrics", params={"series": "rps"}).text
+    )
 
 
 @pytest.mark.parametrize(

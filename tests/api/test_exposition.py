@@ -21,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from forecaster.api.exposition import GaugeText, render
+from forecaster.api.exposition import GaugeText, SelectedSeries, SeriesSelection, render
 from forecaster.api.metrics import ForecastGauges
 from forecaster.api.view import ForecastView
 from forecaster.config import DatabaseSettings, Settings
@@ -65,7 +65,7 @@ class _Source:
     def __init__(self, families: list[GaugeText]) -> None:
         self._families = families
 
-    def families(self, now: float) -> list[GaugeText]:  # noqa: ARG002 - fixed families
+    def families(self, now: float, only: object = None) -> list[GaugeText]:  # noqa: ARG002
         return self._families
 
 
@@ -210,3 +210,71 @@ def test_kept_lines_have_no_values_to_rebuild_a_family_from() -> None:
     assert "".join(later.text()) == "".join(gauge.text())
     with pytest.raises(ValueError, match="kept lines"):
         later.family()
+
+
+def test_a_selection_takes_names_and_split_by_families() -> None:
+    only = SeriesSelection(frozenset({"rps", "by_route", 'by_host{host="a"}', "typo"}))
+    assert only("rps")
+    assert not only("rps2")
+    assert only('by_route{route="/pay"}')
+    assert only('by_host{host="a"}')
+    assert not only('by_host{host="b"}')
+    assert not only("by_route_2")
+    known = ["rps", 'by_route{route="/pay"}', 'by_host{host="a"}', 'by_host{host="b"}']
+    assert only.unmatched(known) == ["typo"]
+
+
+def _samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_a_selective_scrape_is_the_full_scrape_of_those_series(view: ForecastView) -> None:
+    settings = Settings(database=DatabaseSettings(url="sqlite://"))
+    sources: list[Any] = [ForecastGauges(view), ForecastMaxGauges(view, settings)]
+    now = time.time()
+    full = _samples(render(sources, now))
+    only = SeriesSelection(frozenset({ODD, "nope"}))
+    selected = _samples(render(sources, now, only))
+    unknown = {s for s in selected if s[0] == "forecaster_metrics_unknown_series"}
+    assert unknown == {("forecaster_metrics_unknown_series", (("series", "nope"),), 1.0)}
+    expected = {s for s in full if dict(s[1]).get("series", ODD) == ODD}
+    assert selected - unknown == expected
+    assert any(s[0] == "forecaster_forecast_max" for s in expected)
+    assert any(s[0] == "forecaster_view_refresh_ok" for s in expected)
+
+
+def test_kept_lines_survive_selective_scrapes(view: ForecastView) -> None:
+    """Scrapes of different selections share what the sources keep, and every one
+    equals what sources without anything kept would write."""
+    settings = Settings(database=DatabaseSettings(url="sqlite://"))
+
+    def sources() -> list[Any]:
+        return [ForecastGauges(view), ForecastMaxGauges(view, settings)]
+
+    kept = sources()
+    rps = SeriesSelection(frozenset({"rps"}))
+    latency = SeriesSelection(frozenset({"latency_ms"}))
+    start = time.time()
+    for offset, only in [(0.0, rps), (1.0, latency), (2.0, None), (3.0, rps), (400.0, latency)]:
+        now = start + offset
+        assert render(kept, now, only) == render(sources(), now, only), offset
+    forecast_gauges = kept[0]
+    assert set(forecast_gauges._kept) == {"rps", ODD, "latency_ms"}
+
+
+def test_selected_series_filters_registry_samples() -> None:
+    registry = CollectorRegistry()
+    per_series = GaugeText("demo_score", "Per series", ["series"])
+    per_series.add(("a",), 1.0)
+    per_series.add(("b",), 2.0)
+    total = GaugeText("demo_total", "Pipeline-wide", ["stage"])
+    total.add(("ingest",), 3.0)
+    registry.register(_Families([per_series, total]))
+    text = generate_latest(SelectedSeries(registry, SeriesSelection(frozenset({"b"})))).decode()
+    assert 'demo_score{series="b"} 2.0' in text
+    assert 'series="a"' not in text
+    assert 'demo_total{stage="ingest"} 3.0' in text

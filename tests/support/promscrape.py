@@ -35,6 +35,7 @@ def scraping_prometheus(
     *,
     scrape_interval: str = "1s",
     ready_timeout: float = 30.0,
+    params: Mapping[str, Mapping[str, list[str]]] | None = None,
 ) -> Iterator[PromServer]:
     """Run Prometheus scraping ``jobs`` (job name -> ``host:port`` targets on loopback).
 
@@ -43,6 +44,7 @@ def scraping_prometheus(
         jobs: Scrape jobs; every target must be a loopback address.
         scrape_interval: Prometheus duration between scrapes.
         ready_timeout: Seconds to wait for ``/-/ready``.
+        params: Per job name, the query parameters of its scrapes (``params:``).
 
     Yields:
         The running server (its ``url`` is ``http://127.0.0.1:<port>``).
@@ -68,6 +70,7 @@ def scraping_prometheus(
                         "scrape_interval": scrape_interval,
                         "scrape_timeout": scrape_interval,
                         "static_configs": [{"targets": list(targets)}],
+                        **({"params": dict(params[name])} if params and name in params else {}),
                     }
                     for name, targets in jobs.items()
                 ],

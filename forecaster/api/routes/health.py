@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from forecaster.api.deps import ViewDep
+from forecaster.api.params import bad_parameter
 
 router = APIRouter(tags=["health"])
 
@@ -38,16 +39,34 @@ async def readyz(view: ViewDep, response: Response) -> dict[str, Any]:
 
 
 @router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
-def metrics(request: Request) -> Response:
+def metrics(
+    request: Request,
+    series: Annotated[
+        list[str] | None,
+        Query(
+            description=(
+                "Export the per-series metrics of these series only (repeat the parameter "
+                "for more). A name without a label set also selects the members of the "
+                "split_by family of that name. Pipeline-wide metrics are always exported; "
+                "names that select nothing are listed in "
+                "forecaster_metrics_unknown_series. Default: every series."
+            ),
+        ),
+    ] = None,
+) -> Response:
     """Self-monitoring and the published forecasts, in the Prometheus text format."""
     import time
 
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    from forecaster.api.exposition import render
+    from forecaster.api.exposition import SelectedSeries, SeriesSelection, render
 
-    per_series = render(request.app.state.metrics_text, time.time()).encode()
-    return Response(
-        per_series + generate_latest(request.app.state.metrics_registry),
-        media_type=CONTENT_TYPE_LATEST,
-    )
+    only = None
+    registry = request.app.state.metrics_registry
+    if series is not None:
+        if any(not name.strip() for name in series):
+            raise bad_parameter("series", "series must not be empty")
+        only = SeriesSelection(frozenset(series))
+        registry = SelectedSeries(registry, only)
+    per_series = render(request.app.state.metrics_text, time.time(), only).encode()
+    return Response(per_series + generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
