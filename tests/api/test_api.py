@@ -215,6 +215,10 @@ def test_reads_can_require_a_token(make_settings: Any) -> None:
         ok = c.get("/v1/series", headers={"Authorization": "Bearer a-real-token"})
         assert ok.status_code == 200
         assert c.get("/healthz").status_code == 200
+        # /metrics carries every forecast: protected like the other reads
+        assert c.get("/metrics").status_code == 401
+        scrape = c.get("/metrics", headers={"Authorization": "Bearer a-real-token"})
+        assert scrape.status_code == 200 and "forecaster_forecast{" in scrape.text
 
 
 def test_view_keeps_serving_when_the_store_fails(make_settings: Any, tmp_path: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from forecaster.api.deps import ViewDep
+from forecaster.api.deps import ReadAccess, ViewDep
 from forecaster.api.params import bad_parameter
 
 router = APIRouter(tags=["health"])
@@ -38,7 +38,7 @@ async def readyz(view: ViewDep, response: Response) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+@router.get("/metrics", summary="Prometheus metrics", dependencies=[ReadAccess])
 def metrics(
     request: Request,
     series: Annotated[
@@ -54,7 +54,12 @@ def metrics(
         ),
     ] = None,
 ) -> Response:
-    """Self-monitoring and the published forecasts, in the Prometheus text format."""
+    """Self-monitoring and the published forecasts, in the Prometheus text format.
+
+    It carries every series' forecast, so it needs the bearer token when reads do
+    (``FORECASTER_API__REQUIRE_TOKEN_FOR_READS``; Prometheus sends it with a scrape
+    job's ``authorization`` setting).
+    """
     import time
 
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
