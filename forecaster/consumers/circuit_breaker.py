@@ -71,6 +71,11 @@ class BreakerLimits:
     basis: dict[str, Any]
 
 
+#: Largest threshold Envoy takes (its circuit-breaker thresholds are ``UInt32Value``);
+#: larger sizes are capped to it and named in ``basis["capped_at_uint32"]``.
+MAX_THRESHOLD = 2**32 - 1
+
+
 def size_limits(
     *,
     rate_per_second: float,
@@ -106,19 +111,27 @@ def size_limits(
     queue_wait = max(policy.min_timeout_ms / 1000.0, timeout_s - latency_seconds)
     max_pending = max(policy.min_pending, math.ceil(rate_per_second * queue_wait - 1e-9))
     max_retries = max(policy.min_retries, math.ceil(policy.retry_fraction * max_requests - 1e-9))
+    counts = {
+        "max_requests": max_requests,
+        "max_pending_requests": max_pending,
+        "max_retries": max_retries,
+    }
+    capped = sorted(name for name, value in counts.items() if value > MAX_THRESHOLD)
+    counts = {name: min(value, MAX_THRESHOLD) for name, value in counts.items()}
     return BreakerLimits(
         valid_from=valid_from,
         valid_until=valid_until,
-        max_requests=max_requests,
-        max_pending_requests=max_pending,
-        max_connections=max_requests,
-        max_retries=max_retries,
+        max_requests=counts["max_requests"],
+        max_pending_requests=counts["max_pending_requests"],
+        max_connections=counts["max_requests"],
+        max_retries=counts["max_retries"],
         timeout_ms=timeout_ms,
         basis={
             "rate_per_second_upper": rate_per_second,
             "latency_seconds_upper": latency_seconds,
             "concurrency": concurrency,
             "max_queue_wait_seconds": queue_wait,
+            **({"capped_at_uint32": capped} if capped else {}),
             **asdict(policy),
             **(basis or {}),
         },

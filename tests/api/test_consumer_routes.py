@@ -222,6 +222,7 @@ def test_regressions_listing_and_metrics(client: TestClient) -> None:
         ("/v1/circuit-breaker/rps", {"latency_series": "lat", "headroom": "0.5"}, "headroom"),
         ("/v1/circuit-breaker/rps", {"latency_series": "lat", "format": "xml"}, "format"),
         ("/v1/circuit-breaker/rps", {"latency": "fast"}, "latency"),
+        ("/v1/circuit-breaker/rps", {"latency": "1s", "latency_series": "lat"}, "latency"),
         ("/v1/circuit-breaker/odd", {"latency": "1s"}, "rate_per"),
         ("/v1/circuit-breaker/lat", {"latency_series": "odd", "rate_per": "1s"}, "latency_unit"),
         ("/v1/regressions", {"since": "last week"}, "since"),

@@ -89,6 +89,25 @@ def test_envoy_shape() -> None:
     assert envoy["route"] == {"timeout": "0.750s"}
 
 
+def test_limits_beyond_envoys_uint32_are_capped_and_named() -> None:
+    # 1e9 req/s for 20 s: 3e10 requests in flight (x1.5), past Envoy's UInt32Value
+    limits = size_limits(rate_per_second=1e9, latency_seconds=20.0, valid_from=T0, valid_until=T1)
+    assert limits.max_requests == limits.max_connections == 2**32 - 1
+    assert limits.max_pending_requests == 2**32 - 1
+    assert limits.max_retries == 2**32 - 1  # 20% of the uncapped max_requests is past it too
+    assert limits.basis["capped_at_uint32"] == [
+        "max_pending_requests",
+        "max_requests",
+        "max_retries",
+    ]
+    assert (
+        "capped_at_uint32"
+        not in size_limits(
+            rate_per_second=200.0, latency_seconds=0.25, valid_from=T0, valid_until=T1
+        ).basis
+    )
+
+
 @pytest.mark.parametrize(
     ("unit", "seconds"),
     [

@@ -102,6 +102,8 @@ async def circuit_breaker(
         raise bad_parameter(
             "latency_series", "give latency_series (a latency series) or a fixed latency"
         )
+    if latency_series is not None and latency is not None:
+        raise bad_parameter("latency", "give either latency_series or a fixed latency, not both")
     now = time.time()
     rate_cached, rate_peak = _peak(view, series, now - 1, now + span.total_seconds())
     rate_fc = rate_cached.forecast
