@@ -18,7 +18,14 @@ from forecaster.store.repository import ForecastPoint, Store
 STEP = timedelta(minutes=5)
 
 
-def _publish(store: Store, name: str, values: list[float], origin: datetime, **series: Any) -> int:
+def _publish(
+    store: Store,
+    name: str,
+    values: list[float],
+    origin: datetime,
+    generated_at: datetime | None = None,
+    **series: Any,
+) -> int:
     sid = store.ensure_series(
         name=name,
         family=series.pop("family", name),
@@ -29,7 +36,7 @@ def _publish(store: Store, name: str, values: list[float], origin: datetime, **s
     )
     store.publish_forecast(
         series=name,
-        generated_at=datetime.now(UTC),
+        generated_at=generated_at or datetime.now(UTC),
         origin=origin,
         step_seconds=300,
         level=90.0,
@@ -72,6 +79,20 @@ def _seed(settings: Any) -> None:
                 labels={"route": route},
             )
         store.ensure_series(name="empty", family="empty", step_seconds=300, horizon_steps=12)
+        # published two hours ago (the publish job stopped), covering the next hours
+        stopped = now - timedelta(hours=2)
+        _publish(store, "old_lat", [250.0] * 288, origin, stopped, unit="ms")
+        _publish(store, "old_rps", cycle, origin, stopped, unit="req/s")
+        for route in ("/fresh", "/old"):
+            _publish(
+                store,
+                f'mixed{{route="{route}"}}',
+                [10.0] * 24,
+                origin,
+                stopped if route == "/old" else None,
+                family="mixed",
+                labels={"route": route},
+            )
         repo = ConsumersRepo(store)
         old = RegressionEvent(
             start=now - timedelta(hours=5),
@@ -183,6 +204,38 @@ def test_circuit_breaker_window_shorter_than_a_step(client: TestClient) -> None:
     response = client.get("/v1/circuit-breaker/rps", params={"latency": "100ms", "window": "1ms"})
     assert response.status_code == 200, response.text
     assert response.json()["max_requests"] >= 1
+
+
+def test_answers_from_stale_forecasts_say_so(client: TestClient) -> None:
+    """A forecast older than the staleness bound still answers, flagged as stale."""
+    fresh = client.get("/v1/cache-warming/rps").json()
+    old = client.get("/v1/cache-warming/old_rps").json()
+    assert fresh["stale"] is False and old["stale"] is True
+    top = client.get("/v1/cache-warming/mixed/top", params={"k": 5}).json()
+    assert len(top["members"]) == 2
+    assert top["stale"] == ['mixed{route="/old"}']
+    assert client.get("/v1/cache-warming/by_route/top").json()["stale"] == []
+    for rate, params, stale in [
+        ("rps", {"latency_series": "lat"}, False),
+        ("rps", {"latency_series": "old_lat"}, True),
+        ("old_rps", {"latency": "100ms"}, True),
+        ("old_rps", {"latency_series": "lat", "format": "envoy"}, True),
+        ("rps", {"latency": "100ms", "format": "envoy"}, False),
+    ]:
+        body = client.get(f"/v1/circuit-breaker/{rate}", params=params).json()
+        assert body["stale"] is stale, (rate, params)
+
+
+def test_top_k_over_a_window_shorter_than_a_step(client: TestClient) -> None:
+    """Every member with a forecast is ranked (a 1 ms window takes the next step); the
+    window reported is the one ranked over."""
+    body = client.get("/v1/cache-warming/by_route/top", params={"k": 5, "window": "1ms"}).json()
+    assert [m["labels"]["route"] for m in body["members"]] == ["/b", "/c", "/a"]
+    assert body["without_forecast"] == []
+    start = datetime.fromisoformat(body["window_start"])
+    assert datetime.now(UTC) - start >= STEP - timedelta(seconds=1)
+    empty = client.get("/v1/cache-warming/empty/top", params={"window": "1ms"}).json()
+    assert empty["members"] == [] and empty["without_forecast"] == ["empty"]
 
 
 def test_regressions_listing_and_metrics(client: TestClient) -> None:

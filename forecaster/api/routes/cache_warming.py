@@ -35,6 +35,7 @@ class WarmWindowsOut(BaseModel):
 
     series: str
     generated_at: datetime
+    stale: bool
     lead_seconds: float
     model: dict[str, str]
     windows: list[WarmWindowOut]
@@ -59,6 +60,7 @@ class TopOut(BaseModel):
     k: int
     members: list[TopMemberOut]
     without_forecast: list[str]
+    stale: list[str]
 
 
 @router.get(
@@ -91,7 +93,11 @@ async def top_members(
     demand over the next ``window`` (sum of the point forecast over its steps), so a
     warmer preloads what will be hot rather than what was. A warmer that passes what it
     holds as ``current`` gets a stable set: an incumbent is only replaced by a member
-    predicted to be more than ``margin`` hotter, so near-ties do not churn the cache."""
+    predicted to be more than ``margin`` hotter, so near-ties do not churn the cache.
+
+    ``without_forecast`` lists the members with no forecast for the window (none
+    published yet, or it ends before the window); ``stale`` the ranked members whose
+    forecast is older than the staleness bound (the publish job is not keeping up)."""
     span = duration_param(
         "window", window, maximum=timedelta(seconds=settings.api.max_horizon_seconds)
     )
@@ -99,22 +105,33 @@ async def top_members(
     members = [info for info in state.series.values() if info.family == family]
     if not members:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown series family {family!r}")
-    now = datetime.fromtimestamp(time.time(), UTC)
+    clock = time.time()
+    now = datetime.fromtimestamp(clock, UTC)
     step = timedelta(seconds=min(m.step_seconds for m in members))
     start = now - step  # include the step in progress
     end = now + span
+    bound = settings.schedule.stale_after_seconds
     forecasts = {}
+    stale = []
     for m in members:
         cached = state.forecasts.get(m.name)
-        if cached is not None:  # only the window's steps become point objects
-            lo, hi = view.window(cached, start.timestamp(), end.timestamp())
+        if cached is None:
+            continue
+        # only the window's steps become point objects; a window shorter than the
+        # gap to the next step takes that step
+        lo, hi = view.window_ahead(cached, start.timestamp(), end.timestamp())
+        if hi > lo:
             forecasts[m.name] = cached.forecast.points[lo:hi]
+            if clock - cached.forecast.generated_at.timestamp() > bound:
+                stale.append(m.name)
+    last = max((points[-1].ds for points in forecasts.values()), default=end)
+    end = max(end, last)
     held = [name.strip() for name in (current or "").split(",") if name.strip()]
     ranked = rank_members(forecasts, start=start, end=end, k=k, current=held, margin=margin)
     labels = {m.name: m.labels for m in members}
     body: dict[str, Any] = {
         "family": family,
-        "window_start": iso_utc(now),
+        "window_start": iso_utc(start),
         "window_end": iso_utc(end),
         "k": k,
         "members": [
@@ -128,6 +145,7 @@ async def top_members(
             for i, r in enumerate(ranked)
         ],
         "without_forecast": sorted(m.name for m in members if m.name not in forecasts),
+        "stale": sorted(stale),
     }
     return Response(orjson.dumps(body), media_type="application/json")
 
@@ -156,7 +174,8 @@ async def warm_windows(
 
     ``warm_at`` is ``ramp_start`` minus ``lead``; it lies in the past when a ramp
     has already begun (warm now). ``expected_peak_upper`` is the upper interval
-    bound at the peak, the level to warm for.
+    bound at the peak, the level to warm for. ``stale`` is true when the forecast is
+    older than the staleness bound (the publish job is not keeping up).
     """
     maximum = timedelta(seconds=settings.api.max_horizon_seconds)
     ahead = duration_param("within", within, maximum=maximum)
@@ -178,6 +197,7 @@ async def warm_windows(
     body: dict[str, Any] = {
         "series": fc.series,
         "generated_at": cached.generated_at_iso,
+        "stale": now - fc.generated_at.timestamp() > settings.schedule.stale_after_seconds,
         "lead_seconds": warmup.total_seconds(),
         "model": {"name": fc.model_name, "version": fc.model_version, "run_id": fc.run_id},
         "windows": [

@@ -35,6 +35,7 @@ class BreakerOut(BaseModel):
 
     valid_from: datetime
     valid_until: datetime
+    stale: bool
     max_requests: int
     max_pending_requests: int
     max_connections: int
@@ -94,7 +95,10 @@ async def circuit_breaker(
     """Limits from the upper quantile of the predicted request rate of ``series`` and of
     the predicted latency, both at their peak over ``window``, by Little's law:
     ``max_requests = ceil(headroom * rate * latency)``, ``timeout = timeout_factor *
-    latency``, ``max_pending_requests = ceil(rate * (timeout - latency))``."""
+    latency``, ``max_pending_requests = ceil(rate * (timeout - latency))``.
+
+    ``stale`` is true when a forecast it used is older than the staleness bound (the
+    publish job is not keeping up): keep the limits in force rather than apply these."""
     span = duration_param(
         "window", window, maximum=timedelta(seconds=settings.api.max_horizon_seconds)
     )
@@ -107,6 +111,7 @@ async def circuit_breaker(
     now = time.time()
     rate_cached, rate_peak = _peak(view, series, now - 1, now + span.total_seconds())
     rate_fc = rate_cached.forecast
+    used = [rate_fc]
     lo_step = rate_fc.step_seconds
     if rate_per is not None:
         per_seconds = duration_param("rate_per", rate_per, maximum=timedelta(days=1))
@@ -149,6 +154,7 @@ async def circuit_breaker(
                 )
             scale = found_scale
         latency_value = lat_peak * scale
+        used.append(lat_cached.forecast)
         basis.update(
             latency_series=latency_series,
             latency_model=f"{lat_cached.forecast.model_name} v{lat_cached.forecast.model_version}",
@@ -164,7 +170,12 @@ async def circuit_breaker(
         policy=SizingPolicy(headroom=headroom, timeout_factor=timeout_factor),
         basis=basis,
     )
-    head = {"valid_from": iso_utc(limits.valid_from), "valid_until": iso_utc(limits.valid_until)}
+    bound = settings.schedule.stale_after_seconds
+    head = {
+        "valid_from": iso_utc(limits.valid_from),
+        "valid_until": iso_utc(limits.valid_until),
+        "stale": any(now - fc.generated_at.timestamp() > bound for fc in used),
+    }
     if format == "envoy":
         body: dict[str, Any] = {**head, **envoy_thresholds(limits)}
     else:
