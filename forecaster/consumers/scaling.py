@@ -26,12 +26,12 @@ from forecaster.consumers.planner import (
     interval_quantile_steps,
     plan_replicas,
 )
-from forecaster.errors import ForecasterError, StoreError
+from forecaster.errors import ForecasterError, InputDataError, StoreError
 from forecaster.store.repository import catalogue_changes
 from forecaster.store.tables import observations_table, series_table
 
 if TYPE_CHECKING:
-    from forecaster.api.view import ForecastView
+    from forecaster.api.view import CachedForecast, ForecastView
     from forecaster.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,13 @@ log = logging.getLogger(__name__)
 
 class ForecastUnusable(ForecasterError):
     """The forecast exists but must not drive scaling (too old, or ends before the lead time)."""
+
+
+class LeadBeyondHorizon(InputDataError):
+    """The lead time reaches past what an on-time forecast of the series covers."""
+
+    #: The HTTP query parameter to name in the 422.
+    parameter = "lead_time"
 
 
 @dataclass(frozen=True)
@@ -175,10 +182,7 @@ def answer(
     step = forecast.step_seconds
     lo, hi = view.window_ahead(cached, now - step, now + query.lead_seconds)
     if hi <= lo or cached.ds_epoch[hi - 1] < now + query.lead_seconds - step:
-        raise ForecastUnusable(
-            f"forecast of {query.series!r} ends at {cached.ds_iso[-1]}, before now + lead "
-            f"time ({query.lead_seconds:.0f}s); the publish job is not keeping up"
-        )
+        raise _short_forecast(cached, query, now, stale_after_seconds)
     cols = cached.columns
     peak = max(interval_quantile_steps(query.quantile, cols.bands(lo, hi), level=forecast.level))
     observed: float | None = None
@@ -209,6 +213,34 @@ def answer(
         generated_at_iso=cached.generated_at_iso,
         age_seconds=age,
         stale=False,
+    )
+
+
+def _short_forecast(
+    cached: CachedForecast, query: ScalingQuery, now: float, stale_after_seconds: float
+) -> ForecasterError:
+    """Why a fresh forecast does not cover ``[now, now + lead]``: the data it starts from
+    is late (ingestion is behind: 503), or the lead time is longer than the horizon
+    the series is published with (a request to fix: 422 naming the lead time)."""
+    from forecaster.api.view import iso_utc
+
+    step = cached.forecast.step_seconds
+    origin = cached.ds_epoch[0] - step
+    lag = now - origin
+    end = cached.ds_iso[-1]
+    if lag > max(stale_after_seconds, 2 * step + 60):
+        return ForecastUnusable(
+            f"forecast of {query.series!r} starts from data up to "
+            f"{iso_utc(datetime.fromtimestamp(origin, UTC))} ({lag:.0f}s ago) and ends at "
+            f"{end}, before now + lead time ({query.lead_seconds:.0f}s): ingestion is behind"
+        )
+    covered = max(0.0, cached.ds_epoch[-1] - origin - max(stale_after_seconds, 2 * step + 60))
+    return LeadBeyondHorizon(
+        f"lead time {query.lead_seconds:.0f}s reaches past the published forecast of "
+        f"{query.series!r}, which ends at {end}; it reaches "
+        f"{cached.ds_epoch[-1] - origin:.0f}s past the data it starts from, so lead times "
+        f"up to {covered:.0f}s are covered while data and publications are on time "
+        "(or publish a longer horizon)"
     )
 
 

@@ -144,13 +144,13 @@ def test_other_methods_reach_the_app(client: TestClient) -> None:
     assert fast_path.answered == 0
 
 
-def test_unusable_forecast_is_the_apps_503(client: TestClient) -> None:
-    """The forecast ends (2 h) before now + lead: the route's 503 and message."""
+def test_lead_beyond_the_forecast_is_the_apps_422(client: TestClient) -> None:
+    """The forecast ends (2 h) before now + lead: the route's 422 naming lead_time."""
     fast_path = find_hot(client.app)
     assert fast_path is not None
     response = client.get("/v1/scaling/team/rps?target_per_replica=5&lead_time=3h")
-    assert response.status_code == 503, response.text
-    assert "before now + lead" in response.json()["detail"]
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["query", "lead_time"]
     assert fast_path.answered == 0
 
 

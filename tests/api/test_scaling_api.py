@@ -139,11 +139,29 @@ def test_lead_shorter_than_the_gap_to_the_next_step_plans_on_that_step(
     assert response.json()["forecast_peak"] == 210.0  # yhat of step 1
 
 
-def test_lead_beyond_the_forecast_is_503(client: TestClient) -> None:
+def test_lead_beyond_the_published_horizon_is_422(client: TestClient) -> None:
+    """The forecast is on time and 2 h long: a 6 h lead is the request's problem (it was
+    a 503 saying the publish job was not keeping up)."""
     response = client.get(
         "/v1/scaling/team/rps", params={"target_per_replica": 5, "lead_time": "6h"}
     )
-    assert response.status_code == 503 and "before now + lead" in response.json()["detail"]
+    assert response.status_code == 422, response.text
+    (detail,) = response.json()["detail"]
+    assert detail["loc"] == ["query", "lead_time"]
+    assert "reaches past the published forecast" in detail["msg"]
+    # 2 h less the lag data may normally have: two steps and a minute
+    assert "lead times up to 6540s are covered" in detail["msg"]
+
+
+def test_forecast_from_late_data_is_503(make_settings: Any, db_url: str) -> None:
+    """A fresh publication from data 3 hours old ends before now + lead: ingestion is
+    behind, so KEDA's fallback applies (503), whatever the lead."""
+    settings = make_settings(db=db_url)
+    seed(settings, behind=timedelta(hours=3))
+    with TestClient(create_app(settings, refresh_seconds=0.2)) as c:
+        response = c.get("/v1/scaling/team/rps", params={"target_per_replica": 5})
+    assert response.status_code == 503, response.text
+    assert "ingestion is behind" in response.json()["detail"]
 
 
 def test_stale_forecast_is_503(make_settings: Any) -> None:

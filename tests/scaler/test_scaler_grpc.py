@@ -278,11 +278,28 @@ def test_lead_shorter_than_the_gap_to_the_next_step_is_answered(stub: Any) -> No
     assert stub.IsActive(ref(leadTime="1ms"), timeout=5).result is True
 
 
-def test_forecast_ending_before_the_lead_time_is_unavailable(stub: Any) -> None:
+def test_lead_beyond_the_published_horizon_is_invalid(stub: Any) -> None:
+    """An on-time 2 h forecast cannot serve a 6 h lead: the trigger's leadTime is wrong
+    (an error, so KEDA's fallback applies, but not UNAVAILABLE blaming the pipeline)."""
     request = pb2.GetMetricsRequest(scaledObjectRef=ref(leadTime="6h"), metricName="m")
     error = error_of(stub.GetMetrics, request)
-    assert error.code() == grpc.StatusCode.UNAVAILABLE
-    assert "before now + lead time" in error.details()
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "reaches past the published forecast" in error.details()
+
+
+def test_forecast_from_late_data_is_unavailable(make_settings: Any, tmp_path: Path) -> None:
+    settings = make_settings()
+    seed(settings, behind=timedelta(hours=3))
+    handle = start(settings)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb2_grpc.ExternalScalerStub(channel)
+            request = pb2.GetMetricsRequest(scaledObjectRef=ref(), metricName="m")
+            error = error_of(stub.GetMetrics, request)
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert "ingestion is behind" in error.details()
+    finally:
+        handle.stop()
 
 
 def test_store_outage_is_unavailable_but_spec_answers(make_settings: Any, tmp_path: Path) -> None:

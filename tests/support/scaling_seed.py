@@ -17,20 +17,24 @@ def seed(
     name: str = "team/rps",
     generated_at: datetime | None = None,
     observed: float = 100.0,
+    behind: timedelta = timedelta(0),
 ) -> datetime:
     """``name``: yhat = 200 + 10 step for 24 steps, interval [yhat - 50, yhat + 60] at
     level 90, observations ``observed / 2`` then ``observed`` at the origin; and
     ``empty``, a series with nothing published.
 
+    ``behind`` moves the origin that far back (the data the forecast starts from is
+    late: ingestion is behind), publication time unchanged.
+
     Returns:
-        The forecast's origin (the 5-minute boundary at or before now).
+        The forecast's origin (the 5-minute boundary at or before now, minus ``behind``).
     """
     engine = make_engine(settings.database)
     try:
         upgrade(engine)
         store = Store(engine)
         now = datetime.now(UTC).replace(second=0, microsecond=0)
-        origin = now - timedelta(minutes=now.minute % 5)
+        origin = now - timedelta(minutes=now.minute % 5) - behind
         sid = store.ensure_series(
             name=name, family="rps", unit="req/s", step_seconds=300, horizon_steps=24
         )

@@ -66,8 +66,14 @@ class ObservationsCache:
     summary="Planned load and replicas",
     responses={
         404: {"description": "Unknown series or nothing published yet"},
-        422: {"description": "Invalid parameter (named in the error)"},
-        503: {"description": "Forecast stale or ending before the lead time; store unavailable"},
+        422: {
+            "description": "Invalid parameter (named in the error), including a lead_time "
+            "longer than the published forecast covers"
+        },
+        503: {
+            "description": "Forecast stale, or ending before the lead time because "
+            "ingestion is behind; store unavailable"
+        },
     },
 )
 async def get_scaling(
@@ -136,7 +142,7 @@ async def get_scaling(
     except (ForecastUnusable, StoreError) as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     except InputDataError as exc:
-        raise bad_parameter("quantile", str(exc)) from None
+        raise bad_parameter(getattr(exc, "parameter", "quantile"), str(exc)) from None
     return Response(body, media_type="application/json")
 
 
@@ -157,7 +163,8 @@ def scaling_body(
     Raises:
         SeriesNotFound, ForecastNotFound: Nothing to plan from.
         ForecastUnusable, StoreError: A forecast too old or too short; the store down.
-        InputDataError: The quantile does not fit the forecast's interval.
+        InputDataError: The quantile does not fit the forecast's interval, or the lead
+            time reaches past the published horizon (``LeadBeyondHorizon``).
     """
     policy = ScalingPolicy(
         target_per_replica=target_per_replica,
