@@ -76,7 +76,20 @@ def parse_timestamps(
         per_second = 1000.0 if unit == "ms" else 1.0
         _check_range(text, number.to_numpy(dtype=float) / per_second, line, where)
         return pd.DatetimeIndex(pd.to_datetime(number, unit=unit, utc=True)).as_unit("ns")
-    has_zone = text.str.contains(r"(?:[+-]\d\d:?\d\d|Z|UTC)$", regex=True)
+    # a zone name such as EST is ambiguous (and pandas would drop it with a warning
+    # per row, reading the time as UTC): refuse it
+    named = text.str.extract(r"\d\s*([A-Za-z]{2,})$", expand=False).str.upper()
+    odd = named.notna() & ~named.isin(["UTC", "GMT", "AM", "PM"])
+    if odd.any():
+        row = int(odd.to_numpy().nonzero()[0][0])
+        raise InputDataError(
+            f"{where}: row {line[row]}: timestamp {text.iloc[row]!r} names its time zone "
+            f"({named.iloc[row]}), which is ambiguous; write an offset such as -05:00, or UTC"
+        )
+    # offsets: +hh:mm, +hhmm, or +hh right after the time
+    has_zone = text.str.contains(
+        r"(?:[+-]\d\d:?\d\d|:\d\d(?:\.\d+)?[+-]\d\d|Z|UTC|GMT)$", regex=True, case=False
+    )
     if has_zone.any() and not has_zone.all():
         first_naive = text[~has_zone].iloc[0]
         first_zoned = text[has_zone].iloc[0]
@@ -215,6 +228,7 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     finite = series.dropna()
     if finite.empty:
         raise InputDataError(f"{where}: no numeric values")
+    series = _trim_empty_ends(series, finite.index, where)
     magnitude = np.abs(values.to_numpy(dtype=float))
     too_large = magnitude > MAX_ABS_VALUE  # infinite values included
     if too_large.any():
@@ -230,6 +244,34 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
             ", ".join(repr(str(c)) for c in frame.columns[2:]),
         )
     return series
+
+
+def _trim_empty_ends(series: pd.Series, finite: pd.Index, where: str) -> pd.Series:
+    """``series`` without the rows before its first value and after its last.
+
+    Rows with a timestamp and no value at either end (an export that ran on past the
+    data) would stretch the series over a stretch with nothing in it: a backtest's
+    origins, a replay or a detection window would then fall where there is nothing to
+    judge. They are dropped with a warning; gaps inside the series stay gaps.
+    """
+    first, last = finite[0], finite[-1]
+    before = int((series.index < first).sum())
+    after = int((series.index > last).sum())
+    if before:
+        log.warning(
+            "%s: the first %d row(s) have no value; the series starts at %s",
+            where,
+            before,
+            first.isoformat(),
+        )
+    if after:
+        log.warning(
+            "%s: the last %d row(s) have no value; the series ends at %s",
+            where,
+            after,
+            last.isoformat(),
+        )
+    return series.loc[first:last] if before or after else series
 
 
 def _too_large(raw: str) -> str:

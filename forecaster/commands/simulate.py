@@ -410,6 +410,27 @@ def matched_utilisation(
     return lo
 
 
+def _input_notes(
+    lead: timedelta, lead_steps: int, step: timedelta, missing: int, steps: int
+) -> list[str]:
+    """What the replay made of its inputs that a reader of the table should know."""
+    from forecaster.durations import format_duration
+
+    notes = []
+    if lead_steps * step != lead:
+        notes.append(
+            f"--lead {format_duration(lead)} is not a whole number of "
+            f"{format_duration(step)} steps: replicas are decided {lead_steps} step(s) "
+            f"({format_duration(lead_steps * step)}) ahead"
+        )
+    if missing:
+        notes.append(
+            f"{missing} of the {steps} replayed steps have no observation "
+            f"({100 * missing / steps:.0f}%); they count for cost but cannot be under-provisioned"
+        )
+    return notes
+
+
 def simulate(
     series: pd.Series,
     *,
@@ -451,6 +472,12 @@ def simulate(
             f"--capacity {capacity:g} is too small for the trace: its peak load {peak:g} "
             f"would need more than {MAX_REPLICAS} replicas"
         )
+    if poll_seconds is not None and poll_seconds > step.total_seconds():
+        raise InputDataError(
+            f"--poll {format_duration(timedelta(seconds=poll_seconds))} is longer than the "
+            f"replay's step ({format_duration(step)}): the replay decides at every step; "
+            "use a --poll of at most one step (KEDA polls every 30s by default)"
+        )
     per_day = int(DAY / step)
     lead_steps = max(1, math.ceil(lead / step))
     n_steps = days * per_day
@@ -460,6 +487,13 @@ def simulate(
         raise InputDataError(
             f"the trace covers {have:.1f} days; --days {days} with --lead "
             f"{lead} needs more (or a smaller --days)"
+        )
+    replayed = series.to_numpy(dtype=float)[start:]
+    missing = int(np.isnan(replayed).sum())
+    if missing == len(replayed):
+        raise InputDataError(
+            f"the last {days} day(s) of the trace ({series.index[start].isoformat()} .. "
+            f"{series.index[-1].isoformat()}) have no observations: nothing to replay"
         )
     replay = replay_forecasts(
         series,
@@ -594,7 +628,7 @@ def simulate(
             same_cost_under / reference.under_steps if reference.under_steps else None
         ),
         "models_by_day": replay.models,
-        "notes": replay.notes,
+        "notes": _input_notes(lead, lead_steps, step, missing, len(index)) + replay.notes,
         "forecast_decisions": sum(f is not None for f in replay.frames),
         "decisions": len(replay.frames),
         "generated_with": "forecaster simulate",

@@ -23,6 +23,7 @@ from forecaster.commands.simulate import (
     simulate,
     stabilisation_steps,
 )
+from forecaster.errors import InputDataError
 from forecaster.timeseries import read_series_csv, to_grid
 
 NAB = Path(__file__).resolve().parents[2] / "data" / "nab"
@@ -237,6 +238,8 @@ def test_reactive_stabilisation_option(app: typer.Typer, trace: Path, tmp_path: 
         (["--capacity", "10", "--freq", "2d"], "--freq 2d is longer than a day"),
         (["--capacity", "1e-300"], "--capacity 1e-300 is too small for the trace"),
         (["--capacity", "10", "--poll", "1ms"], "--poll: must be at least 1s, got '1ms'"),
+        # the replay decides once a step: a longer poll was silently a 5-minute one
+        (["--capacity", "10", "--poll", "20m"], "--poll 20m is longer than the replay's step"),
         (["--capacity", "10", "--error-headroom", "nan"], "'nan' is not a number"),
         (["--capacity", "10", "--error-headroom", "-1"], "-1 is not between 0 and"),
     ],
@@ -247,6 +250,32 @@ def test_bad_input_is_a_clear_error(
     result = run(app, trace, *args)
     assert result.exit_code != 0
     assert needle in result.output
+
+
+def test_lead_between_steps_is_reported_as_the_lead_used(
+    app: typer.Typer, trace: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "report.json"
+    result = run(
+        app, trace, "--capacity", 40, "--days", 1, "--model", "seasonal_naive", "--lead", "7m",
+        "--output", path,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    note = "--lead 7m is not a whole number of 5m steps: replicas are decided 2 step(s) (10m)"
+    assert note in result.output
+    report = json.loads(path.read_text())
+    assert report["lead_steps"] == 2 and any(n.startswith("--lead 7m") for n in report["notes"])
+
+
+def test_replay_days_without_observations_are_refused() -> None:
+    index = pd.date_range("2024-01-01", periods=4 * 288, freq="5min", tz="UTC")
+    load = pd.Series(100.0, index=index)
+    load.iloc[-288:] = np.nan  # the last day: timestamps, no values
+    with pytest.raises(InputDataError, match="have no observations: nothing to replay"):
+        simulate(
+            load, capacity=50, lead=timedelta(minutes=10), days=1, model="last_value",
+            quantile=0.9,
+        )  # fmt: skip
 
 
 def test_bad_files(app: typer.Typer, tmp_path: Path) -> None:

@@ -82,6 +82,11 @@ def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -
         ("timestamp,value\n2024-01-01,abc\n", "row 2: value 'abc' is not a number"),
         ("timestamp,value\nyesterday-ish,1\n", "cannot parse timestamp"),
         ("timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01 00:05,2\n", "mix time zones"),
+        # an offset of whole hours (+05) among naive rows: a mix too (it was read as naive)
+        ("timestamp,value\n2024-01-01 00:00,1\n2024-01-01 00:05:00+05,2\n", "mix time zones"),
+        # zone names are ambiguous (pandas dropped them, reading the time as UTC)
+        ("timestamp,value\n2024-01-01 00:00:00 EST,1\n", r"row 2: .*names its time zone \(EST\)"),
+        ("timestamp,value\n2024-01-01,1\n2024-01-01 01:00 cest,2\n", r"row 3: .*\(CEST\)"),
         ("timestamp,value\n2024-01-01,1\n2024-01-02,inf\n", "row 3: value 'inf' is infinite"),
         ("timestamp,value\n2024-01-01,-Infinity\n", "row 2: value '-Infinity' is infinite"),
         ("1704067200,1\n1704067500,2\n", "first row looks like data"),
@@ -104,6 +109,34 @@ def test_bad_csv_files_are_refused(tmp_path: Path, content: str, message: str) -
     path.write_text(content)
     with pytest.raises(InputDataError, match=message):
         read_series_csv(path)
+
+
+def test_zone_abbreviations_that_are_unambiguous_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "zones.csv"
+    path.write_text(
+        "timestamp,value\n2024-01-01 00:00 UTC,1\n2024-01-01 00:05 GMT,2\n"
+        "2024-01-01 00:10:00+00,3\n"
+    )
+    series = read_series_csv(path)
+    assert list(series.index.minute) == [0, 5, 10] and list(series) == [1.0, 2.0, 3.0]
+    path.write_text("timestamp,value\n2024-01-01 10:00 AM,1\n2024-01-01 01:00 PM,2\n")
+    assert list(read_series_csv(path).index.hour) == [10, 13]
+
+
+def test_rows_without_values_at_either_end_are_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An export that runs on past the data: the series ends at its last value (the
+    empty tail had put a backtest's origins and a replay's days where nothing was)."""
+    path = tmp_path / "tail.csv"
+    rows = ["2024-01-01 00:00,", "2024-01-01 00:05,1", "2024-01-01 00:10,", "2024-01-01 00:15,2"]
+    rows += [f"2024-01-01 {h:02d}:00," for h in range(1, 5)]
+    path.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    series = read_series_csv(path)
+    assert list(series.index.minute) == [5, 10, 15]  # the gap inside stays
+    assert series.isna().tolist() == [False, True, False]
+    assert "the first 1 row(s) have no value; the series starts at" in caplog.text
+    assert "the last 4 row(s) have no value; the series ends at 2024-01-01T00:15" in caplog.text
 
 
 @pytest.mark.parametrize(
