@@ -314,7 +314,7 @@ def parse_spec(data: Any, *, path: Path | None = None) -> PipelineSpec:
     unknown = set(data) - {"version", "defaults", "series"}
     if unknown:
         raise SpecError(
-            f"{where}: unknown top-level key(s) {sorted(unknown)}; "
+            f"{where}: unknown top-level key(s) {sorted(unknown, key=str)}; "
             "allowed: version, defaults, series"
         )
     version = data.get("version", 1)
@@ -330,6 +330,7 @@ def parse_spec(data: Any, *, path: Path | None = None) -> PipelineSpec:
         defaults = Defaults.model_validate(data.get("defaults") or {})
     except ValidationError as exc:
         raise SpecError(f"{where}: defaults: {_explain(exc)}") from exc
+    given_defaults = data.get("defaults") or {}
     raw_series = data.get("series")
     if not isinstance(raw_series, list) or not raw_series:
         raise SpecError(f"{where}: 'series' must be a non-empty list")
@@ -353,6 +354,8 @@ def parse_spec(data: Any, *, path: Path | None = None) -> PipelineSpec:
                 merged["schedule"] = {**merged["schedule"], **value}
             else:
                 merged[key] = value
+        if isinstance(merged.get("file"), str) and not merged["file"].strip():
+            raise SpecError(f"{where}: {label}: file is empty; give the CSV file's path")
         if merged.get("file") is not None and path is not None:
             file_path = Path(str(merged["file"]))
             if not file_path.is_absolute():
@@ -360,7 +363,15 @@ def parse_spec(data: Any, *, path: Path | None = None) -> PipelineSpec:
         try:
             spec = SeriesSpec.model_validate(merged)
         except ValidationError as exc:
-            raise SpecError(f"{where}: {label}: {_explain(exc)}") from exc
+            message = _explain(exc)
+            inherited = [  # what the series takes from the spec's defaults block
+                key
+                for key in ("step", "history", "horizon", "estimators", "schedule")
+                if key in given_defaults and key not in item and re.search(rf"\b{key}", message)
+            ]
+            if inherited:
+                message += f" ({', '.join(inherited)} from defaults)"
+            raise SpecError(f"{where}: {label}: {message}") from exc
         if spec.name in seen:
             raise SpecError(f"{where}: {label}: duplicate series name {spec.name!r}")
         if spec.file is not None and spec.file.is_dir():

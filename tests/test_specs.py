@@ -191,6 +191,26 @@ def test_a_field_is_named_once_in_the_message() -> None:
         parse_spec({"series": []})
     with pytest.raises(SpecError, match="unknown top-level"):
         parse_spec({"series": [{"name": "a", "query": "up"}], "sereis": []})
+    # YAML allows keys that are not strings ("1: x"): named, not a TypeError in sorted()
+    with pytest.raises(SpecError, match=r"unknown top-level key\(s\) \[1, 'bar'\]"):
+        parse_spec({"series": [{"name": "a", "query": "up"}], 1: "x", "bar": "y"})
+    with pytest.raises(SpecError, match="file is empty"):
+        parse_spec({"series": [{"name": "a", "file": " "}]})
+
+
+def test_an_error_from_a_value_of_the_defaults_block_says_so() -> None:
+    """The series takes step from ``defaults:``: the message names the series (where it
+    failed) and that the value came from the defaults (where to fix it)."""
+    spec = {"defaults": {"step": "7m"}, "series": [{"name": "a", "query": "up"}]}
+    with pytest.raises(
+        SpecError, match=r"series\[0\] \('a'\): horizon 1d .* \(step from defaults\)"
+    ):
+        parse_spec(spec)
+    # given in the series itself: nothing to say about the defaults
+    spec = {"series": [{"name": "a", "query": "up", "step": "7m"}]}
+    with pytest.raises(SpecError) as info:
+        parse_spec(spec)
+    assert "from defaults" not in str(info.value)
     with pytest.raises(SpecError, match="unsupported spec version"):
         parse_spec({"version": 2, "series": [{"name": "a", "query": "up"}]})
 
