@@ -13,8 +13,9 @@ def check_output(path: Path | None, option: str, *, image: bool = False) -> None
 
     A long backtest, replay or detection run should not end in "cannot write" and
     lose what it computed: the folder is created now (as the write would) and a
-    scratch file is written to it and removed; a directory, or a plot format
-    matplotlib cannot write, is refused with the option named.
+    scratch file is written to the nearest existing folder and removed (folders still
+    missing are created only by the write); a directory, or a plot format matplotlib
+    cannot write, is refused with the option named.
 
     Raises:
         InputDataError: Naming the option and what is wrong.
@@ -35,9 +36,15 @@ def check_output(path: Path | None, option: str, *, image: bool = False) -> None
                 f"{option} {path}: cannot write a plot as {suffix or 'a file without a suffix'!r}"
                 "; use a name ending in .png, .svg or .pdf"
             )
+    # the nearest folder that exists: folders still missing are created by the write,
+    # so a run that fails before it leaves none behind
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputDataError(f"{option} {path}: cannot write there ({folder} is not a folder)")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".forecaster-check-"):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".forecaster-check-"):
             pass
     except OSError as exc:
         raise InputDataError(f"{option} {path}: cannot write there ({exc})") from exc
@@ -96,15 +103,27 @@ def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write`` on a scratch file beside ``path``, then rename it to ``path``.
 
     A failure part-way leaves any earlier ``path`` as it was, never a truncated file.
+    The file gets the mode an ordinary write would give it: an existing file's own, or
+    the default for new files under the process's umask (a scratch file is private,
+    0600). A symlink is written through: its target is replaced, the link stays.
     """
     import os
+    import stat
     import tempfile
 
+    path = path.resolve() if path.is_symlink() else path
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     os.close(handle)
     try:
         write(Path(scratch))
+        os.chmod(scratch, mode)
         os.replace(scratch, path)
     except BaseException:
         Path(scratch).unlink(missing_ok=True)

@@ -112,10 +112,14 @@ def test_two_outputs_on_one_path_are_refused(
     assert not out.exists()
 
 
-def test_check_output_creates_the_folder_and_leaves_nothing_behind(tmp_path: Path) -> None:
+def test_check_output_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Folders still missing are created by the write, so a run refused later (bad
+    input) leaves no empty folders."""
     target = tmp_path / "new" / "deeper" / "out.csv"
     check_output(target, "--output")
-    assert target.parent.is_dir() and list(target.parent.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
+    replace_atomically(target, lambda path: path.write_text("x"))
+    assert target.read_text() == "x"
     check_output(None, "--output")  # no output asked for: nothing to check
     check_output(tmp_path / "plot.svg", "--plot", image=True)
     with pytest.raises(InputDataError, match="--plot"):
@@ -150,3 +154,48 @@ def test_write_report_creates_the_folder_and_prints_the_report_once(
     assert target.read_text() == "| a |\n|---|\n"
     assert (tmp_path / "quiet.md").read_text() == "no newline"
     assert capsys.readouterr().out == "| a |\n|---|\n"
+
+
+def test_replaced_files_get_an_ordinary_files_mode(tmp_path: Path) -> None:
+    """Not the scratch file's private 0600: the umask's default for a new file, an
+    existing file's own mode when it is replaced."""
+    import os
+
+    old_umask = os.umask(0o022)
+    try:
+        new = tmp_path / "new.csv"
+        replace_atomically(new, lambda path: path.write_text("x"))
+        assert new.stat().st_mode & 0o777 == 0o644
+        shared = tmp_path / "shared.csv"
+        shared.write_text("old")
+        shared.chmod(0o664)
+        replace_atomically(shared, lambda path: path.write_text("new"))
+        assert shared.stat().st_mode & 0o777 == 0o664 and shared.read_text() == "new"
+    finally:
+        os.umask(old_umask)
+
+
+def test_a_symlinked_output_is_written_through(tmp_path: Path) -> None:
+    target = tmp_path / "shared" / "target.csv"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    replace_atomically(link, lambda path: path.write_text("new"))
+    assert link.is_symlink() and target.read_text() == "new"
+
+
+def test_a_run_refused_for_its_input_creates_no_output_folder(tmp_path: Path) -> None:
+    app = typer.Typer()
+    backtest.register(app)
+
+    @app.callback()
+    def main() -> None:
+        """Test app."""
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    out = tmp_path / "newdir" / "sub" / "x.csv"
+    result = CliRunner().invoke(app, ["backtest", str(empty), "--output", str(out)])
+    assert result.exit_code == 1 and "empty" in result.output
+    assert not (tmp_path / "newdir").exists()
