@@ -31,6 +31,8 @@ def finite_range(low: float, high: float) -> Callable[[Any], float]:
             raise typer.BadParameter(f"{text!r} is not a number") from None
         if math.isnan(value):
             raise typer.BadParameter(f"{text!r} is not a number")
+        if math.isinf(value):
+            raise typer.BadParameter(f"{text!r} is not a finite number")
         if not low <= value <= high:
             raise typer.BadParameter(f"{text} is not between {low:g} and {high:g}")
         return value

@@ -12,6 +12,7 @@ the end of the file; ``score`` the peak anomaly score).
 from __future__ import annotations
 
 import csv
+import math
 import sys
 import time
 from datetime import timedelta
@@ -23,6 +24,9 @@ import typer
 from forecaster.commands import StrictOption, finite_range
 from forecaster.errors import ForecasterError, InputDataError
 from forecaster.outputs import check_outputs, replace_atomically
+
+#: The service's training schedule, which --refit follows unless given.
+DEFAULT_REFIT = "0 3 * * *"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -58,7 +62,11 @@ def detect_command(
         str, typer.Option(help="How long a deviation must last before an event opens.")
     ] = "15m",
     min_score: Annotated[
-        float, typer.Option(min=1.0, help="Scores above this qualify (1 = outside the band).")
+        float,
+        typer.Option(
+            parser=finite_range(1.0, math.inf),
+            help="Scores above this qualify (1 = outside the band; >= 1).",
+        ),
     ] = 1.0,
     close_after: Annotated[
         str | None, typer.Option(help="How long back inside the band closes an event (1 step).")
@@ -86,7 +94,11 @@ def detect_command(
         typer.Option(help="Recompute the bar at most this often (default: every step)."),
     ] = None,
     instant_factor: Annotated[
-        float, typer.Option(min=1.0, help="A score above this many times the bar opens at once.")
+        float,
+        typer.Option(
+            parser=finite_range(1.0, math.inf),
+            help="A score above this many times the bar opens at once (>= 1).",
+        ),
     ] = 2.0,
     model: Annotated[str, typer.Option(help="Estimator; auto is what the service runs.")] = "auto",
     level: Annotated[
@@ -94,8 +106,11 @@ def detect_command(
         typer.Option(parser=finite_range(50.0, 99.9), help="Band level, percent (50 .. 99.9)."),
     ] = 90.0,
     refit: Annotated[
-        str, typer.Option(help="Refit schedule, 5-field UTC cron (the service's train).")
-    ] = "0 3 * * *",
+        str | None,
+        typer.Option(
+            help="Refit schedule, 5-field UTC cron (the service's train) [default: 0 3 * * *]."
+        ),
+    ] = None,
     refit_every: Annotated[
         str | None, typer.Option(help="Refit every this long instead of --refit (e.g. 7d).")
     ] = None,
@@ -147,7 +162,16 @@ def detect_command(
                 if baseline_refresh is None
                 else parse_duration(baseline_refresh, what="--baseline-refresh")
             )
-            schedule = RefitSchedule(cron=None if every else refit, every=every)
+            if every is not None and refit is not None:
+                raise InputDataError(
+                    "give --refit (a cron schedule) or --refit-every (an interval), not both"
+                )
+            if baseline and durations["--learning"] > durations["--baseline-window"]:
+                raise InputDataError(
+                    f"--learning {learning} is longer than --baseline-window "
+                    f"{baseline_window}: the bar could never learn from that many scores"
+                )
+            schedule = RefitSchedule(cron=None if every else (refit or DEFAULT_REFIT), every=every)
             bar = (
                 ScoreBaseline(
                     step=step,

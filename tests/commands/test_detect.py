@@ -125,7 +125,8 @@ def test_decisions_use_only_past_data(cli: typer.Typer, tmp_path: Path) -> None:
         (["DATA", "--refit", "daily"], "invalid refit cron"),
         (["DATA", "--freq", "banana"], "--freq"),
         (["DATA", "--min-history", "30d"], "nothing to decide on"),
-        (["DATA", "--learning", "30d"], "learning 30 days"),
+        (["DATA", "--learning", "30d"], "--learning 30d is longer than --baseline-window 14d"),
+        (["DATA", "--refit", "0 3 * * *", "--refit-every", "7d"], "not both"),
         (["DATA", "--baseline-window", "soon"], "--baseline-window"),
         (["DATA", "--baseline-refresh", "-1h"], "--baseline-refresh"),
         (
@@ -149,7 +150,13 @@ def test_clear_errors(cli: typer.Typer, tmp_path: Path, args: list[str], message
 
 def test_out_of_range_options_are_usage_errors(cli: typer.Typer, tmp_path: Path) -> None:
     data = _write(tmp_path / "in.csv", days=2)
-    for flag, value in (("--baseline-quantile", "1.5"), ("--instant-factor", "0.5")):
+    for flag, value in (
+        ("--baseline-quantile", "1.5"),
+        ("--instant-factor", "0.5"),
+        ("--instant-factor", "inf"),  # the spec's watch refuses it: so does the command
+        ("--min-score", "inf"),
+        ("--min-score", "0.5"),
+    ):
         result = CliRunner().invoke(cli, ["detect", str(data), "-o", "o.csv", flag, value])
         assert result.exit_code == 2
         assert f"Invalid value for '{flag}'" in result.output
