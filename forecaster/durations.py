@@ -42,28 +42,48 @@ def parse_duration(
     elif isinstance(text, int | float):
         value = _from_seconds(text, text, what)
     else:
-        s = str(text).strip().lower().replace(" ", "")
+        s = str(text).strip().replace(" ", "")
         if not s:
             raise ValueError(f"{what}: expected a duration like '5m', got an empty string")
         if allow_zero and s == "0":
             return timedelta(0)
-        pos = 0
-        seconds = 0.0
-        for match in _PART.finditer(s):
-            if match.start() != pos:
-                break
-            seconds += float(match.group(1)) * _UNITS[match.group(2)]
-            pos = match.end()
-        if pos != len(s):
-            raise ValueError(
-                f"{what}: cannot parse {text!r} as a duration; use e.g. '30s', '5m', '1h', '28d'"
-            )
-        value = _from_seconds(seconds, text, what)
+        value = _from_seconds(_parse_parts(s, text, what), text, what)
     if value < timedelta(0) or (value == timedelta(0) and not allow_zero):
         raise ValueError(f"{what}: must be positive, got {text!r}")
     if value > MAX_DURATION:
         raise ValueError(f"{what}: {text!r} is longer than the 10-year maximum")
     return value
+
+
+def _parse_parts(s: str, text: object, what: str) -> float:
+    """Seconds of a Prometheus-style duration: number-unit parts, units lower-case, each
+    at most once and largest first (``1h30m``, not ``30m1h`` or ``1h1h``)."""
+    if s != s.lower():
+        raise ValueError(
+            f"{what}: cannot parse {text!r} as a duration: units are lower-case (ms, s, m, "
+            "h, d, w; 'M' would read as minutes, not months)"
+        )
+    pos = 0
+    seconds = 0.0
+    last_size = float("inf")
+    for match in _PART.finditer(s):
+        if match.start() != pos:
+            break
+        size = _UNITS[match.group(2)]
+        if size >= last_size:
+            raise ValueError(
+                f"{what}: cannot parse {text!r} as a duration: give each unit once, "
+                "largest first (e.g. '1h30m')"
+            )
+        last_size = size
+        seconds += float(match.group(1)) * size
+        pos = match.end()
+    if pos != len(s):
+        hint = " (a number needs a unit, e.g. '300s')" if re.fullmatch(r"[\d.]+", s) else ""
+        raise ValueError(
+            f"{what}: cannot parse {text!r} as a duration{hint}; use e.g. '30s', '5m', '1h', '28d'"
+        )
+    return seconds
 
 
 def _from_seconds(seconds: float, text: object, what: str) -> timedelta:

@@ -187,6 +187,24 @@ def test_parse_duration_rejects(text: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("5M", "units are lower-case"),  # a month? Prometheus has no such unit: refused
+        ("1H", "units are lower-case"),
+        ("1h1h", "each unit once, largest first"),
+        ("30m1h", "each unit once, largest first"),
+        ("1s500ms1s", "each unit once"),
+        ("300", "a number needs a unit"),
+    ],
+)
+def test_durations_are_read_as_prometheus_reads_them(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_duration(text, what="horizon")
+    assert parse_duration("1h 30m") == parse_duration("1h30m") == timedelta(minutes=90)
+    assert parse_duration("1s500ms") == timedelta(seconds=1.5)
+
+
+@pytest.mark.parametrize(
     "text",
     ["99999999999999999999999w", "9" * 400 + "s", 10**400, -(10**400), math.inf, math.nan],
     ids=["huge-weeks", "huge-seconds", "huge-int", "huge-negative-int", "inf", "nan"],

@@ -7,8 +7,10 @@ Implements the contract in ``docs/EVALUATION.md``; the work is done by
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -42,10 +44,15 @@ def parse_freq(text: str) -> timedelta:
 
     try:
         return _at_least_a_second(parse_duration(text, what="--freq"), text)
-    except ValueError:
-        pass
+    except ValueError as exc:
+        # one number and one pandas alias ('5min', '5T', '1D'); anything else (a bare
+        # number, repeated or unordered units) is refused as the durations are
+        if not re.fullmatch(r"-?\d+(?:\.\d+)?[A-Za-z]+", text.strip()):
+            raise InputDataError(str(exc)) from None
     try:
-        value = pd.to_timedelta(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # 'T' and 'H': old pandas aliases
+            value = pd.to_timedelta(text)
     except (ValueError, TypeError) as exc:
         raise InputDataError(f"--freq: cannot parse {text!r}; use e.g. '5min' or '1h'") from exc
     if pd.isna(value):  # 'nan', 'NaT'

@@ -119,6 +119,10 @@ def test_bad_freq(app, tmp_path):
         ("1ns", "--freq: must be at least 1s, got '1ns'"),
         ("500ms", "--freq: must be at least 1s, got '500ms'"),
         ("-5min", "--freq: must be positive"),
+        # pandas read these as 300 ns and 2 h; they are refused as the durations are
+        ("300", "a number needs a unit, e.g. '300s'"),
+        ("1h1h", "give each unit once"),
+        ("1M", "--freq: cannot parse '1M'"),
     ],
 )
 def test_a_freq_that_is_not_a_usable_step_is_a_clear_error(app, tmp_path, freq, message):
