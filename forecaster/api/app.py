@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from forecaster import __version__
 
@@ -40,6 +40,7 @@ def create_app(
     from forecaster.api.consumers_view import REFRESH_SECONDS, AnomalyCollector, ConsumerView
     from forecaster.api.job_metrics import JobRunCollector, JobRunStats
     from forecaster.api.metrics import ForecastGauges
+    from forecaster.api.params import reject_unknown_params
     from forecaster.api.routes import (
         admin,
         cache_warming,
@@ -98,6 +99,7 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_params)],
     )
     app.state.settings = settings
     app.state.store = store

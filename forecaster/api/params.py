@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import difflib
 from datetime import UTC, datetime, timedelta
 
-from fastapi import HTTPException, status
+from fastapi import HTTPException, Request, status
+from fastapi.routing import APIRoute
 
 from forecaster.durations import parse_duration
 
@@ -48,3 +50,53 @@ def timestamp_param(name: str, value: str) -> datetime:
         return parsed.astimezone(UTC)
     except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00 is past the last representable time
         raise bad_parameter(name, f"{name}={value!r} is out of the supported range") from None
+
+
+def _declared_query_params(route: APIRoute) -> frozenset[str]:
+    """The query parameter names ``route`` declares (its own and its dependencies')."""
+    known = _DECLARED.get(route.unique_id)
+    if known is None:
+        names: set[str] = set()
+        pending = [route.dependant]
+        while pending:
+            dependant = pending.pop()
+            names.update(param.alias for param in dependant.query_params)
+            pending.extend(dependant.dependencies)
+        known = frozenset(names)
+        _DECLARED[route.unique_id] = known
+    return known
+
+
+_DECLARED: dict[str, frozenset[str]] = {}
+
+
+def _normalised(name: str) -> str:
+    return name.replace("_", "").replace("-", "").lower()
+
+
+async def reject_unknown_params(request: Request) -> None:
+    """A 422 naming a query parameter the API route does not take.
+
+    A misspelt parameter (``leadTime`` for ``lead_time``) was ignored and its default
+    used: a plan for a 5-minute lead where 1 hour was meant. Parameters starting with
+    ``_`` (cache busters) pass, and so does anything on routes outside ``/v1/`` and
+    ``/metrics`` (the dashboard page keeps its own state in its URL).
+    """
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    if not (route.path.startswith("/v1/") or route.path == "/metrics"):
+        return
+    known = _declared_query_params(route)
+    for key in request.query_params:
+        if key in known or key.startswith("_"):
+            continue
+        same = [name for name in sorted(known) if _normalised(name) == _normalised(key)]
+        close = same or difflib.get_close_matches(key, sorted(known), n=1)
+        if close:
+            hint = f"did you mean {close[0]!r}?"
+        elif known:
+            hint = f"this endpoint takes {', '.join(sorted(known))}"
+        else:
+            hint = "this endpoint takes no query parameters"
+        raise bad_parameter(key, f"unknown query parameter {key!r}; {hint}")

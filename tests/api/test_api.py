@@ -192,6 +192,32 @@ def test_metrics_of_selected_series(client: TestClient) -> None:
     assert [p["name"] for p in params] == ["series"]
 
 
+@pytest.mark.parametrize(
+    ("url", "name", "hint"),
+    [
+        ("/v1/series/rps/forecast?horizn=1h", "horizn", "did you mean 'horizon'?"),
+        ("/v1/series/rps/history?Since=-1h", "Since", "did you mean 'since'?"),
+        ("/v1/series?page=2", "page", "this endpoint takes no query parameters"),
+        ("/v1/series/rps/history?zzz=1", "zzz", "this endpoint takes since, until"),
+        ("/metrics?serie=rps", "serie", "did you mean 'series'?"),
+    ],
+)
+def test_unknown_query_parameters_are_422_naming_them(
+    client: TestClient, url: str, name: str, hint: str
+) -> None:
+    """A misspelt parameter was ignored and its default used."""
+    response = client.get(url)
+    assert response.status_code == 422, response.text
+    (detail,) = response.json()["detail"]
+    assert detail["loc"] == ["query", name] and hint in detail["msg"]
+
+
+def test_pages_keep_their_own_query_strings(client: TestClient) -> None:
+    """The dashboard page keeps its state in its URL; probes may add anything."""
+    assert client.get("/dashboard?series=rps&window=1d").status_code == 200
+    assert client.get("/healthz?probe=1").status_code == 200
+
+
 def test_openapi_documents_the_routes(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert "/v1/series/{name}/forecast" in spec["paths"]

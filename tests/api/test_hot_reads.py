@@ -120,7 +120,10 @@ def test_fast_answers_equal_the_routes(
         # valid, but not a form the fast path takes: the app answers it
         ("/v1/scaling/team/rps?target_per_replica=5e1", 200, "team/rps"),
         ("/v1/scaling/team/rps?target_per_replica=5&target_per_replica=50", 200, "team/rps"),
-        ("/v1/series/team/rps/forecast?horizon=15m&extra=1", 200, "team/rps"),
+        ("/v1/series/team/rps/forecast?horizon=15m&_=1701", 200, "team/rps"),  # cache buster
+        # a parameter the route does not take: the app's 422 naming it
+        ("/v1/series/team/rps/forecast?horizon=15m&extra=1", 422, "extra"),
+        ("/v1/scaling/team/rps?target_per_replica=5&leadTime=1h", 422, "did you mean 'lead_time'"),
         ("/v1/series", 200, "team/rps"),
     ],
 )
