@@ -48,26 +48,33 @@ class SizeLimits:
         if scope.get("method") in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
+        # A body without a declared length (chunked) is read here, up to the limit, and
+        # handed on whole: the limit is then a 413 (raised inside FastAPI's body
+        # parsing it came out as a 400 "error parsing the body"). Bodies are small.
+        chunks: list[bytes] = []
         received = 0
-        limit = self.max_body_bytes
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            body = message.get("body", b"")
+            received += len(body)
+            if received > self.max_body_bytes:
+                await _reply(send, 413, f"request body larger than {self.max_body_bytes} bytes")
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        whole: Message | None = {"type": "http.request", "body": b"".join(chunks)}
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await _reply(send, 413, f"request body larger than {self.max_body_bytes} bytes")
+        async def replay() -> Message:
+            nonlocal whole
+            if whole is not None:
+                message, whole = whole, None
+                return message
+            return await receive()
 
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _reply(send: Send, status: int, detail: str) -> None:

@@ -36,6 +36,15 @@ def test_write_endpoints_need_the_token(app_and_engine: Any) -> None:
     assert r.status_code == 403 and r.json()["detail"] == "invalid token"
     r = client.post("/v1/admin/jobs", json={"job": "train"}, headers={"Authorization": "Basic x"})
     assert r.status_code == 401
+    # the token is checked before the body is read: no token and a bad body is a 401
+    r = client.post(
+        "/v1/admin/jobs", content=b"garbage", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 401
+    r = client.post(
+        "/v1/admin/jobs", json={"job": "explode"}, headers={"Authorization": "Bearer x"}
+    )
+    assert r.status_code == 403
 
 
 def test_request_is_queued_claimed_and_reported(app_and_engine: Any) -> None:
@@ -58,6 +67,7 @@ def test_request_is_queued_claimed_and_reported(app_and_engine: Any) -> None:
         ({"job": "explode"}, 422),
         ({"job": "train", "series": "nope"}, 404),
         ({"job": "train", "colour": "red"}, 422),
+        ({"job": "reload", "series": "rps"}, 422),  # reload reads the whole spec
         ({}, 422),
     ],
 )
@@ -91,6 +101,26 @@ def test_oversized_requests_are_refused(app_and_engine: Any) -> None:
         headers={**AUTH, "content-type": "application/json"},
     )
     assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+    def chunked() -> Any:  # no Content-Length: the limit applies as it streams in
+        yield b"{"
+        for _ in range(70):
+            yield b" " * 1000
+        yield b"}"
+
+    r = client.post(
+        "/v1/admin/jobs", content=chunked(), headers={**AUTH, "content-type": "application/json"}
+    )
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+    def small() -> Any:
+        yield b'{"job": '
+        yield b'"train"}'
+
+    r = client.post(
+        "/v1/admin/jobs", content=small(), headers={**AUTH, "content-type": "application/json"}
+    )
+    assert r.status_code == 202, r.text
 
 
 def test_cors_is_off_by_default(app_and_engine: Any) -> None:

@@ -212,6 +212,13 @@ def test_unknown_query_parameters_are_422_naming_them(
     assert detail["loc"] == ["query", name] and hint in detail["msg"]
 
 
+def test_probes_answer_head(client: TestClient) -> None:
+    """Load balancers and uptime checkers probe with HEAD."""
+    for path in ("/healthz", "/readyz"):
+        response = client.head(path)
+        assert response.status_code == 200 and response.content == b""
+
+
 def test_pages_keep_their_own_query_strings(client: TestClient) -> None:
     """The dashboard page keeps its state in its URL; probes may add anything."""
     assert client.get("/dashboard?series=rps&window=1d").status_code == 200

@@ -12,10 +12,12 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from forecaster.api.deps import AdminAccess, StoreDep, ViewDep
+from forecaster.api.deps import AdminAccess, AdminRoute, StoreDep, ViewDep
 from forecaster.errors import NotFound, StoreError
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminAccess])
+router = APIRouter(
+    prefix="/v1/admin", tags=["admin"], dependencies=[AdminAccess], route_class=AdminRoute
+)
 
 
 class JobRequestIn(BaseModel):
@@ -51,6 +53,17 @@ async def create_job(body: JobRequestIn, store: StoreDep, view: ViewDep) -> JobR
     """Queue a run of ``job`` for ``series`` (or every series); the scheduler runs it."""
     from forecaster.store.requests import enqueue
 
+    if body.series is not None and body.job == "reload":
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[
+                {
+                    "loc": ["body", "series"],
+                    "msg": "reload re-reads the whole spec; leave series out",
+                    "type": "value_error",
+                }
+            ],
+        )
     if body.series is not None and body.job != "reload":
         families = {info.family for info in view.state.series.values()}
         if families and body.series not in families:

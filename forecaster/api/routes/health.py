@@ -38,6 +38,12 @@ async def readyz(view: ViewDep, response: Response) -> dict[str, Any]:
     }
 
 
+# load balancers and uptime checkers probe with HEAD (kept out of the OpenAPI document,
+# where a second method of one function would repeat its operation id)
+router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)
+
+
 @router.get("/metrics", summary="Prometheus metrics", dependencies=[ReadAccess])
 def metrics(
     request: Request,
