@@ -209,6 +209,10 @@ def _parse(metadata: Mapping[str, str]) -> TriggerMetadata:
     )
 
 
+#: Longest error detail sent (it travels in a trailer, which gRPC caps at 8-16 KiB).
+MAX_DETAILS = 2000
+
+
 def status_for(exc: ForecasterError) -> grpc.StatusCode:
     """The gRPC status of a forecaster error (only ``scaler/`` chooses gRPC codes)."""
     if isinstance(exc, InputDataError):
@@ -276,7 +280,12 @@ class ExternalScalerServicer:
             log.exception("scaler failed on %s/%s", ref.namespace, ref.name)
             code = grpc.StatusCode.INTERNAL
             message = f"internal error: {exc.__class__.__name__}: {exc}"
-        await context.abort(code, f"{ref.namespace}/{ref.name}: {message}")
+        details = f"{ref.namespace}/{ref.name}: {message}"
+        if len(details) > MAX_DETAILS:
+            # the details travel in a trailer (grpc-message, 8-16 KiB at most): a message
+            # echoing a huge series name became RESOURCE_EXHAUSTED instead of its code
+            details = details[: MAX_DETAILS - 20] + f"... ({len(details)} chars)"
+        await context.abort(code, details)
 
     async def GetMetricSpec(  # noqa: N802 - gRPC method name
         self, request: Any, context: aio.ServicerContext[Any, Any]

@@ -252,6 +252,15 @@ def test_unknown_series_and_missing_forecast(
         assert error.code() == code and needle in error.details()
 
 
+def test_a_huge_series_name_keeps_its_error_code(stub: Any) -> None:
+    """The message echoes the name; 200 KB of it overflowed the trailer that carries the
+    details, and the client saw RESOURCE_EXHAUSTED instead of NOT_FOUND."""
+    request = pb2.GetMetricsRequest(scaledObjectRef=ref(series="x" * 200_000), metricName="m")
+    error = error_of(stub.GetMetrics, request)
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert "unknown series 'xxx" in error.details() and len(error.details()) <= 2000
+
+
 def test_stale_forecast_is_unavailable(make_settings: Any) -> None:
     settings = make_settings(schedule={"stale_after_seconds": 600})
     seed(settings, generated_at=datetime.now(UTC) - timedelta(hours=1))
