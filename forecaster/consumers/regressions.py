@@ -509,12 +509,21 @@ def detect_history(
                 chosen = getattr(estimator, "chosen", None) or estimator.name
                 model = f"{chosen} fit {now:%Y-%m-%dT%H:%MZ}{model_label}"
             next_refit = refit.next_after(now)
+        if estimator is None:
+            # nothing to fit yet: nothing can be judged before the next observation
+            # (a stray early row put years of empty steps here, each tried as a fit)
+            ahead = np.flatnonzero(np.isfinite(values[pos + 1 :]))
+            skip = int(ahead[0]) + 1 if len(ahead) else n - pos
+            if on_progress is not None:
+                on_progress(skip)
+            pos += skip
+            continue
         block = min(publish_every, n - pos)
-        if estimator is not None:
-            # The next refit may fall inside this block: stop the block there.
-            if next_refit is not None:
-                limit = int(index.searchsorted(pd.Timestamp(next_refit)))
-                block = max(1, min(block, limit - pos))
+        # The next refit may fall inside this block: stop the block there.
+        if next_refit is not None:
+            limit = int(index.searchsorted(pd.Timestamp(next_refit)))
+            block = max(1, min(block, limit - pos))
+        if np.isfinite(values[pos : pos + block]).any():  # else nothing to judge
             recent = history.iloc[max(0, pos - int(train_window / step)) : pos]
             frame = estimator.predict(block, history=recent, level=level, follow_level=False)
             forecasts += 1

@@ -282,3 +282,39 @@ def test_detect_history_judges_against_the_reference_forecast() -> None:
     assert fake.asked and not any(fake.asked)  # every forecast asked for the reference
     (event,) = result.events
     assert event.start == index[24] and event.end is None
+
+
+def test_detect_history_steps_over_empty_stretches_without_fitting_or_forecasting() -> None:
+    """A stray row years before the data put a million empty steps in front of it, each
+    tried as a fit (minutes of nothing); now the run jumps to the data, skips
+    forecasts for blocks without observations, and judges the data the same."""
+    import numpy as np
+    import pandas as pd
+
+    from forecaster.consumers.regressions import detect_history
+    from forecaster.estimators.naive import LastValue
+
+    index = pd.date_range(T0, periods=600, freq=STEP)
+    values = 10.0 + np.sin(np.arange(600) / 12.0)
+    values[200:240] = np.nan  # an outage inside the data
+    dense = pd.Series(values, index=index)
+    dense.index.freq = STEP
+    stray = pd.concat([pd.Series([5.0], index=[T0 - timedelta(days=3 * 365)]), dense])
+    stray = stray.resample(STEP).mean()
+
+    def run(history: pd.Series) -> Any:
+        return detect_history(
+            history,
+            make_estimator=LastValue,
+            tracker=EventTracker(step=STEP, direction="up", persist=timedelta(minutes=15)),
+            refit=RefitSchedule(cron=None, every=timedelta(hours=6)),
+            min_history=timedelta(hours=2),
+            start_at=index[24].to_pydatetime(),
+        )
+
+    plain, padded = run(dense), run(stray)
+    assert len(stray) > 300_000 and padded.refits == plain.refits
+    assert padded.forecasts == plain.forecasts < 600 - 24  # none for the outage's steps
+    pd.testing.assert_frame_equal(padded.scores, plain.scores)
+    starts = [e.start for e in padded.events]
+    assert starts and starts == [e.start for e in plain.events]
