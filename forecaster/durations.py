@@ -101,13 +101,16 @@ def _from_seconds(seconds: float, text: object, what: str) -> timedelta:
 
 
 def format_duration(value: timedelta) -> str:
-    """Format ``value`` compactly (``5m``, ``1h30m``, ``28d``)."""
-    total = int(round(value.total_seconds()))
-    if total == 0:
+    """Format ``value`` compactly (``5m``, ``1h30m``, ``28d``, ``1s500ms``)."""
+    millis = int(round(value.total_seconds() * 1000))
+    if millis == 0:
         return "0s"
+    total, millis = divmod(millis, 1000)
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if total >= size:
             parts.append(f"{total // size}{unit}")
             total %= size
+    if millis:
+        parts.append(f"{millis}ms")
     return "".join(parts)

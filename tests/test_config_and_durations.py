@@ -224,6 +224,12 @@ def test_parse_duration_allows_zero_only_when_asked(text: str | int | timedelta)
         parse_duration("-5m", what="horizon", allow_zero=True)
 
 
+@given(st.integers(min_value=1, max_value=10 * 365 * 86400 * 1000))
+def test_format_then_parse_roundtrips_to_the_millisecond(millis: int) -> None:
+    value = timedelta(milliseconds=millis)
+    assert parse_duration(format_duration(value)) == value
+
+
 @given(st.integers(min_value=1, max_value=10 * 365 * 86400))
 def test_format_then_parse_roundtrips(seconds: int) -> None:
     value = timedelta(seconds=seconds)

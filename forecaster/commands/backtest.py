@@ -142,7 +142,7 @@ def backtest_command(
         plot_backtest,
         score_backtest,
     )
-    from forecaster.timeseries import read_series_csv, to_grid
+    from forecaster.timeseries import read_grid_csv
 
     began = time.perf_counter()
     try:
@@ -156,7 +156,7 @@ def backtest_command(
         except ValueError as exc:
             raise InputDataError(str(exc)) from exc
         check_history_window(window, step, history=history, freq=freq)
-        series = to_grid(read_series_csv(input_csv, strict=strict), step)
+        series = read_grid_csv(input_csv, step, strict=strict)
         frame = backtest(
             series,
             model,
@@ -171,8 +171,10 @@ def backtest_command(
         )
         scores = score_backtest(frame, series, history_window=window)
         out = frame[list(OUTPUT_COLUMNS)].copy()
+        # whole seconds, unless the grid has fractions of one (--freq 1500ms)
+        stamp = "%Y-%m-%dT%H:%M:%S.%fZ" if step.microseconds else "%Y-%m-%dT%H:%M:%SZ"
         for column in ("origin", "ds"):
-            out[column] = out[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+            out[column] = out[column].dt.strftime(stamp)
         replace_atomically(output, lambda path: out.to_csv(path, index=False))
         if plot is not None:
             plot_backtest(

@@ -134,7 +134,7 @@ def detect_command(
         )
         from forecaster.durations import parse_duration
         from forecaster.estimators.base import create_estimator, estimator_names
-        from forecaster.timeseries import read_series_csv, to_grid
+        from forecaster.timeseries import read_grid_csv
 
         step = parse_freq(freq)
         durations = {}
@@ -189,7 +189,7 @@ def detect_command(
             raise InputDataError(
                 f"unknown model {model!r}; choose from {', '.join(estimator_names())}"
             )
-        series = to_grid(read_series_csv(input_csv, strict=strict), step)
+        series = read_grid_csv(input_csv, step, strict=strict)
         if series.index[-1] - series.index[0] <= durations["--min-history"]:
             raise InputDataError(
                 f"{input_csv}: spans {series.index[-1] - series.index[0]}, not more than "

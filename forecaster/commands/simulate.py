@@ -749,7 +749,7 @@ def simulate_command(
     from forecaster.commands.backtest import parse_freq
     from forecaster.durations import parse_duration
     from forecaster.estimators.base import estimator_names
-    from forecaster.timeseries import read_series_csv, to_grid
+    from forecaster.timeseries import read_grid_csv
 
     began = time.perf_counter()
     try:
@@ -780,7 +780,7 @@ def simulate_command(
             # KEDA polls in whole seconds; finer polls only multiplied the run time
             raise InputDataError(f"--poll: must be at least 1s, got {poll!r}")
         step = parse_freq(freq)
-        series = to_grid(read_series_csv(input_csv, strict=strict), step)
+        series = read_grid_csv(input_csv, step, strict=strict)
         report, outcomes, index = simulate(
             series,
             capacity=capacity,

@@ -66,6 +66,33 @@ def test_ds_y_header_and_other_freq(app, tmp_path):
     assert (stamps.dt.minute == 0).all()
 
 
+def test_a_grid_finer_than_the_data_is_warned_about_and_keeps_its_fractions(app, tmp_path, caplog):
+    """A 1.5 s grid on 5-minute data: 99% of it empty (said), and the stamps written
+    with their fractions of a second (they were cut to whole seconds)."""
+    source = pd.read_csv(ELB).tail(400)
+    csv = tmp_path / "short.csv"
+    source.to_csv(csv, index=False)
+    out = tmp_path / "out.csv"
+    result = _run(
+        app, csv, "--freq", "1500ms", "--horizon", "3", "--origins", "1",
+        "--model", "last_value", "--history", "1d", "--output", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "--freq 1s500ms is finer than the data's own step (5m): 99% of the grid" in caplog.text
+    ds = pd.read_csv(out)["ds"]
+    steps = pd.to_datetime(ds, utc=True).diff().dropna()
+    assert (steps == pd.Timedelta("1500ms")).all() and ds.str.endswith("Z").all()
+    # a whole-second grid keeps whole-second stamps
+    plain = tmp_path / "plain.csv"
+    assert (
+        _run(
+            app, ELB, "--horizon", "2", "--origins", "1", "--model", "last_value", "--output", plain
+        ).exit_code
+        == 0
+    )
+    assert pd.read_csv(plain)["ds"].str.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
+
+
 def test_unparseable_file(app, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp,value\nyesterday-ish,3\nnot a time,4\n")
