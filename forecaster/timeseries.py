@@ -68,7 +68,16 @@ def parse_timestamps(
         raise InputDataError(
             f"{where}: row {line[row]}: no timestamp ({text.iloc[row]!r}); every row needs one"
         )
-    if len(text) and bool(text.str.fullmatch(EPOCH_PATTERN).all()):
+    epoch = text.str.fullmatch(EPOCH_PATTERN)
+    if epoch.any() and not epoch.all() and float(epoch.mean()) >= 0.5:
+        # mostly Unix time: the odd one out is the row to name (parsing everything
+        # as dates named the first Unix time instead, as a year out of range)
+        row = int((~epoch).to_numpy().nonzero()[0][0])
+        raise InputDataError(
+            f"{where}: row {line[row]}: timestamp {text.iloc[row]!r} is not Unix time like "
+            f"the other rows (e.g. {text[epoch].iloc[0]!r}); use one convention"
+        )
+    if len(text) and bool(epoch.all()):
         # Unix time, as Prometheus and many exporters write it: seconds, or
         # milliseconds when the numbers are that large (after the year 5138 in seconds)
         number = pd.to_numeric(text)
@@ -101,8 +110,10 @@ def parse_timestamps(
         parsed = pd.to_datetime(text, utc=True, format="mixed")
     except (ValueError, TypeError) as exc:
         row, bad = _first_bad_timestamp(text)
+        # pandas counts positions from 0 without the header: only the row number is ours
+        reason = re.sub(r",? at position \d+", "", str(exc))
         raise InputDataError(
-            f"{where}: row {line[row]}: cannot parse timestamp {bad!r}: {exc}"
+            f"{where}: row {line[row]}: cannot parse timestamp {bad!r}: {reason}"
         ) from exc
     index = pd.DatetimeIndex(parsed)
     # pandas 3 may keep far dates in a coarser unit; everything downstream is in ns

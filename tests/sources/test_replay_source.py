@@ -90,7 +90,13 @@ def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -
         ("timestamp,value\n2024-01-01,1\n2024-01-02,inf\n", "row 3: value 'inf' is infinite"),
         ("timestamp,value\n2024-01-01,-Infinity\n", "row 2: value '-Infinity' is infinite"),
         ("1704067200,1\n1704067500,2\n", "first row looks like data"),
-        ("timestamp,value\n1704067200,1\n2024-01-01 00:05,2\n", "cannot parse timestamp"),
+        # mostly Unix time: the ISO row is the one named (it was the Unix time, as a year)
+        (
+            "timestamp,value\n1704067200,1\n2024-01-01 00:05,2\n1704067800,3\n",
+            "row 3: timestamp '2024-01-01 00:05' is not Unix time like the other rows",
+        ),
+        # pandas' own "at position N" (from 0, without the header) is not repeated
+        ("timestamp,value\n2024-01-01,1\n2024-01-02,2\nsoon,3\n", r"row 4: .*parse: soon$"),
         ("timestamp,value\n2024-01-01,1\n,2\n", r"row 3: no timestamp \(''\)"),
         ("timestamp,value\n2024-01-01,1\nNaN,2\n", r"row 3: no timestamp \('NaN'\)"),
         ("timestamp,value\n2024-01-01T00:00Z,1\n,2\n", r"row 3: no timestamp"),
