@@ -90,6 +90,7 @@ def test_observed_load_wins_over_a_low_forecast(make_settings: Any) -> None:
         ({"target_per_replica": 5, "lead_time": "400d"}, "lead_time"),
         ({"target_per_replica": 5, "quantile": 1.2}, "quantile"),
         ({"target_per_replica": 5, "quantile": 0.99}, "quantile"),
+        ({"target_per_replica": 5, "quantile": "nan"}, "quantile"),
         ({"target_per_replica": 5, "min_replicas": 4, "max_replicas": 2}, "max_replicas"),
         ({"target_per_replica": 5, "min_replicas": -1}, "min_replicas"),
         # more replicas than Kubernetes counts (int32), or a clamp load that overflows
@@ -105,6 +106,8 @@ def test_bad_parameters_are_422_naming_them(
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert detail[0]["loc"] == ["query", name] and detail[0]["msg"]
+    if params.get(name) == "nan":  # said as such, not "should be less than 1"
+        assert "finite number" in detail[0]["msg"]
 
 
 def test_tiny_target_per_replica_plans_at_most_an_int32_of_replicas(client: TestClient) -> None:

@@ -86,7 +86,13 @@ async def top_members(
         ),
     ] = None,
     margin: Annotated[
-        float, Query(ge=0, le=100, description="Relative hysteresis margin for `current`")
+        float,
+        Query(
+            ge=0,
+            le=100,
+            allow_inf_nan=False,
+            description="Relative hysteresis margin for `current`",
+        ),
     ] = 0.1,
 ) -> Response:
     """Rank the members of a ``split_by`` family (per route, key, tenant, ...) by predicted
@@ -164,7 +170,8 @@ async def warm_windows(
         str, Query(description="Ramps starting within this time from now", max_length=32)
     ] = "24h",
     min_increase: Annotated[
-        float, Query(gt=0, le=1000, description="Minimum relative rise, 0.3 = +30 %")
+        float,
+        Query(gt=0, le=1000, allow_inf_nan=False, description="Minimum relative rise, 0.3 = +30 %"),
     ] = 0.3,
     lead: Annotated[
         str, Query(description="Warm-up time before a ramp starts", max_length=32)

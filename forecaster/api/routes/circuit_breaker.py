@@ -76,9 +76,17 @@ async def circuit_breaker(
         str | None, Query(description="A fixed latency instead of a series, e.g. 250ms")
     ] = None,
     window: Annotated[str, Query(description="Validity window from now", max_length=32)] = "1h",
-    headroom: Annotated[float, Query(ge=1.0, le=100.0, description="Multiplier on L")] = 1.5,
+    headroom: Annotated[
+        float, Query(ge=1.0, le=100.0, allow_inf_nan=False, description="Multiplier on L")
+    ] = 1.5,
     timeout_factor: Annotated[
-        float, Query(gt=1.0, le=100.0, description="Timeout as a multiple of the latency")
+        float,
+        Query(
+            gt=1.0,
+            le=100.0,
+            allow_inf_nan=False,
+            description="Timeout as a multiple of the latency",
+        ),
     ] = 3.0,
     rate_per: Annotated[
         str | None,

@@ -92,7 +92,13 @@ def dashboard_data(
         ),
     ] = None,
     quantile: Annotated[
-        float, Query(gt=0, lt=1, description="Forecast quantile the replica plan provisions")
+        float,
+        Query(
+            gt=0,
+            lt=1,
+            allow_inf_nan=False,
+            description="Forecast quantile the replica plan provisions",
+        ),
     ] = 0.9,
     lead_time: Annotated[
         str, Query(description="Replica plan lead time, e.g. 5m", max_length=32)

@@ -93,6 +93,7 @@ async def get_scaling(
         Query(
             gt=0,
             lt=1,
+            allow_inf_nan=False,
             description="Forecast quantile: 0.5 is yhat, the interval's upper end (0.95 at "
             "level 90) is yhat_upper; in between is interpolated",
         ),
