@@ -147,7 +147,47 @@ def _parse_cached(items: tuple[tuple[str, str], ...]) -> TriggerMetadata:
     return _parse(dict(items))
 
 
+#: The trigger metadata keys this scaler reads (KEDA adds its own, e.g. scalerAddress).
+METADATA_KEYS = (
+    "series",
+    "targetPerReplica",
+    "leadTime",
+    "quantile",
+    "minReplicas",
+    "maxReplicas",
+    "scaleDownWindow",
+    "errorHeadroom",
+    "activationThreshold",
+)
+
+
+def _squash(key: str) -> str:
+    return key.replace("_", "").replace("-", "").lower()
+
+
+def _check_spelling(metadata: Mapping[str, str]) -> None:
+    """Refuse a key that is a misspelling of one of :data:`METADATA_KEYS`.
+
+    The whole trigger metadata arrives here, KEDA's own keys included, so keys that
+    are nothing like ours pass; but ``leadtime`` or ``lead_time`` for ``leadTime``
+    was ignored and the 5-minute default planned for.
+    """
+    import difflib
+
+    squashed = {_squash(key): key for key in METADATA_KEYS}
+    for key in metadata:
+        if key in METADATA_KEYS:
+            continue
+        near = difflib.get_close_matches(_squash(key), squashed, n=1, cutoff=0.85)
+        if near:
+            raise InputDataError(
+                f"metadata key {key!r} is not one this scaler reads; did you mean "
+                f"{squashed[near[0]]!r}? (keys are case-sensitive)"
+            )
+
+
 def _parse(metadata: Mapping[str, str]) -> TriggerMetadata:
+    _check_spelling(metadata)
     series = (metadata.get("series") or "").strip()
     if not series:
         raise InputDataError("metadata 'series' is required (the series name to scale on)")

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
+from forecaster.errors import InputDataError
 from forecaster.scaler import externalscaler_pb2 as pb2
 from forecaster.scaler import externalscaler_pb2_grpc as pb2_grpc
 from forecaster.scaler.server import ScalerHandle, parse_metadata, start_scaler
@@ -362,6 +363,23 @@ def test_parse_metadata_defaults() -> None:
     assert meta.query.policy.error_headroom == 0  # error headroom is opt-in
     headroom = parse_metadata({"series": "a", "targetPerReplica": "10", "errorHeadroom": "1.5"})
     assert headroom.query.policy.error_headroom == 1.5
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [("leadtime", "leadTime"), ("lead_time", "leadTime"), ("quantiles", "quantile")],
+)
+def test_misspelt_metadata_keys_are_refused(key: str, meant: str) -> None:
+    """A misspelt key was ignored and its default used (a 5-minute lead for 1 hour)."""
+    with pytest.raises(InputDataError, match=f"did you mean '{meant}'"):
+        parse_metadata({"series": "a", "targetPerReplica": "10", key: "1h"})
+
+
+def test_kedas_own_metadata_keys_pass() -> None:
+    """KEDA hands over the trigger's whole metadata map, its own keys included."""
+    keda = {"scalerAddress": "forecaster:50051", "tlsCertFile": "/c", "caCert": "x"}
+    meta = parse_metadata({"series": "a", "targetPerReplica": "10", **keda})
+    assert meta.query.series == "a"
 
 
 def test_error_headroom_metadata_plans_like_the_plain_planner_until_errors_are_known(
