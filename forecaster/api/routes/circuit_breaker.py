@@ -63,7 +63,15 @@ def _peak(view: ForecastView, name: str, start: float, end: float) -> tuple[Cach
     "/{series:path}",
     response_model=BreakerOut,
     summary="Circuit-breaker limits for the next window",
-    responses={404: {"description": "Unknown series or nothing published yet"}},
+    responses={
+        200: {
+            "description": "The limits (BreakerOut); with format=envoy instead "
+            '`{"valid_from", "valid_until", "stale", "cluster": {"circuit_breakers": '
+            '{"thresholds": [{"priority", "max_connections", "max_pending_requests", '
+            '"max_requests", "max_retries", "track_remaining"}]}}, "route": {"timeout"}}`'
+        },
+        404: {"description": "Unknown series or nothing published yet"},
+    },
 )
 async def circuit_breaker(
     series: str,
