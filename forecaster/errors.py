@@ -22,6 +22,8 @@ HTTP status codes and gRPC codes are chosen from this tree in ``api/`` and
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class ForecasterError(Exception):
     """Base class of every error forecaster raises on purpose."""
@@ -73,3 +75,20 @@ class EstimatorError(ForecasterError):
 
 class RegistryError(ForecasterError):
     """MLflow tracking or the model registry failed."""
+
+
+def nearest_name(given: str, names: Iterable[str], *, cutoff: float = 0.6) -> str | None:
+    """The one of ``names`` that ``given`` most likely misspells, for "did you mean".
+
+    Names are compared ignoring case, ``_`` and ``-`` (``leadTime``, ``lead_time`` and
+    ``leadtime`` are one name), then by similarity above ``cutoff`` (0..1).
+    """
+    import difflib
+
+    squashed = {_squash(name): name for name in names}
+    near = difflib.get_close_matches(_squash(given), list(squashed), n=1, cutoff=cutoff)
+    return squashed[near[0]] if near else None
+
+
+def _squash(name: str) -> str:
+    return name.replace("_", "").replace("-", "").lower()

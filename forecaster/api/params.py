@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from datetime import UTC, datetime, timedelta
 
 from fastapi import HTTPException, Request, status
 from fastapi.routing import APIRoute
 
 from forecaster.durations import parse_duration
+from forecaster.errors import nearest_name
 
 
 def bad_parameter(name: str, message: str) -> HTTPException:
@@ -70,10 +70,6 @@ def _declared_query_params(route: APIRoute) -> frozenset[str]:
 _DECLARED: dict[str, frozenset[str]] = {}
 
 
-def _normalised(name: str) -> str:
-    return name.replace("_", "").replace("-", "").lower()
-
-
 async def reject_unknown_params(request: Request) -> None:
     """A 422 naming a query parameter the API route does not take.
 
@@ -91,10 +87,9 @@ async def reject_unknown_params(request: Request) -> None:
     for key in request.query_params:
         if key in known or key.startswith("_"):
             continue
-        same = [name for name in sorted(known) if _normalised(name) == _normalised(key)]
-        close = same or difflib.get_close_matches(key, sorted(known), n=1)
+        close = nearest_name(key, sorted(known))
         if close:
-            hint = f"did you mean {close[0]!r}?"
+            hint = f"did you mean {close!r}?"
         elif known:
             hint = f"this endpoint takes {', '.join(sorted(known))}"
         else:

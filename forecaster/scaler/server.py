@@ -73,6 +73,7 @@ from forecaster.errors import (
     InputDataError,
     SeriesNotFound,
     StoreError,
+    nearest_name,
 )
 
 if TYPE_CHECKING:
@@ -161,10 +162,6 @@ METADATA_KEYS = (
 )
 
 
-def _squash(key: str) -> str:
-    return key.replace("_", "").replace("-", "").lower()
-
-
 def _check_spelling(metadata: Mapping[str, str]) -> None:
     """Refuse a key that is a misspelling of one of :data:`METADATA_KEYS`.
 
@@ -172,17 +169,14 @@ def _check_spelling(metadata: Mapping[str, str]) -> None:
     are nothing like ours pass; but ``leadtime`` or ``lead_time`` for ``leadTime``
     was ignored and the 5-minute default planned for.
     """
-    import difflib
-
-    squashed = {_squash(key): key for key in METADATA_KEYS}
     for key in metadata:
         if key in METADATA_KEYS:
             continue
-        near = difflib.get_close_matches(_squash(key), squashed, n=1, cutoff=0.85)
+        near = nearest_name(key, METADATA_KEYS, cutoff=0.85)
         if near:
             raise InputDataError(
                 f"metadata key {key!r} is not one this scaler reads; did you mean "
-                f"{squashed[near[0]]!r}? (keys are case-sensitive)"
+                f"{near!r}? (keys are case-sensitive)"
             )
 
 
