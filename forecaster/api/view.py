@@ -70,6 +70,11 @@ class CachedForecast:
         """``ds`` of every point as Unix seconds (for ``bisect``)."""
         return self.columns.ds_epoch
 
+    def is_stale(self, now: float, bound: float) -> bool:
+        """Whether the forecast was generated more than ``bound`` seconds before ``now``
+        (``FORECASTER_SCHEDULE__STALE_AFTER_SECONDS``: the publish job is not keeping up)."""
+        return now - self.forecast.generated_at.timestamp() > bound
+
 
 @dataclass
 class ViewState:

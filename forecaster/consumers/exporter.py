@@ -64,7 +64,7 @@ class ForecastMaxGauges:
             if only is not None and not only(name):
                 continue
             fc = cached.forecast
-            if now - fc.generated_at.timestamp() > self.stale_after_seconds:
+            if cached.is_stale(now, self.stale_after_seconds):
                 continue
             covered: list[tuple[str, int, int]] = []
             for label, seconds in WINDOWS:

@@ -128,7 +128,7 @@ async def top_members(
         lo, hi = view.window_ahead(cached, start.timestamp(), end.timestamp())
         if hi > lo:
             forecasts[m.name] = cached.forecast.points[lo:hi]
-            if clock - cached.forecast.generated_at.timestamp() > bound:
+            if cached.is_stale(clock, bound):
                 stale.append(m.name)
     last = max((points[-1].ds for points in forecasts.values()), default=end)
     end = max(end, last)
@@ -204,7 +204,7 @@ async def warm_windows(
     body: dict[str, Any] = {
         "series": fc.series,
         "generated_at": cached.generated_at_iso,
-        "stale": now - fc.generated_at.timestamp() > settings.schedule.stale_after_seconds,
+        "stale": cached.is_stale(now, settings.schedule.stale_after_seconds),
         "lead_seconds": warmup.total_seconds(),
         "model": {"name": fc.model_name, "version": fc.model_version, "run_id": fc.run_id},
         "windows": [

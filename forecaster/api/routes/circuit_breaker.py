@@ -127,7 +127,7 @@ async def circuit_breaker(
     now = time.time()
     rate_cached, rate_peak = _peak(view, series, now - 1, now + span.total_seconds())
     rate_fc = rate_cached.forecast
-    used = [rate_fc]
+    used = [rate_cached]
     lo_step = rate_fc.step_seconds
     if rate_per is not None:
         per_seconds = duration_param("rate_per", rate_per, maximum=timedelta(days=1))
@@ -170,7 +170,7 @@ async def circuit_breaker(
                 )
             scale = found_scale
         latency_value = lat_peak * scale
-        used.append(lat_cached.forecast)
+        used.append(lat_cached)
         basis.update(
             latency_series=latency_series,
             latency_model=f"{lat_cached.forecast.model_name} v{lat_cached.forecast.model_version}",
@@ -190,7 +190,7 @@ async def circuit_breaker(
     head = {
         "valid_from": iso_utc(limits.valid_from),
         "valid_until": iso_utc(limits.valid_until),
-        "stale": any(now - fc.generated_at.timestamp() > bound for fc in used),
+        "stale": any(cached.is_stale(now, bound) for cached in used),
     }
     if format == "envoy":
         body: dict[str, Any] = {**head, **envoy_thresholds(limits)}

@@ -143,7 +143,7 @@ def forecast_body(view: ForecastView, settings: Settings, name: str, ahead_secon
         "generated_at": cached.generated_at_iso,
         "step_seconds": fc.step_seconds,
         "level": fc.level,
-        "stale": now - fc.generated_at.timestamp() > settings.schedule.stale_after_seconds,
+        "stale": cached.is_stale(now, settings.schedule.stale_after_seconds),
         "model": {"name": fc.model_name, "version": fc.model_version, "run_id": fc.run_id},
         "points": [
             {"ds": ds, "yhat": yhat, "yhat_lower": lower, "yhat_upper": upper}
