@@ -239,6 +239,10 @@ def warm_series(
                     "expected_peak_upper": ramp.peak_upper,
                     "expected_increase_ratio": ramp.expected_increase_ratio,
                     "model": f"{forecast.model_name} v{forecast.model_version}",
+                    "forecast_generated_at": forecast.generated_at.isoformat(),
+                    # from a forecast older than the staleness bound (publishing stalled)
+                    "stale": (now - forecast.generated_at).total_seconds()
+                    > ctx.settings.schedule.stale_after_seconds,
                 },
             )
             out.append(f"{outcome.key}: {outcome.status}")

@@ -335,3 +335,68 @@ def test_detection_job_judges_against_the_reference_band(
     (event,) = repo.events(series="lat")
     assert event.model == "prophet v8"
     ctx.store.engine.dispose()
+
+
+def test_cache_warming_job_pushes_each_window_once_and_says_how_old_its_forecast_is(
+    receiver: Receiver,
+    store_url: str,
+    make_settings: Any,
+    write_spec: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scheduler's push: when warm_at arrives the window is POSTed, signed, once
+    (a restarted scheduler does not send it again), with the forecast's age."""
+    from forecaster.jobs.context import JobContext
+    from forecaster.jobs.detect import warm_series
+    from forecaster.specs import load_spec
+
+    monkeypatch.setenv("HOOK_SECRET", SECRET.decode())
+    warming = {"lead": "10m", "min_increase": 0.3, "webhook": receiver.url}
+    path = write_spec(
+        tmp_path / "spec.yaml",
+        [
+            {
+                "name": "rps",
+                "query": "up",
+                "unit": "req/s",
+                "cache_warming": {**warming, "secret_env": "HOOK_SECRET"},
+            }
+        ],
+        step="5m",
+        horizon="2h",
+    )
+    settings = make_settings(db=store_url, spec=path, schedule={"stale_after_seconds": 3600})
+    spec = load_spec(path).series[0]
+    ctx = JobContext.create(settings)
+    ctx.store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=24)
+    # flat at 100, a ramp to 300 starting at step 6, back down from step 12
+    levels = [100.0] * 5 + [150.0, 200.0, 250.0, 300.0, 300.0, 300.0] + [100.0] * 13
+    ctx.store.publish_forecast(
+        series="rps",
+        generated_at=T0,
+        origin=T0,
+        step_seconds=300,
+        level=90.0,
+        model_name="lightgbm",
+        model_version="3",
+        run_id="r",
+        points=[
+            ForecastPoint(step=i, ds=T0 + i * STEP, yhat=v, yhat_lower=0.8 * v, yhat_upper=1.2 * v)
+            for i, v in enumerate(levels, start=1)
+        ],
+    )
+    assert warm_series(ctx, spec=spec, name="rps", now=T0 + STEP) == []  # not yet time
+    (sent,) = warm_series(ctx, spec=spec, name="rps", now=T0 + 4 * STEP)
+    assert sent.endswith(": sent")
+    ctx.store.engine.dispose()
+    later = JobContext.create(settings)  # the scheduler restarted
+    again = warm_series(later, spec=spec, name="rps", now=T0 + 5 * STEP)
+    assert [line.split(": ")[-1] for line in again] != ["sent"]
+    later.store.engine.dispose()
+    (delivery,) = receiver.received
+    body = delivery["json"]
+    assert delivery["valid"] and body["type"] == "cache_warming.window"
+    assert body["expected_peak"] == 300.0 and body["model"] == "lightgbm v3"
+    assert datetime.fromisoformat(body["warm_at"]) <= T0 + 4 * STEP
+    assert body["forecast_generated_at"] == T0.isoformat() and body["stale"] is False
