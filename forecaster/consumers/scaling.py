@@ -180,9 +180,14 @@ def answer(
             f"({age:.0f}s ago), older than the {stale_after_seconds:.0f}s staleness bound"
         )
     step = forecast.step_seconds
+    # the same answer for a lead time whatever the minute: longer than the series is
+    # published for is the request's error; otherwise a window not covered is late data
+    limit = _lead_limit(cached, stale_after_seconds)
+    if query.lead_seconds > limit:
+        raise _lead_beyond_horizon(cached, query, limit)
     lo, hi = view.window_ahead(cached, now - step, now + query.lead_seconds)
     if hi <= lo or cached.ds_epoch[hi - 1] < now + query.lead_seconds - step:
-        raise _short_forecast(cached, query, now, stale_after_seconds)
+        raise _late_data(cached, query, now)
     cols = cached.columns
     peak = max(interval_quantile_steps(query.quantile, cols.bands(lo, hi), level=forecast.level))
     observed: float | None = None
@@ -216,31 +221,39 @@ def answer(
     )
 
 
-def _short_forecast(
-    cached: CachedForecast, query: ScalingQuery, now: float, stale_after_seconds: float
-) -> ForecasterError:
-    """Why a fresh forecast does not cover ``[now, now + lead]``: the data it starts from
-    is late (ingestion is behind: 503), or the lead time is longer than the horizon
-    the series is published with (a request to fix: 422 naming the lead time)."""
+def _lead_limit(cached: CachedForecast, stale_after_seconds: float) -> float:
+    """The longest lead time an on-time forecast of this series covers: how far it
+    reaches past the data it starts from (the published horizon), less the lag data
+    and publications may have (the staleness bound, at least two steps and a minute)."""
+    step = cached.forecast.step_seconds
+    reach = cached.ds_epoch[-1] - (cached.ds_epoch[0] - step)
+    return max(0.0, reach - max(stale_after_seconds, 2 * step + 60))
+
+
+def _lead_beyond_horizon(
+    cached: CachedForecast, query: ScalingQuery, limit: float
+) -> LeadBeyondHorizon:
+    """The request's lead time is longer than the series is published for (422)."""
+    step = cached.forecast.step_seconds
+    reach = cached.ds_epoch[-1] - (cached.ds_epoch[0] - step)
+    return LeadBeyondHorizon(
+        f"lead time {query.lead_seconds:.0f}s is longer than forecasts of {query.series!r} "
+        f"cover: they reach {reach:.0f}s past the data they start from, so lead times up "
+        f"to {limit:.0f}s are covered while data and publications are on time (or publish "
+        "a longer horizon)"
+    )
+
+
+def _late_data(cached: CachedForecast, query: ScalingQuery, now: float) -> ForecastUnusable:
+    """A lead the series is published for, not covered: its data is late (503)."""
     from forecaster.api.view import iso_utc
 
-    step = cached.forecast.step_seconds
-    origin = cached.ds_epoch[0] - step
-    lag = now - origin
-    end = cached.ds_iso[-1]
-    if lag > max(stale_after_seconds, 2 * step + 60):
-        return ForecastUnusable(
-            f"forecast of {query.series!r} starts from data up to "
-            f"{iso_utc(datetime.fromtimestamp(origin, UTC))} ({lag:.0f}s ago) and ends at "
-            f"{end}, before now + lead time ({query.lead_seconds:.0f}s): ingestion is behind"
-        )
-    covered = max(0.0, cached.ds_epoch[-1] - origin - max(stale_after_seconds, 2 * step + 60))
-    return LeadBeyondHorizon(
-        f"lead time {query.lead_seconds:.0f}s reaches past the published forecast of "
-        f"{query.series!r}, which ends at {end}; it reaches "
-        f"{cached.ds_epoch[-1] - origin:.0f}s past the data it starts from, so lead times "
-        f"up to {covered:.0f}s are covered while data and publications are on time "
-        "(or publish a longer horizon)"
+    origin = cached.ds_epoch[0] - cached.forecast.step_seconds
+    return ForecastUnusable(
+        f"forecast of {query.series!r} starts from data up to "
+        f"{iso_utc(datetime.fromtimestamp(origin, UTC))} ({now - origin:.0f}s ago) and ends "
+        f"at {cached.ds_iso[-1]}, before now + lead time ({query.lead_seconds:.0f}s): "
+        "ingestion is behind"
     )
 
 

@@ -151,9 +151,22 @@ def test_lead_beyond_the_published_horizon_is_422(client: TestClient) -> None:
     assert response.status_code == 422, response.text
     (detail,) = response.json()["detail"]
     assert detail["loc"] == ["query", "lead_time"]
-    assert "reaches past the published forecast" in detail["msg"]
+    assert "is longer than forecasts of" in detail["msg"]
     # 2 h less the lag data may normally have: two steps and a minute
     assert "lead times up to 6540s are covered" in detail["msg"]
+
+
+def test_a_lead_past_the_limit_is_refused_even_while_the_forecast_still_covers_it(
+    client: TestClient,
+) -> None:
+    """1h50m: the 2-hour forecast covers it for a few minutes after each publication,
+    and then would not; the answer must not depend on the minute (it did)."""
+    response = client.get(
+        "/v1/scaling/team/rps", params={"target_per_replica": 5, "lead_time": "1h50m"}
+    )
+    assert response.status_code == 422, response.text
+    ok = client.get("/v1/scaling/team/rps", params={"target_per_replica": 5, "lead_time": "1h49m"})
+    assert ok.status_code == 200, ok.text
 
 
 def test_forecast_from_late_data_is_503(make_settings: Any, db_url: str) -> None:

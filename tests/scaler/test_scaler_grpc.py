@@ -294,7 +294,7 @@ def test_lead_beyond_the_published_horizon_is_invalid(stub: Any) -> None:
     request = pb2.GetMetricsRequest(scaledObjectRef=ref(leadTime="6h"), metricName="m")
     error = error_of(stub.GetMetrics, request)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "reaches past the published forecast" in error.details()
+    assert "is longer than forecasts of" in error.details()
 
 
 def test_forecast_from_late_data_is_unavailable(make_settings: Any, tmp_path: Path) -> None:
