@@ -289,7 +289,9 @@ def _problem(err: Any) -> str:
     loc = [str(part) for part in err["loc"]]
     where = ".".join(loc)
     if err["type"] != "extra_forbidden":
-        return f"{where}: {err['msg'].removeprefix('Value error, ')}"
+        message = err["msg"].removeprefix("Value error, ")
+        # a model-wide check (production secrets) has no field: its message names one
+        return f"{where}: {message}" if where else message
     variable = "FORECASTER_" + "__".join(loc).upper()
     hint = f"; {_MOVED[where]}" if where in _MOVED else _guess(variable)
     return f"{variable} is not a setting{hint}"

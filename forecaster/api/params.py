@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import HTTPException, Request, status
 from fastapi.routing import APIRoute
 
-from forecaster.durations import parse_duration
+from forecaster.durations import format_duration, parse_duration
 from forecaster.errors import nearest_name
 
 
@@ -26,7 +26,8 @@ def duration_param(name: str, value: str, *, maximum: timedelta) -> timedelta:
     except ValueError as exc:
         raise bad_parameter(name, str(exc)) from None
     if parsed > maximum:
-        raise bad_parameter(name, f"{name}={value!r} exceeds the maximum of {maximum}")
+        limit = format_duration(maximum)
+        raise bad_parameter(name, f"{name}={value!r} exceeds the maximum of {limit}")
     return parsed
 
 

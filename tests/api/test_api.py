@@ -212,6 +212,12 @@ def test_unknown_query_parameters_are_422_naming_them(
     assert detail["loc"] == ["query", name] and hint in detail["msg"]
 
 
+def test_a_horizon_over_the_cap_names_the_cap_as_a_duration(client: TestClient) -> None:
+    response = client.get("/v1/series/rps/forecast", params={"horizon": "2w"})
+    assert response.status_code == 422
+    assert "exceeds the maximum of 7d" in response.json()["detail"][0]["msg"]
+
+
 def test_probes_answer_head(client: TestClient) -> None:
     """Load balancers and uptime checkers probe with HEAD."""
     for path in ("/healthz", "/readyz"):
