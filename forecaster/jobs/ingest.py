@@ -113,6 +113,17 @@ def ingest_series(
             )
         raise
     log.info("ingested %s: %s points in [%s, %s]", spec.name, sum(written.values()), start, end)
+    if not series_ids and not too_long and latest is None:
+        # a new series whose query matched nothing over a whole history window: what a
+        # typo in a metric or label name looks like (later runs would be silent too)
+        log.warning(
+            "ingest of %s: the query matched no series over [%s, %s]; check its metric "
+            "and label names (query: %s)",
+            spec.name,
+            start,
+            end,
+            spec.query or spec.file,
+        )
     if too_long:
         raise SourceQueryError(_too_long_message(spec, too_long, written))
     return IngestResult(family=spec.name, written=written, start=start, end=end)

@@ -33,11 +33,19 @@ class FetchedSeries:
 
 
 def member_name(family: str, labels: dict[str, str]) -> str:
-    """Name of one member of a ``split_by`` family: ``family{a="x",b="y"}`` (sorted labels)."""
+    """Name of one member of a ``split_by`` family: ``family{a="x",b="y"}`` (sorted labels).
+
+    Label values are escaped as PromQL writes them (backslash, double quote, newline),
+    so two label sets never share a name (``a='x",b="y'`` and ``a="x", b="y"`` did).
+    """
     if not labels:
         return family
-    inner = ",".join(f'{key}="{labels[key]}"' for key in sorted(labels))
+    inner = ",".join(f'{key}="{_escape(labels[key])}"' for key in sorted(labels))
     return f"{family}{{{inner}}}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class Source(Protocol):

@@ -136,12 +136,19 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     try:
+        if revision == "head" and current_revision(engine) == head_revision():
+            return  # nothing to do: no lock needed (a read-only folder can hold the store)
         with _migration_lock(engine):
             if revision == "head" and current_revision(engine) == head_revision():
                 return
             command.upgrade(_alembic_config(engine), revision)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot migrate database {engine.url!r}: {exc}") from exc
+    except OSError as exc:  # the SQLite lock file beside the database
+        raise StoreError(
+            f"cannot migrate database {engine.url!r}: cannot take the migration lock "
+            f"beside it ({exc}); the folder must be writable"
+        ) from exc
 
 
 def downgrade(engine: Engine, revision: str) -> None:

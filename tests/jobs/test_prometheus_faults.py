@@ -80,3 +80,27 @@ def test_outage_then_catch_up_without_gaps(
     assert (steps == STEP).all(), "a gap was left in the history"
     ctx.store.engine.dispose()
     ctx2.store.engine.dispose()
+
+
+def test_a_query_matching_nothing_is_warned_about(
+    tmp_path: Path, nab: Path, make_settings: Any, write_spec: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A typo in a metric name matches nothing: the run succeeds with 0 points, so it
+    must at least say so (the first sign was 'no history yet' at training)."""
+    trace = to_grid(read_series_csv(nab / "realTweets/Twitter_volume_KO.csv"), STEP).dropna()
+    trace = shift_to_end_at(trace, utc_now_floor(300) - STEP).iloc[-288:]
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [
+            {"name": "typo", "query": 'sum(request_rate{service="api"})'},
+            {"name": "right", "query": 'sum(requests_rate{service="api"})'},
+        ],
+        history="1d",
+        horizon="1h",
+    )
+    with running_prometheus(tmp_path / "p", {'requests_rate{service="api"}': trace}) as prom:
+        ctx = JobContext.create(make_settings(spec=spec, prometheus={"url": prom.url}))
+        summary = run_ingest(ctx, ctx.select(None))
+    assert summary.ok
+    warned = [r.getMessage() for r in caplog.records if "matched no series" in r.getMessage()]
+    assert len(warned) == 1 and "typo" in warned[0] and "request_rate" in warned[0]

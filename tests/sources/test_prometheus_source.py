@@ -614,3 +614,13 @@ def test_tls_is_verified_against_the_configured_ca_file(
     settings = PrometheusSettings(url=tls_prometheus.url, ca_file=tls_files[0])
     (fetched,) = PrometheusSource(settings).fetch(make_spec("s", "up"), *HOUR)
     assert fetched.values is not None and fetched.values.tolist() == [3.0]
+
+
+def test_member_names_escape_label_values_so_label_sets_never_collide() -> None:
+    """``a='x",b="y'`` with ``b="z"`` and ``a="x"`` with ``b='y",b="z'`` wrote one name:
+    their data went to one series, the other member's lost."""
+    first = member_name("m", {"a": 'x",b="y', "b": "z"})
+    second = member_name("m", {"a": "x", "b": 'y",b="z'})
+    assert first != second
+    assert first == 'm{a="x\\",b=\\"y",b="z"}'
+    assert member_name("m", {"r": "/b\\s", "n": "two\nlines"}) == 'm{n="two\\nlines",r="/b\\\\s"}'

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -493,3 +495,28 @@ def test_long_lead_forecast_points_are_every_hourly_forecast_beyond_an_hour(
     assert {r[1:] for r in second} == {(20.0, 17.0, 23.0)}
     later = store.long_lead_forecast_points("rps", since=T0 + timedelta(hours=3), until=until)
     assert {r[1] for r in later} == {10.0, 20.0}  # ds filter, not publication time
+
+
+def test_an_up_to_date_store_needs_no_migration_lock_and_a_lock_failure_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store in a folder where the lock file cannot be made (read-only) was a raw
+    PermissionError traceback from every command, even with nothing to migrate."""
+    import contextlib
+
+    from forecaster.store import db
+
+    @contextlib.contextmanager
+    def no_lock(_engine: object) -> Any:
+        raise PermissionError(1, "Operation not permitted", "f.db.migrate.lock")
+        yield
+
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'f.db'}"))
+    upgrade(engine)
+    monkeypatch.setattr(db, "_migration_lock", no_lock)
+    upgrade(engine)  # at head: the lock is not taken
+    fresh = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'new.db'}"))
+    with pytest.raises(StoreError, match="cannot take the migration lock .* must be writable"):
+        upgrade(fresh)
+    engine.dispose()
+    fresh.dispose()
