@@ -8,9 +8,12 @@ runs within the grace time are coalesced into one.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import signal
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +42,35 @@ class _QuietRequestPoll(logging.Filter):
 _QUIET_POLL = _QuietRequestPoll()
 
 
+#: Set when the process is stopping: runs still queued in the pools are dropped.
+_STOPPING = threading.Event()
+_RUNNING: set[str] = set()
+_RUNNING_LOCK = threading.Lock()
+#: Seconds running jobs get to finish after SIGTERM/SIGINT before the process exits
+#: without them (Kubernetes sends SIGKILL 30 s after SIGTERM by default).
+SHUTDOWN_GRACE_SECONDS = 15.0
+
+
+def _job(func: Callable[..., None]) -> Callable[..., None]:
+    """A scheduled job that does nothing once the process is stopping (a run queued
+    behind a slow one started after Ctrl-C) and is counted while it runs."""
+
+    @functools.wraps(func)
+    def run(*args: Any) -> None:
+        if _STOPPING.is_set():
+            return
+        name = f"{func.__name__}{list(args) if args else ''}"
+        with _RUNNING_LOCK:
+            _RUNNING.add(name)
+        try:
+            func(*args)
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(name)
+
+    return run
+
+
 def _ctx() -> JobContext:
     try:
         return _CONTEXT["ctx"]
@@ -46,6 +78,7 @@ def _ctx() -> JobContext:
         raise RuntimeError("scheduler jobs run only inside `forecaster scheduler`") from None
 
 
+@_job
 def ingest_job(family: str) -> None:
     """Scheduled: ingest one spec'd series (family)."""
     from forecaster.jobs.runner import run_ingest
@@ -54,6 +87,7 @@ def ingest_job(family: str) -> None:
     run_ingest(ctx, ctx.select([family]))
 
 
+@_job
 def publish_job(family: str) -> None:
     """Scheduled: publish forecasts of one spec'd series (all members)."""
     from forecaster.jobs.runner import run_publish
@@ -63,6 +97,7 @@ def publish_job(family: str) -> None:
     run_publish(ctx, spec)
 
 
+@_job
 def train_job(family: str) -> None:
     """Scheduled: retrain one spec'd series (all members), then publish at once."""
     from forecaster.jobs.runner import run_publish, run_train
@@ -73,6 +108,7 @@ def train_job(family: str) -> None:
     run_publish(ctx, spec)
 
 
+@_job
 def bootstrap_job(family: str) -> None:
     """Scheduled once at start: train members that have no champion yet, then publish."""
     from forecaster.jobs.runner import run_ingest, run_publish, run_train
@@ -87,6 +123,7 @@ def bootstrap_job(family: str) -> None:
     run_publish(ctx, spec)
 
 
+@_job
 def requests_job() -> None:
     """Scheduled every few seconds: run job requests queued through the admin API."""
     from forecaster.errors import ForecasterError
@@ -145,7 +182,12 @@ def build_scheduler(ctx: JobContext) -> Any:
     logging.getLogger("apscheduler.scheduler").addFilter(_QUIET_POLL)  # once: same object
     scheduler = BackgroundScheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=ctx.store.engine)},
-        executors={"default": ThreadPoolExecutor(max_workers=2)},
+        # ingest waits on Prometheus (timeouts and retries): its own pool, so a source
+        # that hangs cannot hold back publishing, training or admin requests
+        executors={
+            "default": ThreadPoolExecutor(max_workers=2),
+            "ingest": ThreadPoolExecutor(max_workers=2),
+        },
         job_defaults={
             "coalesce": True,
             "max_instances": 1,
@@ -206,6 +248,7 @@ def _add_jobs(scheduler: Any, ctx: JobContext) -> None:
                 args=[spec.name],
                 id=job_id,
                 name=job_id,
+                executor="ingest" if job_id.startswith("ingest:") else "default",
                 replace_existing=True,
             )
         scheduler.add_job(
@@ -228,21 +271,70 @@ def _add_jobs(scheduler: Any, ctx: JobContext) -> None:
 
 
 def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> None:
-    """Run the scheduler until SIGINT/SIGTERM (or ``stop`` is set)."""
-    scheduler = build_scheduler(ctx)
-    stop = stop or threading.Event()
+    """Run the scheduler until SIGINT/SIGTERM (or ``stop`` is set).
 
-    def _stop(_signum: int, _frame: Any) -> None:
+    Only one scheduler runs per store: a second one waits for the first to stop
+    (:func:`forecaster.store.db.scheduler_lock`). On a signal, runs still queued are
+    dropped and running ones get :data:`SHUTDOWN_GRACE_SECONDS` to finish; a second
+    signal exits at once.
+    """
+    from forecaster.store.db import scheduler_lock
+
+    stop = stop or threading.Event()
+    _STOPPING.clear()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            logging.shutdown()
+            os._exit(130)
+        log.info(
+            "stopping on %s: queued runs are dropped, running ones get %.0fs to finish "
+            "(send it again to exit now)",
+            signal.Signals(signum).name,
+            SHUTDOWN_GRACE_SECONDS,
+        )
         stop.set()
 
-    if threading.current_thread() is threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if main:
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-    scheduler.resume()
-    for job in scheduler.get_jobs():
-        log.info("scheduled %s, next run %s", job.id, job.next_run_time)
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        scheduler.shutdown(wait=False)
+    with scheduler_lock(ctx.store.engine, stop) as held:
+        if not held:
+            return
+        scheduler = build_scheduler(ctx)
+        scheduler.resume()
+        for job in scheduler.get_jobs():
+            log.info("scheduled %s, next run %s", job.id, job.next_run_time)
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            _STOPPING.set()
+            scheduler.shutdown(wait=False)
+            _wait_for_running(exit_after=main)
+
+
+def _wait_for_running(*, exit_after: bool) -> None:
+    """Give running jobs the grace period; past it, exit without them (``exit_after``:
+    the real process; a store write is one transaction, so none is left half done)."""
+    import time
+
+    deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+    while time.monotonic() < deadline:
+        with _RUNNING_LOCK:
+            if not _RUNNING:
+                return
+        time.sleep(0.2)
+    with _RUNNING_LOCK:
+        left = sorted(_RUNNING)
+    log.warning(
+        "stopped with %d run(s) unfinished after %.0fs: %s",
+        len(left),
+        SHUTDOWN_GRACE_SECONDS,
+        ", ".join(left),
+    )
+    if exit_after:
+        logging.shutdown()
+        os._exit(0)

@@ -129,3 +129,58 @@ def test_scheduler_bootstraps_and_api_serves_over_http(
         if not (job == "publish" and "no champion model yet" in detail and started < first_model)
     ]
     assert failed == [], "failed job runs (job, detail):\n" + "\n".join(map(str, failed))
+
+
+def _wait_for_line(log: Path, needle: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and needle in log.read_text():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_a_second_scheduler_waits_for_the_first_and_takes_over(
+    tmp_path: Path, nab: Path, write_spec: Any
+) -> None:
+    """Two schedulers on one store: the second one rewrote the first one's jobs and the
+    first one's scheduling thread died while its process stayed up doing nothing. Now
+    the second waits for the lock, and takes over when the first stops (a rolling
+    deploy); the first stops promptly on SIGTERM, saying so."""
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "elb", "file": str(nab / "realAWSCloudwatch/elb_request_count_8c0756.csv")}],
+        history="3d",
+        horizon="1h",
+        estimators=["seasonal_naive"],
+    )
+    env = {
+        "FORECASTER_PIPELINES": str(spec),
+        "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/s.db",
+        "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "FORECASTER_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
+        "OMP_NUM_THREADS": "1",
+    }
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = _start(["scheduler"], env, tmp_path, first_log)
+    second = None
+    try:
+        assert _wait_for_line(first_log, "scheduled ingest:elb", 60), first_log.read_text()
+        second = _start(["scheduler"], env, tmp_path, second_log)
+        assert _wait_for_line(second_log, "another forecaster scheduler holds the lock", 60), (
+            second_log.read_text()
+        )
+        assert "scheduled ingest:elb" not in second_log.read_text()
+        assert first.poll() is None and second.poll() is None
+        started = time.monotonic()
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=30)
+        assert time.monotonic() - started < 25
+        assert "stopping on SIGTERM" in first_log.read_text()
+        assert _wait_for_line(second_log, "scheduled ingest:elb", 30), second_log.read_text()
+    finally:
+        _stop(first)
+        if second is not None:
+            _stop(second)
+    for log in (first_log, second_log):
+        assert "Traceback" not in log.read_text(), log.read_text()

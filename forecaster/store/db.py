@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,10 @@ if TYPE_CHECKING:
     from forecaster.config import DatabaseSettings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+log = logging.getLogger(__name__)
+
 _LOCK_KEY = 7_301_974_113  # arbitrary constant: "forecaster migrations" advisory lock
+_SCHEDULER_LOCK_KEY = 7_301_974_114  # "one forecaster scheduler per store" advisory lock
 
 
 def make_engine(settings: DatabaseSettings) -> Engine:
@@ -122,6 +127,85 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def scheduler_lock(
+    engine: Engine, stop: threading.Event, *, poll_seconds: float = 2.0
+) -> Iterator[bool]:
+    """Hold the one-scheduler-per-store lock for the block; wait for it until ``stop``.
+
+    Two schedulers on one store share its job table: each rewrote the other's jobs,
+    and one's scheduling thread died on a job the other had removed while its
+    process stayed up doing nothing. The second one now waits (a rolling deploy's
+    new pod takes over when the old one exits). PostgreSQL: a session advisory lock
+    held on a connection of its own; SQLite: an exclusive ``flock`` on a file beside
+    the database; an in-memory database needs none.
+
+    Yields:
+        True once the lock is held, False if ``stop`` was set first.
+
+    Raises:
+        StoreError: The lock cannot be taken (database down, folder not writable).
+    """
+    if engine.dialect.name == "postgresql":
+        try:
+            conn = engine.connect()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot take the scheduler lock: {exc}") from exc
+
+        def try_advisory() -> bool:
+            taken = conn.exec_driver_sql(
+                f"SELECT pg_try_advisory_lock({_SCHEDULER_LOCK_KEY})"
+            ).scalar()
+            conn.commit()  # a session lock outlives the transaction; an open one would
+            return bool(taken)  # hold back VACUUM for the scheduler's whole life
+
+        try:
+            yield _wait_for(try_advisory, stop, poll_seconds, f"store {engine.url!r}")
+        finally:
+            with contextlib.suppress(SQLAlchemyError):
+                conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
+                conn.commit()
+            conn.close()
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield True
+        return
+    import fcntl
+
+    lock_path = Path(database).expanduser().with_name(Path(database).name + ".scheduler.lock")
+    try:
+        handle = lock_path.open("a")
+    except OSError as exc:
+        raise StoreError(
+            f"cannot take the scheduler lock {str(lock_path)!r}: {exc}; the folder must be writable"
+        ) from exc
+
+    def try_flock() -> bool:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    try:
+        yield _wait_for(try_flock, stop, poll_seconds, str(lock_path))
+    finally:
+        handle.close()  # releases the flock
+
+
+def _wait_for(take: Callable[[], bool], stop: threading.Event, poll: float, what: str) -> bool:
+    """Call ``take`` until it returns True (then True) or ``stop`` is set (then False)."""
+    if take():
+        return True
+    log.warning("another forecaster scheduler holds the lock of %s; waiting for it to stop", what)
+    while not stop.wait(poll):
+        if take():
+            log.info("scheduler lock of %s taken", what)
+            return True
+    return False
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
