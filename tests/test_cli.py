@@ -70,6 +70,28 @@ def test_ingest_train_publish_from_the_command_line(
     assert publish.returncode == 0, publish.stderr
     assert "published lat: 12 steps" in publish.stdout
 
+    # the spec's step changes after training: the old champion forecasts on its own
+    # grid, which was published labelled with the new step (half the horizon covered)
+    write_spec(
+        spec,
+        [
+            {
+                "name": "lat",
+                "file": str(nab / "realKnownCause/ec2_request_latency_system_failure.csv"),
+                "kind": "latency",
+                "unit": "ms",
+            }
+        ],
+        step="10m",
+        history="5d",
+        horizon="1h",
+        estimators=["seasonal_naive"],
+    )
+    mismatched = _run(["publish"], env, tmp_path)
+    assert mismatched.returncode == 1
+    assert "forecasts in steps of 5m, but the spec's step is 10m" in mismatched.stderr
+    assert "forecaster train lat" in mismatched.stderr
+
 
 def test_bad_spec_and_unknown_series_are_clear_errors(tmp_path: Path, write_spec: Any) -> None:
     bad = tmp_path / "bad.yaml"

@@ -42,6 +42,33 @@ class PublishResult:
     points: int
 
 
+def _check_grid(frame: Any, spec: SeriesSpec, name: str) -> None:
+    """Refuse a forecast whose steps are not the spec's step.
+
+    A champion trained before the spec's ``step`` changed forecasts on its own grid:
+    published as is, 1-minute points were labelled a 2-minute forecast covering half
+    the horizon.
+
+    Raises:
+        EstimatorError: Naming both steps and what to do.
+    """
+    import pandas as pd
+
+    from forecaster.durations import format_duration
+    from forecaster.errors import EstimatorError
+
+    if len(frame) < 2:
+        return
+    spacing = pd.Series(pd.to_datetime(frame["ds"])).diff().dropna()
+    if (spacing != pd.Timedelta(spec.step)).any():
+        own = format_duration(spacing.iloc[0].to_pytimedelta())
+        raise EstimatorError(
+            f"the champion of {name!r} forecasts in steps of {own}, but the spec's step is "
+            f"{format_duration(spec.step)} (changed since it was trained): retrain it "
+            f"(forecaster train {spec.name}); nothing was published"
+        )
+
+
 def publish_series(
     ctx: JobContext, *, spec: SeriesSpec, name: str, now: datetime | None = None
 ) -> PublishResult:
@@ -72,6 +99,7 @@ def publish_series(
     origin = history.dropna().index[-1].to_pydatetime()
     scale, long_scale = _band_scale(ctx, name, history, origin)
     raw = estimator.predict(spec.horizon_steps, history=history, level=LEVEL)
+    _check_grid(raw, spec, name)
     frame: Any = rescale_frame(raw, scale, long_scale=long_scale, step=spec.step)
     references = _reference_bands(estimator, spec, history, served=raw)
     points = [
