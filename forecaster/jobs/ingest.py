@@ -168,15 +168,31 @@ def _points(item: FetchedSeries) -> list[tuple[datetime, float]]:
 
 
 def _latest_observation(ctx: JobContext, spec: SeriesSpec) -> datetime | None:
-    latest: datetime | None = None
+    """Where the family's next ingest window starts from: its laggiest member's newest
+    observation, so none is left with a gap, among the members still reporting.
+
+    A member more than :func:`_gone_after` behind the freshest one has stopped
+    reporting (a pod that went away): waiting for it made every run re-read the
+    whole history window of the whole family.
+    """
+    seen_at: list[datetime] = []
     for name in ctx.members(spec):
         try:
             seen = ctx.store.series(name).last_observation_at
         except SeriesNotFound:
             continue
-        if seen is not None and (latest is None or seen < latest):
-            latest = seen  # the laggiest member decides, so none is left with a gap
-    return latest
+        if seen is not None:
+            seen_at.append(seen)
+    if not seen_at:
+        return None
+    freshest = max(seen_at)
+    reporting = [seen for seen in seen_at if freshest - seen <= _gone_after(spec)]
+    return min(reporting)
+
+
+def _gone_after(spec: SeriesSpec) -> timedelta:
+    """How far behind the family's freshest member a member counts as gone."""
+    return max(timedelta(hours=1), 12 * spec.step)
 
 
 def history_frame(

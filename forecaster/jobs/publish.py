@@ -42,6 +42,27 @@ class PublishResult:
     points: int
 
 
+def _check_reaches_ahead(origin: datetime, spec: SeriesSpec, name: str, now: datetime) -> None:
+    """Refuse to publish a forecast that would end before now.
+
+    A series that stopped reporting (a ``split_by`` member whose pod went away) was
+    republished every minute from its last observation, hours old, as a fresh
+    forecast of the past.
+
+    Raises:
+        InputDataError: Naming the series and its newest observation.
+    """
+    from forecaster.durations import format_duration
+
+    if origin + spec.horizon_steps * spec.step < now:
+        raise InputDataError(
+            f"series {name!r}: its newest observation is from {origin.isoformat()} "
+            f"({format_duration(now - origin)} ago), longer ago than its "
+            f"{format_duration(spec.horizon_steps * spec.step)} horizon: a forecast would "
+            "end in the past, so none is published (has it stopped reporting?)"
+        )
+
+
 def _check_grid(frame: Any, spec: SeriesSpec, name: str) -> None:
     """Refuse a forecast whose steps are not the spec's step.
 
@@ -97,6 +118,7 @@ def publish_series(
     if int(history.notna().sum()) == 0:
         raise InputDataError(f"series {name!r} has no observations in the last {spec.history}")
     origin = history.dropna().index[-1].to_pydatetime()
+    _check_reaches_ahead(origin, spec, name, now or datetime.now(UTC))
     scale, long_scale = _band_scale(ctx, name, history, origin)
     raw = estimator.predict(spec.horizon_steps, history=history, level=LEVEL)
     _check_grid(raw, spec, name)
