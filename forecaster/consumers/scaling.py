@@ -182,12 +182,12 @@ def answer(
     step = forecast.step_seconds
     # the same answer for a lead time whatever the minute: longer than the series is
     # published for is the request's error; otherwise a window not covered is late data
-    limit = _lead_limit(cached, stale_after_seconds)
+    limit = _lead_limit(cached)
     if query.lead_seconds > limit:
         raise _lead_beyond_horizon(cached, query, limit)
     lo, hi = view.window_ahead(cached, now - step, now + query.lead_seconds)
     if hi <= lo or cached.ds_epoch[hi - 1] < now + query.lead_seconds - step:
-        raise _late_data(cached, query, now)
+        raise _behind(cached, query, now)
     cols = cached.columns
     peak = max(interval_quantile_steps(query.quantile, cols.bands(lo, hi), level=forecast.level))
     observed: float | None = None
@@ -221,13 +221,13 @@ def answer(
     )
 
 
-def _lead_limit(cached: CachedForecast, stale_after_seconds: float) -> float:
-    """The longest lead time an on-time forecast of this series covers: how far it
-    reaches past the data it starts from (the published horizon), less the lag data
-    and publications may have (the staleness bound, at least two steps and a minute)."""
+def _lead_limit(cached: CachedForecast) -> float:
+    """The longest lead time a forecast of this series covers when published on time
+    from data on time: how far it reaches past the data it starts from (the published
+    horizon), less the lag data normally has (two steps and a minute)."""
     step = cached.forecast.step_seconds
     reach = cached.ds_epoch[-1] - (cached.ds_epoch[0] - step)
-    return max(0.0, reach - max(stale_after_seconds, 2 * step + 60))
+    return max(0.0, reach - (2 * step + 60))
 
 
 def _lead_beyond_horizon(
@@ -244,16 +244,19 @@ def _lead_beyond_horizon(
     )
 
 
-def _late_data(cached: CachedForecast, query: ScalingQuery, now: float) -> ForecastUnusable:
-    """A lead the series is published for, not covered: its data is late (503)."""
+def _behind(cached: CachedForecast, query: ScalingQuery, now: float) -> ForecastUnusable:
+    """A lead the series is published for, not covered: the data or the publication
+    is late (503)."""
     from forecaster.api.view import iso_utc
 
     origin = cached.ds_epoch[0] - cached.forecast.step_seconds
+    published = cached.forecast.generated_at.timestamp()
     return ForecastUnusable(
-        f"forecast of {query.series!r} starts from data up to "
-        f"{iso_utc(datetime.fromtimestamp(origin, UTC))} ({now - origin:.0f}s ago) and ends "
-        f"at {cached.ds_iso[-1]}, before now + lead time ({query.lead_seconds:.0f}s): "
-        "ingestion is behind"
+        f"forecast of {query.series!r} ends at {cached.ds_iso[-1]}, before now + lead time "
+        f"({query.lead_seconds:.0f}s): it was published {now - published:.0f}s ago from "
+        f"data up to {iso_utc(datetime.fromtimestamp(origin, UTC))} "
+        f"({published - origin:.0f}s older than the publication); ingestion or "
+        "publishing is behind"
     )
 
 

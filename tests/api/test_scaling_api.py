@@ -177,7 +177,7 @@ def test_forecast_from_late_data_is_503(make_settings: Any, db_url: str) -> None
     with TestClient(create_app(settings, refresh_seconds=0.2)) as c:
         response = c.get("/v1/scaling/team/rps", params={"target_per_replica": 5})
     assert response.status_code == 503, response.text
-    assert "ingestion is behind" in response.json()["detail"]
+    assert "ingestion or publishing is behind" in response.json()["detail"]
 
 
 def test_stale_forecast_is_503(make_settings: Any) -> None:

@@ -307,7 +307,7 @@ def test_forecast_from_late_data_is_unavailable(make_settings: Any, tmp_path: Pa
             request = pb2.GetMetricsRequest(scaledObjectRef=ref(), metricName="m")
             error = error_of(stub.GetMetrics, request)
         assert error.code() == grpc.StatusCode.UNAVAILABLE
-        assert "ingestion is behind" in error.details()
+        assert "ingestion or publishing is behind" in error.details()
     finally:
         handle.stop()
 
