@@ -40,23 +40,31 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def test_scheduler_bootstraps_and_api_serves_over_http(
-    tmp_path: Path, nab: Path, write_spec: Any
-) -> None:
+def _elb_store(tmp_path: Path, nab: Path, write_spec: Any, **schedule: str) -> dict[str, str]:
+    """A spec of one file-replayed series (seasonal naive) and the environment that
+    points the processes at it, a SQLite store and a local MLflow under ``tmp_path``."""
     spec = write_spec(
         tmp_path / "spec.yaml",
         [{"name": "elb", "file": str(nab / "realAWSCloudwatch/elb_request_count_8c0756.csv")}],
         history="3d",
         horizon="1h",
         estimators=["seasonal_naive"],
-        schedule={"publish": "2s"},
+        **({"schedule": schedule} if schedule else {}),
     )
-    port = free_port()
-    env = {
+    return {
         "FORECASTER_PIPELINES": str(spec),
         "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/s.db",
         "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
         "FORECASTER_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
+    }
+
+
+def test_scheduler_bootstraps_and_api_serves_over_http(
+    tmp_path: Path, nab: Path, write_spec: Any
+) -> None:
+    port = free_port()
+    env = {
+        **_elb_store(tmp_path, nab, write_spec, publish="2s"),
         "FORECASTER_API__TOKEN": "process-test-token",
     }
     scheduler = _start(["scheduler"], env, tmp_path, tmp_path / "scheduler.log")
@@ -147,20 +155,7 @@ def test_a_second_scheduler_waits_for_the_first_and_takes_over(
     first one's scheduling thread died while its process stayed up doing nothing. Now
     the second waits for the lock, and takes over when the first stops (a rolling
     deploy); the first stops promptly on SIGTERM, saying so."""
-    spec = write_spec(
-        tmp_path / "spec.yaml",
-        [{"name": "elb", "file": str(nab / "realAWSCloudwatch/elb_request_count_8c0756.csv")}],
-        history="3d",
-        horizon="1h",
-        estimators=["seasonal_naive"],
-    )
-    env = {
-        "FORECASTER_PIPELINES": str(spec),
-        "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/s.db",
-        "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-        "FORECASTER_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
-        "OMP_NUM_THREADS": "1",
-    }
+    env = {**_elb_store(tmp_path, nab, write_spec), "OMP_NUM_THREADS": "1"}
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
     first = _start(["scheduler"], env, tmp_path, first_log)
     second = None

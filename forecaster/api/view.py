@@ -71,9 +71,8 @@ class CachedForecast:
         return self.columns.ds_epoch
 
     def is_stale(self, now: float, bound: float) -> bool:
-        """Whether the forecast was generated more than ``bound`` seconds before ``now``
-        (``FORECASTER_SCHEDULE__STALE_AFTER_SECONDS``: the publish job is not keeping up)."""
-        return now - self.forecast.generated_at.timestamp() > bound
+        """:meth:`PublishedForecast.is_stale` of the forecast held."""
+        return self.forecast.is_stale(now, bound)
 
 
 @dataclass

@@ -221,21 +221,25 @@ def answer(
     )
 
 
+def _origin(cached: CachedForecast) -> float:
+    """Unix time of the newest observation the forecast starts from (a step before its
+    first point)."""
+    return cached.ds_epoch[0] - cached.forecast.step_seconds
+
+
 def _lead_limit(cached: CachedForecast) -> float:
     """The longest lead time a forecast of this series covers when published on time
     from data on time: how far it reaches past the data it starts from (the published
     horizon), less the lag data normally has (two steps and a minute)."""
-    step = cached.forecast.step_seconds
-    reach = cached.ds_epoch[-1] - (cached.ds_epoch[0] - step)
-    return max(0.0, reach - (2 * step + 60))
+    reach = cached.ds_epoch[-1] - _origin(cached)
+    return max(0.0, reach - (2 * cached.forecast.step_seconds + 60))
 
 
 def _lead_beyond_horizon(
     cached: CachedForecast, query: ScalingQuery, limit: float
 ) -> LeadBeyondHorizon:
     """The request's lead time is longer than the series is published for (422)."""
-    step = cached.forecast.step_seconds
-    reach = cached.ds_epoch[-1] - (cached.ds_epoch[0] - step)
+    reach = cached.ds_epoch[-1] - _origin(cached)
     return LeadBeyondHorizon(
         f"lead time {query.lead_seconds:.0f}s is longer than forecasts of {query.series!r} "
         f"cover: they reach {reach:.0f}s past the data they start from, so lead times up "
@@ -249,7 +253,7 @@ def _behind(cached: CachedForecast, query: ScalingQuery, now: float) -> Forecast
     is late (503)."""
     from forecaster.api.view import iso_utc
 
-    origin = cached.ds_epoch[0] - cached.forecast.step_seconds
+    origin = _origin(cached)
     published = cached.forecast.generated_at.timestamp()
     return ForecastUnusable(
         f"forecast of {query.series!r} ends at {cached.ds_iso[-1]}, before now + lead time "

@@ -241,8 +241,9 @@ def warm_series(
                     "model": f"{forecast.model_name} v{forecast.model_version}",
                     "forecast_generated_at": forecast.generated_at.isoformat(),
                     # from a forecast older than the staleness bound (publishing stalled)
-                    "stale": (now - forecast.generated_at).total_seconds()
-                    > ctx.settings.schedule.stale_after_seconds,
+                    "stale": forecast.is_stale(
+                        now.timestamp(), ctx.settings.schedule.stale_after_seconds
+                    ),
                 },
             )
             out.append(f"{outcome.key}: {outcome.status}")

@@ -230,6 +230,11 @@ class PublishedForecast:
     #: The factor for steps beyond an hour of lead (:data:`~forecaster.recalibration.SHORT_LEAD`).
     band_scale_long: float = 1.0
 
+    def is_stale(self, now: float, bound: float) -> bool:
+        """Whether it was generated more than ``bound`` seconds before Unix time ``now``
+        (``FORECASTER_SCHEDULE__STALE_AFTER_SECONDS``: the publish job is not keeping up)."""
+        return now - self.generated_at.timestamp() > bound
+
 
 @dataclass(frozen=True)
 class Champion:
