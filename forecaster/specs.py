@@ -187,6 +187,9 @@ class SeriesSpec(BaseModel):
     schedule: ScheduleSpec
     watch: WatchSpec | None = None
     cache_warming: CacheWarmingSpec | None = None
+    #: A ``split_by`` member this far behind the family's freshest member is retired:
+    #: no longer trained, published or watched until it reports again. None = the horizon.
+    retire_after: timedelta | None = None
 
     @property
     def source(self) -> Literal["prometheus", "file"]:
@@ -208,10 +211,20 @@ class SeriesSpec(BaseModel):
         """How often new history is ingested (defaults to the step)."""
         return self.schedule.ingest or self.step
 
+    @property
+    def retire_members_after(self) -> timedelta:
+        """How far behind the family's freshest member a member is retired."""
+        return self.retire_after or self.horizon
+
     @field_validator("step", "history", "horizon", mode="before")
     @classmethod
     def _dur(cls, value: Any, info: Any) -> Any:
         return _duration(value, info.field_name)
+
+    @field_validator("retire_after", mode="before")
+    @classmethod
+    def _retire_dur(cls, value: Any) -> Any:
+        return None if value is None else _duration(value, "retire_after")
 
     @field_validator("name")
     @classmethod
@@ -280,6 +293,18 @@ class SeriesSpec(BaseModel):
             raise ValueError("history must cover at least two steps")
         if self.horizon_steps > 5000:
             raise ValueError(f"horizon/step = {self.horizon_steps} steps; at most 5000")
+        if self.retire_after is not None:
+            if not self.split_by:
+                raise ValueError(
+                    "retire_after applies to split_by families only (a member that stops "
+                    "reporting is retired; a single series that stops is an outage)"
+                )
+            if self.retire_after < self.step:
+                raise ValueError(
+                    f"retire_after {format_duration(self.retire_after)} is shorter than one "
+                    f"step ({format_duration(self.step)}): every member would be retired "
+                    "between two observations"
+                )
         return self
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from forecaster.durations import format_duration
 from forecaster.specs import PipelineSpec, SeriesSpec, load_spec
 from forecaster.store.db import make_engine, upgrade
 from forecaster.store.repository import Store
@@ -15,6 +17,8 @@ if TYPE_CHECKING:
     from forecaster.config import Settings
     from forecaster.registry import Registry
     from forecaster.sources.base import Source
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +35,8 @@ class JobContext:
     estimator_cache: dict[str, tuple[int, Any]] = field(default_factory=dict)
     #: series name -> (clock hour, (short, long) band scales) of the publish job's recalibration.
     band_scales: dict[str, tuple[datetime, tuple[float, float]]] = field(default_factory=dict)
+    #: split_by members found retired (so that each retirement is logged once).
+    retired: set[str] = field(default_factory=set)
 
     @classmethod
     def create(cls, settings: Settings, spec: PipelineSpec | None = None) -> JobContext:
@@ -67,11 +73,53 @@ class JobContext:
         return self._sources[kind]
 
     def members(self, spec: SeriesSpec) -> list[str]:
-        """Stored series names of a spec: the series itself, or each member of a family."""
+        """Stored series names of a spec: the series itself, or each member of a family.
+
+        A family's retired members are left out (see :meth:`family_members`).
+        """
         if spec.split_by:
-            return [info.name for info in self.store.list_series(family=spec.name)]
+            return self.family_members(spec)[0]
         names = {info.name for info in self.store.list_series(family=spec.name)}
         return [spec.name] if spec.name in names else []
+
+    def family_members(self, spec: SeriesSpec) -> tuple[list[str], list[str]]:
+        """A ``split_by`` family's members as (reporting, retired) names.
+
+        A member whose newest observation is more than ``retire_after`` (default: the
+        horizon) behind the family's freshest member has stopped reporting (a pod or
+        a route that went away): it is retired, so it is no longer trained, published
+        or watched, and comes back by itself when it reports again. Measured against
+        the freshest member, not the clock, so an outage of the whole source retires
+        nobody. Each change is logged once per process.
+        """
+        infos = self.store.list_series(family=spec.name)
+        seen = [info.last_observation_at for info in infos if info.last_observation_at]
+        freshest = max(seen, default=None)
+        limit = spec.retire_members_after
+        reporting: list[str] = []
+        retired: list[str] = []
+        for info in infos:
+            last = info.last_observation_at
+            if freshest is None or last is None or freshest - last <= limit:
+                reporting.append(info.name)
+                if info.name in self.retired:
+                    self.retired.discard(info.name)
+                    log.info("%s reports again: no longer retired", info.name)
+                continue
+            retired.append(info.name)
+            if info.name not in self.retired:
+                self.retired.add(info.name)
+                log.info(
+                    "%s retired: its newest observation (%s) is %s behind the freshest member "
+                    "of %s (retire_after %s); it is no longer trained, published or watched "
+                    "until it reports again",
+                    info.name,
+                    last.isoformat(),
+                    format_duration(freshest - last),
+                    spec.name,
+                    format_duration(limit),
+                )
+        return reporting, retired
 
     def select(self, names: list[str] | None) -> list[SeriesSpec]:
         """Specs named in ``names`` (family names), or all when ``names`` is empty.
