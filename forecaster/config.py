@@ -128,6 +128,12 @@ class ScheduleSettings(_Section):
     stale_after_seconds: int = Field(
         120, ge=1, description="A forecast older than this is stale: two 1-minute publish intervals"
     )
+    job_runs_retention_hours: int = Field(
+        72, ge=1, description="Job runs (one row per series and run) are deleted after this"
+    )
+    training_artifacts_kept: int = Field(
+        5, ge=0, description="Stored models kept per series besides the champion's"
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -124,6 +124,30 @@ def bootstrap_job(family: str) -> None:
 
 
 @_job
+def housekeeping_job() -> None:
+    """Scheduled hourly: prune job runs past their retention and clear old training models."""
+    from forecaster.errors import ForecasterError
+
+    ctx = _ctx()
+    settings = ctx.settings.schedule
+    try:
+        runs = ctx.store.prune_job_runs(
+            before=datetime.now(UTC) - timedelta(hours=settings.job_runs_retention_hours)
+        )
+        models = ctx.store.drop_old_artifacts(keep=settings.training_artifacts_kept)
+    except ForecasterError as exc:
+        log.warning("housekeeping failed (retried in an hour): %s", exc)
+        return
+    if runs or models:
+        log.info(
+            "housekeeping: deleted %d job runs older than %dh, cleared %d old training models",
+            runs,
+            settings.job_runs_retention_hours,
+            models,
+        )
+
+
+@_job
 def requests_job() -> None:
     """Scheduled every few seconds: run job requests queued through the admin API."""
     from forecaster.errors import ForecasterError
@@ -208,12 +232,19 @@ def _add_jobs(scheduler: Any, ctx: JobContext) -> None:
 
     settings = ctx.settings.schedule
     now = datetime.now(UTC)
-    wanted: set[str] = {"requests"}
+    wanted: set[str] = {"requests", "housekeeping"}
     scheduler.add_job(
         requests_job,
         trigger=IntervalTrigger(seconds=2),
         id="requests",
         name="requests",
+        replace_existing=True,
+    )
+    scheduler.add_job(
+        housekeeping_job,
+        trigger=IntervalTrigger(hours=1, start_date=now + timedelta(minutes=1)),
+        id="housekeeping",
+        name="housekeeping",
         replace_existing=True,
     )
     for spec in ctx.spec.series:

@@ -1,9 +1,13 @@
-"""How the scheduler runs its jobs: ingest in a pool of its own, nothing new once stopping."""
+"""How the scheduler runs its jobs: ingest in a pool of its own, nothing new once stopping,
+hourly housekeeping."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from forecaster import scheduler as scheduler_module
 from forecaster.jobs.context import JobContext
@@ -43,3 +47,40 @@ def test_runs_queued_when_the_process_stops_are_dropped() -> None:
         scheduler_module.requests_job()
     finally:
         scheduler_module._STOPPING.clear()
+
+
+def test_housekeeping_runs_hourly_and_prunes_old_job_runs(
+    tmp_path: Path,
+    nab: Path,
+    make_settings: Any,
+    write_spec: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "elb", "file": str(nab / "realAWSCloudwatch/elb_request_count_8c0756.csv")}],
+        history="3d",
+        horizon="1h",
+        estimators=["seasonal_naive"],
+    )
+    monkeypatch.setenv("FORECASTER_SCHEDULE__JOB_RUNS_RETENTION_HOURS", "24")
+    ctx = JobContext.create(make_settings(spec=spec))
+    assert ctx.settings.schedule.job_runs_retention_hours == 24
+    now = datetime.now(UTC)
+    for age in (timedelta(hours=30), timedelta(hours=25), timedelta(hours=1)):
+        ctx.store.record_job_run(
+            job="publish", series="elb", started_at=now - age, finished_at=now - age, ok=True
+        )
+    scheduler = scheduler_module.build_scheduler(ctx)
+    try:
+        job = scheduler.get_job("housekeeping")
+        assert job.trigger.interval == timedelta(hours=1)
+        caplog.set_level("INFO", logger="forecaster.scheduler")
+        scheduler_module.housekeeping_job()
+        assert len(ctx.store.last_job_runs()) == 1
+        assert "deleted 2 job runs older than 24h" in caplog.text
+    finally:
+        scheduler.shutdown(wait=False)
+        ctx.store.engine.dispose()
+        scheduler_module._CONTEXT.clear()

@@ -62,7 +62,8 @@ def create_app(
     consumers = ConsumerView(store)
     registry = CollectorRegistry()
     registry.register(AnomalyCollector(consumers))
-    registry.register(JobRunCollector(JobRunStats(store)))
+    job_stats = JobRunStats(store)
+    registry.register(JobRunCollector(job_stats))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -106,6 +107,7 @@ def create_app(
     app.state.view = view
     app.state.consumer_view = consumers
     app.state.metrics_registry = registry
+    app.state.job_stats = job_stats
     # the per-series gauges, written straight to text (forecaster.api.exposition)
     app.state.metrics_text = (ForecastGauges(view), ForecastMaxGauges(view, settings))
     from forecaster.api.hot import HotReads

@@ -5,6 +5,13 @@ The scheduler records every ingest, train and publish run of every series in the
 running totals in memory. A scrape reads only the rows added since the previous
 read, and at most once every ``min_interval`` seconds; between reads it exports the
 cached totals, so scraping never scans the table or fits anything.
+
+The counters count the runs recorded since the API process started (Prometheus's
+``rate`` and ``increase`` take a restart in their stride). The state, each series'
+latest outcome per stage and each stage's last run and success, is read on the
+first scrape from the runs of the last :data:`STATE_LOOKBACK`, with one grouped
+query per stage: folding the whole table took 30 s per million rows, and 1,000
+series published every minute write 1.4 million a day.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import (
@@ -25,7 +33,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from forecaster.store.tables import job_runs_table
@@ -43,10 +51,16 @@ DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600
 
 _BATCH = 5000
 
+STATE_LOOKBACK = timedelta(days=2)
+"""How far back the first read looks for each series' latest outcome (daily training)."""
+
+KNOWN_STAGES = (*STAGES, "detect", "warm")
+"""Every ``job`` value the pipelines record; the first read looks at these."""
+
 
 @dataclass
 class StageTotals:
-    """Running totals of one stage (``job`` value) over every recorded run."""
+    """Running totals of one stage (``job`` value) over the runs read so far."""
 
     runs_ok: int = 0
     runs_failed: int = 0
@@ -92,7 +106,7 @@ class JobRunStats:
         self.store = store
         self.min_interval = min_interval
         self.stages: dict[str, StageTotals] = {stage: StageTotals() for stage in STAGES}
-        self.last_id = 0
+        self.last_id: int | None = None  # None until the first read
         self.read_at: float | None = None
         self.error: str | None = None
         self._lock = threading.Lock()
@@ -105,12 +119,48 @@ class JobRunStats:
                 return
             self.read_at = now
             try:
+                if self.last_id is None:
+                    self._read_state()
                 self._read_new_rows()
             except SQLAlchemyError as exc:
                 self.error = f"{exc.__class__.__name__}: {exc}"[:300]
                 log.warning("cannot read job runs for /metrics: %s", exc)
                 return
             self.error = None
+
+    def _read_state(self) -> None:
+        """First read: the newest run (counting starts after it) and, from the last
+        :data:`STATE_LOOKBACK`, each stage's latest outcome per series and its last run,
+        success and duration. Indexed by (job, started_at): one range per stage."""
+        c = job_runs_table.c
+        since = datetime.now(UTC) - STATE_LOOKBACK
+        with self.store.engine.connect() as conn:
+            newest = int(conn.execute(select(func.max(c.id))).scalar() or 0)
+            for job in KNOWN_STAGES:
+                recent = (c.job == job, c.started_at >= since, c.id <= newest, c.ok.is_not(None))
+                latest = select(func.max(c.id)).where(*recent).group_by(c.series)
+                rows = conn.execute(
+                    select(c.id, c.series, c.ok, c.started_at, c.finished_at)
+                    .where(c.id.in_(latest))
+                    .order_by(c.id)
+                ).all()
+                if not rows:
+                    continue
+                totals = self.stages.setdefault(job, StageTotals())
+                for row in rows:
+                    finished = (row.finished_at or row.started_at).timestamp()
+                    totals.last_run_at = max(totals.last_run_at or finished, finished)
+                    if row.series is not None:
+                        totals.latest_ok[row.series] = bool(row.ok)
+                last = rows[-1]
+                if last.finished_at is not None:
+                    totals.last_duration = (last.finished_at - last.started_at).total_seconds()
+                success = conn.execute(
+                    select(func.max(c.finished_at)).where(*recent, c.ok.is_(True))
+                ).scalar()
+                if success is not None:
+                    totals.last_success_at = success.timestamp()
+        self.last_id = newest
 
     def _read_new_rows(self) -> None:
         columns = job_runs_table.c
@@ -125,7 +175,7 @@ class JobRunStats:
                     columns.ok,
                     columns.detail,
                 )
-                .where(columns.id > self.last_id)
+                .where(columns.id > (self.last_id or 0))
                 .where(columns.ok.is_not(None))
                 .order_by(columns.id)
                 .limit(_BATCH)

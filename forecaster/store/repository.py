@@ -1018,7 +1018,60 @@ class Store:
             ).mappings()
             return [dict(r) for r in rows]
 
+    def drop_old_artifacts(self, *, keep: int) -> int:
+        """Clear the stored model of every training but each series' champion and its
+        ``keep`` newest; returns how many were cleared.
+
+        Only the champion's model is ever loaded (the publish job); the others stay in
+        MLflow. Their outcome rows (reason, metrics) are kept for ``trainings``. A
+        daily retrain stored a new model per series every day, forever.
+        """
+        t = trainings_table.c
+        cleared = 0
+        try:
+            with self.engine.begin() as conn:
+                champions = select(champions_table.c.training_id)
+                ids = conn.execute(
+                    select(t.id, t.series_id)
+                    .where(t.artifact.is_not(None), t.id.not_in(champions))
+                    .order_by(t.series_id, t.trained_at.desc(), t.id.desc())
+                ).all()
+                stale = [
+                    row.id
+                    for _, rows in groupby(ids, key=itemgetter(1))
+                    for row in list(rows)[keep:]
+                ]
+                for start in range(0, len(stale), 500):
+                    chunk = stale[start : start + 500]
+                    conn.execute(
+                        update(trainings_table).where(t.id.in_(chunk)).values(artifact=None)
+                    )
+                    cleared += len(chunk)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot clear old training artifacts: {exc}") from exc
+        return cleared
+
     # -- job runs ---------------------------------------------------------------------
+    def prune_job_runs(self, *, before: datetime, batch: int = 10_000) -> int:
+        """Delete the job runs started before ``before``, ``batch`` rows per transaction
+        (so a large backlog does not hold a long lock); returns how many went.
+
+        Every ingest, publish and train run of every series is a row: 1,000 series
+        published every minute add 1.4 million a day.
+        """
+        c = job_runs_table.c
+        deleted = 0
+        try:
+            while True:
+                oldest = select(c.id).where(c.started_at < _utc(before)).limit(batch)
+                with self.engine.begin() as conn:
+                    gone = conn.execute(delete(job_runs_table).where(c.id.in_(oldest))).rowcount
+                deleted += gone
+                if gone < batch:
+                    return deleted
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot prune old job runs: {exc}") from exc
+
     def record_job_run(
         self,
         *,

@@ -11,14 +11,16 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from forecaster.api.app import create_app
 from forecaster.api.job_metrics import JobRunCollector, JobRunStats
 from forecaster.store.db import make_engine, upgrade
 from forecaster.store.repository import Store
+from forecaster.store.tables import trainings_table
 
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)  # within STATE_LOOKBACK
 _MINUTES = itertools.count(1)
 
 
@@ -52,15 +54,16 @@ def store(make_settings: Any, db_url: str) -> Any:
 
 
 def test_stage_totals_durations_errors_and_points(store: Store) -> None:
+    registry = CollectorRegistry()
+    stats = JobRunStats(store, min_interval=0.0)
+    registry.register(JobRunCollector(stats))
+    generate_latest(registry)  # the API's first scrape: counting starts here
     _run(store, "ingest", "rps", took=0.3, ok=True, points=288, seconds=0.3)
     _run(store, "ingest", "latency", took=0.2, ok=True, points=100)
     _run(store, "ingest", "rps", took=0.4, ok=True, points=12)
     _run(store, "train", "rps", took=42.0, ok=True, chosen="lightgbm", seconds=42.0)
     _run(store, "train", "latency", took=3.0, ok=False)
     _run(store, "publish", "rps", took=0.05, ok=True, points=288)
-    registry = CollectorRegistry()
-    stats = JobRunStats(store, min_interval=0.0)
-    registry.register(JobRunCollector(stats))
     s = _samples(generate_latest(registry).decode())
 
     def value(name: str, **labels: str) -> float:
@@ -95,6 +98,84 @@ def test_stage_totals_durations_errors_and_points(store: Store) -> None:
     assert value("forecaster_job_duration_seconds_count", stage="ingest") == 4
 
 
+def test_an_api_started_later_reads_the_state_not_the_whole_table(store: Store) -> None:
+    """Counters count from the API's start; each stage's latest outcome per series and
+    its last run and success come from the table (one grouped query per stage)."""
+    old = T0 - timedelta(days=3)  # beyond STATE_LOOKBACK: not read at all
+    store.record_job_run(
+        job="train", series="gone", started_at=old, finished_at=old, ok=False, detail="x"
+    )
+    _run(store, "train", "rps", took=40.0, ok=True)
+    _run(store, "train", "latency", took=2.0, ok=True)
+    _run(store, "train", "latency", took=3.0, ok=False)
+    _run(store, "publish", "rps", took=0.1, ok=False)
+    _run(store, "publish", "rps", took=0.2, ok=True)
+    _run(store, "detect", "latency", took=0.5, ok=False)
+    registry = CollectorRegistry()
+    registry.register(JobRunCollector(JobRunStats(store, min_interval=0.0)))
+    s = _samples(generate_latest(registry).decode())
+
+    def value(name: str, **labels: str) -> float:
+        return s[(name, tuple(sorted(labels.items())))]
+
+    assert value("forecaster_job_runs_total", stage="train", outcome="ok") == 0
+    assert value("forecaster_job_errors_total", stage="train") == 0
+    assert value("forecaster_job_failing_series", stage="train") == 1  # latency; not "gone"
+    assert value("forecaster_job_failing_series", stage="publish") == 0  # rps recovered
+    assert value("forecaster_job_failing_series", stage="detect") == 1
+    assert value("forecaster_job_last_duration_seconds", stage="train") == pytest.approx(3.0)
+    last_train = value("forecaster_job_last_run_timestamp_seconds", stage="train")
+    last_train_ok = value("forecaster_job_last_success_timestamp_seconds", stage="train")
+    assert last_train - last_train_ok == pytest.approx(60 + 3 - 2)  # a minute apart
+    assert last_train_ok > T0.timestamp()
+
+    # runs after the start are counted
+    _run(store, "train", "latency", took=1.0, ok=True)
+    s = _samples(generate_latest(registry).decode())
+    assert value("forecaster_job_runs_total", stage="train", outcome="ok") == 1
+    assert value("forecaster_job_failing_series", stage="train") == 0
+
+
+def test_old_job_runs_and_training_models_are_pruned(store: Store) -> None:
+    _run(store, "publish", "rps", took=0.1, ok=True)
+    cutoff = T0 + timedelta(minutes=next(_MINUTES))
+    _run(store, "publish", "rps", took=0.1, ok=True)
+    _run(store, "publish", "rps", took=0.1, ok=True)
+    assert store.prune_job_runs(before=cutoff, batch=1) == 1
+    assert len(store.last_job_runs()) == 2
+    assert store.prune_job_runs(before=cutoff) == 0
+
+    sid = store.ensure_series(
+        name="rps", family="rps", labels={}, step_seconds=60, horizon_steps=10
+    )
+    assert sid
+    ids = []
+    for day in range(6):
+        ids.append(
+            store.record_training(
+                series="rps",
+                run_id=f"r{day}",
+                estimator="seasonal_naive",
+                model_version=str(day),
+                promoted=day == 1,  # an old champion, kept through later rejections
+                reason="gate",
+                metrics={"mase": 1.0},
+                artifact=f'{{"day": {day}}}',
+                trained_at=T0 + timedelta(days=day),
+            )
+        )
+    assert store.drop_old_artifacts(keep=2) == 3  # days 0, 2, 3
+    champion = store.champion("rps")
+    assert champion is not None and champion.artifact == '{"day": 1}'
+    assert len(store.trainings("rps")) == 6  # the outcomes stay
+    with store.engine.connect() as conn:
+        kept = conn.execute(
+            select(trainings_table.c.id).where(trainings_table.c.artifact.is_not(None))
+        ).scalars()
+        assert sorted(kept) == [ids[1], ids[4], ids[5]]
+    assert store.drop_old_artifacts(keep=2) == 0
+
+
 def test_reads_are_rate_limited_and_store_failures_are_reported(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,10 +205,15 @@ def test_api_metrics_export_both_forecasts_and_pipeline_health(make_settings: An
     settings = make_settings()
     engine = make_engine(settings.database)
     upgrade(engine)
-    _run(Store(engine), "ingest", "rps", took=0.5, ok=True, points=10)
-    engine.dispose()
+    _run(Store(engine), "ingest", "rps", took=0.5, ok=True, points=10)  # before the API
     with TestClient(create_app(settings)) as client:
+        before = _samples(client.get("/metrics").text)
+        _run(Store(engine), "ingest", "rps", took=0.5, ok=True, points=10)
+        client.app.state.job_stats.min_interval = 0.0  # type: ignore[attr-defined]
         text = client.get("/metrics").text
+    engine.dispose()
+    assert ("forecaster_points_ingested_total", (("series", "rps"),)) not in before
+    assert before[("forecaster_job_last_success_timestamp_seconds", (("stage", "ingest"),))] > 0
     names = {f.name for f in text_string_to_metric_families(text)}
     assert names >= {
         "forecaster_job_runs",
