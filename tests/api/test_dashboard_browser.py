@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import pytest
 
 from tests.support.dashboard_seed import SERIES, running_api
@@ -154,3 +157,131 @@ def test_dashboard_draws_the_series_without_errors(
     assert "no champion" in page.locator("#champion").inner_text()
     assert problems == [], problems
     assert foreign == [], f"the page fetched from outside the API: {foreign}"
+
+
+MEMBER = 'checkout_rps_by_route{route="/api/../admin"}'
+LONG = "x" * 270
+
+
+def _seed_awkward_series(tmp_path: Path) -> None:
+    """Next to the seeded store's series: a split_by member whose label value has a
+    ``..`` path segment, a series whose observations stopped two days ago (its forecast
+    with them) and one with a 270-character name."""
+    from datetime import UTC, datetime, timedelta
+
+    from forecaster.store.repository import ForecastPoint, Store
+    from tests.support.dashboard_seed import make_engine_for
+
+    engine = make_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    store = Store(engine)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    for name, family, end in (
+        (MEMBER, "checkout_rps_by_route", now),
+        ("went_quiet", "went_quiet", now - timedelta(days=2)),
+        (LONG, LONG[:128], now),
+    ):
+        sid = store.ensure_series(name=name, family=family, step_seconds=300, horizon_steps=12)
+        stamps = [end - timedelta(minutes=5 * i) for i in range(48)]
+        store.upsert_observations(sid, [(ts, 100.0 + i % 7) for i, ts in enumerate(stamps)])
+        store.publish_forecast(
+            series=name,
+            generated_at=end,
+            origin=end,
+            step_seconds=300,
+            level=90.0,
+            model_name="seasonal_naive",
+            model_version="1",
+            run_id="r",
+            points=[
+                ForecastPoint(
+                    step=k,
+                    ds=end + timedelta(minutes=5 * k),
+                    yhat=100.0,
+                    yhat_lower=90.0,
+                    yhat_upper=110.0,
+                )
+                for k in range(1, 13)
+            ],
+        )
+    engine.dispose()
+
+
+def _status(page: Any) -> str:
+    page.wait_for_function(
+        "document.querySelector('#status').textContent.startsWith('updated') || "
+        "document.querySelector('#status').className === 'error'",
+        timeout=10_000,
+    )
+    text: str = page.locator("#status").inner_text()
+    return text
+
+
+def test_dashboard_handles_awkward_names_links_errors_and_slow_answers(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    _seed_awkward_series(tmp_path)
+    deadline = time.monotonic() + 15
+    while len(httpx.get(f"{api_url}/v1/series").json()) < 5:  # the view refreshes each second
+        assert time.monotonic() < deadline, "the API did not pick up the new series"
+        time.sleep(0.3)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+
+    # a member whose label value has "/../": its own chart, not a 404 for ".../admin"
+    page.goto(f"{api_url}/dashboard?series={quote(MEMBER)}")
+    assert _status(page).startswith("updated"), page.locator("#status").inner_text()
+    assert page.evaluate("window.forecasterDashboard.data.series") == MEMBER
+
+    # a shared link with a window the menu does not offer
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=12h")
+    assert _status(page).startswith("updated")
+    assert page.locator("#window").input_value() == "12h"
+    assert page.evaluate("window.forecasterDashboard.data.window_seconds") == 43200
+
+    # the API's 422 explanation, not "Unprocessable Entity"
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=1m")
+    assert "shorter than 5m" in _status(page)
+
+    # a series gone quiet: said so, not a blank chart with "0 observations"
+    page.goto(f"{api_url}/dashboard?series=went_quiet")
+    status = _status(page)
+    assert "none in this window: the newest is from" in status
+    assert "the forecast is stale" in status
+    assert status.split(" ")[1].endswith("Z")  # the time is UTC like the rest
+
+    # the long name does not widen the page
+    page.goto(f"{api_url}/dashboard?series={LONG}")
+    _status(page)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+    # a zoom survives the minute refresh of the same series and window
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=3d")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    box = page.locator("#chart .u-over").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.up()
+    scale = (
+        "() => [window.forecasterDashboard.plot.scales.x.min, "
+        "window.forecasterDashboard.plot.scales.x.max]"
+    )
+    zoomed = page.evaluate(scale)
+    page.evaluate("window.forecasterDashboard.reload()")
+    page.wait_for_timeout(1500)
+    assert page.evaluate(scale) == pytest.approx(zoomed)
+
+    # a slow answer for an earlier choice does not overwrite the newer one
+    page.evaluate(
+        """() => {
+          const original = window.fetch;
+          window.fetch = (url, opts) => String(url).includes('window=7d')
+            ? new Promise((r) => setTimeout(r, 1500)).then(() => original(url, opts))
+            : original(url, opts);
+        }"""
+    )
+    page.select_option("#window", "7d")
+    page.wait_for_timeout(200)
+    page.select_option("#window", "6h")
+    page.wait_for_timeout(3000)
+    assert page.evaluate("window.forecasterDashboard.data.window_seconds") == 6 * 3600

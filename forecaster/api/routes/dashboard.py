@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import MetaData, Table, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from forecaster.api.deps import ReadAccess, StoreDep, ViewDep
+from forecaster.api.deps import ReadAccess, SettingsDep, StoreDep, ViewDep
 from forecaster.api.params import bad_parameter, duration_param
 from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound, StoreError
 
@@ -80,6 +80,7 @@ def dashboard_data(
     request: Request,
     view: ViewDep,
     store: StoreDep,
+    settings: SettingsDep,
     window: Annotated[
         str, Query(description="How much history to show, e.g. 6h, 24h, 7d (max 14d)")
     ] = "24h",
@@ -111,6 +112,9 @@ def dashboard_data(
     ``forecast.level`` percent. ``forecast.reference`` (watched series only, else
     ``null``) is the band the regression detector judges against: the forecast
     without recent-level corrections. Sections that do not apply are ``null`` or empty.
+    ``stale`` is true when the current forecast is older than the staleness bound
+    (``FORECASTER_SCHEDULE__STALE_AFTER_SECONDS``); ``last_observation`` tells how old
+    the newest observation is when the window holds none.
     With ``target_per_replica``, ``replicas`` holds the replica plan over the forecast:
     per step, ``ceil(max(quantile over [t, t + lead_time]) / target_per_replica)``.
     """
@@ -124,7 +128,14 @@ def dashboard_data(
     if cached is not None:
         return Response(cached, media_type="application/json")
     try:
-        body = build_dashboard(view=view, store=store, name=name, span=span, cache=cache)
+        body = build_dashboard(
+            view=view,
+            store=store,
+            name=name,
+            span=span,
+            cache=cache,
+            stale_after=settings.schedule.stale_after_seconds,
+        )
         if target_per_replica is not None and body["forecast"] is not None:
             body["replicas"] = replica_plan(
                 body["forecast"],
@@ -151,8 +162,12 @@ def build_dashboard(
     span: timedelta,
     now: datetime | None = None,
     cache: DashboardCache | None = None,
+    stale_after: float = 120.0,
 ) -> dict[str, Any]:
-    """The dashboard document of ``name`` for the last ``span`` (see :func:`dashboard_data`)."""
+    """The dashboard document of ``name`` for the last ``span`` (see :func:`dashboard_data`).
+
+    ``stale`` is true when the current forecast is older than ``stale_after`` seconds.
+    """
     now = now or datetime.now(UTC)
     start = now - span
     info = store.series(name)
@@ -186,6 +201,7 @@ def build_dashboard(
         "now": now.timestamp(),
         "window_seconds": span.total_seconds(),
         "last_observation": _epoch(info.last_observation_at),
+        "stale": current is not None and current.is_stale(now.timestamp(), stale_after),
         "actual": {"t": [ts.timestamp() for ts, _ in history], "y": [y for _, y in history]},
         "forecast": forecast,
         "earlier": earlier,

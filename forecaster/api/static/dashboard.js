@@ -8,7 +8,10 @@
   var el = function (id) { return document.getElementById(id); };
   // Axes and legends in UTC, like the API, whatever the browser's time zone.
   var utc = function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); };
-  var state = { plot: null, errorPlot: null, replicaPlot: null, data: null, timer: null };
+  var state = {
+    plot: null, errorPlot: null, replicaPlot: null, data: null, timer: null,
+    requests: 0, drawnFor: null,
+  };
   window.forecasterDashboard = state;
 
   function headers() {
@@ -22,15 +25,27 @@
     s.className = isError ? "error" : "";
   }
 
+  // FastAPI's 422 detail is a list of {loc, msg}; other errors carry a string.
+  function explain(body, r) {
+    var detail = body && body.detail;
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail) && detail.length) {
+      return detail.map(function (d) { return d && d.msg ? d.msg : JSON.stringify(d); }).join("; ");
+    }
+    return r.status + " " + r.statusText;
+  }
+
   function getJSON(url) {
     return fetch(url, { headers: headers() }).then(function (r) {
       if (r.status === 401 || r.status === 403) {
         el("token-form").hidden = false;
-        throw new Error("this server needs an API token for reads");
+        throw new Error(sessionStorage.getItem(TOKEN_KEY)
+          ? "the API token was refused (" + r.status + "): enter the right one"
+          : "this server needs an API token for reads");
       }
       if (!r.ok) {
         return r.json().then(
-          function (b) { throw new Error(typeof b.detail === "string" ? b.detail : r.statusText); },
+          function (b) { throw new Error(explain(b, r)); },
           function () { throw new Error(r.status + " " + r.statusText); }
         );
       }
@@ -47,6 +62,10 @@
     var a = Math.abs(v);
     var d = digits !== undefined ? digits : a >= 1000 ? 0 : a >= 10 ? 1 : a >= 1 ? 2 : 3;
     return Number(v).toLocaleString(undefined, { maximumFractionDigits: d, minimumFractionDigits: d });
+  }
+
+  function clock() {  // the status line's time, in UTC like everything else on the page
+    return new Date().toISOString().slice(11, 19) + "Z";
   }
 
   function when(epoch) {
@@ -139,6 +158,18 @@
     return Math.max(320, node.clientWidth || node.parentNode.clientWidth - 20);
   }
 
+  // The x range the user zoomed to, when the chart is redrawn for the same series and
+  // window (the minute refresh): kept instead of reset to the whole window.
+  function keptZoom(doc) {
+    var u = state.plot;
+    if (!u || state.drawnFor !== doc.series + "|" + doc.window_seconds) return null;
+    var xs = u.data[0];
+    if (!xs.length) return null;
+    var min = u.scales.x.min, max = u.scales.x.max;
+    var zoomed = min > xs[0] + 1e-6 || max < xs[xs.length - 1] - 1e-6;
+    return zoomed ? { min: min, max: max } : null;
+  }
+
   function draw(doc) {
     var a = align(doc);
     var unit = doc.unit ? " " + doc.unit : "";
@@ -171,9 +202,12 @@
       legend: { live: true },
       hooks: { draw: [overlays(doc)] },
     };
+    var zoom = keptZoom(doc);
     if (state.plot) state.plot.destroy();
     node.textContent = "";
     state.plot = new uPlot(opts, data, node);
+    state.drawnFor = doc.series + "|" + doc.window_seconds;
+    if (zoom) state.plot.setScale("x", zoom);
     var drawnPoints = a.actual.filter(function (v) { return v !== null; }).length;
     node.dataset.drawn = drawnPoints > 0 ? "true" : "false";
     node.dataset.points = String(drawnPoints);
@@ -368,21 +402,52 @@
       if (wanted.get(key)) { extra.set(key, wanted.get(key)); query.set(key, wanted.get(key)); }
     });
     history.replaceState(null, "", "?" + query.toString());
-    var url = "v1/dashboard/" + name.split("/").map(encodeURIComponent).join("/") +
-      "?" + extra.toString();
+    // the whole name as one path segment: a label value like "/api/../admin" split on
+    // "/" had its ".." segments resolved away by the browser
+    var url = "v1/dashboard/" + encodeURIComponent(name) + "?" + extra.toString();
+    var ticket = ++state.requests;  // only the newest request may draw
     return getJSON(url).then(function (doc) {
+      if (ticket !== state.requests) return;
       state.data = doc;
       draw(doc);
       panels(doc);
-      setStatus("updated " + new Date().toLocaleTimeString() + " · " + doc.actual.t.length + " observations");
+      setStatus(summary(doc), doc.actual.t.length === 0 || doc.stale);
     }).catch(function (err) {
-      setStatus(err.message, true);
+      if (ticket === state.requests) setStatus(err.message, true);
     });
+  }
+
+  function summary(doc) {
+    var parts = ["updated " + clock(), doc.actual.t.length + " observations"];
+    if (doc.actual.t.length === 0) {
+      parts.push(doc.last_observation === null
+        ? "none stored yet"
+        : "none in this window: the newest is from " + when(doc.last_observation));
+    }
+    if (doc.stale && doc.forecast) {
+      parts.push("the forecast is stale (made " + when(doc.forecast.generated_at) +
+        "): the publish job is not keeping up");
+    }
+    return parts.join(" · ");
+  }
+
+  // A window from a shared link that the menu does not offer becomes an option of its
+  // own (the API says whether it is valid) instead of leaving the menu blank.
+  function chooseWindow(value) {
+    var select = el("window");
+    var offered = Array.prototype.some.call(select.options, function (o) { return o.value === value; });
+    if (!offered) {
+      var opt = document.createElement("option");
+      opt.value = value;
+      opt.textContent = value;
+      select.appendChild(opt);
+    }
+    select.value = value;
   }
 
   function start() {
     var wanted = params();
-    if (wanted.get("window")) el("window").value = wanted.get("window");
+    if (wanted.get("window")) chooseWindow(wanted.get("window"));
     return getJSON("v1/series").then(function (series) {
       var select = el("series");
       select.textContent = "";
@@ -419,6 +484,7 @@
       if (p[0]) p[0].setSize({ width: chartWidth(el(p[1])), height: p[2] });
     });
   });
+  state.reload = load;
   state.ready = start();
   state.timer = setInterval(load, REFRESH_MS);
 })();
