@@ -134,6 +134,12 @@ class ScheduleSettings(_Section):
     training_artifacts_kept: int = Field(
         5, ge=0, description="Stored models kept per series besides the champion's"
     )
+    history_retention_days: int = Field(
+        0,
+        ge=0,
+        description="Observations older than this are deleted (0: kept forever); never "
+        "less than a series' training history or 14 days",
+    )
 
     @field_validator("timezone")
     @classmethod

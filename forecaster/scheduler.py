@@ -135,16 +135,43 @@ def housekeeping_job() -> None:
             before=datetime.now(UTC) - timedelta(hours=settings.job_runs_retention_hours)
         )
         models = ctx.store.drop_old_artifacts(keep=settings.training_artifacts_kept)
+        observations = prune_observations(ctx)
     except ForecasterError as exc:
         log.warning("housekeeping failed (retried in an hour): %s", exc)
         return
-    if runs or models:
+    if runs or models or observations:
         log.info(
-            "housekeeping: deleted %d job runs older than %dh, cleared %d old training models",
+            "housekeeping: deleted %d job runs older than %dh and %d observations past "
+            "their retention, cleared %d old training models",
             runs,
             settings.job_runs_retention_hours,
+            observations,
             models,
         )
+
+
+#: Observations are kept at least this long whatever the retention (the dashboard's
+#: longest window).
+MIN_HISTORY_KEPT = timedelta(days=14)
+
+
+def prune_observations(ctx: JobContext, now: datetime | None = None) -> int:
+    """Delete observations past ``FORECASTER_SCHEDULE__HISTORY_RETENTION_DAYS`` (0: none),
+    keeping at least each series' training history (and a watched series' baseline
+    window) and :data:`MIN_HISTORY_KEPT`; retired members included."""
+    days = ctx.settings.schedule.history_retention_days
+    if not days:
+        return 0
+    now = now or datetime.now(UTC)
+    deleted = 0
+    for spec in ctx.spec.series:
+        keep = max(timedelta(days=days), spec.history, MIN_HISTORY_KEPT)
+        if spec.watch is not None:
+            keep = max(keep, spec.watch.baseline_window)
+        names = [info.name for info in ctx.store.list_series(family=spec.name)]
+        for name in names:
+            deleted += ctx.store.prune_history(name, before=now - keep)
+    return deleted
 
 
 @_job

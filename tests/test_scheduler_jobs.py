@@ -84,3 +84,36 @@ def test_housekeeping_runs_hourly_and_prunes_old_job_runs(
         scheduler.shutdown(wait=False)
         ctx.store.engine.dispose()
         scheduler_module._CONTEXT.clear()
+
+
+def test_observations_are_pruned_only_when_a_retention_is_set(
+    tmp_path: Path, make_settings: Any, write_spec: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [
+            {"name": "short", "query": "up", "history": "3d"},
+            {"name": "long", "query": "up", "history": "40d"},
+        ],
+        step="1h",
+        horizon="1h",
+    )
+    now = datetime(2026, 11, 29, tzinfo=UTC)
+
+    def stored(ctx: JobContext) -> dict[str, int]:
+        return {name: ctx.store.count_observations(name) for name in ("short", "long")}
+
+    ctx = JobContext.create(make_settings(spec=spec))
+    for name in ("short", "long"):
+        sid = ctx.store.ensure_series(name=name, family=name, step_seconds=3600, horizon_steps=1)
+        ctx.store.upsert_observations(sid, [(now - timedelta(days=d), 1.0) for d in range(60)])
+    assert scheduler_module.prune_observations(ctx, now) == 0  # default: kept forever
+    ctx.store.engine.dispose()
+
+    monkeypatch.setenv("FORECASTER_SCHEDULE__HISTORY_RETENTION_DAYS", "20")
+    ctx = JobContext.create(make_settings(spec=spec))
+    # 20 days kept of "short" (more than its 3-day history and the 14-day minimum);
+    # "long" keeps its 40-day training history
+    assert scheduler_module.prune_observations(ctx, now) == (60 - 21) + (60 - 41)
+    assert stored(ctx) == {"short": 21, "long": 41}
+    ctx.store.engine.dispose()

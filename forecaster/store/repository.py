@@ -542,19 +542,22 @@ class Store:
     def prune_history(self, name: str, *, before: datetime) -> int:
         """Delete observations of ``name`` older than ``before``; returns how many."""
         info = self.series(name)
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                delete(observations_table).where(
-                    and_(
-                        observations_table.c.series_id == info.id,
-                        observations_table.c.ts < _utc(before),
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    delete(observations_table).where(
+                        and_(
+                            observations_table.c.series_id == info.id,
+                            observations_table.c.ts < _utc(before),
+                        )
                     )
                 )
-            )
-            deleted = int(result.rowcount or 0)
-            if deleted:
-                mark_changed(conn, [info.id])
-            return deleted
+                deleted = int(result.rowcount or 0)
+                if deleted:
+                    mark_changed(conn, [info.id])
+                return deleted
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot prune the history of {name!r}: {exc}") from exc
 
     # -- forecasts --------------------------------------------------------------------
     def publish_forecast(
