@@ -214,7 +214,7 @@ def db_upgrade() -> None:
     )
 
 
-COMMAND_MODULES = ("backtest", "simulate", "scaler", "detect")
+COMMAND_MODULES = ("backtest", "simulate", "scaler", "detect", "status")
 
 
 def _register_optional_commands() -> None:

@@ -24,7 +24,8 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 
 
 @pytest.mark.parametrize(
-    "command", ["ingest", "train", "publish", "serve", "scheduler", "demo", "backtest"]
+    "command",
+    ["ingest", "train", "publish", "serve", "scheduler", "demo", "backtest", "status"],
 )
 def test_every_command_has_help(command: str, tmp_path: Path) -> None:
     out = _run([command, "--help"], {}, tmp_path)

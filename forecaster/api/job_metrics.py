@@ -131,35 +131,28 @@ class JobRunStats:
     def _read_state(self) -> None:
         """First read: the newest run (counting starts after it) and, from the last
         :data:`STATE_LOOKBACK`, each stage's latest outcome per series and its last run,
-        success and duration. Indexed by (job, started_at): one range per stage."""
+        success and duration."""
         c = job_runs_table.c
         since = datetime.now(UTC) - STATE_LOOKBACK
         with self.store.engine.connect() as conn:
             newest = int(conn.execute(select(func.max(c.id))).scalar() or 0)
-            for job in KNOWN_STAGES:
-                recent = (c.job == job, c.started_at >= since, c.id <= newest, c.ok.is_not(None))
-                latest = select(func.max(c.id)).where(*recent).group_by(c.series)
-                rows = conn.execute(
-                    select(c.id, c.series, c.ok, c.started_at, c.finished_at)
-                    .where(c.id.in_(latest))
-                    .order_by(c.id)
-                ).all()
-                if not rows:
-                    continue
-                totals = self.stages.setdefault(job, StageTotals())
-                for row in rows:
-                    finished = (row.finished_at or row.started_at).timestamp()
-                    totals.last_run_at = max(totals.last_run_at or finished, finished)
-                    if row.series is not None:
-                        totals.latest_ok[row.series] = bool(row.ok)
-                last = rows[-1]
-                if last.finished_at is not None:
-                    totals.last_duration = (last.finished_at - last.started_at).total_seconds()
+        outcomes = self.store.latest_job_outcomes(KNOWN_STAGES, since=since, up_to_id=newest)
+        for run in outcomes:  # oldest first
+            totals = self.stages.setdefault(run.job, StageTotals())
+            finished = run.finished_at.timestamp()
+            totals.last_run_at = max(totals.last_run_at or finished, finished)
+            totals.last_duration = (run.finished_at - run.started_at).total_seconds()
+            if run.series is not None:
+                totals.latest_ok[run.series] = run.ok
+        with self.store.engine.connect() as conn:
+            for job in {run.job for run in outcomes}:
                 success = conn.execute(
-                    select(func.max(c.finished_at)).where(*recent, c.ok.is_(True))
+                    select(func.max(c.finished_at)).where(
+                        c.job == job, c.started_at >= since, c.id <= newest, c.ok.is_(True)
+                    )
                 ).scalar()
                 if success is not None:
-                    totals.last_success_at = success.timestamp()
+                    self.stages[job].last_success_at = success.timestamp()
         self.last_id = newest
 
     def _read_new_rows(self) -> None:

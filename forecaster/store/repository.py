@@ -237,6 +237,19 @@ class PublishedForecast:
 
 
 @dataclass(frozen=True)
+class JobOutcome:
+    """One recorded job run (a row of ``job_runs``)."""
+
+    id: int
+    job: str
+    series: str | None
+    ok: bool
+    started_at: datetime
+    finished_at: datetime
+    detail: str
+
+
+@dataclass(frozen=True)
 class Champion:
     """The model currently serving a series."""
 
@@ -1100,6 +1113,54 @@ class Store:
                 )
         except SQLAlchemyError:
             return
+
+    def latest_job_outcomes(
+        self, jobs: Iterable[str], *, since: datetime, up_to_id: int | None = None
+    ) -> list[JobOutcome]:
+        """The latest finished run of each (job, series) started since ``since`` (and with
+        an id up to ``up_to_id``), oldest first: one grouped query per job over the
+        (job, started_at) index, never the whole table."""
+        c = job_runs_table.c
+        out: list[JobOutcome] = []
+        with self.engine.connect() as conn:
+            for job in jobs:
+                recent = [c.job == job, c.started_at >= _utc(since), c.ok.is_not(None)]
+                if up_to_id is not None:
+                    recent.append(c.id <= up_to_id)
+                latest = select(func.max(c.id)).where(*recent).group_by(c.series)
+                rows = conn.execute(
+                    select(c.id, c.job, c.series, c.ok, c.started_at, c.finished_at, c.detail)
+                    .where(c.id.in_(latest))
+                    .order_by(c.id)
+                ).all()
+                out += [
+                    JobOutcome(
+                        id=int(r.id),
+                        job=str(r.job),
+                        series=r.series,
+                        ok=bool(r.ok),
+                        started_at=r.started_at,
+                        finished_at=r.finished_at or r.started_at,
+                        detail=r.detail or "",
+                    )
+                    for r in rows
+                ]
+        return out
+
+    def current_publications(self) -> dict[str, tuple[datetime, str, str]]:
+        """Series name -> (generated_at, model name, model version) of its current forecast."""
+        p = publications_table.c
+        query = select(series_table.c.name, p.generated_at, p.model_name, p.model_version).join(
+            publications_table, p.id == series_table.c.current_publication_id
+        )
+        try:
+            with self.engine.connect() as conn:
+                return {
+                    r.name: (r.generated_at, r.model_name, r.model_version)
+                    for r in conn.execute(query)
+                }
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the current forecasts: {exc}") from exc
 
     def last_job_runs(self, limit: int = 50) -> list[dict[str, Any]]:
         """Latest job runs, newest first."""

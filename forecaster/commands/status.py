@@ -1,0 +1,158 @@
+"""The ``forecaster status`` command: is every spec'd series being ingested, trained and
+published? One line per series (a family's members each), read from the store.
+
+Exit status 0 when every series is fine (or retired), 1 when any needs attention, so
+it can serve as a cron or CI health check.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from forecaster.durations import format_duration
+
+if TYPE_CHECKING:
+    from forecaster.jobs.context import JobContext
+    from forecaster.specs import SeriesSpec
+    from forecaster.store.repository import JobOutcome
+
+#: Failed runs older than this are not reported (the housekeeping keeps 72 h by default).
+LOOKBACK = timedelta(days=2)
+JOBS = ("ingest", "train", "publish", "detect", "warm")
+#: States that need no attention.
+FINE = ("ok", "retired")
+
+
+@dataclass(frozen=True)
+class SeriesStatus:
+    """Where one series stands."""
+
+    series: str
+    spec: str
+    state: str
+    last_observation: str | None
+    champion: str | None
+    forecast_made: str | None
+    problem: str
+
+
+def _age(then: datetime | None, now: datetime) -> str | None:
+    if then is None:
+        return None
+    ago = format_duration(max(now - then, timedelta(0)))
+    return f"{then.isoformat(timespec='seconds')} ({ago} ago)"
+
+
+def collect(
+    ctx: JobContext, specs: list[SeriesSpec], now: datetime | None = None
+) -> list[SeriesStatus]:
+    """The status of every stored member of ``specs`` (a spec with none: ``no history``)."""
+    now = now or datetime.now(UTC)
+    bound = timedelta(seconds=ctx.settings.schedule.stale_after_seconds)
+    failed: dict[str, JobOutcome] = {}
+    for run in ctx.store.latest_job_outcomes(JOBS, since=now - LOOKBACK):
+        if run.series is not None and not run.ok:  # that job's latest run failed
+            failed.setdefault(run.series, run)
+    forecasts = ctx.store.current_publications()
+    out: list[SeriesStatus] = []
+    for spec in specs:
+        infos = {info.name: info for info in ctx.store.list_series(family=spec.name)}
+        retired: list[str] = []
+        if spec.split_by:
+            reporting, retired = ctx.family_members(spec)
+        else:
+            reporting = [spec.name] if spec.name in infos else []
+        if not reporting and not retired:
+            out.append(
+                SeriesStatus(
+                    spec.name, spec.name, "no history", None, None, None, "run ingest first"
+                )
+            )
+            continue
+        for name in sorted(reporting + retired):
+            info = infos[name]
+            made = forecasts.get(name)
+            failing = failed.get(name)
+            champion = f"{info.champion} v{info.champion_version}" if info.champion else None
+            if name in retired:
+                state, problem = "retired", "silent for longer than retire_after"
+            elif failing is not None:
+                state = f"{failing.job} failing"
+                problem = (failing.detail.splitlines() or [""])[0][:300]
+            elif champion is None:
+                state, problem = "no champion", "not trained yet (forecaster train)"
+            elif made is None:
+                state, problem = "no forecast", "nothing published yet (forecaster publish)"
+            elif now - made[0] > bound:
+                state = "stale"
+                problem = (
+                    f"the forecast is older than the {format_duration(bound)} staleness bound: "
+                    "is the scheduler running?"
+                )
+            else:
+                state, problem = "ok", ""
+            out.append(
+                SeriesStatus(
+                    series=name,
+                    spec=spec.name,
+                    state=state,
+                    last_observation=_age(info.last_observation_at, now),
+                    champion=champion,
+                    forecast_made=None if made is None else _age(made[0], now),
+                    problem=problem,
+                )
+            )
+    return out
+
+
+def status_command(
+    series: Annotated[
+        list[str] | None,
+        typer.Argument(help="Series names from the spec (default: all).", show_default=False),
+    ] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option("--spec", help="Pipeline spec YAML (default: FORECASTER_PIPELINES)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per series.")] = False,
+) -> None:
+    """Show, per spec'd series, its last observation, champion, forecast age and any
+    failing job; exits 1 when any series needs attention."""
+    from forecaster.config import load_settings
+    from forecaster.jobs.context import JobContext
+
+    ctx = JobContext.create(load_settings(**({} if spec is None else {"pipelines": spec})))
+    try:
+        rows = collect(ctx, ctx.select(series))
+    finally:
+        ctx.store.engine.dispose()
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(asdict(row)))
+    else:
+        for row in rows:
+            colour = typer.colors.GREEN if row.state in FINE else typer.colors.RED
+            typer.secho(f"{row.series}: {row.state}", fg=colour, bold=row.state not in FINE)
+            typer.echo(f"  last observation  {row.last_observation or '-'}")
+            typer.echo(f"  champion          {row.champion or '-'}")
+            typer.echo(f"  forecast made     {row.forecast_made or '-'}")
+            if row.problem:
+                typer.echo(f"  problem           {row.problem}")
+        attention = [row for row in rows if row.state not in FINE]
+        typer.echo(
+            f"{len(rows)} series: {len(rows) - len(attention)} fine, "
+            f"{len(attention)} need attention"
+        )
+    if any(row.state not in FINE for row in rows):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``status`` command to ``app``."""
+    app.command("status")(status_command)

@@ -1,0 +1,153 @@
+"""``forecaster status``: one line per series saying whether it is fine, and why not."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from forecaster.commands.status import collect
+from forecaster.jobs.context import JobContext
+from forecaster.store.repository import ForecastPoint, Store
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _series(store: Store, name: str, family: str | None = None, *, seen: datetime = NOW) -> None:
+    labels = {"pod": name.split('"')[1]} if "{" in name else {}
+    sid = store.ensure_series(
+        name=name, family=family or name, labels=labels, step_seconds=60, horizon_steps=5
+    )
+    store.upsert_observations(sid, [(seen - timedelta(minutes=1), 1.0), (seen, 2.0)])
+
+
+def _champion(store: Store, name: str) -> None:
+    store.record_training(
+        series=name,
+        run_id="r",
+        estimator="seasonal_naive",
+        model_version="3",
+        promoted=True,
+        reason="first model",
+        metrics={"mase": 1.0},
+        artifact="{}",
+    )
+
+
+def _forecast(store: Store, name: str, made: datetime) -> None:
+    store.publish_forecast(
+        series=name,
+        generated_at=made,
+        origin=made,
+        step_seconds=60,
+        level=90.0,
+        model_name="seasonal_naive",
+        model_version="3",
+        run_id="r",
+        points=[
+            ForecastPoint(
+                step=k, ds=made + timedelta(minutes=k), yhat=1.0, yhat_lower=0.0, yhat_upper=2.0
+            )
+            for k in range(1, 6)
+        ],
+    )
+
+
+def _failed(store: Store, job: str, name: str, detail: str) -> None:
+    store.record_job_run(
+        job=job, series=name, started_at=NOW, finished_at=NOW, ok=False, detail=detail
+    )
+
+
+def _store(tmp_path: Path, make_settings: Any, write_spec: Any) -> tuple[JobContext, Path]:
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [
+            {"name": "fine", "query": "up"},
+            {"name": "stale", "query": "up"},
+            {"name": "broken", "query": "up"},
+            {"name": "untrained", "query": "up"},
+            {"name": "never", "query": "up"},
+            {"name": "fam", "query": "sum by (pod) (up)", "split_by": ["pod"]},
+        ],
+        step="1m",
+        history="1d",
+        horizon="5m",
+    )
+    ctx = JobContext.create(make_settings(spec=spec))
+    store = ctx.store
+    for name in ("fine", "stale", "broken", "untrained"):
+        _series(store, name)
+    _series(store, 'fam{pod="a"}', "fam")
+    _series(store, 'fam{pod="gone"}', "fam", seen=NOW - timedelta(hours=2))
+    for name in ("fine", "stale", "broken", 'fam{pod="a"}'):
+        _champion(store, name)
+        _forecast(store, name, NOW - timedelta(seconds=30))
+    _forecast(store, "stale", NOW - timedelta(hours=1))
+    _failed(store, "publish", "broken", "series 'broken': source unavailable\ntraceback")
+    # a failure followed by a success of the same job is over
+    _failed(store, "ingest", "fine", "timeout")
+    store.record_job_run(job="ingest", series="fine", started_at=NOW, finished_at=NOW, ok=True)
+    return ctx, spec
+
+
+def test_every_series_gets_a_state_and_the_reason(
+    tmp_path: Path, make_settings: Any, write_spec: Any
+) -> None:
+    ctx, _spec = _store(tmp_path, make_settings, write_spec)
+    rows = {row.series: row for row in collect(ctx, ctx.select(None), NOW)}
+    ctx.store.engine.dispose()
+    assert {name: row.state for name, row in rows.items()} == {
+        "fine": "ok",
+        "stale": "stale",
+        "broken": "publish failing",
+        "untrained": "no champion",
+        "never": "no history",
+        'fam{pod="a"}': "ok",
+        'fam{pod="gone"}': "retired",
+    }
+    assert rows["broken"].problem == "series 'broken': source unavailable"
+    assert "older than the 2m staleness bound" in rows["stale"].problem
+    assert rows["fine"].champion == "seasonal_naive v3"
+    assert rows["fine"].forecast_made is not None and rows["fine"].forecast_made.endswith(
+        "(30s ago)"
+    )
+    assert rows["untrained"].forecast_made is None
+
+
+def test_the_command_exits_1_when_a_series_needs_attention(
+    tmp_path: Path, make_settings: Any, write_spec: Any
+) -> None:
+    ctx, spec = _store(tmp_path, make_settings, write_spec)
+    env = {
+        **os.environ,
+        "FORECASTER_PIPELINES": str(spec),
+        "FORECASTER_DATABASE__URL": ctx.settings.database.url,
+    }
+    ctx.store.engine.dispose()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "forecaster", "status", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
+
+    everything = run()
+    assert everything.returncode == 1, everything.stderr
+    assert "broken: publish failing" in everything.stdout
+    assert "7 series: 3 fine, 4 need attention" in everything.stdout
+    fine = run("fine", "fam", "--json")
+    assert fine.returncode == 0, fine.stdout + fine.stderr
+    states = [json.loads(line)["state"] for line in fine.stdout.splitlines()]
+    assert states == ["ok", "ok", "retired"]
+    unknown = run("nope")
+    assert unknown.returncode == 1
+    assert "series 'nope' is not in the pipeline spec" in unknown.stderr
