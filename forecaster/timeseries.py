@@ -160,6 +160,18 @@ def read_utf8(path: Path, *, encoding: str = "utf-8") -> str:
         raise ValueError(f"line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
 
 
+def _parser_message(exc: Exception) -> str:
+    """pandas' parser error with its 0-based "row N" of an unclosed quote given as the
+    file's 1-based line, as the other messages count (pandas said "row 2" of a quote
+    opened on line 3)."""
+    message = str(exc)
+    found = re.search(r"EOF inside string starting at row (\d+)", message)
+    if found:
+        line = int(found.group(1)) + 1
+        return f"row {line}: a quote opened there is never closed (an unbalanced '\"')"
+    return message
+
+
 def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     """Read a two-column CSV (timestamp, value) with a header row.
 
@@ -196,7 +208,7 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     except pd.errors.EmptyDataError as exc:
         raise InputDataError(f"{where}: the file is empty") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputDataError(f"{where}: not a readable CSV file: {exc}") from exc
+        raise InputDataError(f"{where}: not a readable CSV file: {_parser_message(exc)}") from exc
     if frame.shape[1] < 2:
         used = next((f", not {name}" for c, name in SEPARATORS if c in text[:4096]), "")
         raise InputDataError(

@@ -108,6 +108,11 @@ def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -
             r"row 3: value '1e400' is beyond the largest 64-bit float \(about 1.8e308\)",
         ),
         ("timestamp,value\n2024-01-01,-2e101\n", "row 2: value '-2e101' is larger than 1e\\+100"),
+        # pandas counted the unclosed quote's row from 0 with the header
+        (
+            'timestamp,value\n2024-01-01,1\n"2024-01-02,2\n2024-01-03,3\n',
+            "row 3: a quote opened there is never closed",
+        ),
     ],
 )
 def test_bad_csv_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
