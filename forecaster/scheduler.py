@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,8 @@ _RUNNING_LOCK = threading.Lock()
 #: Seconds running jobs get to finish after SIGTERM/SIGINT before the process exits
 #: without them (Kubernetes sends SIGKILL 30 s after SIGTERM by default).
 SHUTDOWN_GRACE_SECONDS = 15.0
+#: How often the scheduler checks that it still holds the one-per-store lock.
+LOCK_CHECK_SECONDS = 5.0
 
 
 def _job(func: Callable[..., None]) -> Callable[..., None]:
@@ -358,27 +361,61 @@ def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> No
     if main:
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+    lost = False
     with scheduler_lock(ctx.store.engine, stop) as held:
         if not held:
             return
+        _fail_interrupted_requests(ctx)
         scheduler = build_scheduler(ctx)
         scheduler.resume()
         for job in scheduler.get_jobs():
             log.info("scheduled %s, next run %s", job.id, job.next_run_time)
         try:
+            checked = time.monotonic()
             while not stop.wait(1.0):
-                pass
+                if time.monotonic() - checked >= LOCK_CHECK_SECONDS:
+                    checked = time.monotonic()
+                    if not held.still_held():
+                        lost = True
+                        log.error(
+                            "lost the scheduler lock (its database connection dropped; "
+                            "another scheduler may have taken over): stopping"
+                        )
+                        break
         finally:
             _STOPPING.set()
             scheduler.shutdown(wait=False)
-            _wait_for_running(exit_after=main)
+            _wait_for_running(exit_after=main, code=1 if lost else 0)
+    if lost:
+        from forecaster.errors import StoreError
+
+        raise StoreError(
+            "the scheduler lost its lock on the store when the database connection "
+            "dropped, and stopped so that two schedulers never run the same jobs; start "
+            "it again (it waits for the lock if another scheduler holds it)"
+        )
 
 
-def _wait_for_running(*, exit_after: bool) -> None:
-    """Give running jobs the grace period; past it, exit without them (``exit_after``:
-    the real process; a store write is one transaction, so none is left half done)."""
-    import time
+def _fail_interrupted_requests(ctx: JobContext) -> None:
+    """Admin requests left running by a scheduler that stopped are failed, not kept
+    running forever."""
+    from sqlalchemy.exc import SQLAlchemyError
 
+    from forecaster.store.requests import fail_interrupted
+
+    try:
+        count = fail_interrupted(ctx.store.engine)
+    except SQLAlchemyError as exc:
+        log.warning("cannot fail interrupted job requests: %s", exc)
+        return
+    if count:
+        log.warning("%d job request(s) interrupted by the last scheduler stop marked failed", count)
+
+
+def _wait_for_running(*, exit_after: bool, code: int = 0) -> None:
+    """Give running jobs the grace period; past it, exit with ``code`` without them
+    (``exit_after``: the real process; a store write is one transaction, so none is
+    left half done)."""
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
     while time.monotonic() < deadline:
         with _RUNNING_LOCK:
@@ -395,4 +432,4 @@ def _wait_for_running(*, exit_after: bool) -> None:
     )
     if exit_after:
         logging.shutdown()
-        os._exit(0)
+        os._exit(code)

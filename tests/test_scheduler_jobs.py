@@ -117,3 +117,23 @@ def test_observations_are_pruned_only_when_a_retention_is_set(
     assert scheduler_module.prune_observations(ctx, now) == (60 - 21) + (60 - 41)
     assert stored(ctx) == {"short": 21, "long": 41}
     ctx.store.engine.dispose()
+
+
+def test_requests_left_running_by_a_stopped_scheduler_are_failed(
+    tmp_path: Path, make_settings: Any, write_spec: Any
+) -> None:
+    """A train request running when the scheduler stopped stayed "running" forever."""
+    from forecaster.store.requests import claim_next, enqueue, get_request
+
+    spec = write_spec(tmp_path / "spec.yaml", [{"name": "s", "query": "up"}], step="1m")
+    ctx = JobContext.create(make_settings(spec=spec))
+    engine = ctx.store.engine
+    running = enqueue(engine, job="train", series=None)
+    assert claim_next(engine) is not None  # the old scheduler took it, then stopped
+    waiting = enqueue(engine, job="publish", series=None)
+    scheduler_module._fail_interrupted_requests(ctx)
+    interrupted = get_request(engine, running.id)
+    assert interrupted.status == "failed"
+    assert "interrupted: the scheduler stopped while running it" in interrupted.detail
+    assert get_request(engine, waiting.id).status == "pending"  # still runs
+    engine.dispose()

@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,10 +130,28 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@dataclass
+class SchedulerLock:
+    """The scheduler lock as held (true) or not (false, the wait was stopped)."""
+
+    held: bool
+    #: Whether the lock is still held; False once its PostgreSQL session is gone.
+    _alive: Callable[[], bool] = lambda: True
+
+    def __bool__(self) -> bool:
+        return self.held
+
+    def still_held(self) -> bool:
+        """Whether the lock is still ours. A PostgreSQL advisory lock lives as long as
+        its session: a dropped connection releases it, and another scheduler may have
+        taken it since (two then ran every job twice)."""
+        return self.held and self._alive()
+
+
 @contextlib.contextmanager
 def scheduler_lock(
     engine: Engine, stop: threading.Event, *, poll_seconds: float = 2.0
-) -> Iterator[bool]:
+) -> Iterator[SchedulerLock]:
     """Hold the one-scheduler-per-store lock for the block; wait for it until ``stop``.
 
     Two schedulers on one store share its job table: each rewrote the other's jobs,
@@ -143,7 +162,8 @@ def scheduler_lock(
     the database; an in-memory database needs none.
 
     Yields:
-        True once the lock is held, False if ``stop`` was set first.
+        The lock, true once held, false if ``stop`` was set first; its
+        :meth:`SchedulerLock.still_held` tells whether it was lost since.
 
     Raises:
         StoreError: The lock cannot be taken (database down, folder not writable).
@@ -161,8 +181,17 @@ def scheduler_lock(
             conn.commit()  # a session lock outlives the transaction; an open one would
             return bool(taken)  # hold back VACUUM for the scheduler's whole life
 
+        def alive() -> bool:
+            try:
+                conn.exec_driver_sql("SELECT 1").scalar()
+                conn.commit()
+            except SQLAlchemyError:
+                return False
+            return True
+
         try:
-            yield _wait_for(try_advisory, stop, poll_seconds, f"store {engine.url!r}")
+            held = _wait_for(try_advisory, stop, poll_seconds, f"store {engine.url!r}")
+            yield SchedulerLock(held, alive)
         finally:
             with contextlib.suppress(SQLAlchemyError):
                 conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
@@ -171,7 +200,7 @@ def scheduler_lock(
         return
     database = engine.url.database
     if not database or database == ":memory:":
-        yield True
+        yield SchedulerLock(True)
         return
     import fcntl
 
@@ -190,8 +219,8 @@ def scheduler_lock(
             return False
         return True
 
-    try:
-        yield _wait_for(try_flock, stop, poll_seconds, str(lock_path))
+    try:  # a flock lasts as long as the process holds the file open
+        yield SchedulerLock(_wait_for(try_flock, stop, poll_seconds, str(lock_path)))
     finally:
         handle.close()  # releases the flock
 

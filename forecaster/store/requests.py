@@ -134,3 +134,23 @@ def finish(engine: Engine, request_id: int, *, ok: bool, detail: str) -> None:
                 detail=detail[:4000],
             )
         )
+
+
+def fail_interrupted(engine: Engine) -> int:
+    """Mark every running request failed as interrupted; returns how many.
+
+    Called by a scheduler when it takes the one-per-store lock: a request still
+    running then belonged to a scheduler that stopped (or crashed) while running it,
+    and nothing would ever finish it. It is not re-run (it may be what crashed it).
+    """
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(job_requests_table)
+            .where(job_requests_table.c.status == "running")
+            .values(
+                status="failed",
+                finished_at=datetime.now(UTC),
+                detail="interrupted: the scheduler stopped while running it; request it again",
+            )
+        )
+    return int(done.rowcount or 0)

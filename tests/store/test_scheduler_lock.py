@@ -7,9 +7,10 @@ import time
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from forecaster.config import DatabaseSettings
-from forecaster.store.db import make_engine, scheduler_lock, upgrade
+from forecaster.store.db import _SCHEDULER_LOCK_KEY, make_engine, scheduler_lock, upgrade
 
 
 @pytest.fixture
@@ -47,5 +48,69 @@ def test_waiting_ends_without_the_lock_when_asked_to_stop(engine: Any, db_url: s
     with scheduler_lock(engine, threading.Event()):
         threading.Timer(0.3, stop.set).start()
         with scheduler_lock(other, stop, poll_seconds=0.05) as held:
-            assert held is False
+            assert not held and not held.still_held()
     other.dispose()
+
+
+def _terminate_lock_session(engine: Any) -> None:
+    """What a dropped connection does: end the session holding the advisory lock."""
+    with engine.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND pid <> pg_backend_pid() "
+                "AND (classid::bigint << 32) + objid::bigint = :key"
+            ),
+            {"key": _SCHEDULER_LOCK_KEY},
+        )
+        conn.commit()
+
+
+def test_a_lock_whose_session_dropped_is_known_lost(engine: Any, db_url: str) -> None:
+    with scheduler_lock(engine, threading.Event()) as held:
+        assert held.still_held()
+        if engine.dialect.name != "postgresql":
+            return  # a flock lasts as long as the process
+        other = make_engine(DatabaseSettings(url=db_url))
+        _terminate_lock_session(other)
+        assert not held.still_held()
+        # and another scheduler can take it now
+        with scheduler_lock(other, threading.Event(), poll_seconds=0.05) as second:
+            assert second.still_held()
+        other.dispose()
+
+
+@pytest.mark.postgres
+def test_a_scheduler_that_lost_its_lock_stops(
+    pg_url: str, tmp_path: Any, make_settings: Any, write_spec: Any, monkeypatch: Any
+) -> None:
+    """Two schedulers ran every job twice after a connection blip: the one whose lock
+    went with its connection kept scheduling while another had taken the lock."""
+    from forecaster import scheduler as scheduler_module
+    from forecaster.errors import StoreError
+    from forecaster.jobs.context import JobContext
+
+    monkeypatch.setattr(scheduler_module, "LOCK_CHECK_SECONDS", 0.5)
+    spec = write_spec(tmp_path / "spec.yaml", [{"name": "s", "query": "up"}], step="1m")
+    ctx = JobContext.create(make_settings(db=pg_url, spec=spec))
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            scheduler_module.run_scheduler(ctx, stop=threading.Event())
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            failure.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        time.sleep(2.0)
+        assert thread.is_alive()
+        _terminate_lock_session(ctx.store.engine)
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "the scheduler kept running without its lock"
+    finally:
+        scheduler_module._CONTEXT.clear()
+        ctx.store.engine.dispose()
+    assert len(failure) == 1 and isinstance(failure[0], StoreError)
+    assert "lost its lock" in str(failure[0])
