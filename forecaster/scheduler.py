@@ -238,9 +238,12 @@ def build_scheduler(ctx: JobContext) -> Any:
         jobstores={"default": SQLAlchemyJobStore(engine=ctx.store.engine)},
         # ingest waits on Prometheus (timeouts and retries): its own pool, so a source
         # that hangs cannot hold back publishing, training or admin requests
+        # training too (minutes per family, longer when MLflow hangs): its own pool, so
+        # it cannot hold back publishing and admin requests either
         executors={
             "default": ThreadPoolExecutor(max_workers=2),
             "ingest": ThreadPoolExecutor(max_workers=2),
+            "train": ThreadPoolExecutor(max_workers=2),
         },
         job_defaults={
             "coalesce": True,
@@ -303,14 +306,17 @@ def _add_jobs(scheduler: Any, ctx: JobContext) -> None:
         jobs.extend(consumer_jobs(spec, now))
         for job_id, func, trigger in jobs:
             wanted.add(job_id)
+            training = job_id.startswith("train:")
             scheduler.add_job(
                 func,
                 trigger=trigger,
                 args=[spec.name],
                 id=job_id,
                 name=job_id,
-                executor="ingest" if job_id.startswith("ingest:") else "default",
+                executor=_executor_of(job_id),
                 replace_existing=True,
+                # a daily retrain queued behind others runs late rather than not at all
+                **({"misfire_grace_time": None} if training else {}),
             )
         scheduler.add_job(
             bootstrap_job,
@@ -319,7 +325,9 @@ def _add_jobs(scheduler: Any, ctx: JobContext) -> None:
             args=[spec.name],
             id=f"bootstrap:{spec.name}",
             name=f"bootstrap:{spec.name}",
+            executor="train",
             replace_existing=True,
+            misfire_grace_time=None,  # dropped, a series had no model until the next day
         )
         wanted.add(f"bootstrap:{spec.name}")
     for job in scheduler.get_jobs():
@@ -329,6 +337,12 @@ def _add_jobs(scheduler: Any, ctx: JobContext) -> None:
         if ours and job.id not in wanted:
             log.info("removing job %s: no longer in the spec", job.id)
             job.remove()
+
+
+def _executor_of(job_id: str) -> str:
+    """The pool a job runs in: ingest and training each have their own."""
+    kind = job_id.split(":", 1)[0]
+    return kind if kind in ("ingest", "train") else "default"
 
 
 def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> None:
