@@ -218,6 +218,9 @@ def reload_spec() -> str:
     ctx = _ctx()
     path = ctx.spec.path or ctx.settings.pipelines
     new_spec = load_spec(path)
+    from forecaster.jobs.detect import check_webhook_secrets
+
+    check_webhook_secrets(new_spec)
     ctx.spec = new_spec
     scheduler = _CONTEXT.get("scheduler")
     if scheduler is not None:
@@ -353,8 +356,10 @@ def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> No
     dropped and running ones get :data:`SHUTDOWN_GRACE_SECONDS` to finish; a second
     signal exits at once.
     """
+    from forecaster.jobs.detect import check_webhook_secrets
     from forecaster.store.db import scheduler_lock
 
+    check_webhook_secrets(ctx.spec)
     stop = stop or threading.Event()
     _STOPPING.clear()
 

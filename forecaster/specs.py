@@ -90,8 +90,23 @@ class _ConsumerSpec(BaseModel):
     @field_validator("webhook")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+        if value is None:
+            return value
+        if not value.startswith(("http://", "https://")):
             raise ValueError(f"webhook must be an http:// or https:// URL, got {value!r}")
+        problem = _url_problem(value)
+        if problem:
+            raise ValueError(f"webhook {value!r} is not a usable URL: {problem}")
+        return value
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME.match(value):
+            raise ValueError(
+                f"secret_env {value!r} is not an environment variable name (letters, digits "
+                "and _, not starting with a digit)"
+            )
         return value
 
     @model_validator(mode="after")
@@ -100,7 +115,30 @@ class _ConsumerSpec(BaseModel):
             raise ValueError(
                 "a webhook needs secret_env: the environment variable holding its HMAC secret"
             )
+        if self.secret_env is not None and self.webhook is None:
+            raise ValueError("secret_env is set but there is no webhook to sign for")
         return self
+
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _url_problem(url: str) -> str:
+    """What makes ``url`` unusable as a webhook (empty when nothing does)."""
+    from urllib.parse import urlsplit
+
+    if any(c.isspace() for c in url):
+        return "it contains white space (encode it as %20)"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port that is not a number in 0-65535
+    except ValueError as exc:
+        return str(exc)
+    if not parts.hostname:
+        return "it names no host"
+    if port == 0:
+        return "port 0 is not a port to send to"
+    return ""
 
 
 class WatchSpec(_ConsumerSpec):
@@ -132,8 +170,9 @@ class WatchSpec(_ConsumerSpec):
     def _learning_fits(self) -> WatchSpec:
         if self.learning > self.baseline_window:
             raise ValueError(
-                f"watch.learning ({self.learning}) is longer than watch.baseline_window "
-                f"({self.baseline_window}): the bar would never be learnt"
+                f"watch.learning ({format_duration(self.learning)}) is longer than "
+                f"watch.baseline_window ({format_duration(self.baseline_window)}): the bar "
+                "would never be learnt"
             )
         return self
 
@@ -293,6 +332,13 @@ class SeriesSpec(BaseModel):
             raise ValueError("history must cover at least two steps")
         if self.horizon_steps > 5000:
             raise ValueError(f"horizon/step = {self.horizon_steps} steps; at most 5000")
+        if self.watch is not None and self.watch.baseline_quantile is not None:
+            span = self.watch.baseline_window
+            if span < self.step:
+                raise ValueError(
+                    f"watch.baseline_window {format_duration(span)} is shorter than one step "
+                    f"({format_duration(self.step)}): the bar needs scores to learn from"
+                )
         if self.retire_after is not None:
             if not self.split_by:
                 raise ValueError(

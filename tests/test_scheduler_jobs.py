@@ -144,3 +144,21 @@ def test_requests_left_running_by_a_stopped_scheduler_are_failed(
     assert "interrupted: the scheduler stopped while running it" in interrupted.detail
     assert get_request(engine, waiting.id).status == "pending"  # still runs
     engine.dispose()
+
+
+def test_a_scheduler_refuses_to_start_without_its_webhook_secrets(
+    tmp_path: Path, make_settings: Any, write_spec: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from forecaster.errors import ConfigError
+
+    monkeypatch.delenv("NOT_SET_HOOK", raising=False)
+    hook = {"webhook": "http://127.0.0.1:9/h", "secret_env": "NOT_SET_HOOK"}
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "s", "query": "up", "watch": hook}, {"name": "t", "query": "up"}],
+        step="1m",
+    )
+    ctx = JobContext.create(make_settings(spec=spec))
+    with pytest.raises(ConfigError, match="s watch: NOT_SET_HOOK"):
+        scheduler_module.run_scheduler(ctx)
+    ctx.store.engine.dispose()

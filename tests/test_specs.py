@@ -246,3 +246,42 @@ def test_split_by_requires_query(tmp_path: Path, write_spec: Any) -> None:
     path = write_spec(tmp_path / "s.yaml", [{"name": "a", "file": str(ELB), "split_by": ["x"]}])
     with pytest.raises(SpecError, match="split_by needs a Prometheus query"):
         load_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("consumer", "message"),
+    [
+        ({"webhook": "http://", "secret_env": "S"}, "names no host"),
+        ({"webhook": "http://exa mple.invalid/x", "secret_env": "S"}, "white space"),
+        ({"webhook": "http://127.0.0.1:99999/", "secret_env": "S"}, "out of range"),
+        ({"webhook": "http://[::1/", "secret_env": "S"}, "not a usable URL"),
+        ({"webhook": "ftp://h/x", "secret_env": "S"}, "http:// or https://"),
+        ({"webhook": "http://h/x", "secret_env": "1 bad name"}, "not an environment variable"),
+        ({"secret_env": "S"}, "no webhook to sign for"),
+    ],
+)
+@pytest.mark.parametrize("section", ["watch", "cache_warming"])
+def test_webhook_settings_are_checked_when_the_spec_loads(
+    section: str, consumer: dict[str, Any], message: str
+) -> None:
+    """A bad URL passed the prefix check and crashed every delivery (one was left
+    claimed as "sending" forever); settings that do nothing were accepted silently."""
+    data = {
+        "defaults": {"step": "1m", "history": "1d", "horizon": "1h"},
+        "series": [{"name": "s", "query": "up", section: consumer}],
+    }
+    with pytest.raises(SpecError, match=message):
+        parse_spec(data)
+
+
+def test_a_detector_baseline_window_shorter_than_a_step_is_refused_by_name() -> None:
+    data = {
+        "defaults": {"step": "1m", "history": "1d", "horizon": "1h"},
+        "series": [
+            {"name": "s", "query": "up", "watch": {"baseline_window": "30s", "learning": "10s"}}
+        ],
+    }
+    with pytest.raises(
+        SpecError, match=r"watch.baseline_window 30s is shorter than one step \(1m\)"
+    ):
+        parse_spec(data)

@@ -46,6 +46,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from forecaster.durations import format_duration
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -316,9 +318,15 @@ class ScoreBaseline:
         if step <= timedelta(0):
             raise ValueError(f"step must be positive, got {step}")
         if window < step:
-            raise ValueError(f"baseline window {window} is shorter than one step ({step})")
+            raise ValueError(
+                f"baseline window {format_duration(window)} is shorter than one step "
+                f"({format_duration(step)})"
+            )
         if learning < timedelta(0) or learning > window:
-            raise ValueError(f"learning {learning} must be between 0 and the window ({window})")
+            raise ValueError(
+                f"learning {format_duration(learning)} must be between 0 and the window "
+                f"({format_duration(window)})"
+            )
         self.quantile = quantile
         self.window = window
         self.min_count = math.ceil(learning / step)

@@ -180,6 +180,10 @@ class WebhookSender:
             except httpx.TransportError as exc:
                 status_code, error = None, f"{exc.__class__.__name__}: {exc}"
                 continue
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:  # retrying cannot help
+                # (e.g. a URL httpx refuses); recorded as failed, not left "sending"
+                status_code, error = None, f"{exc.__class__.__name__}: {exc}"
+                break
             status_code = response.status_code
             if response.is_success:
                 ok, error = True, ""

@@ -22,7 +22,7 @@ from forecaster.errors import ConfigError
 if TYPE_CHECKING:
     from forecaster.consumers.webhooks import WebhookTarget
     from forecaster.jobs.context import JobContext
-    from forecaster.specs import SeriesSpec, _ConsumerSpec
+    from forecaster.specs import PipelineSpec, SeriesSpec, _ConsumerSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,30 @@ def webhook_target(settings: _ConsumerSpec, where: str) -> WebhookTarget | None:
     return WebhookTarget(url=settings.webhook, secret=secret.encode())
 
 
+def check_webhook_secrets(spec: PipelineSpec) -> None:
+    """Refuse a spec whose webhooks' secret variables are not set (the scheduler checks
+    at start, so a missing secret is not a detection failure every minute).
+
+    Raises:
+        ConfigError: Naming every series and variable missing.
+    """
+    missing = [
+        f"{series.name} {section}: {consumer.secret_env}"
+        for series in spec.series
+        for section, consumer in (("watch", series.watch), ("cache_warming", series.cache_warming))
+        if consumer is not None
+        and consumer.webhook is not None
+        and consumer.secret_env is not None
+        and not os.environ.get(consumer.secret_env)
+    ]
+    if missing:
+        raise ConfigError(
+            "webhook secret variables are not set or empty: "
+            + "; ".join(missing)
+            + " (set them, or remove the webhooks from the spec)"
+        )
+
+
 def detect_series(
     ctx: JobContext, *, spec: SeriesSpec, name: str, now: datetime | None = None
 ) -> DetectResult:
@@ -77,6 +101,9 @@ def detect_series(
     watch = spec.watch
     if watch is None:
         return DetectResult(series=name, points=0)
+    # before anything is stored: events opened while the secret was missing were saved
+    # and their "opened" push was never sent
+    target = webhook_target(watch, f"series {spec.name!r} watch")
     now = now or datetime.now(UTC)
     store = ctx.store
     info = store.series(name)
@@ -150,7 +177,6 @@ def detect_series(
     )
     repo.prune_scores(info.id, before=now - max(SCORE_RETENTION, watch.baseline_window))
     sent: list[str] = []
-    target = webhook_target(watch, f"series {spec.name!r} watch")
     if target is not None:
         sender = WebhookSender(repo)
         try:
@@ -193,8 +219,11 @@ def warm_series(
 ) -> list[str]:
     """Push the cache-warming windows of ``name`` whose ``warm_at`` has arrived.
 
-    Each window is sent at most once: its key is the series and the hour its ramp
-    starts, claimed in the store before sending.
+    Each window is sent at most once: its key is the series and its ramp's start and
+    peak, claimed in the store before sending, and a window that overlaps one pushed
+    in the last day is the same window seen by a later forecast (once a ramp has
+    begun its start is "now", moving with every publish; keyed by the hour of its
+    start it was pushed again each hour, and a second ramp in the same hour never).
 
     Returns:
         ``"<key>: <status>"`` per window considered.
@@ -220,13 +249,31 @@ def warm_series(
     )
     due = [r for r in ramps if r.warm_at <= now < r.peak_at]
     out: list[str] = []
-    sender = WebhookSender(ConsumersRepo(ctx.store))
+    repo = ConsumersRepo(ctx.store)
+    pushed = [
+        window
+        for row in repo.deliveries(series=name, kind="cache_warming", since=now - timedelta(days=1))
+        if (window := _window_of(row["key"])) is not None
+    ]
+    sender = WebhookSender(repo)
     try:
         for ramp in due:
-            hour = ramp.ramp_start.astimezone(UTC).strftime("%Y-%m-%dT%H")
+            key = f"cache-warming:{name}:{_stamp(ramp.ramp_start)}/{_stamp(ramp.peak_at)}"
+            same = next(
+                (
+                    k
+                    for k, (start, peak) in pushed
+                    if start <= ramp.peak_at and ramp.ramp_start <= peak
+                ),
+                None,
+            )
+            if same is not None:
+                out.append(f"{key}: skipped (the window of {same})")
+                continue
+            pushed.append((key, (ramp.ramp_start, ramp.peak_at)))
             outcome = sender.deliver(
                 target,
-                key=f"cache-warming:{name}:{hour}",
+                key=key,
                 kind="cache_warming",
                 series=name,
                 payload={
@@ -250,6 +297,23 @@ def warm_series(
     finally:
         sender.close()
     return out
+
+
+def _stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _window_of(key: str) -> tuple[str, tuple[datetime, datetime]] | None:
+    """(key, (ramp start, peak)) of a cache-warming delivery key; None for other keys."""
+    head, sep, _ = key.rpartition("/")  # "...:2026-11-29T10:05Z/2026-11-29T10:20Z"
+    if not sep:
+        return None
+    try:
+        start = datetime.strptime(head[-17:], "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
+        peak = datetime.strptime(key[-17:], "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return key, (start, peak)
 
 
 def _each_member(ctx: JobContext, family: str, job: str, fn: Any) -> None:

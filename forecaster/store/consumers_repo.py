@@ -418,10 +418,22 @@ class ConsumersRepo:
                 )
             )
 
-    def deliveries(self, *, series: str | None = None) -> list[dict[str, Any]]:
-        """Webhook delivery records, oldest first."""
-        query = select(webhook_deliveries_table).order_by(webhook_deliveries_table.c.id)
+    def deliveries(
+        self,
+        *,
+        series: str | None = None,
+        kind: str | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Webhook delivery records (of ``series``, ``kind``, claimed since ``since``),
+        oldest first."""
+        c = webhook_deliveries_table.c
+        query = select(webhook_deliveries_table).order_by(c.id)
         if series is not None:
-            query = query.where(webhook_deliveries_table.c.series == series)
+            query = query.where(c.series == series)
+        if kind is not None:
+            query = query.where(c.kind == kind)
+        if since is not None:
+            query = query.where(c.claimed_at >= since)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]

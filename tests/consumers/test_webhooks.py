@@ -158,6 +158,14 @@ def test_retries_with_backoff_then_gives_up_for_good(receiver: Receiver, store_u
     down = sender.deliver(closed, key="r:3", kind="test", series="s", payload={})
     assert (down.status, down.attempts, down.status_code) == ("failed", 3, None)
     assert "Error" in down.error
+    # a URL httpx refuses (it got past an older spec check): recorded failed, not left
+    # claimed as "sending" forever with the job crashed
+    broken = WebhookTarget(url="http://[::1/", secret=SECRET, retries=2)
+    refused = sender.deliver(broken, key="r:4", kind="test", series="s", payload={})
+    assert (refused.status, refused.attempts) == ("failed", 1)
+    assert "InvalidURL" in refused.error
+    (row,) = [r for r in ConsumersRepo(Store(engine)).deliveries() if r["key"] == "r:4"]
+    assert row["status"] == "failed"
     sender.close()
     engine.dispose()
 
@@ -252,6 +260,39 @@ def test_detection_job_pushes_events_once(
     types = [r["json"]["type"] for r in receiver.received]
     assert types == ["regression.opened", "regression.closed"]
     assert all(r["valid"] for r in receiver.received)
+
+
+def test_a_missing_webhook_secret_stores_nothing_until_it_is_set(
+    receiver: Receiver,
+    store_url: str,
+    make_settings: Any,
+    write_spec: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Events opened while the secret variable was missing were stored, and their
+    "opened" push was never sent once it was set."""
+    from forecaster.errors import ConfigError
+    from forecaster.jobs.detect import detect_series
+
+    monkeypatch.delenv("HOOK_SECRET", raising=False)
+    watch = {
+        "direction": "up",
+        "persist": "10m",
+        "baseline_quantile": None,
+        "webhook": receiver.url,
+        "secret_env": "HOOK_SECRET",
+    }
+    _, spec, ctx, sid = _watched_latency(store_url, make_settings, write_spec, tmp_path, watch)
+    ctx.store.upsert_observations(sid, [(T0 + (i + 1) * STEP, 250.0) for i in range(4)])
+    with pytest.raises(ConfigError, match="'HOOK_SECRET' is not set"):
+        detect_series(ctx, spec=spec, name="lat", now=T0 + 4 * STEP)
+    assert ConsumersRepo(ctx.store).events(series="lat") == []
+    monkeypatch.setenv("HOOK_SECRET", SECRET.decode())
+    result = detect_series(ctx, spec=spec, name="lat", now=T0 + 4 * STEP)
+    assert result.opened == 1 and result.webhooks[0].endswith(":opened: sent")
+    assert [d["json"]["type"] for d in receiver.received] == ["regression.opened"]
+    ctx.store.engine.dispose()
 
 
 def test_detection_job_learns_each_series_bar_from_its_stored_scores(
@@ -400,3 +441,66 @@ def test_cache_warming_job_pushes_each_window_once_and_says_how_old_its_forecast
     assert body["expected_peak"] == 300.0 and body["model"] == "lightgbm v3"
     assert datetime.fromisoformat(body["warm_at"]) <= T0 + 4 * STEP
     assert body["forecast_generated_at"] == T0.isoformat() and body["stale"] is False
+
+
+def test_a_ramp_under_way_is_not_pushed_again_and_a_second_one_in_the_hour_is(
+    receiver: Receiver,
+    store_url: str,
+    make_settings: Any,
+    write_spec: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once a ramp has begun its start is "now" in every new forecast: keyed by the hour
+    of its start it was pushed again at each hour, and a second ramp starting in the
+    same hour as the first was never pushed."""
+    from forecaster.jobs.context import JobContext
+    from forecaster.jobs.detect import warm_series
+    from forecaster.specs import load_spec
+
+    monkeypatch.setenv("HOOK_SECRET", SECRET.decode())
+    warming = {"lead": "5m", "min_increase": 0.3, "webhook": receiver.url}
+    path = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "rps", "query": "up", "cache_warming": {**warming, "secret_env": "HOOK_SECRET"}}],
+        step="5m",
+        horizon="2h",
+    )
+    settings = make_settings(db=store_url, spec=path, schedule={"stale_after_seconds": 36000})
+    spec = load_spec(path).series[0]
+    ctx = JobContext.create(settings)
+    ctx.store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=24)
+
+    def publish(origin: datetime, levels: list[float]) -> None:
+        ctx.store.publish_forecast(
+            series="rps",
+            generated_at=origin,
+            origin=origin,
+            step_seconds=300,
+            level=90.0,
+            model_name="lightgbm",
+            model_version="3",
+            run_id="r",
+            points=[
+                ForecastPoint(
+                    step=i, ds=origin + i * STEP, yhat=v, yhat_lower=0.8 * v, yhat_upper=1.2 * v
+                )
+                for i, v in enumerate(levels, start=1)
+            ],
+        )
+
+    up, flat = [150.0, 200.0, 250.0, 300.0], [100.0] * 3
+    # 11:40: a ramp from 11:50 to a peak at 12:05
+    publish(T0 - 20 * timedelta(minutes=1), flat[:2] + up + flat * 6)
+    (first,) = warm_series(ctx, spec=spec, name="rps", now=T0 - timedelta(minutes=12))
+    assert first.endswith(": sent")
+    # 12:00, the ramp late: the new forecast starts it "now", in the next hour
+    publish(T0, up + flat[:2] + up + flat * 5)
+    again = warm_series(ctx, spec=spec, name="rps", now=T0 + timedelta(minutes=1))
+    assert len(again) == 1 and "skipped (the window of" in again[0]
+    # 12:30: the second ramp of the hour (from 12:30, peak 12:50) is due and pushed
+    second = warm_series(ctx, spec=spec, name="rps", now=T0 + timedelta(minutes=30))
+    assert [line.rsplit(": ", 1)[-1] for line in second] == ["sent"]
+    peaks = [d["json"]["peak_at"] for d in receiver.received]
+    assert len(peaks) == 2 and peaks[0] < peaks[1]
+    ctx.store.engine.dispose()
