@@ -47,6 +47,8 @@ def parse_duration(
             raise ValueError(f"{what}: expected a duration like '5m', got an empty string")
         if allow_zero and s == "0":
             return timedelta(0)
+        if s.startswith("-") and len(s) > 1:  # not "cannot parse": it parses, negative
+            raise ValueError(f"{what}: must be positive, got {text!r}")
         value = _from_seconds(_parse_parts(s, text, what), text, what)
     if value < timedelta(0) or (value == timedelta(0) and not allow_zero):
         raise ValueError(f"{what}: must be positive, got {text!r}")

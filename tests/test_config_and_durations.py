@@ -197,6 +197,7 @@ def test_parse_duration_rejects(text: str) -> None:
         ("30m1h", "each unit once, largest first"),
         ("1s500ms1s", "each unit once"),
         ("300", "a number needs a unit"),
+        ("-15m", "must be positive"),  # not "cannot parse"
     ],
 )
 def test_durations_are_read_as_prometheus_reads_them(text: str, message: str) -> None:

@@ -122,6 +122,8 @@ def test_unknown_series_is_404_with_message(client: TestClient) -> None:
         ("/v1/series/rps/forecast", {"horizon": "400d"}, "horizon"),
         ("/v1/series/rps/forecast", {"horizon": "-1h"}, "horizon"),
         ("/v1/series/rps/history", {"since": "last tuesday"}, "since"),
+        ("/v1/series/rps/history", {"since": ""}, "since"),
+        ("/v1/series/rps/history", {"until": ""}, "until"),
         ("/v1/series/rps/history", {"since": "-90d"}, "since"),
         # too large for a timedelta / a datetime: a 422, not a 500
         ("/v1/series/rps/forecast", {"horizon": "99999999999999999999999w"}, "horizon"),

@@ -282,6 +282,7 @@ def test_regressions_listing_and_metrics(client: TestClient) -> None:
         ("/v1/circuit-breaker/odd", {"latency": "1s"}, "rate_per"),
         ("/v1/circuit-breaker/lat", {"latency_series": "odd", "rate_per": "1s"}, "latency_unit"),
         ("/v1/regressions", {"since": "last week"}, "since"),
+        ("/v1/regressions", {"since": ""}, "since"),  # it was the 7-day default
         ("/v1/regressions", {"limit": "0"}, "limit"),
         # too large for a timedelta / a datetime: a 422, not a 500
         ("/v1/cache-warming/rps", {"within": "99999999999999999999999w"}, "within"),

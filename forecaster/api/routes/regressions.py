@@ -72,7 +72,12 @@ async def list_regressions(
     published beside the served one, so a lasting regression is not absorbed by a
     forecast that follows the level it moved to.
     """
-    start = timestamp_param("since", since) if since else datetime.now(UTC) - timedelta(days=7)
+    # "since=" (empty) is a 422 like any unreadable value, not the 7-day default
+    start = (
+        timestamp_param("since", since)
+        if since is not None
+        else datetime.now(UTC) - timedelta(days=7)
+    )
     if series is not None and series not in view.state.series:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown series {series!r}")
     snapshot: ConsumerView = request.app.state.consumer_view

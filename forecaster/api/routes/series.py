@@ -171,8 +171,8 @@ def get_history(
     until: Annotated[str | None, Query(description="ISO 8601 end; default now")] = None,
 ) -> Response:
     """Observations of ``name`` between ``since`` and ``until`` (at most 31 days)."""
-    end = timestamp_param("until", until) if until else datetime.now(UTC)
-    if since:
+    end = timestamp_param("until", until) if until is not None else datetime.now(UTC)
+    if since is not None:  # "since=" is a 422, not the default
         start = timestamp_param("since", since)
     elif end - datetime.min.replace(tzinfo=UTC) < timedelta(hours=24):
         start = datetime.min.replace(tzinfo=UTC)  # until is within a day of year 1
