@@ -92,13 +92,31 @@ class DatabaseSettings(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("sqlite", "postgresql")):
-            raise ValueError(
-                f"only sqlite:/// and postgresql+psycopg:// URLs are supported, got {value!r}"
-            )
         if value.startswith("postgresql://"):
             value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in ("sqlite", "postgresql+psycopg"):
+            hint = ""
+            if scheme.startswith("postgres"):  # psycopg2, asyncpg, postgres://: not installed
+                hint = (
+                    " (this release talks to PostgreSQL through psycopg 3: postgresql+psycopg://)"
+                )
+            raise ValueError(
+                f"only sqlite:/// and postgresql+psycopg:// URLs are supported, got "
+                f"{_masked(value)!r}{hint}"
+            )
         return value
+
+
+def _masked(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+#: URI schemes MLflow's tracking store accepts (a ``+driver`` suffix allowed).
+TRACKING_SCHEMES = frozenset(
+    {"http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "uc"}
+)
 
 
 class MlflowSettings(_Section):
@@ -108,12 +126,38 @@ class MlflowSettings(_Section):
     """
 
     tracking_uri: str = "sqlite:///models/mlflow.db"
-    artifact_location: str | None = "models/artifacts"
+    #: Artifact root of a new experiment. Unset: ``models/artifacts`` with a local
+    #: tracking store, the tracking server's own root with an http(s) one (a local
+    #: default put a remote server's artifacts on the training pod's disk); empty: the
+    #: server's root always.
+    artifact_location: str | None = None
     experiment: str = "forecaster"
     registered_model_prefix: str = "forecaster"
     cache_dir: Path = Path("models/cache")
     request_timeout_seconds: float = Field(30.0, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _tracking_uri(cls, value: str) -> str:
+        """A URI MLflow can open; a typo (``htp://``) or a bare ``host:5000`` failed only
+        after a whole training, outside the MLflow error handling."""
+        value = value.strip()
+        if not value:
+            raise ValueError("is empty; use e.g. http://mlflow:5000 or sqlite:///models/mlflow.db")
+        match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", value)
+        if match is None or (len(match.group(1)) == 1 and value[1:3] in (":\\", ":/")):
+            return value  # a local folder (or a Windows drive path)
+        scheme = match.group(1).lower()
+        base = scheme.split("+", 1)[0]
+        if base in TRACKING_SCHEMES:
+            return value
+        server = value.split("://", 1)[1] if "://" in value else value
+        raise ValueError(
+            f"unknown scheme {scheme!r} in {_masked(value)!r}; use http(s)://host:port for a "
+            f"tracking server (did you mean {_masked('http://' + server)!r}?), "
+            "sqlite:///file.db, postgresql://..., file:///folder or a local folder"
+        )
 
 
 class ScheduleSettings(_Section):

@@ -71,7 +71,9 @@ class Registry:
         os.environ.setdefault(
             "MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.request_timeout_seconds))
         )
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.max_retries))
+        # the retries are ours (_call): MLflow's own inside each of ours multiplied them,
+        # and a hung server held one call for 9 minutes
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         uri = settings.tracking_uri
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +81,11 @@ class Registry:
             Path(uri.removeprefix("file:")).mkdir(parents=True, exist_ok=True)
         self._client: Any = None
         self._experiment_id: str | None = None
+
+    @property
+    def remote(self) -> bool:
+        """Whether the tracking store is a server (its artifacts live where it says)."""
+        return self.settings.tracking_uri.lower().startswith(("http://", "https://", "databricks"))
 
     # -- plumbing ---------------------------------------------------------------------
     @property
@@ -91,13 +98,22 @@ class Registry:
 
             for name in ("mlflow", "alembic"):
                 logging.getLogger(name).setLevel(logging.WARNING)
-            self._client = MlflowClient(tracking_uri=self.settings.tracking_uri)
+            try:
+                self._client = MlflowClient(tracking_uri=self.settings.tracking_uri)
+            except Exception as exc:  # noqa: BLE001 - e.g. an unsupported URI
+                raise RegistryError(
+                    f"cannot open MLflow at {self.settings.tracking_uri}: "
+                    f"{exc.__class__.__name__}: {exc}"
+                ) from exc
         return self._client
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()`` with retries and backoff, while a retry can still finish within the
+        request timeout (a server that hangs costs one timeout, not one per retry)."""
         attempts = 1 + self.settings.max_retries
         delay = 0.5
         last: Exception | None = None
+        started = time.monotonic()
         for attempt in range(attempts):
             try:
                 return fn()
@@ -106,6 +122,8 @@ class Registry:
             except Exception as exc:  # noqa: BLE001 - MLflow raises many unrelated types
                 last = exc
                 if _is_permanent(exc) or attempt == attempts - 1:
+                    break
+                if time.monotonic() - started + delay > self.settings.request_timeout_seconds:
                     break
                 time.sleep(delay)
                 delay *= 2
@@ -122,8 +140,10 @@ class Registry:
                 if exp is not None:
                     return str(exp.experiment_id)
                 location = None
-                if self.settings.artifact_location:
-                    loc = self.settings.artifact_location
+                loc = self.settings.artifact_location
+                if loc is None and not self.remote:
+                    loc = "models/artifacts"
+                if loc:
                     location = loc if "://" in loc else Path(loc).resolve().as_uri()
                 return str(
                     self.client.create_experiment(

@@ -46,6 +46,13 @@ def test_invalid_settings_name_the_field(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
+        # other drivers passed the check and failed later with a traceback
+        (
+            "FORECASTER_DATABASE__URL",
+            "postgresql+psycopg2://u:pw@h/db",
+            "got 'postgresql+psycopg2://u:***@h/db' (this release talks to PostgreSQL",
+        ),
+        ("FORECASTER_DATABASE__URL", "sqlitex:///foo.db", "only sqlite:/// and postgresql"),
         (
             "FORECASTER_DATABASE__SQLITE_BUSY_TIMEOUT_SECONDS",
             "inf",

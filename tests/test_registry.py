@@ -57,3 +57,124 @@ def test_unreachable_tracking_server_is_a_clear_error(make_settings: Any) -> Non
     registry = Registry(settings.mlflow)
     with pytest.raises(RegistryError, match="127.0.0.1:9"):
         registry.log_training(series="rps", params={}, metrics={}, estimator_document={})
+
+
+def test_a_hung_tracking_server_costs_one_timeout_not_one_per_retry(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's own HTTP retries inside each of ours held one call for 9 minutes."""
+    import socket
+    import time
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)  # accepts connections (the backlog), never answers
+    port = hung.getsockname()[1]
+    settings = make_settings(
+        mlflow={
+            "tracking_uri": f"http://127.0.0.1:{port}",
+            "max_retries": 3,
+            "request_timeout_seconds": 1,
+        }
+    )
+    registry = Registry(settings.mlflow)
+    started = time.monotonic()
+    try:
+        with pytest.raises(RegistryError, match=f"127.0.0.1:{port} failed to open the experiment"):
+            registry.experiment_id()
+    finally:
+        hung.close()
+    assert time.monotonic() - started < 10
+
+
+def test_a_tracking_uri_mlflow_cannot_open_is_a_registry_error(make_settings: Any) -> None:
+    """Past the settings check (a plugin scheme, say): a RegistryError, which training
+    handles as "MLflow failed", not a crash after the fit."""
+    settings = make_settings()
+    registry = Registry(settings.mlflow.model_copy(update={"tracking_uri": "nosuch://x"}))
+    with pytest.raises(RegistryError, match="cannot open MLflow at nosuch://x"):
+        registry.experiment_id()
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("htp://127.0.0.1:5000", "did you mean 'http://127.0.0.1:5000'"),
+        ("mlflow-host:5000", "did you mean 'http://mlflow-host:5000'"),
+        ("", "is empty"),
+    ],
+)
+def test_bad_tracking_uris_are_refused_with_the_setting(
+    make_settings: Any, uri: str, message: str
+) -> None:
+    from forecaster.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        make_settings(mlflow={"tracking_uri": uri})
+
+
+@pytest.mark.integration
+def test_a_tracking_server_keeps_its_artifacts_and_a_local_store_uses_models(
+    make_settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real ``mlflow server``: with the default setting the artifacts went to the
+    training pod's own disk (``models/artifacts``), not the server's root."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.support.promserver import free_port
+
+    monkeypatch.chdir(tmp_path)  # where a local default would put them
+    port = free_port()
+    root = tmp_path / "server-artifacts"
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+            "--default-artifact-root", root.as_uri(),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "mlflow server down"
+            time.sleep(0.5)
+        settings = make_settings(
+            mlflow={"tracking_uri": f"http://127.0.0.1:{port}", "artifact_location": None}
+        )
+        registry = Registry(settings.mlflow)
+        assert registry.remote
+        doc = {"format": 1, "estimator": "seasonal_naive", "state": {"season": 288}}
+        run_id = registry.log_training(
+            series="rps", params={}, metrics={"x.mase": 1.0}, estimator_document=doc
+        )
+        assert registry.load_document(run_id) == doc
+        assert list(root.rglob("estimator*")), "the server's root holds the estimator"
+        assert not (tmp_path / "models" / "artifacts").exists()
+    finally:
+        import os
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+    local = Registry(make_settings(mlflow={"artifact_location": None}).mlflow)
+    assert not local.remote
+    local_run = local.log_training(
+        series="rps", params={}, metrics={}, estimator_document={"format": 1}
+    )
+    assert local_run and list((tmp_path / "models" / "artifacts").rglob("estimator*"))
