@@ -199,6 +199,11 @@ def requests_job() -> None:
                 if summary.ok
                 else "; ".join(f"{k}: {v}" for k, v in summary.errors.items())
             )
+            kept = [r for r in summary.results if getattr(r, "promoted", True) is False]
+            if kept:  # trained, but the champion stays (the gate, or MLflow failed)
+                detail += "; champion kept for " + "; ".join(
+                    f"{r.series}: {r.reason}" for r in kept
+                )
             finish(ctx.store.engine, request.id, ok=summary.ok, detail=detail)
         except ForecasterError as exc:
             finish(ctx.store.engine, request.id, ok=False, detail=str(exc))

@@ -162,3 +162,29 @@ def test_a_scheduler_refuses_to_start_without_its_webhook_secrets(
     with pytest.raises(ConfigError, match="s watch: NOT_SET_HOOK"):
         scheduler_module.run_scheduler(ctx)
     ctx.store.engine.dispose()
+
+
+def test_a_requested_training_names_what_was_not_promoted(
+    tmp_path: Path, make_settings: Any, write_spec: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A train request whose model could not be registered (MLflow down) read "3 series
+    ok", as if the new models served."""
+    from forecaster.jobs import runner
+    from forecaster.jobs.train import TrainResult
+    from forecaster.store.requests import enqueue, get_request
+
+    spec = write_spec(tmp_path / "spec.yaml", [{"name": "s", "query": "up"}], step="1m")
+    ctx = JobContext.create(make_settings(spec=spec))
+
+    def trained(_ctx: Any, specs: Any) -> runner.RunSummary:  # the unit-test seam
+        kept = TrainResult("s", "lightgbm", False, "not promoted: MLflow failed", "r", None)
+        return runner.RunSummary("train", results=[kept])
+
+    monkeypatch.setattr(runner, "run_train", trained)
+    monkeypatch.setitem(scheduler_module._CONTEXT, "ctx", ctx)
+    request = enqueue(ctx.store.engine, job="train", series=None)
+    scheduler_module.requests_job()
+    done = get_request(ctx.store.engine, request.id)
+    assert done.status == "done"
+    assert done.detail == "1 series ok; champion kept for s: not promoted: MLflow failed"
+    ctx.store.engine.dispose()
