@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from forecaster.errors import ConfigError
+from forecaster.errors import ConfigError, ForecasterError
 
 if TYPE_CHECKING:
     from forecaster.consumers.webhooks import WebhookTarget
@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from forecaster.specs import PipelineSpec, SeriesSpec, _ConsumerSpec
 
 log = logging.getLogger(__name__)
+
+
+class WebhookError(ForecasterError):
+    """A webhook delivery failed after its retries."""
+
 
 #: How far back the first run of a newly watched series looks.
 FIRST_LOOKBACK = timedelta(hours=1)
@@ -326,10 +331,30 @@ def _each_member(ctx: JobContext, family: str, job: str, fn: Any) -> None:
             ctx,
             job,
             name,
-            partial(fn, ctx, spec=spec, name=name),
+            partial(_failing_on_undelivered, fn, ctx, spec=spec, name=name),
             summary,
             describe=lambda result: str(result)[:1000],
         )
+
+
+def _failing_on_undelivered(fn: Any, ctx: JobContext, *, spec: SeriesSpec, name: str) -> Any:
+    """``fn``'s result, or a failed run when a webhook delivery failed for good.
+
+    Its work is stored either way; a receiver that was down showed only as a log
+    line, the run recorded as fine (deliveries are at most once: it is not retried).
+
+    Raises:
+        WebhookError: Naming the deliveries that failed.
+    """
+    result = fn(ctx, spec=spec, name=name)
+    lines = result.webhooks if isinstance(result, DetectResult) else result
+    failed = [line for line in lines if line.endswith(": failed")]
+    if failed:
+        raise WebhookError(
+            f"{len(failed)} webhook delivery(ies) failed after their retries (not sent "
+            f"again): {'; '.join(failed)}; the receiver's answer is in webhook_deliveries"
+        )
+    return result
 
 
 def detect_job(family: str) -> None:

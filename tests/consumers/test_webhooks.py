@@ -504,3 +504,28 @@ def test_a_ramp_under_way_is_not_pushed_again_and_a_second_one_in_the_hour_is(
     peaks = [d["json"]["peak_at"] for d in receiver.received]
     assert len(peaks) == 2 and peaks[0] < peaks[1]
     ctx.store.engine.dispose()
+
+
+def test_a_delivery_that_failed_for_good_fails_the_run(
+    store_url: str, make_settings: Any, write_spec: Any, tmp_path: Any
+) -> None:
+    """A receiver that was down showed only as a log line: the run was recorded ok and
+    forecaster_job_errors_total stayed 0."""
+    from forecaster.jobs.context import JobContext
+    from forecaster.jobs.detect import _each_member
+
+    path = write_spec(tmp_path / "spec.yaml", [{"name": "rps", "query": "up"}], step="5m")
+    ctx = JobContext.create(make_settings(db=store_url, spec=path))
+    ctx.store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=24)
+    outcomes = iter([["cache-warming:rps:a: sent"], ["cache-warming:rps:b: failed"]])
+
+    def push(_ctx: Any, *, spec: Any, name: str) -> list[str]:  # the job's work, stubbed
+        return next(outcomes)
+
+    _each_member(ctx, "rps", "warm", push)
+    _each_member(ctx, "rps", "warm", push)
+    failed, fine = ctx.store.last_job_runs(2)
+    assert fine["ok"] and not failed["ok"]
+    assert "1 webhook delivery(ies) failed" in failed["detail"]
+    assert "cache-warming:rps:b: failed" in failed["detail"]
+    ctx.store.engine.dispose()
