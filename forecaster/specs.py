@@ -153,7 +153,9 @@ class WatchSpec(_ConsumerSpec):
     persist: timedelta = timedelta(minutes=15)
     min_score: float = Field(1.0, ge=1.0)
     close_after: timedelta | None = None
-    baseline_quantile: float | None = Field(0.999, gt=0.0, lt=1.0)
+    #: The same range as ``forecaster detect --baseline-quantile`` (below the median the
+    #: bar is a typical score, mostly 0).
+    baseline_quantile: float | None = Field(0.999, ge=0.5, le=0.99999)
     baseline_window: timedelta = timedelta(days=14)
     learning: timedelta = timedelta(days=1)
     baseline_refresh: timedelta | None = None  # None: before every observation

@@ -84,7 +84,7 @@ def test_relative_file_resolved_against_spec_folder(tmp_path: Path, write_spec: 
         ([{"name": "a", "query": "  "}], {}, "query is empty"),
         ([{"name": "a", "query": "up", "split_by": ["9x"]}], {}, "not a valid Prometheus label"),
         ([{"name": "a", "file": "missing.csv"}], {}, "does not exist"),
-        ([{"name": "a", "query": "up", "step": "-5m"}], {}, "step: cannot parse '-5m'"),
+        ([{"name": "a", "query": "up", "step": "-5m"}], {}, "step: must be positive, got '-5m'"),
         ([{"name": "a", "file": "."}], {}, "is a directory"),
         ([{"name": "a", "query": "up", "schedule": {"train": "daily"}}], {}, "5-field cron"),
         ([{"name": "a", "query": "up"}], {"stepp": "5m"}, "stepp: unknown key"),
@@ -93,7 +93,11 @@ def test_relative_file_resolved_against_spec_folder(tmp_path: Path, write_spec: 
             {},
             "longer than watch.baseline_window",
         ),
-        ([{"name": "a", "query": "up", "watch": {"baseline_quantile": 1.5}}], {}, "less than 1"),
+        (
+            [{"name": "a", "query": "up", "watch": {"baseline_quantile": 1.5}}],
+            {},
+            "less than or equal to 0.99999",
+        ),
         ([{"name": "a", "query": "up", "watch": {"instant_factor": 0.5}}], {}, "instant_factor"),
         (
             [{"name": "a", "query": "up", "watch": {"min_score": float("inf")}}],
@@ -185,7 +189,7 @@ def test_a_spec_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
 def test_a_field_is_named_once_in_the_message() -> None:
     with pytest.raises(SpecError) as info:
         parse_spec({"series": [{"name": "a", "query": "up", "step": "-5m"}]})
-    assert "step: cannot parse '-5m' as a duration" in str(info.value)
+    assert "step: must be positive, got '-5m'" in str(info.value)
     assert "step: step:" not in str(info.value)
     with pytest.raises(SpecError, match="non-empty list"):
         parse_spec({"series": []})
