@@ -244,10 +244,9 @@ def build_scheduler(ctx: JobContext) -> Any:
     logging.getLogger("apscheduler.scheduler").addFilter(_QUIET_POLL)  # once: same object
     scheduler = BackgroundScheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=ctx.store.engine)},
-        # ingest waits on Prometheus (timeouts and retries): its own pool, so a source
-        # that hangs cannot hold back publishing, training or admin requests
-        # training too (minutes per family, longer when MLflow hangs): its own pool, so
-        # it cannot hold back publishing and admin requests either
+        # ingest waits on Prometheus (timeouts and retries) and training takes minutes
+        # per family (more when MLflow hangs): each has its own pool, so neither can
+        # hold back publishing or admin requests
         executors={
             "default": ThreadPoolExecutor(max_workers=2),
             "ingest": ThreadPoolExecutor(max_workers=2),
