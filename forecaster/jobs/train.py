@@ -190,6 +190,7 @@ def record_fit(
     }
     run_id = f"local-{int(time.time() * 1000)}"
     version: str | None = None
+    logged = False
     try:
         with tempfile.TemporaryDirectory() as tmp:
             plot: Path | None = None
@@ -210,14 +211,20 @@ def record_fit(
                 plot=plot,
                 tags={"chosen": chosen},
             )
+            logged = True
         registered = ctx.registry.register(name, run_id)
         version = registered.version
         ctx.registry.set_alias(name, CHAMPION if decision.promote else CHALLENGER, version)
     except RegistryError as exc:
         log.error("MLflow failed while training %s: %s", name, exc)
-        decision = GateDecision(
-            False, f"not promoted: MLflow failed, the run could not be registered ({exc})"
+        step = (
+            "the run could not be logged"
+            if not logged
+            else "the run could not be registered"
+            if version is None
+            else f"version {version} was registered but its alias could not be set"
         )
+        decision = GateDecision(False, f"not promoted: MLflow failed, {step} ({exc})")
     ctx.store.record_training(
         series=name,
         run_id=run_id,

@@ -158,10 +158,33 @@ def test_mlflow_down_training_completes_and_champion_keeps_serving(ctx: Any) -> 
     summary = run_train(ctx, specs)
     assert summary.ok
     outcome = summary.results[0]
-    assert not outcome.promoted and "MLflow failed" in outcome.reason
+    assert not outcome.promoted
+    assert "MLflow failed, the run could not be logged" in outcome.reason
     assert ctx.store.champion("elb") == before
     assert run_publish(ctx, specs).ok
     assert ctx.store.latest_forecast("elb").run_id == before.run_id
+
+
+def test_an_alias_mlflow_could_not_set_is_named_as_such(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version was registered (MLflow cut off after model-versions/create) but the
+    reason said the run could not be registered."""
+    from forecaster.errors import RegistryError
+
+    specs = ctx.select(None)
+    assert run_ingest(ctx, specs).ok
+
+    def refused(*_args: Any) -> None:  # the unit-test seam: MLflow gone mid-call
+        raise RegistryError("MLflow at http://x failed to set alias 'champion': timeout")
+
+    monkeypatch.setattr(ctx.registry, "set_alias", refused)
+    summary = run_train(ctx, specs)
+    (outcome,) = [r for r in summary.results if r.series == "elb"]
+    # the first model: its version 1 registered, no alias; the fallback then serves
+    assert "MLflow failed, version 1 was registered but its alias could not be set" in (
+        outcome.reason
+    )
 
 
 def test_first_model_refused_by_the_gate_still_leaves_a_forecast(
