@@ -45,7 +45,7 @@ class SeriesStatus:
 def _age(then: datetime | None, now: datetime) -> str | None:
     if then is None:
         return None
-    ago = format_duration(max(now - then, timedelta(0)))
+    ago = format_duration(timedelta(seconds=max(int((now - then).total_seconds()), 0)))
     return f"{then.isoformat(timespec='seconds')} ({ago} ago)"
 
 

@@ -14,10 +14,8 @@ from forecaster.commands.status import collect
 from forecaster.jobs.context import JobContext
 from forecaster.store.repository import ForecastPoint, Store
 
-NOW = datetime.now(UTC).replace(microsecond=0)
 
-
-def _series(store: Store, name: str, family: str | None = None, *, seen: datetime = NOW) -> None:
+def _series(store: Store, name: str, family: str | None = None, *, seen: datetime) -> None:
     labels = {"pod": name.split('"')[1]} if "{" in name else {}
     sid = store.ensure_series(
         name=name, family=family or name, labels=labels, step_seconds=60, horizon_steps=5
@@ -57,13 +55,15 @@ def _forecast(store: Store, name: str, made: datetime) -> None:
     )
 
 
-def _failed(store: Store, job: str, name: str, detail: str) -> None:
+def _failed(store: Store, job: str, name: str, detail: str, now: datetime) -> None:
     store.record_job_run(
-        job=job, series=name, started_at=NOW, finished_at=NOW, ok=False, detail=detail
+        job=job, series=name, started_at=now, finished_at=now, ok=False, detail=detail
     )
 
 
-def _store(tmp_path: Path, make_settings: Any, write_spec: Any) -> tuple[JobContext, Path]:
+def _store(
+    tmp_path: Path, make_settings: Any, write_spec: Any, now: datetime
+) -> tuple[JobContext, Path]:
     spec = write_spec(
         tmp_path / "spec.yaml",
         [
@@ -81,25 +81,26 @@ def _store(tmp_path: Path, make_settings: Any, write_spec: Any) -> tuple[JobCont
     ctx = JobContext.create(make_settings(spec=spec))
     store = ctx.store
     for name in ("fine", "stale", "broken", "untrained"):
-        _series(store, name)
-    _series(store, 'fam{pod="a"}', "fam")
-    _series(store, 'fam{pod="gone"}', "fam", seen=NOW - timedelta(hours=2))
+        _series(store, name, seen=now)
+    _series(store, 'fam{pod="a"}', "fam", seen=now)
+    _series(store, 'fam{pod="gone"}', "fam", seen=now - timedelta(hours=2))
     for name in ("fine", "stale", "broken", 'fam{pod="a"}'):
         _champion(store, name)
-        _forecast(store, name, NOW - timedelta(seconds=30))
-    _forecast(store, "stale", NOW - timedelta(hours=1))
-    _failed(store, "publish", "broken", "series 'broken': source unavailable\ntraceback")
+        _forecast(store, name, now - timedelta(seconds=30))
+    _forecast(store, "stale", now - timedelta(hours=1))
+    _failed(store, "publish", "broken", "series 'broken': source unavailable\ntraceback", now)
     # a failure followed by a success of the same job is over
-    _failed(store, "ingest", "fine", "timeout")
-    store.record_job_run(job="ingest", series="fine", started_at=NOW, finished_at=NOW, ok=True)
+    _failed(store, "ingest", "fine", "timeout", now)
+    store.record_job_run(job="ingest", series="fine", started_at=now, finished_at=now, ok=True)
     return ctx, spec
 
 
 def test_every_series_gets_a_state_and_the_reason(
     tmp_path: Path, make_settings: Any, write_spec: Any
 ) -> None:
-    ctx, _spec = _store(tmp_path, make_settings, write_spec)
-    rows = {row.series: row for row in collect(ctx, ctx.select(None), NOW)}
+    now = datetime.now(UTC).replace(microsecond=0)
+    ctx, _spec = _store(tmp_path, make_settings, write_spec, now)
+    rows = {row.series: row for row in collect(ctx, ctx.select(None), now)}
     ctx.store.engine.dispose()
     assert {name: row.state for name, row in rows.items()} == {
         "fine": "ok",
@@ -122,11 +123,13 @@ def test_every_series_gets_a_state_and_the_reason(
 def test_the_command_exits_1_when_a_series_needs_attention(
     tmp_path: Path, make_settings: Any, write_spec: Any
 ) -> None:
-    ctx, spec = _store(tmp_path, make_settings, write_spec)
+    ctx, spec = _store(tmp_path, make_settings, write_spec, datetime.now(UTC))
     env = {
         **os.environ,
         "FORECASTER_PIPELINES": str(spec),
         "FORECASTER_DATABASE__URL": ctx.settings.database.url,
+        # the "fine" forecasts are 30 s old at seeding: still fresh however slow the start
+        "FORECASTER_SCHEDULE__STALE_AFTER_SECONDS": "900",
     }
     ctx.store.engine.dispose()
 
