@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,13 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def scheduler_lock_key(schema: str) -> int:
+    """The advisory lock key of the store in PostgreSQL schema ``schema``: advisory locks
+    are per database, and two stores in two schemas of one database (two deployments)
+    must not wait for each other's scheduler."""
+    return (_SCHEDULER_LOCK_KEY << 30) ^ zlib.crc32(schema.encode())
+
+
 @dataclass
 class SchedulerLock:
     """The scheduler lock as held (true) or not (false, the wait was stopped)."""
@@ -171,13 +179,14 @@ def scheduler_lock(
     if engine.dialect.name == "postgresql":
         try:
             conn = engine.connect()
+            schema = str(conn.exec_driver_sql("SELECT current_schema()").scalar() or "")
+            conn.commit()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot take the scheduler lock: {exc}") from exc
+        key = scheduler_lock_key(schema)
 
         def try_advisory() -> bool:
-            taken = conn.exec_driver_sql(
-                f"SELECT pg_try_advisory_lock({_SCHEDULER_LOCK_KEY})"
-            ).scalar()
+            taken = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})").scalar()
             conn.commit()  # a session lock outlives the transaction; an open one would
             return bool(taken)  # hold back VACUUM for the scheduler's whole life
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from forecaster.config import DatabaseSettings
-from forecaster.store.db import _SCHEDULER_LOCK_KEY, make_engine, scheduler_lock, upgrade
+from forecaster.store.db import make_engine, scheduler_lock, scheduler_lock_key, upgrade
 
 
 @pytest.fixture
@@ -52,18 +52,21 @@ def test_waiting_ends_without_the_lock_when_asked_to_stop(engine: Any, db_url: s
     other.dispose()
 
 
-def _terminate_lock_session(engine: Any) -> None:
-    """What a dropped connection does: end the session holding the advisory lock."""
+def _terminate_lock_session(engine: Any) -> bool:
+    """What a dropped connection does: end the session holding the advisory lock
+    (False when no session holds it yet)."""
     with engine.connect() as conn:
-        conn.execute(
+        schema = conn.execute(text("SELECT current_schema()")).scalar()
+        ended = conn.execute(
             text(
                 "SELECT pg_terminate_backend(pid) FROM pg_locks "
                 "WHERE locktype = 'advisory' AND pid <> pg_backend_pid() "
                 "AND (classid::bigint << 32) + objid::bigint = :key"
             ),
-            {"key": _SCHEDULER_LOCK_KEY},
-        )
+            {"key": scheduler_lock_key(str(schema))},
+        ).all()
         conn.commit()
+    return bool(ended)
 
 
 def test_a_lock_whose_session_dropped_is_known_lost(engine: Any, db_url: str) -> None:
@@ -92,7 +95,11 @@ def test_a_scheduler_that_lost_its_lock_stops(
 
     monkeypatch.setattr(scheduler_module, "LOCK_CHECK_SECONDS", 0.5)
     spec = write_spec(tmp_path / "spec.yaml", [{"name": "s", "query": "up"}], step="1m")
-    ctx = JobContext.create(make_settings(db=pg_url, spec=spec))
+    # a source that fails at once: no run is still going when the scheduler stops
+    settings = make_settings(
+        db=pg_url, spec=spec, prometheus={"url": "http://127.0.0.1:9", "retries": 0}
+    )
+    ctx = JobContext.create(settings)
     failure: list[BaseException] = []
 
     def run() -> None:
@@ -104,9 +111,10 @@ def test_a_scheduler_that_lost_its_lock_stops(
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        time.sleep(2.0)
-        assert thread.is_alive()
-        _terminate_lock_session(ctx.store.engine)
+        deadline = time.monotonic() + 30
+        while not _terminate_lock_session(ctx.store.engine):  # once it holds the lock
+            assert thread.is_alive() and time.monotonic() < deadline, failure
+            time.sleep(0.2)
         thread.join(timeout=30)
         assert not thread.is_alive(), "the scheduler kept running without its lock"
     finally:
@@ -114,3 +122,32 @@ def test_a_scheduler_that_lost_its_lock_stops(
         ctx.store.engine.dispose()
     assert len(failure) == 1 and isinstance(failure[0], StoreError)
     assert "lost its lock" in str(failure[0])
+
+
+@pytest.mark.postgres
+def test_stores_in_two_schemas_of_one_database_do_not_share_the_lock(pg_url: str) -> None:
+    """Advisory locks are per database: a second deployment in another schema of the
+    same database waited forever for the first one's scheduler."""
+    import uuid
+
+    base = pg_url.split("?", 1)[0]
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(DatabaseSettings(url=base))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    first = make_engine(DatabaseSettings(url=pg_url))
+    second = make_engine(DatabaseSettings(url=f"{base}?options=-csearch_path%3D{schema}"))
+    stop = threading.Event()
+    timer = threading.Timer(5.0, stop.set)  # a wait would end here, without the lock
+    timer.start()
+    try:
+        with scheduler_lock(first, threading.Event()) as one:
+            with scheduler_lock(second, stop, poll_seconds=0.05) as two:
+                assert one and two
+    finally:
+        timer.cancel()
+        first.dispose()
+        second.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
