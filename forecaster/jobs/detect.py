@@ -10,6 +10,7 @@ webhook. ``warm_series`` pushes cache-warming windows whose ``warm_at`` has come
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -309,16 +310,22 @@ def _stamp(when: datetime) -> str:
 
 
 def _window_of(key: str) -> tuple[str, tuple[datetime, datetime]] | None:
-    """(key, (ramp start, peak)) of a cache-warming delivery key; None for other keys."""
-    head, sep, _ = key.rpartition("/")  # "...:2026-11-29T10:05Z/2026-11-29T10:20Z"
-    if not sep:
-        return None
-    try:
-        start = datetime.strptime(head[-17:], "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
-        peak = datetime.strptime(key[-17:], "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-    return key, (start, peak)
+    """(key, (ramp start, peak)) of a cache-warming delivery key; None for other keys.
+
+    Keys end ``<start>/<peak>`` (``2026-11-29T10:05Z/2026-11-29T10:20Z``). A key of an
+    earlier release (``...:2026-11-29T10``, the hour of the ramp's start) stands for
+    that whole hour, so its windows are not pushed again after an upgrade.
+    """
+    stamp = "%Y-%m-%dT%H:%MZ"
+    with contextlib.suppress(ValueError):
+        start = datetime.strptime(key[-35:-18], stamp).replace(tzinfo=UTC)
+        if key[-18] == "/":
+            return key, (start, datetime.strptime(key[-17:], stamp).replace(tzinfo=UTC))
+    with contextlib.suppress(ValueError):
+        hour = datetime.strptime(key[-13:], "%Y-%m-%dT%H").replace(tzinfo=UTC)
+        if len(key) > 13 and key[-14] == ":":
+            return key, (hour, hour + timedelta(hours=1))
+    return None
 
 
 def _each_member(ctx: JobContext, family: str, job: str, fn: Any) -> None:

@@ -529,3 +529,25 @@ def test_a_delivery_that_failed_for_good_fails_the_run(
     assert "1 webhook delivery(ies) failed" in failed["detail"]
     assert "cache-warming:rps:b: failed" in failed["detail"]
     ctx.store.engine.dispose()
+
+
+def test_windows_pushed_under_the_earlier_hour_keys_are_not_pushed_again() -> None:
+    """After an upgrade the windows the earlier release had pushed (keyed by the hour of
+    their start) went out a second time under the new keys."""
+    from forecaster.jobs.detect import _window_of
+
+    old = 'cache-warming:fam{route="/a"}:2026-11-29T17'
+    assert _window_of(old) == (
+        old,
+        (datetime(2026, 11, 29, 17, tzinfo=UTC), datetime(2026, 11, 29, 18, tzinfo=UTC)),
+    )
+    new = 'cache-warming:fam{route="/a"}:2026-11-29T17:10Z/2026-11-29T17:15Z'
+    assert _window_of(new) == (
+        new,
+        (
+            datetime(2026, 11, 29, 17, 10, tzinfo=UTC),
+            datetime(2026, 11, 29, 17, 15, tzinfo=UTC),
+        ),
+    )
+    for other in ("regression:lat:3:opened", "cache-warming:x:soon", "2026-11-29T17"):
+        assert _window_of(other) is None
