@@ -55,6 +55,10 @@ def test_ingest_train_publish_serve(ctx: Any) -> None:
     result = trained.results[0]
     assert {"seasonal_naive", "lightgbm"} <= set(result.scores)
     assert result.promoted, result.reason
+    # the recorded run covers the fit done in the pool, not just the registration
+    (run,) = [r for r in ctx.store.last_job_runs() if r["job"] == "train"]
+    recorded = (run["finished_at"] - run["started_at"]).total_seconds()
+    assert recorded >= result.seconds > 0
     champion = ctx.registry.alias("elb", CHAMPION)
     assert champion is not None and champion.run_id == result.run_id
     metrics = ctx.registry.run_metrics(result.run_id)
