@@ -173,14 +173,18 @@ class ScheduleSettings(_Section):
         120, ge=1, description="A forecast older than this is stale: two 1-minute publish intervals"
     )
     job_runs_retention_hours: int = Field(
-        72, ge=1, description="Job runs (one row per series and run) are deleted after this"
+        72,
+        ge=1,
+        le=10 * 8760,
+        description="Job runs (one row per series and run) are deleted after this",
     )
     training_artifacts_kept: int = Field(
-        5, ge=0, description="Stored models kept per series besides the champion's"
+        5, ge=0, le=10_000, description="Stored models kept per series besides the champion's"
     )
     history_retention_days: int = Field(
         0,
         ge=0,
+        le=10 * 366,
         description="Observations older than this are deleted (0: kept forever); never "
         "less than a series' training history or 14 days",
     )

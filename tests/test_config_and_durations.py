@@ -53,6 +53,17 @@ def test_invalid_settings_name_the_field(monkeypatch: pytest.MonkeyPatch) -> Non
             "got 'postgresql+psycopg2://u:***@h/db' (this release talks to PostgreSQL",
         ),
         ("FORECASTER_DATABASE__URL", "sqlitex:///foo.db", "only sqlite:/// and postgresql"),
+        # beyond what a date can hold: every housekeeping run crashed
+        (
+            "FORECASTER_SCHEDULE__JOB_RUNS_RETENTION_HOURS",
+            "1000000000",
+            "schedule.job_runs_retention_hours: Input should be less than or equal to 87600",
+        ),
+        (
+            "FORECASTER_SCHEDULE__HISTORY_RETENTION_DAYS",
+            "1000000",
+            "schedule.history_retention_days: Input should be less than or equal to 3660",
+        ),
         (
             "FORECASTER_DATABASE__SQLITE_BUSY_TIMEOUT_SECONDS",
             "inf",

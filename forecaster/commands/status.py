@@ -8,6 +8,7 @@ it can serve as a cron or CI health check.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +43,10 @@ class SeriesStatus:
     problem: str
 
 
+def _first_line(detail: str) -> str:
+    return (detail.splitlines() or [""])[0][:300]
+
+
 def _age(then: datetime | None, now: datetime) -> str | None:
     if then is None:
         return None
@@ -55,7 +60,7 @@ def collect(
     """The status of every stored member of ``specs`` (a spec with none: ``no history``)."""
     now = now or datetime.now(UTC)
     bound = timedelta(seconds=ctx.settings.schedule.stale_after_seconds)
-    failed: dict[str, JobOutcome] = {}
+    failed: dict[str, JobOutcome] = {}  # by series name; ingest runs are a family's
     for run in ctx.store.latest_job_outcomes(JOBS, since=now - LOOKBACK):
         if run.series is not None and not run.ok:  # that job's latest run failed
             failed.setdefault(run.series, run)
@@ -68,23 +73,25 @@ def collect(
             reporting, retired = ctx.family_members(spec)
         else:
             reporting = [spec.name] if spec.name in infos else []
+        family_failing = failed.get(spec.name) if spec.split_by else None
         if not reporting and not retired:
-            out.append(
-                SeriesStatus(
-                    spec.name, spec.name, "no history", None, None, None, "run ingest first"
-                )
+            first = failed.get(spec.name)
+            state, problem = (
+                ("no history", "run ingest first")
+                if first is None
+                else (f"{first.job} failing", _first_line(first.detail))
             )
+            out.append(SeriesStatus(spec.name, spec.name, state, None, None, None, problem))
             continue
         for name in sorted(reporting + retired):
             info = infos[name]
             made = forecasts.get(name)
-            failing = failed.get(name)
+            failing = failed.get(name) or family_failing
             champion = f"{info.champion} v{info.champion_version}" if info.champion else None
             if name in retired:
                 state, problem = "retired", "silent for longer than retire_after"
             elif failing is not None:
-                state = f"{failing.job} failing"
-                problem = (failing.detail.splitlines() or [""])[0][:300]
+                state, problem = f"{failing.job} failing", _first_line(failing.detail)
             elif champion is None:
                 state, problem = "no champion", "not trained yet (forecaster train)"
             elif made is None:
@@ -127,7 +134,10 @@ def status_command(
     from forecaster.config import load_settings
     from forecaster.jobs.context import JobContext
 
-    ctx = JobContext.create(load_settings(**({} if spec is None else {"pipelines": spec})))
+    settings = load_settings(**({} if spec is None else {"pipelines": spec}))
+    # a health check reads: it neither creates nor migrates a store
+    ctx = JobContext.create(settings, migrate=False)
+    logging.getLogger("forecaster.jobs.context").setLevel(logging.WARNING)  # retirements
     try:
         rows = collect(ctx, ctx.select(series))
     finally:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from forecaster.durations import format_duration
 from forecaster.specs import PipelineSpec, SeriesSpec, load_spec
-from forecaster.store.db import make_engine, upgrade
+from forecaster.store.db import check_at_head, check_store_exists, make_engine, upgrade
 from forecaster.store.repository import Store
 
 if TYPE_CHECKING:
@@ -39,10 +39,22 @@ class JobContext:
     retired: set[str] = field(default_factory=set)
 
     @classmethod
-    def create(cls, settings: Settings, spec: PipelineSpec | None = None) -> JobContext:
-        """Open the store (migrating it) and load the spec named by the settings."""
+    def create(
+        cls, settings: Settings, spec: PipelineSpec | None = None, *, migrate: bool = True
+    ) -> JobContext:
+        """Open the store (migrating it, unless ``migrate`` is false: then it must exist
+        at the current schema) and load the spec named by the settings.
+
+        Raises:
+            StoreError: Without ``migrate``: no store there, or not migrated.
+        """
+        if not migrate:
+            check_store_exists(settings.database.url)
         engine = make_engine(settings.database)
-        upgrade(engine)
+        if migrate:
+            upgrade(engine)
+        else:
+            check_at_head(engine)
         return cls(
             settings=settings,
             spec=spec if spec is not None else load_spec(settings.pipelines),

@@ -294,6 +294,40 @@ def head_revision() -> str:
     return str(head)
 
 
+def check_store_exists(url: str) -> None:
+    """Refuse a SQLite store file that is not there (opening it would create it).
+
+    Raises:
+        StoreError: Naming the path.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
+        path = Path(database).expanduser()
+        if not path.is_file():
+            raise StoreError(
+                f"no store at {path}: check FORECASTER_DATABASE__URL (forecaster db upgrade "
+                "creates one)"
+            )
+
+
+def check_at_head(engine: Engine) -> None:
+    """Refuse a store whose schema is not this release's (for read-only commands).
+
+    Raises:
+        StoreError: With the revision found and what to run.
+    """
+    found = current_revision(engine)
+    if found != head_revision():
+        raise StoreError(
+            f"the store {engine.url.render_as_string(hide_password=True)} is at schema "
+            f"revision {found or 'none (empty database)'}, not {head_revision()}: run "
+            "forecaster db upgrade (or start the scheduler, which migrates it)"
+        )
+
+
 def current_revision(engine: Engine) -> str | None:
     """The schema revision the database is at (``None`` before the first migration)."""
     try:

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from forecaster.commands.status import collect
 from forecaster.jobs.context import JobContext
 from forecaster.store.repository import ForecastPoint, Store
@@ -154,3 +156,43 @@ def test_the_command_exits_1_when_a_series_needs_attention(
     unknown = run("nope")
     assert unknown.returncode == 1
     assert "series 'nope' is not in the pipeline spec" in unknown.stderr
+
+
+def test_a_family_whose_ingest_fails_and_a_series_never_ingested_say_so(
+    tmp_path: Path, make_settings: Any, write_spec: Any
+) -> None:
+    """Ingest runs are recorded under the family's name: its members read "ok" (exit 0)
+    while every ingest failed, and a series whose first ingest failed "run ingest first"."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    ctx, _spec = _store(tmp_path, make_settings, write_spec, now)
+    _failed(ctx.store, "ingest", "fam", "Prometheus at http://p:9090 unavailable\nmore", now)
+    _failed(ctx.store, "ingest", "never", "rejected query 'sum(load': parse error", now)
+    rows = {row.series: row for row in collect(ctx, ctx.select(["fam", "never"]), now)}
+    ctx.store.engine.dispose()
+    assert rows['fam{pod="a"}'].state == "ingest failing"
+    assert rows['fam{pod="a"}'].problem == "Prometheus at http://p:9090 unavailable"
+    assert rows['fam{pod="gone"}'].state == "retired"
+    assert (rows["never"].state, rows["never"].problem) == (
+        "ingest failing",
+        "rejected query 'sum(load': parse error",
+    )
+
+
+def test_status_neither_creates_nor_migrates_a_store(
+    tmp_path: Path, make_settings: Any, write_spec: Any
+) -> None:
+    """A mistyped SQLite path made a new, migrated database; a health check must read."""
+    from forecaster.config import DatabaseSettings
+    from forecaster.errors import StoreError
+    from forecaster.store.db import make_engine
+
+    spec = write_spec(tmp_path / "spec.yaml", [{"name": "s", "query": "up"}], step="1m")
+    missing = tmp_path / "typo" / "store.db"
+    with pytest.raises(StoreError, match=f"no store at {missing}"):
+        JobContext.create(make_settings(db=f"sqlite:///{missing}", spec=spec), migrate=False)
+    assert not missing.parent.exists()
+    empty = tmp_path / "empty.db"
+    make_engine(DatabaseSettings(url=f"sqlite:///{empty}")).dispose()
+    empty.touch()
+    with pytest.raises(StoreError, match="schema revision none .*run forecaster db upgrade"):
+        JobContext.create(make_settings(db=f"sqlite:///{empty}", spec=spec), migrate=False)
