@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from forecaster.jobs.context import JobContext
+    from forecaster.specs import SeriesSpec
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,63 @@ def ingest_job(family: str) -> None:
 
 @_job
 def publish_job(family: str) -> None:
-    """Scheduled: publish forecasts of one spec'd series (all members)."""
+    """Scheduled: publish forecasts of one spec'd series (all members).
+
+    Members with no champion yet (a new pod of a ``split_by`` family, or a first
+    training that failed) get a first training in the training pool, at most once an
+    hour each, and are not published until they have a model: they failed every
+    minute until the daily retrain.
+    """
     from forecaster.jobs.runner import run_publish
 
     ctx = _ctx()
     spec = ctx.select([family])
-    run_publish(ctx, spec)
+    untrained = _untrained_members(ctx, spec[0])
+    if untrained:
+        _schedule_first_training(ctx, family, untrained)
+    run_publish(ctx, spec, skip=set(untrained))
+
+
+#: How long before a member whose first training did not give it a model is tried again.
+FIRST_TRAINING_RETRY = timedelta(hours=1)
+
+
+def _untrained_members(ctx: JobContext, spec: SeriesSpec) -> list[str]:
+    """The reporting members of ``spec`` with no champion (one catalogue read)."""
+    reporting = set(ctx.members(spec))
+    return [
+        info.name
+        for info in ctx.store.list_series(family=spec.name)
+        if info.name in reporting and info.champion is None
+    ]
+
+
+def _schedule_first_training(ctx: JobContext, family: str, names: list[str]) -> None:
+    """Run the family's bootstrap (train the untrained, then publish) in the training
+    pool now, unless each of ``names`` was tried within :data:`FIRST_TRAINING_RETRY`."""
+    now = datetime.now(UTC)
+    due = [
+        n
+        for n in names
+        if now - ctx.first_training.get(n, datetime.min.replace(tzinfo=UTC)) > FIRST_TRAINING_RETRY
+    ]
+    scheduler: Any = _CONTEXT.get("scheduler")
+    if not due or scheduler is None:
+        return
+    for name in due:
+        ctx.first_training[name] = now
+    log.info("first training of %d new member(s) of %s: %s", len(due), family, ", ".join(due[:5]))
+    scheduler.add_job(
+        bootstrap_job,
+        trigger="date",
+        run_date=now,
+        args=[family],
+        id=f"bootstrap:{family}",
+        name=f"bootstrap:{family}",
+        executor="train",
+        replace_existing=True,
+        misfire_grace_time=None,
+    )
 
 
 @_job
@@ -120,9 +172,11 @@ def bootstrap_job(family: str) -> None:
     spec = ctx.select([family])
     if not ctx.members(spec[0]):
         run_ingest(ctx, spec)
-    missing = [n for n in ctx.members(spec[0]) if ctx.store.champion(n) is None]
+    missing = _untrained_members(ctx, spec[0])
     if missing:
-        run_train(ctx, spec)
+        now = datetime.now(UTC)
+        ctx.first_training.update((name, now) for name in missing)
+        run_train(ctx, spec, only=set(missing))  # not the whole family for one new pod
     run_publish(ctx, spec)
 
 

@@ -188,3 +188,57 @@ def test_a_requested_training_names_what_was_not_promoted(
     assert done.status == "done"
     assert done.detail == "1 series ok; champion kept for s: not promoted: MLflow failed"
     ctx.store.engine.dispose()
+
+
+def test_a_new_member_gets_its_first_training_without_retraining_the_family(
+    tmp_path: Path, make_settings: Any, write_spec: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pod that appeared after start had no model until the daily retrain, its publish
+    failing every minute; and a first training retrained every member of the family."""
+    from forecaster.jobs.runner import run_train
+
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "fam", "query": "sum by (pod) (up)", "split_by": ["pod"]}],
+        step="5m",
+        history="3d",
+        horizon="1h",
+        estimators=["seasonal_naive"],
+    )
+    ctx = JobContext.create(make_settings(spec=spec))
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    now -= timedelta(minutes=now.minute % 5)
+    for pod in ("old", "new"):
+        sid = ctx.store.ensure_series(
+            name=f'fam{{pod="{pod}"}}', family="fam", labels={"pod": pod},
+            step_seconds=300, horizon_steps=12,
+        )  # fmt: skip
+        ctx.store.upsert_observations(
+            sid, [(now - i * timedelta(minutes=5), 100.0 + i % 288) for i in range(2 * 288)]
+        )
+    family = ctx.select(["fam"])
+    assert run_train(ctx, family, only={'fam{pod="old"}'}).ok  # trained before "new" came
+    old_trainings = len(ctx.store.trainings('fam{pod="old"}'))
+    scheduler = scheduler_module.build_scheduler(ctx)
+    try:
+        scheduler.remove_job("bootstrap:fam")  # the start-up one: the test runs it by hand
+        caplog.set_level("INFO", logger="forecaster.scheduler")
+        scheduler_module.publish_job("fam")
+        job = scheduler.get_job("bootstrap:fam")
+        assert job is not None and job.executor == "train"
+        assert 'first training of 1 new member(s) of fam: fam{pod="new"}' in caplog.text
+        published = {
+            r["series"]: r["ok"] for r in ctx.store.last_job_runs() if r["job"] == "publish"
+        }
+        assert published == {'fam{pod="old"}': True}  # "new" waits for its model, no failure
+        scheduler.remove_job("bootstrap:fam")
+        scheduler_module.publish_job("fam")  # within the hour: not scheduled again
+        assert scheduler.get_job("bootstrap:fam") is None
+        scheduler_module.bootstrap_job("fam")
+        assert ctx.store.champion('fam{pod="new"}') is not None
+        assert len(ctx.store.trainings('fam{pod="old"}')) == old_trainings
+        assert ctx.store.latest_forecast('fam{pod="new"}').points
+    finally:
+        scheduler.shutdown(wait=False)
+        scheduler_module._CONTEXT.clear()
+        ctx.store.engine.dispose()

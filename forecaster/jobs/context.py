@@ -37,6 +37,8 @@ class JobContext:
     band_scales: dict[str, tuple[datetime, tuple[float, float]]] = field(default_factory=dict)
     #: split_by members found retired (so that each retirement is logged once).
     retired: set[str] = field(default_factory=set)
+    #: series name -> when its first training (no champion yet) was last started.
+    first_training: dict[str, datetime] = field(default_factory=dict)
 
     @classmethod
     def create(

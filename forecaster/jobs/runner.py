@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
@@ -107,8 +107,9 @@ def run_train(
     progress: bool = False,
     n_jobs: int | None = None,
     executor: Executor | None = None,
+    only: Collection[str] | None = None,
 ) -> RunSummary:
-    """Train every stored member of every spec'd series.
+    """Train every stored member of every spec'd series (or the members in ``only``).
 
     Fits fan out over ``executor`` (default: from the training settings: local
     processes, or Dask when an address is set); logging, gating and recording
@@ -126,7 +127,7 @@ def run_train(
         members = ctx.members(spec)
         if not members:
             summary.errors[spec.name] = f"series {spec.name!r} has no history yet; run ingest first"
-        for name in members:
+        for name in members if only is None else [m for m in members if m in only]:
             specs_of[name] = spec
             run_guarded(
                 ctx,
@@ -223,8 +224,14 @@ def _bar(total: int, label: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=label, unit="series", dynamic_ncols=True)
 
 
-def run_publish(ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = False) -> RunSummary:
-    """Publish a fresh forecast for every stored member with a champion."""
+def run_publish(
+    ctx: JobContext,
+    specs: list[SeriesSpec],
+    *,
+    progress: bool = False,
+    skip: Collection[str] = (),
+) -> RunSummary:
+    """Publish a fresh forecast for every stored member (but those in ``skip``)."""
     from forecaster.jobs.publish import publish_series
 
     summary = RunSummary("publish")
@@ -235,7 +242,7 @@ def run_publish(ctx: JobContext, specs: list[SeriesSpec], *, progress: bool = Fa
             summary.errors[spec.name] = (
                 f"series {spec.name!r} has no history yet; run ingest and train first"
             )
-        work += [(spec, name) for name in members]
+        work += [(spec, name) for name in members if name not in skip]
     for spec, name in _progress(work, "publish", progress, lambda item: item[1]):
         run_guarded(
             ctx,
