@@ -139,17 +139,28 @@ def _schedule_first_training(ctx: JobContext, family: str, names: list[str]) -> 
     for name in due:
         ctx.first_training[name] = now
     log.info("first training of %d new member(s) of %s: %s", len(due), family, ", ".join(due[:5]))
+    _add_bootstrap(scheduler, family, now)
+
+
+def _add_bootstrap(scheduler: Any, family: str, when: datetime) -> str:
+    """Schedule the family's bootstrap at ``when`` in the training pool; its job id.
+
+    However late it starts (queued behind other trainings) it runs: dropped as
+    misfired, a series had no model until the next day.
+    """
+    job_id = f"bootstrap:{family}"
     scheduler.add_job(
         bootstrap_job,
         trigger="date",
-        run_date=now,
+        run_date=when,
         args=[family],
-        id=f"bootstrap:{family}",
-        name=f"bootstrap:{family}",
+        id=job_id,
+        name=job_id,
         executor="train",
         replace_existing=True,
         misfire_grace_time=None,
     )
+    return job_id
 
 
 @_job
@@ -379,18 +390,7 @@ def _add_jobs(scheduler: Any, ctx: JobContext) -> None:
                 # a daily retrain queued behind others runs late rather than not at all
                 **({"misfire_grace_time": None} if training else {}),
             )
-        scheduler.add_job(
-            bootstrap_job,
-            trigger="date",
-            run_date=now + timedelta(seconds=2),
-            args=[spec.name],
-            id=f"bootstrap:{spec.name}",
-            name=f"bootstrap:{spec.name}",
-            executor="train",
-            replace_existing=True,
-            misfire_grace_time=None,  # dropped, a series had no model until the next day
-        )
-        wanted.add(f"bootstrap:{spec.name}")
+        wanted.add(_add_bootstrap(scheduler, spec.name, now + timedelta(seconds=2)))
     for job in scheduler.get_jobs():
         ours = job.id.startswith(
             ("ingest:", "publish:", "train:", "bootstrap:", "detect:", "warm:")
