@@ -67,6 +67,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # job counters count from the API's start, not from its first scrape; read in
+        # the background (a scrape meanwhile waits for it), readiness does not wait
+        first_read = asyncio.create_task(asyncio.to_thread(job_stats.refresh, force=True))
         await asyncio.to_thread(view.refresh)
         await asyncio.to_thread(consumers.refresh)
         if freeze_heap:
@@ -93,6 +96,7 @@ def create_app(
             # that still holds one of its connections.
             stop.set()
             await task
+            await first_read
             engine.dispose()
 
     app = FastAPI(
