@@ -116,12 +116,7 @@ FIRST_TRAINING_RETRY = timedelta(hours=1)
 
 def _untrained_members(ctx: JobContext, spec: SeriesSpec) -> list[str]:
     """The reporting members of ``spec`` with no champion (one catalogue read)."""
-    reporting = set(ctx.members(spec))
-    return [
-        info.name
-        for info in ctx.store.list_series(family=spec.name)
-        if info.name in reporting and info.champion is None
-    ]
+    return [info.name for info in ctx.member_infos(spec)[0] if info.champion is None]
 
 
 def _schedule_first_training(ctx: JobContext, family: str, names: list[str]) -> None:
@@ -378,14 +373,15 @@ def _add_jobs(scheduler: Any, ctx: JobContext) -> None:
         jobs.extend(consumer_jobs(spec, now))
         for job_id, func, trigger in jobs:
             wanted.add(job_id)
-            training = job_id.startswith("train:")
+            executor = _executor_of(job_id)
+            training = executor == "train"
             scheduler.add_job(
                 func,
                 trigger=trigger,
                 args=[spec.name],
                 id=job_id,
                 name=job_id,
-                executor=_executor_of(job_id),
+                executor=executor,
                 replace_existing=True,
                 # a daily retrain queued behind others runs late rather than not at all
                 **({"misfire_grace_time": None} if training else {}),
@@ -448,17 +444,14 @@ def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> No
         for job in scheduler.get_jobs():
             log.info("scheduled %s, next run %s", job.id, job.next_run_time)
         try:
-            checked = time.monotonic()
-            while not stop.wait(1.0):
-                if time.monotonic() - checked >= LOCK_CHECK_SECONDS:
-                    checked = time.monotonic()
-                    if not held.still_held():
-                        lost = True
-                        log.error(
-                            "lost the scheduler lock (its database connection dropped; "
-                            "another scheduler may have taken over): stopping"
-                        )
-                        break
+            while not stop.wait(LOCK_CHECK_SECONDS):  # returns at once on a signal
+                if not held.still_held():
+                    lost = True
+                    log.error(
+                        "lost the scheduler lock (its database connection dropped; "
+                        "another scheduler may have taken over): stopping"
+                    )
+                    break
         finally:
             _STOPPING.set()
             scheduler.shutdown(wait=False)

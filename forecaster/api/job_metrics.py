@@ -9,7 +9,7 @@ cached totals, so scraping never scans the table or fits anything.
 The counters count the runs recorded since the API process started (Prometheus's
 ``rate`` and ``increase`` take a restart in their stride). The state, each series'
 latest outcome per stage and each stage's last run and success, is read on the
-first scrape from the runs of the last :data:`STATE_LOOKBACK`, with one grouped
+start from the runs of the last ``OUTCOME_LOOKBACK`` (two days), with one grouped
 query per stage: folding the whole table took 30 s per million rows, and 1,000
 series published every minute write 1.4 million a day.
 """
@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import (
@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from forecaster.store.repository import OUTCOME_LOOKBACK, RECORDED_JOBS
 from forecaster.store.tables import job_runs_table
 
 if TYPE_CHECKING:
@@ -50,12 +51,6 @@ DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600
 """Upper bounds (seconds) of the run-duration histogram."""
 
 _BATCH = 5000
-
-STATE_LOOKBACK = timedelta(days=2)
-"""How far back the first read looks for each series' latest outcome (daily training)."""
-
-KNOWN_STAGES = (*STAGES, "detect", "warm")
-"""Every ``job`` value the pipelines record; the first read looks at these."""
 
 
 @dataclass
@@ -130,13 +125,13 @@ class JobRunStats:
 
     def _read_state(self) -> None:
         """First read: the newest run (counting starts after it) and, from the last
-        :data:`STATE_LOOKBACK`, each stage's latest outcome per series and its last run,
+        ``OUTCOME_LOOKBACK``, each stage's latest outcome per series and its last run,
         success and duration."""
         c = job_runs_table.c
-        since = datetime.now(UTC) - STATE_LOOKBACK
+        since = datetime.now(UTC) - OUTCOME_LOOKBACK
         with self.store.engine.connect() as conn:
             newest = int(conn.execute(select(func.max(c.id))).scalar() or 0)
-        outcomes = self.store.latest_job_outcomes(KNOWN_STAGES, since=since, up_to_id=newest)
+        outcomes = self.store.latest_job_outcomes(RECORDED_JOBS, since=since, up_to_id=newest)
         for run in outcomes:  # oldest first
             totals = self.stages.setdefault(run.job, StageTotals())
             finished = run.finished_at.timestamp()

@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from forecaster.specs import SeriesSpec
     from forecaster.store.repository import JobOutcome
 
-#: Failed runs older than this are not reported (the housekeeping keeps 72 h by default).
-LOOKBACK = timedelta(days=2)
-JOBS = ("ingest", "train", "publish", "detect", "warm")
 #: States that need no attention.
 FINE = ("ok", "retired")
 
@@ -58,21 +55,18 @@ def collect(
     ctx: JobContext, specs: list[SeriesSpec], now: datetime | None = None
 ) -> list[SeriesStatus]:
     """The status of every stored member of ``specs`` (a spec with none: ``no history``)."""
+    from forecaster.store.repository import OUTCOME_LOOKBACK, RECORDED_JOBS
+
     now = now or datetime.now(UTC)
     bound = timedelta(seconds=ctx.settings.schedule.stale_after_seconds)
     failed: dict[str, JobOutcome] = {}  # by series name; ingest runs are a family's
-    for run in ctx.store.latest_job_outcomes(JOBS, since=now - LOOKBACK):
+    for run in ctx.store.latest_job_outcomes(RECORDED_JOBS, since=now - OUTCOME_LOOKBACK):
         if run.series is not None and not run.ok:  # that job's latest run failed
             failed.setdefault(run.series, run)
     forecasts = ctx.store.current_publications()
     out: list[SeriesStatus] = []
     for spec in specs:
-        infos = {info.name: info for info in ctx.store.list_series(family=spec.name)}
-        retired: list[str] = []
-        if spec.split_by:
-            reporting, retired = ctx.family_members(spec)
-        else:
-            reporting = [spec.name] if spec.name in infos else []
+        reporting, retired = ctx.member_infos(spec)
         family_failing = failed.get(spec.name) if spec.split_by else None
         if not reporting and not retired:
             first = failed.get(spec.name)
@@ -83,12 +77,12 @@ def collect(
             )
             out.append(SeriesStatus(spec.name, spec.name, state, None, None, None, problem))
             continue
-        for name in sorted(reporting + retired):
-            info = infos[name]
+        for info in sorted(reporting + retired, key=lambda i: i.name):
+            name = info.name
             made = forecasts.get(name)
             failing = failed.get(name) or family_failing
             champion = f"{info.champion} v{info.champion_version}" if info.champion else None
-            if name in retired:
+            if info in retired:
                 state, problem = "retired", "silent for longer than retire_after"
             elif failing is not None:
                 state, problem = f"{failing.job} failing", _first_line(failing.detail)

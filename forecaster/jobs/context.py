@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from forecaster.durations import format_duration
 from forecaster.specs import PipelineSpec, SeriesSpec, load_spec
 from forecaster.store.db import check_at_head, check_store_exists, make_engine, upgrade
-from forecaster.store.repository import Store
+from forecaster.store.repository import SeriesInfo, Store
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -89,38 +89,43 @@ class JobContext:
     def members(self, spec: SeriesSpec) -> list[str]:
         """Stored series names of a spec: the series itself, or each member of a family.
 
-        A family's retired members are left out (see :meth:`family_members`).
+        A family's retired members are left out (see :meth:`member_infos`).
         """
-        if spec.split_by:
-            return self.family_members(spec)[0]
-        names = {info.name for info in self.store.list_series(family=spec.name)}
-        return [spec.name] if spec.name in names else []
+        return self.family_members(spec)[0]
 
     def family_members(self, spec: SeriesSpec) -> tuple[list[str], list[str]]:
-        """A ``split_by`` family's members as (reporting, retired) names.
+        """A spec's stored series as (reporting, retired) names (see :meth:`member_infos`)."""
+        reporting, retired = self.member_infos(spec)
+        return [info.name for info in reporting], [info.name for info in retired]
 
-        A member whose newest observation is more than ``retire_after`` (default: the
-        horizon) behind the family's freshest member has stopped reporting (a pod or
-        a route that went away): it is retired, so it is no longer trained, published
-        or watched, and comes back by itself when it reports again. Measured against
-        the freshest member, not the clock, so an outage of the whole source retires
-        nobody. Each change is logged once per process.
+    def member_infos(self, spec: SeriesSpec) -> tuple[list[SeriesInfo], list[SeriesInfo]]:
+        """A spec's stored series as (reporting, retired) catalogue entries, one read.
+
+        A plain series is reporting once stored. A ``split_by`` member whose newest
+        observation is more than ``retire_after`` (default: the horizon) behind the
+        family's freshest member has stopped reporting (a pod or a route that went
+        away): it is retired, so it is no longer trained, published or watched, and
+        comes back by itself when it reports again. Measured against the freshest
+        member, not the clock, so an outage of the whole source retires nobody. Each
+        change is logged once per process.
         """
         infos = self.store.list_series(family=spec.name)
+        if not spec.split_by:
+            return [info for info in infos if info.name == spec.name], []
         seen = [info.last_observation_at for info in infos if info.last_observation_at]
         freshest = max(seen, default=None)
         limit = spec.retire_members_after
-        reporting: list[str] = []
-        retired: list[str] = []
+        reporting: list[SeriesInfo] = []
+        retired: list[SeriesInfo] = []
         for info in infos:
             last = info.last_observation_at
             if freshest is None or last is None or freshest - last <= limit:
-                reporting.append(info.name)
+                reporting.append(info)
                 if info.name in self.retired:
                     self.retired.discard(info.name)
                     log.info("%s reports again: no longer retired", info.name)
                 continue
-            retired.append(info.name)
+            retired.append(info)
             if info.name not in self.retired:
                 self.retired.add(info.name)
                 log.info(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from forecaster.errors import ForecasterError, SeriesNotFound, SourceQueryError
+from forecaster.errors import ForecasterError, SourceQueryError
 from forecaster.store.tables import SERIES_NAME_MAX
 
 if TYPE_CHECKING:
@@ -175,14 +175,8 @@ def _latest_observation(ctx: JobContext, spec: SeriesSpec) -> datetime | None:
     reporting (a pod that went away): waiting for it made every run re-read the
     whole history window of the whole family.
     """
-    seen_at: list[datetime] = []
-    for name in ctx.members(spec):
-        try:
-            seen = ctx.store.series(name).last_observation_at
-        except SeriesNotFound:
-            continue
-        if seen is not None:
-            seen_at.append(seen)
+    reporting_members = ctx.member_infos(spec)[0]  # one catalogue read, not one per member
+    seen_at = [i.last_observation_at for i in reporting_members if i.last_observation_at]
     if not seen_at:
         return None
     freshest = max(seen_at)

@@ -236,6 +236,13 @@ class PublishedForecast:
         return now - self.generated_at.timestamp() > bound
 
 
+#: Every ``job`` value the pipelines record in ``job_runs``.
+RECORDED_JOBS = ("ingest", "train", "publish", "detect", "warm")
+#: How far back a series' latest outcome per job is looked for (training is daily;
+#: older runs are not its current state).
+OUTCOME_LOOKBACK = timedelta(days=2)
+
+
 @dataclass(frozen=True)
 class JobOutcome:
     """One recorded job run (a row of ``job_runs``)."""

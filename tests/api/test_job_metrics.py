@@ -20,7 +20,7 @@ from forecaster.store.db import make_engine, upgrade
 from forecaster.store.repository import Store
 from forecaster.store.tables import trainings_table
 
-T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)  # within STATE_LOOKBACK
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)  # within OUTCOME_LOOKBACK
 _MINUTES = itertools.count(1)
 
 
@@ -101,7 +101,7 @@ def test_stage_totals_durations_errors_and_points(store: Store) -> None:
 def test_an_api_started_later_reads_the_state_not_the_whole_table(store: Store) -> None:
     """Counters count from the API's start; each stage's latest outcome per series and
     its last run and success come from the table (one grouped query per stage)."""
-    old = T0 - timedelta(days=3)  # beyond STATE_LOOKBACK: not read at all
+    old = T0 - timedelta(days=3)  # beyond OUTCOME_LOOKBACK: not read at all
     store.record_job_run(
         job="train", series="gone", started_at=old, finished_at=old, ok=False, detail="x"
     )
