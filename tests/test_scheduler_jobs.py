@@ -13,18 +13,26 @@ from forecaster import scheduler as scheduler_module
 from forecaster.jobs.context import JobContext
 
 
+def _elb_spec(tmp_path: Path, nab: Path, write_spec: Any) -> Path:
+    """A spec of one series replayed from the bundled ELB trace."""
+    trace = nab / "realAWSCloudwatch/elb_request_count_8c0756.csv"
+    return Path(
+        write_spec(
+            tmp_path / "spec.yaml",
+            [{"name": "elb", "file": str(trace)}],
+            history="3d",
+            horizon="1h",
+            estimators=["seasonal_naive"],
+        )
+    )
+
+
 def test_ingest_and_training_run_in_pools_of_their_own(
     tmp_path: Path, nab: Path, make_settings: Any, write_spec: Any
 ) -> None:
     """A Prometheus that hangs holds ingest runs for their timeouts and retries; in the
     shared pool that stopped every publish (forecasts went stale) and admin request."""
-    spec = write_spec(
-        tmp_path / "spec.yaml",
-        [{"name": "elb", "file": str(nab / "realAWSCloudwatch/elb_request_count_8c0756.csv")}],
-        history="3d",
-        horizon="1h",
-        estimators=["seasonal_naive"],
-    )
+    spec = _elb_spec(tmp_path, nab, write_spec)
     ctx = JobContext.create(make_settings(spec=spec))
     scheduler = scheduler_module.build_scheduler(ctx)
     try:
@@ -64,13 +72,7 @@ def test_housekeeping_runs_hourly_and_prunes_old_job_runs(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    spec = write_spec(
-        tmp_path / "spec.yaml",
-        [{"name": "elb", "file": str(nab / "realAWSCloudwatch/elb_request_count_8c0756.csv")}],
-        history="3d",
-        horizon="1h",
-        estimators=["seasonal_naive"],
-    )
+    spec = _elb_spec(tmp_path, nab, write_spec)
     monkeypatch.setenv("FORECASTER_SCHEDULE__JOB_RUNS_RETENTION_HOURS", "24")
     ctx = JobContext.create(make_settings(spec=spec))
     assert ctx.settings.schedule.job_runs_retention_hours == 24

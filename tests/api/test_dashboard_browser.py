@@ -169,8 +169,9 @@ def _seed_awkward_series(tmp_path: Path) -> None:
     with them) and one with a 270-character name."""
     from datetime import UTC, datetime, timedelta
 
-    from forecaster.store.repository import ForecastPoint, Store
+    from forecaster.store.repository import Store
     from tests.support.dashboard_seed import make_engine_for
+    from tests.support.forecasts import publish_bands
 
     engine = make_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
     store = Store(engine)
@@ -183,26 +184,7 @@ def _seed_awkward_series(tmp_path: Path) -> None:
         sid = store.ensure_series(name=name, family=family, step_seconds=300, horizon_steps=12)
         stamps = [end - timedelta(minutes=5 * i) for i in range(48)]
         store.upsert_observations(sid, [(ts, 100.0 + i % 7) for i, ts in enumerate(stamps)])
-        store.publish_forecast(
-            series=name,
-            generated_at=end,
-            origin=end,
-            step_seconds=300,
-            level=90.0,
-            model_name="seasonal_naive",
-            model_version="1",
-            run_id="r",
-            points=[
-                ForecastPoint(
-                    step=k,
-                    ds=end + timedelta(minutes=5 * k),
-                    yhat=100.0,
-                    yhat_lower=90.0,
-                    yhat_upper=110.0,
-                )
-                for k in range(1, 13)
-            ],
-        )
+        publish_bands(store, name, end, timedelta(minutes=5), [(100.0, 90.0, 110.0)] * 12)
     engine.dispose()
 
 

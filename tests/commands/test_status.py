@@ -14,7 +14,8 @@ import pytest
 
 from forecaster.commands.status import collect
 from forecaster.jobs.context import JobContext
-from forecaster.store.repository import ForecastPoint, Store
+from forecaster.store.repository import Store
+from tests.support.forecasts import publish_bands
 
 
 def _series(store: Store, name: str, family: str | None = None, *, seen: datetime) -> None:
@@ -39,22 +40,7 @@ def _champion(store: Store, name: str) -> None:
 
 
 def _forecast(store: Store, name: str, made: datetime) -> None:
-    store.publish_forecast(
-        series=name,
-        generated_at=made,
-        origin=made,
-        step_seconds=60,
-        level=90.0,
-        model_name="seasonal_naive",
-        model_version="3",
-        run_id="r",
-        points=[
-            ForecastPoint(
-                step=k, ds=made + timedelta(minutes=k), yhat=1.0, yhat_lower=0.0, yhat_upper=2.0
-            )
-            for k in range(1, 6)
-        ],
-    )
+    publish_bands(store, name, made, timedelta(minutes=1), [(1.0, 0.0, 2.0)] * 5)
 
 
 def _failed(store: Store, job: str, name: str, detail: str, now: datetime) -> None:

@@ -26,6 +26,7 @@ from forecaster.consumers.webhooks import (
 from forecaster.store.consumers_repo import ConsumersRepo
 from forecaster.store.db import make_engine, upgrade
 from forecaster.store.repository import ForecastPoint, Store
+from tests.support.forecasts import publish_bands
 
 SECRET = b"s3cr3t-for-tests"
 
@@ -215,6 +216,19 @@ def _watched_latency(
     return settings, load_spec(path).series[0], ctx, sid
 
 
+def _pushed_up_watch(receiver: Receiver, *, persist: str) -> dict[str, Any]:
+    """A watch of rises persisting ``persist`` whose events are pushed to ``receiver``,
+    signed with the secret in ``HOOK_SECRET``; persistence alone (the bar has its own
+    test)."""
+    return {
+        "direction": "up",
+        "persist": persist,
+        "baseline_quantile": None,
+        "webhook": receiver.url,
+        "secret_env": "HOOK_SECRET",
+    }
+
+
 def test_detection_job_pushes_events_once(
     receiver: Receiver,
     store_url: str,
@@ -227,13 +241,7 @@ def test_detection_job_pushes_events_once(
     from forecaster.jobs.detect import detect_series
 
     monkeypatch.setenv("HOOK_SECRET", SECRET.decode())
-    watch = {
-        "direction": "up",
-        "persist": "15m",
-        "baseline_quantile": None,  # persistence alone (the bar has its own test)
-        "webhook": receiver.url,
-        "secret_env": "HOOK_SECRET",
-    }
+    watch = _pushed_up_watch(receiver, persist="15m")
     settings, spec, ctx, sid = _watched_latency(
         store_url, make_settings, write_spec, tmp_path, watch
     )
@@ -276,13 +284,7 @@ def test_a_missing_webhook_secret_stores_nothing_until_it_is_set(
     from forecaster.jobs.detect import detect_series
 
     monkeypatch.delenv("HOOK_SECRET", raising=False)
-    watch = {
-        "direction": "up",
-        "persist": "10m",
-        "baseline_quantile": None,
-        "webhook": receiver.url,
-        "secret_env": "HOOK_SECRET",
-    }
+    watch = _pushed_up_watch(receiver, persist="10m")
     _, spec, ctx, sid = _watched_latency(store_url, make_settings, write_spec, tmp_path, watch)
     ctx.store.upsert_observations(sid, [(T0 + (i + 1) * STEP, 250.0) for i in range(4)])
     with pytest.raises(ConfigError, match="'HOOK_SECRET' is not set"):
@@ -378,22 +380,29 @@ def test_detection_job_judges_against_the_reference_band(
     ctx.store.engine.dispose()
 
 
-def test_cache_warming_job_pushes_each_window_once_and_says_how_old_its_forecast_is(
+def _warmed_rps(
     receiver: Receiver,
     store_url: str,
     make_settings: Any,
     write_spec: Any,
     tmp_path: Any,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The scheduler's push: when warm_at arrives the window is POSTed, signed, once
-    (a restarted scheduler does not send it again), with the forecast's age."""
+    *,
+    lead: str,
+    stale_after: int,
+) -> tuple[Any, Any, Any]:
+    """A spec with one series ``rps`` (5-minute steps) whose cache-warming windows are
+    pushed to ``receiver`` ``lead`` ahead (forecasts stale after ``stale_after``
+    seconds), and its stored series.
+
+    Returns:
+        ``(settings, spec, ctx)``.
+    """
     from forecaster.jobs.context import JobContext
-    from forecaster.jobs.detect import warm_series
     from forecaster.specs import load_spec
 
     monkeypatch.setenv("HOOK_SECRET", SECRET.decode())
-    warming = {"lead": "10m", "min_increase": 0.3, "webhook": receiver.url}
+    warming = {"lead": lead, "min_increase": 0.3, "webhook": receiver.url}
     path = write_spec(
         tmp_path / "spec.yaml",
         [
@@ -407,26 +416,45 @@ def test_cache_warming_job_pushes_each_window_once_and_says_how_old_its_forecast
         step="5m",
         horizon="2h",
     )
-    settings = make_settings(db=store_url, spec=path, schedule={"stale_after_seconds": 3600})
-    spec = load_spec(path).series[0]
+    settings = make_settings(db=store_url, spec=path, schedule={"stale_after_seconds": stale_after})
     ctx = JobContext.create(settings)
     ctx.store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=24)
+    return settings, load_spec(path).series[0], ctx
+
+
+def _publish_levels(store: Store, origin: datetime, levels: list[float]) -> None:
+    """A forecast of ``rps`` made at ``origin``: ``levels`` with a +-20 % band."""
+    publish_bands(
+        store, "rps", origin, STEP, [(v, 0.8 * v, 1.2 * v) for v in levels], model=("lightgbm", "3")
+    )
+
+
+def test_cache_warming_job_pushes_each_window_once_and_says_how_old_its_forecast_is(
+    receiver: Receiver,
+    store_url: str,
+    make_settings: Any,
+    write_spec: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scheduler's push: when warm_at arrives the window is POSTed, signed, once
+    (a restarted scheduler does not send it again), with the forecast's age."""
+    from forecaster.jobs.context import JobContext
+    from forecaster.jobs.detect import warm_series
+
+    settings, spec, ctx = _warmed_rps(
+        receiver,
+        store_url,
+        make_settings,
+        write_spec,
+        tmp_path,
+        monkeypatch,
+        lead="10m",
+        stale_after=3600,
+    )
     # flat at 100, a ramp to 300 starting at step 6, back down from step 12
     levels = [100.0] * 5 + [150.0, 200.0, 250.0, 300.0, 300.0, 300.0] + [100.0] * 13
-    ctx.store.publish_forecast(
-        series="rps",
-        generated_at=T0,
-        origin=T0,
-        step_seconds=300,
-        level=90.0,
-        model_name="lightgbm",
-        model_version="3",
-        run_id="r",
-        points=[
-            ForecastPoint(step=i, ds=T0 + i * STEP, yhat=v, yhat_lower=0.8 * v, yhat_upper=1.2 * v)
-            for i, v in enumerate(levels, start=1)
-        ],
-    )
+    _publish_levels(ctx.store, T0, levels)
     assert warm_series(ctx, spec=spec, name="rps", now=T0 + STEP) == []  # not yet time
     (sent,) = warm_series(ctx, spec=spec, name="rps", now=T0 + 4 * STEP)
     assert sent.endswith(": sent")
@@ -454,40 +482,21 @@ def test_a_ramp_under_way_is_not_pushed_again_and_a_second_one_in_the_hour_is(
     """Once a ramp has begun its start is "now" in every new forecast: keyed by the hour
     of its start it was pushed again at each hour, and a second ramp starting in the
     same hour as the first was never pushed."""
-    from forecaster.jobs.context import JobContext
     from forecaster.jobs.detect import warm_series
-    from forecaster.specs import load_spec
 
-    monkeypatch.setenv("HOOK_SECRET", SECRET.decode())
-    warming = {"lead": "5m", "min_increase": 0.3, "webhook": receiver.url}
-    path = write_spec(
-        tmp_path / "spec.yaml",
-        [{"name": "rps", "query": "up", "cache_warming": {**warming, "secret_env": "HOOK_SECRET"}}],
-        step="5m",
-        horizon="2h",
+    _, spec, ctx = _warmed_rps(
+        receiver,
+        store_url,
+        make_settings,
+        write_spec,
+        tmp_path,
+        monkeypatch,
+        lead="5m",
+        stale_after=36000,
     )
-    settings = make_settings(db=store_url, spec=path, schedule={"stale_after_seconds": 36000})
-    spec = load_spec(path).series[0]
-    ctx = JobContext.create(settings)
-    ctx.store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=24)
 
     def publish(origin: datetime, levels: list[float]) -> None:
-        ctx.store.publish_forecast(
-            series="rps",
-            generated_at=origin,
-            origin=origin,
-            step_seconds=300,
-            level=90.0,
-            model_name="lightgbm",
-            model_version="3",
-            run_id="r",
-            points=[
-                ForecastPoint(
-                    step=i, ds=origin + i * STEP, yhat=v, yhat_lower=0.8 * v, yhat_upper=1.2 * v
-                )
-                for i, v in enumerate(levels, start=1)
-            ],
-        )
+        _publish_levels(ctx.store, origin, levels)
 
     up, flat = [150.0, 200.0, 250.0, 300.0], [100.0] * 3
     # 11:40: a ramp from 11:50 to a peak at 12:05

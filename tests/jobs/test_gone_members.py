@@ -15,7 +15,7 @@ from forecaster.jobs import ingest
 from forecaster.jobs.context import JobContext
 from forecaster.jobs.publish import _check_reaches_ahead
 from forecaster.jobs.runner import run_publish, run_train
-from forecaster.specs import parse_spec
+from forecaster.specs import SeriesSpec, parse_spec
 
 STEP = timedelta(minutes=1)
 
@@ -23,21 +23,24 @@ STEP = timedelta(minutes=1)
 def test_the_ingest_window_waits_for_reporting_members_only(
     tmp_path: Path, make_settings: Any, write_spec: Any
 ) -> None:
-    spec_path = write_spec(
-        tmp_path / "spec.yaml",
-        [{"name": "fam", "query": "sum by (pod) (up)", "split_by": ["pod"]}],
-        step="1m",
-        history="1d",
-        horizon="30m",
-    )
-    ctx = JobContext.create(make_settings(spec=spec_path))
-    spec = ctx.select(None)[0]
+    ctx, spec = _family(tmp_path, make_settings, write_spec)
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     last_seen = {"a": now - 2 * STEP, "b": now - 5 * STEP, "gone": now - timedelta(hours=3)}
     _observe(ctx, last_seen)
     # the laggiest member still reporting decides; the one gone for 3 h does not
     assert ingest._latest_observation(ctx, spec) == last_seen["b"]
     ctx.store.engine.dispose()
+
+
+def _family(
+    tmp_path: Path, make_settings: Any, write_spec: Any, **extra: str
+) -> tuple[JobContext, SeriesSpec]:
+    """A context whose spec is one family ``fam`` split by ``pod`` (1-minute steps, a
+    30-minute horizon), with ``extra`` keys, and that spec."""
+    entry = {"name": "fam", "query": "sum by (pod) (up)", "split_by": ["pod"], **extra}
+    spec_path = write_spec(tmp_path / "spec.yaml", [entry], step="1m", history="1d", horizon="30m")
+    ctx = JobContext.create(make_settings(spec=spec_path))
+    return ctx, ctx.select(None)[0]
 
 
 def _observe(ctx: JobContext, last_seen: dict[str, datetime]) -> None:
@@ -56,15 +59,7 @@ def _observe(ctx: JobContext, last_seen: dict[str, datetime]) -> None:
 def test_a_member_gone_longer_than_retire_after_is_retired_until_it_reports_again(
     tmp_path: Path, make_settings: Any, write_spec: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spec_path = write_spec(
-        tmp_path / "spec.yaml",
-        [{"name": "fam", "query": "sum by (pod) (up)", "split_by": ["pod"], "retire_after": "2h"}],
-        step="1m",
-        history="1d",
-        horizon="30m",
-    )
-    ctx = JobContext.create(make_settings(spec=spec_path))
-    spec = ctx.select(None)[0]
+    ctx, spec = _family(tmp_path, make_settings, write_spec, retire_after="2h")
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     _observe(ctx, {"a": now, "late": now - timedelta(minutes=90), "gone": now - timedelta(hours=3)})
     caplog.set_level("INFO", logger="forecaster.jobs.context")
@@ -90,15 +85,7 @@ def test_a_member_gone_longer_than_retire_after_is_retired_until_it_reports_agai
 def test_retirement_defaults_to_the_horizon_and_ignores_a_whole_family_outage(
     tmp_path: Path, make_settings: Any, write_spec: Any
 ) -> None:
-    spec_path = write_spec(
-        tmp_path / "spec.yaml",
-        [{"name": "fam", "query": "sum by (pod) (up)", "split_by": ["pod"]}],
-        step="1m",
-        history="1d",
-        horizon="30m",
-    )
-    ctx = JobContext.create(make_settings(spec=spec_path))
-    spec = ctx.select(None)[0]
+    ctx, spec = _family(tmp_path, make_settings, write_spec)
     assert spec.retire_members_after == timedelta(minutes=30)
     # the whole source silent for two days: measured against the freshest member, so
     # nobody is retired
