@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from forecaster.jobs.context import JobContext
@@ -82,13 +82,25 @@ def _ctx() -> JobContext:
         raise RuntimeError("scheduler jobs run only inside `forecaster scheduler`") from None
 
 
+#: One lock per family: the scheduled ingest and the bootstrap's first ingest never
+#: fetch the same range twice at once (both run right after a start).
+_INGEST_LOCKS: dict[str, threading.Lock] = {}
+_INGEST_LOCKS_GUARD = threading.Lock()
+
+
+def _ingest_lock(family: str) -> threading.Lock:
+    with _INGEST_LOCKS_GUARD:
+        return _INGEST_LOCKS.setdefault(family, threading.Lock())
+
+
 @_job
 def ingest_job(family: str) -> None:
     """Scheduled: ingest one spec'd series (family)."""
     from forecaster.jobs.runner import run_ingest
 
     ctx = _ctx()
-    run_ingest(ctx, ctx.select([family]))
+    with _ingest_lock(family):
+        run_ingest(ctx, ctx.select([family]))
 
 
 @_job
@@ -176,8 +188,9 @@ def bootstrap_job(family: str) -> None:
 
     ctx = _ctx()
     spec = ctx.select([family])
-    if not ctx.members(spec[0]):
-        run_ingest(ctx, spec)
+    with _ingest_lock(family):  # the scheduled first ingest may be under way: wait for it
+        if not ctx.members(spec[0]):
+            run_ingest(ctx, spec)
     missing = _untrained_members(ctx, spec[0])
     if missing:
         now = datetime.now(UTC)
@@ -289,7 +302,7 @@ def reload_spec() -> str:
     ctx.spec = new_spec
     scheduler = _CONTEXT.get("scheduler")
     if scheduler is not None:
-        _add_jobs(scheduler, ctx)
+        _add_jobs(scheduler, ctx, reload=True)
     return f"reloaded {path}: {len(new_spec.series)} series"
 
 
@@ -298,11 +311,21 @@ def build_scheduler(ctx: JobContext) -> Any:
     from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.schedulers.base import STATE_STOPPED
 
     _CONTEXT["ctx"] = ctx
     settings = ctx.settings.schedule
     logging.getLogger("apscheduler.scheduler").addFilter(_QUIET_POLL)  # once: same object
-    scheduler = BackgroundScheduler(
+
+    class Scheduler(BackgroundScheduler):  # type: ignore[misc]
+        def _process_jobs(self) -> float | None:
+            # APScheduler's loop wakes on shutdown and runs what is due once more,
+            # into pools already shut down ("cannot schedule new futures")
+            if self.state == STATE_STOPPED:
+                return None
+            return cast("float | None", super()._process_jobs())
+
+    scheduler = Scheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=ctx.store.engine)},
         # ingest waits on Prometheus (timeouts and retries) and training takes minutes
         # per family (more when MLflow hangs): each has its own pool, so neither can
@@ -325,34 +348,48 @@ def build_scheduler(ctx: JobContext) -> Any:
     return scheduler
 
 
-def _add_jobs(scheduler: Any, ctx: JobContext) -> None:
-    """Add (or replace) every job of ``ctx.spec``; remove jobs no longer in it."""
+def _add_jobs(scheduler: Any, ctx: JobContext, *, reload: bool = False) -> None:
+    """Add (or replace) every job of ``ctx.spec``; remove jobs no longer in it.
+
+    On a start, ingest runs at once: after a restart the history is behind, and the
+    first run was a whole interval away. On a ``reload``, an interval job whose
+    interval did not change keeps its next run (a reload pushed them all back).
+    """
     from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
     settings = ctx.settings.schedule
     now = datetime.now(UTC)
+
+    def add(job_id: str, func: Callable[..., None], trigger: Any, **kwargs: Any) -> None:
+        old = scheduler.get_job(job_id) if reload else None
+        if (
+            old is not None
+            and old.next_run_time is not None
+            and isinstance(trigger, IntervalTrigger)
+            and getattr(old.trigger, "interval", None) == trigger.interval
+        ):
+            kwargs["next_run_time"] = old.next_run_time
+        scheduler.add_job(
+            func, trigger=trigger, id=job_id, name=job_id, replace_existing=True, **kwargs
+        )
+
     wanted: set[str] = {"requests", "housekeeping"}
-    scheduler.add_job(
-        requests_job,
-        trigger=IntervalTrigger(seconds=2),
-        id="requests",
-        name="requests",
-        replace_existing=True,
-    )
-    scheduler.add_job(
+    add("requests", requests_job, IntervalTrigger(seconds=2))
+    add(
+        "housekeeping",
         housekeeping_job,
-        trigger=IntervalTrigger(hours=1, start_date=now + timedelta(minutes=1)),
-        id="housekeeping",
-        name="housekeeping",
-        replace_existing=True,
+        IntervalTrigger(hours=1, start_date=now + timedelta(minutes=1)),
     )
     for spec in ctx.spec.series:
         jobs: list[tuple[str, Any, Any]] = [
             (
                 f"ingest:{spec.name}",
                 ingest_job,
-                IntervalTrigger(seconds=spec.ingest_every.total_seconds(), start_date=now),
+                IntervalTrigger(
+                    seconds=spec.ingest_every.total_seconds(),
+                    start_date=now + timedelta(seconds=1),
+                ),
             ),
             (
                 f"publish:{spec.name}",
@@ -374,17 +411,14 @@ def _add_jobs(scheduler: Any, ctx: JobContext) -> None:
         for job_id, func, trigger in jobs:
             wanted.add(job_id)
             executor = _executor_of(job_id)
-            training = executor == "train"
-            scheduler.add_job(
+            add(
+                job_id,
                 func,
-                trigger=trigger,
+                trigger,
                 args=[spec.name],
-                id=job_id,
-                name=job_id,
                 executor=executor,
-                replace_existing=True,
                 # a daily retrain queued behind others runs late rather than not at all
-                **({"misfire_grace_time": None} if training else {}),
+                **({"misfire_grace_time": None} if executor == "train" else {}),
             )
         wanted.add(_add_bootstrap(scheduler, spec.name, now + timedelta(seconds=2)))
     for job in scheduler.get_jobs():

@@ -3,6 +3,7 @@ hourly housekeeping."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -244,3 +245,103 @@ def test_a_new_member_gets_its_first_training_without_retraining_the_family(
         scheduler.shutdown(wait=False)
         scheduler_module._CONTEXT.clear()
         ctx.store.engine.dispose()
+
+
+def test_a_restarted_scheduler_ingests_at_once(
+    tmp_path: Path, nab: Path, make_settings: Any, write_spec: Any
+) -> None:
+    """After a restart the history is behind; the first ingest was a whole interval
+    (the 5-minute step here) away, so forecasts were republished from stale data."""
+    import threading
+
+    from forecaster.jobs.runner import run_ingest
+
+    spec = _elb_spec(tmp_path, nab, write_spec)
+    ctx = JobContext.create(make_settings(spec=spec))
+    assert run_ingest(ctx, ctx.select(["elb"])).ok  # what the previous process ingested
+    before = {r["id"] for r in ctx.store.last_job_runs() if r["job"] == "ingest"}
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=scheduler_module.run_scheduler, args=(ctx,), kwargs={"stop": stop}
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any(
+            r["job"] == "ingest" and r["id"] not in before for r in ctx.store.last_job_runs()
+        ):
+            assert thread.is_alive() and time.monotonic() < deadline, "no ingest after the start"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        scheduler_module._CONTEXT.clear()
+        scheduler_module._STOPPING.clear()  # set by the stop, read by later direct job calls
+        ctx.store.engine.dispose()
+    assert not thread.is_alive()
+
+
+def test_a_reload_keeps_the_next_runs_of_unchanged_intervals(
+    tmp_path: Path, nab: Path, make_settings: Any, write_spec: Any
+) -> None:
+    """A reload replaced every job with a fresh trigger, pushing each ingest and publish
+    back by up to a whole interval; one whose interval changed is rescheduled."""
+    spec = _elb_spec(tmp_path, nab, write_spec)
+    ctx = JobContext.create(make_settings(spec=spec))
+    scheduler = scheduler_module.build_scheduler(ctx)
+    try:
+        ingest = scheduler.get_job("ingest:elb")
+        # the start: ingest at once, not one step (5 minutes) later
+        assert ingest.next_run_time - datetime.now(UTC) < timedelta(seconds=5)
+        due = {j: scheduler.get_job(j).next_run_time for j in ("ingest:elb", "publish:elb")}
+        time.sleep(1.1)  # a fresh trigger would start later than the kept time
+        scheduler_module.reload_spec()
+        assert {j: scheduler.get_job(j).next_run_time for j in due} == due
+
+        trace = nab / "realAWSCloudwatch/elb_request_count_8c0756.csv"
+        write_spec(
+            spec,
+            [{"name": "elb", "file": str(trace), "schedule": {"ingest": "10m"}}],
+            history="3d",
+            horizon="1h",
+            estimators=["seasonal_naive"],
+        )
+        scheduler_module.reload_spec()
+        ingest = scheduler.get_job("ingest:elb")
+        assert ingest.trigger.interval == timedelta(minutes=10)
+        assert ingest.next_run_time != due["ingest:elb"]
+        assert scheduler.get_job("publish:elb").next_run_time == due["publish:elb"]
+    finally:
+        scheduler.shutdown(wait=False)
+        ctx.store.engine.dispose()
+        scheduler_module._CONTEXT.clear()
+
+
+def test_the_bootstrap_waits_for_a_running_ingest_instead_of_repeating_it(
+    tmp_path: Path, nab: Path, make_settings: Any, write_spec: Any
+) -> None:
+    """On a first start the scheduled ingest (at once) and the bootstrap (which ingests
+    a family with no history) both fetched the whole history at the same time."""
+    import threading
+
+    from forecaster.jobs.runner import run_ingest
+
+    spec = _elb_spec(tmp_path, nab, write_spec)
+    ctx = JobContext.create(make_settings(spec=spec))
+    scheduler = scheduler_module.build_scheduler(ctx)  # paused: nothing runs by itself
+    try:
+        with scheduler_module._ingest_lock("elb"):  # the scheduled ingest is running
+            bootstrap = threading.Thread(target=scheduler_module.bootstrap_job, args=("elb",))
+            bootstrap.start()
+            bootstrap.join(timeout=1)
+            assert bootstrap.is_alive()  # waiting for the ingest
+            assert run_ingest(ctx, ctx.select(["elb"])).ok
+        bootstrap.join(timeout=120)
+        assert not bootstrap.is_alive()
+        jobs = [r["job"] for r in ctx.store.last_job_runs()]
+        assert jobs.count("ingest") == 1  # the bootstrap did not ingest again
+        assert "train" in jobs and "publish" in jobs
+    finally:
+        scheduler.shutdown(wait=False)
+        ctx.store.engine.dispose()
+        scheduler_module._CONTEXT.clear()
