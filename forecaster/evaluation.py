@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forecaster.errors import EstimatorError, InputDataError
-from forecaster.estimators import DAY, WEEK, check_history, history_step, steps_in, z_value
+from forecaster.estimators import (
+    DAY,
+    WEEK,
+    check_history,
+    history_step,
+    level_blend,
+    steps_in,
+)
 from forecaster.recalibration import (
     WINDOW,
     band_scale_from_frames,
@@ -377,17 +384,15 @@ class IntervalCalibration:
         """Lower and upper bounds around ``yhat`` (steps beyond the horizon reuse the last)."""
         import numpy as np
 
-        key = str(float(level))
-        ratio = 1.0
-        if key not in self.offsets:
-            key = str(90.0)
-            ratio = z_value(level) / z_value(90.0)
-        lo_list, hi_list = self.offsets[key]
+        a, b, w, ratio = level_blend((float(k) for k in self.offsets), float(level))
+        (lo_a, hi_a), (lo_b, hi_b) = self.offsets[str(a)], self.offsets[str(b)]
+        lo_list = (1.0 - w) * np.asarray(lo_a, dtype=float) + w * np.asarray(lo_b, dtype=float)
+        hi_list = (1.0 - w) * np.asarray(hi_a, dtype=float) + w * np.asarray(hi_b, dtype=float)
         n = len(yhat)
         idx = np.minimum(np.arange(n), len(lo_list) - 1)
         grow = np.sqrt(np.maximum((np.arange(n) + 1.0) / len(lo_list), 1.0))
-        lo = np.asarray(lo_list, dtype=float)[idx] * ratio * grow
-        hi = np.asarray(hi_list, dtype=float)[idx] * ratio * grow
+        lo = lo_list[idx] * ratio * grow
+        hi = hi_list[idx] * ratio * grow
         scale = np.abs(yhat) + self.floor if self.relative else np.ones(n)
         return yhat + lo * scale, yhat + hi * scale
 

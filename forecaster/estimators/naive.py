@@ -18,10 +18,10 @@ from forecaster.estimators import (
     check_history,
     forecast_frame,
     history_step,
+    level_blend,
     recent_bias,
     require_fitted,
     steps_in,
-    z_value,
 )
 
 if TYPE_CHECKING:
@@ -60,14 +60,12 @@ def diff_offsets(values: FloatArray, lag: int) -> dict[str, list[float]]:
 
 
 def offsets_at(table: dict[str, list[float]], level: float) -> tuple[float, float]:
-    """Interval offsets for ``level``: stored ones, or the 90% ones rescaled by normal z."""
-    key = str(float(level))
-    if key in table:
-        lo, hi = table[key]
-        return float(lo), float(hi)
-    lo, hi = table[str(90.0)]
-    ratio = z_value(level) / z_value(90.0)
-    return float(lo) * ratio, float(hi) * ratio
+    """Interval offsets for ``level`` from those stored per level (:func:`level_blend`)."""
+    a, b, w, ratio = level_blend((float(k) for k in table), float(level))
+    (lo_a, hi_a), (lo_b, hi_b) = table[str(a)], table[str(b)]
+    lo = ((1.0 - w) * float(lo_a) + w * float(lo_b)) * ratio
+    hi = ((1.0 - w) * float(hi_a) + w * float(hi_b)) * ratio
+    return lo, hi
 
 
 def last_finite(values: FloatArray) -> float:

@@ -112,3 +112,56 @@ def test_who_follows_the_recent_level() -> None:
     assert not SeasonalNaive(recent_bias_halflife=12.0).fit(history[:100]).follows_recent_level
     assert not LastValue().fit(history).follows_recent_level
     assert not LightGBMEstimator(max_horizon=12, n_estimators=5).fit(history).follows_recent_level
+
+
+LEVELS_ASCENDING = [30.0, 50.0, 70.0, 80.0, 85.0, 90.0, 93.0, 95.0, 97.0, 98.0, 99.0, 99.5]
+
+
+def _widths(estimator, levels=LEVELS_ASCENDING, steps: int = 12) -> np.ndarray:
+    """Interval width per level (rows) and step (columns)."""
+    return np.array(
+        [
+            (f["yhat_upper"] - f["yhat_lower"]).to_numpy()
+            for f in (estimator.predict(steps, level=level) for level in levels)
+        ]
+    )
+
+
+@pytest.mark.parametrize("name", ["seasonal_naive", "last_value", "lightgbm", "auto"])
+def test_wider_levels_never_give_narrower_intervals(name):
+    """Levels between the stored ones (50/80/90/95/99) took the 90% offsets times
+    z(level)/z(90): on the heavy-tailed tweet counts the 98% band was narrower than
+    the 95% one (seasonal naive 1.96 against 2.54, Prophet 0.64 against 1.88)."""
+    from conftest import load_nab
+
+    from forecaster.estimators.base import create_estimator
+
+    history = load_nab("realTweets/Twitter_volume_AAPL.csv", days=6)
+    params = {"n_jobs": 1} if name == "lightgbm" else {}
+    if name == "auto":
+        params = {"horizon": 12, "candidates": ("seasonal_naive", "lightgbm"), "n_jobs": 1}
+    widths = _widths(create_estimator(name, **params).fit(history))
+    assert (np.diff(widths, axis=0) >= -1e-9).all()
+    assert (widths[LEVELS_ASCENDING.index(98.0)] > widths[LEVELS_ASCENDING.index(95.0)]).any()
+
+
+def test_levels_between_stored_ones_interpolate_on_the_z_scale():
+    from forecaster.estimators import level_blend, z_value
+    from forecaster.estimators.naive import offsets_at
+
+    table = {"90.0": [-1.0, 1.0], "95.0": [-3.0, 4.0], "99.0": [-10.0, 12.0]}
+    assert offsets_at(table, 95.0) == (-3.0, 4.0)
+    a, b, w, ratio = level_blend([90.0, 95.0, 99.0], 97.0)
+    assert (a, b, ratio) == (95.0, 99.0, 1.0)
+    assert w == pytest.approx((z_value(97) - z_value(95)) / (z_value(99) - z_value(95)))
+    lo, hi = offsets_at(table, 97.0)
+    assert -10.0 < lo < -3.0 and 4.0 < hi < 12.0
+    # outside the stored levels: the nearest stored one, rescaled by z
+    assert offsets_at(table, 99.5) == pytest.approx(
+        (-10.0 * z_value(99.5) / z_value(99), 12.0 * z_value(99.5) / z_value(99))
+    )
+    assert offsets_at(table, 80.0) == pytest.approx(
+        (-1.0 * z_value(80) / z_value(90), z_value(80) / z_value(90))
+    )
+    with pytest.raises(EstimatorError, match="between 0 and 100"):
+        offsets_at(table, 100.0)
