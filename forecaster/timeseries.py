@@ -172,7 +172,9 @@ def _parser_message(exc: Exception) -> str:
     return message
 
 
-def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
+def read_series_csv(
+    path: str | Path, *, strict: bool = False, keep_empty_end: bool = False
+) -> pd.Series:
     """Read a two-column CSV (timestamp, value) with a header row.
 
     The header names vary (``timestamp,value``, ``ds,y``, ...). Timestamps may be
@@ -183,6 +185,10 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     sorted and repeated timestamps averaged (as resampling by mean would), with a
     warning naming the first offending row. With ``strict=True`` either is refused
     with an error naming the rows, and nothing is read.
+
+    Rows with a timestamp and no value before the first value and after the last are
+    dropped with a warning; with ``keep_empty_end`` the last ones stay as gaps (the
+    backtest contract places origins on the whole grid, empty end included).
 
     Returns:
         Float series with a tz-aware UTC DatetimeIndex (not yet on a regular grid).
@@ -251,7 +257,7 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     finite = series.dropna()
     if finite.empty:
         raise InputDataError(f"{where}: no numeric values")
-    series = _trim_empty_ends(series, finite.index, where)
+    series = _trim_empty_ends(series, finite.index, where, keep_end=keep_empty_end)
     magnitude = np.abs(values.to_numpy(dtype=float))
     too_large = magnitude > MAX_ABS_VALUE  # infinite values included
     if too_large.any():
@@ -269,17 +275,28 @@ def read_series_csv(path: str | Path, *, strict: bool = False) -> pd.Series:
     return series
 
 
-def _trim_empty_ends(series: pd.Series, finite: pd.Index, where: str) -> pd.Series:
+def _trim_empty_ends(
+    series: pd.Series, finite: pd.Index, where: str, *, keep_end: bool = False
+) -> pd.Series:
     """``series`` without the rows before its first value and after its last.
 
     Rows with a timestamp and no value at either end (an export that ran on past the
     data) would stretch the series over a stretch with nothing in it: a backtest's
     origins, a replay or a detection window would then fall where there is nothing to
-    judge. They are dropped with a warning; gaps inside the series stay gaps.
+    judge. They are dropped with a warning; gaps inside the series stay gaps. With
+    ``keep_end`` the rows after the last value are kept (and said).
     """
     first, last = finite[0], finite[-1]
     before = int((series.index < first).sum())
     after = int((series.index > last).sum())
+    if after and keep_end:
+        log.warning(
+            "%s: the last %d row(s) have no value (after %s); they stay on the grid as gaps",
+            where,
+            after,
+            last.isoformat(),
+        )
+        after, last = 0, series.index[-1]
     if before:
         log.warning(
             "%s: the first %d row(s) have no value; the series starts at %s",
@@ -371,11 +388,52 @@ def _check_order(index: pd.Index, *, where: str, strict: bool, lines: Sequence[i
 MAX_GRID_POINTS = 50_000_000
 
 
-def to_grid(series: pd.Series, step: timedelta) -> pd.Series:
+#: How concentrated at one phase of the step (mean resultant length of the phases,
+#: 1 = all at the same offset) timestamps must be to count as a grid of their own.
+PHASE_CONCENTRATION = 0.8
+
+
+def grid_phase(index: pd.DatetimeIndex, step: timedelta) -> int | None:
+    """Nanoseconds past the epoch grid of ``step`` at which the timestamps sit.
+
+    None when they do not sit at one phase (data finer than ``step``, such as
+    1-minute rows on a 5-minute grid). The phase is the median offset around the
+    circular mean, so a few seconds of jitter do not move it; with a step of a
+    second or more it is rounded to whole seconds.
+    """
+    import numpy as np
+
+    period = int(step.total_seconds() * 1e9)
+    if len(index) == 0 or period <= 0:
+        return None
+    residues = (index.asi8 % period).astype(float)
+    angle = 2 * np.pi * residues / period
+    cos, sin = float(np.cos(angle).mean()), float(np.sin(angle).mean())
+    if math.hypot(cos, sin) < PHASE_CONCENTRATION:
+        return None
+    centre = (math.atan2(sin, cos) / (2 * np.pi) * period) % period
+    around = (residues - centre + period / 2) % period - period / 2
+    phase = centre + float(np.median(around))
+    if period >= 1_000_000_000:
+        phase = round(phase / 1e9) * 1e9
+    return int(round(phase)) % period
+
+
+def to_grid(
+    series: pd.Series, step: timedelta, *, anchor: Literal["epoch", "input"] = "epoch"
+) -> pd.Series:
     """Resample ``series`` onto a regular grid of ``step`` by mean (gaps become NaN).
 
-    The grid is anchored at the Unix epoch so that two series with the same step
-    share grid points.
+    With ``anchor="epoch"`` the grid is anchored at the Unix epoch so that two
+    series with the same step share grid points (the store's series); each point
+    is the mean of ``[t, t + step)``.
+
+    With ``anchor="input"`` (files read by the commands) the grid keeps the phase
+    of the input's own timestamps (:func:`grid_phase`: NAB's tweet counts sit at 53
+    s past each 5 minutes), each point the mean of the rows within half a step of
+    it, so an output joins back onto the input's timestamps and a few seconds of
+    jitter land every row on its own point. Input finer than ``step`` (no single
+    phase) is binned as with ``"epoch"``.
 
     Raises:
         InputDataError: When the grid would have more than :data:`MAX_GRID_POINTS`
@@ -397,8 +455,18 @@ def to_grid(series: pd.Series, step: timedelta) -> pd.Series:
             "drop the stray rows"
         )
     freq = pd.Timedelta(step)
-    out = series.astype(float).resample(freq, origin="epoch").mean()
-    out.index = pd.DatetimeIndex(out.index, freq=pd.tseries.frequencies.to_offset(freq))
+    values = series.astype(float)
+    phase = grid_phase(pd.DatetimeIndex(series.index), step) if anchor == "input" else None
+    if phase is None:
+        out = values.resample(freq, origin="epoch").mean()
+        index = pd.DatetimeIndex(out.index)
+    else:
+        # bins centred on the input's phase: shift so that they start on the epoch grid
+        shift = pd.Timedelta(int(freq.value) // 2 - phase, unit="ns")
+        values.index = pd.DatetimeIndex(values.index) + shift
+        out = values.resample(freq, origin="epoch").mean()
+        index = pd.DatetimeIndex(out.index) + pd.Timedelta(phase, unit="ns")
+    out.index = pd.DatetimeIndex(index, freq=pd.tseries.frequencies.to_offset(freq))
     return out
 
 
@@ -415,16 +483,19 @@ def infer_step(series: pd.Series) -> timedelta:
     return timedelta(seconds=float(step.total_seconds()))
 
 
-def read_grid_csv(path: str | Path, step: timedelta, *, strict: bool = False) -> pd.Series:
-    """:func:`read_series_csv` resampled onto a grid of ``step`` (:func:`to_grid`), as the
-    file commands read their input (``--freq``).
+def read_grid_csv(
+    path: str | Path, step: timedelta, *, strict: bool = False, keep_empty_end: bool = False
+) -> pd.Series:
+    """:func:`read_series_csv` resampled onto a grid of ``step`` at the input's own phase
+    (:func:`to_grid` with ``anchor="input"``), as the file commands read their input
+    (``--freq``).
 
     A grid finer than the data's own spacing leaves most points empty (``--freq 1min``
     on 5-minute data: 80%), which makes scores look better than they are: that is
     said in a warning naming both steps.
     """
-    raw = read_series_csv(path, strict=strict)
-    grid = to_grid(raw, step)
+    raw = read_series_csv(path, strict=strict, keep_empty_end=keep_empty_end)
+    grid = to_grid(raw, step, anchor="input")
     if len(raw) >= 2 and len(grid):
         empty = float(grid.isna().mean())
         own = infer_step(raw)

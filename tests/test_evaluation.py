@@ -190,3 +190,32 @@ def test_plot_draws_one_model_and_non_overlapping_origins(tmp_path):
     frame = pd.concat([naive, last], ignore_index=True)
     out = plot_backtest(frame, history, tmp_path / "p.png", title="two models", unit="req")
     assert out.stat().st_size > 20_000
+
+
+def test_the_input_grid_keeps_the_phase_of_the_rows():
+    from forecaster.timeseries import grid_phase, to_grid
+
+    five = timedelta(minutes=5)
+    at_53 = pd.date_range("2024-03-01 00:00:53", periods=50, freq="5min", tz="UTC")
+    series = pd.Series(np.arange(50.0), index=at_53)
+    assert grid_phase(at_53, five) == 53 * 10**9
+    grid = to_grid(series, five, anchor="input")
+    assert (grid.index == at_53).all() and grid.index.freq == "5min"
+    assert (grid.to_numpy() == series.to_numpy()).all()
+    epoch = to_grid(series, five)  # the store's grid: the same values at :00
+    assert (epoch.index == at_53 - pd.Timedelta(seconds=53)).all()
+    assert (epoch.to_numpy() == series.to_numpy()).all()
+    # rows finer than the grid have no single phase: binned from the epoch grid
+    minutes = pd.date_range("2024-03-01 00:00:30", periods=10, freq="1min", tz="UTC")
+    assert grid_phase(minutes, five) is None
+    fine = to_grid(pd.Series(np.arange(10.0), index=minutes), five, anchor="input")
+    assert fine.index[0] == pd.Timestamp("2024-03-01", tz="UTC")
+    assert fine.tolist() == [2.0, 7.0]
+    # a row just before a mark belongs to that mark, not to the point before it
+    early = at_53[:3] + pd.to_timedelta([0, -2, 1], unit="s")
+    assert grid_phase(early, five) == 53 * 10**9
+    assert to_grid(pd.Series([1.0, 2.0, 3.0], index=early), five, anchor="input").tolist() == [
+        1.0,
+        2.0,
+        3.0,
+    ]

@@ -156,7 +156,8 @@ def backtest_command(
         except ValueError as exc:
             raise InputDataError(str(exc)) from exc
         check_history_window(window, step, history=history, freq=freq)
-        series = read_grid_csv(input_csv, step, strict=strict)
+        # the contract counts origins back from the end of the grid, empty rows included
+        series = read_grid_csv(input_csv, step, strict=strict, keep_empty_end=True)
         frame = backtest(
             series,
             model,

@@ -72,7 +72,7 @@ def check_history(history: pd.Series, *, what: str = "history") -> pd.Series:
     if index.freq is None:
         if len(series) < 2:
             raise EstimatorError(f"{what} has fewer than two points; cannot infer its step")
-        series = to_grid(series, history_step(series))
+        series = to_grid(series, history_step(series), anchor="input")
     if str(index.tz) != "UTC":
         series = series.tz_convert("UTC")
     values = series.to_numpy(dtype=float)

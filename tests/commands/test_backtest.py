@@ -232,3 +232,69 @@ def test_a_constant_series_reports_mase_as_not_available(app, tmp_path):
     assert result.exit_code == 0, result.output
     assert "MASE n/a" in result.output and "nan" not in result.output
     assert "did not vary" in result.output
+
+
+AAPL = NAB / "realTweets" / "Twitter_volume_AAPL.csv"
+
+
+def test_origins_and_ds_are_on_the_inputs_own_grid(app, tmp_path):
+    """The contract: ``origin`` and ``ds`` are on the input's grid. The grid was
+    anchored at the epoch, so on the tweet counts (53 s past every 5 minutes) not
+    one ``ds`` was an input timestamp and a join on ``ds`` found nothing."""
+    out = tmp_path / "out.csv"
+    result = _run(
+        app, AAPL, "--model", "seasonal_naive", "--horizon", "12", "--origins", "3",
+        "--output", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out)
+    source = pd.read_csv(AAPL)
+    stamps = set(pd.to_datetime(source["timestamp"], utc=True))
+    assert set(pd.to_datetime(frame["ds"], utc=True)) <= stamps
+    assert set(pd.to_datetime(frame["origin"], utc=True)) <= stamps
+    assert frame["ds"].iloc[0].endswith(":53Z")
+
+
+def test_a_few_seconds_of_jitter_keep_every_row(app, tmp_path):
+    """Rows a few seconds either side of the 5-minute marks: epoch bins left a quarter
+    of the grid empty and averaged neighbours together, with exit 0 and no warning."""
+    import numpy as np
+
+    source = pd.read_csv(ELB).iloc[:2000]
+    stamps = pd.to_datetime(source["timestamp"]).dt.floor("5min")  # on the 5-minute marks
+    source = source.assign(timestamp=stamps)
+    jitter = np.random.default_rng(0).integers(-3, 4, len(stamps))
+    clean = tmp_path / "clean.csv"
+    jittered = tmp_path / "jittered.csv"
+    source.to_csv(clean, index=False)
+    source.assign(timestamp=stamps + pd.to_timedelta(jitter, unit="s")).to_csv(
+        jittered, index=False
+    )
+    frames = []
+    for csv in (clean, jittered):
+        out = tmp_path / f"{csv.stem}.out.csv"
+        args = ("--model", "seasonal_naive", "--horizon", "12", "--origins", "4")
+        result = _run(app, csv, *args, "--output", out)
+        assert result.exit_code == 0, result.output
+        frames.append(pd.read_csv(out))
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+def test_rows_without_a_value_at_the_end_stay_on_the_grid(app, tmp_path):
+    """The contract counts origins back from the end of the resampled grid; empty rows
+    at the end were dropped, which moved every origin (warned, but off contract)."""
+    source = pd.read_csv(ELB).iloc[:1500]
+    full = tmp_path / "full.csv"
+    blanked = tmp_path / "blanked.csv"
+    source.to_csv(full, index=False)
+    source.assign(value=source["value"].where(source.index < len(source) - 2)).to_csv(
+        blanked, index=False
+    )
+    origins = []
+    for csv in (full, blanked):
+        out = tmp_path / f"{csv.stem}.out.csv"
+        args = ("--model", "seasonal_naive", "--horizon", "12", "--origins", "2")
+        result = _run(app, csv, *args, "--output", out)
+        assert result.exit_code == 0, result.output
+        origins.append(sorted(set(pd.read_csv(out)["origin"])))
+    assert origins[0] == origins[1]
