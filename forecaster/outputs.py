@@ -26,6 +26,12 @@ def check_output(path: Path | None, option: str, *, image: bool = False) -> None
         return
     if path.is_dir():
         raise InputDataError(f"{option} {path}: is a directory; give a file name")
+    if is_special_file(path):  # /dev/null, /dev/stdout, a named pipe: written in place
+        import os
+
+        if not os.access(path, os.W_OK):
+            raise InputDataError(f"{option} {path}: cannot write there (permission denied)")
+        return
     if image:
         from matplotlib.backend_bases import FigureCanvasBase
 
@@ -99,6 +105,19 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def is_special_file(path: Path) -> bool:
+    """Whether ``path`` (after symlinks) exists and is neither a regular file nor a
+    folder: a device such as ``/dev/null``, a pipe (``/dev/stdout | ...``), a socket."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write`` on a scratch file beside ``path``, then rename it to ``path``.
 
@@ -106,11 +125,21 @@ def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     The file gets the mode an ordinary write would give it: an existing file's own, or
     the default for new files under the process's umask (a scratch file is private,
     0600). A symlink is written through: its target is replaced, the link stays.
+    A device or pipe (``-o /dev/null``, ``-o /dev/stdout``) is written into, not
+    replaced: renaming over ``/dev/null`` (as root) put a regular file in its place.
     """
     import os
+    import shutil
     import stat
     import tempfile
 
+    if is_special_file(path):
+        with tempfile.TemporaryDirectory(prefix="forecaster-") as folder:
+            scratch = Path(folder) / f"output{path.suffix}"
+            write(scratch)
+            with scratch.open("rb") as source, open(path, "wb") as target:
+                shutil.copyfileobj(source, target)
+        return
     path = path.resolve() if path.is_symlink() else path
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -199,3 +199,27 @@ def test_a_run_refused_for_its_input_creates_no_output_folder(tmp_path: Path) ->
     result = CliRunner().invoke(app, ["backtest", str(empty), "--output", str(out)])
     assert result.exit_code == 1 and "empty" in result.output
     assert not (tmp_path / "newdir").exists()
+
+
+def test_a_pipe_or_device_is_written_into_not_replaced(tmp_path: Path) -> None:
+    """``-o /dev/null`` run as root renamed the scratch file over the device (a regular
+    file took its place); ``-o /dev/stdout | cat`` did all the work and then failed to
+    rename into /proc. A named pipe stands in for both here."""
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "stdout"  # /dev/stdout is a symlink to the process's pipe
+    link.symlink_to(fifo)
+    for target in (fifo, link):
+        check_output(target, "--output")
+        received: list[bytes] = []
+        reader = threading.Thread(target=lambda into=received: into.append(fifo.read_bytes()))
+        reader.start()
+        replace_atomically(target, lambda scratch: scratch.write_text("origin,ds\n"))
+        reader.join(timeout=10)
+        assert received == [b"origin,ds\n"]
+        assert stat.S_ISFIFO(fifo.stat().st_mode) and link.is_symlink()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
