@@ -105,9 +105,13 @@ def origin_positions(n: int, *, horizon: int, origins: int, stride: int) -> list
 
 
 def _describe(estimator: Estimator, requested: str) -> str:
+    """What produced a backtest row: ``auto:<chosen>``, or ``<model>:last_value`` when
+    a seasonal naive had less than one season of history and repeated the last value."""
     chosen = getattr(estimator, "chosen", None)
     if requested == "auto" and chosen:
         return f"auto:{chosen}"
+    if getattr(estimator, "fallback", False) is True:
+        return f"{requested}:last_value"
     return requested
 
 
@@ -507,7 +511,7 @@ def plot_backtest(
         title: Figure title.
         unit: Unit of the values, shown on the y axis.
         context: How much history before the first origin to draw.
-        model: Which model's rows to draw.
+        model: Which model's rows to draw (``auto`` draws every ``auto:<chosen>``).
 
     Returns:
         The path written.
@@ -517,8 +521,10 @@ def plot_backtest(
     from forecaster.plotting import agg_figure, fill_band, save_figure
 
     series = check_history(history)
-    wanted = model if model is not None else str(frame["model"].iloc[0])
-    frame = frame[frame["model"].astype(str) == wanted]
+    # rows of one requested model, whatever it served per origin (auto:lightgbm, auto:prophet)
+    wanted = (model if model is not None else str(frame["model"].iloc[0])).split(":")[0]
+    names = frame["model"].astype(str)
+    frame = frame[(names == wanted) | names.str.startswith(f"{wanted}:")]
     kept: list[pd.Timestamp] = []
     covered_until = None
     for origin, rows in frame.groupby("origin", sort=True):

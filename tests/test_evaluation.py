@@ -192,6 +192,27 @@ def test_plot_draws_one_model_and_non_overlapping_origins(tmp_path):
     assert out.stat().st_size > 20_000
 
 
+def test_the_plot_of_auto_draws_every_origin_whatever_model_it_served(tmp_path, monkeypatch):
+    """The plot kept the rows whose model equalled the first row's: an auto backtest
+    that served prophet at one origin and lightgbm at the next drew only the first."""
+    import forecaster.plotting
+
+    history = _nab("realAWSCloudwatch/elb_request_count_8c0756.csv", days=4)
+    frame = backtest(history, "seasonal_naive", horizon=12, origins=3)
+    origins = sorted(set(frame["origin"]))
+    served = dict(zip(origins, ["prophet", "lightgbm", "seasonal_naive"], strict=True))
+    frame["model"] = [f"auto:{served[o]}" for o in frame["origin"]]
+    other = frame.assign(model="last_value")
+    drawn: list[object] = []
+    real = forecaster.plotting.fill_band
+    monkeypatch.setattr(
+        forecaster.plotting, "fill_band", lambda *a, **k: drawn.append(a) or real(*a, **k)
+    )
+    both = pd.concat([frame, other], ignore_index=True)
+    plot_backtest(both, history, tmp_path / "p.png", title="auto", unit="req", model="auto")
+    assert len(drawn) == 3
+
+
 def test_the_input_grid_keeps_the_phase_of_the_rows():
     from forecaster.timeseries import grid_phase, to_grid
 

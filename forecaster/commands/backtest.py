@@ -200,6 +200,13 @@ def backtest_command(
         f"coverage {_metric(100 * scores['coverage'], '.1f')}% (target {level:g}%)  "
         f"width {_metric(scores['width'], '.3f')}  seconds {seconds:.1f}"
     )
+    if window < timedelta(days=1) and not math.isnan(scores["mase"]):
+        sys.stdout.flush()
+        typer.echo(
+            f"  MASE is scaled by the one-step naive's in-sample error: --history {history} "
+            "is shorter than the daily season the contract's seasonal naive repeats",
+            err=True,
+        )
     if math.isnan(scores["mase"]):
         sys.stdout.flush()
         typer.echo(

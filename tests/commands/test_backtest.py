@@ -298,3 +298,29 @@ def test_rows_without_a_value_at_the_end_stay_on_the_grid(app, tmp_path):
         assert result.exit_code == 0, result.output
         origins.append(sorted(set(pd.read_csv(out)["origin"])))
     assert origins[0] == origins[1]
+
+
+def test_the_model_column_says_when_a_seasonal_naive_repeated_the_last_value(app, tmp_path):
+    """Weekly seasonal naive on 4.3 days of data is a last-value forecast: the rows
+    and the summary said seasonal_naive_weekly all the same."""
+    short = NAB / "realAWSCloudwatch" / "iio_us-east-1_i-a2eb1cd9_NetworkIn.csv"
+    out = tmp_path / "out.csv"
+    result = _run(
+        app, short, "--model", "seasonal_naive_weekly", "--horizon", "288", "--origins", "2",
+        "--output", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert set(pd.read_csv(out)["model"]) == {"seasonal_naive_weekly:last_value"}
+    assert "seasonal_naive_weekly:last_value" in result.output
+
+
+def test_a_history_shorter_than_a_day_says_how_mase_is_scaled(app, tmp_path):
+    out = tmp_path / "out.csv"
+    args = ("--model", "seasonal_naive", "--horizon", "12", "--origins", "2")
+    result = _run(app, ELB, *args, "--history", "12h", "--output", out)
+    assert result.exit_code == 0, result.output
+    assert "MASE is scaled by the one-step naive's in-sample error: --history 12h" in (
+        result.output
+    )
+    result = _run(app, ELB, *args, "--output", out)  # the default 28 days: the contract's
+    assert "one-step naive" not in result.output
