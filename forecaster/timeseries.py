@@ -107,7 +107,7 @@ def parse_timestamps(
             f"(e.g. {first_zoned!r} and {first_naive!r}); use one convention"
         )
     try:
-        parsed = pd.to_datetime(text, utc=True, format="mixed")
+        parsed = pd.to_datetime(text, utc=True, format="mixed", dayfirst=_day_first(text, where))
     except (ValueError, TypeError) as exc:
         row, bad = _first_bad_timestamp(text)
         # pandas counts positions from 0 without the header: only the row number is ours
@@ -119,6 +119,66 @@ def parse_timestamps(
     # pandas 3 may keep far dates in a coarser unit; everything downstream is in ns
     _check_range(text, index.as_unit("s").asi8.astype(float), line, where)
     return index.as_unit("ns")
+
+
+#: A date written with its day and month as numbers first: ``01/03/2024``, ``1.3.24``.
+NUMERIC_DATE = r"(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}\b.*"
+
+
+def _day_first(text: pd.Series, where: str) -> bool:
+    """Whether dates such as ``01/03/2024`` in ``text`` are day-first.
+
+    pandas guessed per row, month first where it could: a day-first file was read as
+    scattered days of other months (1-2 March as 3 January to 3 February), or, across
+    the 12th, partly one way and partly the other. The whole column is read one way: the
+    way some row requires (a first number above 12 is a day), else (every number up to
+    12) the way that keeps the rows in time order, else month first, with a warning.
+
+    Raises:
+        InputDataError: When some rows can only be day-first and others only month-first.
+    """
+    import pandas as pd
+
+    parts = text.str.extract(f"^{NUMERIC_DATE}$")
+    if parts.isna().any(axis=None) or parts.empty:
+        return False  # ISO 8601 and other spellings: nothing to choose
+    first, second = parts[0].astype(int), parts[1].astype(int)
+    day_first, month_first = bool((first > 12).any()), bool((second > 12).any())
+    if day_first and month_first:
+        a, b = text[first > 12].iloc[0], text[second > 12].iloc[0]
+        raise InputDataError(
+            f"{where}: dates mix day-first ({a!r}) and month-first ({b!r}) order; use one "
+            "order, or ISO 8601 (2024-03-01)"
+        )
+    if day_first or month_first:
+        return day_first
+    if first.nunique() == 1 or (first == second).all():
+        return False  # nothing tells the two readings apart
+    readings = {}
+    for dayfirst in (False, True):
+        try:
+            stamps = pd.to_datetime(text, utc=True, format="mixed", dayfirst=dayfirst)
+        except (ValueError, TypeError):
+            continue
+        values = stamps.to_numpy(dtype="datetime64[ns]").astype("int64")
+        backwards = int((values[1:] < values[:-1]).sum())
+        readings[dayfirst] = (backwards, int(values.max() - values.min()))
+    if len(readings) < 2 or readings[True] >= readings[False]:
+        if len(readings) == 2 and readings[True] == readings[False]:
+            log.warning(
+                "%s: dates such as %r read month first (day and month both at most 12); "
+                "write ISO 8601 (2024-03-01) to be sure",
+                where,
+                text.iloc[0],
+            )
+        return False
+    log.warning(
+        "%s: dates such as %r read day first (DD/MM): read month first, the rows would be "
+        "out of time order or spread over months",
+        where,
+        text.iloc[0],
+    )
+    return True
 
 
 def _check_range(text: pd.Series, seconds: FloatArray, line: Sequence[int], where: str) -> None:

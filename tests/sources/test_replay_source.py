@@ -108,6 +108,8 @@ def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -
             r"row 3: value '1e400' is beyond the largest 64-bit float \(about 1.8e308\)",
         ),
         ("timestamp,value\n2024-01-01,-2e101\n", "row 2: value '-2e101' is larger than 1e\\+100"),
+        # a day-first and a month-first date in one file cannot both be right
+        ("timestamp,value\n13/03/2024,1\n03/14/2024,2\n", "mix day-first .* month-first"),
         # pandas counted the unclosed quote's row from 0 with the header
         (
             'timestamp,value\n2024-01-01,1\n"2024-01-02,2\n2024-01-03,3\n',
@@ -266,3 +268,26 @@ def test_csv_variants_parse(tmp_path: Path) -> None:
     series = read_series_csv(path)
     assert list(series.to_numpy()) == [1.0, 3.0]
     assert series.index[0] == datetime(2023, 12, 31, 23, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("start", ["2024-03-01", "2024-03-12 20:00"])
+def test_day_first_dates_are_read_day_first_throughout(
+    tmp_path: Path, start: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pandas guessed per row, month first where it could: 1-2 March written day first
+    became 3 January to 3 February (96% of the grid empty, exit 0), and across the 12th
+    half the rows were months away."""
+    stamps = pd.date_range(start, periods=400, freq="5min")
+    path = tmp_path / "dayfirst.csv"
+    pd.DataFrame({"timestamp": stamps.strftime("%d/%m/%Y %H:%M"), "value": 1.0}).to_csv(
+        path, index=False
+    )
+    series = read_series_csv(path)
+    assert (series.index == stamps.tz_localize("UTC")).all()
+    if start == "2024-03-01":  # every day and month <= 12: the order of the rows decided
+        assert "read day first (DD/MM)" in caplog.text
+    month_first = tmp_path / "monthfirst.csv"
+    pd.DataFrame({"timestamp": stamps.strftime("%m/%d/%Y %H:%M"), "value": 1.0}).to_csv(
+        month_first, index=False
+    )
+    assert (read_series_csv(month_first).index == stamps.tz_localize("UTC")).all()
