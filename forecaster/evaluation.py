@@ -25,6 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from forecaster.durations import format_duration
 from forecaster.errors import EstimatorError, InputDataError
 from forecaster.estimators import (
     DAY,
@@ -217,12 +218,25 @@ def backtest(
                     window=window,
                     level=level,
                 )
-            if estimator is None or refit_every is None or p - fitted_at >= refit_every:
-                estimator = factory()
-                estimator.fit(train)
-                fitted_at = p
-            forecast = estimator.predict(horizon, history=train, level=level)
             origin = series.index[p]
+            try:
+                if estimator is None or refit_every is None or p - fitted_at >= refit_every:
+                    estimator = factory()
+                    estimator.fit(train)
+                    fitted_at = p
+                forecast = estimator.predict(horizon, history=train, level=level)
+            except EstimatorError as exc:
+                # "history has no finite values" alone did not say which origin, or that
+                # the window before it is --history long
+                finite = int(np.isfinite(values[max(0, p - window) : p]).sum())
+                gap = (
+                    f" (the {format_duration(history_window)} history window before it has "
+                    f"{finite} observed point(s) of {len(train)}: a gap in the data covers "
+                    "most of it; use a longer --history or fewer origins)"
+                    if finite < len(train) / 2
+                    else ""
+                )
+                raise EstimatorError(f"origin {origin.isoformat()}: {exc}{gap}") from exc
             forecast = forecast.assign(
                 origin=origin,
                 model=_describe(estimator, requested),

@@ -135,9 +135,9 @@ def replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
 
     if is_special_file(path):
         with tempfile.TemporaryDirectory(prefix="forecaster-") as folder:
-            scratch = Path(folder) / f"output{path.suffix}"
-            write(scratch)
-            with scratch.open("rb") as source, open(path, "wb") as target:
+            staged = Path(folder) / f"output{path.suffix}"
+            write(staged)
+            with staged.open("rb") as source, open(path, "wb") as target:
                 shutil.copyfileobj(source, target)
         return
     path = path.resolve() if path.is_symlink() else path

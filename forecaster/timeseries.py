@@ -112,6 +112,11 @@ def parse_timestamps(
         row, bad = _first_bad_timestamp(text)
         # pandas counts positions from 0 without the header: only the row number is ours
         reason = re.sub(r",? at position \d+", "", str(exc))
+        if re.fullmatch(r"-?\d+(?:\.\d+)?", bad):
+            reason = (
+                "a small number is not a time; write dates (ISO 8601) or Unix time in "
+                "seconds (9 or more digits)"
+            )
         raise InputDataError(
             f"{where}: row {line[row]}: cannot parse timestamp {bad!r}: {reason}"
         ) from exc
@@ -196,6 +201,18 @@ def _check_range(text: pd.Series, seconds: FloatArray, line: Sequence[int], wher
         )
 
 
+def _blank_leading_comments(text: str) -> str:
+    """``text`` with the ``#`` comment lines before its header blanked (an exporter's
+    "# exported by ..."), line numbers kept: the header was taken from the comment."""
+    lines = text.split("\n")
+    for n, line in enumerate(lines):
+        if line.lstrip().startswith("#"):
+            lines[n] = ""
+        elif line.strip():
+            break
+    return "\n".join(lines)
+
+
 def _first_bad_timestamp(text: pd.Series) -> tuple[int, str]:
     """Position and value of the first item of ``text`` that is not a timestamp."""
     import pandas as pd
@@ -269,8 +286,16 @@ def read_series_csv(
         text = read_utf8(csv_path, encoding="utf-8-sig")
     except ValueError as exc:
         raise InputDataError(f"{where}: {exc}; save the file as UTF-8") from None
+    if text.lstrip()[:1] in ("{", "["):
+        raise InputDataError(
+            f"{where}: looks like JSON, not CSV; expected a header row such as "
+            "'timestamp,value' and one row per observation"
+        )
+    text = _blank_leading_comments(text)
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        # index_col=False: a trailing comma on each row made pandas take the timestamps
+        # for an index and the values for timestamps
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, index_col=False)
     except pd.errors.EmptyDataError as exc:
         raise InputDataError(f"{where}: the file is empty") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -284,6 +309,12 @@ def read_series_csv(
         )
     lines = _data_lines(text, len(frame))
     header = [str(c) for c in frame.columns[:2]]
+    if frame.shape[1] > 2 and (not header[0].strip() or header[0].startswith("Unnamed: ")):
+        raise InputDataError(
+            f"{where}: the first column has no name ({list(frame.columns[:3])}): a row "
+            "number written with the data (pandas' to_csv without index=False)? The "
+            "timestamps must be the first column; drop that column"
+        )
     try:
         pd.Timestamp(header[0])
         looks_like_data = True

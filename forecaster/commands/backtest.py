@@ -32,6 +32,10 @@ OUTPUT_COLUMNS = ("origin", "ds", "step", "yhat", "yhat_lower", "yhat_upper", "m
 MIN_FREQ = timedelta(seconds=1)
 
 
+#: pandas' old frequency aliases, which pandas 3 refuses: minutes, seconds, ms, hours.
+OLD_PANDAS_UNITS = {"T": "min", "S": "s", "L": "ms", "H": "h"}
+
+
 def parse_freq(text: str) -> timedelta:
     """Parse a grid step such as ``5min``, ``5m``, ``300s`` or ``1h``.
 
@@ -47,12 +51,15 @@ def parse_freq(text: str) -> timedelta:
     except ValueError as exc:
         # one number and one pandas alias ('5min', '5T', '1D'); anything else (a bare
         # number, repeated or unordered units) is refused as the durations are
-        if not re.fullmatch(r"-?\d+(?:\.\d+)?[A-Za-z]+", text.strip()):
+        alias = re.fullmatch(r"(-?\d+(?:\.\d+)?)([A-Za-z]+)", text.strip())
+        if alias is None:
             raise InputDataError(str(exc)) from None
+    number, unit = alias.groups()
+    unit = OLD_PANDAS_UNITS.get(unit, unit)  # pandas 3 no longer reads '5T' for 5min
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # 'T' and 'H': old pandas aliases
-            value = pd.to_timedelta(text)
+            warnings.simplefilter("ignore", FutureWarning)
+            value = pd.to_timedelta(number + unit)
     except (ValueError, TypeError) as exc:
         raise InputDataError(f"--freq: cannot parse {text!r}; use e.g. '5min' or '1h'") from exc
     if pd.isna(value):  # 'nan', 'NaT'

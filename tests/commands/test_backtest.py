@@ -132,6 +132,17 @@ def test_unknown_model(app, tmp_path):
     assert "unknown model 'arima'" in result.output
 
 
+@pytest.mark.parametrize(
+    ("freq", "step"), [("5T", "5min"), ("1H", "1h"), ("90S", "90s"), ("5min", "5min")]
+)
+def test_pandas_old_frequency_aliases_are_read(freq, step):
+    """pandas 3 refuses '5T' and '1H'; the help promised them."""
+    from datetime import timedelta
+
+    assert backtest_command.parse_freq(freq) == pd.Timedelta(step).to_pytimedelta()
+    assert isinstance(backtest_command.parse_freq(freq), timedelta)
+
+
 def test_bad_freq(app, tmp_path):
     result = _run(app, ELB, "--freq", "often", "--output", tmp_path / "o.csv")
     assert result.exit_code != 0
@@ -324,3 +335,18 @@ def test_a_history_shorter_than_a_day_says_how_mase_is_scaled(app, tmp_path):
     )
     result = _run(app, ELB, *args, "--output", out)  # the default 28 days: the contract's
     assert "one-step naive" not in result.output
+
+
+def test_a_gap_over_an_origins_history_names_the_origin_and_the_window(app, tmp_path):
+    """It failed with "history has no finite values" and nothing else."""
+    source = pd.read_csv(ELB).iloc[:1500].drop(index=range(1300, 1490))
+    csv = tmp_path / "gap.csv"
+    source.to_csv(csv, index=False)
+    args = ("--model", "seasonal_naive", "--horizon", "12", "--origins", "2", "--history", "6h")
+    result = _run(app, csv, *args, "--output", tmp_path / "out.csv")
+    assert result.exit_code == 1
+    assert "error: origin 2014-04-15T03:19:00+00:00: history has no finite values" in (
+        result.output
+    )
+    assert "the 6h history window before it has 0 observed point(s) of 72" in result.output
+    assert "Traceback" not in result.output

@@ -108,6 +108,11 @@ def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -
             r"row 3: value '1e400' is beyond the largest 64-bit float \(about 1.8e308\)",
         ),
         ("timestamp,value\n2024-01-01,-2e101\n", "row 2: value '-2e101' is larger than 1e\\+100"),
+        ('{"timestamp": ["2024-01-01"], "value": [1]}', "looks like JSON, not CSV"),
+        # pandas' to_csv writes its row numbers as an unnamed first column
+        (",timestamp,value\n0,2024-01-01,1\n", "the first column has no name"),
+        # relative seconds: pandas said "day is out of range for month: 0"
+        ("t,value\n0,1\n300,2\n", "row 2: cannot parse timestamp '0': a small number"),
         # a day-first and a month-first date in one file cannot both be right
         ("timestamp,value\n13/03/2024,1\n03/14/2024,2\n", "mix day-first .* month-first"),
         # pandas counted the unclosed quote's row from 0 with the header
@@ -291,3 +296,18 @@ def test_day_first_dates_are_read_day_first_throughout(
         month_first, index=False
     )
     assert (read_series_csv(month_first).index == stamps.tz_localize("UTC")).all()
+
+
+def test_a_trailing_comma_and_comments_before_the_header_are_read(tmp_path: Path) -> None:
+    """A trailing comma on every row made pandas index by the timestamps and read the
+    values as timestamps ("cannot parse timestamp '100.251'"); an exporter's comment
+    line was taken for the header ("found 1 column(s)")."""
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "# exported by foo\n#\ntimestamp,value\n2024-03-01 00:00,1.5,\n2024-03-01 00:05,2.5,\n"
+    )
+    series = read_series_csv(path)
+    assert series.tolist() == [1.5, 2.5]
+    path.write_text("# exported by foo\ntimestamp,value\n2024-03-01 00:00,1\nyesterday,2\n")
+    with pytest.raises(InputDataError, match="row 4: cannot parse timestamp 'yesterday'"):
+        read_series_csv(path)
