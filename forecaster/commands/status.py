@@ -44,17 +44,22 @@ def _first_line(detail: str) -> str:
     return (detail.splitlines() or [""])[0][:300]
 
 
+def _since(then: datetime, now: datetime) -> str:
+    """How long ago ``then`` was, in whole seconds (``1m45s``)."""
+    return format_duration(timedelta(seconds=max(int((now - then).total_seconds()), 0)))
+
+
 def _age(then: datetime | None, now: datetime) -> str | None:
     if then is None:
         return None
-    ago = format_duration(timedelta(seconds=max(int((now - then).total_seconds()), 0)))
-    return f"{then.isoformat(timespec='seconds')} ({ago} ago)"
+    return f"{then.isoformat(timespec='seconds')} ({_since(then, now)} ago)"
 
 
 def collect(
     ctx: JobContext, specs: list[SeriesSpec], now: datetime | None = None
 ) -> list[SeriesStatus]:
     """The status of every stored member of ``specs`` (a spec with none: ``no history``)."""
+    from forecaster.consumers.scaling import observation_max_age
     from forecaster.store.repository import OUTCOME_LOOKBACK, RECORDED_JOBS
 
     now = now or datetime.now(UTC)
@@ -67,6 +72,9 @@ def collect(
     out: list[SeriesStatus] = []
     for spec in specs:
         reporting, retired = ctx.member_infos(spec)
+        silent_after = observation_max_age(
+            max(spec.step, spec.ingest_every).total_seconds(), bound.total_seconds()
+        )
         family_failing = failed.get(spec.name) if spec.split_by else None
         if not reporting and not retired:
             first = failed.get(spec.name)
@@ -82,10 +90,19 @@ def collect(
             made = forecasts.get(name)
             failing = failed.get(name) or family_failing
             champion = f"{info.champion} v{info.champion_version}" if info.champion else None
+            seen = info.last_observation_at
             if info in retired:
                 state, problem = "retired", "silent for longer than retire_after"
             elif failing is not None:
                 state, problem = f"{failing.job} failing", _first_line(failing.detail)
+            elif seen is not None and (now - seen).total_seconds() > silent_after:
+                # forecasts were republished from the old data and looked "ok" for a
+                # whole horizon (24 h by default) after an exporter died
+                state = "no new data"
+                problem = (
+                    f"nothing observed for {_since(seen, now)} (ingest every "
+                    f"{format_duration(spec.ingest_every)}): has the source stopped reporting?"
+                )
             elif champion is None:
                 state, problem = "no champion", "not trained yet (forecaster train)"
             elif made is None:

@@ -132,6 +132,13 @@ class LatestObservations:
         return self._values.get(series)
 
 
+def observation_max_age(step_seconds: float, stale_after_seconds: float) -> float:
+    """Seconds the latest observation may be old and still count as current: up to a
+    step (plus scrape and ingest delay) is natural, and never less than the forecast
+    staleness bound."""
+    return max(stale_after_seconds, 2 * step_seconds + 60)
+
+
 def answer(
     view: ForecastView,
     query: ScalingQuery,
@@ -195,8 +202,7 @@ def answer(
     latest = observations.get(query.series) if observations is not None else None
     if latest is None:
         note = "; no observation loaded, planning on the forecast alone"
-    elif now - latest[0] > max(stale_after_seconds, 2 * step + 60):
-        # An observation is naturally up to a step (plus scrape and ingest delay) old.
+    elif now - latest[0] > observation_max_age(step, stale_after_seconds):
         note = "; latest observation is too old to use, planning on the forecast alone"
     else:
         observed = latest[1]

@@ -60,6 +60,7 @@ def _store(
             {"name": "broken", "query": "up"},
             {"name": "untrained", "query": "up"},
             {"name": "never", "query": "up"},
+            {"name": "silent", "query": "up"},
             {"name": "fam", "query": "sum by (pod) (up)", "split_by": ["pod"]},
         ],
         step="1m",
@@ -70,9 +71,10 @@ def _store(
     store = ctx.store
     for name in ("fine", "stale", "broken", "untrained"):
         _series(store, name, seen=now)
+    _series(store, "silent", seen=now - timedelta(hours=1))  # its exporter died
     _series(store, 'fam{pod="a"}', "fam", seen=now)
     _series(store, 'fam{pod="gone"}', "fam", seen=now - timedelta(hours=2))
-    for name in ("fine", "stale", "broken", 'fam{pod="a"}'):
+    for name in ("fine", "stale", "broken", "silent", 'fam{pod="a"}'):
         _champion(store, name)
         _forecast(store, name, now - timedelta(seconds=30))
     _forecast(store, "stale", now - timedelta(hours=1))
@@ -96,10 +98,15 @@ def test_every_series_gets_a_state_and_the_reason(
         "broken": "publish failing",
         "untrained": "no champion",
         "never": "no history",
+        "silent": "no new data",
         'fam{pod="a"}': "ok",
         'fam{pod="gone"}': "retired",
     }
     assert rows["broken"].problem == "series 'broken': source unavailable"
+    # republished every minute from the old data, it read "ok" for a whole horizon
+    assert rows["silent"].problem == (
+        "nothing observed for 1h (ingest every 1m): has the source stopped reporting?"
+    )
     assert "older than the 2m staleness bound" in rows["stale"].problem
     assert rows["fine"].champion == "seasonal_naive v3"
     assert rows["fine"].forecast_made is not None and rows["fine"].forecast_made.endswith(
@@ -134,7 +141,7 @@ def test_the_command_exits_1_when_a_series_needs_attention(
     everything = run()
     assert everything.returncode == 1, everything.stderr
     assert "broken: publish failing" in everything.stdout
-    assert "7 series: 3 fine, 4 need attention" in everything.stdout
+    assert "8 series: 3 fine, 5 need attention" in everything.stdout
     fine = run("fine", "fam", "--json")
     assert fine.returncode == 0, fine.stdout + fine.stderr
     states = [json.loads(line)["state"] for line in fine.stdout.splitlines()]
