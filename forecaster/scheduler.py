@@ -117,8 +117,9 @@ def publish_job(family: str) -> None:
     ctx = _ctx()
     spec = ctx.select([family])
     untrained = _untrained_members(ctx, spec[0])
-    if untrained:
-        _schedule_first_training(ctx, family, untrained)
+    ready = [name for name in untrained if _can_train(ctx, name)]
+    if ready:
+        _schedule_first_training(ctx, family, ready)
     run_publish(ctx, spec, skip=set(untrained))
 
 
@@ -129,6 +130,15 @@ FIRST_TRAINING_RETRY = timedelta(hours=1)
 def _untrained_members(ctx: JobContext, spec: SeriesSpec) -> list[str]:
     """The reporting members of ``spec`` with no champion (one catalogue read)."""
     return [info.name for info in ctx.member_infos(spec)[0] if info.champion is None]
+
+
+def _can_train(ctx: JobContext, name: str) -> bool:
+    """Whether a new member has the observations a training needs: tried on its first
+    sample, the first training failed ("1 observations ... at least 12") and was not
+    tried again for an hour."""
+    from forecaster.jobs.train import MIN_POINTS
+
+    return ctx.store.count_observations(name) >= MIN_POINTS
 
 
 def _schedule_first_training(ctx: JobContext, family: str, names: list[str]) -> None:
@@ -191,12 +201,14 @@ def bootstrap_job(family: str) -> None:
     with _ingest_lock(family):  # the scheduled first ingest may be under way: wait for it
         if not ctx.members(spec[0]):
             run_ingest(ctx, spec)
-    missing = _untrained_members(ctx, spec[0])
-    if missing:
+    ready = [name for name in _untrained_members(ctx, spec[0]) if _can_train(ctx, name)]
+    if ready:
         now = datetime.now(UTC)
-        ctx.first_training.update((name, now) for name in missing)
-        run_train(ctx, spec, only=set(missing))  # not the whole family for one new pod
-    run_publish(ctx, spec)
+        ctx.first_training.update((name, now) for name in ready)
+        run_train(ctx, spec, only=set(ready))  # not the whole family for one new pod
+    # members still without a model are not published (publish trains them once they
+    # have the history)
+    run_publish(ctx, spec, skip=set(_untrained_members(ctx, spec[0])))
 
 
 @_job

@@ -247,6 +247,59 @@ def test_a_new_member_gets_its_first_training_without_retraining_the_family(
         ctx.store.engine.dispose()
 
 
+def test_a_new_member_is_trained_once_it_has_the_history_a_training_needs(
+    tmp_path: Path, make_settings: Any, write_spec: Any
+) -> None:
+    """The first training ran on the new pod's first sample, failed ("1 observations
+    ... at least 12 are needed") and was not tried again for an hour; the bootstrap
+    also published the untrained member, recording a publish failure."""
+    from forecaster.commands.status import collect
+    from forecaster.jobs.runner import run_train
+    from forecaster.jobs.train import MIN_POINTS
+
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "fam", "query": "sum by (pod) (up)", "split_by": ["pod"]}],
+        step="5m",
+        history="3d",
+        horizon="1h",
+        estimators=["seasonal_naive"],
+    )
+    ctx = JobContext.create(make_settings(spec=spec))
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    now -= timedelta(minutes=now.minute % 5)
+    ids = {}
+    for pod, points in (("old", 2 * 288), ("new", 1)):
+        ids[pod] = ctx.store.ensure_series(
+            name=f'fam{{pod="{pod}"}}', family="fam", labels={"pod": pod},
+            step_seconds=300, horizon_steps=12,
+        )  # fmt: skip
+        ctx.store.upsert_observations(
+            ids[pod], [(now - i * timedelta(minutes=5), 100.0 + i % 288) for i in range(points)]
+        )
+    assert run_train(ctx, ctx.select(["fam"]), only={'fam{pod="old"}'}).ok
+    scheduler = scheduler_module.build_scheduler(ctx)
+    try:
+        scheduler.remove_job("bootstrap:fam")
+        scheduler_module.bootstrap_job("fam")  # as at a start: nothing to train yet
+        scheduler_module.publish_job("fam")
+        assert scheduler.get_job("bootstrap:fam") is None  # no training scheduled
+        runs = ctx.store.last_job_runs()
+        assert all(r["ok"] for r in runs), [r["detail"] for r in runs if not r["ok"]]
+        assert 'fam{pod="new"}' not in {r["series"] for r in runs}
+        (new,) = [r for r in collect(ctx, ctx.select(["fam"]), now) if "new" in r.series]
+        assert new.problem.startswith(f"waiting for history: 1 of the {MIN_POINTS}")
+        ctx.store.upsert_observations(  # an hour of samples later
+            ids["new"], [(now + i * timedelta(minutes=5), 100.0) for i in range(1, MIN_POINTS)]
+        )
+        scheduler_module.publish_job("fam")
+        assert scheduler.get_job("bootstrap:fam") is not None  # trained at once now
+    finally:
+        scheduler.shutdown(wait=False)
+        scheduler_module._CONTEXT.clear()
+        ctx.store.engine.dispose()
+
+
 def test_a_restarted_scheduler_ingests_at_once(
     tmp_path: Path, nab: Path, make_settings: Any, write_spec: Any
 ) -> None:

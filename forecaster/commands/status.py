@@ -55,6 +55,19 @@ def _age(then: datetime | None, now: datetime) -> str | None:
     return f"{then.isoformat(timespec='seconds')} ({_since(then, now)} ago)"
 
 
+def _untrained_problem(ctx: JobContext, name: str) -> str:
+    """Why a member has no model: too few observations yet, or no training run."""
+    from forecaster.jobs.train import MIN_POINTS
+
+    have = ctx.store.count_observations(name)
+    if have < MIN_POINTS:
+        return (
+            f"waiting for history: {have} of the {MIN_POINTS} observations a training "
+            "needs (the scheduler trains it then)"
+        )
+    return "not trained yet (forecaster train)"
+
+
 def collect(
     ctx: JobContext, specs: list[SeriesSpec], now: datetime | None = None
 ) -> list[SeriesStatus]:
@@ -104,7 +117,7 @@ def collect(
                     f"{format_duration(spec.ingest_every)}): has the source stopped reporting?"
                 )
             elif champion is None:
-                state, problem = "no champion", "not trained yet (forecaster train)"
+                state, problem = "no champion", _untrained_problem(ctx, name)
             elif made is None:
                 state, problem = "no forecast", "nothing published yet (forecaster publish)"
             elif now - made[0] > bound:
