@@ -451,15 +451,13 @@ def _parse_matrix(
                     f"{_format_labels(labels)} at {pair[0]!r}; expected a number as a "
                     'string (or "NaN", "+Inf", "-Inf")'
                 ) from exc
-            if value is None:
-                continue
             stamp_ms = _parse_stamp_ms(pair[0])
             if stamp_ms is None:
                 raise SourceQueryError(
                     f"query {query!r} returned a sample with timestamp {pair[0]!r} for "
                     f"{_format_labels(labels)}, expected Unix seconds"
                 )
-            if abs(value) > MAX_ABS_VALUE:
+            if value is None or abs(value) > MAX_ABS_VALUE:  # NaN and infinities are None
                 if not too_large:
                     first_too_large = (stamp_ms, pair[1])
                 too_large += 1
@@ -468,8 +466,8 @@ def _parse_matrix(
         if too_large:
             stamp_ms, raw = first_too_large
             log.warning(
-                "query %r: dropped %d sample(s) of %s larger than %.0e in magnitude "
-                "(first %s at %s); they are treated as missing data",
+                "query %r: dropped %d sample(s) of %s that are NaN, infinite or larger "
+                "than %.0e in magnitude (first %s at %s); they are treated as missing data",
                 query,
                 too_large,
                 _format_labels(labels),

@@ -387,7 +387,9 @@ def test_unprocessable_query_is_a_query_error_with_the_prometheus_text(
         )
 
 
-def test_nan_stale_and_infinite_values_are_dropped(fake_prometheus: FakePrometheus) -> None:
+def test_nan_stale_and_infinite_values_are_dropped(
+    fake_prometheus: FakePrometheus, caplog: pytest.LogCaptureFixture
+) -> None:
     values = [
         [T0, "1"],
         [T0 + 300, "NaN"],  # stale markers also arrive as "NaN"
@@ -398,10 +400,17 @@ def test_nan_stale_and_infinite_values_are_dropped(fake_prometheus: FakePromethe
     ]
     fake_prometheus.reply(200, matrix(({}, values)))
 
-    (fetched,) = PrometheusSource(PrometheusSettings(url=fake_prometheus.url)).fetch(
-        make_spec("s", "up"), *HOUR
-    )
+    with caplog.at_level(logging.WARNING, logger="forecaster.sources.prometheus"):
+        (fetched,) = PrometheusSource(PrometheusSettings(url=fake_prometheus.url)).fetch(
+            make_spec("s", "up"), *HOUR
+        )
 
+    # the README promised a warning for these too; only values beyond 1e100 had one
+    (record,) = caplog.records
+    assert "dropped 4 sample(s) of {} that are NaN, infinite or larger than 1e+100" in (
+        record.getMessage()
+    )
+    assert "(first NaN at 2023-11-14T22:20:00+00:00)" in record.getMessage()
     assert fetched.values is not None
     assert fetched.values.dtype == float
     assert fetched.values.to_dict() == {
@@ -431,8 +440,8 @@ def test_values_beyond_1e100_are_dropped_with_a_warning_naming_them(
     }
     (record,) = caplog.records
     assert record.getMessage() == (
-        "query 'up': dropped 2 sample(s) of {job=\"api\"} larger than 1e+100 in magnitude "
-        "(first 1e305 at 2023-11-14T22:20:00+00:00); they are treated as missing data"
+        "query 'up': dropped 2 sample(s) of {job=\"api\"} that are NaN, infinite or larger "
+        "than 1e+100 in magnitude (first 1e305 at 2023-11-14T22:20:00+00:00); they are treated as missing data"
     )
 
 
