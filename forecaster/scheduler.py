@@ -274,7 +274,9 @@ def requests_job() -> None:
         log.info("running requested %s for %s", request.job, request.series or "all series")
         try:
             if request.job == "reload":
-                finish(ctx.store.engine, request.id, ok=True, detail=reload_spec())
+                detail = reload_spec()
+                log.info("%s", detail)
+                finish(ctx.store.engine, request.id, ok=True, detail=detail)
                 continue
             specs = ctx.select([request.series] if request.series else None)
             runner = {"ingest": run_ingest, "train": run_train, "publish": run_publish}[request.job]
@@ -291,6 +293,8 @@ def requests_job() -> None:
                 )
             finish(ctx.store.engine, request.id, ok=summary.ok, detail=detail)
         except ForecasterError as exc:
+            # a refused reload was visible only to whoever polled the request
+            log.error("requested %s failed: %s", request.job, exc)
             finish(ctx.store.engine, request.id, ok=False, detail=str(exc))
         except Exception as exc:
             log.exception("requested %s crashed", request.job)

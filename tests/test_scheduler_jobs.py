@@ -149,6 +149,37 @@ def test_requests_left_running_by_a_stopped_scheduler_are_failed(
     engine.dispose()
 
 
+def test_a_refused_reload_is_logged_and_keeps_the_running_spec(
+    tmp_path: Path, make_settings: Any, write_spec: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only whoever polled the request learnt that a reload was refused: the scheduler's
+    log said "running requested reload" and nothing else."""
+    from forecaster.store.requests import enqueue, get_request
+
+    spec = write_spec(tmp_path / "spec.yaml", [{"name": "s", "query": "up"}], step="1m")
+    ctx = JobContext.create(make_settings(spec=spec))
+    scheduler = scheduler_module.build_scheduler(ctx)
+    try:
+        write_spec(spec, [{"name": "s", "query": "up", "splitby": ["pod"]}], step="1m")
+        refused = enqueue(ctx.store.engine, job="reload", series=None)
+        caplog.set_level("INFO", logger="forecaster.scheduler")
+        scheduler_module.requests_job()
+        assert get_request(ctx.store.engine, refused.id).status == "failed"
+        assert "requested reload failed: " in caplog.text and "splitby: unknown key" in (
+            caplog.text
+        )
+        assert [s.name for s in ctx.spec.series] == ["s"] and not ctx.spec.series[0].split_by
+        write_spec(spec, [{"name": "s", "query": "up"}, {"name": "t", "query": "up"}], step="1m")
+        done = enqueue(ctx.store.engine, job="reload", series=None)
+        scheduler_module.requests_job()
+        assert get_request(ctx.store.engine, done.id).status == "done"
+        assert f"reloaded {spec}: 2 series" in caplog.text
+    finally:
+        scheduler.shutdown(wait=False)
+        scheduler_module._CONTEXT.clear()
+        ctx.store.engine.dispose()
+
+
 def test_a_scheduler_refuses_to_start_without_its_webhook_secrets(
     tmp_path: Path, make_settings: Any, write_spec: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

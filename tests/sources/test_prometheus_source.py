@@ -441,7 +441,8 @@ def test_values_beyond_1e100_are_dropped_with_a_warning_naming_them(
     (record,) = caplog.records
     assert record.getMessage() == (
         "query 'up': dropped 2 sample(s) of {job=\"api\"} that are NaN, infinite or larger "
-        "than 1e+100 in magnitude (first 1e305 at 2023-11-14T22:20:00+00:00); they are treated as missing data"
+        "than 1e+100 in magnitude (first 1e305 at 2023-11-14T22:20:00+00:00); they are "
+        "treated as missing data"
     )
 
 
