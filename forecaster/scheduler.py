@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from forecaster.jobs.context import JobContext
-    from forecaster.specs import SeriesSpec
+    from forecaster.specs import PipelineSpec, SeriesSpec
 
 log = logging.getLogger(__name__)
 
@@ -315,11 +315,41 @@ def reload_spec() -> str:
     from forecaster.jobs.detect import check_webhook_secrets
 
     check_webhook_secrets(new_spec)
+    _check_changed_queries(ctx, new_spec, path)
     ctx.spec = new_spec
     scheduler = _CONTEXT.get("scheduler")
     if scheduler is not None:
         _add_jobs(scheduler, ctx, reload=True)
     return f"reloaded {path}: {len(new_spec.series)} series"
+
+
+def _check_changed_queries(ctx: JobContext, new_spec: PipelineSpec, path: Any) -> None:
+    """Ask Prometheus to parse every query a reload adds or changes.
+
+    A query with a typo validated as a spec (PromQL is Prometheus' to parse), replaced
+    the working one, and every ingest after it failed.
+
+    Raises:
+        SpecError: Naming each series whose query Prometheus refuses to parse.
+    """
+    from forecaster.errors import SpecError
+    from forecaster.sources.prometheus import PrometheusSource
+
+    running = {spec.name: spec.query for spec in ctx.spec.series}
+    refused = []
+    for spec in new_spec.series:
+        if spec.query is None or running.get(spec.name) == spec.query:
+            continue
+        source = ctx.source_for(spec)
+        if isinstance(source, PrometheusSource):
+            problem = source.check_query(spec.query)
+            if problem is not None:
+                refused.append(f"series {spec.name!r}: query {spec.query!r}: {problem}")
+    if refused:
+        raise SpecError(
+            f"{path}: Prometheus cannot parse {'; '.join(refused)}; the running spec stays "
+            "in force"
+        )
 
 
 def build_scheduler(ctx: JobContext) -> Any:

@@ -180,6 +180,55 @@ def test_a_refused_reload_is_logged_and_keeps_the_running_spec(
         ctx.store.engine.dispose()
 
 
+@pytest.mark.integration
+def test_a_reload_whose_query_prometheus_cannot_parse_keeps_the_running_spec(
+    tmp_path: Path, make_settings: Any, write_spec: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A query with a missing parenthesis was accepted on reload and replaced the
+    working one; every ingest after it failed (real Prometheus)."""
+    from forecaster.errors import SpecError
+    from tests.support.promserver import free_port, running_prometheus
+
+    spec = write_spec(tmp_path / "spec.yaml", [{"name": "s", "query": "up"}], step="1m")
+    with running_prometheus(tmp_path, {}) as prometheus:
+        ctx = JobContext.create(make_settings(spec=spec, prometheus={"url": prometheus.url}))
+        scheduler = scheduler_module.build_scheduler(ctx)
+        try:
+            broken = 'sum(rate(http_requests_total{service="checkout"}[1m])'
+            write_spec(spec, [{"name": "s", "query": broken}], step="1m")
+            with pytest.raises(SpecError) as refused:
+                scheduler_module.reload_spec()
+            assert f"series 's': query {broken!r}:" in str(refused.value)
+            assert "parse error" in str(refused.value), refused.value
+            assert "the running spec stays in force" in str(refused.value)
+            assert ctx.spec.series[0].query == "up"
+            fixed = 'sum(rate(http_requests_total{service="checkout"}[1m]))'
+            write_spec(spec, [{"name": "s", "query": fixed}], step="1m")
+            scheduler_module.reload_spec()
+            assert ctx.spec.series[0].query == fixed
+        finally:
+            scheduler.shutdown(wait=False)
+            scheduler_module._CONTEXT.clear()
+            ctx.store.engine.dispose()
+    # a Prometheus that cannot be asked is no verdict on the query: the reload goes on
+    down = make_settings(
+        spec=spec,
+        prometheus={"url": f"http://127.0.0.1:{free_port()}", "timeout_seconds": 2},
+    )
+    ctx = JobContext.create(down)
+    scheduler = scheduler_module.build_scheduler(ctx)
+    try:
+        write_spec(spec, [{"name": "s", "query": "up"}], step="1m")
+        caplog.set_level("WARNING", logger="forecaster.sources.prometheus")
+        scheduler_module.reload_spec()
+        assert ctx.spec.series[0].query == "up"
+        assert "could not check query 'up' against Prometheus" in caplog.text
+    finally:
+        scheduler.shutdown(wait=False)
+        scheduler_module._CONTEXT.clear()
+        ctx.store.engine.dispose()
+
+
 def test_a_scheduler_refuses_to_start_without_its_webhook_secrets(
     tmp_path: Path, make_settings: Any, write_spec: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

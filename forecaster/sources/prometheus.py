@@ -198,6 +198,30 @@ class PrometheusSource:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def check_query(self, query: str) -> str | None:
+        """Prometheus' reason for refusing to parse ``query``, or None.
+
+        One instant query, no retries. Only a refusal (HTTP 400, ``bad_data``) is a
+        verdict on the query: a Prometheus that is down, slow or fails to execute it
+        says nothing about its syntax, so those give None (and a warning).
+        """
+        from prometheus_api_client.exceptions import PrometheusApiClientException
+
+        try:
+            self._connect().custom_query(
+                query=query,
+                params={"timeout": f"{self.settings.timeout_seconds:g}"},
+                timeout=self.settings.timeout_seconds,
+            )
+        except PrometheusApiClientException as exc:
+            error = _http_error(exc)
+            if error is not None and error.status == 400:
+                return error.detail
+            log.warning("could not check query %r against Prometheus: %s", query, exc)
+        except Exception as exc:  # noqa: BLE001 - down or slow: no verdict on the query
+            log.warning("could not check query %r against Prometheus: %s", query, exc)
+        return None
+
     # -- HTTP ------------------------------------------------------------------------
 
     def _connect(self) -> Any:
