@@ -46,6 +46,16 @@ MAX_HISTORY = timedelta(days=400)
 
 
 def _duration(value: Any, what: str) -> timedelta:
+    """A spec duration, written with its unit (``5m``, ``24h``).
+
+    A bare YAML number was taken as seconds (``horizon: 24`` meant as hours was 24 s,
+    ``step: 1:00`` YAML's sexagesimal 60 s) while the quoted ``"300"`` was refused.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(
+            f"{what}: {value!r} has no unit; write e.g. '{value}s', '{value}m' or "
+            f"'{value}h' (a bare number would be seconds; a YAML 1:00 is the number 60)"
+        )
     return parse_duration(value, what=what)
 
 

@@ -289,3 +289,30 @@ def test_a_detector_baseline_window_shorter_than_a_step_is_refused_by_name() -> 
         SpecError, match=r"watch.baseline_window 30s is shorter than one step \(1m\)"
     ):
         parse_spec(data)
+
+
+@pytest.mark.parametrize(
+    ("series", "defaults", "message"),
+    [
+        (
+            [{"name": "a", "query": "up"}],
+            {"horizon": 24},
+            "horizon: .*24 has no unit; write e.g. .24s., .24m. or .24h.",
+        ),
+        ([{"name": "a", "query": "up"}], {"schedule": {"publish": 1}}, "schedule interval: 1"),
+        ([{"name": "a", "query": "up", "watch": {"persist": 15}}], {}, "watch.persist: 15"),
+        ([{"name": "a", "query": "up"}], {"step": 60.0}, "step: .*60.0 has no unit"),
+    ],
+)
+def test_durations_need_a_unit(tmp_path, series, defaults, message):
+    """A bare YAML number was read as seconds (horizon: 24 meant as hours was 24 s, a
+    YAML 1:00 was 60 s) while the quoted "300" was refused."""
+    import yaml
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "defaults": defaults, "series": series}))
+    with pytest.raises(SpecError, match=message):
+        load_spec(path)
+    path.write_text("version: 1\nseries:\n  - {name: a, query: up, step: 1:00}\n")
+    with pytest.raises(SpecError, match="step: 60 has no unit.*YAML 1:00 is the number 60"):
+        load_spec(path)
