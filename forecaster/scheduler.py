@@ -347,8 +347,7 @@ def _check_changed_queries(ctx: JobContext, new_spec: PipelineSpec, path: Any) -
                 refused.append(f"series {spec.name!r}: query {spec.query!r}: {problem}")
     if refused:
         raise SpecError(
-            f"{path}: Prometheus cannot parse {'; '.join(refused)}; the running spec stays "
-            "in force"
+            f"{path}: Prometheus cannot parse {'; '.join(refused)}; the running spec stays in force"
         )
 
 

@@ -228,3 +228,30 @@ def test_openapi_documents_scaling(client: TestClient) -> None:
     path = spec["paths"]["/v1/scaling/{series}"]["get"]
     names = {p["name"] for p in path["parameters"]}
     assert {"target_per_replica", "lead_time", "quantile", "min_replicas", "max_replicas"} <= names
+
+
+def test_the_first_read_after_an_idle_spell_uses_the_newest_observation(
+    make_settings: Any,
+) -> None:
+    """The cache refreshed in the background and answered from its old snapshot: the
+    first request after a couple of idle minutes said "too old to use" and planned
+    without the observed-load floor (one second later it had it)."""
+    from forecaster.store.db import make_engine
+    from forecaster.store.repository import Store
+
+    settings = make_settings()
+    origin = seed(settings, observed=5000.0)
+    params = {"target_per_replica": 100}
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/v1/scaling/team/rps", params=params).json()["observed"] == 5000.0
+        engine = make_engine(settings.database)
+        try:  # a newer observation arrives while nobody asks
+            Store(engine).upsert_observations(
+                Store(engine).series("team/rps").id, [(origin + STEP, 9000.0)]
+            )
+        finally:
+            engine.dispose()
+        cache = c.app.state.scaling_observations.observations  # type: ignore[attr-defined]
+        cache.refreshed_at -= 120  # two idle minutes
+        body = c.get("/v1/scaling/team/rps", params=params).json()
+        assert body["observed"] == 9000.0 and body["replicas"] == 90, body["reason"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from datetime import timedelta
@@ -24,6 +25,10 @@ router = APIRouter(prefix="/v1/scaling", tags=["scaling"], dependencies=[ReadAcc
 
 #: Latest observations are reloaded in the background at most this often.
 OBSERVATIONS_REFRESH_SECONDS = 15.0
+#: Older than this (no scaling read for a while), a read waits for the refresh.
+OBSERVATIONS_WAIT_SECONDS = 2 * OBSERVATIONS_REFRESH_SECONDS
+#: ... but at most this long, so that a slow store does not hold the answer.
+OBSERVATIONS_WAIT_LIMIT_SECONDS = 1.0
 #: A forecast view not refreshed for this long counts as a store outage.
 MAX_VIEW_AGE_SECONDS = 120.0
 
@@ -50,13 +55,20 @@ class ObservationsCache:
         self._task: asyncio.Task[bool] | None = None
 
     async def current(self) -> LatestObservations:
+        """The cache, refreshed in the background when older than
+        :data:`OBSERVATIONS_REFRESH_SECONDS`; a first read, or one after an idle spell
+        longer than :data:`OBSERVATIONS_WAIT_SECONDS`, waits (at most
+        :data:`OBSERVATIONS_WAIT_LIMIT_SECONDS`) for the refresh: the first request
+        after an idle spell was answered from the old snapshot, "too old to use", and
+        planned without the observed-load floor."""
         refreshed = self.observations.refreshed_at
-        if refreshed is None:
-            await asyncio.to_thread(self.observations.refresh)
-        elif time.time() - refreshed > OBSERVATIONS_REFRESH_SECONDS and (
-            self._task is None or self._task.done()
-        ):
+        age = math.inf if refreshed is None else time.time() - refreshed
+        if age > OBSERVATIONS_REFRESH_SECONDS and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(asyncio.to_thread(self.observations.refresh))
+        if age > OBSERVATIONS_WAIT_SECONDS and self._task is not None:
+            limit = None if refreshed is None else OBSERVATIONS_WAIT_LIMIT_SECONDS
+            with contextlib.suppress(TimeoutError):  # a slow store: answer from what we have
+                await asyncio.wait_for(asyncio.shield(self._task), limit)
         return self.observations
 
 
