@@ -90,7 +90,14 @@ def ingest(series: SeriesArg = None, spec: SpecOption = None) -> None:
 def train(
     series: SeriesArg = None,
     spec: SpecOption = None,
-    n_jobs: Annotated[int, typer.Option(help="Threads per estimator fit.", min=1)] = 1,
+    n_jobs: Annotated[
+        int | None,
+        typer.Option(
+            help="Threads per estimator fit (default: FORECASTER_TRAINING__THREADS_PER_FIT).",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Backtest the estimators per series, log to MLflow and gate the champion."""
     from forecaster.jobs.runner import run_train

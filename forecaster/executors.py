@@ -116,10 +116,16 @@ class DaskExecutor:
             self._client.close()
 
 
-def make_executor(*, workers: int = 1, dask_address: str | None = None) -> Executor:
-    """The executor the settings ask for: Dask when an address is set, else local."""
+def make_executor(
+    *, workers: int = 1, dask_address: str | None = None, threads_per_worker: int = 1
+) -> Executor:
+    """The executor the settings ask for: Dask when an address is set, else local.
+
+    Workers pin their native threads to ``threads_per_worker`` (the settings'
+    ``threads_per_fit``; every worker pinned one whatever it said).
+    """
     if dask_address:
-        return DaskExecutor(dask_address)
+        return DaskExecutor(dask_address, threads_per_worker)
     if workers > 1:
-        return ProcessExecutor(workers)
+        return ProcessExecutor(workers, threads_per_worker)
     return SerialExecutor()

@@ -143,7 +143,9 @@ def run_train(
         return summary
     own = executor is None
     runner = executor or make_executor(
-        workers=min(training.workers, len(tasks)), dask_address=training.dask_address
+        workers=min(training.workers, len(tasks)),
+        dask_address=training.dask_address,
+        threads_per_worker=threads,
     )
     bar = _bar(len(tasks), "train", progress)
     try:

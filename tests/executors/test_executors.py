@@ -96,3 +96,61 @@ def test_errors_come_back_as_values() -> None:
     out = dict(SerialExecutor().map_unordered(boom, [0, 1, 2]))
     assert out[0] == 0 and out[2] == 4
     assert isinstance(out[1], ValueError) and "bad item 1" in str(out[1])
+
+
+def _threads(_item: object) -> str:
+    import os
+
+    return os.environ["OMP_NUM_THREADS"]
+
+
+def test_workers_pin_the_threads_per_fit_the_settings_ask_for() -> None:
+    """Every worker pinned one thread whatever FORECASTER_TRAINING__THREADS_PER_FIT said."""
+    from forecaster.executors import make_executor
+
+    executor = make_executor(workers=2, threads_per_worker=3)
+    try:
+        assert {out for _, out in executor.map_unordered(_threads, [0, 1])} == {"3"}
+    finally:
+        executor.close()
+
+
+def test_train_without_n_jobs_fits_with_the_threads_per_fit_setting(
+    tmp_path: Path, nab: Path, make_settings, write_spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`forecaster train`'s --n-jobs default of 1 won over the setting."""
+    from typer.testing import CliRunner
+
+    import forecaster.jobs.train
+    from forecaster.cli import app
+
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "elb", "file": str(nab / "realAWSCloudwatch/elb_request_count_8c0756.csv")}],
+        history="3d",
+        horizon="1h",
+        estimators=["seasonal_naive"],
+    )
+    settings = make_settings(spec=spec)
+    seen: list[int] = []
+    real = forecaster.jobs.train.prepare_fit
+
+    def spy(*args, n_jobs: int, **kwargs):
+        seen.append(n_jobs)
+        return real(*args, n_jobs=n_jobs, **kwargs)
+
+    monkeypatch.setattr(forecaster.jobs.train, "prepare_fit", spy)
+    env = {
+        "FORECASTER_PIPELINES": str(spec),
+        "FORECASTER_DATABASE__URL": settings.database.url,
+        "FORECASTER_MLFLOW__TRACKING_URI": settings.mlflow.tracking_uri,
+        "FORECASTER_MLFLOW__ARTIFACT_LOCATION": str(settings.mlflow.artifact_location),
+        "FORECASTER_TRAINING__THREADS_PER_FIT": "2",
+    }
+    runner = CliRunner()
+    assert runner.invoke(app, ["ingest"], env=env).exit_code == 0
+    result = runner.invoke(app, ["train"], env=env)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", "--n-jobs", "1"], env=env)
+    assert result.exit_code == 0, result.output
+    assert seen == [2, 1]
