@@ -80,6 +80,17 @@ class PrometheusSettings(_Section):
             raise ValueError(f"must start with http:// or https://, got {value!r}")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _tls_files(self) -> PrometheusSettings:
+        # a missing file crashed every ingest with a traceback, not at start
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key needs client_cert")
+        for name in ("ca_file", "client_cert", "client_key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: file {str(path)!r} does not exist")
+        return self
+
 
 class DatabaseSettings(_Section):
     """The SQL history / forecast store (``FORECASTER_DATABASE__*``)."""
@@ -225,6 +236,23 @@ class TrainingSettings(_Section):
     #: One Prophet fit stops after this long and auto falls back to another candidate.
     prophet_fit_timeout_seconds: float = Field(60.0, gt=0, le=3600)
 
+    @field_validator("dask_address")
+    @classmethod
+    def _dask_address(cls, value: str | None) -> str | None:
+        return _dask_address(value)
+
+
+def _dask_address(value: str | None) -> str | None:
+    """A Dask scheduler address, or None; "notaurl" failed deep inside distributed
+    with a 27-frame traceback at the first training."""
+    if not value:
+        return None
+    if not re.fullmatch(r"(tcp|tls|inproc|ucx|ws|wss)://[^\s/]+:\d+/?", value):
+        raise ValueError(
+            f"expected a Dask scheduler address such as tcp://scheduler:8786, got {value!r}"
+        )
+    return value
+
 
 class ScalerSettings(_Section):
     """The KEDA external scaler gRPC server (``FORECASTER_SCALER__*``).
@@ -275,6 +303,11 @@ class Settings(BaseSettings):
     dask_address: str | None = Field(
         None, description="Shorthand for training.dask_address (FORECASTER_DASK_ADDRESS)"
     )
+
+    @field_validator("dask_address")
+    @classmethod
+    def _dask(cls, value: str | None) -> str | None:
+        return _dask_address(value)
 
     @field_validator("log_level")
     @classmethod

@@ -92,8 +92,16 @@ class DaskExecutor:
     def __init__(self, address: str | Any, threads_per_worker: int = 1) -> None:
         import distributed
 
+        from forecaster.errors import ForecasterError
+
         client_cls: Any = distributed.Client
-        self._client: Any = address if isinstance(address, client_cls) else client_cls(address)
+        try:
+            self._client: Any = address if isinstance(address, client_cls) else client_cls(address)
+        except (OSError, ValueError) as exc:  # unreachable (after its 30 s timeout), bad
+            raise ForecasterError(
+                f"cannot reach the Dask scheduler at {address} "
+                f"(FORECASTER_TRAINING__DASK_ADDRESS): {exc}"
+            ) from exc
         self._owns = not isinstance(address, client_cls)
         self._client.run(pin_threads, threads_per_worker)
 

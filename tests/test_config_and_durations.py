@@ -80,6 +80,20 @@ def test_invalid_settings_name_the_field(monkeypatch: pytest.MonkeyPatch) -> Non
             "prometheus.timeout_seconds: Input should be a finite number",
         ),
         ("FORECASTER_LOG_LEVEL", "LOUD", "log_level: must be one of DEBUG, INFO"),
+        # a missing TLS file crashed every ingest with a traceback instead
+        (
+            "FORECASTER_PROMETHEUS__CLIENT_CERT",
+            "/nonexistent.pem",
+            "client_cert: file '/nonexistent.pem' does not exist",
+        ),
+        ("FORECASTER_PROMETHEUS__CA_FILE", "/nope/ca.pem", "ca_file: file '/nope/ca.pem'"),
+        # "notaurl" failed inside distributed with a 27-frame traceback at the first training
+        (
+            "FORECASTER_TRAINING__DASK_ADDRESS",
+            "notaurl",
+            "expected a Dask scheduler address such as tcp://scheduler:8786, got 'notaurl'",
+        ),
+        ("FORECASTER_DASK_ADDRESS", "scheduler:8786", "got 'scheduler:8786'"),
         ("FORECASTER_SCHEDULE__TIMEZONE", "Mars/Phobos", "unknown time zone 'Mars/Phobos'"),
         (
             "FORECASTER_API__CORS_ORIGINS",

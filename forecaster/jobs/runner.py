@@ -142,11 +142,16 @@ def run_train(
     if not tasks:
         return summary
     own = executor is None
-    runner = executor or make_executor(
-        workers=min(training.workers, len(tasks)),
-        dask_address=training.dask_address,
-        threads_per_worker=threads,
-    )
+    try:
+        runner = executor or make_executor(
+            workers=min(training.workers, len(tasks)),
+            dask_address=training.dask_address,
+            threads_per_worker=threads,
+        )
+    except ForecasterError as exc:  # the Dask scheduler cannot be reached: each fails
+        for task in tasks:
+            run_guarded(ctx, "train", task.series, partial(_raise, exc), summary)
+        return summary
     bar = _bar(len(tasks), "train", progress)
     try:
         for index, outcome in runner.map_unordered(fit_history, tasks):

@@ -154,3 +154,32 @@ def test_train_without_n_jobs_fits_with_the_threads_per_fit_setting(
     result = runner.invoke(app, ["train", "--n-jobs", "1"], env=env)
     assert result.exit_code == 0, result.output
     assert seen == [2, 1]
+
+
+def test_an_unreachable_dask_scheduler_fails_each_training_with_a_clear_error(
+    tmp_path: Path, nab: Path, make_settings, write_spec
+) -> None:
+    """It ended the command in a traceback ("OSError: Timed out trying to connect")."""
+    import dask
+
+    from forecaster.jobs.context import JobContext
+    from forecaster.jobs.runner import run_ingest, run_train
+    from tests.support.promserver import free_port
+
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "elb", "file": str(nab / "realAWSCloudwatch/elb_request_count_8c0756.csv")}],
+        history="3d",
+        horizon="1h",
+        estimators=["seasonal_naive"],
+    )
+    address = f"tcp://127.0.0.1:{free_port()}"
+    ctx = JobContext.create(make_settings(spec=spec, training={"dask_address": address}))
+    try:
+        assert run_ingest(ctx, ctx.select(None)).ok
+        with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+            summary = run_train(ctx, ctx.select(None))
+        assert not summary.ok
+        assert summary.errors["elb"].startswith(f"cannot reach the Dask scheduler at {address}")
+    finally:
+        ctx.store.engine.dispose()
