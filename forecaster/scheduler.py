@@ -316,11 +316,38 @@ def reload_spec() -> str:
 
     check_webhook_secrets(new_spec)
     _check_changed_queries(ctx, new_spec, path)
+    warn_publish_slower_than_staleness(new_spec, ctx.settings.schedule.stale_after_seconds)
     ctx.spec = new_spec
     scheduler = _CONTEXT.get("scheduler")
     if scheduler is not None:
         _add_jobs(scheduler, ctx, reload=True)
     return f"reloaded {path}: {len(new_spec.series)} series"
+
+
+def warn_publish_slower_than_staleness(
+    spec: PipelineSpec, stale_after_seconds: float
+) -> str | None:
+    """Warn (and return the warning) about series published less often than twice
+    per staleness bound.
+
+    With ``schedule.publish: 5m`` and the default 120 s bound the scaler refused each
+    forecast as stale for 3 of every 5 minutes, and nothing said why.
+    """
+    from forecaster.durations import format_duration
+
+    slow = [s for s in spec.series if 2 * s.schedule.publish.total_seconds() > stale_after_seconds]
+    if not slow:
+        return None
+    longest = max(s.schedule.publish for s in slow)
+    names = ", ".join(s.name for s in slow[:5]) + (" ..." if len(slow) > 5 else "")
+    message = (
+        f"{names}: published every {format_duration(longest)} (at most), but "
+        f"FORECASTER_SCHEDULE__STALE_AFTER_SECONDS is {stale_after_seconds:g}: their "
+        "forecasts go stale between publishes and the scaler refuses them; set it to at "
+        f"least {2 * longest.total_seconds():g} (two publish intervals)"
+    )
+    log.warning("%s", message)
+    return message
 
 
 def _check_changed_queries(ctx: JobContext, new_spec: PipelineSpec, path: Any) -> None:
@@ -493,6 +520,7 @@ def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> No
     from forecaster.store.db import scheduler_lock
 
     check_webhook_secrets(ctx.spec)
+    warn_publish_slower_than_staleness(ctx.spec, ctx.settings.schedule.stale_after_seconds)
     stop = stop or threading.Event()
     _STOPPING.clear()
 

@@ -41,6 +41,8 @@ from forecaster.timeseries import read_utf8
 SERIES_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 KNOWN_ESTIMATORS = ("seasonal_naive", "last_value", "prophet", "lightgbm")
+#: Observations a training needs (``forecaster.jobs.train.MIN_POINTS`` is this).
+TRAIN_MIN_POINTS = 12
 MAX_HORIZON = timedelta(days=35)
 MAX_HISTORY = timedelta(days=400)
 
@@ -326,6 +328,12 @@ class SeriesSpec(BaseModel):
             raise ValueError("split_by needs a Prometheus query")
         if self.step < timedelta(seconds=1):
             raise ValueError("step must be at least 1s")
+        if self.query is not None and self.step % timedelta(seconds=1):
+            # it loaded, then every ingest failed
+            raise ValueError(
+                f"step {format_duration(self.step)} is not a whole number of seconds, "
+                "which Prometheus range queries need"
+            )
         if self.horizon < self.step:
             raise ValueError("horizon is shorter than one step")
         if self.horizon % self.step:
@@ -340,8 +348,14 @@ class SeriesSpec(BaseModel):
             raise ValueError(f"horizon longer than {MAX_HORIZON.days} days")
         if self.history > MAX_HISTORY:
             raise ValueError(f"history longer than {MAX_HISTORY.days} days")
-        if self.history < 2 * self.step:
-            raise ValueError("history must cover at least two steps")
+        if self.history < TRAIN_MIN_POINTS * self.step:
+            # it loaded, then every training failed "(run ingest first)", which no
+            # ingest could fix
+            raise ValueError(
+                f"history {format_duration(self.history)} covers fewer than the "
+                f"{TRAIN_MIN_POINTS} steps of {format_duration(self.step)} a training "
+                f"needs; use at least {format_duration(TRAIN_MIN_POINTS * self.step)}"
+            )
         if self.horizon_steps > 5000:
             raise ValueError(f"horizon/step = {self.horizon_steps} steps; at most 5000")
         if self.watch is not None and self.watch.baseline_quantile is not None:

@@ -478,3 +478,25 @@ def test_the_bootstrap_waits_for_a_running_ingest_instead_of_repeating_it(
         scheduler.shutdown(wait=False)
         ctx.store.engine.dispose()
         scheduler_module._CONTEXT.clear()
+
+
+def test_a_publish_interval_the_staleness_bound_cannot_cover_is_warned_about(
+    tmp_path: Path, write_spec: Any
+) -> None:
+    """publish: 5m with the default 120 s bound: the scaler refused the forecast for 3
+    of every 5 minutes and neither start-up nor a reload said why."""
+    from forecaster.specs import load_spec
+
+    spec = load_spec(
+        write_spec(
+            tmp_path / "spec.yaml",
+            [
+                {"name": "slow", "query": "up", "schedule": {"publish": "5m"}},
+                {"name": "fine", "query": "up"},
+            ],
+        )
+    )
+    warning = scheduler_module.warn_publish_slower_than_staleness(spec, 120)
+    assert warning is not None and warning.startswith("slow: published every 5m (at most)")
+    assert "set it to at least 600" in warning
+    assert scheduler_module.warn_publish_slower_than_staleness(spec, 600) is None

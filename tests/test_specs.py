@@ -88,6 +88,17 @@ def test_relative_file_resolved_against_spec_folder(tmp_path: Path, write_spec: 
         ([{"name": "a", "file": "."}], {}, "is a directory"),
         ([{"name": "a", "query": "up", "schedule": {"train": "daily"}}], {}, "5-field cron"),
         ([{"name": "a", "query": "up"}], {"stepp": "5m"}, "stepp: unknown key"),
+        # both loaded, then every training (history) or every ingest (step) failed
+        (
+            [{"name": "a", "query": "up", "step": "15s", "history": "2m"}],
+            {},
+            "history 2m covers fewer than the 12 steps of 15s a training needs; use at least 3m",
+        ),
+        (
+            [{"name": "a", "query": "up", "step": "1500ms", "horizon": "15s"}],
+            {},
+            "step 1s500ms is not a whole number of seconds",
+        ),
         (
             [{"name": "a", "query": "up", "watch": {"learning": "20d"}}],
             {},

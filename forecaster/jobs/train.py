@@ -22,6 +22,7 @@ from forecaster.estimators.prophet import DEFAULT_FIT_TIMEOUT
 from forecaster.jobs.ingest import history_frame
 from forecaster.promotion import GATE_METRIC, GateDecision, gate
 from forecaster.registry import CHALLENGER, CHAMPION
+from forecaster.specs import TRAIN_MIN_POINTS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BASELINE = "seasonal_naive"
-MIN_POINTS = 12
+MIN_POINTS = TRAIN_MIN_POINTS  # the spec refuses a history shorter than this
 LEVEL = 90.0
 
 
