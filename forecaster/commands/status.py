@@ -78,9 +78,12 @@ def collect(
     now = now or datetime.now(UTC)
     bound = timedelta(seconds=ctx.settings.schedule.stale_after_seconds)
     failed: dict[str, JobOutcome] = {}  # by series name; ingest runs are a family's
+    ingested: set[str] = set()  # whose latest ingest ran fine
     for run in ctx.store.latest_job_outcomes(RECORDED_JOBS, since=now - OUTCOME_LOOKBACK):
         if run.series is not None and not run.ok:  # that job's latest run failed
             failed.setdefault(run.series, run)
+        elif run.series is not None and run.job == "ingest":
+            ingested.add(run.series)
     forecasts = ctx.store.current_publications()
     out: list[SeriesStatus] = []
     for spec in specs:
@@ -91,11 +94,12 @@ def collect(
         family_failing = failed.get(spec.name) if spec.split_by else None
         if not reporting and not retired:
             first = failed.get(spec.name)
-            state, problem = (
-                ("no history", "run ingest first")
-                if first is None
-                else (f"{first.job} failing", _first_line(first.detail))
-            )
+            if first is not None:
+                state, problem = f"{first.job} failing", _first_line(first.detail)
+            elif spec.name in ingested:  # "run ingest first" while it ran every step
+                state, problem = "no history", "ingest runs, but the query matches no series"
+            else:
+                state, problem = "no history", "run ingest first"
             out.append(SeriesStatus(spec.name, spec.name, state, None, None, None, problem))
             continue
         for info in sorted(reporting + retired, key=lambda i: i.name):

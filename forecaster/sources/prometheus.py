@@ -301,8 +301,11 @@ class PrometheusSource:
                 if attempt == attempts - 1:
                     raise SourceUnavailable(_gave_up(url, query, attempts, last_problem)) from exc
             except requests.exceptions.JSONDecodeError as exc:
+                text = (exc.doc or "").lstrip()[:80] if isinstance(exc.doc, str) else ""
+                html = " (an HTML page: a login or proxy page?)" if text.startswith("<") else ""
                 raise SourceQueryError(
-                    f"Prometheus at {url} answered query {query!r} with invalid JSON: {exc}"
+                    f"Prometheus at {url} answered query {query!r} with something that is not "
+                    f"JSON{html}: {text!r}; is {url} really the Prometheus API?"
                 ) from exc
             except (KeyError, TypeError) as exc:
                 raise SourceQueryError(

@@ -160,8 +160,15 @@ def test_a_family_whose_ingest_fails_and_a_series_never_ingested_say_so(
     ctx, _spec = _store(tmp_path, make_settings, write_spec, now)
     _failed(ctx.store, "ingest", "fam", "Prometheus at http://p:9090 unavailable\nmore", now)
     _failed(ctx.store, "ingest", "never", "rejected query 'sum(load': parse error", now)
-    rows = {row.series: row for row in collect(ctx, ctx.select(["fam", "never"]), now)}
+    typo = ctx.spec.series[0].model_copy(update={"name": "typo", "query": "up_typo"})
+    ctx.store.record_job_run(job="ingest", series="typo", started_at=now, finished_at=now, ok=True)
+    rows = {row.series: row for row in collect(ctx, [*ctx.select(["fam", "never"]), typo], now)}
     ctx.store.engine.dispose()
+    # ingest ran fine and matched nothing: "run ingest first" sent people in a circle
+    assert (rows["typo"].state, rows["typo"].problem) == (
+        "no history",
+        "ingest runs, but the query matches no series",
+    )
     assert rows['fam{pod="a"}'].state == "ingest failing"
     assert rows['fam{pod="a"}'].problem == "Prometheus at http://p:9090 unavailable"
     assert rows['fam{pod="gone"}'].state == "retired"

@@ -359,10 +359,15 @@ def test_garbage_json_is_a_query_error(fake_prometheus: FakePrometheus) -> None:
     fake_prometheus.reply(200, "<html>login required</html>")
     settings = PrometheusSettings(url=fake_prometheus.url)
 
-    with pytest.raises(SourceQueryError, match="invalid JSON") as caught:
+    with pytest.raises(SourceQueryError, match="not JSON") as caught:
         PrometheusSource(settings).fetch(make_spec("s", "up"), *HOUR)
 
     assert fake_prometheus.url in str(caught.value) and "'up'" in str(caught.value)
+    # "Expecting value: line 1 column 1 (char 0)" did not say it was a login page
+    assert "(an HTML page: a login or proxy page?): '<html>login required</html>'" in str(
+        caught.value
+    )
+    assert "really the Prometheus API?" in str(caught.value)
 
 
 def test_json_without_data_result_is_a_query_error(fake_prometheus: FakePrometheus) -> None:
