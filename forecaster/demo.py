@@ -64,6 +64,12 @@ def run_demo(*, port: int = 8000, serve: bool = True, scaler_port: int = 50051) 
     _say(f"first forecasts published in {elapsed:.0f}s")
     base = f"http://127.0.0.1:{port}"
     first = specs[0].name
+    if not serve:  # it listed URLs that nothing served
+        typer.echo(
+            f"\nNot serving (--no-serve). The store is {settings.database.url}; serve it with "
+            f"`forecaster serve` and `forecaster scaler`, or run `forecaster demo`.\n"
+        )
+        return
     typer.echo(
         "\nOpen:\n"
         f"  API docs        {base}/docs\n"
@@ -76,8 +82,6 @@ def run_demo(*, port: int = 8000, serve: bool = True, scaler_port: int = 50051) 
         f"  MLflow UI       .venv/bin/mlflow ui --backend-store-uri {settings.mlflow.tracking_uri}"
         "  (then http://127.0.0.1:5000)\n"
     )
-    if not serve:
-        return
     env = {**os.environ, "FORECASTER_PIPELINES": str(spec_path)}
     scheduler = subprocess.Popen([sys.executable, "-m", "forecaster", "scheduler"], env=env)
     from forecaster.scaler.server import start_scaler

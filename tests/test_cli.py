@@ -135,3 +135,23 @@ def test_prometheus_unreachable_is_reported_and_nothing_written(
         sqlite3.connect(tmp_path / "s.db").execute("SELECT count(*) FROM observations").fetchone()
     )
     assert rows == (0,)
+
+
+def test_the_demo_without_serving_ingests_trains_and_publishes(tmp_path: Path) -> None:
+    """`make demo`'s work up to serving, on the bundled traces; --no-serve used to list
+    URLs that nothing served."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {
+        "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/store.db",
+        "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "FORECASTER_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
+        "FORECASTER_MLFLOW__CACHE_DIR": str(tmp_path / "cache"),
+    }
+    demo = _run(["demo", "--no-serve"], env, repo)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "3/3 publishing forecasts" in demo.stdout
+    assert "Not serving (--no-serve)" in demo.stdout
+    assert "/docs" not in demo.stdout and "KEDA scaler" not in demo.stdout
+    status = _run(["status", "--spec", "pipelines/demo.yaml"], env, repo)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "3 series: 3 fine, 0 need attention" in status.stdout
