@@ -238,6 +238,11 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
     assert "/v1/series/{name}/forecast" in spec["paths"]
     params = spec["paths"]["/v1/series/{name}/forecast"]["get"]["parameters"]
     assert any(p["name"] == "horizon" for p in params)
+    # codes these routes return that the document did not list
+    paths = spec["paths"]
+    assert {"401", "403", "404"} <= set(paths["/v1/admin/jobs/{request_id}"]["get"]["responses"])
+    assert {"401", "403", "404", "413"} <= set(paths["/v1/admin/jobs"]["post"]["responses"])
+    assert "503" in paths["/readyz"]["get"]["responses"]
 
 
 def test_stale_forecast_is_flagged(make_settings: Any) -> None:

@@ -47,7 +47,12 @@ class JobRequestOut(BaseModel):
     response_model=JobRequestOut,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Trigger a job run",
-    responses={401: {"description": "No token"}, 403: {"description": "Wrong token"}},
+    responses={
+        401: {"description": "No token"},
+        403: {"description": "Wrong token, or no token configured"},
+        404: {"description": "Unknown series"},
+        413: {"description": "Request body too large"},
+    },
 )
 async def create_job(body: JobRequestIn, store: StoreDep, view: ViewDep) -> JobRequestOut:
     """Queue a run of ``job`` for ``series`` (or every series); the scheduler runs it."""
@@ -78,7 +83,16 @@ async def create_job(body: JobRequestIn, store: StoreDep, view: ViewDep) -> JobR
     return JobRequestOut(**request.__dict__)
 
 
-@router.get("/jobs/{request_id}", response_model=JobRequestOut, summary="State of a job run")
+@router.get(
+    "/jobs/{request_id}",
+    response_model=JobRequestOut,
+    summary="State of a job run",
+    responses={
+        401: {"description": "No token"},
+        403: {"description": "Wrong token, or no token configured"},
+        404: {"description": "No job request with that id"},
+    },
+)
 async def get_job(
     request_id: Annotated[int, Path(ge=1, le=2**31 - 1, description="Id returned by POST")],
     store: StoreDep,

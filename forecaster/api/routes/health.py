@@ -19,7 +19,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness")
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    responses={
+        503: {"description": "The forecast view has not loaded, or its last refresh failed"}
+    },
+)
 async def readyz(view: ViewDep, response: Response) -> dict[str, Any]:
     """Ready when the forecast view has loaded from the store and its last refresh worked."""
     state = view.state
