@@ -247,7 +247,8 @@ def _dask_address(value: str | None) -> str | None:
     with a 27-frame traceback at the first training."""
     if not value:
         return None
-    if not re.fullmatch(r"(tcp|tls|inproc|ucx|ws|wss)://[^\s/]+:\d+/?", value):
+    # Dask's own forms: host:port (tcp implied) or scheme://host:port; it needs the port
+    if not re.fullmatch(r"(?:(?:tcp|tls|inproc|ucx|ws|wss)://)?[^\s/]+:\d+/?", value):
         raise ValueError(
             f"expected a Dask scheduler address such as tcp://scheduler:8786, got {value!r}"
         )

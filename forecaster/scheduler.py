@@ -442,6 +442,11 @@ def _add_jobs(scheduler: Any, ctx: JobContext, *, reload: bool = False) -> None:
             and getattr(old.trigger, "interval", None) == trigger.interval
         ):
             kwargs["next_run_time"] = old.next_run_time
+        elif isinstance(trigger, IntervalTrigger):
+            # its first run, at its start date or at once if adding the jobs took longer
+            # (APScheduler moved a start date already past by a whole interval: 107 of
+            # 1,500 ingests first ran 5 minutes late)
+            kwargs["next_run_time"] = max(trigger.start_date, datetime.now(UTC))
         scheduler.add_job(
             func, trigger=trigger, id=job_id, name=job_id, replace_existing=True, **kwargs
         )
@@ -565,12 +570,9 @@ def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> No
             _wait_for_running(exit_after=main, code=1 if lost else 0)
     if lost:
         from forecaster.errors import StoreError
+        from forecaster.store.db import LOST_LOCK
 
-        raise StoreError(
-            "the scheduler lost its lock on the store when the database connection "
-            "dropped, and stopped so that two schedulers never run the same jobs; start "
-            "it again (it waits for the lock if another scheduler holds it)"
-        )
+        raise StoreError(LOST_LOCK)
 
 
 def _fail_interrupted_requests(ctx: JobContext) -> None:

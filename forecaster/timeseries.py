@@ -11,6 +11,7 @@ import io
 import logging
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -137,11 +138,13 @@ def _day_first(text: pd.Series, where: str) -> bool:
     scattered days of other months (1-2 March as 3 January to 3 February), or, across
     the 12th, partly one way and partly the other. The whole column is read one way: the
     way some row requires (a first number above 12 is a day), else (every number up to
-    12) the way that keeps the rows in time order, else month first, with a warning.
+    12) the way that keeps the rows in time order and without a gap far longer than
+    their usual spacing, else month first; with a warning.
 
     Raises:
         InputDataError: When some rows can only be day-first and others only month-first.
     """
+    import numpy as np
     import pandas as pd
 
     parts = text.str.extract(f"^{NUMERIC_DATE}$")
@@ -166,8 +169,14 @@ def _day_first(text: pd.Series, where: str) -> bool:
         except (ValueError, TypeError):
             continue
         values = stamps.to_numpy(dtype="datetime64[ns]").astype("int64")
-        backwards = int((values[1:] < values[:-1]).sum())
-        readings[dayfirst] = (backwards, int(values.max() - values.min()))
+        # rows out of order decide, then a gap far longer than the usual spacing (1-2
+        # March every 5 minutes read month first jumps from 3 January to 3 February);
+        # spacings within 3x of each other are a tie, read month first (monthly rows
+        # 01/01 .. 12/01 are in order and regular either way)
+        steps = np.diff(values)
+        ahead = steps[steps > 0]
+        gap = float(ahead.max() / np.median(ahead)) if len(ahead) else 1.0
+        readings[dayfirst] = (int((steps < 0).sum()), max(gap, 3.0))
     if len(readings) < 2 or readings[True] >= readings[False]:
         if len(readings) == 2 and readings[True] == readings[False]:
             log.warning(
@@ -201,16 +210,55 @@ def _check_range(text: pd.Series, seconds: FloatArray, line: Sequence[int], wher
         )
 
 
+def _looks_like_json(text: str) -> bool:
+    """Whether ``text`` is a JSON document (an object or an array of them), not a CSV
+    whose header happens to start with ``[`` (``[time],value``)."""
+    import json
+
+    head = text.lstrip()
+    if head[:1] not in ("{", "["):
+        return False
+    if head.startswith("{") or re.match(r"\[\s*[\[{]", head):
+        return True
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _blank_leading_comments(text: str) -> str:
     """``text`` with the ``#`` comment lines before its header blanked (an exporter's
-    "# exported by ..."), line numbers kept: the header was taken from the comment."""
+    "# exported by ..."), line numbers kept: the header was taken from the comment.
+
+    A ``#`` line followed by data is the header itself (``#timestamp,value``), kept.
+    """
     lines = text.split("\n")
+    comments: list[int] = []
     for n, line in enumerate(lines):
         if line.lstrip().startswith("#"):
-            lines[n] = ""
+            comments.append(n)
         elif line.strip():
+            if not _looks_like_header(line) and comments:
+                comments.pop()  # the last "#" line is the header
             break
+    for n in comments:
+        lines[n] = ""
     return "\n".join(lines)
+
+
+def _looks_like_header(line: str) -> bool:
+    """Whether the first field of a CSV ``line`` is not a timestamp or a number."""
+    import pandas as pd
+
+    first = line.split(",", 1)[0].strip().strip('"')
+    if re.fullmatch(EPOCH_PATTERN, first) or re.fullmatch(r"-?\d+(?:\.\d+)?", first):
+        return False
+    try:
+        pd.Timestamp(first)
+    except (ValueError, TypeError):
+        return True
+    return False
 
 
 def _first_bad_timestamp(text: pd.Series) -> tuple[int, str]:
@@ -286,16 +334,27 @@ def read_series_csv(
         text = read_utf8(csv_path, encoding="utf-8-sig")
     except ValueError as exc:
         raise InputDataError(f"{where}: {exc}; save the file as UTF-8") from None
-    if text.lstrip()[:1] in ("{", "["):
+    if _looks_like_json(text):
         raise InputDataError(
             f"{where}: looks like JSON, not CSV; expected a header row such as "
             "'timestamp,value' and one row per observation"
         )
     text = _blank_leading_comments(text)
+    # a trailing comma on each row made pandas take the timestamps for an index and the
+    # values for timestamps: trailing commas are dropped, and rows still longer than
+    # the header are refused (index_col=False would drop their last fields silently)
+    text = re.sub(r",+[ \t]*(\r?)$", r"\1", text, flags=re.MULTILINE)
     try:
-        # index_col=False: a trailing comma on each row made pandas take the timestamps
-        # for an index and the values for timestamps
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, index_col=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text), dtype=str, keep_default_na=False, index_col=False
+            )
+    except pd.errors.ParserWarning as exc:
+        raise InputDataError(
+            f"{where}: the rows have more fields than the header names; name every column "
+            "in the header (timestamp, value, ...) or remove the extra fields"
+        ) from exc
     except pd.errors.EmptyDataError as exc:
         raise InputDataError(f"{where}: the file is empty") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -497,7 +556,7 @@ def grid_phase(index: pd.DatetimeIndex, step: timedelta) -> int | None:
     period = int(step.total_seconds() * 1e9)
     if len(index) == 0 or period <= 0:
         return None
-    residues = (index.asi8 % period).astype(float)
+    residues = (index.as_unit("ns").asi8 % period).astype(float)  # pandas 3 may hold us
     angle = 2 * np.pi * residues / period
     cos, sin = float(np.cos(angle).mean()), float(np.sin(angle).mean())
     if math.hypot(cos, sin) < PHASE_CONCENTRATION:

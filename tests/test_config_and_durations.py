@@ -93,7 +93,7 @@ def test_invalid_settings_name_the_field(monkeypatch: pytest.MonkeyPatch) -> Non
             "notaurl",
             "expected a Dask scheduler address such as tcp://scheduler:8786, got 'notaurl'",
         ),
-        ("FORECASTER_DASK_ADDRESS", "scheduler:8786", "got 'scheduler:8786'"),
+        ("FORECASTER_DASK_ADDRESS", "tcp://scheduler", "got 'tcp://scheduler'"),
         ("FORECASTER_SCHEDULE__TIMEZONE", "Mars/Phobos", "unknown time zone 'Mars/Phobos'"),
         (
             "FORECASTER_API__CORS_ORIGINS",
@@ -269,3 +269,13 @@ def test_format_then_parse_roundtrips_to_the_millisecond(millis: int) -> None:
 def test_format_then_parse_roundtrips(seconds: int) -> None:
     value = timedelta(seconds=seconds)
     assert parse_duration(format_duration(value)) == value
+
+
+@pytest.mark.parametrize(
+    "address", ["scheduler:8786", "tcp://scheduler:8786", "tls://10.0.0.1:8786"]
+)
+def test_the_dask_address_forms_dask_reads_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, address: str
+) -> None:
+    monkeypatch.setenv("FORECASTER_TRAINING__DASK_ADDRESS", address)
+    assert load_settings().training.dask_address == address

@@ -207,20 +207,39 @@ def backtest_command(
         f"coverage {_metric(100 * scores['coverage'], '.1f')}% (target {level:g}%)  "
         f"width {_metric(scores['width'], '.3f')}  seconds {seconds:.1f}"
     )
-    if window < timedelta(days=1) and not math.isnan(scores["mase"]):
+    # the seasonal naive's in-sample error needs more than a day of window
+    if window <= timedelta(days=1) and not math.isnan(scores["mase"]):
         sys.stdout.flush()
         typer.echo(
             f"  MASE is scaled by the one-step naive's in-sample error: --history {history} "
-            "is shorter than the daily season the contract's seasonal naive repeats",
+            "is not longer than the daily season the contract's seasonal naive repeats",
             err=True,
         )
-    if math.isnan(scores["mase"]):
+    if not series.reindex(frame["ds"]).notna().any():
+        # every origin in the empty rows at the end of the file: "did not vary" was wrong
+        sys.stdout.flush()
+        typer.echo(
+            "  no scores: no forecast step has an observed value (the origins fall in "
+            f"the {_empty_tail(series)} empty point(s) at the end of the file; fewer "
+            "--origins or a smaller --stride reach the data)",
+            err=True,
+        )
+    elif math.isnan(scores["mase"]):
         sys.stdout.flush()
         typer.echo(
             "  MASE n/a: the series did not vary before the origins (the daily seasonal "
             "naive's in-sample error, MASE's denominator, is 0)",
             err=True,
         )
+
+
+def _empty_tail(series: pd.Series) -> int:
+    """How many points at the end of ``series`` have no value."""
+    import numpy as np
+
+    values = series.to_numpy(dtype=float)
+    finite = np.flatnonzero(np.isfinite(values))
+    return len(values) - (int(finite[-1]) + 1 if len(finite) else 0)
 
 
 def _metric(value: float, spec: str) -> str:

@@ -92,6 +92,12 @@ def collect(
             max(spec.step, spec.ingest_every).total_seconds(), bound.total_seconds()
         )
         family_failing = failed.get(spec.name) if spec.split_by else None
+        # a family's members come and go (a scaled-down pod retires later): silence is
+        # judged on the family's freshest member, so only a silent source is flagged
+        freshest = max(
+            (i.last_observation_at for i in reporting if i.last_observation_at is not None),
+            default=None,
+        )
         if not reporting and not retired:
             first = failed.get(spec.name)
             if first is not None:
@@ -107,7 +113,7 @@ def collect(
             made = forecasts.get(name)
             failing = failed.get(name) or family_failing
             champion = f"{info.champion} v{info.champion_version}" if info.champion else None
-            seen = info.last_observation_at
+            seen = freshest if spec.split_by else info.last_observation_at
             if info in retired:
                 state, problem = "retired", "silent for longer than retire_after"
             elif failing is not None:

@@ -156,6 +156,14 @@ class SchedulerLock:
         return self.held and self._alive()
 
 
+#: Why a scheduler stopped (or did not start) when its lock's connection dropped.
+LOST_LOCK = (
+    "the scheduler lost its lock on the store when the database connection dropped, and "
+    "stopped so that two schedulers never run the same jobs; start it again (it waits for "
+    "the lock if another scheduler holds it)"
+)
+
+
 @contextlib.contextmanager
 def scheduler_lock(
     engine: Engine, stop: threading.Event, *, poll_seconds: float = 2.0
@@ -186,9 +194,13 @@ def scheduler_lock(
         key = scheduler_lock_key(schema)
 
         def try_advisory() -> bool:
-            taken = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})").scalar()
-            conn.commit()  # a session lock outlives the transaction; an open one would
-            return bool(taken)  # hold back VACUUM for the scheduler's whole life
+            try:
+                taken = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})").scalar()
+                conn.commit()  # a session lock outlives the transaction; an open one would
+            except SQLAlchemyError as exc:  # hold back VACUUM for the scheduler's life
+                # the session died as the lock was taken (an OperationalError escaped)
+                raise StoreError(LOST_LOCK) from exc
+            return bool(taken)
 
         def alive() -> bool:
             try:

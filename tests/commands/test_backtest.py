@@ -328,11 +328,12 @@ def test_the_model_column_says_when_a_seasonal_naive_repeated_the_last_value(app
 def test_a_history_shorter_than_a_day_says_how_mase_is_scaled(app, tmp_path):
     out = tmp_path / "out.csv"
     args = ("--model", "seasonal_naive", "--horizon", "12", "--origins", "2")
-    result = _run(app, ELB, *args, "--history", "12h", "--output", out)
-    assert result.exit_code == 0, result.output
-    assert "MASE is scaled by the one-step naive's in-sample error: --history 12h" in (
-        result.output
-    )
+    for window in ("12h", "1d"):  # a window of exactly a day is one-step scaled too
+        result = _run(app, ELB, *args, "--history", window, "--output", out)
+        assert result.exit_code == 0, result.output
+        assert f"MASE is scaled by the one-step naive's in-sample error: --history {window}" in (
+            result.output
+        )
     result = _run(app, ELB, *args, "--output", out)  # the default 28 days: the contract's
     assert "one-step naive" not in result.output
 
@@ -350,3 +351,17 @@ def test_a_gap_over_an_origins_history_names_the_origin_and_the_window(app, tmp_
     )
     assert "the 6h history window before it has 0 observed point(s) of 72" in result.output
     assert "Traceback" not in result.output
+
+
+def test_origins_in_an_empty_tail_say_there_is_nothing_to_score(app, tmp_path):
+    """Every origin in the empty rows at the end: the scores are n/a, and the note said
+    the series "did not vary"."""
+    source = pd.read_csv(ELB).iloc[:2000]
+    source.loc[1700:, "value"] = None
+    csv = tmp_path / "tail.csv"
+    source.to_csv(csv, index=False)
+    args = ("--model", "seasonal_naive", "--horizon", "12", "--origins", "3", "--history", "2d")
+    result = _run(app, csv, *args, "--output", tmp_path / "out.csv")
+    assert result.exit_code == 0, result.output
+    assert "no scores: no forecast step has an observed value" in result.output
+    assert "did not vary" not in result.output

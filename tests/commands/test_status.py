@@ -196,3 +196,34 @@ def test_status_neither_creates_nor_migrates_a_store(
     empty.touch()
     with pytest.raises(StoreError, match="schema revision none .*run forecaster db upgrade"):
         JobContext.create(make_settings(db=f"sqlite:///{empty}", spec=spec), migrate=False)
+
+
+def test_a_scaled_down_pod_is_not_a_silent_source(
+    tmp_path: Path, make_settings: Any, write_spec: Any
+) -> None:
+    """A pod gone 30 minutes ago (retired only after retire_after, the 1 h horizon
+    here) made status fail; only a family whose every member is silent is flagged."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "fam", "query": "sum by (pod) (up)", "split_by": ["pod"]}],
+        step="1m",
+        history="1d",
+        horizon="1h",
+    )
+    ctx = JobContext.create(make_settings(spec=spec))
+    try:
+        for pod, seen in (("a", now), ("down", now - timedelta(minutes=30))):
+            name = f'fam{{pod="{pod}"}}'
+            _series(ctx.store, name, "fam", seen=seen)
+            _champion(ctx.store, name)
+            _forecast(ctx.store, name, now - timedelta(seconds=30))
+        states = {row.series: row.state for row in collect(ctx, ctx.select(None), now)}
+        assert states == {'fam{pod="a"}': "ok", 'fam{pod="down"}': "ok"}
+        later = now + timedelta(minutes=20)  # the whole source went quiet
+        for name in states:
+            _forecast(ctx.store, name, later - timedelta(seconds=30))
+        states = {row.series: row.state for row in collect(ctx, ctx.select(None), later)}
+        assert set(states.values()) == {"no new data"}
+    finally:
+        ctx.store.engine.dispose()

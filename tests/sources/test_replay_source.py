@@ -109,6 +109,8 @@ def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -
         ),
         ("timestamp,value\n2024-01-01,-2e101\n", "row 2: value '-2e101' is larger than 1e\\+100"),
         ('{"timestamp": ["2024-01-01"], "value": [1]}', "looks like JSON, not CSV"),
+        # a third field on every row: its values were dropped without a word
+        ("timestamp,value\n2024-01-01,1,7\n2024-01-02,2,8\n", "more fields than the header"),
         # pandas' to_csv writes its row numbers as an unnamed first column
         (",timestamp,value\n0,2024-01-01,1\n", "the first column has no name"),
         # relative seconds: pandas said "day is out of range for month: 0"
@@ -311,3 +313,24 @@ def test_a_trailing_comma_and_comments_before_the_header_are_read(tmp_path: Path
     path.write_text("# exported by foo\ntimestamp,value\n2024-03-01 00:00,1\nyesterday,2\n")
     with pytest.raises(InputDataError, match="row 4: cannot parse timestamp 'yesterday'"):
         read_series_csv(path)
+
+
+def test_monthly_dates_in_us_order_stay_month_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """01/01/2024 .. 12/01/2024 are in order either way; the shorter span made them
+    twelve days of January."""
+    path = tmp_path / "monthly.csv"
+    rows = "".join(f"{m:02d}/01/2024,{m}\n" for m in range(1, 13))
+    path.write_text("timestamp,value\n" + rows)
+    series = read_series_csv(path)
+    assert series.index[-1] == pd.Timestamp("2024-12-01", tz="UTC")
+    assert "read month first (day and month both at most 12)" in caplog.text
+
+
+@pytest.mark.parametrize("header", ["#timestamp,value", "[time],value"])
+def test_headers_starting_with_a_hash_or_a_bracket_are_headers(tmp_path: Path, header: str) -> None:
+    """'#timestamp' was blanked as a comment and '[time]' refused as JSON."""
+    path = tmp_path / "h.csv"
+    path.write_text(f"{header}\n2024-01-01 00:00,1\n2024-01-01 00:05,2\n")
+    assert read_series_csv(path).tolist() == [1.0, 2.0]
