@@ -3,7 +3,9 @@ hourly housekeeping."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,20 +14,19 @@ import pytest
 
 from forecaster import scheduler as scheduler_module
 from forecaster.jobs.context import JobContext
+from tests.support.specs import elb_spec
 
 
-def _elb_spec(tmp_path: Path, nab: Path, write_spec: Any) -> Path:
-    """A spec of one series replayed from the bundled ELB trace."""
-    trace = nab / "realAWSCloudwatch/elb_request_count_8c0756.csv"
-    return Path(
-        write_spec(
-            tmp_path / "spec.yaml",
-            [{"name": "elb", "file": str(trace)}],
-            history="3d",
-            horizon="1h",
-            estimators=["seasonal_naive"],
-        )
-    )
+@contextlib.contextmanager
+def _built(ctx: JobContext) -> Iterator[Any]:
+    """``build_scheduler(ctx)`` (paused), shut down with the job context after the block."""
+    scheduler = scheduler_module.build_scheduler(ctx)
+    try:
+        yield scheduler
+    finally:
+        scheduler.shutdown(wait=False)
+        scheduler_module._CONTEXT.clear()
+        ctx.store.engine.dispose()
 
 
 def test_ingest_and_training_run_in_pools_of_their_own(
@@ -33,10 +34,9 @@ def test_ingest_and_training_run_in_pools_of_their_own(
 ) -> None:
     """A Prometheus that hangs holds ingest runs for their timeouts and retries; in the
     shared pool that stopped every publish (forecasts went stale) and admin request."""
-    spec = _elb_spec(tmp_path, nab, write_spec)
+    spec = elb_spec(tmp_path, nab, write_spec)
     ctx = JobContext.create(make_settings(spec=spec))
-    scheduler = scheduler_module.build_scheduler(ctx)
-    try:
+    with _built(ctx) as scheduler:
         jobs = {job.id: job for job in scheduler.get_jobs()}
         executors = {job_id: job.executor for job_id, job in jobs.items()}
         assert executors["ingest:elb"] == "ingest"
@@ -47,9 +47,6 @@ def test_ingest_and_training_run_in_pools_of_their_own(
         assert jobs["bootstrap:elb"].misfire_grace_time is None
         assert jobs["train:elb"].misfire_grace_time is None
         assert jobs["publish:elb"].misfire_grace_time == ctx.settings.schedule.misfire_grace_seconds
-    finally:
-        scheduler.shutdown(wait=False)
-        ctx.store.engine.dispose()
 
 
 def test_runs_queued_when_the_process_stops_are_dropped() -> None:
@@ -73,7 +70,7 @@ def test_housekeeping_runs_hourly_and_prunes_old_job_runs(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    spec = _elb_spec(tmp_path, nab, write_spec)
+    spec = elb_spec(tmp_path, nab, write_spec)
     monkeypatch.setenv("FORECASTER_SCHEDULE__JOB_RUNS_RETENTION_HOURS", "24")
     ctx = JobContext.create(make_settings(spec=spec))
     assert ctx.settings.schedule.job_runs_retention_hours == 24
@@ -82,18 +79,13 @@ def test_housekeeping_runs_hourly_and_prunes_old_job_runs(
         ctx.store.record_job_run(
             job="publish", series="elb", started_at=now - age, finished_at=now - age, ok=True
         )
-    scheduler = scheduler_module.build_scheduler(ctx)
-    try:
+    with _built(ctx) as scheduler:
         job = scheduler.get_job("housekeeping")
         assert job.trigger.interval == timedelta(hours=1)
         caplog.set_level("INFO", logger="forecaster.scheduler")
         scheduler_module.housekeeping_job()
         assert len(ctx.store.last_job_runs()) == 1
         assert "deleted 2 job runs older than 24h" in caplog.text
-    finally:
-        scheduler.shutdown(wait=False)
-        ctx.store.engine.dispose()
-        scheduler_module._CONTEXT.clear()
 
 
 def test_observations_are_pruned_only_when_a_retention_is_set(
@@ -158,8 +150,7 @@ def test_a_refused_reload_is_logged_and_keeps_the_running_spec(
 
     spec = write_spec(tmp_path / "spec.yaml", [{"name": "s", "query": "up"}], step="1m")
     ctx = JobContext.create(make_settings(spec=spec))
-    scheduler = scheduler_module.build_scheduler(ctx)
-    try:
+    with _built(ctx):
         write_spec(spec, [{"name": "s", "query": "up", "splitby": ["pod"]}], step="1m")
         refused = enqueue(ctx.store.engine, job="reload", series=None)
         caplog.set_level("INFO", logger="forecaster.scheduler")
@@ -174,10 +165,6 @@ def test_a_refused_reload_is_logged_and_keeps_the_running_spec(
         scheduler_module.requests_job()
         assert get_request(ctx.store.engine, done.id).status == "done"
         assert f"reloaded {spec}: 2 series" in caplog.text
-    finally:
-        scheduler.shutdown(wait=False)
-        scheduler_module._CONTEXT.clear()
-        ctx.store.engine.dispose()
 
 
 @pytest.mark.integration
@@ -192,8 +179,7 @@ def test_a_reload_whose_query_prometheus_cannot_parse_keeps_the_running_spec(
     spec = write_spec(tmp_path / "spec.yaml", [{"name": "s", "query": "up"}], step="1m")
     with running_prometheus(tmp_path, {}) as prometheus:
         ctx = JobContext.create(make_settings(spec=spec, prometheus={"url": prometheus.url}))
-        scheduler = scheduler_module.build_scheduler(ctx)
-        try:
+        with _built(ctx):
             broken = 'sum(rate(http_requests_total{service="checkout"}[1m])'
             write_spec(spec, [{"name": "s", "query": broken}], step="1m")
             with pytest.raises(SpecError) as refused:
@@ -206,27 +192,18 @@ def test_a_reload_whose_query_prometheus_cannot_parse_keeps_the_running_spec(
             write_spec(spec, [{"name": "s", "query": fixed}], step="1m")
             scheduler_module.reload_spec()
             assert ctx.spec.series[0].query == fixed
-        finally:
-            scheduler.shutdown(wait=False)
-            scheduler_module._CONTEXT.clear()
-            ctx.store.engine.dispose()
     # a Prometheus that cannot be asked is no verdict on the query: the reload goes on
     down = make_settings(
         spec=spec,
         prometheus={"url": f"http://127.0.0.1:{free_port()}", "timeout_seconds": 2},
     )
     ctx = JobContext.create(down)
-    scheduler = scheduler_module.build_scheduler(ctx)
-    try:
+    with _built(ctx):
         write_spec(spec, [{"name": "s", "query": "up"}], step="1m")
         caplog.set_level("WARNING", logger="forecaster.sources.prometheus")
         scheduler_module.reload_spec()
         assert ctx.spec.series[0].query == "up"
         assert "could not check query 'up' against Prometheus" in caplog.text
-    finally:
-        scheduler.shutdown(wait=False)
-        scheduler_module._CONTEXT.clear()
-        ctx.store.engine.dispose()
 
 
 def test_a_scheduler_refuses_to_start_without_its_webhook_secrets(
@@ -273,13 +250,11 @@ def test_a_requested_training_names_what_was_not_promoted(
     ctx.store.engine.dispose()
 
 
-def test_a_new_member_gets_its_first_training_without_retraining_the_family(
-    tmp_path: Path, make_settings: Any, write_spec: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A pod that appeared after start had no model until the daily retrain, its publish
-    failing every minute; and a first training retrained every member of the family."""
-    from forecaster.jobs.runner import run_train
-
+def _family_of_pods(
+    tmp_path: Path, make_settings: Any, write_spec: Any, points: dict[str, int]
+) -> tuple[JobContext, datetime, dict[str, int]]:
+    """A ``split_by: [pod]`` family ``fam`` (5m steps) whose pods have ``points``
+    5-minute observations each up to now; the context, now and the pods' series ids."""
     spec = write_spec(
         tmp_path / "spec.yaml",
         [{"name": "fam", "query": "sum by (pod) (up)", "split_by": ["pod"]}],
@@ -291,19 +266,32 @@ def test_a_new_member_gets_its_first_training_without_retraining_the_family(
     ctx = JobContext.create(make_settings(spec=spec))
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     now -= timedelta(minutes=now.minute % 5)
-    for pod in ("old", "new"):
-        sid = ctx.store.ensure_series(
+    ids = {}
+    for pod, count in points.items():
+        ids[pod] = ctx.store.ensure_series(
             name=f'fam{{pod="{pod}"}}', family="fam", labels={"pod": pod},
             step_seconds=300, horizon_steps=12,
         )  # fmt: skip
         ctx.store.upsert_observations(
-            sid, [(now - i * timedelta(minutes=5), 100.0 + i % 288) for i in range(2 * 288)]
+            ids[pod], [(now - i * timedelta(minutes=5), 100.0 + i % 288) for i in range(count)]
         )
+    return ctx, now, ids
+
+
+def test_a_new_member_gets_its_first_training_without_retraining_the_family(
+    tmp_path: Path, make_settings: Any, write_spec: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pod that appeared after start had no model until the daily retrain, its publish
+    failing every minute; and a first training retrained every member of the family."""
+    from forecaster.jobs.runner import run_train
+
+    ctx, _now, _ids = _family_of_pods(
+        tmp_path, make_settings, write_spec, {"old": 2 * 288, "new": 2 * 288}
+    )
     family = ctx.select(["fam"])
     assert run_train(ctx, family, only={'fam{pod="old"}'}).ok  # trained before "new" came
     old_trainings = len(ctx.store.trainings('fam{pod="old"}'))
-    scheduler = scheduler_module.build_scheduler(ctx)
-    try:
+    with _built(ctx) as scheduler:
         scheduler.remove_job("bootstrap:fam")  # the start-up one: the test runs it by hand
         caplog.set_level("INFO", logger="forecaster.scheduler")
         scheduler_module.publish_job("fam")
@@ -321,10 +309,6 @@ def test_a_new_member_gets_its_first_training_without_retraining_the_family(
         assert ctx.store.champion('fam{pod="new"}') is not None
         assert len(ctx.store.trainings('fam{pod="old"}')) == old_trainings
         assert ctx.store.latest_forecast('fam{pod="new"}').points
-    finally:
-        scheduler.shutdown(wait=False)
-        scheduler_module._CONTEXT.clear()
-        ctx.store.engine.dispose()
 
 
 def test_a_new_member_is_trained_once_it_has_the_history_a_training_needs(
@@ -337,29 +321,9 @@ def test_a_new_member_is_trained_once_it_has_the_history_a_training_needs(
     from forecaster.jobs.runner import run_train
     from forecaster.jobs.train import MIN_POINTS
 
-    spec = write_spec(
-        tmp_path / "spec.yaml",
-        [{"name": "fam", "query": "sum by (pod) (up)", "split_by": ["pod"]}],
-        step="5m",
-        history="3d",
-        horizon="1h",
-        estimators=["seasonal_naive"],
-    )
-    ctx = JobContext.create(make_settings(spec=spec))
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    now -= timedelta(minutes=now.minute % 5)
-    ids = {}
-    for pod, points in (("old", 2 * 288), ("new", 1)):
-        ids[pod] = ctx.store.ensure_series(
-            name=f'fam{{pod="{pod}"}}', family="fam", labels={"pod": pod},
-            step_seconds=300, horizon_steps=12,
-        )  # fmt: skip
-        ctx.store.upsert_observations(
-            ids[pod], [(now - i * timedelta(minutes=5), 100.0 + i % 288) for i in range(points)]
-        )
+    ctx, now, ids = _family_of_pods(tmp_path, make_settings, write_spec, {"old": 2 * 288, "new": 1})
     assert run_train(ctx, ctx.select(["fam"]), only={'fam{pod="old"}'}).ok
-    scheduler = scheduler_module.build_scheduler(ctx)
-    try:
+    with _built(ctx) as scheduler:
         scheduler.remove_job("bootstrap:fam")
         scheduler_module.bootstrap_job("fam")  # as at a start: nothing to train yet
         scheduler_module.publish_job("fam")
@@ -374,10 +338,6 @@ def test_a_new_member_is_trained_once_it_has_the_history_a_training_needs(
         )
         scheduler_module.publish_job("fam")
         assert scheduler.get_job("bootstrap:fam") is not None  # trained at once now
-    finally:
-        scheduler.shutdown(wait=False)
-        scheduler_module._CONTEXT.clear()
-        ctx.store.engine.dispose()
 
 
 def test_a_restarted_scheduler_ingests_at_once(
@@ -389,7 +349,7 @@ def test_a_restarted_scheduler_ingests_at_once(
 
     from forecaster.jobs.runner import run_ingest
 
-    spec = _elb_spec(tmp_path, nab, write_spec)
+    spec = elb_spec(tmp_path, nab, write_spec)
     ctx = JobContext.create(make_settings(spec=spec))
     assert run_ingest(ctx, ctx.select(["elb"])).ok  # what the previous process ingested
     before = {r["id"] for r in ctx.store.last_job_runs() if r["job"] == "ingest"}
@@ -419,10 +379,9 @@ def test_a_reload_keeps_the_next_runs_of_unchanged_intervals(
 ) -> None:
     """A reload replaced every job with a fresh trigger, pushing each ingest and publish
     back by up to a whole interval; one whose interval changed is rescheduled."""
-    spec = _elb_spec(tmp_path, nab, write_spec)
+    spec = elb_spec(tmp_path, nab, write_spec)
     ctx = JobContext.create(make_settings(spec=spec))
-    scheduler = scheduler_module.build_scheduler(ctx)
-    try:
+    with _built(ctx) as scheduler:
         ingest = scheduler.get_job("ingest:elb")
         # the start: ingest at once, not one step (5 minutes) later
         assert ingest.next_run_time - datetime.now(UTC) < timedelta(seconds=5)
@@ -444,10 +403,6 @@ def test_a_reload_keeps_the_next_runs_of_unchanged_intervals(
         assert ingest.trigger.interval == timedelta(minutes=10)
         assert ingest.next_run_time != due["ingest:elb"]
         assert scheduler.get_job("publish:elb").next_run_time == due["publish:elb"]
-    finally:
-        scheduler.shutdown(wait=False)
-        ctx.store.engine.dispose()
-        scheduler_module._CONTEXT.clear()
 
 
 def test_every_ingest_runs_at_once_however_long_adding_the_jobs_takes(
@@ -463,8 +418,7 @@ def test_every_ingest_runs_at_once_however_long_adding_the_jobs_takes(
         horizon="1h",
     )
     ctx = JobContext.create(make_settings(spec=spec))
-    scheduler = scheduler_module.build_scheduler(ctx)
-    try:
+    with _built(ctx) as scheduler:
         real = scheduler.add_job
 
         def slow_add(*args: Any, **kwargs: Any) -> Any:
@@ -475,10 +429,6 @@ def test_every_ingest_runs_at_once_however_long_adding_the_jobs_takes(
         scheduler_module._add_jobs(scheduler, ctx)  # as at a start
         due = [scheduler.get_job(f"ingest:s{i}").next_run_time for i in range(3)]
         assert max(due) - datetime.now(UTC) < timedelta(seconds=5), due
-    finally:
-        scheduler.shutdown(wait=False)
-        scheduler_module._CONTEXT.clear()
-        ctx.store.engine.dispose()
 
 
 def test_the_bootstrap_waits_for_a_running_ingest_instead_of_repeating_it(
@@ -490,10 +440,9 @@ def test_the_bootstrap_waits_for_a_running_ingest_instead_of_repeating_it(
 
     from forecaster.jobs.runner import run_ingest
 
-    spec = _elb_spec(tmp_path, nab, write_spec)
+    spec = elb_spec(tmp_path, nab, write_spec)
     ctx = JobContext.create(make_settings(spec=spec))
-    scheduler = scheduler_module.build_scheduler(ctx)  # paused: nothing runs by itself
-    try:
+    with _built(ctx):  # paused: nothing runs by itself
         with scheduler_module._ingest_lock("elb"):  # the scheduled ingest is running
             bootstrap = threading.Thread(target=scheduler_module.bootstrap_job, args=("elb",))
             bootstrap.start()
@@ -505,10 +454,6 @@ def test_the_bootstrap_waits_for_a_running_ingest_instead_of_repeating_it(
         jobs = [r["job"] for r in ctx.store.last_job_runs()]
         assert jobs.count("ingest") == 1  # the bootstrap did not ingest again
         assert "train" in jobs and "publish" in jobs
-    finally:
-        scheduler.shutdown(wait=False)
-        ctx.store.engine.dispose()
-        scheduler_module._CONTEXT.clear()
 
 
 def test_a_publish_interval_the_staleness_bound_cannot_cover_is_warned_about(

@@ -32,6 +32,17 @@ def _run(app: typer.Typer, *args: str) -> object:
     return CliRunner().invoke(app, ["backtest", *map(str, args)])
 
 
+def _outputs(app: typer.Typer, inputs: list[Path], *args: str) -> list[pd.DataFrame]:
+    """The backtest CSV of each of ``inputs`` (written beside it) with ``args``."""
+    frames = []
+    for csv in inputs:
+        out = csv.with_suffix(".out.csv")
+        result = _run(app, csv, *args, "--output", out)
+        assert result.exit_code == 0, result.output
+        frames.append(pd.read_csv(out))
+    return frames
+
+
 def test_writes_contract_csv_and_summary(app, tmp_path):
     out = tmp_path / "out.csv"
     plot = tmp_path / "out.png"
@@ -281,13 +292,8 @@ def test_a_few_seconds_of_jitter_keep_every_row(app, tmp_path):
     source.assign(timestamp=stamps + pd.to_timedelta(jitter, unit="s")).to_csv(
         jittered, index=False
     )
-    frames = []
-    for csv in (clean, jittered):
-        out = tmp_path / f"{csv.stem}.out.csv"
-        args = ("--model", "seasonal_naive", "--horizon", "12", "--origins", "4")
-        result = _run(app, csv, *args, "--output", out)
-        assert result.exit_code == 0, result.output
-        frames.append(pd.read_csv(out))
+    args = ("--model", "seasonal_naive", "--horizon", "12", "--origins", "4")
+    frames = _outputs(app, [clean, jittered], *args)
     pd.testing.assert_frame_equal(frames[0], frames[1])
 
 
@@ -301,13 +307,8 @@ def test_rows_without_a_value_at_the_end_stay_on_the_grid(app, tmp_path):
     source.assign(value=source["value"].where(source.index < len(source) - 2)).to_csv(
         blanked, index=False
     )
-    origins = []
-    for csv in (full, blanked):
-        out = tmp_path / f"{csv.stem}.out.csv"
-        args = ("--model", "seasonal_naive", "--horizon", "12", "--origins", "2")
-        result = _run(app, csv, *args, "--output", out)
-        assert result.exit_code == 0, result.output
-        origins.append(sorted(set(pd.read_csv(out)["origin"])))
+    args = ("--model", "seasonal_naive", "--horizon", "12", "--origins", "2")
+    origins = [sorted(set(f["origin"])) for f in _outputs(app, [full, blanked], *args)]
     assert origins[0] == origins[1]
 
 

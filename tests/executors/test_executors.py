@@ -10,6 +10,7 @@ import pytest
 from forecaster.executors import DaskExecutor, ProcessExecutor, SerialExecutor
 from forecaster.jobs.train import FitOutcome, FitTask, fit_history
 from forecaster.timeseries import read_series_csv, to_grid
+from tests.support.specs import elb_spec
 
 
 def _tasks(nab: Path) -> list[FitTask]:
@@ -124,13 +125,7 @@ def test_train_without_n_jobs_fits_with_the_threads_per_fit_setting(
     import forecaster.jobs.train
     from forecaster.cli import app
 
-    spec = write_spec(
-        tmp_path / "spec.yaml",
-        [{"name": "elb", "file": str(nab / "realAWSCloudwatch/elb_request_count_8c0756.csv")}],
-        history="3d",
-        horizon="1h",
-        estimators=["seasonal_naive"],
-    )
+    spec = elb_spec(tmp_path, nab, write_spec)
     settings = make_settings(spec=spec)
     seen: list[int] = []
     real = forecaster.jobs.train.prepare_fit
@@ -166,13 +161,7 @@ def test_an_unreachable_dask_scheduler_fails_each_training_with_a_clear_error(
     from forecaster.jobs.runner import run_ingest, run_train
     from tests.support.promserver import free_port
 
-    spec = write_spec(
-        tmp_path / "spec.yaml",
-        [{"name": "elb", "file": str(nab / "realAWSCloudwatch/elb_request_count_8c0756.csv")}],
-        history="3d",
-        horizon="1h",
-        estimators=["seasonal_naive"],
-    )
+    spec = elb_spec(tmp_path, nab, write_spec)
     address = f"tcp://127.0.0.1:{free_port()}"
     ctx = JobContext.create(make_settings(spec=spec, training={"dask_address": address}))
     try:
