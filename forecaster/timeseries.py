@@ -579,8 +579,8 @@ def to_grid(
     is the mean of ``[t, t + step)``.
 
     With ``anchor="input"`` (files read by the commands) the grid keeps the phase
-    of the input's own timestamps (:func:`grid_phase`: NAB's tweet counts sit at 53
-    s past each 5 minutes), each point the mean of the rows within half a step of
+    of the input's own timestamps (:func:`grid_phase`: NAB's tweet counts sit 2 min
+    53 s past each 5-minute mark), each point the mean of the rows within half a step of
     it, so an output joins back onto the input's timestamps and a few seconds of
     jitter land every row on its own point. Input finer than ``step`` (no single
     phase) is binned as with ``"epoch"``.

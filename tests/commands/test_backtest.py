@@ -261,7 +261,7 @@ AAPL = NAB / "realTweets" / "Twitter_volume_AAPL.csv"
 
 def test_origins_and_ds_are_on_the_inputs_own_grid(app, tmp_path):
     """The contract: ``origin`` and ``ds`` are on the input's grid. The grid was
-    anchored at the epoch, so on the tweet counts (53 s past every 5 minutes) not
+    anchored at the epoch, so on the tweet counts (2 min 53 s past each 5-minute mark) not
     one ``ds`` was an input timestamp and a join on ``ds`` found nothing."""
     out = tmp_path / "out.csv"
     result = _run(
