@@ -210,6 +210,24 @@ def _check_range(text: pd.Series, seconds: FloatArray, line: Sequence[int], wher
         )
 
 
+def _tidy_csv_text(text: str, where: str) -> str:
+    """The text of a CSV file as pandas should read it: ``#`` comment lines before the
+    header blanked (line numbers kept) and trailing commas dropped (a comma at the end
+    of every row made pandas take the timestamps for an index and the values for
+    timestamps). Rows still longer than the header are refused by the reader.
+
+    Raises:
+        InputDataError: The file is JSON, not CSV.
+    """
+    if _looks_like_json(text):
+        raise InputDataError(
+            f"{where}: looks like JSON, not CSV; expected a header row such as "
+            "'timestamp,value' and one row per observation"
+        )
+    text = _blank_leading_comments(text)
+    return re.sub(r",+[ \t]*(\r?)$", r"\1", text, flags=re.MULTILINE)
+
+
 def _looks_like_json(text: str) -> bool:
     """Whether ``text`` is a JSON document (an object or an array of them), not a CSV
     whose header happens to start with ``[`` (``[time],value``)."""
@@ -334,18 +352,9 @@ def read_series_csv(
         text = read_utf8(csv_path, encoding="utf-8-sig")
     except ValueError as exc:
         raise InputDataError(f"{where}: {exc}; save the file as UTF-8") from None
-    if _looks_like_json(text):
-        raise InputDataError(
-            f"{where}: looks like JSON, not CSV; expected a header row such as "
-            "'timestamp,value' and one row per observation"
-        )
-    text = _blank_leading_comments(text)
-    # a trailing comma on each row made pandas take the timestamps for an index and the
-    # values for timestamps: trailing commas are dropped, and rows still longer than
-    # the header are refused (index_col=False would drop their last fields silently)
-    text = re.sub(r",+[ \t]*(\r?)$", r"\1", text, flags=re.MULTILINE)
+    text = _tidy_csv_text(text, where)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # index_col=False drops a longer row's last fields
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(
                 io.StringIO(text), dtype=str, keep_default_na=False, index_col=False
