@@ -54,7 +54,10 @@ class ScalingPolicy:
         scale_down_window_seconds: Scale down only to the highest recommendation of
             this trailing window (HPA-style stabilisation); 0 disables it.
         scale_down_max_fraction: At most this fraction of the current replicas (and
-            at least one replica) is removed per decision.
+            at least one replica) is removed per step.
+        scale_down_step_seconds: At most one scale-down step per this many seconds
+            (KEDA asks on its polling loop and again each time the HPA reads the
+            metric: stepping per call removed replicas several times faster).
         error_headroom: Stateful planner only: add this many times the mean absolute
             error of the recent lead-time forecasts to the forecast peak (0 = off).
         error_window: How many recent forecast errors that mean is taken over.
@@ -65,6 +68,7 @@ class ScalingPolicy:
     max_replicas: int | None = None
     scale_down_window_seconds: float = 300.0
     scale_down_max_fraction: float = 0.25
+    scale_down_step_seconds: float = 30.0
     error_headroom: float = 0.0
     error_window: int = 96
 
@@ -96,6 +100,9 @@ class ScalingPolicy:
         fraction = self.scale_down_max_fraction
         if not (0 < fraction <= 1):
             raise InputDataError(f"scale_down_max_fraction must be in (0, 1], got {fraction!r}")
+        every = self.scale_down_step_seconds
+        if not (math.isfinite(every) and every >= 0):
+            raise InputDataError(f"scale_down_step_seconds must be >= 0, got {every!r}")
         headroom = self.error_headroom
         if not (math.isfinite(headroom) and 0 <= headroom <= MAX_ERROR_HEADROOM):
             raise InputDataError(
@@ -348,6 +355,7 @@ class ReplicaPlanner:
         self.errors = ForecastErrors(policy.error_window)
         self._recent: deque[tuple[float, int]] = deque()
         self._last_now: float | None = None
+        self._last_step_at: float | None = None  # when replicas last went down
 
     def expect(self, at: float, median: float) -> None:
         """Remember the median forecast for time ``at`` (the end of the lead window)."""
@@ -405,7 +413,15 @@ class ReplicaPlanner:
             stabilised = max(r for _, r in self._recent)
             step = max(1, math.ceil(current * self.policy.scale_down_max_fraction))
             replicas = min(current, max(stabilised, current - step))
-            if replicas == current:
+            every = self.policy.scale_down_step_seconds
+            since = None if self._last_step_at is None else now - self._last_step_at
+            if replicas < current and since is not None and since < every - 1e-6:
+                replicas = current
+                reason = (
+                    f"{target.reason}; holding {current}: the last scale-down step was "
+                    f"{since:g}s ago (at most one per {every:g}s)"
+                )
+            elif replicas == current:
                 reason = (
                     f"{target.reason}; holding {current}: a recommendation of {stabilised} "
                     f"within the {window:g}s scale-down stabilisation window"
@@ -417,6 +433,8 @@ class ReplicaPlanner:
                 )
             else:
                 reason = f"{target.reason}; scaling down from {current}"
+        if current is not None and replicas < current:
+            self._last_step_at = now
         self.current = replicas
         return Decision(
             load=target.load,

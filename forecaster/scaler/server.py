@@ -19,8 +19,9 @@ KEDA sends the trigger's ``metadata`` with every call. Keys:
 ``minReplicas`` / ``maxReplicas`` (optional)
     Clamps applied to the planned replicas (use them in addition to the
     ScaledObject's own ``minReplicaCount`` / ``maxReplicaCount``).
-``scaleDownWindow`` (default ``5m``)
-    Scale-down stabilisation of the planner (scale-up is immediate).
+``scaleDownWindow`` (default ``5m``; ``0s`` for none)
+    Scale-down stabilisation of the planner (scale-up is immediate); then at most
+    25% of the replicas go per 30 s, however often KEDA and the HPA ask.
 ``errorHeadroom`` (default ``0``, off; at most ``100``)
     Add this many times the mean absolute error of the workload's recent lead-time
     forecasts (the median forecast for the end of the lead window against the load
@@ -30,6 +31,11 @@ KEDA sends the trigger's ``metadata`` with every call. Keys:
 ``activationThreshold`` (optional, opt-in scale-to-zero)
     Without it ``IsActive`` is always true. With it, ``IsActive`` is true only
     while the provisioned load exceeds the threshold.
+
+Any key may come as ``<key>FromEnv`` (KEDA sends the environment's value under that
+name); a key that is neither ours nor KEDA's own is refused. ``targetPerReplica``
+must be a multiple of 0.001, the resolution KEDA hands targets to the HPA with. Each
+trigger (ScaledObject and metadata) has its own stateful planner.
 
 Fail-safe: invalid metadata is INVALID_ARGUMENT, an unknown series NOT_FOUND, a
 series without a forecast FAILED_PRECONDITION, a stale forecast or a store outage
@@ -162,26 +168,77 @@ METADATA_KEYS = (
 )
 
 
-def _check_spelling(metadata: Mapping[str, str]) -> None:
-    """Refuse a key that is a misspelling of one of :data:`METADATA_KEYS`.
+#: Keys of KEDA's own in an external trigger's metadata (its connection settings,
+#: ``tlsCertFile`` from KEDA before 2.9).
+KEDA_KEYS = (
+    "scalerAddress",
+    "enableTLS",
+    "unsafeSsl",
+    "caCert",
+    "tlsClientCert",
+    "tlsClientKey",
+    "tlsCertFile",
+)
 
-    The whole trigger metadata arrives here, KEDA's own keys included, so keys that
-    are nothing like ours pass; but ``leadtime`` or ``lead_time`` for ``leadTime``
-    was ignored and the 5-minute default planned for.
+
+def _resolve_from_env(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The metadata with ``<key>FromEnv`` read as ``<key>``.
+
+    KEDA resolves a ``FromEnv`` key's value from the workload's environment but sends
+    it under the ``FromEnv`` name (``leadTimeFromEnv: 1h``): it was ignored and the
+    default planned for (``maxReplicasFromEnv`` clamped nothing).
+
+    Raises:
+        InputDataError: A key given both ways.
+    """
+    out = dict(metadata)
+    for key in [k for k in metadata if k.endswith("FromEnv")]:
+        stem = key.removesuffix("FromEnv")
+        if stem not in METADATA_KEYS:
+            continue
+        if stem in metadata:
+            raise InputDataError(f"metadata sets both {stem!r} and {key!r}; keep one")
+        out[stem] = out.pop(key)
+    return out
+
+
+def _check_keys(metadata: Mapping[str, str]) -> None:
+    """Refuse a key this scaler does not read (KEDA's own keys pass).
+
+    ``leadtime`` or ``lead_time`` for ``leadTime`` was ignored and the 5-minute
+    default planned for; so were ``lead``, ``minReplicaCount`` and every other key
+    not close enough to ours to be caught as a misspelling.
     """
     for key in metadata:
-        if key in METADATA_KEYS:
+        if key in METADATA_KEYS or key in KEDA_KEYS:
             continue
-        near = nearest_name(key, METADATA_KEYS, cutoff=0.85)
-        if near:
-            raise InputDataError(
-                f"metadata key {key!r} is not one this scaler reads; did you mean "
-                f"{near!r}? (keys are case-sensitive)"
-            )
+        near = nearest_name(key, METADATA_KEYS, cutoff=0.6)
+        hint = f"did you mean {near!r}? " if near else ""
+        raise InputDataError(
+            f"metadata key {key!r} is not one this scaler reads; {hint}it reads "
+            f"{', '.join(METADATA_KEYS)} (case-sensitive; <key>FromEnv too)"
+        )
+
+
+#: KEDA sends targets to the HPA in thousandths: a finer target is rounded there.
+TARGET_RESOLUTION = 0.001
+
+
+def _check_target(target: float, raw: str) -> None:
+    """Refuse a target KEDA cannot pass on as it is: it sends the HPA thousandths, so
+    0.0004 became a target of 0 (the HPA refused it, and no fallback applied) and
+    0.0015 one of 0.001 or 0.002 (1.5x or 0.75x the planned replicas)."""
+    milli = round(target / TARGET_RESOLUTION)
+    if milli < 1 or abs(milli * TARGET_RESOLUTION - target) > 0.001 * target:
+        raise InputDataError(
+            f"metadata targetPerReplica={raw!r} is finer than the 0.001 KEDA passes to the "
+            "HPA; use a multiple of 0.001 (or scale the series to a smaller unit)"
+        )
 
 
 def _parse(metadata: Mapping[str, str]) -> TriggerMetadata:
-    _check_spelling(metadata)
+    metadata = _resolve_from_env(metadata)
+    _check_keys(metadata)
     series = (metadata.get("series") or "").strip()
     if not series:
         raise InputDataError("metadata 'series' is required (the series name to scale on)")
@@ -194,6 +251,7 @@ def _parse(metadata: Mapping[str, str]) -> TriggerMetadata:
         raise InputDataError(
             f"metadata targetPerReplica={metadata['targetPerReplica']!r} must be > 0"
         )
+    _check_target(target, metadata["targetPerReplica"])
     lead_text = (metadata.get("leadTime") or "").strip() or DEFAULT_LEAD_TIME
     try:
         lead = parse_duration(lead_text, what="metadata leadTime")
@@ -206,7 +264,7 @@ def _parse(metadata: Mapping[str, str]) -> TriggerMetadata:
         raise InputDataError(f"metadata quantile={metadata['quantile']!r} must be in (0, 1)")
     window_text = (metadata.get("scaleDownWindow") or "").strip() or "5m"
     try:
-        window = parse_duration(window_text, what="metadata scaleDownWindow")
+        window = parse_duration(window_text, what="metadata scaleDownWindow", allow_zero=True)
     except ValueError as exc:
         raise InputDataError(str(exc)) from None
     headroom = _number(metadata, "errorHeadroom")
@@ -286,7 +344,13 @@ class ExternalScalerServicer:
         now = self.clock()
         planner = None
         if stateful:
-            key = (ref.namespace, ref.name, meta.query.series)
+            # per trigger: two triggers on one series in one ScaledObject (different
+            # lead times) replaced each other's planner, skipping the scale-down window
+            key = (
+                ref.namespace,
+                ref.name,
+                *sorted(f"{k}={v}" for k, v in ref.scalerMetadata.items()),
+            )
             planner = self.planners.get(key, meta.query.policy, now)
         result = answer(
             self.view,

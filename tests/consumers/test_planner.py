@@ -84,6 +84,7 @@ def test_value_is_never_zero() -> None:
         ({"target_per_replica": 1e300, "min_replicas": 2**30}, "min_replicas x target"),
         ({"target_per_replica": 1, "scale_down_max_fraction": 0}, "scale_down_max_fraction"),
         ({"target_per_replica": 1, "scale_down_window_seconds": -1}, "window"),
+        ({"target_per_replica": 1, "scale_down_step_seconds": math.inf}, "scale_down_step"),
     ],
 )
 def test_policy_validation(kwargs: dict[str, float], needle: str) -> None:
@@ -122,6 +123,24 @@ def test_scale_up_is_immediate_scale_down_waits_then_steps() -> None:
     steps = [planner.decide(361 + 60 * i, forecast_peak=50).replicas for i in range(1, 6)]
     assert steps == [22, 16, 12, 9, 6]  # 25% of the current replicas per decision
     assert planner.decide(2000, forecast_peak=50).replicas == 5
+
+
+def test_scale_down_steps_at_most_once_per_step_interval() -> None:
+    """KEDA asks on its polling loop and again each time the HPA reads the metric:
+    stepping on every call took 275 replicas to 53 within a millisecond."""
+    policy = ScalingPolicy(target_per_replica=1, scale_down_window_seconds=1)
+    planner = ReplicaPlanner(policy)
+    assert planner.decide(0, forecast_peak=275).replicas == 275
+    calls = [planner.decide(2 + i / 1000, forecast_peak=50) for i in range(6)]
+    assert [c.replicas for c in calls] == [206] * 6
+    assert "the last scale-down step was" in calls[1].reason
+    assert "at most one per 30s" in calls[1].reason
+    assert planner.decide(32, forecast_peak=50).replicas == 154  # 30 s later: the next step
+    every_call = ReplicaPlanner(
+        ScalingPolicy(target_per_replica=1, scale_down_window_seconds=1, scale_down_step_seconds=0)
+    )
+    every_call.decide(0, forecast_peak=275)
+    assert [every_call.decide(2, forecast_peak=50).replicas for _ in range(3)] == [206, 154, 115]
 
 
 def test_planner_rejects_time_going_backwards() -> None:

@@ -146,13 +146,16 @@ def test_replica_clamps_shape_the_metric(stub: Any) -> None:
     assert metrics(stub, ref(name="b", maxReplicas="2")) == pytest.approx(100.0)
 
 
-def test_scale_down_is_stabilised_per_scaled_object(stub: Any) -> None:
+def test_scale_down_is_stabilised_per_trigger(stub: Any) -> None:
+    """Each trigger has its own planner: a second trigger on the same series in the
+    same ScaledObject (a shorter lead) replaced the first one's planner, and the first
+    then dropped from 30 to 20 replicas at once, skipping its scale-down window."""
     high = metrics(stub, ref(name="w", leadTime="1h", quantile="0.5"))
-    # the same ScaledObject now asks for a shorter lead: the plan holds its replicas
-    held = metrics(stub, ref(name="w", leadTime="5m", quantile="0.5"))
-    assert held == pytest.approx(math.ceil(high / 50) * 50)
-    # a different ScaledObject with the short lead gets the lower value at once
-    assert metrics(stub, ref(name="fresh", leadTime="5m", quantile="0.5")) < held
+    short = metrics(stub, ref(name="w", leadTime="5m", quantile="0.5"))
+    assert short < high  # the other trigger plans for its own lead
+    assert metrics(stub, ref(name="w", leadTime="1h", quantile="0.5")) == pytest.approx(high)
+    # a different ScaledObject with the short lead gets the lower value too
+    assert metrics(stub, ref(name="fresh", leadTime="5m", quantile="0.5")) == pytest.approx(short)
 
 
 def test_is_active_and_stream(stub: Any) -> None:
@@ -209,10 +212,18 @@ def test_extreme_targets_answer_within_the_wire_types(stub: Any) -> None:
     (spec,) = stub.GetMetricSpec(ref(targetPerReplica="1e19"), timeout=5).metricSpecs
     assert spec.targetSizeFloat == 1e19 and spec.targetSize == 2**63 - 1
     assert metrics(stub, ref(targetPerReplica="1e19")) > 0
-    for tiny in ("1e-320", "5e-324"):
-        assert stub.GetMetricSpec(ref(targetPerReplica=tiny), timeout=5).metricSpecs
-        assert metrics(stub, ref(name=f"tiny-{tiny}", targetPerReplica=tiny)) > 0
-        assert stub.IsActive(ref(targetPerReplica=tiny), timeout=5).result is True
+    (spec,) = stub.GetMetricSpec(ref(targetPerReplica="0.001"), timeout=5).metricSpecs
+    assert spec.targetSizeFloat == 0.001
+    assert metrics(stub, ref(name="finest", targetPerReplica="0.001")) > 0
+
+
+@pytest.mark.parametrize("target", ["1e-320", "5e-324", "0.0004", "0.0015"])
+def test_targets_finer_than_kedas_thousandths_are_refused(stub: Any, target: str) -> None:
+    """KEDA passes the target to the HPA in thousandths: 0.0004 became 0 (the HPA
+    refused it and no fallback applied), 0.0015 became 0.001 or 0.002."""
+    error = error_of(stub.GetMetricSpec, ref(targetPerReplica=target))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "finer than the 0.001 KEDA passes to the HPA" in error.details()
 
 
 def test_blank_durations_take_their_defaults() -> None:
@@ -387,3 +398,38 @@ def test_error_headroom_metadata_plans_like_the_plain_planner_until_errors_are_k
 ) -> None:
     # the seeded observation predates every forecast point, so no error is known yet
     assert metrics(stub, ref(name="plain")) == metrics(stub, ref(name="hr", errorHeadroom="2"))
+
+
+def test_keys_resolved_from_the_environment_are_read() -> None:
+    """KEDA sends a <key>FromEnv key under that name with the environment's value:
+    leadTimeFromEnv and maxReplicasFromEnv were ignored (the defaults planned for)."""
+    meta = parse_metadata(
+        {
+            "seriesFromEnv": "rps",
+            "targetPerReplicaFromEnv": "10",
+            "leadTimeFromEnv": "1h",
+            "maxReplicasFromEnv": "3",
+            "activationThresholdFromEnv": "5",
+        }
+    )
+    assert meta.query.series == "rps" and meta.query.policy.target_per_replica == 10
+    assert meta.query.lead_seconds == 3600 and meta.query.policy.max_replicas == 3
+    assert meta.activation_threshold == 5
+    with pytest.raises(InputDataError, match="sets both 'leadTime' and 'leadTimeFromEnv'"):
+        parse_metadata(
+            {"series": "a", "targetPerReplica": "1", "leadTime": "5m", "leadTimeFromEnv": "1h"}
+        )
+
+
+@pytest.mark.parametrize(
+    "key", ["lead", "leadTimeSeconds", "minReplicaCount", "activationTargetValue"]
+)
+def test_keys_this_scaler_does_not_read_are_refused(key: str) -> None:
+    """Only near misspellings were caught: these passed and the defaults were used."""
+    with pytest.raises(InputDataError, match=f"metadata key '{key}' is not one this scaler reads"):
+        parse_metadata({"series": "a", "targetPerReplica": "1", key: "1"})
+
+
+def test_a_zero_scale_down_window_turns_the_window_off() -> None:
+    meta = parse_metadata({"series": "a", "targetPerReplica": "1", "scaleDownWindow": "0s"})
+    assert meta.query.policy.scale_down_window_seconds == 0
