@@ -53,6 +53,8 @@ _RUNNING_LOCK = threading.Lock()
 SHUTDOWN_GRACE_SECONDS = 15.0
 #: How often the scheduler checks that it still holds the one-per-store lock.
 LOCK_CHECK_SECONDS = 5.0
+#: How soon a scheduling round that failed (the store locked or away) is tried again.
+RETRY_SECONDS = 5.0
 
 
 def _job(func: Callable[..., None]) -> Callable[..., None]:
@@ -395,7 +397,14 @@ def build_scheduler(ctx: JobContext) -> Any:
             # into pools already shut down ("cannot schedule new futures")
             if self.state == STATE_STOPPED:
                 return None
-            return cast("float | None", super()._process_jobs())
+            try:
+                return cast("float | None", super()._process_jobs())
+            except Exception:
+                # a store locked past its busy timeout, or a job removed under it: the
+                # exception ended APScheduler's thread for good while the process kept
+                # the lock and ran nothing again; try again shortly instead
+                log.exception("scheduling round failed; retrying in %.0fs", RETRY_SECONDS)
+                return RETRY_SECONDS
 
     scheduler = Scheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=ctx.store.engine)},
@@ -546,7 +555,7 @@ def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> No
     if main:
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-    lost = False
+    lost = dead = False
     with scheduler_lock(ctx.store.engine, stop) as held:
         if not held:
             return
@@ -564,15 +573,33 @@ def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> No
                         "another scheduler may have taken over): stopping"
                     )
                     break
+                if not _scheduling_alive(scheduler):
+                    dead = True
+                    log.error(
+                        "the scheduling thread died: stopping (exit status 1) so that the "
+                        "lock is released and a restart or a waiting scheduler takes over"
+                    )
+                    break
         finally:
             _STOPPING.set()
             scheduler.shutdown(wait=False)
-            _wait_for_running(exit_after=main, code=1 if lost else 0)
-    if lost:
+            _wait_for_running(exit_after=main, code=1 if lost or dead else 0)
+    if lost or dead:
         from forecaster.errors import StoreError
         from forecaster.store.db import LOST_LOCK
 
-        raise StoreError(LOST_LOCK)
+        raise StoreError(
+            LOST_LOCK
+            if lost
+            else "the scheduler's scheduling thread died (see the log above) and it "
+            "stopped; start it again"
+        )
+
+
+def _scheduling_alive(scheduler: Any) -> bool:
+    """Whether APScheduler's own thread still runs (it ran no job again once dead)."""
+    thread = getattr(scheduler, "_thread", None)
+    return thread is None or thread.is_alive()
 
 
 def _fail_interrupted_requests(ctx: JobContext) -> None:

@@ -476,3 +476,63 @@ def test_a_publish_interval_the_staleness_bound_cannot_cover_is_warned_about(
     assert warning is not None and warning.startswith("slow: published every 5m (at most)")
     assert "set it to at least 600" in warning
     assert scheduler_module.warn_publish_slower_than_staleness(spec, 600) is None
+
+
+def test_a_failed_scheduling_round_is_retried_not_the_end_of_scheduling(
+    tmp_path: Path, write_spec: Any, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store locked past its busy timeout raised out of APScheduler's loop: its
+    thread died, the process kept the lock and never ran a job again."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    spec = write_spec(tmp_path / "spec.yaml", [{"name": "s", "query": "up"}], step="1m")
+    ctx = JobContext.create(make_settings(spec=spec))
+    calls = []
+    real = BackgroundScheduler._process_jobs
+
+    def flaky(self: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database is locked")
+        return real(self)
+
+    monkeypatch.setattr(BackgroundScheduler, "_process_jobs", flaky)
+    monkeypatch.setattr(scheduler_module, "RETRY_SECONDS", 0.2)
+    with _built(ctx) as scheduler:
+        scheduler.resume()
+        deadline = time.monotonic() + 10
+        while len(calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(calls) >= 2  # tried again
+        assert scheduler_module._scheduling_alive(scheduler)
+
+
+def test_a_scheduler_whose_scheduling_thread_died_stops_with_an_error(
+    tmp_path: Path, write_spec: Any, make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It stayed up holding the lock, so a waiting scheduler never took over."""
+    import threading
+
+    from forecaster.errors import StoreError
+
+    spec = write_spec(tmp_path / "spec.yaml", [{"name": "s", "query": "up"}], step="1m")
+    ctx = JobContext.create(make_settings(spec=spec))
+    monkeypatch.setattr(scheduler_module, "LOCK_CHECK_SECONDS", 0.2)
+    monkeypatch.setattr(scheduler_module, "_scheduling_alive", lambda _scheduler: False)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            scheduler_module.run_scheduler(ctx, stop=threading.Event())
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            failure.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=60)
+    scheduler_module._CONTEXT.clear()
+    scheduler_module._STOPPING.clear()
+    ctx.store.engine.dispose()
+    assert not thread.is_alive()
+    assert len(failure) == 1 and isinstance(failure[0], StoreError)
+    assert "scheduling thread died" in str(failure[0])
