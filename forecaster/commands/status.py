@@ -118,6 +118,14 @@ def collect(
                 state, problem = "retired", "silent for longer than retire_after"
             elif failing is not None:
                 state, problem = f"{failing.job} failing", _first_line(failing.detail)
+            elif made is not None and now - made[0] > bound:
+                # before "no new data": with the scheduler down nothing is ingested
+                # either, and the source was blamed
+                state = "stale"
+                problem = (
+                    f"the forecast is older than the {format_duration(bound)} staleness bound: "
+                    "is the scheduler running?"
+                )
             elif seen is not None and (now - seen).total_seconds() > silent_after:
                 # forecasts were republished from the old data and looked "ok" for a
                 # whole horizon (24 h by default) after an exporter died
@@ -130,12 +138,6 @@ def collect(
                 state, problem = "no champion", _untrained_problem(ctx, name)
             elif made is None:
                 state, problem = "no forecast", "nothing published yet (forecaster publish)"
-            elif now - made[0] > bound:
-                state = "stale"
-                problem = (
-                    f"the forecast is older than the {format_duration(bound)} staleness bound: "
-                    "is the scheduler running?"
-                )
             else:
                 state, problem = "ok", ""
             out.append(

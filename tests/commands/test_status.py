@@ -225,5 +225,9 @@ def test_a_scaled_down_pod_is_not_a_silent_source(
             _forecast(ctx.store, name, later - timedelta(seconds=30))
         states = {row.series: row.state for row in collect(ctx, ctx.select(None), later)}
         assert set(states.values()) == {"no new data"}
+        # the scheduler itself down: nothing ingested nor published; it blamed the source
+        rows = collect(ctx, ctx.select(None), later + timedelta(hours=1))
+        assert {row.state for row in rows} == {"stale"}
+        assert "is the scheduler running?" in rows[0].problem
     finally:
         ctx.store.engine.dispose()
