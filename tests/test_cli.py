@@ -92,6 +92,14 @@ def test_ingest_train_publish_from_the_command_line(
     assert mismatched.returncode == 1
     assert "forecasts in steps of 5m, but the spec's step is 10m" in mismatched.stderr
     assert "forecaster train lat" in mismatched.stderr
+    # doing what it says works: the unusable champion does not keep a baseline retrain
+    # out (it did: "does not beat the baseline", and the series was never published again)
+    retrained = _run(["train", "lat"], env, tmp_path)
+    assert retrained.returncode == 0, retrained.stderr
+    assert "(champion;" in retrained.stdout
+    republished = _run(["publish"], env, tmp_path)
+    assert republished.returncode == 0, republished.stderr
+    assert "published lat: 6 steps" in republished.stdout
 
 
 def test_bad_spec_and_unknown_series_are_clear_errors(tmp_path: Path, write_spec: Any) -> None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from forecaster.jobs.context import JobContext
     from forecaster.specs import SeriesSpec
+    from forecaster.store.repository import Champion
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,15 @@ def prepare_fit(
     )
 
 
+def _champion_step(champion: Champion) -> float | None:
+    """The step (seconds) the champion's model forecasts in, if its stored model says."""
+    try:
+        step = json.loads(champion.artifact or "")["state"]["step_seconds"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return float(step) if isinstance(step, int | float) else None
+
+
 def record_fit(
     ctx: JobContext,
     *,
@@ -160,6 +170,11 @@ def record_fit(
     chosen_mase = float(scores.get(chosen, {}).get(GATE_METRIC, float("nan")))
     baseline_mase = float(scores.get(BASELINE, {}).get(GATE_METRIC, float("nan")))
     current = ctx.store.champion(name)
+    if current is not None and _champion_step(current) not in (None, spec.step.total_seconds()):
+        # trained before the spec's step changed, it cannot be published; as the
+        # incumbent it kept a baseline retrain from replacing it, for good
+        log.info("the champion of %s forecasts on another step; any candidate replaces it", name)
+        current = None
     champion_mase: float | None = None
     if current is not None:
         champion_mase = scores.get(current.estimator, {}).get(GATE_METRIC, current.mase)
