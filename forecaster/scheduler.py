@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     from forecaster.jobs.context import JobContext
     from forecaster.specs import PipelineSpec, SeriesSpec
+    from forecaster.store.db import SchedulerLock
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ _QUIET_POLL = _QuietRequestPoll()
 
 #: Set when the process is stopping: runs still queued in the pools are dropped.
 _STOPPING = threading.Event()
+#: Set when a job found the scheduler lock no longer ours: the scheduler stops (exit 1).
+_LOCK_LOST = threading.Event()
+#: The lock this process holds while it schedules (``"held"``), asked before each job.
+_LOCK: dict[str, SchedulerLock] = {}
 _RUNNING: set[str] = set()
 _RUNNING_LOCK = threading.Lock()
 #: Seconds running jobs get to finish after SIGTERM/SIGINT before the process exits
@@ -63,9 +68,15 @@ def _job(func: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(func)
     def run(*args: Any) -> None:
-        if _STOPPING.is_set():
+        if _STOPPING.is_set() or _LOCK_LOST.is_set():
             return
         name = f"{func.__name__}{list(args) if args else ''}"
+        held = _LOCK.get("held")
+        if held is not None and not held.verified():
+            # another scheduler may have the lock (and these jobs) since the last check
+            log.error("the scheduler lock is no longer ours: %s not run; stopping", name)
+            _LOCK_LOST.set()
+            return
         with _RUNNING_LOCK:
             _RUNNING.add(name)
         try:
@@ -559,6 +570,8 @@ def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> No
     with scheduler_lock(ctx.store.engine, stop) as held:
         if not held:
             return
+        _LOCK["held"] = held
+        _LOCK_LOST.clear()
         _fail_interrupted_requests(ctx)
         scheduler = build_scheduler(ctx)
         scheduler.resume()
@@ -566,7 +579,7 @@ def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> No
             log.info("scheduled %s, next run %s", job.id, job.next_run_time)
         try:
             while not stop.wait(LOCK_CHECK_SECONDS):  # returns at once on a signal
-                if not held.still_held():
+                if _LOCK_LOST.is_set() or not held.still_held():
                     lost = True
                     log.error(
                         "lost the scheduler lock (its database connection dropped; "
@@ -582,6 +595,7 @@ def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> No
                     break
         finally:
             _STOPPING.set()
+            _LOCK.clear()
             scheduler.shutdown(wait=False)
             _wait_for_running(exit_after=main, code=1 if lost or dead else 0)
     if lost or dead:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from forecaster.errors import StoreError
@@ -145,6 +145,8 @@ class SchedulerLock:
     held: bool
     #: Whether the lock is still held; False once its PostgreSQL session is gone.
     _alive: Callable[[], bool] = lambda: True
+    #: The same, asked on a connection of its own (safe from any thread).
+    _verify: Callable[[], bool] = lambda: True
 
     def __bool__(self) -> bool:
         return self.held
@@ -154,6 +156,11 @@ class SchedulerLock:
         its session: a dropped connection releases it, and another scheduler may have
         taken it since (two then ran every job twice)."""
         return self.held and self._alive()
+
+    def verified(self) -> bool:
+        """:meth:`still_held`, from any thread (each job asks before it runs: between
+        two of the main loop's checks the old scheduler ran the new one's due jobs)."""
+        return self.held and self._verify()
 
 
 #: Why a scheduler stopped (or did not start) when its lock's connection dropped.
@@ -210,9 +217,33 @@ def scheduler_lock(
                 return False
             return True
 
+        backend: list[int] = []
+
+        def verify() -> bool:
+            try:
+                with engine.connect() as other:
+                    return bool(
+                        other.execute(
+                            text(
+                                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                "AND granted AND pid = :pid"
+                            ),
+                            {"pid": backend[0]},
+                        ).scalar()
+                    )
+            except (SQLAlchemyError, IndexError):
+                return False
+
         try:
             held = _wait_for(try_advisory, stop, poll_seconds, f"store {engine.url!r}")
-            yield SchedulerLock(held, alive)
+            if held:
+                try:
+                    pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+                    backend.append(int(pid or 0))
+                    conn.commit()
+                except SQLAlchemyError as exc:
+                    raise StoreError(LOST_LOCK) from exc
+            yield SchedulerLock(held, alive, verify)
         finally:
             with contextlib.suppress(SQLAlchemyError):
                 conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
