@@ -14,6 +14,7 @@ import pytest
 
 from forecaster import scheduler as scheduler_module
 from forecaster.jobs.context import JobContext
+from tests.support.scheduler import scheduler_thread
 from tests.support.specs import elb_spec
 
 
@@ -511,7 +512,6 @@ def test_a_scheduler_whose_scheduling_thread_died_stops_with_an_error(
     tmp_path: Path, write_spec: Any, make_settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It stayed up holding the lock, so a waiting scheduler never took over."""
-    import threading
 
     from forecaster.errors import StoreError
 
@@ -519,16 +519,7 @@ def test_a_scheduler_whose_scheduling_thread_died_stops_with_an_error(
     ctx = JobContext.create(make_settings(spec=spec))
     monkeypatch.setattr(scheduler_module, "LOCK_CHECK_SECONDS", 0.2)
     monkeypatch.setattr(scheduler_module, "_scheduling_alive", lambda _scheduler: False)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            scheduler_module.run_scheduler(ctx, stop=threading.Event())
-        except BaseException as exc:  # noqa: BLE001 - the test reads it
-            failure.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, failure = scheduler_thread(ctx)
     thread.join(timeout=60)
     scheduler_module._CONTEXT.clear()
     scheduler_module._STOPPING.clear()

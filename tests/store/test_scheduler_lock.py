@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from forecaster.config import DatabaseSettings
 from forecaster.store.db import make_engine, scheduler_lock, scheduler_lock_key, upgrade
+from tests.support.scheduler import scheduler_thread
 
 
 @pytest.fixture
@@ -100,16 +101,7 @@ def test_a_scheduler_that_lost_its_lock_stops(
         db=pg_url, spec=spec, prometheus={"url": "http://127.0.0.1:9", "retries": 0}
     )
     ctx = JobContext.create(settings)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            scheduler_module.run_scheduler(ctx, stop=threading.Event())
-        except BaseException as exc:  # noqa: BLE001 - the test reads it
-            failure.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, failure = scheduler_thread(ctx)
     try:
         deadline = time.monotonic() + 30
         while not _terminate_lock_session(ctx.store.engine):  # once it holds the lock
