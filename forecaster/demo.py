@@ -9,6 +9,7 @@ child process and the API in the foreground until Ctrl-C.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,10 @@ DEMO_SPEC = Path("pipelines/demo.yaml")
 
 def _say(message: str) -> None:
     typer.secho(message, fg=typer.colors.CYAN, bold=True)
+
+
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def run_demo(*, port: int = 8000, serve: bool = True, scaler_port: int = 50051) -> None:
@@ -82,6 +87,10 @@ def run_demo(*, port: int = 8000, serve: bool = True, scaler_port: int = 50051) 
         f"  MLflow UI       .venv/bin/mlflow ui --backend-store-uri {settings.mlflow.tracking_uri}"
         "  (then http://127.0.0.1:5000)\n"
     )
+    # uvicorn re-raises the SIGTERM it stopped on once it is done; with the default
+    # action that killed this process before the finally below, and the scheduler it
+    # started ran on, orphaned
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     env = {**os.environ, "FORECASTER_PIPELINES": str(spec_path)}
     scheduler = subprocess.Popen([sys.executable, "-m", "forecaster", "scheduler"], env=env)
     from forecaster.scaler.server import start_scaler

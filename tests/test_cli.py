@@ -163,3 +163,44 @@ def test_the_demo_without_serving_ingests_trains_and_publishes(tmp_path: Path) -
     status = _run(["status", "--spec", "pipelines/demo.yaml"], env, repo)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "3 series: 3 fine, 0 need attention" in status.stdout
+
+
+def test_sigterm_stops_the_demo_and_the_scheduler_it_started(tmp_path: Path) -> None:
+    """uvicorn re-raises the SIGTERM it stopped on: the default action killed the demo
+    before its cleanup, and the scheduler it had started ran on, orphaned."""
+    import os
+    import re
+    import signal
+    import time
+
+    from tests.support.promserver import free_port
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/store.db",
+        "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "FORECASTER_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
+        "FORECASTER_MLFLOW__CACHE_DIR": str(tmp_path / "cache"),
+    }
+    log = tmp_path / "demo.log"
+    ports = ("--port", str(free_port()), "--scaler-port", str(free_port()))
+    with log.open("w") as out:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "forecaster", "demo", *ports],
+            cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (found := re.search(r"scheduler running \(pid (\d+)\)", log.read_text())):
+            assert demo.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        scheduler_pid = int(found.group(1))
+        time.sleep(2)  # serving
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=60) == 0, log.read_text()
+        with pytest.raises(ProcessLookupError):  # stopped and reaped by the demo
+            os.kill(scheduler_pid, 0)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
