@@ -130,7 +130,7 @@ def publish_job(family: str) -> None:
     ctx = _ctx()
     spec = ctx.select([family])
     untrained = _untrained_members(ctx, spec[0])
-    ready = [name for name in untrained if _can_train(ctx, name)]
+    ready = _ready_to_train(ctx, untrained)
     if ready:
         _schedule_first_training(ctx, family, ready)
     run_publish(ctx, spec, skip=set(untrained))
@@ -145,13 +145,13 @@ def _untrained_members(ctx: JobContext, spec: SeriesSpec) -> list[str]:
     return [info.name for info in ctx.member_infos(spec)[0] if info.champion is None]
 
 
-def _can_train(ctx: JobContext, name: str) -> bool:
-    """Whether a new member has the observations a training needs: tried on its first
-    sample, the first training failed ("1 observations ... at least 12") and was not
+def _ready_to_train(ctx: JobContext, names: list[str]) -> list[str]:
+    """Those of ``names`` with the observations a training needs: tried on its first
+    sample, a first training failed ("1 observations ... at least 12") and was not
     tried again for an hour."""
-    from forecaster.jobs.train import MIN_POINTS
+    from forecaster.jobs.train import stored_toward_training
 
-    return ctx.store.count_observations(name) >= MIN_POINTS
+    return [name for name in names if stored_toward_training(ctx.store, name)[1]]
 
 
 def _schedule_first_training(ctx: JobContext, family: str, names: list[str]) -> None:
@@ -214,7 +214,7 @@ def bootstrap_job(family: str) -> None:
     with _ingest_lock(family):  # the scheduled first ingest may be under way: wait for it
         if not ctx.members(spec[0]):
             run_ingest(ctx, spec)
-    ready = [name for name in _untrained_members(ctx, spec[0]) if _can_train(ctx, name)]
+    ready = _ready_to_train(ctx, _untrained_members(ctx, spec[0]))
     if ready:
         now = datetime.now(UTC)
         ctx.first_training.update((name, now) for name in ready)

@@ -57,10 +57,10 @@ def _age(then: datetime | None, now: datetime) -> str | None:
 
 def _untrained_problem(ctx: JobContext, name: str) -> str:
     """Why a member has no model: too few observations yet, or no training run."""
-    from forecaster.jobs.train import MIN_POINTS
+    from forecaster.jobs.train import MIN_POINTS, stored_toward_training
 
-    have = ctx.store.count_observations(name)
-    if have < MIN_POINTS:
+    have, enough = stored_toward_training(ctx.store, name)
+    if not enough:
         return (
             f"waiting for history: {have} of the {MIN_POINTS} observations a training "
             "needs (the scheduler trains it then)"

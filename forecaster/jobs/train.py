@@ -29,13 +29,21 @@ if TYPE_CHECKING:
 
     from forecaster.jobs.context import JobContext
     from forecaster.specs import SeriesSpec
-    from forecaster.store.repository import Champion
+    from forecaster.store.repository import Champion, Store
 
 log = logging.getLogger(__name__)
 
 BASELINE = "seasonal_naive"
 MIN_POINTS = TRAIN_MIN_POINTS  # the spec refuses a history shorter than this
 LEVEL = 90.0
+
+
+def stored_toward_training(store: Store, name: str) -> tuple[int, bool]:
+    """How many observations of ``name`` are stored, and whether that is the
+    :data:`MIN_POINTS` a training needs (the scheduler's first training of a new member
+    waits for it; ``status`` says how far it is)."""
+    have = store.count_observations(name)
+    return have, have >= MIN_POINTS
 
 
 @dataclass(frozen=True)
