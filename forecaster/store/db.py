@@ -217,33 +217,34 @@ def scheduler_lock(
                 return False
             return True
 
-        backend: list[int] = []
-
-        def verify() -> bool:
-            try:
-                with engine.connect() as other:
-                    return bool(
-                        other.execute(
+        def verify_for(backend: int) -> Callable[[], bool]:
+            def verify() -> bool:  # on a pooled connection: safe from any thread
+                try:
+                    with engine.connect() as other:
+                        found = other.execute(
                             text(
                                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                                 "AND granted AND pid = :pid"
                             ),
-                            {"pid": backend[0]},
+                            {"pid": backend},
                         ).scalar()
-                    )
-            except (SQLAlchemyError, IndexError):
-                return False
+                except SQLAlchemyError:
+                    return False
+                return bool(found)
+
+            return verify
 
         try:
             held = _wait_for(try_advisory, stop, poll_seconds, f"store {engine.url!r}")
-            if held:
-                try:
-                    pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-                    backend.append(int(pid or 0))
-                    conn.commit()
-                except SQLAlchemyError as exc:
-                    raise StoreError(LOST_LOCK) from exc
-            yield SchedulerLock(held, alive, verify)
+            if not held:
+                yield SchedulerLock(False)
+                return
+            try:
+                backend = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() or 0)
+                conn.commit()
+            except SQLAlchemyError as exc:
+                raise StoreError(LOST_LOCK) from exc
+            yield SchedulerLock(True, alive, verify_for(backend))
         finally:
             with contextlib.suppress(SQLAlchemyError):
                 conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
