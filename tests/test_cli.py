@@ -9,6 +9,18 @@ from typing import Any
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _demo_store_env(tmp_path: Path) -> dict[str, str]:
+    """Settings that put the demo's store and MLflow under ``tmp_path``."""
+    return {
+        "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/store.db",
+        "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "FORECASTER_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
+        "FORECASTER_MLFLOW__CACHE_DIR": str(tmp_path / "cache"),
+    }
+
 
 def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     import os
@@ -148,19 +160,13 @@ def test_prometheus_unreachable_is_reported_and_nothing_written(
 def test_the_demo_without_serving_ingests_trains_and_publishes(tmp_path: Path) -> None:
     """`make demo`'s work up to serving, on the bundled traces; --no-serve used to list
     URLs that nothing served."""
-    repo = Path(__file__).resolve().parents[1]
-    env = {
-        "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/store.db",
-        "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-        "FORECASTER_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
-        "FORECASTER_MLFLOW__CACHE_DIR": str(tmp_path / "cache"),
-    }
-    demo = _run(["demo", "--no-serve"], env, repo)
+    env = _demo_store_env(tmp_path)
+    demo = _run(["demo", "--no-serve"], env, REPO)
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "3/3 publishing forecasts" in demo.stdout
     assert "Not serving (--no-serve)" in demo.stdout
     assert "/docs" not in demo.stdout and "KEDA scaler" not in demo.stdout
-    status = _run(["status", "--spec", "pipelines/demo.yaml"], env, repo)
+    status = _run(["status", "--spec", "pipelines/demo.yaml"], env, REPO)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "3 series: 3 fine, 0 need attention" in status.stdout
 
@@ -175,20 +181,13 @@ def test_sigterm_stops_the_demo_and_the_scheduler_it_started(tmp_path: Path) -> 
 
     from tests.support.promserver import free_port
 
-    repo = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/store.db",
-        "FORECASTER_MLFLOW__TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-        "FORECASTER_MLFLOW__ARTIFACT_LOCATION": str(tmp_path / "artifacts"),
-        "FORECASTER_MLFLOW__CACHE_DIR": str(tmp_path / "cache"),
-    }
+    env = {**os.environ, **_demo_store_env(tmp_path)}
     log = tmp_path / "demo.log"
     ports = ("--port", str(free_port()), "--scaler-port", str(free_port()))
     with log.open("w") as out:
         demo = subprocess.Popen(
             [sys.executable, "-m", "forecaster", "demo", *ports],
-            cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
