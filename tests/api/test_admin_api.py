@@ -133,3 +133,35 @@ def test_request_id_out_of_range_is_422(app_and_engine: Any) -> None:
     client, _ = app_and_engine
     r = client.get("/v1/admin/jobs/9223372036854775808", headers=AUTH)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "request_id"]
+
+
+def test_a_spec_series_not_stored_yet_can_be_requested(
+    make_settings: Any, write_spec: Any, nab: Any, tmp_path: Any
+) -> None:
+    """A series the spec names but nothing stored yet (just added by a reload) is
+    accepted; a name in neither the store nor the spec is still 404, listing both."""
+    trace = str(nab / "realAWSCloudwatch/elb_request_count_8c0756.csv")
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "rps", "file": trace}, {"name": "checkout_rps", "file": trace}],
+        history="3d",
+        horizon="1h",
+    )
+    settings = make_settings(spec=spec, api={"token": TOKEN})
+    engine = make_engine(settings.database)
+    upgrade(engine)
+    Store(engine).ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=12)
+    try:
+        with TestClient(create_app(settings)) as client:
+            r = client.post(
+                "/v1/admin/jobs", json={"job": "ingest", "series": "checkout_rps"}, headers=AUTH
+            )
+            assert r.status_code == 202, r.text
+            assert r.json()["series"] == "checkout_rps"
+            r = client.post(
+                "/v1/admin/jobs", json={"job": "ingest", "series": "nope"}, headers=AUTH
+            )
+            assert r.status_code == 404
+            assert "known: checkout_rps, rps" in r.json()["detail"]
+    finally:
+        engine.dispose()

@@ -6,10 +6,11 @@ records the outcome, which ``GET /v1/admin/jobs/{id}`` reports.
 
 from __future__ import annotations
 
+import pathlib
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from forecaster.api.deps import AdminAccess, AdminRoute, StoreDep, ViewDep
@@ -54,7 +55,9 @@ class JobRequestOut(BaseModel):
         413: {"description": "Request body too large"},
     },
 )
-async def create_job(body: JobRequestIn, store: StoreDep, view: ViewDep) -> JobRequestOut:
+async def create_job(
+    body: JobRequestIn, request: Request, store: StoreDep, view: ViewDep
+) -> JobRequestOut:
     """Queue a run of ``job`` for ``series`` (or every series); the scheduler runs it."""
     from forecaster.store.requests import enqueue
 
@@ -72,15 +75,31 @@ async def create_job(body: JobRequestIn, store: StoreDep, view: ViewDep) -> JobR
     if body.series is not None and body.job != "reload":
         families = {info.family for info in view.state.series.values()}
         if families and body.series not in families:
+            # a series the spec names but nothing has stored yet (added by a reload,
+            # or whose first ingest failed) is still one the scheduler can run
+            families |= _spec_families(request.app.state.settings.pipelines)
+        if families and body.series not in families:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND,
                 detail=f"unknown series {body.series!r}; known: {', '.join(sorted(families))}",
             )
     try:
-        request = enqueue(store.engine, job=body.job, series=body.series)
+        queued = enqueue(store.engine, job=body.job, series=body.series)
     except StoreError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
-    return JobRequestOut(**request.__dict__)
+    return JobRequestOut(**queued.__dict__)
+
+
+def _spec_families(path: pathlib.Path) -> set[str]:
+    """Series names of the pipeline spec at ``path`` (none when this process cannot
+    read a valid one: the API may run without the scheduler's spec)."""
+    from forecaster.errors import SpecError
+    from forecaster.specs import load_spec
+
+    try:
+        return {spec.name for spec in load_spec(path).series}
+    except SpecError:
+        return set()
 
 
 @router.get(
