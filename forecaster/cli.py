@@ -143,9 +143,11 @@ def serve(
     ] = "granian",
 ) -> None:
     """Serve the HTTP API (forecasts, history, dashboard, health, metrics, OpenAPI docs)."""
-    from forecaster.store.db import make_engine, upgrade
+    from forecaster.store.db import make_engine, new_store_warning, upgrade
 
     settings = _settings()
+    if (warning := new_store_warning(settings.database.url)) is not None:
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
     engine = make_engine(settings.database)
     upgrade(engine)
     engine.dispose()

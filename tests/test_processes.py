@@ -179,3 +179,51 @@ def test_a_second_scheduler_waits_for_the_first_and_takes_over(
             _stop(second)
     for log in (first_log, second_log):
         assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def test_servers_warn_when_they_create_an_empty_sqlite_store(tmp_path: Path) -> None:
+    """A mistyped SQLite path made `serve` and `scaler` create and serve an empty
+    store without a word; both now say so (and still start: a scheduler started at
+    the same moment may create the store a little later)."""
+    typo = tmp_path / "forcaster.db"
+    env = {"FORECASTER_DATABASE__URL": f"sqlite:///{typo}", "FORECASTER_API__TOKEN": ""}
+    port = free_port()
+    server = _start(["serve", "--port", str(port)], env, tmp_path, tmp_path / "serve.log")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail((tmp_path / "serve.log").read_text())
+    finally:
+        _stop(server)
+    log = (tmp_path / "serve.log").read_text()
+    assert f"warning: no store at {typo} yet: creating an empty one" in log
+    assert "check that setting" in log
+    # the store is there now: the scaler opening it says nothing of the sort
+    assert "no store at" not in _scaler_log_once_listening(env, tmp_path, "scaler.log")
+    # and one given a second mistyped path warns as serve did
+    other = tmp_path / "forecaster-typo.db"
+    env["FORECASTER_DATABASE__URL"] = f"sqlite:///{other}"
+    log = _scaler_log_once_listening(env, tmp_path, "scaler2.log")
+    assert f"warning: no store at {other} yet" in log
+
+
+def _scaler_log_once_listening(env: dict[str, str], tmp_path: Path, name: str) -> str:
+    """Start `forecaster scaler`, wait until it listens, stop it; its log."""
+    log = tmp_path / name
+    scaler = _start(["scaler", "--port", str(free_port())], env, tmp_path, log)
+    try:
+        deadline = time.monotonic() + 60
+        while "listening" not in log.read_text():
+            assert scaler.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+    finally:
+        _stop(scaler)
+    return log.read_text()

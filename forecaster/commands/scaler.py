@@ -26,9 +26,11 @@ def scaler_command(
     from forecaster.config import load_settings
     from forecaster.errors import StoreError
     from forecaster.scaler.server import serve
-    from forecaster.store.db import make_engine, upgrade
+    from forecaster.store.db import make_engine, new_store_warning, upgrade
 
     settings = load_settings()
+    if (warning := new_store_warning(settings.database.url)) is not None:
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
     engine = make_engine(settings.database)
     try:
         upgrade(engine)

@@ -344,6 +344,31 @@ def check_store_exists(url: str) -> None:
     Raises:
         StoreError: Naming the path.
     """
+    path = missing_sqlite_file(url)
+    if path is not None:
+        raise StoreError(
+            f"no store at {path}: check FORECASTER_DATABASE__URL (forecaster db upgrade "
+            "creates one)"
+        )
+
+
+def new_store_warning(url: str) -> str | None:
+    """What a server that reads the store should say before it creates an empty
+    SQLite store at a path where none is (a mistyped URL would otherwise serve an
+    empty store, 404 for every series, without a word); ``None`` when one is there."""
+    path = missing_sqlite_file(url)
+    if path is None:
+        return None
+    return (
+        f"no store at {path} yet: creating an empty one, which stays empty until a "
+        "scheduler (or forecaster ingest) using the same FORECASTER_DATABASE__URL fills "
+        "it; if the scheduler writes elsewhere, check that setting"
+    )
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The absolute path of a SQLite store file that ``url`` names and that is not
+    there (opening it would create an empty store); ``None`` for any other URL."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -351,10 +376,8 @@ def check_store_exists(url: str) -> None:
     if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
         path = Path(database).expanduser()
         if not path.is_file():
-            raise StoreError(
-                f"no store at {path}: check FORECASTER_DATABASE__URL (forecaster db upgrade "
-                "creates one)"
-            )
+            return path.absolute()
+    return None
 
 
 def check_at_head(engine: Engine) -> None:
