@@ -244,6 +244,7 @@ class PrometheusSource:
                     if settings.client_key is not None
                     else str(settings.client_cert)
                 )
+            session.hooks["response"].append(_refuse_ok_with_error_status)
             headers: dict[str, str] = {}
             if settings.bearer_token is not None:
                 headers["Authorization"] = f"Bearer {settings.bearer_token.get_secret_value()}"
@@ -287,7 +288,7 @@ class PrometheusSource:
                     raise SourceQueryError(
                         f"Prometheus at {url} failed query {query!r} over {window}: {exc}"
                     ) from exc
-                if error.status in QUERY_STATUSES:
+                if error.status in QUERY_STATUSES or error.status == 200:
                     raise SourceQueryError(
                         f"Prometheus at {url} rejected query {query!r} over {window} "
                         f"(HTTP {error.status}): {error.detail}"
@@ -365,6 +366,22 @@ def _gave_up(url: str, query: str, attempts: int, problem: str) -> str:
         f"Prometheus at {url} unavailable for query {query!r} after {attempts} attempt(s): "
         f"{problem}"
     )
+
+
+#: The start of a Prometheus API answer that reports an error.
+_ERROR_STATUS = re.compile(rb'^\s*\{\s*"status"\s*:\s*"error"')
+
+
+def _refuse_ok_with_error_status(response: Any, *_args: Any, **_kwargs: Any) -> Any:
+    """A ``requests`` response hook: an HTTP 200 whose body says ``"status":"error"``
+    (some proxies and Prometheus-compatible servers answer errors so) is raised as the
+    client raises other statuses, so that its error text is reported; the client
+    itself would look for ``data`` in it and lose the text."""
+    if response.status_code == 200 and _ERROR_STATUS.match(response.content[:200]):
+        from prometheus_api_client.exceptions import PrometheusApiClientException
+
+        raise PrometheusApiClientException(f"HTTP Status Code 200 ({response.content!r})")
+    return response
 
 
 def _http_error(exc: Exception) -> _HttpError | None:

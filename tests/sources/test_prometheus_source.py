@@ -379,6 +379,23 @@ def test_json_without_data_result_is_a_query_error(fake_prometheus: FakePromethe
         )
 
 
+def test_an_error_answered_with_http_200_keeps_its_text(fake_prometheus: FakePrometheus) -> None:
+    """Some proxies answer a refused query with HTTP 200 and an error body: the
+    message said only "without data.result (missing 'data')"."""
+    fake_prometheus.reply(
+        200, {"status": "error", "errorType": "bad_data", "error": "parse error at char 4"}
+    )
+
+    with pytest.raises(SourceQueryError) as caught:
+        PrometheusSource(PrometheusSettings(url=fake_prometheus.url)).fetch(
+            make_spec("s", "up{"), *HOUR
+        )
+
+    assert "rejected query 'up{'" in str(caught.value)
+    assert "(HTTP 200): bad_data: parse error at char 4" in str(caught.value)
+    assert len(fake_prometheus.requests) == 1  # a verdict on the query: not retried
+
+
 def test_unprocessable_query_is_a_query_error_with_the_prometheus_text(
     fake_prometheus: FakePrometheus,
 ) -> None:
