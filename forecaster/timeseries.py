@@ -529,7 +529,7 @@ def _check_order(index: pd.Index, *, where: str, strict: bool, lines: Sequence[i
         )
         if strict:
             raise InputDataError(message + hint)
-        log.warning("%s; sorting them", message)
+        _warn_once(f"{message}; sorting them")
     repeated = index.duplicated()
     if repeated.any():
         row = int(np.flatnonzero(repeated)[0])
@@ -540,7 +540,23 @@ def _check_order(index: pd.Index, *, where: str, strict: bool, lines: Sequence[i
         )
         if strict:
             raise InputDataError(message + ("; rerun without --strict to average them"))
-        log.warning("%s; averaging them", message)
+        _warn_once(f"{message}; averaging them")
+
+
+#: File-order warnings already given by this process.
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` as a warning the first time, at debug level after that: a
+    scheduler replaying a file reads it at every ingest, and the same rows repeated
+    the same warning every step."""
+    if message in _WARNED:
+        log.debug("%s", message)
+        return
+    if len(_WARNED) < 10_000:  # bounded: a process reading many files stays small
+        _WARNED.add(message)
+    log.warning("%s", message)
 
 
 #: Most points a regular grid may have: 400 MB of floats (a year at 1s is 31.5 million).

@@ -256,6 +256,18 @@ def test_duplicate_timestamps_are_averaged_or_refused(
         read_series_csv(path, strict=True)
 
 
+def test_a_file_read_again_warns_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A replayed file is read at every ingest: the same repeated stamps logged the
+    same warning every step; the second read says it at debug level only."""
+    path = tmp_path / "dup-again.csv"
+    path.write_text("timestamp,value\n2024-01-01,1\n2024-01-01,3\n2024-01-01 00:05,5\n")
+    with caplog.at_level("DEBUG", logger="forecaster.timeseries"):
+        read_series_csv(path)
+        read_series_csv(path)
+    said = [r for r in caplog.records if "share the timestamp" in r.getMessage()]
+    assert [r.levelname for r in said] == ["WARNING", "DEBUG"]
+
+
 def test_unsorted_rows_are_sorted_or_refused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
