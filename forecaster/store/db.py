@@ -36,6 +36,9 @@ def make_engine(settings: DatabaseSettings) -> Engine:
     SQLite gets WAL mode, a busy timeout and foreign keys; its parent folder is
     created. PostgreSQL gets a bounded pool with pre-ping. JSON columns are written
     with :func:`json_dumps` (non-finite floats become ``null``) on both.
+
+    Raises:
+        StoreError: The SQLite store's folder cannot be created.
     """
     url = settings.url
     kwargs: dict[str, Any] = {
@@ -46,7 +49,14 @@ def make_engine(settings: DatabaseSettings) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(path).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a traceback named neither the setting nor the fix
+                raise StoreError(
+                    f"cannot create the folder {folder} of the SQLite store ({exc}); "
+                    "check FORECASTER_DATABASE__URL"
+                ) from exc
         kwargs["connect_args"] = {
             "timeout": settings.sqlite_busy_timeout_seconds,
             "check_same_thread": False,

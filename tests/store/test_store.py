@@ -378,6 +378,13 @@ def test_concurrent_first_migrations_do_not_collide(db_url: str) -> None:
     engine.dispose()
 
 
+def test_a_sqlite_store_whose_folder_cannot_be_made_is_a_store_error(tmp_path: Path) -> None:
+    # a file where the store's folder should be: was a FileExistsError traceback
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(StoreError, match="cannot create the folder .*taken of the SQLite store"):
+        make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'taken' / 'store.db'}"))
+
+
 def test_non_finite_metrics_are_stored_as_null_on_every_database(store: Store) -> None:
     # A constant series (an error rate that is always 0) has no naive error to scale
     # by: its backtest MASE is NaN. PostgreSQL's json type refused the NaN token, so
