@@ -312,8 +312,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     try:
-        if revision == "head" and current_revision(engine) == head_revision():
+        found = current_revision(engine)
+        if revision == "head" and found == head_revision():
             return  # nothing to do: no lock needed (a read-only folder can hold the store)
+        _check_known(engine, found)
         with _migration_lock(engine):
             if revision == "head" and current_revision(engine) == head_revision():
                 return
@@ -335,6 +337,29 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(_alembic_config(engine), revision)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot downgrade database {engine.url!r}: {exc}") from exc
+
+
+def _check_known(engine: Engine, found: str | None) -> None:
+    """Refuse a store at a schema revision this release does not ship.
+
+    A store migrated by a newer release (an upgrade rolled back) failed every command
+    with alembic's "Can't locate revision" traceback, and ``status`` advised
+    ``forecaster db upgrade``, which failed the same way.
+
+    Raises:
+        StoreError: Naming the revision found and this release's newest.
+    """
+    from alembic.script import ScriptDirectory
+
+    if found is None:
+        return
+    script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+    if found not in {rev.revision for rev in script.walk_revisions()}:
+        raise StoreError(
+            f"the store {engine.url.render_as_string(hide_password=True)} is at schema "
+            f"revision {found}, which this release does not know (its newest is "
+            f"{head_revision()}): a newer forecaster release migrated it; run that release"
+        )
 
 
 def head_revision() -> str:
@@ -374,6 +399,7 @@ def check_at_head(engine: Engine) -> None:
         StoreError: With the revision found and what to run.
     """
     found = current_revision(engine)
+    _check_known(engine, found)
     if found != head_revision():
         raise StoreError(
             f"the store {engine.url.render_as_string(hide_password=True)} is at schema "

@@ -48,6 +48,18 @@ def test_migrations_downgrade_and_upgrade_again(store: Store) -> None:
     assert current_revision(store.engine) == head_revision()
 
 
+def test_a_store_migrated_by_a_newer_release_is_named_not_a_traceback(store: Store) -> None:
+    # an upgrade rolled back: alembic's "Can't locate revision" traceback from every
+    # command, and status advised "forecaster db upgrade", which failed the same way
+    from forecaster.store.db import check_at_head
+
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    for check in (upgrade, check_at_head):
+        with pytest.raises(StoreError, match="revision 9999, which this release does not know"):
+            check(store.engine)
+
+
 def test_overlapping_ingestion_never_duplicates_or_loses(store: Store) -> None:
     sid = store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=12)
     assert store.upsert_observations(sid, _points(0, 100)) == 100
