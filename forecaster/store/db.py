@@ -316,6 +316,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         if revision == "head" and found == head_revision():
             return  # nothing to do: no lock needed (a read-only folder can hold the store)
         _check_known(engine, found)
+        _check_schema_exists(engine)
         with _migration_lock(engine):
             if revision == "head" and current_revision(engine) == head_revision():
                 return
@@ -360,6 +361,29 @@ def _check_known(engine: Engine, found: str | None) -> None:
             f"revision {found}, which this release does not know (its newest is "
             f"{head_revision()}): a newer forecaster release migrated it; run that release"
         )
+
+
+def _check_schema_exists(engine: Engine) -> None:
+    """Refuse a PostgreSQL search_path that names no existing schema.
+
+    The migration failed with "no schema has been selected to create in" and the
+    whole CREATE TABLE statement, which did not say that the schema is missing.
+
+    Raises:
+        StoreError: Naming the search_path and the statement that creates the schema.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        if conn.exec_driver_sql("SELECT current_schema()").scalar() is not None:
+            return
+        path = str(conn.exec_driver_sql("SHOW search_path").scalar())
+    first = path.split(",")[0].strip()
+    raise StoreError(
+        f"cannot migrate database {engine.url.render_as_string(hide_password=True)}: no "
+        f"schema of its search_path ({path}) exists; create it first "
+        f"(CREATE SCHEMA {first}) or fix FORECASTER_DATABASE__URL"
+    )
 
 
 def head_revision() -> str:

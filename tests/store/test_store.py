@@ -60,6 +60,16 @@ def test_a_store_migrated_by_a_newer_release_is_named_not_a_traceback(store: Sto
             check(store.engine)
 
 
+@pytest.mark.postgres
+def test_a_missing_postgres_schema_is_named(pg_url: str) -> None:
+    # was "no schema has been selected to create in" and the whole CREATE TABLE
+    missing = pg_url.rsplit("%3D", 1)[0] + "%3Dnot_created_yet"
+    engine = make_engine(DatabaseSettings(url=missing))
+    with pytest.raises(StoreError, match=r"\(not_created_yet\) exists; create it first"):
+        upgrade(engine)
+    engine.dispose()
+
+
 def test_overlapping_ingestion_never_duplicates_or_loses(store: Store) -> None:
     sid = store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=12)
     assert store.upsert_observations(sid, _points(0, 100)) == 100
