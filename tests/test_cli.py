@@ -79,6 +79,9 @@ def test_ingest_train_publish_from_the_command_line(
     train = _run(["train"], env, tmp_path)
     assert train.returncode == 0, train.stderr
     assert "trained lat: seasonal_naive (champion" in train.stdout
+    # no progress bar when stderr is no terminal (a cron or Kubernetes job's log), as
+    # ingest and publish
+    assert "%|" not in train.stderr
     publish = _run(["publish"], env, tmp_path)
     assert publish.returncode == 0, publish.stderr
     assert "published lat: 12 steps" in publish.stdout
