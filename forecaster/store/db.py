@@ -343,9 +343,10 @@ def downgrade(engine: Engine, revision: str) -> None:
 def _check_known(engine: Engine, found: str | None) -> None:
     """Refuse a store at a schema revision this release does not ship.
 
-    A store migrated by a newer release (an upgrade rolled back) failed every command
-    with alembic's "Can't locate revision" traceback, and ``status`` advised
-    ``forecaster db upgrade``, which failed the same way.
+    A store migrated by a newer release (an upgrade rolled back), or another
+    application's Alembic database (MLflow's, a slip of FORECASTER_DATABASE__URL),
+    failed every command with alembic's "Can't locate revision" traceback, and
+    ``status`` advised ``forecaster db upgrade``, which failed the same way.
 
     Raises:
         StoreError: Naming the revision found and this release's newest.
@@ -355,12 +356,19 @@ def _check_known(engine: Engine, found: str | None) -> None:
     if found is None:
         return
     script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
-    if found not in {rev.revision for rev in script.walk_revisions()}:
+    if found in {rev.revision for rev in script.walk_revisions()}:
+        return
+    url = engine.url.render_as_string(hide_password=True)
+    if not found.isdigit():  # forecaster's revisions are numbered 0001, 0002, ...
         raise StoreError(
-            f"the store {engine.url.render_as_string(hide_password=True)} is at schema "
-            f"revision {found}, which this release does not know (its newest is "
-            f"{head_revision()}): a newer forecaster release migrated it; run that release"
+            f"{url} is not a forecaster store: its Alembic revision {found} is another "
+            "application's (MLflow's database?); check FORECASTER_DATABASE__URL"
         )
+    raise StoreError(
+        f"the store {url} is at schema revision {found}, which this release does not "
+        f"know (its newest is {head_revision()}): a newer forecaster release migrated it; "
+        "run that release"
+    )
 
 
 def _check_schema_exists(engine: Engine) -> None:

@@ -60,6 +60,18 @@ def test_a_store_migrated_by_a_newer_release_is_named_not_a_traceback(store: Sto
             check(store.engine)
 
 
+def test_another_applications_alembic_database_is_not_a_store(store: Store) -> None:
+    # FORECASTER_DATABASE__URL pointed at MLflow's database (models/mlflow.db), which
+    # keeps its Alembic revision in the same table
+    from forecaster.store.db import check_at_head
+
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'dc11669786a5'")
+    for check in (upgrade, check_at_head):
+        with pytest.raises(StoreError, match=r"is not a forecaster store: .*\(MLflow's database"):
+            check(store.engine)
+
+
 @pytest.mark.postgres
 def test_a_missing_postgres_schema_is_named(pg_url: str) -> None:
     # was "no schema has been selected to create in" and the whole CREATE TABLE
