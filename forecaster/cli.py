@@ -103,7 +103,7 @@ def train(
     from forecaster.jobs.runner import run_train
 
     ctx = _context(spec)
-    summary = run_train(ctx, ctx.select(series), progress=True, n_jobs=n_jobs)
+    summary = run_train(ctx, ctx.select(series), progress=sys.stderr.isatty(), n_jobs=n_jobs)
     for result in summary.results:
         verdict = "champion" if result.promoted else "not promoted"
         typer.echo(

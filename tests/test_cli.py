@@ -79,6 +79,9 @@ def test_ingest_train_publish_from_the_command_line(
     train = _run(["train"], env, tmp_path)
     assert train.returncode == 0, train.stderr
     assert "trained lat: seasonal_naive (champion" in train.stdout
+    # no progress bar when stderr is no terminal (a cron or Kubernetes job's log), as
+    # ingest and publish
+    assert "%|" not in train.stderr
     publish = _run(["publish"], env, tmp_path)
     assert publish.returncode == 0, publish.stderr
     assert "published lat: 12 steps" in publish.stdout
@@ -133,6 +136,22 @@ def test_bad_spec_and_unknown_series_are_clear_errors(tmp_path: Path, write_spec
     )
     assert out.returncode == 1
     assert "series 'nope' is not in the pipeline spec" in out.stderr
+
+
+def test_a_series_named_twice_runs_once(tmp_path: Path, nab: Path, write_spec: Any) -> None:
+    # "forecaster train a a" trained a twice: two MLflow runs, two registered versions
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "elb", "file": str(nab / "realAWSCloudwatch/elb_request_count_8c0756.csv")}],
+        history="2d",
+    )
+    env = {
+        "FORECASTER_PIPELINES": str(spec),
+        "FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/s.db",
+    }
+    out = _run(["ingest", "elb", "elb"], env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("ingested elb:") == 1
 
 
 def test_prometheus_unreachable_is_reported_and_nothing_written(

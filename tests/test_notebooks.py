@@ -22,7 +22,7 @@ def test_the_three_notebooks_are_there() -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path: Path, tmp_path: Path) -> None:
+def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -31,6 +31,10 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
     assert not any(c.get("outputs") for c in notebook.cells if c.cell_type == "code"), (
         f"{path.name} is committed with outputs; clear them"
     )
+    # the kernel's temporary folders: what a notebook leaves there stays in /tmp
+    kernel_tmp = tmp_path / "kernel-tmp"
+    kernel_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(kernel_tmp))
     client = NotebookClient(
         notebook,
         timeout=240,
@@ -51,3 +55,5 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
         if output.get("output_type") == "error"
     ]
     assert errors == []
+    # the workspaces are removed when the kernel stops (they piled up, a few MB a run)
+    assert sorted(p.name for p in kernel_tmp.iterdir()) == []

@@ -486,7 +486,7 @@ def simulate(
         have = len(series) * step / DAY
         raise InputDataError(
             f"the trace covers {have:.1f} days; --days {days} with --lead "
-            f"{lead} needs more (or a smaller --days)"
+            f"{format_duration(lead)} needs more (or a smaller --days)"
         )
     replayed = series.to_numpy(dtype=float)[start:]
     missing = int(np.isnan(replayed).sum())
@@ -569,7 +569,8 @@ def simulate(
             load,
             capacity,
             step_hours,
-            f"load observed {lead} earlier at {100 * REACTIVE_UTILISATION:.0f}% target, "
+            f"load observed {format_duration(lead)} earlier at "
+            f"{100 * REACTIVE_UTILISATION:.0f}% target, "
             f"{reactive_stabilisation.total_seconds():g}s scale-down stabilisation",
         ),
         "oracle": _outcome(

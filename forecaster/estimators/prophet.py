@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -150,9 +151,12 @@ class ProphetEstimator:
             seasonality_mode=self.seasonality_mode,
         )
         limit = {} if self.fit_timeout is None else {"timeout": self.fit_timeout}
-        with _quiet_warnings():
+        # cmdstan's output files (read into the model by the fit) go to a folder removed
+        # right after: cmdstanpy's default kept a folder per fit until the process exited,
+        # so a long-running scheduler piled them up in /tmp with every training
+        with _quiet_warnings(), tempfile.TemporaryDirectory(prefix="forecaster-prophet-") as out:
             try:
-                model.fit(frame, algorithm="LBFGS", **limit)
+                model.fit(frame, algorithm="LBFGS", output_dir=out, **limit)
             except TimeoutError:
                 raise EstimatorError(
                     f"prophet fit on {len(frame)} points stopped at its time limit of "

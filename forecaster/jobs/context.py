@@ -143,6 +143,9 @@ class JobContext:
     def select(self, names: list[str] | None) -> list[SeriesSpec]:
         """Specs named in ``names`` (family names), or all when ``names`` is empty.
 
+        A name given twice selects its series once (``forecaster train a a`` trained
+        and registered ``a`` twice).
+
         Raises:
             SeriesNotFound: If a name is not in the spec.
         """
@@ -150,8 +153,8 @@ class JobContext:
 
         if not names:
             return list(self.spec.series)
-        chosen = []
-        for name in names:
+        chosen: list[SeriesSpec] = []
+        for name in dict.fromkeys(names):
             try:
                 chosen.append(self.spec.get(name))
             except KeyError:

@@ -36,6 +36,9 @@ def make_engine(settings: DatabaseSettings) -> Engine:
     SQLite gets WAL mode, a busy timeout and foreign keys; its parent folder is
     created. PostgreSQL gets a bounded pool with pre-ping. JSON columns are written
     with :func:`json_dumps` (non-finite floats become ``null``) on both.
+
+    Raises:
+        StoreError: The SQLite store's folder cannot be created.
     """
     url = settings.url
     kwargs: dict[str, Any] = {
@@ -46,7 +49,14 @@ def make_engine(settings: DatabaseSettings) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(path).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a traceback named neither the setting nor the fix
+                raise StoreError(
+                    f"cannot create the folder {folder} of the SQLite store ({exc}); "
+                    "check FORECASTER_DATABASE__URL"
+                ) from exc
         kwargs["connect_args"] = {
             "timeout": settings.sqlite_busy_timeout_seconds,
             "check_same_thread": False,
@@ -302,8 +312,11 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     try:
-        if revision == "head" and current_revision(engine) == head_revision():
+        found = current_revision(engine)
+        if revision == "head" and found == head_revision():
             return  # nothing to do: no lock needed (a read-only folder can hold the store)
+        _check_known(engine, found)
+        _check_schema_exists(engine)
         with _migration_lock(engine):
             if revision == "head" and current_revision(engine) == head_revision():
                 return
@@ -325,6 +338,60 @@ def downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(_alembic_config(engine), revision)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot downgrade database {engine.url!r}: {exc}") from exc
+
+
+def _check_known(engine: Engine, found: str | None) -> None:
+    """Refuse a store at a schema revision this release does not ship.
+
+    A store migrated by a newer release (an upgrade rolled back), or another
+    application's Alembic database (MLflow's, a slip of FORECASTER_DATABASE__URL),
+    failed every command with alembic's "Can't locate revision" traceback, and
+    ``status`` advised ``forecaster db upgrade``, which failed the same way.
+
+    Raises:
+        StoreError: Naming the revision found and this release's newest.
+    """
+    from alembic.script import ScriptDirectory
+
+    if found is None:
+        return
+    script = ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+    if found in {rev.revision for rev in script.walk_revisions()}:
+        return
+    url = engine.url.render_as_string(hide_password=True)
+    if not found.isdigit():  # forecaster's revisions are numbered 0001, 0002, ...
+        raise StoreError(
+            f"{url} is not a forecaster store: its Alembic revision {found} is another "
+            "application's (MLflow's database?); check FORECASTER_DATABASE__URL"
+        )
+    raise StoreError(
+        f"the store {url} is at schema revision {found}, which this release does not "
+        f"know (its newest is {head_revision()}): a newer forecaster release migrated it; "
+        "run that release"
+    )
+
+
+def _check_schema_exists(engine: Engine) -> None:
+    """Refuse a PostgreSQL search_path that names no existing schema.
+
+    The migration failed with "no schema has been selected to create in" and the
+    whole CREATE TABLE statement, which did not say that the schema is missing.
+
+    Raises:
+        StoreError: Naming the search_path and the statement that creates the schema.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        if conn.exec_driver_sql("SELECT current_schema()").scalar() is not None:
+            return
+        path = str(conn.exec_driver_sql("SHOW search_path").scalar())
+    first = path.split(",")[0].strip()
+    raise StoreError(
+        f"cannot migrate database {engine.url.render_as_string(hide_password=True)}: no "
+        f"schema of its search_path ({path}) exists; create it first "
+        f"(CREATE SCHEMA {first}) or fix FORECASTER_DATABASE__URL"
+    )
 
 
 def head_revision() -> str:
@@ -387,6 +454,7 @@ def check_at_head(engine: Engine) -> None:
         StoreError: With the revision found and what to run.
     """
     found = current_revision(engine)
+    _check_known(engine, found)
     if found != head_revision():
         raise StoreError(
             f"the store {engine.url.render_as_string(hide_password=True)} is at schema "

@@ -90,11 +90,15 @@ def get_request(engine: Engine, request_id: int) -> JobRequest:
 
     Raises:
         NotFound: No such request.
+        StoreError: The store cannot be read.
     """
-    with engine.connect() as conn:
-        row = conn.execute(
-            select(job_requests_table).where(job_requests_table.c.id == request_id)
-        ).first()
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                select(job_requests_table).where(job_requests_table.c.id == request_id)
+            ).first()
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot read job request {request_id}: {exc}") from exc
     if row is None:
         raise NotFound(f"no job request {request_id}")
     return _row(row)

@@ -84,6 +84,19 @@ def test_unknown_request_id(app_and_engine: Any) -> None:
     assert r.status_code == 404 and "no job request 999" in r.json()["detail"]
 
 
+def test_store_outage_is_503_for_reads_of_a_request_too(app_and_engine: Any) -> None:
+    client, engine = app_and_engine
+    r = client.post("/v1/admin/jobs", json={"job": "train"}, headers=AUTH)
+    assert r.status_code == 202
+    with engine.begin() as conn:  # the table unreadable, as during a store outage
+        conn.exec_driver_sql("ALTER TABLE job_requests RENAME TO job_requests_away")
+    # the GET was a bare 500 with a traceback in the log; the POST beside it said 503
+    r = client.get(f"/v1/admin/jobs/{r.json()['id']}", headers=AUTH)
+    assert r.status_code == 503 and "cannot read job request" in r.json()["detail"]
+    r = client.post("/v1/admin/jobs", json={"job": "train"}, headers=AUTH)
+    assert r.status_code == 503 and "cannot queue the train request" in r.json()["detail"]
+
+
 def test_admin_refused_when_no_token_is_configured(make_settings: Any) -> None:
     settings = make_settings()
     with TestClient(create_app(settings)) as client:

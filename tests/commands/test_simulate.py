@@ -88,6 +88,8 @@ def test_table_report_and_plot(app: typer.Typer, trace: Path, tmp_path: Path) ->
     assert days == ["2015-04-21", "2015-04-22"]
     assert all(entry.endswith("seasonal_naive") for entry in report["models_by_day"])
     assert report["forecast_decisions"] == report["decisions"]
+    # durations as the user writes them, not Python's timedelta ("0:10:00")
+    assert plans["reactive"]["note"].startswith("load observed 10m earlier at 70% target")
     assert plot.stat().st_size > 20_000
 
 
@@ -233,6 +235,7 @@ def test_reactive_stabilisation_option(app: typer.Typer, trace: Path, tmp_path: 
         (["--capacity", "10", "--lead", "soon"], "--lead"),
         (["--capacity", "10", "--freq", "often"], "--freq"),
         (["--capacity", "10", "--days", "30"], "needs more"),
+        (["--capacity", "10", "--lead", "30d"], "--days 7 with --lead 30d needs more"),
         (["--capacity", "10", "--model", "crystal_ball"], "unknown --model 'crystal_ball'"),
         (["--capacity", "10", "--quantile", "0.99"], "--quantile 0.99 is not available"),
         (["--capacity", "10", "--freq", "2d"], "--freq 2d is longer than a day"),

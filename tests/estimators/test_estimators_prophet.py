@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from forecaster.errors import EstimatorError
 from forecaster.estimators.base import dump_estimator, load_estimator
 from forecaster.estimators.prophet import ProphetEstimator
 
@@ -70,6 +72,24 @@ def test_a_fit_past_its_time_limit_fails_clearly(nab_slice):
     history = nab_slice(ELB, days=14)  # 4,032 points at 5 minutes: seconds, not milliseconds
     with pytest.raises(EstimatorError, match="time limit of 0.01 s"):
         ProphetEstimator(fit_timeout=0.01).fit(history)
+
+
+def test_fits_leave_no_cmdstan_files_behind(nab_slice, tmp_path, monkeypatch):
+    """cmdstanpy kept a folder of output files per fit until the process exited: a
+    scheduler retraining every day piled them up in /tmp."""
+    import tempfile
+
+    import cmdstanpy
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where our scratch goes
+    session = cmdstanpy._TMPDIR  # cmdstanpy's own, made at import
+    before = set(Path(session).iterdir())
+    history = nab_slice(ELB, days=2, freq="1h")
+    ProphetEstimator().fit(history)
+    with pytest.raises(EstimatorError, match="time limit"):  # a stopped fit too
+        ProphetEstimator(fit_timeout=0.01).fit(nab_slice(ELB, days=14))
+    assert set(Path(session).iterdir()) == before
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0])

@@ -48,6 +48,40 @@ def test_migrations_downgrade_and_upgrade_again(store: Store) -> None:
     assert current_revision(store.engine) == head_revision()
 
 
+def test_a_store_migrated_by_a_newer_release_is_named_not_a_traceback(store: Store) -> None:
+    # an upgrade rolled back: alembic's "Can't locate revision" traceback from every
+    # command, and status advised "forecaster db upgrade", which failed the same way
+    from forecaster.store.db import check_at_head
+
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    for check in (upgrade, check_at_head):
+        with pytest.raises(StoreError, match="revision 9999, which this release does not know"):
+            check(store.engine)
+
+
+def test_another_applications_alembic_database_is_not_a_store(store: Store) -> None:
+    # FORECASTER_DATABASE__URL pointed at MLflow's database (models/mlflow.db), which
+    # keeps its Alembic revision in the same table
+    from forecaster.store.db import check_at_head
+
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'dc11669786a5'")
+    for check in (upgrade, check_at_head):
+        with pytest.raises(StoreError, match=r"is not a forecaster store: .*\(MLflow's database"):
+            check(store.engine)
+
+
+@pytest.mark.postgres
+def test_a_missing_postgres_schema_is_named(pg_url: str) -> None:
+    # was "no schema has been selected to create in" and the whole CREATE TABLE
+    missing = pg_url.rsplit("%3D", 1)[0] + "%3Dnot_created_yet"
+    engine = make_engine(DatabaseSettings(url=missing))
+    with pytest.raises(StoreError, match=r"\(not_created_yet\) exists; create it first"):
+        upgrade(engine)
+    engine.dispose()
+
+
 def test_overlapping_ingestion_never_duplicates_or_loses(store: Store) -> None:
     sid = store.ensure_series(name="rps", family="rps", step_seconds=300, horizon_steps=12)
     assert store.upsert_observations(sid, _points(0, 100)) == 100
@@ -376,6 +410,13 @@ def test_concurrent_first_migrations_do_not_collide(db_url: str) -> None:
     engine = make_engine(DatabaseSettings(url=db_url))
     assert current_revision(engine) == head_revision()
     engine.dispose()
+
+
+def test_a_sqlite_store_whose_folder_cannot_be_made_is_a_store_error(tmp_path: Path) -> None:
+    # a file where the store's folder should be: was a FileExistsError traceback
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(StoreError, match="cannot create the folder .*taken of the SQLite store"):
+        make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'taken' / 'store.db'}"))
 
 
 def test_non_finite_metrics_are_stored_as_null_on_every_database(store: Store) -> None:

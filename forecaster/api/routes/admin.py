@@ -110,6 +110,7 @@ def _spec_families(path: pathlib.Path) -> set[str]:
         401: {"description": "No token"},
         403: {"description": "Wrong token, or no token configured"},
         404: {"description": "No job request with that id"},
+        503: {"description": "The store cannot be read"},
     },
 )
 async def get_job(
@@ -123,4 +124,6 @@ async def get_job(
         request = get_request(store.engine, request_id)
     except NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+    except StoreError as exc:  # was a bare 500 while the POST beside it said 503
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
     return JobRequestOut(**request.__dict__)
