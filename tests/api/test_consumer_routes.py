@@ -10,7 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from forecaster.api.app import create_app
+from forecaster.api.routes.cache_warming import split_member_names
 from forecaster.consumers.regressions import RegressionEvent, Transition
+from forecaster.sources.base import member_name
 from forecaster.store.consumers_repo import ConsumersRepo, ScoreRow
 from forecaster.store.db import make_engine, upgrade
 from forecaster.store.repository import ForecastPoint, Store
@@ -77,6 +79,17 @@ def _seed(settings: Any) -> None:
                 origin,
                 family="by_route",
                 labels={"route": route},
+            )
+        # members split by two labels: their names hold a comma
+        for route, method, level in (("/a", "GET", 10.0), ("/a", "POST", 10.5)):
+            labels = {"method": method, "route": route}
+            _publish(
+                store,
+                member_name("by_call", labels),
+                [level] * 24,
+                origin,
+                family="by_call",
+                labels=labels,
             )
         store.ensure_series(name="empty", family="empty", step_seconds=300, horizon_steps=12)
         # published two hours ago (the publish job stopped), covering the next hours
@@ -174,6 +187,30 @@ def test_cache_warming_top_k(client: TestClient) -> None:
         "/v1/cache-warming/by_route/top", params={"k": 2, "current": held, "margin": 1}
     ).json()
     assert [m["labels"]["route"] for m in loose["members"]] == ["/b", "/c"]
+
+
+def test_top_k_keeps_incumbents_whose_names_hold_commas(client: TestClient) -> None:
+    """A member of a family split by two labels is named ``by_call{method="GET",route="/a"}``:
+    ``current`` splits between names, not at the commas inside one (the incumbent was
+    dropped and replaced by a member within the margin)."""
+    held = member_name("by_call", {"method": "GET", "route": "/a"})
+    body = client.get(
+        "/v1/cache-warming/by_call/top", params={"k": 1, "current": held, "margin": 0.1}
+    ).json()
+    assert [m["series"] for m in body["members"]] == [held]
+    two = client.get(
+        "/v1/cache-warming/by_call/top",
+        params={"k": 1, "current": f' {held} ,by_route{{route="/b"}}', "margin": 0.1},
+    ).json()
+    assert [m["series"] for m in two["members"]] == [held]
+    plain = client.get("/v1/cache-warming/by_call/top", params={"k": 1}).json()
+    assert [m["labels"]["method"] for m in plain["members"]] == ["POST"]
+
+
+def test_current_splits_between_member_names_only() -> None:
+    odd = member_name("f", {"route": '/a,"b},c', "z": "x"})
+    plain = member_name("f", {"route": "/b"})
+    assert split_member_names(f"{odd},{plain}, solo ,,") == [odd, plain, "solo"]
 
 
 def test_circuit_breaker_littles_law(client: TestClient) -> None:
