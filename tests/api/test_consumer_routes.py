@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -241,6 +242,52 @@ def test_circuit_breaker_window_shorter_than_a_step(client: TestClient) -> None:
     response = client.get("/v1/circuit-breaker/rps", params={"latency": "100ms", "window": "1ms"})
     assert response.status_code == 200, response.text
     assert response.json()["max_requests"] >= 1
+
+
+def test_circuit_breaker_refuses_a_negative_forecast(client: TestClient) -> None:
+    """A series with negative values (a signed delta) can be forecast below zero over the
+    whole window: Little's law has no answer for a negative rate or latency. A 422
+    naming the series, not a 500 from the sizing's own check."""
+    engine = make_engine(client.app.state.settings.database)  # type: ignore[attr-defined]
+    try:
+        store = Store(engine)
+        now = datetime.now(UTC)
+        for name, unit in (("delta_rps", "req/s"), ("delta_lat", "ms")):
+            store.ensure_series(
+                name=name, family=name, step_seconds=300, horizon_steps=24, unit=unit
+            )
+            store.publish_forecast(
+                series=name,
+                generated_at=now,
+                origin=now - STEP,
+                step_seconds=300,
+                level=90.0,
+                model_name="lightgbm",
+                model_version="1",
+                run_id="r2",
+                points=[
+                    ForecastPoint(
+                        step=i + 1, ds=now + i * STEP, yhat=-5.0, yhat_lower=-6.0, yhat_upper=-4.0
+                    )
+                    for i in range(24)
+                ],
+            )
+    finally:
+        engine.dispose()
+    deadline = time.monotonic() + 10
+    while "delta_lat" not in client.get("/v1/series").text and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for path, params, where in [
+        ("/v1/circuit-breaker/delta_rps", {"latency": "100ms"}, ["path", "series"]),
+        ("/v1/circuit-breaker/rps", {"latency_series": "delta_lat"}, ["query", "latency_series"]),
+        ("/v1/circuit-breaker/delta_rps", {"latency_series": "delta_lat", "format": "envoy"}, None),
+    ]:
+        response = client.get(path, params=params)
+        assert response.status_code == 422, response.text
+        (detail,) = response.json()["detail"]
+        assert "below zero" in detail["msg"] and "delta_" in detail["msg"]
+        if where is not None:
+            assert detail["loc"] == where
 
 
 def test_answers_from_stale_forecasts_say_so(client: TestClient) -> None:
