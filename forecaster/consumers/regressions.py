@@ -584,8 +584,14 @@ def plot_detection(
     fig = agg_figure(12, 6.4)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     ds = frame["ds"].to_numpy()
-    fill_band(top, ds, frame, alpha=0.25, label="reference band (judged against)")
-    top.plot(ds, frame["y"].to_numpy(dtype=float), color="black", lw=0.7, label="actual")
+    if len(frame):  # matplotlib cannot draw empty columns of objects (nothing scored)
+        fill_band(top, ds, frame, alpha=0.25, label="reference band (judged against)")
+        top.plot(ds, frame["y"].to_numpy(dtype=float), color="black", lw=0.7, label="actual")
+        bottom.plot(
+            ds, frame["score"].to_numpy(dtype=float), color="tab:gray", lw=0.6, label="score"
+        )
+    else:
+        top.text(0.5, 0.5, "no step was scored", transform=top.transAxes, ha="center")
     end = frame["ds"].max() if len(frame) else None
     for i, event in enumerate(result.events):
         for ax in (top, bottom):
@@ -597,7 +603,6 @@ def plot_detection(
                 lw=0,
                 label="regression event" if i == 0 and ax is top else None,
             )
-    bottom.plot(ds, frame["score"].to_numpy(dtype=float), color="tab:gray", lw=0.6, label="score")
     bars = frame["bar"].to_numpy(dtype=float)
     if np.isfinite(bars).any():
         bottom.plot(ds, bars, color="tab:orange", lw=1.2, ls="--", label="bar")
@@ -605,7 +610,8 @@ def plot_detection(
     bottom.set_yscale("symlog", linthresh=1.0)
     bottom.set_ylabel("anomaly score")
     top.set_title(title)
-    top.legend(loc="upper left", fontsize=8)
+    if len(frame):
+        top.legend(loc="upper left", fontsize=8)
     bottom.legend(loc="upper left", fontsize=8)
     fig.autofmt_xdate()
     fig.tight_layout()

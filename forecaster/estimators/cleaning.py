@@ -223,7 +223,8 @@ def _replace_spikes(
     median = _rolling_median(values, window)
     resid = values - median
     absres = pd.Series(np.abs(resid))
-    local = absres.rolling(min(day, n), center=True, min_periods=window).median()
+    # over a day, or the spike window when a day holds fewer steps (a 12-hour step)
+    local = absres.rolling(min(max(day, window), n), center=True, min_periods=window).median()
     scale = 1.4826 * local.to_numpy(dtype=float)
     finite_abs = np.abs(resid[np.isfinite(resid)])
     global_scale = 1.4826 * float(np.median(finite_abs)) if len(finite_abs) else 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from forecaster.api.app import create_app
+from forecaster.api.routes.cache_warming import split_member_names
 from forecaster.consumers.regressions import RegressionEvent, Transition
+from forecaster.sources.base import member_name
 from forecaster.store.consumers_repo import ConsumersRepo, ScoreRow
 from forecaster.store.db import make_engine, upgrade
 from forecaster.store.repository import ForecastPoint, Store
@@ -77,6 +80,17 @@ def _seed(settings: Any) -> None:
                 origin,
                 family="by_route",
                 labels={"route": route},
+            )
+        # members split by two labels: their names hold a comma
+        for route, method, level in (("/a", "GET", 10.0), ("/a", "POST", 10.5)):
+            labels = {"method": method, "route": route}
+            _publish(
+                store,
+                member_name("by_call", labels),
+                [level] * 24,
+                origin,
+                family="by_call",
+                labels=labels,
             )
         store.ensure_series(name="empty", family="empty", step_seconds=300, horizon_steps=12)
         # published two hours ago (the publish job stopped), covering the next hours
@@ -176,6 +190,30 @@ def test_cache_warming_top_k(client: TestClient) -> None:
     assert [m["labels"]["route"] for m in loose["members"]] == ["/b", "/c"]
 
 
+def test_top_k_keeps_incumbents_whose_names_hold_commas(client: TestClient) -> None:
+    """A member of a family split by two labels is named ``by_call{method="GET",route="/a"}``:
+    ``current`` splits between names, not at the commas inside one (the incumbent was
+    dropped and replaced by a member within the margin)."""
+    held = member_name("by_call", {"method": "GET", "route": "/a"})
+    body = client.get(
+        "/v1/cache-warming/by_call/top", params={"k": 1, "current": held, "margin": 0.1}
+    ).json()
+    assert [m["series"] for m in body["members"]] == [held]
+    two = client.get(
+        "/v1/cache-warming/by_call/top",
+        params={"k": 1, "current": f' {held} ,by_route{{route="/b"}}', "margin": 0.1},
+    ).json()
+    assert [m["series"] for m in two["members"]] == [held]
+    plain = client.get("/v1/cache-warming/by_call/top", params={"k": 1}).json()
+    assert [m["labels"]["method"] for m in plain["members"]] == ["POST"]
+
+
+def test_current_splits_between_member_names_only() -> None:
+    odd = member_name("f", {"route": '/a,"b},c', "z": "x"})
+    plain = member_name("f", {"route": "/b"})
+    assert split_member_names(f"{odd},{plain}, solo ,,") == [odd, plain, "solo"]
+
+
 def test_circuit_breaker_littles_law(client: TestClient) -> None:
     response = client.get(
         "/v1/circuit-breaker/rps", params={"latency_series": "lat", "window": "30m"}
@@ -204,6 +242,52 @@ def test_circuit_breaker_window_shorter_than_a_step(client: TestClient) -> None:
     response = client.get("/v1/circuit-breaker/rps", params={"latency": "100ms", "window": "1ms"})
     assert response.status_code == 200, response.text
     assert response.json()["max_requests"] >= 1
+
+
+def test_circuit_breaker_refuses_a_negative_forecast(client: TestClient) -> None:
+    """A series with negative values (a signed delta) can be forecast below zero over the
+    whole window: Little's law has no answer for a negative rate or latency. A 422
+    naming the series, not a 500 from the sizing's own check."""
+    engine = make_engine(client.app.state.settings.database)  # type: ignore[attr-defined]
+    try:
+        store = Store(engine)
+        now = datetime.now(UTC)
+        for name, unit in (("delta_rps", "req/s"), ("delta_lat", "ms")):
+            store.ensure_series(
+                name=name, family=name, step_seconds=300, horizon_steps=24, unit=unit
+            )
+            store.publish_forecast(
+                series=name,
+                generated_at=now,
+                origin=now - STEP,
+                step_seconds=300,
+                level=90.0,
+                model_name="lightgbm",
+                model_version="1",
+                run_id="r2",
+                points=[
+                    ForecastPoint(
+                        step=i + 1, ds=now + i * STEP, yhat=-5.0, yhat_lower=-6.0, yhat_upper=-4.0
+                    )
+                    for i in range(24)
+                ],
+            )
+    finally:
+        engine.dispose()
+    deadline = time.monotonic() + 10
+    while "delta_lat" not in client.get("/v1/series").text and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for path, params, where in [
+        ("/v1/circuit-breaker/delta_rps", {"latency": "100ms"}, ["path", "series"]),
+        ("/v1/circuit-breaker/rps", {"latency_series": "delta_lat"}, ["query", "latency_series"]),
+        ("/v1/circuit-breaker/delta_rps", {"latency_series": "delta_lat", "format": "envoy"}, None),
+    ]:
+        response = client.get(path, params=params)
+        assert response.status_code == 422, response.text
+        (detail,) = response.json()["detail"]
+        assert "below zero" in detail["msg"] and "delta_" in detail["msg"]
+        if where is not None:
+            assert detail["loc"] == where
 
 
 def test_answers_from_stale_forecasts_say_so(client: TestClient) -> None:

@@ -195,6 +195,22 @@ def test_scores_csv_and_plot(cli: typer.Typer, tmp_path: Path) -> None:
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
 
 
+def test_a_plot_of_nothing_scored_is_written(cli: typer.Typer, tmp_path: Path) -> None:
+    """Two observations two days apart: nothing can be judged (no forecast before the
+    second). The outputs say so, and the plot is empty axes (it was a matplotlib
+    TypeError traceback on the empty score columns, after the CSVs were written)."""
+    data = tmp_path / "two.csv"
+    data.write_text("timestamp,value\n2026-01-01 00:00:00,1\n2026-01-03 00:00:00,2\n")
+    plot = tmp_path / "detect.png"
+    result = CliRunner().invoke(
+        cli, ["detect", str(data), "-o", str(tmp_path / "e.csv"), "--plot", str(plot)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "0 event(s) in 0 scored steps" in result.output
+    assert _events(tmp_path / "e.csv") == []
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -83,3 +83,22 @@ def test_half_hour_burst_replaced_and_recent_shift_kept(make_series):
     assert result.spike_points == 6
     assert (result.series.iloc[500:506] < 300).all()
     pd.testing.assert_series_equal(result.series.iloc[-10:], history.iloc[-10:])
+
+
+def test_steps_longer_than_a_third_of_a_day_are_cleaned():
+    """At a 12-hour or daily step a day holds fewer steps than the spike window: the
+    local scale is taken over the spike window then (it raised pandas' "min_periods 3
+    must be <= window 1", failing `forecaster detect --freq 1d` and any training of a
+    daily series whose horizon is a day or more)."""
+    for step in ("12h", "1D"):
+        index = pd.date_range("2024-01-01", periods=60, freq=step, tz="UTC")
+        values = np.random.default_rng(3).normal(100.0, 1.0, 60)
+        values[30] = 1000.0
+        result = clean_history(pd.Series(values, index=index))
+        assert result.spike_points == 1, step
+        assert result.series.iloc[30] < 200.0
+        pd.testing.assert_series_equal(
+            result.series.drop(index[30]),
+            pd.Series(values, index=index).drop(index[30]),
+            check_freq=False,
+        )

@@ -63,6 +63,39 @@ class TopOut(BaseModel):
     stale: list[str]
 
 
+def split_member_names(text: str) -> list[str]:
+    """The series names in a comma-separated list such as ``current``.
+
+    A member of a family split by several labels is named
+    ``by_call{method="GET",route="/a"}``, and a label value may hold a comma too: a
+    comma inside the braces or inside a quoted value (``\\"`` escaped) does not split.
+    """
+    names: list[str] = []
+    name: list[str] = []
+    depth, quoted, escaped = 0, False, False
+    for char in text:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"' and depth:
+            quoted = True
+        elif char == "{":
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+        elif char == "," and not depth:
+            names.append("".join(name))
+            name = []
+            continue
+        name.append(char)
+    names.append("".join(name))
+    return [stripped for n in names if (stripped := n.strip())]
+
+
 @router.get(
     "/{family:path}/top",
     response_model=TopOut,
@@ -80,8 +113,9 @@ async def top_members(
     current: Annotated[
         str | None,
         Query(
-            description="Comma-separated members the cache holds now; they keep their place "
-            "unless an outsider's predicted demand beats theirs by more than `margin`",
+            description="Comma-separated members the cache holds now (series names; commas "
+            "inside a name's {...} do not split it); they keep their place unless an "
+            "outsider's predicted demand beats theirs by more than `margin`",
             max_length=65536,
         ),
     ] = None,
@@ -132,7 +166,7 @@ async def top_members(
                 stale.append(m.name)
     last = max((points[-1].ds for points in forecasts.values()), default=end)
     end = max(end, last)
-    held = [name.strip() for name in (current or "").split(",") if name.strip()]
+    held = split_member_names(current or "")
     ranked = rank_members(forecasts, start=start, end=end, k=k, current=held, margin=margin)
     labels = {m.name: m.labels for m in members}
     body: dict[str, Any] = {

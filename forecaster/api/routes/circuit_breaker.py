@@ -44,7 +44,16 @@ class BreakerOut(BaseModel):
     basis: dict[str, Any]
 
 
-def _peak(view: ForecastView, name: str, start: float, end: float) -> tuple[CachedForecast, float]:
+def _peak(
+    view: ForecastView, name: str, start: float, end: float, *, what: str, loc: list[str]
+) -> tuple[CachedForecast, float]:
+    """The forecast of ``name`` and its peak (upper quantile) over ``(start, end]``.
+
+    Raises:
+        HTTPException: 404 for an unknown series or no forecast for the window; 422
+            (at ``loc``) when the whole window is forecast below zero, which no rate
+            or latency can be (a series of signed values, or the wrong series).
+    """
     try:
         cached = view.forecast(name)
     except (SeriesNotFound, ForecastNotFound) as exc:
@@ -56,7 +65,20 @@ def _peak(view: ForecastView, name: str, start: float, end: float) -> tuple[Cach
             detail=f"the forecast of {name!r} does not cover the coming window (stale?)",
         )
     cols = cached.columns
-    return cached, max(max(cols.yhat_upper[lo:hi]), max(cols.yhat[lo:hi]))
+    peak = max(max(cols.yhat_upper[lo:hi]), max(cols.yhat[lo:hi]))
+    if peak < 0:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=[
+                {
+                    "loc": loc,
+                    "msg": f"the forecast of {name!r} is below zero over the whole window "
+                    f"(peak {peak:g}); a {what} cannot be negative: is it the right series?",
+                    "type": "value_error",
+                }
+            ],
+        )
+    return cached, peak
 
 
 @router.get(
@@ -125,7 +147,14 @@ async def circuit_breaker(
     if latency_series is not None and latency is not None:
         raise bad_parameter("latency", "give either latency_series or a fixed latency, not both")
     now = time.time()
-    rate_cached, rate_peak = _peak(view, series, now - 1, now + span.total_seconds())
+    rate_cached, rate_peak = _peak(
+        view,
+        series,
+        now - 1,
+        now + span.total_seconds(),
+        what="request rate",
+        loc=["path", "series"],
+    )
     rate_fc = rate_cached.forecast
     used = [rate_cached]
     lo_step = rate_fc.step_seconds
@@ -157,7 +186,14 @@ async def circuit_breaker(
         basis["latency"] = "fixed"
     else:
         assert latency_series is not None
-        lat_cached, lat_peak = _peak(view, latency_series, now - 1, now + span.total_seconds())
+        lat_cached, lat_peak = _peak(
+            view,
+            latency_series,
+            now - 1,
+            now + span.total_seconds(),
+            what="latency",
+            loc=["query", "latency_series"],
+        )
         if latency_unit is not None:
             scale = 1e-3 if latency_unit == "ms" else 1.0
         else:
