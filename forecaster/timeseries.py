@@ -360,6 +360,13 @@ def read_series_csv(
                 io.StringIO(text), dtype=str, keep_default_na=False, index_col=False
             )
     except pd.errors.ParserWarning as exc:
+        head = text.lstrip().split("\n", 1)[0].strip()
+        if "," not in head:  # a header of one field: other separators (and decimal commas)
+            used = next((f", not {name}" for c, name in SEPARATORS if c in head), "")
+            raise InputDataError(
+                f"{where}: the header is one column {head!r}: separate the columns with "
+                f"commas{used} (and write decimal points, not decimal commas)"
+            ) from exc
         raise InputDataError(
             f"{where}: the rows have more fields than the header names; name every column "
             "in the header (timestamp, value, ...) or remove the extra fields"

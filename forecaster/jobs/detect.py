@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from forecaster.errors import ConfigError, ForecasterError
+from forecaster.errors import ConfigError, ForecasterError, ForecastNotFound
 
 if TYPE_CHECKING:
     from forecaster.consumers.webhooks import WebhookTarget
@@ -223,7 +223,8 @@ def detect_series(
 def warm_series(
     ctx: JobContext, *, spec: SeriesSpec, name: str, now: datetime | None = None
 ) -> list[str]:
-    """Push the cache-warming windows of ``name`` whose ``warm_at`` has arrived.
+    """Push the cache-warming windows of ``name`` whose ``warm_at`` has arrived (none
+    while nothing is published: the series waits for its first training).
 
     Each window is sent at most once: its key is the series and its ramp's start and
     peak, claimed in the store before sending, and a window that overlaps one pushed
@@ -245,7 +246,10 @@ def warm_series(
     if target is None:
         return []
     now = now or datetime.now(UTC)
-    forecast = ctx.store.latest_forecast(name)
+    try:
+        forecast = ctx.store.latest_forecast(name)
+    except ForecastNotFound:  # not trained yet (a new series or pod): nothing to push
+        return []
     ramps = find_ramps(
         forecast.points,
         now=now,

@@ -308,10 +308,12 @@ class ConsumersRepo:
         self,
         *,
         series: str | None = None,
+        family: str | None = None,
         since: datetime | None = None,
         limit: int = 1000,
     ) -> list[EventRow]:
-        """Regression events, newest start first: of one series, and/or ending after ``since``.
+        """Regression events, newest start first: of one series (or the members of one
+        ``split_by`` family), and/or ending after ``since``.
 
         An event is included when it is open or ended at or after ``since``.
         """
@@ -322,6 +324,8 @@ class ConsumersRepo:
         )
         if series is not None:
             query = query.where(series_table.c.name == series)
+        if family is not None:
+            query = query.where(series_table.c.family == family)
         if since is not None:
             query = query.where(
                 regression_events_table.c.end.is_(None)

@@ -346,6 +346,54 @@ def test_regressions_listing_and_metrics(client: TestClient) -> None:
     )
 
 
+def test_regressions_of_a_split_by_family_by_its_name(client: TestClient) -> None:
+    """``watch:`` on a ``split_by`` family watches each member; the family's name (the one
+    written in the spec) selects their events, as it does on ``/metrics`` (it was a 404
+    'unknown series'), both from memory and from the store (``since`` beyond a month)."""
+    engine = make_engine(client.app.state.settings.database)  # type: ignore[attr-defined]
+    try:
+        store = Store(engine)
+        now = datetime.now(UTC)
+        member = member_name("lat_by_route", {"route": "/a"})
+        sid = store.ensure_series(
+            name=member,
+            family="lat_by_route",
+            labels={"route": "/a"},
+            step_seconds=300,
+            horizon_steps=12,
+            unit="ms",
+        )
+        event = RegressionEvent(
+            start=now - timedelta(minutes=30),
+            end=None,
+            peak_score=7.0,
+            direction="up",
+            model="lightgbm v3",
+            detected_at=now - timedelta(minutes=15),
+        )
+        ConsumersRepo(store).save_detection(
+            sid, state={}, open_event_id=None, transitions=[Transition("opened", event)]
+        )
+    finally:
+        engine.dispose()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        response = client.get("/v1/regressions", params={"series": "lat_by_route"})
+        if response.status_code == 200 and response.json()["events"]:
+            break
+        time.sleep(0.1)
+    assert response.status_code == 200, response.text
+    assert [e["series"] for e in response.json()["events"]] == [member]
+    old = client.get("/v1/regressions", params={"series": "lat_by_route", "since": "-60d"})
+    assert [e["series"] for e in old.json()["events"]] == [member]
+    one = client.get("/v1/regressions", params={"series": member}).json()["events"]
+    assert [e["peak_score"] for e in one] == [7.0]
+    assert [
+        e["series"]
+        for e in client.get("/v1/regressions", params={"series": "rps"}).json()["events"]
+    ] == ["rps", "rps"]
+
+
 @pytest.mark.parametrize(
     ("path", "params", "name"),
     [

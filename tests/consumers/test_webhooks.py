@@ -515,6 +515,37 @@ def test_a_ramp_under_way_is_not_pushed_again_and_a_second_one_in_the_hour_is(
     ctx.store.engine.dispose()
 
 
+def test_a_series_with_nothing_published_yet_has_nothing_to_push(
+    receiver: Receiver,
+    store_url: str,
+    make_settings: Any,
+    write_spec: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before its first training (a new series, a new pod of a family waiting for 12
+    observations) the warm job recorded a failed run every minute ("has no published
+    forecast yet"), counted in forecaster_job_errors_total, as publish once did."""
+    from forecaster.jobs.detect import _each_member, warm_series
+
+    _, spec, ctx = _warmed_rps(
+        receiver,
+        store_url,
+        make_settings,
+        write_spec,
+        tmp_path,
+        monkeypatch,
+        lead="10m",
+        stale_after=3600,
+    )
+    assert warm_series(ctx, spec=spec, name="rps", now=T0) == []
+    _each_member(ctx, "rps", "warm", warm_series)
+    (run,) = ctx.store.last_job_runs(1)
+    assert run["ok"], run["detail"]
+    assert receiver.received == []
+    ctx.store.engine.dispose()
+
+
 def test_a_delivery_that_failed_for_good_fails_the_run(
     store_url: str, make_settings: Any, write_spec: Any, tmp_path: Any
 ) -> None:

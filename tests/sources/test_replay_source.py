@@ -111,6 +111,12 @@ def test_file_source_fetch_returns_one_named_series(nab: Path, tmp_path: Path) -
         ('{"timestamp": ["2024-01-01"], "value": [1]}', "looks like JSON, not CSV"),
         # a third field on every row: its values were dropped without a word
         ("timestamp,value\n2024-01-01,1,7\n2024-01-02,2,8\n", "more fields than the header"),
+        # a European export: semicolons between the columns, decimal commas in the values
+        # ("more fields than the header": the header is one field, each row two)
+        (
+            "timestamp;value\n2024-01-01 00:00;50,12\n2024-01-01 00:05;49,5\n",
+            "one column 'timestamp;value': separate the columns with commas, not semicolons",
+        ),
         # pandas' to_csv writes its row numbers as an unnamed first column
         (",timestamp,value\n0,2024-01-01,1\n", "the first column has no name"),
         # relative seconds: pandas said "day is out of range for month: 0"

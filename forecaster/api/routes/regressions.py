@@ -56,7 +56,13 @@ def _iso(value: datetime | None) -> str | None:
 async def list_regressions(
     request: Request,
     view: ViewDep,
-    series: Annotated[str | None, Query(description="Only this series", max_length=300)] = None,
+    series: Annotated[
+        str | None,
+        Query(
+            description="Only this series (a split_by family's name: its members)",
+            max_length=300,
+        ),
+    ] = None,
     since: Annotated[
         str | None,
         Query(description="Events open at or ending after this (ISO 8601 or -7d); default -7d"),
@@ -78,20 +84,33 @@ async def list_regressions(
         if since is not None
         else datetime.now(UTC) - timedelta(days=7)
     )
-    if series is not None and series not in view.state.series:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown series {series!r}")
+    catalogue = view.state.series
+    names: set[str] | None = None  # the series selected (None: all)
+    family: str | None = None  # a split_by family's name, as written in the spec
+    if series is not None:
+        if series in catalogue:
+            names = {series}
+        else:
+            names = {name for name, info in catalogue.items() if info.family == series}
+            if not names:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown series {series!r}")
+            family = series
     snapshot: ConsumerView = request.app.state.consumer_view
     state = snapshot.state
     if state.events_since is not None and start >= state.events_since:
         events = [
             e
             for e in state.events
-            if (series is None or e.series == series) and (e.end is None or e.end >= start)
+            if (names is None or e.series in names) and (e.end is None or e.end >= start)
         ][:limit]
     else:  # older than the in-memory window: a rare, explicit query to the store
         try:
             events = await asyncio.to_thread(
-                snapshot.repo.events, series=series, since=start, limit=limit
+                snapshot.repo.events,
+                series=None if family is not None else series,
+                family=family,
+                since=start,
+                limit=limit,
             )
         except StoreError as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
