@@ -413,6 +413,8 @@ def test_regressions_of_a_split_by_family_by_its_name(client: TestClient) -> Non
         ("/v1/circuit-breaker/rps", {"latency": "1s", "latency_series": "lat"}, "latency"),
         ("/v1/circuit-breaker/odd", {"latency": "1s"}, "rate_per"),
         ("/v1/circuit-breaker/lat", {"latency_series": "odd", "rate_per": "1s"}, "latency_unit"),
+        # latency_unit was silently ignored beside a fixed latency
+        ("/v1/circuit-breaker/rps", {"latency": "250ms", "latency_unit": "ms"}, "latency_unit"),
         ("/v1/regressions", {"since": "last week"}, "since"),
         ("/v1/regressions", {"since": ""}, "since"),  # it was the 7-day default
         ("/v1/regressions", {"limit": "0"}, "limit"),

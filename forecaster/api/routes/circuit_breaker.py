@@ -146,6 +146,12 @@ async def circuit_breaker(
         )
     if latency_series is not None and latency is not None:
         raise bad_parameter("latency", "give either latency_series or a fixed latency, not both")
+    if latency is not None and latency_unit is not None:
+        raise bad_parameter(
+            "latency_unit",
+            "latency_unit is the unit of latency_series; a fixed latency carries its own "
+            "(e.g. latency=250ms)",
+        )
     now = time.time()
     rate_cached, rate_peak = _peak(
         view,
