@@ -248,7 +248,7 @@ def record_fit(
             if version is None
             else f"version {version} was registered but its alias could not be set"
         )
-        decision = GateDecision(False, f"not promoted: MLflow failed, {step} ({exc})")
+        decision = GateDecision(False, f"MLflow failed, {step} ({exc})")
     ctx.store.record_training(
         series=name,
         run_id=run_id,
