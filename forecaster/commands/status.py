@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -34,10 +34,25 @@ class SeriesStatus:
     series: str
     spec: str
     state: str
-    last_observation: str | None
+    last_observation: datetime | None
     champion: str | None
-    forecast_made: str | None
+    forecast_made: datetime | None
     problem: str
+    checked_at: datetime
+
+    def to_json(self) -> dict[str, object]:
+        """The row for ``--json``: ISO 8601 times, and their ages in whole seconds."""
+        return {
+            "series": self.series,
+            "spec": self.spec,
+            "state": self.state,
+            "last_observation": _iso(self.last_observation),
+            "last_observation_age_seconds": _age_seconds(self.last_observation, self.checked_at),
+            "champion": self.champion,
+            "forecast_made": _iso(self.forecast_made),
+            "forecast_age_seconds": _age_seconds(self.forecast_made, self.checked_at),
+            "problem": self.problem,
+        }
 
 
 def _first_line(detail: str) -> str:
@@ -49,10 +64,18 @@ def _since(then: datetime, now: datetime) -> str:
     return format_duration(timedelta(seconds=max(int((now - then).total_seconds()), 0)))
 
 
-def _age(then: datetime | None, now: datetime) -> str | None:
+def _age(then: datetime | None, now: datetime) -> str:
     if then is None:
-        return None
+        return "-"
     return f"{then.isoformat(timespec='seconds')} ({_since(then, now)} ago)"
+
+
+def _iso(then: datetime | None) -> str | None:
+    return None if then is None else then.isoformat(timespec="seconds")
+
+
+def _age_seconds(then: datetime | None, now: datetime) -> int | None:
+    return None if then is None else max(int((now - then).total_seconds()), 0)
 
 
 def _untrained_problem(ctx: JobContext, name: str) -> str:
@@ -106,7 +129,7 @@ def collect(
                 state, problem = "no history", "ingest runs, but the query matches no series"
             else:
                 state, problem = "no history", "run ingest first"
-            out.append(SeriesStatus(spec.name, spec.name, state, None, None, None, problem))
+            out.append(SeriesStatus(spec.name, spec.name, state, None, None, None, problem, now))
             continue
         for info in sorted(reporting + retired, key=lambda i: i.name):
             name = info.name
@@ -145,10 +168,11 @@ def collect(
                     series=name,
                     spec=spec.name,
                     state=state,
-                    last_observation=_age(info.last_observation_at, now),
+                    last_observation=info.last_observation_at,
                     champion=champion,
-                    forecast_made=None if made is None else _age(made[0], now),
+                    forecast_made=None if made is None else made[0],
                     problem=problem,
+                    checked_at=now,
                 )
             )
     return out
@@ -180,14 +204,14 @@ def status_command(
         ctx.store.engine.dispose()
     if as_json:
         for row in rows:
-            typer.echo(json.dumps(asdict(row)))
+            typer.echo(json.dumps(row.to_json()))
     else:
         for row in rows:
             colour = typer.colors.GREEN if row.state in FINE else typer.colors.RED
             typer.secho(f"{row.series}: {row.state}", fg=colour, bold=row.state not in FINE)
-            typer.echo(f"  last observation  {row.last_observation or '-'}")
+            typer.echo(f"  last observation  {_age(row.last_observation, row.checked_at)}")
             typer.echo(f"  champion          {row.champion or '-'}")
-            typer.echo(f"  forecast made     {row.forecast_made or '-'}")
+            typer.echo(f"  forecast made     {_age(row.forecast_made, row.checked_at)}")
             if row.problem:
                 typer.echo(f"  problem           {row.problem}")
         attention = [row for row in rows if row.state not in FINE]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -109,10 +110,17 @@ def test_every_series_gets_a_state_and_the_reason(
     )
     assert "older than the 2m staleness bound" in rows["stale"].problem
     assert rows["fine"].champion == "seasonal_naive v3"
-    assert rows["fine"].forecast_made is not None and rows["fine"].forecast_made.endswith(
-        "(30s ago)"
-    )
+    assert rows["fine"].forecast_made == now - timedelta(seconds=30)
     assert rows["untrained"].forecast_made is None
+    # --json: ISO 8601 times a script can parse, and the ages beside them (the times
+    # read "2026-...+00:00 (2m49s ago)")
+    fine = rows["fine"].to_json()
+    assert datetime.fromisoformat(str(fine["forecast_made"])) == now - timedelta(seconds=30)
+    assert fine["forecast_age_seconds"] == 30
+    assert datetime.fromisoformat(str(fine["last_observation"])) == now
+    assert fine["last_observation_age_seconds"] == 0
+    never = rows["never"].to_json()
+    assert never["last_observation"] is None and never["forecast_age_seconds"] is None
 
 
 def test_the_command_exits_1_when_a_series_needs_attention(
@@ -142,6 +150,7 @@ def test_the_command_exits_1_when_a_series_needs_attention(
     assert everything.returncode == 1, everything.stderr
     assert "broken: publish failing" in everything.stdout
     assert "8 series: 3 fine, 5 need attention" in everything.stdout
+    assert re.search(r"forecast made     \S+ \(\w+ ago\)", everything.stdout)
     fine = run("fine", "fam", "--json")
     assert fine.returncode == 0, fine.stdout + fine.stderr
     states = [json.loads(line)["state"] for line in fine.stdout.splitlines()]
