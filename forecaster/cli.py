@@ -112,7 +112,20 @@ def train(
         )
         for flag in result.flags:
             typer.echo(f"  note: {flag}")
+    unregistered = [r.series for r in summary.results if r.registry_error is not None]
+    if unregistered:
+        # the trainings are in the store, but nothing reached the registry and no
+        # champion changed: a cron job or CI step must not read this as success
+        typer.secho(
+            f"MLflow failed for {len(unregistered)} series ({', '.join(unregistered)}): "
+            "their trainings are recorded in the store only and their champions did not "
+            "change; check FORECASTER_MLFLOW__TRACKING_URI and train again",
+            err=True,
+            fg=typer.colors.RED,
+        )
     _report(summary)
+    if unregistered:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -114,6 +114,20 @@ def test_ingest_train_publish_from_the_command_line(
     assert "(champion;" in retrained.stdout
     republished = _run(["publish"], env, tmp_path)
     assert republished.returncode == 0, republished.stderr
+
+    # MLflow unreachable: the training is recorded in the store only and the champion
+    # stays, which exited 0 (a cron job never found out)
+    down = {
+        **env,
+        "FORECASTER_MLFLOW__TRACKING_URI": "http://127.0.0.1:9",
+        "FORECASTER_MLFLOW__REQUEST_TIMEOUT_SECONDS": "1",
+        "FORECASTER_MLFLOW__MAX_RETRIES": "0",
+    }
+    unregistered = _run(["train", "lat"], down, tmp_path)
+    assert unregistered.returncode == 1, unregistered.stdout + unregistered.stderr
+    assert "MLflow failed for 1 series (lat)" in unregistered.stderr
+    assert "check FORECASTER_MLFLOW__TRACKING_URI" in unregistered.stderr
+    assert "trained lat:" in unregistered.stdout  # still said what it did
     assert "published lat: 6 steps" in republished.stdout
 
 

@@ -87,6 +87,9 @@ class TrainResult:
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     flags: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: MLflow's error when the run could not be logged, registered or aliased
+    #: (the training is then recorded in the store only).
+    registry_error: str | None = None
 
 
 def fit_history(task: FitTask) -> FitOutcome:
@@ -215,6 +218,7 @@ def record_fit(
     run_id = f"local-{int(time.time() * 1000)}"
     version: str | None = None
     logged = False
+    registry_error: str | None = None
     try:
         with tempfile.TemporaryDirectory() as tmp:
             plot: Path | None = None
@@ -240,6 +244,7 @@ def record_fit(
         version = registered.version
         ctx.registry.set_alias(name, CHAMPION if decision.promote else CHALLENGER, version)
     except RegistryError as exc:
+        registry_error = str(exc)
         log.error("MLflow failed while training %s: %s", name, exc)
         step = (
             "the run could not be logged"
@@ -282,6 +287,7 @@ def record_fit(
         scores=scores,
         flags=outcome.flags,
         seconds=outcome.seconds,
+        registry_error=registry_error,
     )
 
 
@@ -330,6 +336,7 @@ def _serve_baseline(
     )
     run_id = f"local-{int(time.time() * 1000)}"
     version = "local"
+    registry_error: str | None = None
     try:
         run_id = ctx.registry.log_training(
             series=name,
@@ -341,6 +348,7 @@ def _serve_baseline(
         version = ctx.registry.register(name, run_id).version
         ctx.registry.set_alias(name, CHAMPION, version)
     except RegistryError as exc:
+        registry_error = str(exc)
         log.error("MLflow failed while registering the fallback of %s: %s", name, exc)
         reason += "; MLflow failed, recorded locally only"
     ctx.store.record_training(
@@ -365,4 +373,5 @@ def _serve_baseline(
         scores=scores,
         flags=[*flags, f"fallback: {refused} refused by the gate"],
         seconds=seconds,
+        registry_error=registry_error,
     )

@@ -164,6 +164,7 @@ def test_mlflow_down_training_completes_and_champion_keeps_serving(ctx: Any) -> 
     outcome = summary.results[0]
     assert not outcome.promoted
     assert "MLflow failed, the run could not be logged" in outcome.reason
+    assert outcome.registry_error is not None  # for the CLI's exit status
     # printed after the verdict: "(not promoted; not promoted: MLflow failed, ...)"
     assert not outcome.reason.startswith("not promoted")
     assert ctx.store.champion("elb") == before
