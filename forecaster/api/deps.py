@@ -78,9 +78,34 @@ class AdminRoute(APIRoute):
 
         async def checked(request: Request) -> Response:
             _check_token(request, request.app.state.settings)
+            _check_json_body(request)
             return await handler(request)
 
         return checked
+
+
+def _check_json_body(request: Request) -> None:
+    """Refuse a body sent as something other than JSON with a 415 that says how to
+    send it: ``curl -d '{"job": "train"}'`` sends a form, which FastAPI does not read
+    as JSON, and the 422 said only "Input should be a valid dictionary"."""
+    headers = request.headers
+    kind = headers.get("content-type", "").split(";")[0].strip().lower()
+    if request.method != "POST" or kind == "application/json":
+        return
+    if (
+        not kind
+        and headers.get("content-length", "0") == "0"
+        and "transfer-encoding" not in headers
+    ):
+        return  # no body: the 422 names the fields it lacks
+    raise HTTPException(
+        status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+        detail=(
+            f"the body was sent {f'as {kind}' if kind else 'without a Content-Type'}; "
+            "send it as JSON with the header Content-Type: application/json (curl: "
+            "-H 'Content-Type: application/json', or --json)"
+        ),
+    )
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -178,3 +178,33 @@ def test_a_spec_series_not_stored_yet_can_be_requested(
             assert "known: checkout_rps, rps" in r.json()["detail"]
     finally:
         engine.dispose()
+
+
+def test_a_body_sent_as_a_form_is_415_saying_how_to_send_json(app_and_engine: Any) -> None:
+    """curl -d sends a form: the 422 said only "Input should be a valid dictionary"."""
+    client, _ = app_and_engine
+    r = client.post(
+        "/v1/admin/jobs",
+        content=b'{"job": "train"}',
+        headers={**AUTH, "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 415
+    assert "Content-Type: application/json" in r.json()["detail"]
+    # without a token it is still the 401 first
+    r = client.post(
+        "/v1/admin/jobs",
+        content=b'{"job": "train"}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 401
+    # no content type at all: FastAPI does not read that as JSON either
+    r = client.post("/v1/admin/jobs", content=b'{"job": "train"}', headers=AUTH)
+    assert r.status_code == 415
+    assert "sent without a Content-Type" in r.json()["detail"]
+    # JSON with a charset is JSON
+    r = client.post(
+        "/v1/admin/jobs",
+        content=b'{"job": "train"}',
+        headers={**AUTH, "content-type": "application/json; charset=utf-8"},
+    )
+    assert r.status_code == 202, r.text

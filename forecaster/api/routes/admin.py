@@ -53,6 +53,7 @@ class JobRequestOut(BaseModel):
         403: {"description": "Wrong token, or no token configured"},
         404: {"description": "Unknown series"},
         413: {"description": "Request body too large"},
+        415: {"description": "Body not sent as JSON"},
     },
 )
 async def create_job(
