@@ -243,6 +243,19 @@ class EventTracker:
             out.append(Transition("opened", self.open))
         return out
 
+    def stop(self) -> list[Transition]:
+        """Stop judging (the series is no longer watched): an open event closes at the
+        last observation judged, since nothing after it is known; a pending run is
+        dropped. Returns the ``closed`` transition, if an event was open."""
+        out: list[Transition] = []
+        if self.open is not None:
+            end = self.last_ts if self.last_ts is not None else self.open.detected_at
+            out.append(Transition("closed", replace(self.open, end=end)))
+        self.open = None
+        self.quiet_since = None
+        self.run_start = None
+        return out
+
     # -- persistence of the online state -------------------------------------------
     def get_state(self) -> dict[str, Any]:
         """JSON-serialisable state (the settings are not included: they come from the spec)."""
