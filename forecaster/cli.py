@@ -195,9 +195,11 @@ def serve(
 @app.command()
 def scheduler(spec: SpecOption = None) -> None:
     """Run the pipelines on their schedules (ingest, publish every minute, daily retrain)."""
+    from forecaster.jobs.detect import check_webhook_secrets
     from forecaster.scheduler import run_scheduler
 
     ctx = _context(spec)
+    check_webhook_secrets(ctx.spec)  # a refusal before any "running" line
     typer.echo(
         f"scheduler running {len(ctx.spec.series)} series from {ctx.spec.path}; Ctrl-C stops"
     )

@@ -226,8 +226,10 @@ def bootstrap_job(family: str) -> None:
 
 @_job
 def housekeeping_job() -> None:
-    """Scheduled hourly: prune job runs past their retention and clear old training models."""
+    """Scheduled hourly: prune job runs past their retention and clear old training models;
+    stop judging series no longer watched (their open regression events close)."""
     from forecaster.errors import ForecasterError
+    from forecaster.jobs.detect import close_unwatched
 
     ctx = _ctx()
     settings = ctx.settings.schedule
@@ -237,17 +239,21 @@ def housekeeping_job() -> None:
         )
         models = ctx.store.drop_old_artifacts(keep=settings.training_artifacts_kept)
         observations = prune_observations(ctx)
+        # e.g. a scheduler started on a spec that no longer watches a series
+        unwatched = close_unwatched(ctx)
     except ForecasterError as exc:
         log.warning("housekeeping failed (retried in an hour): %s", exc)
         return
-    if runs or models or observations:
+    if runs or models or observations or unwatched:
         log.info(
             "housekeeping: deleted %d job runs older than %dh and %d observations past "
-            "their retention, cleared %d old training models",
+            "their retention, cleared %d old training models, stopped judging %d series "
+            "no longer watched",
             runs,
             settings.job_runs_retention_hours,
             observations,
             models,
+            unwatched,
         )
 
 
@@ -334,6 +340,13 @@ def reload_spec() -> str:
     scheduler = _CONTEXT.get("scheduler")
     if scheduler is not None:
         _add_jobs(scheduler, ctx, reload=True)
+    from forecaster.errors import ForecasterError
+    from forecaster.jobs.detect import close_unwatched
+
+    try:  # series whose watch: (or whole entry) the new spec dropped: close their events
+        close_unwatched(ctx)
+    except ForecasterError as exc:  # the reload stands; housekeeping tries again hourly
+        log.warning("closing the events of series no longer watched failed: %s", exc)
     return f"reloaded {path}: {len(new_spec.series)} series"
 
 

@@ -35,6 +35,20 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
     )
 
 
+def test_a_scheduler_without_its_webhook_secret_refuses_before_saying_it_runs(
+    tmp_path: Path, write_spec: Any
+) -> None:
+    """It printed "scheduler running 1 series ...; Ctrl-C stops" and then the refusal."""
+    hook = {"webhook": "http://127.0.0.1:9/h", "secret_env": "FORECASTER_TEST_UNSET_HOOK"}
+    spec = write_spec(
+        tmp_path / "spec.yaml", [{"name": "s", "query": "up", "watch": hook}], step="1m"
+    )
+    out = _run(["scheduler", "--spec", str(spec)], _demo_store_env(tmp_path), tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "s watch: FORECASTER_TEST_UNSET_HOOK" in out.stderr
+    assert "running" not in out.stdout + out.stderr
+
+
 @pytest.mark.parametrize(
     "command",
     ["ingest", "train", "publish", "serve", "scheduler", "demo", "backtest", "status"],

@@ -243,6 +243,19 @@ class EventTracker:
             out.append(Transition("opened", self.open))
         return out
 
+    def stop(self) -> list[Transition]:
+        """Stop judging (the series is no longer watched): an open event closes at the
+        last observation judged, since nothing after it is known; a pending run is
+        dropped. Returns the ``closed`` transition, if an event was open."""
+        out: list[Transition] = []
+        if self.open is not None:
+            end = self.last_ts if self.last_ts is not None else self.open.detected_at
+            out.append(Transition("closed", replace(self.open, end=end)))
+        self.open = None
+        self.quiet_since = None
+        self.run_start = None
+        return out
+
     # -- persistence of the online state -------------------------------------------
     def get_state(self) -> dict[str, Any]:
         """JSON-serialisable state (the settings are not included: they come from the spec)."""
@@ -486,9 +499,15 @@ def detect_history(
 
     Returns:
         Events (still-open ones with ``end=None``), per-step scores and counts.
+
+    Raises:
+        EstimatorError: An observation to judge after a gap in the data longer than
+            ``train_window`` (nothing to forecast it from), naming the decision and the gap.
     """
     import numpy as np
     import pandas as pd
+
+    from forecaster.errors import EstimatorError
 
     if publish_every < 1:
         raise ValueError(f"publish_every must be >= 1, got {publish_every}")
@@ -533,6 +552,18 @@ def detect_history(
             block = max(1, min(block, limit - pos))
         if np.isfinite(values[pos : pos + block]).any():  # else nothing to judge
             recent = history.iloc[max(0, pos - int(train_window / step)) : pos]
+            if not recent.notna().any():
+                # the estimator's bare "history has no finite values" said neither which
+                # decision nor what to change (sparse data, a short --history)
+                seen = np.flatnonzero(np.isfinite(values[:pos]))
+                gap = now - index[int(seen[-1])].to_pydatetime() if len(seen) else None
+                raise EstimatorError(
+                    f"decision at {now.isoformat()}: history has no finite values (the "
+                    f"--history window of {format_duration(train_window)} before it has no "
+                    "observed point: the data has a gap"
+                    + ("" if gap is None else f" of {format_duration(gap)}")
+                    + " there; use a --history longer than that gap)"
+                )
             frame = estimator.predict(block, history=recent, level=level, follow_level=False)
             forecasts += 1
             bands = {

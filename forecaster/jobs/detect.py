@@ -18,12 +18,14 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from forecaster.durations import format_duration
 from forecaster.errors import ConfigError, ForecasterError, ForecastNotFound
 
 if TYPE_CHECKING:
     from forecaster.consumers.webhooks import WebhookTarget
     from forecaster.jobs.context import JobContext
     from forecaster.specs import PipelineSpec, SeriesSpec, _ConsumerSpec
+    from forecaster.store.consumers_repo import WatchedState
 
 log = logging.getLogger(__name__)
 
@@ -189,26 +191,7 @@ def detect_series(
             for kind, event_id in changes:
                 if kind == "updated":
                     continue
-                event = repo.event(event_id)
-                if event is None:
-                    continue
-                outcome = sender.deliver(
-                    target,
-                    key=f"regression:{name}:{event_id}:{kind}",
-                    kind="regression",
-                    series=name,
-                    payload={
-                        "type": f"regression.{kind}",
-                        "series": name,
-                        "event_id": event_id,
-                        "start": event.start.isoformat(),
-                        "end": None if event.end is None else event.end.isoformat(),
-                        "peak_score": event.peak_score,
-                        "direction": event.direction,
-                        "model": event.model,
-                    },
-                )
-                sent.append(f"{outcome.key}: {outcome.status}")
+                sent.extend(_push_event(sender, target, repo, name, kind, event_id))
         finally:
             sender.close()
     return DetectResult(
@@ -217,6 +200,177 @@ def detect_series(
         opened=sum(1 for kind, _ in changes if kind == "opened"),
         closed=sum(1 for kind, _ in changes if kind == "closed"),
         webhooks=sent,
+    )
+
+
+def _push_event(
+    sender: Any,
+    target: WebhookTarget,
+    repo: Any,
+    name: str,
+    kind: str,
+    event_id: int,
+    reason: str | None = None,
+) -> list[str]:
+    """Push the stored event ``event_id`` as ``regression.<kind>``; ``"<key>: <status>"``
+    (none when the event is gone). ``reason`` (a close because the series is no longer
+    watched) is added to the payload."""
+    event = repo.event(event_id)
+    if event is None:
+        return []
+    payload: dict[str, Any] = {
+        "type": f"regression.{kind}",
+        "series": name,
+        "event_id": event_id,
+        "start": event.start.isoformat(),
+        "end": None if event.end is None else event.end.isoformat(),
+        "peak_score": event.peak_score,
+        "direction": event.direction,
+        "model": event.model,
+    }
+    if reason is not None:
+        payload["reason"] = reason
+    outcome = sender.deliver(
+        target,
+        key=f"regression:{name}:{event_id}:{kind}",
+        kind="regression",
+        series=name,
+        payload=payload,
+    )
+    return [f"{outcome.key}: {outcome.status}"]
+
+
+def stop_watching(
+    ctx: JobContext,
+    watched: WatchedState,
+    *,
+    reason: str,
+    spec: SeriesSpec | None = None,
+    now: datetime | None = None,
+) -> DetectResult:
+    """Stop judging a series no longer watched (a retired ``split_by`` member, ``watch:``
+    removed from its spec, or its series removed from the spec).
+
+    Its open regression event, if any, closes at the last observation judged (nothing
+    after it is known) and the "closed" push goes to ``spec``'s watch webhook when it
+    still has one; its detector state is marked stopped with ``reason``, so ``/metrics``
+    drops its gauges. It resumes after that observation if it is watched again.
+    """
+    from forecaster.consumers.regressions import EventTracker
+    from forecaster.consumers.webhooks import WebhookSender
+    from forecaster.store.consumers_repo import ConsumersRepo
+
+    name = watched.series
+    target = None
+    if spec is not None and spec.watch is not None:
+        target = webhook_target(spec.watch, f"series {spec.name!r} watch")
+    now = now or datetime.now(UTC)
+    tracker = EventTracker(step=timedelta(seconds=1))  # only its state is used here
+    tracker.set_state(watched.state)
+    transitions = tracker.stop()
+    state = {
+        **watched.state,
+        **tracker.get_state(),
+        "stopped": {"at": now.astimezone(UTC).isoformat(), "reason": reason},
+    }
+    repo = ConsumersRepo(ctx.store)
+    changes = repo.save_detection(
+        watched.series_id,
+        state=state,
+        open_event_id=watched.open_event_id,
+        transitions=transitions,
+    )
+    for (_, event_id), change in zip(changes, transitions, strict=False):
+        end = change.event.end
+        log.info(
+            "%s: regression event %d closed at %s, the last observation judged; "
+            "no longer watched: %s",
+            name,
+            event_id,
+            "?" if end is None else end.isoformat(),
+            reason,
+        )
+    if not changes:
+        log.info("%s: no longer watched (%s); its anomaly gauges are dropped", name, reason)
+    sent: list[str] = []
+    if target is not None and changes:
+        sender = WebhookSender(repo)
+        try:
+            for kind, event_id in changes:
+                sent.extend(_push_event(sender, target, repo, name, kind, event_id, reason))
+        finally:
+            sender.close()
+    return DetectResult(series=name, points=0, closed=len(changes), webhooks=sent)
+
+
+def _retired_reason(spec: SeriesSpec) -> str:
+    return f"retired (silent longer than retire_after {format_duration(spec.retire_members_after)})"
+
+
+def close_unwatched(ctx: JobContext, *, now: datetime | None = None) -> int:
+    """Stop judging every series with a detector state that the spec no longer watches
+    (see :func:`stop_watching`); run by the hourly housekeeping (so a scheduler started
+    on a new spec catches up) and after a reload. Each series' run is recorded as a
+    ``detect`` run when it closed an event or failed.
+
+    Returns:
+        How many series were stopped.
+    """
+    from forecaster.jobs.runner import RunSummary
+    from forecaster.store.consumers_repo import ConsumersRepo
+
+    specs = {spec.name: spec for spec in ctx.spec.series}
+    members: dict[str, tuple[list[str], list[str]]] = {}
+    summary = RunSummary("detect")
+    stopped = 0
+    for watched in ConsumersRepo(ctx.store).watched_states():
+        spec = specs.get(watched.family)
+        if spec is None:
+            reason = "its series is no longer in the pipeline spec"
+        elif spec.watch is None:
+            reason = "watch: was removed from its spec"
+        else:
+            if spec.name not in members:
+                members[spec.name] = ctx.family_members(spec)
+            reporting, retired = members[spec.name]
+            if watched.series in reporting:
+                continue
+            reason = (
+                _retired_reason(spec)
+                if watched.series in retired
+                else "no longer a series of its spec (its split_by changed)"
+            )
+        _stop_guarded(ctx, summary, watched, reason=reason, spec=spec, now=now)
+        stopped += 1
+    return stopped
+
+
+def _stop_guarded(
+    ctx: JobContext,
+    summary: Any,
+    watched: WatchedState,
+    *,
+    reason: str,
+    spec: SeriesSpec | None,
+    now: datetime | None,
+) -> None:
+    """:func:`stop_watching` as a ``detect`` run of the series (recorded when it closed
+    an event or failed, a failed webhook delivery failing it)."""
+    from forecaster.jobs.runner import run_guarded
+
+    def stop(ctx: JobContext, *, spec: SeriesSpec | None, name: str) -> DetectResult:
+        assert name == watched.series
+        return stop_watching(ctx, watched, reason=reason, spec=spec, now=now)
+
+    has_event = watched.open_event_id is not None or watched.state.get("open") is not None
+    run_guarded(
+        ctx,
+        "detect",
+        watched.series,
+        partial(_failing_on_undelivered, stop, ctx, spec=spec, name=watched.series),
+        summary,
+        record=has_event,
+        describe=lambda result: str(result)[:1000],
     )
 
 
@@ -333,11 +487,15 @@ def _window_of(key: str) -> tuple[str, tuple[datetime, datetime]] | None:
 
 
 def _each_member(ctx: JobContext, family: str, job: str, fn: Any) -> None:
+    spec = ctx.select([family])[0]
+    _run_members(ctx, spec, job, fn, ctx.members(spec))
+
+
+def _run_members(ctx: JobContext, spec: SeriesSpec, job: str, fn: Any, names: list[str]) -> None:
     from forecaster.jobs.runner import RunSummary, run_guarded
 
-    spec = ctx.select([family])[0]
     summary = RunSummary(job)
-    for name in ctx.members(spec):
+    for name in names:
         run_guarded(
             ctx,
             job,
@@ -348,7 +506,7 @@ def _each_member(ctx: JobContext, family: str, job: str, fn: Any) -> None:
         )
 
 
-def _failing_on_undelivered(fn: Any, ctx: JobContext, *, spec: SeriesSpec, name: str) -> Any:
+def _failing_on_undelivered(fn: Any, ctx: JobContext, *, spec: SeriesSpec | None, name: str) -> Any:
     """``fn``'s result, or a failed run when a webhook delivery failed for good.
 
     Its work is stored either way; a receiver that was down showed only as a log
@@ -369,10 +527,23 @@ def _failing_on_undelivered(fn: Any, ctx: JobContext, *, spec: SeriesSpec, name:
 
 
 def detect_job(family: str) -> None:
-    """Scheduled: regression detection for every member of a watched spec'd series."""
+    """Scheduled: regression detection for every member of a watched spec'd series;
+    members retired since the last run stop being judged (:func:`stop_watching`)."""
+    from forecaster.jobs.runner import RunSummary
     from forecaster.scheduler import _ctx
+    from forecaster.store.consumers_repo import ConsumersRepo
 
-    _each_member(_ctx(), family, "detect", detect_series)
+    ctx = _ctx()
+    spec = ctx.select([family])[0]
+    reporting, retired = ctx.family_members(spec)
+    _run_members(ctx, spec, "detect", detect_series, reporting)
+    if retired:
+        gone = set(retired)
+        summary = RunSummary("detect")
+        for watched in ConsumersRepo(ctx.store).watched_states(family=family):
+            if watched.series in gone:
+                reason = _retired_reason(spec)
+                _stop_guarded(ctx, summary, watched, reason=reason, spec=spec, now=None)
 
 
 def warm_job(family: str) -> None:

@@ -60,6 +60,23 @@ class EventRow:
 
 
 @dataclass(frozen=True)
+class WatchedState:
+    """The saved detector state of a series still judged (not stopped)."""
+
+    series_id: int
+    series: str
+    family: str
+    state: dict[str, Any]
+    open_event_id: int | None
+
+
+def stopped(state: dict[str, Any] | None) -> bool:
+    """Whether a saved detector state is of a series no longer watched (its events were
+    closed when the scheduler stopped judging it; see ``jobs.detect.stop_watching``)."""
+    return bool((state or {}).get("stopped"))
+
+
+@dataclass(frozen=True)
 class LatestScore:
     """The newest score of a series."""
 
@@ -165,7 +182,7 @@ class ConsumersRepo:
         took 64 ms at 100 series with 14 days of scores each, and the API refreshes
         this every 2 s. Scores are written just before their series' state
         (:meth:`save_detection`), so a series appears from its first completed
-        detection run.
+        detection run, and is left out once no longer watched (:func:`stopped`).
         """
 
         def newest(column: Any) -> Any:
@@ -183,6 +200,7 @@ class ConsumersRepo:
                 newest(anomaly_scores_table.c.ts),
                 newest(anomaly_scores_table.c.score),
                 newest(anomaly_scores_table.c.side),
+                detector_state_table.c.state,
             )
             .select_from(
                 detector_state_table.join(
@@ -195,7 +213,7 @@ class ConsumersRepo:
             return [
                 LatestScore(series=r[0], ts=r[1], score=float(r[2]), side=int(r[3]))
                 for r in conn.execute(query)
-                if r[1] is not None
+                if r[1] is not None and not stopped(r[4])
             ]
 
     def prune_scores(self, series_id: int, *, before: datetime) -> int:
@@ -221,6 +239,34 @@ class ConsumersRepo:
             return None, None
         return dict(row[0]), row[1]
 
+    def watched_states(self, *, family: str | None = None) -> list[WatchedState]:
+        """The saved detector states not stopped (of the members of ``family``), one query."""
+        query = select(
+            detector_state_table.c.series_id,
+            series_table.c.name,
+            series_table.c.family,
+            detector_state_table.c.state,
+            detector_state_table.c.open_event_id,
+        ).join(series_table, series_table.c.id == detector_state_table.c.series_id)
+        if family is not None:
+            query = query.where(series_table.c.family == family)
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query.order_by(series_table.c.name)).all()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read detector states: {exc}") from exc
+        return [
+            WatchedState(
+                series_id=int(r[0]),
+                series=str(r[1]),
+                family=str(r[2]),
+                state=dict(r[3] or {}),
+                open_event_id=r[4],
+            )
+            for r in rows
+            if not stopped(r[3])
+        ]
+
     def detector_bars(self) -> dict[str, float]:
         """The adaptive bar of every watched series that has learnt one (one query)."""
         query = select(series_table.c.name, detector_state_table.c.state).join(
@@ -230,6 +276,8 @@ class ConsumersRepo:
             rows = conn.execute(query).all()
         out: dict[str, float] = {}
         for name, state in rows:
+            if stopped(state):
+                continue
             bar = (state or {}).get("bar")
             if isinstance(bar, (int, float)):
                 out[str(name)] = float(bar)

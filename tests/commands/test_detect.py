@@ -148,6 +148,21 @@ def test_clear_errors(cli: typer.Typer, tmp_path: Path, args: list[str], message
     assert message in result.output
 
 
+def test_a_gap_longer_than_the_history_window_names_the_option_to_widen(
+    cli: typer.Typer, tmp_path: Path, nab: Path
+) -> None:
+    """On sparse data (observations hours apart) a short --history stopped with a bare
+    "history has no finite values": not which decision, nor what to change."""
+    data = nab / "realKnownCause/rogue_agent_key_hold.csv"
+    argv = ["detect", str(data), "--history", "1h", "--model", "seasonal_naive"]
+    result = CliRunner().invoke(cli, [*argv, "-o", str(tmp_path / "o.csv")])
+    assert result.exit_code == 1, result.output
+    assert "history has no finite values" in result.output
+    assert "the --history window of 1h before it has no observed point" in result.output
+    assert "use a --history longer than that gap" in result.output
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_out_of_range_options_are_usage_errors(cli: typer.Typer, tmp_path: Path) -> None:
     data = _write(tmp_path / "in.csv", days=2)
     for flag, value in (

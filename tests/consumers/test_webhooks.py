@@ -297,6 +297,58 @@ def test_a_missing_webhook_secret_stores_nothing_until_it_is_set(
     ctx.store.engine.dispose()
 
 
+def test_the_open_event_of_a_retired_member_is_pushed_closed_saying_why(
+    receiver: Receiver,
+    store_url: str,
+    make_settings: Any,
+    write_spec: Any,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A receiver told "opened" for a pod that then went away never heard "closed": the
+    member was no longer watched, its event open for ever."""
+    from forecaster import scheduler as scheduler_module
+    from forecaster.jobs.context import JobContext
+    from forecaster.jobs.detect import detect_job
+
+    monkeypatch.setenv("HOOK_SECRET", SECRET.decode())
+    entry = {
+        "name": "fam",
+        "query": "sum by (pod) (up)",
+        "split_by": ["pod"],
+        "retire_after": "10m",
+        "watch": _pushed_up_watch(receiver, persist="2m"),
+    }
+    path = write_spec(tmp_path / "spec.yaml", [entry], step="1m", horizon="1h")
+    ctx = JobContext.create(make_settings(db=store_url, spec=path))
+    monkeypatch.setitem(scheduler_module._CONTEXT, "ctx", ctx)
+    step = timedelta(minutes=1)
+    t0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=40)
+    ids = {}
+    for pod in ("a", "gone"):
+        name = f'fam{{pod="{pod}"}}'
+        ids[pod] = ctx.store.ensure_series(
+            name=name, family="fam", labels={"pod": pod}, step_seconds=60, horizon_steps=60
+        )
+        publish_bands(ctx.store, name, t0, step, [(100.0, 80.0, 120.0)] * 60)
+    ctx.store.upsert_observations(ids["gone"], [(t0 + k * step, 250.0) for k in range(1, 4)])
+    ctx.store.upsert_observations(ids["a"], [(t0 + k * step, 100.0) for k in range(1, 4)])
+    detect_job("fam")
+    ctx.store.upsert_observations(ids["a"], [(t0 + k * step, 100.0) for k in range(4, 26)])
+    detect_job("fam")  # the pod has been silent 22 minutes: retired
+    detect_job("fam")
+    opened, closed = (r["json"] for r in receiver.received)
+    assert opened["type"] == "regression.opened" and "reason" not in opened
+    assert closed["type"] == "regression.closed"
+    assert closed["series"] == 'fam{pod="gone"}' and closed["event_id"] == opened["event_id"]
+    assert closed["end"] == (t0 + 3 * step).isoformat()  # the last observation judged
+    assert closed["reason"] == "retired (silent longer than retire_after 10m)"
+    gone = [r for r in ctx.store.last_job_runs(10) if r["series"] == 'fam{pod="gone"}']
+    assert [(r["job"], r["ok"]) for r in gone[:2]] == [("detect", True)] * 2  # closed, opened
+    assert "closed=1" in gone[0]["detail"]
+    ctx.store.engine.dispose()
+
+
 def test_detection_job_learns_each_series_bar_from_its_stored_scores(
     store_url: str, make_settings: Any, write_spec: Any, tmp_path: Any
 ) -> None:
