@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -250,3 +251,26 @@ def test_sigterm_stops_the_demo_and_the_scheduler_it_started(tmp_path: Path) -> 
     finally:
         if demo.poll() is None:
             demo.kill()
+
+
+def test_db_current_says_where_the_store_stands(tmp_path: Path) -> None:
+    """Errors name schema revisions; `forecaster db current` shows the store's (there
+    was no way to see it but a SQL client)."""
+    import sqlite3
+
+    env = {"FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/s.db"}
+    missing = _run(["db", "current"], env, tmp_path)
+    assert missing.returncode == 1
+    assert f"no store at {tmp_path}/s.db" in missing.stderr
+    assert not (tmp_path / "s.db").exists()  # looking did not create one
+    assert _run(["db", "upgrade"], env, tmp_path).returncode == 0
+    current = _run(["db", "current"], env, tmp_path)
+    assert current.returncode == 0, current.stderr
+    head = re.search(r"at revision (\d{4}); this release's schema is (\d{4})", current.stdout)
+    assert head is not None and head.group(1) == head.group(2), current.stdout
+    with sqlite3.connect(tmp_path / "s.db") as conn:  # as a store left behind by a release
+        conn.execute("UPDATE alembic_version SET version_num = '0001'")
+    behind = _run(["db", "current"], env, tmp_path)
+    assert behind.returncode == 1
+    assert "at revision 0001" in behind.stdout
+    assert "run forecaster db upgrade" in behind.stderr

@@ -315,7 +315,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         found = current_revision(engine)
         if revision == "head" and found == head_revision():
             return  # nothing to do: no lock needed (a read-only folder can hold the store)
-        _check_known(engine, found)
+        check_known_revision(engine, found)
         _check_schema_exists(engine)
         with _migration_lock(engine):
             if revision == "head" and current_revision(engine) == head_revision():
@@ -340,7 +340,7 @@ def downgrade(engine: Engine, revision: str) -> None:
         raise StoreError(f"cannot downgrade database {engine.url!r}: {exc}") from exc
 
 
-def _check_known(engine: Engine, found: str | None) -> None:
+def check_known_revision(engine: Engine, found: str | None) -> None:
     """Refuse a store at a schema revision this release does not ship.
 
     A store migrated by a newer release (an upgrade rolled back), or another
@@ -454,7 +454,7 @@ def check_at_head(engine: Engine) -> None:
         StoreError: With the revision found and what to run.
     """
     found = current_revision(engine)
-    _check_known(engine, found)
+    check_known_revision(engine, found)
     if found != head_revision():
         raise StoreError(
             f"the store {engine.url.render_as_string(hide_password=True)} is at schema "
