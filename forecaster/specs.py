@@ -47,7 +47,7 @@ MAX_HORIZON = timedelta(days=35)
 MAX_HISTORY = timedelta(days=400)
 
 
-def _duration(value: Any, what: str) -> timedelta:
+def _duration(value: Any, what: str, *, allow_zero: bool = False) -> timedelta:
     """A spec duration, written with its unit (``5m``, ``24h``).
 
     A bare YAML number was taken as seconds (``horizon: 24`` meant as hours was 24 s,
@@ -58,7 +58,7 @@ def _duration(value: Any, what: str) -> timedelta:
             f"{what}: {value!r} has no unit; write e.g. '{value}s', '{value}m' or "
             f"'{value}h' (a bare number would be seconds; a YAML 1:00 is the number 60)"
         )
-    return parse_duration(value, what=what)
+    return parse_duration(value, what=what, allow_zero=allow_zero)
 
 
 class ScheduleSpec(BaseModel):
@@ -178,7 +178,11 @@ class WatchSpec(_ConsumerSpec):
     )
     @classmethod
     def _dur(cls, value: Any, info: Any) -> Any:
-        return None if value is None else _duration(value, f"watch.{info.field_name}")
+        if value is None:
+            return None
+        # persist: 0s opens an event on the first qualifying observation
+        zero = info.field_name == "persist"
+        return _duration(value, f"watch.{info.field_name}", allow_zero=zero)
 
     @model_validator(mode="after")
     def _learning_fits(self) -> WatchSpec:

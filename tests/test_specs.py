@@ -289,6 +289,20 @@ def test_webhook_settings_are_checked_when_the_spec_loads(
         parse_spec(data)
 
 
+def test_watch_persist_may_be_zero_other_watch_durations_not() -> None:
+    """persist: 0s opens an event on the first qualifying observation (the detector
+    supports it; the spec refused it as not positive); zero stays refused elsewhere."""
+    data = {
+        "defaults": {"step": "1m", "history": "1d", "horizon": "1h"},
+        "series": [{"name": "s", "query": "up", "watch": {"persist": "0s"}}],
+    }
+    watch = parse_spec(data).series[0].watch
+    assert watch is not None and watch.persist == timedelta(0)
+    data["series"][0]["watch"] = {"close_after": "0s"}
+    with pytest.raises(SpecError, match="watch.close_after"):
+        parse_spec(data)
+
+
 def test_a_detector_baseline_window_shorter_than_a_step_is_refused_by_name() -> None:
     data = {
         "defaults": {"step": "1m", "history": "1d", "horizon": "1h"},

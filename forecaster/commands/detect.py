@@ -59,7 +59,8 @@ def detect_command(
         Literal["up", "down", "both"], typer.Option(help="Which deviations count.")
     ] = "both",
     persist: Annotated[
-        str, typer.Option(help="How long a deviation must last before an event opens.")
+        str,
+        typer.Option(help="How long a deviation must last before an event opens (0s: at once)."),
     ] = "15m",
     min_score: Annotated[
         float,
@@ -146,7 +147,8 @@ def detect_command(
             ("--learning", learning),
         ):
             try:
-                durations[flag] = parse_duration(value, what=flag)
+                # --persist 0s: an event opens on the first qualifying observation
+                durations[flag] = parse_duration(value, what=flag, allow_zero=flag == "--persist")
             except ValueError as exc:
                 raise InputDataError(str(exc)) from None
         check_history_window(durations["--history"], step, history=history, freq=freq)

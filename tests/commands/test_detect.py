@@ -50,6 +50,7 @@ def _events(path: Path) -> list[dict[str, str]]:
         [],
         ["--no-baseline"],
         ["--learning", "2h", "--instant-factor", "3", "--baseline-refresh", "1h"],
+        ["--persist", "0s"],  # opens at once (it was refused: "must be positive")
     ],
 )
 def test_detects_the_injected_regression(cli: typer.Typer, tmp_path: Path, bar: list[str]) -> None:
