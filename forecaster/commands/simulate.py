@@ -782,6 +782,7 @@ def simulate_command(
             raise InputDataError(f"--poll: must be at least 1s, got {poll!r}")
         step = parse_freq(freq)
         series = read_grid_csv(input_csv, step, strict=strict)
+        _refuse_negative_load(series, input_csv)
         report, outcomes, index = simulate(
             series,
             capacity=capacity,
@@ -836,3 +837,19 @@ def simulate_command(
 def register(app: typer.Typer) -> None:
     """Add the ``simulate`` command to ``app``."""
     app.command("simulate")(simulate_command)
+
+
+def _refuse_negative_load(series: pd.Series, path: Path) -> None:
+    """Refuse a trace with values below zero: the replay provisions replicas for load,
+    and a negative load planned far above the oracle without a word.
+
+    Raises:
+        InputDataError: With how many values, the first one and its time.
+    """
+    below = series[series < 0]
+    if len(below):
+        raise InputDataError(
+            f"{path}: {len(below)} value(s) below zero (the first {below.iloc[0]:g} at "
+            f"{below.index[0].isoformat()}); simulate replays load (requests, RPS), which "
+            "is never negative: is this the right column or series?"
+        )

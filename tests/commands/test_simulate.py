@@ -288,6 +288,17 @@ def test_bad_files(app: typer.Typer, tmp_path: Path) -> None:
     bad.write_text("timestamp,value\n2015-01-01 00:00:00,abc\n")
     result = run(app, bad, "--capacity", 10)
     assert result.exit_code == 1 and "is not a number" in result.output
+    # a load below zero planned far above the oracle without a word
+    negative = tmp_path / "negative.csv"
+    rows = [
+        f"2015-01-01 {h:02d}:{m:02d}:00,{(-3.5 if (h, m) == (2, 5) else 10.0)}"
+        for h in range(4)
+        for m in range(0, 60, 5)
+    ]
+    negative.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    result = run(app, negative, "--capacity", 10)
+    assert result.exit_code == 1
+    assert "1 value(s) below zero (the first -3.5 at 2015-01-01T02:05:00" in result.output
 
 
 def test_oracle_never_under_provisions_on_noise() -> None:
