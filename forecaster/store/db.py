@@ -117,9 +117,12 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     PostgreSQL: a session advisory lock. SQLite: an exclusive ``flock`` on a file
     next to the database.
     """
+    where = engine.url.render_as_string(hide_password=True)
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
-            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_LOCK_KEY})")
+            if not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({_LOCK_KEY})").scalar():
+                _say_waiting(where)
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({_LOCK_KEY})")
             try:
                 yield
             finally:
@@ -134,7 +137,11 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 
     lock_path = Path(database).expanduser().with_name(Path(database).name + ".migrate.lock")
     with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say_waiting(where)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -286,6 +293,15 @@ def scheduler_lock(
         yield SchedulerLock(_wait_for(try_flock, stop, poll_seconds, str(lock_path)))
     finally:
         handle.close()  # releases the flock
+
+
+def _say_waiting(where: str) -> None:
+    """Say why a migration waits (it waited without a word while another process
+    migrated, or held the lock without migrating)."""
+    log.warning(
+        "another process is migrating %s (it holds the migration lock); waiting for it",
+        where,
+    )
 
 
 def _wait_for(take: Callable[[], bool], stop: threading.Event, poll: float, what: str) -> bool:

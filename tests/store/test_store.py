@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -410,6 +411,42 @@ def test_concurrent_first_migrations_do_not_collide(db_url: str) -> None:
     engine = make_engine(DatabaseSettings(url=db_url))
     assert current_revision(engine) == head_revision()
     engine.dispose()
+
+
+def test_a_migration_waiting_for_another_says_so(
+    db_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`db upgrade` waited without a word while another process held the migration
+    lock; it now logs why it waits, and migrates once the lock is free."""
+    from forecaster.store import db as store_db
+
+    engine = make_engine(DatabaseSettings(url=db_url))
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            upgrade(engine)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    holder = make_engine(DatabaseSettings(url=db_url))  # as another process would
+    with caplog.at_level("WARNING", logger="forecaster.store.db"):
+        with store_db._migration_lock(holder):
+            worker = threading.Thread(target=migrate)
+            worker.start()
+            deadline = time.monotonic() + 30
+            while "waiting for it" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not done.is_set()  # it waits while the lock is held
+        worker.join(timeout=120)
+    assert done.is_set() and not errors, errors
+    assert "another process is migrating" in caplog.text
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+    holder.dispose()
 
 
 def test_a_sqlite_store_whose_folder_cannot_be_made_is_a_store_error(tmp_path: Path) -> None:
