@@ -279,6 +279,7 @@ def stop_watching(
         state=state,
         open_event_id=watched.open_event_id,
         transitions=transitions,
+        closed_reason=f"no longer watched: {reason}",
     )
     for (_, event_id), change in zip(changes, transitions, strict=False):
         end = change.event.end

@@ -48,6 +48,8 @@ regression_events_table = Table(
     Column("model", String(240), nullable=False),
     Column("detected_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # why it closed when not by the series returning (migration 0008), else null
+    Column("closed_reason", String(300), nullable=True),
     Index("ix_regression_events_series_start", "series_id", "start"),
     Index("ix_regression_events_updated", "updated_at"),
 )

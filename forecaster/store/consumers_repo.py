@@ -57,6 +57,9 @@ class EventRow:
     model: str
     detected_at: datetime
     updated_at: datetime
+    #: Why it closed when the series did not return to its band (it stopped being
+    #: judged); ``None`` otherwise.
+    closed_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -291,8 +294,10 @@ class ConsumersRepo:
         open_event_id: int | None,
         transitions: Sequence[Transition],
         scores: Sequence[ScoreRow] = (),
+        closed_reason: str | None = None,
     ) -> list[tuple[str, int]]:
-        """Atomically store new scores, event changes and the tracker state.
+        """Atomically store new scores, event changes and the tracker state
+        (``closed_reason``: recorded on the events this closes).
 
         Returns:
             ``(kind, event_id)`` per transition, in order.
@@ -326,6 +331,8 @@ class ConsumersRepo:
                     values: dict[str, Any] = {"peak_score": event.peak_score, "updated_at": now}
                     if change.kind == "closed":
                         values["end"] = None if event.end is None else _utc(event.end)
+                        if closed_reason is not None:
+                            values["closed_reason"] = closed_reason[:300]
                     conn.execute(
                         update(regression_events_table)
                         .where(regression_events_table.c.id == open_event_id)
@@ -387,20 +394,7 @@ class ConsumersRepo:
                 rows = conn.execute(query).mappings().all()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read regression events: {exc}") from exc
-        return [
-            EventRow(
-                id=r["id"],
-                series=r["name"],
-                start=r["start"],
-                end=r["end"],
-                peak_score=float(r["peak_score"]),
-                direction=r["direction"],
-                model=r["model"],
-                detected_at=r["detected_at"],
-                updated_at=r["updated_at"],
-            )
-            for r in rows
-        ]
+        return [_event_row(r) for r in rows]
 
     def event(self, event_id: int) -> EventRow | None:
         """One event by id."""
@@ -417,17 +411,7 @@ class ConsumersRepo:
             r = conn.execute(query).mappings().first()
         if r is None:
             return None
-        return EventRow(
-            id=r["id"],
-            series=r["name"],
-            start=r["start"],
-            end=r["end"],
-            peak_score=float(r["peak_score"]),
-            direction=r["direction"],
-            model=r["model"],
-            detected_at=r["detected_at"],
-            updated_at=r["updated_at"],
-        )
+        return _event_row(r)
 
     # -- webhook deliveries (the DeliveryLog of forecaster.consumers.webhooks) -----------
     def claim_delivery(self, *, key: str, kind: str, series: str, url: str) -> bool:
@@ -489,3 +473,19 @@ class ConsumersRepo:
             query = query.where(c.claimed_at >= since)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _event_row(r: Any) -> EventRow:
+    """An :class:`EventRow` from a row of the events joined with the series' name."""
+    return EventRow(
+        id=r["id"],
+        series=r["name"],
+        start=r["start"],
+        end=r["end"],
+        peak_score=float(r["peak_score"]),
+        direction=r["direction"],
+        model=r["model"],
+        detected_at=r["detected_at"],
+        updated_at=r["updated_at"],
+        closed_reason=r["closed_reason"],
+    )

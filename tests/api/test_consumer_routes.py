@@ -329,6 +329,8 @@ def test_regressions_listing_and_metrics(client: TestClient) -> None:
     assert events[0]["open"] is True and events[0]["end"] is None
     assert events[1]["open"] is False and events[1]["peak_score"] == 3.0
     assert events[0]["model"] == "lightgbm v3" and events[0]["direction"] == "up"
+    # closed by the series returning (or open): no reason beyond that
+    assert [e["closed_reason"] for e in events] == [None, None]
     recent = client.get("/v1/regressions", params={"since": "-1h"}).json()["events"]
     assert [e["open"] for e in recent] == [True]
     old = client.get("/v1/regressions", params={"since": "-60d"}).json()["events"]

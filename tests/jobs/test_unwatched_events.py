@@ -92,6 +92,9 @@ def test_a_retired_member_s_open_event_is_closed_and_its_gauges_dropped(
     scheduler_module_detect(ctx)
     (event,) = repo.events(series=GONE)
     assert event.end == t0 + 3 * STEP  # the last observation judged
+    # and why, for whoever lists the events (GET /v1/regressions)
+    assert event.closed_reason is not None
+    assert event.closed_reason.startswith("no longer watched: retired")
     assert f"{GONE}: regression event {event.id} closed" in caplog.text
     assert "retired" in caplog.text
     text = _metrics(ctx.store)
@@ -166,6 +169,7 @@ def test_an_event_of_a_series_no_longer_watched_is_closed_by_the_scheduler(
         repo = ConsumersRepo(ctx.store)
     (event,) = repo.events(series="lat")
     assert event.end == t0 + 4 * STEP  # the last observation judged
+    assert event.closed_reason is not None and reason in event.closed_reason
     assert f"lat: regression event {event.id} closed" in caplog.text and reason in caplog.text
     assert 'series="lat"' not in _metrics(ctx.store)
     ctx.store.engine.dispose()

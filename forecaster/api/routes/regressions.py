@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from forecaster.api.consumers_view import ConsumerView
 from forecaster.api.deps import ReadAccess, ViewDep
@@ -35,6 +35,11 @@ class RegressionEventOut(BaseModel):
     direction: str
     model: str
     detected_at: datetime
+    closed_reason: str | None = Field(
+        None,
+        description="Why it closed when the series did not return to its band: the "
+        "scheduler stopped judging it (retired, no longer watched); null otherwise",
+    )
 
 
 class RegressionsOut(BaseModel):
@@ -126,6 +131,7 @@ async def list_regressions(
                 "direction": e.direction,
                 "model": e.model,
                 "detected_at": _iso(e.detected_at),
+                "closed_reason": e.closed_reason,
             }
             for e in events
         ]
