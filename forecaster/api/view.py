@@ -75,6 +75,22 @@ class CachedForecast:
         return self.forecast.is_stale(now, bound)
 
 
+def _unknown_series(name: str, state: ViewState) -> str:
+    """Why ``name`` is not a series: a ``split_by`` family's name (whose members are
+    the series; asking for the family by name was a bare "unknown series"), or not
+    known at all."""
+    members = [
+        member for member, info in state.series.items() if info.family == name and member != name
+    ]
+    if members:
+        return (
+            f"unknown series {name!r}: it is a split_by family; name one of its "
+            f"{len(members)} members (e.g. {min(members)!r}), or give the family's total "
+            "its own series in the spec (the same query without split_by)"
+        )
+    return f"unknown series {name!r}"
+
+
 @dataclass
 class ViewState:
     """One consistent snapshot of the catalogue and forecasts."""
@@ -215,9 +231,10 @@ class ForecastView:
         Raises:
             SeriesNotFound: Unknown series.
         """
-        info = self._state.series.get(name)
+        state = self._state
+        info = state.series.get(name)
         if info is None:
-            raise SeriesNotFound(f"unknown series {name!r}")
+            raise SeriesNotFound(_unknown_series(name, state))
         return info
 
     def forecast(self, name: str) -> CachedForecast:
@@ -231,7 +248,7 @@ class ForecastView:
         cached = state.forecasts.get(name)
         if cached is None:
             if name not in state.series:
-                raise SeriesNotFound(f"unknown series {name!r}")
+                raise SeriesNotFound(_unknown_series(name, state))
             raise ForecastNotFound(f"series {name!r} has no published forecast yet")
         return cached
 

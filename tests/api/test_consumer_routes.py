@@ -451,3 +451,23 @@ def test_unknown_series_is_404(client: TestClient, path: str, params: dict[str, 
     response = client.get(path, params=params)
     assert response.status_code == 404, response.text
     assert response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/v1/series/by_route/forecast", {}),
+        ("/v1/scaling/by_route", {"target_per_replica": "10"}),
+        ("/v1/cache-warming/by_route", {}),
+    ],
+)
+def test_a_family_name_where_a_series_is_wanted_says_so(
+    client: TestClient, path: str, params: dict[str, str]
+) -> None:
+    """The family's name is the one in the spec: asking for it where one series is
+    wanted said only "unknown series 'by_route'"."""
+    response = client.get(path, params=params)
+    assert response.status_code == 404, response.text
+    detail = response.json()["detail"]
+    assert "unknown series 'by_route': it is a split_by family" in detail
+    assert "by_route{route=" in detail  # a member to name instead
