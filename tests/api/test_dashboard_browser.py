@@ -267,3 +267,38 @@ def test_dashboard_handles_awkward_names_links_errors_and_slow_answers(
     page.select_option("#window", "6h")
     page.wait_for_timeout(3000)
     assert page.evaluate("window.forecasterDashboard.data.window_seconds") == 6 * 3600
+
+
+def test_dashboard_recovers_when_the_api_was_unreachable(api_url: str, browser: Any) -> None:
+    """A page opened while the API restarts (or before any series exists) must pick
+    the series up on its minute refresh, not stay blank until reloaded by hand."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    refused: list[str] = []
+
+    def series_once(route: Any) -> None:
+        if not refused:
+            refused.append(route.request.url)
+            route.fulfill(
+                status=503,
+                content_type="application/json",
+                body='{"detail": "the store is not reachable"}',
+            )
+        else:
+            route.continue_()
+
+    page.route("**/v1/series", series_once)
+    page.clock.install()
+    page.goto(f"{api_url}/dashboard?series={SERIES}")
+    assert "the store is not reachable" in _status(page)
+    page.clock.run_for(61_000)  # the minute refresh
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    assert _status(page).startswith("updated")
+    assert page.locator("#series").input_value() == SERIES
+
+    # the API going away later: said in words, not "Failed to fetch"
+    page.route("**/v1/dashboard/**", lambda route: route.abort())
+    page.clock.run_for(61_000)
+    page.wait_for_function(
+        "document.querySelector('#status').className === 'error'", timeout=10_000
+    )
+    assert "cannot reach the API" in page.locator("#status").inner_text()

@@ -36,7 +36,10 @@
   }
 
   function getJSON(url) {
-    return fetch(url, { headers: headers() }).then(function (r) {
+    return fetch(url, { headers: headers() }).catch(function (err) {
+      // the API is down or restarting: say so (not "Failed to fetch"); the page retries
+      throw new Error("cannot reach the API (" + err.message + "); retrying every minute");
+    }).then(function (r) {
       if (r.status === 401 || r.status === 403) {
         el("token-form").hidden = false;
         throw new Error(sessionStorage.getItem(TOKEN_KEY)
@@ -471,6 +474,13 @@
     });
   }
 
+  // The minute refresh. An empty menu means the series list never loaded (the API was
+  // unreachable or refused when the page opened, or the store had no series yet): ask
+  // for it again instead of waiting for a reload of the page.
+  function refresh() {
+    return el("series").options.length ? load() : start();
+  }
+
   el("series").addEventListener("change", load);
   el("window").addEventListener("change", load);
   el("token-form").addEventListener("submit", function (ev) {
@@ -484,7 +494,7 @@
       if (p[0]) p[0].setSize({ width: chartWidth(el(p[1])), height: p[2] });
     });
   });
-  state.reload = load;
+  state.reload = refresh;
   state.ready = start();
-  state.timer = setInterval(load, REFRESH_MS);
+  state.timer = setInterval(refresh, REFRESH_MS);
 })();
