@@ -302,3 +302,68 @@ def test_dashboard_recovers_when_the_api_was_unreachable(api_url: str, browser: 
         "document.querySelector('#status').className === 'error'", timeout=10_000
     )
     assert "cannot reach the API" in page.locator("#status").inner_text()
+
+
+def _add_series(
+    api_url: str, tmp_path: Path, name: str, values: list[float | None], unit: str = ""
+) -> None:
+    """Store ``name`` (5-minute steps, the last one now; ``None``: no observation) with
+    a flat forecast at its last value, and wait until the API lists it."""
+    from datetime import UTC, datetime, timedelta
+
+    from forecaster.store.repository import Store
+    from tests.support.dashboard_seed import make_engine_for
+    from tests.support.forecasts import publish_bands
+
+    engine = make_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    store = Store(engine)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    sid = store.ensure_series(name=name, family=name, unit=unit, step_seconds=300, horizon_steps=12)
+    n = len(values)
+    stamps = [now - timedelta(minutes=5 * (n - 1 - i)) for i in range(n)]
+    store.upsert_observations(
+        sid, [(ts, v) for ts, v in zip(stamps, values, strict=True) if v is not None]
+    )
+    last = next(v for v in reversed(values) if v is not None)
+    publish_bands(store, name, now, timedelta(minutes=5), [(last, last * 0.9, last * 1.1)] * 12)
+    engine.dispose()
+    deadline = time.monotonic() + 15
+    while name not in {s["name"] for s in httpx.get(f"{api_url}/v1/series").json()}:
+        assert time.monotonic() < deadline, f"the API did not pick up {name}"
+        time.sleep(0.3)
+
+
+def test_dashboard_does_not_draw_a_line_across_missing_observations(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    """Two hours without observations (an ingest outage) stay blank: a line drawn
+    across them showed load that was never measured."""
+    values: list[float | None] = [100.0 + i % 7 for i in range(72)]
+    values[20:44] = [None] * 24
+    _add_series(api_url, tmp_path, "gappy", values, unit="req/s")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series=gappy&window=6h")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    inked = page.evaluate(
+        """() => {
+          const u = window.forecasterDashboard.plot;
+          const t = u.data[0].filter((x, i) => u.data[1][i] !== null);
+          // the middle of the longest stretch without observations, and of a full one
+          let gap = 0, at = 0;
+          for (let i = 1; i < t.length; i++) {
+            if (t[i] - t[i - 1] > gap) { gap = t[i] - t[i - 1]; at = i; }
+          }
+          const column = (ts) => {
+            const x = Math.round(u.valToPos(ts, 'x', true));
+            const px = u.ctx.getImageData(x - 1, u.bbox.top, 3, u.bbox.height).data;
+            let dark = 0;
+            for (let i = 0; i < px.length; i += 4)
+              if (px[i + 3] > 150 && px[i] < 90 && px[i + 1] < 90 && px[i + 2] < 90) dark++;
+            return dark;
+          };
+          return {gap, inGap: column((t[at] + t[at - 1]) / 2), measured: column(t[5] + 150)};
+        }"""
+    )
+    assert inked["gap"] == 25 * 300
+    assert inked["measured"] > 0  # the check sees the actual line where there is one
+    assert inked["inGap"] == 0, "a line is drawn across the missing observations"

@@ -124,6 +124,29 @@
     };
   }
 
+  // Observations more than 1.5 steps apart are not joined by a line: one drawn across
+  // an ingest outage showed load that was never measured. A uPlot `gaps` hook, so the
+  // alignment's nulls (timestamps only other lines have) are still spanned.
+  function observationGaps(step) {
+    return function (u, sidx, idx0, idx1) {
+      var xs = u.data[0], ys = u.data[sidx], gaps = [];
+      var prev = idx0 - 1;
+      while (prev >= 0 && (ys[prev] === null || ys[prev] === undefined)) prev--;
+      for (var i = idx0; i < xs.length; i++) {
+        if (ys[i] === null || ys[i] === undefined) continue;
+        if (prev >= 0 && xs[i] - xs[prev] > 1.5 * step) {
+          gaps.push([
+            Math.round(u.valToPos(xs[prev], "x", true)),
+            Math.round(u.valToPos(xs[i], "x", true)),
+          ]);
+        }
+        prev = i;
+        if (i > idx1) break;
+      }
+      return gaps;
+    };
+  }
+
   // -- main chart ----------------------------------------------------------------------
   function overlays(doc) {
     return function (u) {
@@ -181,7 +204,7 @@
     var value = function (u, v) { return v === null || v === undefined ? "–" : fmt(v) + unit; };
     var series = [
       { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
-      { label: "actual", stroke: "#1d2433", width: 1.5, spanGaps: true, value: value },
+      { label: "actual", stroke: "#1d2433", width: 1.5, gaps: observationGaps(doc.step_seconds), value: value },
       { label: "forecast" + (fc ? " (" + fc.model.name + ")" : ""), stroke: "#e07b00", width: 2, spanGaps: true, value: value },
       { label: level + "% lower", stroke: "rgba(224, 123, 0, 0.35)", width: 1, spanGaps: true, value: value },
       { label: level + "% upper", stroke: "rgba(224, 123, 0, 0.35)", width: 1, spanGaps: true, value: value },
@@ -242,7 +265,7 @@
       tzDate: utc,
       series: [
         { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
-        { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
+        { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, gaps: observationGaps(doc.step_seconds), value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
       ],
       axes: [{}, { size: 70 }],
     }, [xs, err], node);
