@@ -367,3 +367,36 @@ def test_dashboard_does_not_draw_a_line_across_missing_observations(
     assert inked["gap"] == 25 * 300
     assert inked["measured"] > 0  # the check sees the actual line where there is one
     assert inked["inGap"] == 0, "a line is drawn across the missing observations"
+
+
+def test_dashboard_value_axis_reads_tiny_and_huge_values(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    """A latency around a millisecond in seconds and a byte count in the trillions: the
+    value axis' ticks must differ from each other and fit the axis, and hovering must
+    not round a 1.23 ms latency to 0.001."""
+    _add_series(
+        api_url, tmp_path, "latency_s", [0.0012 + 0.0003 * (i % 7) / 6 for i in range(72)], "s"
+    )
+    _add_series(api_url, tmp_path, "bytes", [3.2e12 + 1e11 * (i % 5) for i in range(72)], "B")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    hover: dict[str, str] = {}
+    for name in ("latency_s", "bytes"):
+        page.goto(f"{api_url}/dashboard?series={name}&window=6h")
+        page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+        axis = page.evaluate(
+            """() => {
+              const u = window.forecasterDashboard.plot;
+              const a = u.axes[1];
+              u.ctx.font = a.font[0];
+              const widest = Math.max(...a._values.map((v) => u.ctx.measureText(v).width));
+              return {values: a._values, widest: widest / devicePixelRatio,
+                      room: a._size - a.ticks.size - a.gap,
+                      hover: u.series[1].value(u, 0.00123)};
+            }"""
+        )
+        values = axis["values"]
+        assert len(set(values)) == len(values) > 2, values
+        assert axis["widest"] <= axis["room"], f"{values} do not fit the axis"
+        hover[name] = axis["hover"]
+    assert hover["latency_s"] == "0.00123 s"

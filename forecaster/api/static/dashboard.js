@@ -63,8 +63,29 @@
   function fmt(v, digits) {
     if (v === null || v === undefined || !isFinite(v)) return "–";
     var a = Math.abs(v);
-    var d = digits !== undefined ? digits : a >= 1000 ? 0 : a >= 10 ? 1 : a >= 1 ? 2 : 3;
+    if (digits === undefined && a > 0 && a < 1) {
+      // three significant digits: a 0.0012 s latency is not "0.001"
+      return Number(v).toLocaleString(undefined, { maximumSignificantDigits: 3, minimumSignificantDigits: 3 });
+    }
+    var d = digits !== undefined ? digits : a >= 1000 ? 0 : a >= 10 ? 1 : 2;
     return Number(v).toLocaleString(undefined, { maximumFractionDigits: d, minimumFractionDigits: d });
+  }
+
+  // Value-axis tick labels that tell ticks apart at any magnitude: uPlot's default
+  // rounds to 3 decimals (every tick of a 0.0012 s latency read "0.001") and writes
+  // large values in full (3,000,000,000,000 did not fit the axis and was cut off).
+  // 10 000 and above get an SI prefix (k, M, G, T, P, E); decimals follow the step.
+  var PREFIX = { 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E" };
+  function ticks(u, splits, axisIdx, space, incr) {
+    var top = Math.max.apply(null, splits.map(function (v) { return Math.abs(v); }));
+    var exp = top >= 1e4 ? Math.min(18, Math.floor(Math.log10(top) / 3) * 3) : 0;
+    var scale = Math.pow(10, exp);
+    var step = Math.abs(incr) / scale;
+    var d = 0;
+    while (d < 12 && step > 0 && Math.abs(Math.round(step * Math.pow(10, d)) - step * Math.pow(10, d)) > 1e-6 * step * Math.pow(10, d)) d++;
+    return splits.map(function (v) {
+      return (v / scale).toLocaleString(undefined, { minimumFractionDigits: d, maximumFractionDigits: d }) + PREFIX[exp];
+    });
   }
 
   function clock() {  // the status line's time, in UTC like everything else on the page
@@ -223,7 +244,7 @@
       tzDate: utc,
       series: series,
       bands: [{ series: [4, 3], fill: "rgba(224, 123, 0, 0.16)" }],
-      axes: [{}, { label: doc.unit || "value", size: 70 }],
+      axes: [{}, { label: doc.unit || "value", size: 70, values: ticks }],
       cursor: { drag: { x: true, y: false }, focus: { prox: 16 } },
       legend: { live: true },
       hooks: { draw: [overlays(doc)] },
@@ -267,7 +288,7 @@
         { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
         { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, gaps: observationGaps(doc.step_seconds), value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
       ],
-      axes: [{}, { size: 70 }],
+      axes: [{}, { size: 70, values: ticks }],
     }, [xs, err], node);
   }
 
