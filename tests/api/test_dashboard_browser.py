@@ -155,6 +155,7 @@ def test_dashboard_draws_the_series_without_errors(
         "document.querySelector('#status').textContent.startsWith('updated')", timeout=10_000
     )
     assert "no champion" in page.locator("#champion").inner_text()
+    assert "no forecast published yet" in page.locator("#status").inner_text()
     assert problems == [], problems
     assert foreign == [], f"the page fetched from outside the API: {foreign}"
 

@@ -471,7 +471,10 @@
         ? "none stored yet"
         : "none in this window: the newest is from " + when(doc.last_observation));
     }
-    if (doc.stale && doc.forecast) {
+    if (!doc.forecast) {
+      // the chart's forecast lines are just empty: say why
+      parts.push("no forecast published yet");
+    } else if (doc.stale) {
       parts.push("the forecast is stale (made " + when(doc.forecast.generated_at) +
         "): the publish job is not keeping up");
     }
