@@ -306,10 +306,17 @@ def test_dashboard_recovers_when_the_api_was_unreachable(api_url: str, browser: 
 
 
 def _add_series(
-    api_url: str, tmp_path: Path, name: str, values: list[float | None], unit: str = ""
+    api_url: str,
+    tmp_path: Path,
+    name: str,
+    values: list[float | None],
+    unit: str = "",
+    *,
+    also_made: Any = None,
 ) -> None:
     """Store ``name`` (5-minute steps, the last one now; ``None``: no observation) with
-    a flat forecast at its last value, and wait until the API lists it."""
+    a flat forecast at its last value, and wait until the API lists it. ``also_made``
+    (a timedelta): another such forecast published that long before, and none between."""
     from datetime import UTC, datetime, timedelta
 
     from forecaster.store.repository import Store
@@ -326,6 +333,9 @@ def _add_series(
         sid, [(ts, v) for ts, v in zip(stamps, values, strict=True) if v is not None]
     )
     last = next(v for v in reversed(values) if v is not None)
+    if also_made is not None:
+        band = [(last, last * 0.9, last * 1.1)] * 12
+        publish_bands(store, name, now - also_made, timedelta(minutes=5), band)
     publish_bands(store, name, now, timedelta(minutes=5), [(last, last * 0.9, last * 1.1)] * 12)
     engine.dispose()
     deadline = time.monotonic() + 15
@@ -401,3 +411,26 @@ def test_dashboard_value_axis_reads_tiny_and_huge_values(
         assert axis["widest"] <= axis["room"], f"{values} do not fit the axis"
         hover[name] = axis["hover"]
     assert hover["latency_s"] == "0.00123 s"
+
+
+def test_dashboard_says_how_much_earlier_an_earlier_forecast_was_made(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    """Publishing stopped for six hours: the newest forecast made at least an hour ago
+    is six hours old, and the legend and the error chart must not call it "1 h"."""
+    from datetime import timedelta
+
+    _add_series(api_url, tmp_path, "paused", [100.0] * 144, also_made=timedelta(hours=6))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series=paused&window=24h")
+    page.wait_for_function("window.forecasterDashboard.errorPlot !== null", timeout=20_000)
+    label = page.evaluate("window.forecasterDashboard.plot.series[5].label")
+    assert label == "made 6 h earlier"
+    assert page.locator("#error-title").inner_text() == "Error of the forecast made 6 h earlier"
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")  # published every hour
+    page.wait_for_function("window.forecasterDashboard.errorPlot !== null", timeout=20_000)
+    assert page.evaluate("window.forecasterDashboard.plot.series[5].label") == "made 1 h earlier"
+    assert page.evaluate("window.forecasterDashboard.plot.series[6].label") == (
+        "made 1 day earlier"
+    )
+    assert "an hour earlier" in page.locator("#error-title").inner_text()

@@ -217,6 +217,16 @@
     return zoomed ? { min: min, max: max } : null;
   }
 
+  // How much earlier an "earlier" forecast was made: the newest one made at least an
+  // hour (a day) before now, so older than that when publishing stopped for a while,
+  // and then the legend must not say "1 h".
+  function madeEarlier(e, nominal, seconds, now) {
+    var age = e ? now - e.generated_at : seconds;
+    if (age <= seconds * 1.25) return nominal;
+    var h = age / 3600;
+    return h < 36 ? Math.round(h * 10) / 10 + " h" : Math.round(h / 2.4) / 10 + " days";
+  }
+
   function draw(doc) {
     var a = align(doc);
     var unit = doc.unit ? " " + doc.unit : "";
@@ -229,8 +239,8 @@
       { label: "forecast" + (fc ? " (" + fc.model.name + ")" : ""), stroke: "#e07b00", width: 2, spanGaps: true, value: value },
       { label: level + "% lower", stroke: "rgba(224, 123, 0, 0.35)", width: 1, spanGaps: true, value: value },
       { label: level + "% upper", stroke: "rgba(224, 123, 0, 0.35)", width: 1, spanGaps: true, value: value },
-      { label: "made 1 h earlier", stroke: "#7b3fbf", width: 1.5, dash: [6, 4], spanGaps: true, show: !!a.h1Doc, value: value },
-      { label: "made 1 day earlier", stroke: "#2e8b57", width: 1.5, dash: [2, 3], spanGaps: true, show: !!a.d1Doc, value: value },
+      { label: "made " + madeEarlier(a.h1Doc, "1 h", 3600, doc.now) + " earlier", stroke: "#7b3fbf", width: 1.5, dash: [6, 4], spanGaps: true, show: !!a.h1Doc, value: value },
+      { label: "made " + madeEarlier(a.d1Doc, "1 day", 86400, doc.now) + " earlier", stroke: "#2e8b57", width: 1.5, dash: [2, 3], spanGaps: true, show: !!a.d1Doc, value: value },
       // watched series: the band the regression detector judges against (no recent-level correction)
       { label: "detector band lower", stroke: "rgba(200, 40, 30, 0.7)", width: 1, dash: [3, 3], spanGaps: true, show: a.hasReference, value: value },
       { label: "detector band upper", stroke: "rgba(200, 40, 30, 0.7)", width: 1, dash: [3, 3], spanGaps: true, show: a.hasReference, value: value },
@@ -265,6 +275,8 @@
 
   function drawError(doc, a) {
     var node = el("error-chart");
+    el("error-title").textContent = "Error of the forecast made " +
+      madeEarlier(a.h1Doc, "an hour", 3600, doc.now) + " earlier";
     var xs = [], err = [];
     a.xs.forEach(function (t, i) {
       if (a.actual[i] !== null && a.h1[i] !== null) {
