@@ -84,6 +84,8 @@ def test_dashboard_draws_the_series_without_errors(
     page.wait_for_function("window.forecasterDashboard.errorPlot !== null", timeout=10_000)
     page.wait_for_function("window.forecasterDashboard.replicaPlot !== null", timeout=10_000)
     assert page.locator("#replicas-panel").is_visible()
+    # the error chart's value axis names the unit, like the main chart's
+    assert page.evaluate("window.forecasterDashboard.errorPlot.axes[1].label") == "requests/5min"
 
     drawn = page.evaluate(
         """() => {

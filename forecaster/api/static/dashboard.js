@@ -300,7 +300,7 @@
         { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
         { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, gaps: observationGaps(doc.step_seconds), value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
       ],
-      axes: [{}, { size: 70, values: ticks }],
+      axes: [{}, { label: doc.unit || "value", size: 70, values: ticks }],
     }, [xs, err], node);
   }
 
