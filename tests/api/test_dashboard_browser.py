@@ -84,6 +84,8 @@ def test_dashboard_draws_the_series_without_errors(
     page.wait_for_function("window.forecasterDashboard.errorPlot !== null", timeout=10_000)
     page.wait_for_function("window.forecasterDashboard.replicaPlot !== null", timeout=10_000)
     assert page.locator("#replicas-panel").is_visible()
+    # the error chart's value axis names the unit, like the main chart's
+    assert page.evaluate("window.forecasterDashboard.errorPlot.axes[1].label") == "requests/5min"
 
     drawn = page.evaluate(
         """() => {
@@ -155,6 +157,7 @@ def test_dashboard_draws_the_series_without_errors(
         "document.querySelector('#status').textContent.startsWith('updated')", timeout=10_000
     )
     assert "no champion" in page.locator("#champion").inner_text()
+    assert "no forecast published yet" in page.locator("#status").inner_text()
     assert problems == [], problems
     assert foreign == [], f"the page fetched from outside the API: {foreign}"
 
@@ -267,3 +270,169 @@ def test_dashboard_handles_awkward_names_links_errors_and_slow_answers(
     page.select_option("#window", "6h")
     page.wait_for_timeout(3000)
     assert page.evaluate("window.forecasterDashboard.data.window_seconds") == 6 * 3600
+
+
+def test_dashboard_recovers_when_the_api_was_unreachable(api_url: str, browser: Any) -> None:
+    """A page opened while the API restarts (or before any series exists) must pick
+    the series up on its minute refresh, not stay blank until reloaded by hand."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    refused: list[str] = []
+
+    def series_once(route: Any) -> None:
+        if not refused:
+            refused.append(route.request.url)
+            route.fulfill(
+                status=503,
+                content_type="application/json",
+                body='{"detail": "the store is not reachable"}',
+            )
+        else:
+            route.continue_()
+
+    page.route("**/v1/series", series_once)
+    page.clock.install()
+    page.goto(f"{api_url}/dashboard?series={SERIES}")
+    assert "the store is not reachable" in _status(page)
+    page.clock.run_for(61_000)  # the minute refresh
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    assert _status(page).startswith("updated")
+    assert page.locator("#series").input_value() == SERIES
+
+    # the API going away later: said in words, not "Failed to fetch"
+    page.route("**/v1/dashboard/**", lambda route: route.abort())
+    page.clock.run_for(61_000)
+    page.wait_for_function(
+        "document.querySelector('#status').className === 'error'", timeout=10_000
+    )
+    assert "cannot reach the API" in page.locator("#status").inner_text()
+
+
+def _add_series(
+    api_url: str,
+    tmp_path: Path,
+    name: str,
+    values: list[float | None],
+    unit: str = "",
+    *,
+    also_made: Any = None,
+) -> None:
+    """Store ``name`` (5-minute steps, the last one now; ``None``: no observation) with
+    a flat forecast at its last value, and wait until the API lists it. ``also_made``
+    (a timedelta): another such forecast published that long before, and none between."""
+    from datetime import UTC, datetime, timedelta
+
+    from forecaster.store.repository import Store
+    from tests.support.dashboard_seed import make_engine_for
+    from tests.support.forecasts import publish_bands
+
+    engine = make_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    store = Store(engine)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    sid = store.ensure_series(name=name, family=name, unit=unit, step_seconds=300, horizon_steps=12)
+    n = len(values)
+    stamps = [now - timedelta(minutes=5 * (n - 1 - i)) for i in range(n)]
+    store.upsert_observations(
+        sid, [(ts, v) for ts, v in zip(stamps, values, strict=True) if v is not None]
+    )
+    last = next(v for v in reversed(values) if v is not None)
+    if also_made is not None:
+        band = [(last, last * 0.9, last * 1.1)] * 12
+        publish_bands(store, name, now - also_made, timedelta(minutes=5), band)
+    publish_bands(store, name, now, timedelta(minutes=5), [(last, last * 0.9, last * 1.1)] * 12)
+    engine.dispose()
+    deadline = time.monotonic() + 15
+    while name not in {s["name"] for s in httpx.get(f"{api_url}/v1/series").json()}:
+        assert time.monotonic() < deadline, f"the API did not pick up {name}"
+        time.sleep(0.3)
+
+
+def test_dashboard_does_not_draw_a_line_across_missing_observations(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    """Two hours without observations (an ingest outage) stay blank: a line drawn
+    across them showed load that was never measured."""
+    values: list[float | None] = [100.0 + i % 7 for i in range(72)]
+    values[20:44] = [None] * 24
+    _add_series(api_url, tmp_path, "gappy", values, unit="req/s")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series=gappy&window=6h")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    inked = page.evaluate(
+        """() => {
+          const u = window.forecasterDashboard.plot;
+          const t = u.data[0].filter((x, i) => u.data[1][i] !== null);
+          // the middle of the longest stretch without observations, and of a full one
+          let gap = 0, at = 0;
+          for (let i = 1; i < t.length; i++) {
+            if (t[i] - t[i - 1] > gap) { gap = t[i] - t[i - 1]; at = i; }
+          }
+          const column = (ts) => {
+            const x = Math.round(u.valToPos(ts, 'x', true));
+            const px = u.ctx.getImageData(x - 1, u.bbox.top, 3, u.bbox.height).data;
+            let dark = 0;
+            for (let i = 0; i < px.length; i += 4)
+              if (px[i + 3] > 150 && px[i] < 90 && px[i + 1] < 90 && px[i + 2] < 90) dark++;
+            return dark;
+          };
+          return {gap, inGap: column((t[at] + t[at - 1]) / 2), measured: column(t[5] + 150)};
+        }"""
+    )
+    assert inked["gap"] == 25 * 300
+    assert inked["measured"] > 0  # the check sees the actual line where there is one
+    assert inked["inGap"] == 0, "a line is drawn across the missing observations"
+
+
+def test_dashboard_value_axis_reads_tiny_and_huge_values(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    """A latency around a millisecond in seconds and a byte count in the trillions: the
+    value axis' ticks must differ from each other and fit the axis, and hovering must
+    not round a 1.23 ms latency to 0.001."""
+    _add_series(
+        api_url, tmp_path, "latency_s", [0.0012 + 0.0003 * (i % 7) / 6 for i in range(72)], "s"
+    )
+    _add_series(api_url, tmp_path, "bytes", [3.2e12 + 1e11 * (i % 5) for i in range(72)], "B")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    hover: dict[str, str] = {}
+    for name in ("latency_s", "bytes"):
+        page.goto(f"{api_url}/dashboard?series={name}&window=6h")
+        page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+        axis = page.evaluate(
+            """() => {
+              const u = window.forecasterDashboard.plot;
+              const a = u.axes[1];
+              u.ctx.font = a.font[0];
+              const widest = Math.max(...a._values.map((v) => u.ctx.measureText(v).width));
+              return {values: a._values, widest: widest / devicePixelRatio,
+                      room: a._size - a.ticks.size - a.gap,
+                      hover: u.series[1].value(u, 0.00123)};
+            }"""
+        )
+        values = axis["values"]
+        assert len(set(values)) == len(values) > 2, values
+        assert axis["widest"] <= axis["room"], f"{values} do not fit the axis"
+        hover[name] = axis["hover"]
+    assert hover["latency_s"] == "0.00123 s"
+
+
+def test_dashboard_says_how_much_earlier_an_earlier_forecast_was_made(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    """Publishing stopped for six hours: the newest forecast made at least an hour ago
+    is six hours old, and the legend and the error chart must not call it "1 h"."""
+    from datetime import timedelta
+
+    _add_series(api_url, tmp_path, "paused", [100.0] * 144, also_made=timedelta(hours=6))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series=paused&window=24h")
+    page.wait_for_function("window.forecasterDashboard.errorPlot !== null", timeout=20_000)
+    label = page.evaluate("window.forecasterDashboard.plot.series[5].label")
+    assert label == "made 6 h earlier"
+    assert page.locator("#error-title").inner_text() == "Error of the forecast made 6 h earlier"
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")  # published every hour
+    page.wait_for_function("window.forecasterDashboard.errorPlot !== null", timeout=20_000)
+    assert page.evaluate("window.forecasterDashboard.plot.series[5].label") == "made 1 h earlier"
+    assert page.evaluate("window.forecasterDashboard.plot.series[6].label") == (
+        "made 1 day earlier"
+    )
+    assert "an hour earlier" in page.locator("#error-title").inner_text()

@@ -36,7 +36,10 @@
   }
 
   function getJSON(url) {
-    return fetch(url, { headers: headers() }).then(function (r) {
+    return fetch(url, { headers: headers() }).catch(function (err) {
+      // the API is down or restarting: say so (not "Failed to fetch"); the page retries
+      throw new Error("cannot reach the API (" + err.message + "); retrying every minute");
+    }).then(function (r) {
       if (r.status === 401 || r.status === 403) {
         el("token-form").hidden = false;
         throw new Error(sessionStorage.getItem(TOKEN_KEY)
@@ -60,8 +63,29 @@
   function fmt(v, digits) {
     if (v === null || v === undefined || !isFinite(v)) return "–";
     var a = Math.abs(v);
-    var d = digits !== undefined ? digits : a >= 1000 ? 0 : a >= 10 ? 1 : a >= 1 ? 2 : 3;
+    if (digits === undefined && a > 0 && a < 1) {
+      // three significant digits: a 0.0012 s latency is not "0.001"
+      return Number(v).toLocaleString(undefined, { maximumSignificantDigits: 3, minimumSignificantDigits: 3 });
+    }
+    var d = digits !== undefined ? digits : a >= 1000 ? 0 : a >= 10 ? 1 : 2;
     return Number(v).toLocaleString(undefined, { maximumFractionDigits: d, minimumFractionDigits: d });
+  }
+
+  // Value-axis tick labels that tell ticks apart at any magnitude: uPlot's default
+  // rounds to 3 decimals (every tick of a 0.0012 s latency read "0.001") and writes
+  // large values in full (3,000,000,000,000 did not fit the axis and was cut off).
+  // 10 000 and above get an SI prefix (k, M, G, T, P, E); decimals follow the step.
+  var PREFIX = { 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E" };
+  function ticks(u, splits, axisIdx, space, incr) {
+    var top = Math.max.apply(null, splits.map(function (v) { return Math.abs(v); }));
+    var exp = top >= 1e4 ? Math.min(18, Math.floor(Math.log10(top) / 3) * 3) : 0;
+    var scale = Math.pow(10, exp);
+    var step = Math.abs(incr) / scale;
+    var d = 0;
+    while (d < 12 && step > 0 && Math.abs(Math.round(step * Math.pow(10, d)) - step * Math.pow(10, d)) > 1e-6 * step * Math.pow(10, d)) d++;
+    return splits.map(function (v) {
+      return (v / scale).toLocaleString(undefined, { minimumFractionDigits: d, maximumFractionDigits: d }) + PREFIX[exp];
+    });
   }
 
   function clock() {  // the status line's time, in UTC like everything else on the page
@@ -121,6 +145,29 @@
     };
   }
 
+  // Observations more than 1.5 steps apart are not joined by a line: one drawn across
+  // an ingest outage showed load that was never measured. A uPlot `gaps` hook, so the
+  // alignment's nulls (timestamps only other lines have) are still spanned.
+  function observationGaps(step) {
+    return function (u, sidx, idx0, idx1) {
+      var xs = u.data[0], ys = u.data[sidx], gaps = [];
+      var prev = idx0 - 1;
+      while (prev >= 0 && (ys[prev] === null || ys[prev] === undefined)) prev--;
+      for (var i = idx0; i < xs.length; i++) {
+        if (ys[i] === null || ys[i] === undefined) continue;
+        if (prev >= 0 && xs[i] - xs[prev] > 1.5 * step) {
+          gaps.push([
+            Math.round(u.valToPos(xs[prev], "x", true)),
+            Math.round(u.valToPos(xs[i], "x", true)),
+          ]);
+        }
+        prev = i;
+        if (i > idx1) break;
+      }
+      return gaps;
+    };
+  }
+
   // -- main chart ----------------------------------------------------------------------
   function overlays(doc) {
     return function (u) {
@@ -170,6 +217,16 @@
     return zoomed ? { min: min, max: max } : null;
   }
 
+  // How much earlier an "earlier" forecast was made: the newest one made at least an
+  // hour (a day) before now, so older than that when publishing stopped for a while,
+  // and then the legend must not say "1 h".
+  function madeEarlier(e, nominal, seconds, now) {
+    var age = e ? now - e.generated_at : seconds;
+    if (age <= seconds * 1.25) return nominal;
+    var h = age / 3600;
+    return h < 36 ? Math.round(h * 10) / 10 + " h" : Math.round(h / 2.4) / 10 + " days";
+  }
+
   function draw(doc) {
     var a = align(doc);
     var unit = doc.unit ? " " + doc.unit : "";
@@ -178,12 +235,12 @@
     var value = function (u, v) { return v === null || v === undefined ? "–" : fmt(v) + unit; };
     var series = [
       { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
-      { label: "actual", stroke: "#1d2433", width: 1.5, spanGaps: true, value: value },
+      { label: "actual", stroke: "#1d2433", width: 1.5, gaps: observationGaps(doc.step_seconds), value: value },
       { label: "forecast" + (fc ? " (" + fc.model.name + ")" : ""), stroke: "#e07b00", width: 2, spanGaps: true, value: value },
       { label: level + "% lower", stroke: "rgba(224, 123, 0, 0.35)", width: 1, spanGaps: true, value: value },
       { label: level + "% upper", stroke: "rgba(224, 123, 0, 0.35)", width: 1, spanGaps: true, value: value },
-      { label: "made 1 h earlier", stroke: "#7b3fbf", width: 1.5, dash: [6, 4], spanGaps: true, show: !!a.h1Doc, value: value },
-      { label: "made 1 day earlier", stroke: "#2e8b57", width: 1.5, dash: [2, 3], spanGaps: true, show: !!a.d1Doc, value: value },
+      { label: "made " + madeEarlier(a.h1Doc, "1 h", 3600, doc.now) + " earlier", stroke: "#7b3fbf", width: 1.5, dash: [6, 4], spanGaps: true, show: !!a.h1Doc, value: value },
+      { label: "made " + madeEarlier(a.d1Doc, "1 day", 86400, doc.now) + " earlier", stroke: "#2e8b57", width: 1.5, dash: [2, 3], spanGaps: true, show: !!a.d1Doc, value: value },
       // watched series: the band the regression detector judges against (no recent-level correction)
       { label: "detector band lower", stroke: "rgba(200, 40, 30, 0.7)", width: 1, dash: [3, 3], spanGaps: true, show: a.hasReference, value: value },
       { label: "detector band upper", stroke: "rgba(200, 40, 30, 0.7)", width: 1, dash: [3, 3], spanGaps: true, show: a.hasReference, value: value },
@@ -197,7 +254,7 @@
       tzDate: utc,
       series: series,
       bands: [{ series: [4, 3], fill: "rgba(224, 123, 0, 0.16)" }],
-      axes: [{}, { label: doc.unit || "value", size: 70 }],
+      axes: [{}, { label: doc.unit || "value", size: 70, values: ticks }],
       cursor: { drag: { x: true, y: false }, focus: { prox: 16 } },
       legend: { live: true },
       hooks: { draw: [overlays(doc)] },
@@ -218,6 +275,8 @@
 
   function drawError(doc, a) {
     var node = el("error-chart");
+    el("error-title").textContent = "Error of the forecast made " +
+      madeEarlier(a.h1Doc, "an hour", 3600, doc.now) + " earlier";
     var xs = [], err = [];
     a.xs.forEach(function (t, i) {
       if (a.actual[i] !== null && a.h1[i] !== null) {
@@ -239,9 +298,9 @@
       tzDate: utc,
       series: [
         { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
-        { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
+        { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, gaps: observationGaps(doc.step_seconds), value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
       ],
-      axes: [{}, { size: 70 }],
+      axes: [{}, { label: doc.unit || "value", size: 70, values: ticks }],
     }, [xs, err], node);
   }
 
@@ -424,7 +483,10 @@
         ? "none stored yet"
         : "none in this window: the newest is from " + when(doc.last_observation));
     }
-    if (doc.stale && doc.forecast) {
+    if (!doc.forecast) {
+      // the chart's forecast lines are just empty: say why
+      parts.push("no forecast published yet");
+    } else if (doc.stale) {
       parts.push("the forecast is stale (made " + when(doc.forecast.generated_at) +
         "): the publish job is not keeping up");
     }
@@ -471,6 +533,13 @@
     });
   }
 
+  // The minute refresh. An empty menu means the series list never loaded (the API was
+  // unreachable or refused when the page opened, or the store had no series yet): ask
+  // for it again instead of waiting for a reload of the page.
+  function refresh() {
+    return el("series").options.length ? load() : start();
+  }
+
   el("series").addEventListener("change", load);
   el("window").addEventListener("change", load);
   el("token-form").addEventListener("submit", function (ev) {
@@ -484,7 +553,7 @@
       if (p[0]) p[0].setSize({ width: chartWidth(el(p[1])), height: p[2] });
     });
   });
-  state.reload = load;
+  state.reload = refresh;
   state.ready = start();
-  state.timer = setInterval(load, REFRESH_MS);
+  state.timer = setInterval(refresh, REFRESH_MS);
 })();
