@@ -84,6 +84,18 @@ def test_dashboard_draws_the_series_without_errors(
     page.wait_for_function("window.forecasterDashboard.errorPlot !== null", timeout=10_000)
     page.wait_for_function("window.forecasterDashboard.replicaPlot !== null", timeout=10_000)
     assert page.locator("#replicas-panel").is_visible()
+    # a narrower window narrows every chart, the replica plan's too (it kept its width)
+    widths = (
+        "() => ['plot', 'errorPlot', 'replicaPlot'].map((k) => window.forecasterDashboard[k].width)"
+    )
+    wide = page.evaluate(widths)
+    page.set_viewport_size({"width": 800, "height": 1100})
+    page.wait_for_function(
+        "(w) => window.forecasterDashboard.replicaPlot.width < w", arg=wide[2], timeout=10_000
+    )
+    narrow = page.evaluate(widths)
+    assert all(n < w for n, w in zip(narrow, wide, strict=True)), (wide, narrow)
+    page.set_viewport_size({"width": 1280, "height": 1100})
     # the error chart's value axis names the unit, like the main chart's
     assert page.evaluate("window.forecasterDashboard.errorPlot.axes[1].label") == "requests/5min"
 

@@ -436,7 +436,7 @@
     var chart = document.createElement("div");
     node.appendChild(chart);
     state.replicaPlot = new uPlot({
-      width: Math.max(300, node.clientWidth - 10),
+      width: chartWidth(node),
       height: 160,
       scales: { x: { time: true } },
       tzDate: utc,
@@ -549,7 +549,8 @@
     start();
   });
   window.addEventListener("resize", function () {
-    [[state.plot, "chart", 380], [state.errorPlot, "error-chart", 160]].forEach(function (p) {
+    [[state.plot, "chart", 380], [state.errorPlot, "error-chart", 160],
+      [state.replicaPlot, "replicas", 160]].forEach(function (p) {
       if (p[0]) p[0].setSize({ width: chartWidth(el(p[1])), height: p[2] });
     });
   });
