@@ -100,6 +100,7 @@ _events = Table(
     Column("model", String(240), nullable=False),
     Column("detected_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("closed_reason", String(300), nullable=True),  # migration 0008
 )
 
 
@@ -135,6 +136,8 @@ def test_regression_events_are_shown_when_the_table_exists(settings: Any) -> Non
                         "model": "lightgbm v2",
                         "detected_at": start,
                         "updated_at": now,
+                        # an event closed because its series stopped being watched
+                        "closed_reason": "no longer watched: retired" if score == 3.5 else None,
                     }
                     for sid, start, end, score in rows
                 ],
@@ -145,6 +148,7 @@ def test_regression_events_are_shown_when_the_table_exists(settings: Any) -> Non
         events = c.get(f"/v1/dashboard/{SERIES}", params={"window": "24h"}).json()["regressions"]
     assert [e["score"] for e in events] == [3.5, 1.7]
     assert events[1]["end"] is None and events[0]["direction"] == "up"
+    assert [e["closed_reason"] for e in events] == ["no longer watched: retired", None]
     assert events[0]["start"] == pytest.approx((now - timedelta(hours=5)).timestamp(), abs=1)
 
 

@@ -448,3 +448,47 @@ def test_dashboard_says_how_much_earlier_an_earlier_forecast_was_made(
         "made 1 day earlier"
     )
     assert "an hour earlier" in page.locator("#error-title").inner_text()
+
+
+def test_dashboard_events_table_shows_direction_and_why_an_event_closed(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    """The events table left out the direction the API sends, and an event closed
+    because its series stopped being watched read like any other."""
+    from datetime import UTC, datetime, timedelta
+
+    from forecaster.consumers.regressions import RegressionEvent, Transition
+    from forecaster.store.consumers_repo import ConsumersRepo
+    from forecaster.store.repository import Store
+    from tests.support.dashboard_seed import make_engine_for
+
+    _add_series(api_url, tmp_path, "watched", [100.0] * 72, unit="ms")
+    engine = make_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        event = RegressionEvent(
+            start=now - timedelta(hours=2),
+            end=None,
+            peak_score=4.5,
+            direction="up",
+            model="lightgbm v2",
+            detected_at=now - timedelta(hours=2),
+        )
+        closed = RegressionEvent(**{**event.__dict__, "end": now - timedelta(hours=1)})
+        ConsumersRepo(Store(engine)).save_detection(
+            Store(engine).series("watched").id,
+            state={},
+            open_event_id=None,
+            transitions=[Transition("opened", event), Transition("closed", closed)],
+            closed_reason="no longer watched: watch: was removed from its spec",
+        )
+    finally:
+        engine.dispose()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series=watched&window=6h")
+    page.wait_for_selector("#events tbody tr", timeout=20_000)
+    headers = page.locator("#events thead th").all_inner_texts()
+    assert headers == ["start", "end", "direction", "peak score"]
+    cells = page.locator("#events tbody tr").first.locator("td").all_inner_texts()
+    assert cells[2] == "up" and cells[3] == "4.50"
+    assert "(no longer watched: watch: was removed from its spec)" in cells[1]

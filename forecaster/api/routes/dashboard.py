@@ -310,6 +310,7 @@ _EVENT_COLUMNS = {
     "score": ("peak_score", "score", "max_score"),
     "direction": ("direction",),
     "model": ("model_name", "model", "estimator"),
+    "closed_reason": ("closed_reason",),  # migration 0008
 }
 
 

@@ -409,11 +409,13 @@
     }
     if (doc.regressions.length) {
       fill("events", table(
-        ["start", "end", "peak score"],
+        ["start", "end", "direction", "peak score"],
         doc.regressions.map(function (ev) {
-          return { cls: "", cells: [when(ev.start), ev.end ? when(ev.end) : "open", fmt(ev.score, 2)] };
+          // an event closed because the series stopped being watched says so
+          var end = ev.end ? when(ev.end) + (ev.closed_reason ? " (" + ev.closed_reason + ")" : "") : "open";
+          return { cls: "", cells: [when(ev.start), end, ev.direction || "–", fmt(ev.score, 2)] };
         }),
-        2
+        3
       ));
     } else {
       fill("events", text("p", "none in this window", "muted"));
