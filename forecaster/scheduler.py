@@ -71,15 +71,15 @@ def _job(func: Callable[..., None]) -> Callable[..., None]:
         if _STOPPING.is_set() or _LOCK_LOST.is_set():
             return
         name = f"{func.__name__}{list(args) if args else ''}"
-        held = _LOCK.get("held")
-        if held is not None and not held.verified():
-            # another scheduler may have the lock (and these jobs) since the last check
-            log.error("the scheduler lock is no longer ours: %s not run; stopping", name)
-            _LOCK_LOST.set()
-            return
-        with _RUNNING_LOCK:
-            _RUNNING.add(name)
+        with _RUNNING_LOCK:  # counted from here: a check stuck on a stalled connection
+            _RUNNING.add(name)  # is a run the shutdown waits for, then exits without
         try:
+            held = _LOCK.get("held")
+            if held is not None and not held.verified():
+                # another scheduler may have the lock (and these jobs) since the last check
+                log.error("the scheduler lock is no longer ours: %s not run; stopping", name)
+                _LOCK_LOST.set()
+                return
             func(*args)
         finally:
             with _RUNNING_LOCK:
@@ -609,8 +609,13 @@ def run_scheduler(ctx: JobContext, *, stop: threading.Event | None = None) -> No
         finally:
             _STOPPING.set()
             _LOCK.clear()
-            scheduler.shutdown(wait=False)
-            _wait_for_running(exit_after=main, code=1 if lost or dead else 0)
+            # in a thread: shutdown waits for the job store's lock, which the scheduling
+            # thread holds while its query hangs on a stalled connection
+            stopping = threading.Thread(
+                target=scheduler.shutdown, kwargs={"wait": False}, daemon=True
+            )
+            stopping.start()
+            _wait_for_running(exit_after=main, code=1 if lost or dead else 0, also=stopping)
     if lost or dead:
         from forecaster.errors import StoreError
         from forecaster.store.db import LOST_LOCK
@@ -645,18 +650,22 @@ def _fail_interrupted_requests(ctx: JobContext) -> None:
         log.warning("%d job request(s) interrupted by the last scheduler stop marked failed", count)
 
 
-def _wait_for_running(*, exit_after: bool, code: int = 0) -> None:
-    """Give running jobs the grace period; past it, exit with ``code`` without them
-    (``exit_after``: the real process; a store write is one transaction, so none is
-    left half done)."""
+def _wait_for_running(
+    *, exit_after: bool, code: int = 0, also: threading.Thread | None = None
+) -> None:
+    """Give running jobs (and the thread ``also``, the scheduler's shutdown) the grace
+    period; past it, exit with ``code`` without them (``exit_after``: the real process;
+    a store write is one transaction, so none is left half done)."""
     deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
     while time.monotonic() < deadline:
         with _RUNNING_LOCK:
-            if not _RUNNING:
+            if not _RUNNING and (also is None or not also.is_alive()):
                 return
         time.sleep(0.2)
     with _RUNNING_LOCK:
         left = sorted(_RUNNING)
+    if also is not None and also.is_alive():
+        left.append("the scheduler's shutdown (its job store is not answering)")
     log.warning(
         "stopped with %d run(s) unfinished after %.0fs: %s",
         len(left),

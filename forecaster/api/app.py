@@ -25,7 +25,11 @@ Intervals are central prediction intervals at `level` percent.
 
 
 def create_app(
-    settings: Settings, *, refresh_seconds: float = 1.0, freeze_heap: bool = False
+    settings: Settings,
+    *,
+    refresh_seconds: float = 1.0,
+    freeze_heap: bool = False,
+    max_view_age_seconds: float | None = None,
 ) -> FastAPI:
     """Build the API app.
 
@@ -33,7 +37,9 @@ def create_app(
     at start-up and refreshed every ``refresh_seconds`` in the background. With
     ``freeze_heap`` (server processes: :mod:`forecaster.api.asgi`) the objects alive
     after that first load are frozen out of the garbage collector's scans
-    (:func:`~forecaster.api.view.freeze_startup_heap`).
+    (:func:`~forecaster.api.view.freeze_startup_heap`). A view no refresh renewed for
+    ``max_view_age_seconds`` (default: 10 refreshes, at least 30 s, as the scaler's)
+    makes ``/readyz`` answer 503.
     """
     from prometheus_client import CollectorRegistry
 
@@ -58,7 +64,9 @@ def create_app(
 
     engine = make_engine(settings.database)
     store = Store(engine)
-    view = ForecastView(store)
+    view = ForecastView(
+        store, max_age_seconds=max_view_age_seconds or max(30.0, 10 * refresh_seconds)
+    )
     consumers = ConsumerView(store)
     registry = CollectorRegistry()
     registry.register(AnomalyCollector(consumers))

@@ -76,10 +76,11 @@ class ForecastGauges:
                 last_obs.add((name,), info.last_observation_at.timestamp())
         view_ok = GaugeText(
             "forecaster_view_refresh_ok",
-            "1 when the last refresh of the API's forecast view from the store succeeded",
+            "1 when the last refresh of the API's forecast view from the store succeeded "
+            "and one finished recently",
             labels=[],
         )
-        view_ok.add((), 0.0 if state.error else 1.0)
+        view_ok.add((), 0.0 if self.view.problem() else 1.0)
         families = [forecast, age, last_obs, view_ok]
         if only is not None:
             unknown = GaugeText(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -148,8 +149,11 @@ def freeze_startup_heap() -> int:
 class ForecastView:
     """Thread-safe, swap-on-refresh snapshot of the store for the read path."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, max_age_seconds: float = math.inf) -> None:
         self.store = store
+        #: A view no refresh has renewed for this long is not fit to serve
+        #: (:meth:`problem`): a refresh hung on a stalled connection.
+        self.max_age_seconds = max_age_seconds
         self._state = ViewState()
         self._lock = threading.Lock()
 
@@ -157,6 +161,27 @@ class ForecastView:
     def state(self) -> ViewState:
         """The current snapshot (replaced wholesale on refresh, never mutated)."""
         return self._state
+
+    def problem(self, now: datetime | None = None) -> str | None:
+        """Why the view is not fit to serve, ``None`` when it is.
+
+        Its last refresh failed, or none has finished for longer than
+        :attr:`max_age_seconds`: a refresh stuck on a connection that stalled (the
+        database or the network hung, a half-open connection) never fails, and the
+        view read as healthy while nothing renewed it for minutes.
+        """
+        state = self._state
+        if state.error is not None:
+            return state.error
+        if state.refreshed_at is None:
+            return "the forecast view has not loaded from the store yet"
+        age = ((now or datetime.now(UTC)) - state.refreshed_at).total_seconds()
+        if age > self.max_age_seconds:
+            return (
+                f"forecast view last refreshed {age:.0f}s ago (limit "
+                f"{self.max_age_seconds:.0f}s): the store is not answering"
+            )
+        return None
 
     def refresh(self) -> bool:
         """Reload what changed since the last refresh.

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -180,6 +181,9 @@ class SchedulerLock:
         return self.held and self._verify()
 
 
+#: Seconds the lock's session gets to answer a check before the lock counts as lost.
+LOCK_CHECK_TIMEOUT_SECONDS = 30.0
+
 #: Why a scheduler stopped (or did not start) when its lock's connection dropped.
 LOST_LOCK = (
     "the scheduler lost its lock on the store when the database connection dropped, and "
@@ -190,7 +194,11 @@ LOST_LOCK = (
 
 @contextlib.contextmanager
 def scheduler_lock(
-    engine: Engine, stop: threading.Event, *, poll_seconds: float = 2.0
+    engine: Engine,
+    stop: threading.Event,
+    *,
+    poll_seconds: float = 2.0,
+    check_timeout: float | None = None,
 ) -> Iterator[SchedulerLock]:
     """Hold the one-scheduler-per-store lock for the block; wait for it until ``stop``.
 
@@ -203,7 +211,11 @@ def scheduler_lock(
 
     Yields:
         The lock, true once held, false if ``stop`` was set first; its
-        :meth:`SchedulerLock.still_held` tells whether it was lost since.
+        :meth:`SchedulerLock.still_held` tells whether it was lost since. A session
+        that does not answer within ``check_timeout`` (default
+        :data:`LOCK_CHECK_TIMEOUT_SECONDS`; a stalled, half-open connection) counts as
+        lost: the check hung for as long as the connection did, with the scheduler
+        silent and deaf to SIGTERM.
 
     Raises:
         StoreError: The lock cannot be taken (database down, folder not writable).
@@ -226,13 +238,40 @@ def scheduler_lock(
                 raise StoreError(LOST_LOCK) from exc
             return bool(taken)
 
+        timeout = LOCK_CHECK_TIMEOUT_SECONDS if check_timeout is None else check_timeout
+        stalled = threading.Event()
+
         def alive() -> bool:
-            try:
-                conn.exec_driver_sql("SELECT 1").scalar()
-                conn.commit()
-            except SQLAlchemyError:
+            if stalled.is_set():
                 return False
-            return True
+            answer: list[bool] = []
+            answered = threading.Event()
+
+            def ask() -> None:  # in a thread: psycopg has no client-side query timeout
+                try:
+                    conn.exec_driver_sql("SELECT 1").scalar()
+                    conn.commit()
+                    answer.append(True)
+                except SQLAlchemyError:
+                    answer.append(False)
+                finally:
+                    answered.set()
+
+            threading.Thread(target=ask, name="scheduler-lock-check", daemon=True).start()
+            deadline = time.monotonic() + timeout
+            while not answered.wait(0.2):
+                if stop.is_set():  # a signal: stop now, whatever the answer
+                    stalled.set()
+                    return True
+                if time.monotonic() > deadline:
+                    stalled.set()
+                    log.error(
+                        "the database did not answer the scheduler lock check within %.0fs "
+                        "(a stalled connection): the lock counts as lost",
+                        timeout,
+                    )
+                    return False
+            return answer[0]
 
         def verify_for(backend: int) -> Callable[[], bool]:
             def verify() -> bool:  # on a pooled connection: safe from any thread
@@ -263,10 +302,13 @@ def scheduler_lock(
                 raise StoreError(LOST_LOCK) from exc
             yield SchedulerLock(True, alive, verify_for(backend))
         finally:
-            with contextlib.suppress(SQLAlchemyError):
-                conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
-                conn.commit()
-            conn.close()
+            if stalled.is_set():  # a check still waits on it: unlocking would hang too
+                conn.invalidate()  # closing the session releases the lock
+            else:
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
+                    conn.commit()
+                conn.close()
         return
     database = engine.url.database
     if not database or database == ":memory:":

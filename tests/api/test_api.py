@@ -318,3 +318,35 @@ def test_no_user_supplied_promql_reaches_prometheus(client: TestClient) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.postgres
+def test_readiness_fails_while_a_refresh_hangs_on_a_stalled_store(
+    pg_url: str, make_settings: Any
+) -> None:
+    """A refresh stuck on a connection that forwards nothing (a hung database, a
+    half-open connection) never fails: /readyz answered 200 with a view minutes old."""
+    import time
+
+    from tests.support.tcpproxy import TcpProxy
+
+    _seed(make_settings(db=pg_url))
+    with TcpProxy(("127.0.0.1", 5432)) as proxy:
+        settings = make_settings(db=proxy.url(pg_url))
+        app = create_app(settings, refresh_seconds=0.2, max_view_age_seconds=2.0)
+        with TestClient(app) as c:
+            assert c.get("/readyz").status_code == 200
+            proxy.stall()
+            try:
+                time.sleep(3.0)
+                ready = c.get("/readyz")
+                assert ready.status_code == 503, ready.json()
+                assert "last refreshed" in ready.json()["error"]
+                assert "forecaster_view_refresh_ok 0.0" in c.get("/metrics").text
+                assert c.get("/v1/series/rps/forecast").status_code == 200  # still served
+            finally:
+                proxy.restore()  # the app's shutdown waits for the refresh in flight
+            deadline = time.monotonic() + 10
+            while c.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "readiness did not come back"
+                time.sleep(0.2)

@@ -185,3 +185,79 @@ def test_a_job_does_not_run_once_the_lock_is_not_ours() -> None:
     finally:
         scheduler_module._LOCK.clear()
         scheduler_module._LOCK_LOST.clear()
+
+
+def _lock_held(engine: Any) -> bool:
+    with engine.connect() as conn:
+        schema = conn.execute(text("SELECT current_schema()")).scalar()
+        found = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND (classid::bigint << 32) + objid::bigint = :key"
+            ),
+            {"key": scheduler_lock_key(str(schema))},
+        ).scalar()
+    return bool(found)
+
+
+@pytest.mark.postgres
+def test_a_lock_whose_connection_stalls_is_known_lost(pg_url: str) -> None:
+    """A half-open connection (it forwards nothing, never fails): the check hung as long
+    as the connection did."""
+    from tests.support.tcpproxy import TcpProxy
+
+    with TcpProxy(("127.0.0.1", 5432)) as proxy:
+        engine = make_engine(DatabaseSettings(url=proxy.url(pg_url)))
+        try:
+            with scheduler_lock(engine, threading.Event(), check_timeout=1.0) as held:
+                assert held.still_held()
+                proxy.stall()
+                started = time.monotonic()
+                assert not held.still_held()
+                assert time.monotonic() - started < 5
+        finally:
+            proxy.restore()
+            engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_scheduler_whose_store_stalls_stops(
+    pg_url: str, tmp_path: Any, make_settings: Any, write_spec: Any, monkeypatch: Any
+) -> None:
+    """With its database connections stalled, the scheduler hung for as long as they
+    did: silent, holding a lock it could not vouch for, and deaf to SIGTERM."""
+    from forecaster import scheduler as scheduler_module
+    from forecaster.errors import StoreError
+    from forecaster.jobs.context import JobContext
+    from forecaster.store import db as db_module
+    from tests.support.tcpproxy import TcpProxy
+
+    monkeypatch.setattr(scheduler_module, "LOCK_CHECK_SECONDS", 0.5)
+    monkeypatch.setattr(scheduler_module, "SHUTDOWN_GRACE_SECONDS", 2.0)
+    monkeypatch.setattr(db_module, "LOCK_CHECK_TIMEOUT_SECONDS", 2.0)
+    spec = write_spec(tmp_path / "spec.yaml", [{"name": "s", "query": "up"}], step="1m")
+    watcher = make_engine(DatabaseSettings(url=pg_url))
+    with TcpProxy(("127.0.0.1", 5432)) as proxy:
+        settings = make_settings(
+            db=proxy.url(pg_url), spec=spec, prometheus={"url": "http://127.0.0.1:9", "retries": 0}
+        )
+        ctx = JobContext.create(settings)
+        thread, failure = scheduler_thread(ctx)
+        try:
+            deadline = time.monotonic() + 30
+            while not _lock_held(watcher):
+                assert thread.is_alive() and time.monotonic() < deadline, failure
+                time.sleep(0.2)
+            time.sleep(1.0)  # its jobs started
+            proxy.stall()
+            thread.join(timeout=30)
+            assert not thread.is_alive(), "the scheduler hung on its stalled connection"
+        finally:
+            proxy.restore()
+            thread.join(timeout=30)
+            scheduler_module._CONTEXT.clear()
+            scheduler_module._STOPPING.clear()
+            ctx.store.engine.dispose()
+            watcher.dispose()
+    assert len(failure) == 1 and isinstance(failure[0], StoreError)
+    assert "lost its lock" in str(failure[0])

@@ -23,13 +23,18 @@ async def healthz() -> dict[str, str]:
     "/readyz",
     summary="Readiness",
     responses={
-        503: {"description": "The forecast view has not loaded, or its last refresh failed"}
+        503: {
+            "description": "The forecast view has not loaded, its last refresh failed, or "
+            "none has finished for too long (the store is not answering)"
+        }
     },
 )
 async def readyz(view: ViewDep, response: Response) -> dict[str, Any]:
-    """Ready when the forecast view has loaded from the store and its last refresh worked."""
+    """Ready when the forecast view has loaded from the store, its last refresh worked
+    and one finished recently (a refresh hung on a stalled connection never fails)."""
     state = view.state
-    ready = state.refreshed_at is not None and state.error is None
+    problem = view.problem()
+    ready = problem is None
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     age = None
@@ -40,7 +45,7 @@ async def readyz(view: ViewDep, response: Response) -> dict[str, Any]:
         "series": len(state.series),
         "forecasts": len(state.forecasts),
         "view_age_seconds": age,
-        "error": state.error,
+        "error": state.error if state.refreshed_at is None else problem,
     }
 
 
