@@ -195,11 +195,23 @@ class ForecastView:
             try:
                 new = self._load(old)
             except (SQLAlchemyError, StoreError) as exc:
+                # SQLAlchemy's text goes on with the statement and a link: the first
+                # line says what failed
+                reason = (str(exc).splitlines() or [""])[0]
                 self._state = replace(
-                    old, error=f"store unavailable: {exc.__class__.__name__}: {exc}"[:500]
+                    old, error=f"store unavailable: {exc.__class__.__name__}: {reason}"[:500]
                 )
-                log.warning("forecast view refresh failed: %s", exc)
+                if old.error is None:  # once per outage: a refresh runs every second or two
+                    log.warning(
+                        "forecast view refresh failed (the last snapshot keeps serving; "
+                        "said again when it recovers): %s",
+                        reason,
+                    )
+                else:
+                    log.debug("forecast view refresh failed again: %s", reason)
                 return False
+            if old.error is not None:
+                log.warning("forecast view refresh recovered: the store answers again")
             self._state = new
             return True
 

@@ -327,3 +327,32 @@ def test_upgrading_a_store_with_series_keeps_them_served(db_url: str) -> None:
         assert _revisions(older) == (1, {"old": 1})
     finally:
         engine.dispose()
+
+
+def test_a_store_outage_is_logged_once_in_one_line_and_its_end_too(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every refresh (each second or two, per process) logged a warning of several
+    lines (SQLAlchemy's statement and link) for as long as the store was away."""
+    _series(store, "a")
+    _publish(store, "a", 1.0)
+    view = ForecastView(store)
+    assert view.refresh()
+    with store.engine.begin() as conn:  # the store stops answering the view's reads
+        conn.execute(text("ALTER TABLE store_revision RENAME TO store_revision_away"))
+    try:
+        with caplog.at_level("DEBUG", logger="forecaster.api.view"):
+            assert not view.refresh() and not view.refresh() and not view.refresh()
+    finally:
+        with store.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE store_revision_away RENAME TO store_revision"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert "forecast view refresh failed" in warnings[0]
+    assert view.state.error is not None and "\n" not in view.state.error
+    assert view.series_info("a").name == "a"  # the last snapshot keeps serving
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="forecaster.api.view"):
+        assert view.refresh()
+    assert "refresh recovered" in caplog.text
+    assert view.state.error is None
