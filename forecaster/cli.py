@@ -238,6 +238,34 @@ def db_upgrade() -> None:
     )
 
 
+@db_app.command("current")
+def db_current() -> None:
+    """Show the store's schema revision and this release's; exits 1 unless they match."""
+    from forecaster.store.db import (
+        check_known_revision,
+        check_store_exists,
+        current_revision,
+        head_revision,
+        make_engine,
+    )
+
+    settings = _settings()
+    check_store_exists(settings.database.url)  # reading must not create an empty store
+    engine = make_engine(settings.database)
+    try:
+        found, head = current_revision(engine), head_revision()
+        typer.echo(
+            f"database {engine.url.render_as_string(hide_password=True)} at revision "
+            f"{found or 'none (empty database)'}; this release's schema is {head}"
+        )
+        check_known_revision(engine, found)  # a newer release's, or not a store at all
+    finally:
+        engine.dispose()
+    if found != head:
+        typer.secho("not at this release's schema: run forecaster db upgrade", err=True)
+        raise typer.Exit(1)
+
+
 COMMAND_MODULES = ("backtest", "simulate", "scaler", "detect", "status")
 
 
@@ -271,31 +299,3 @@ def main() -> None:
     except ForecasterError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(1)
-
-
-@db_app.command("current")
-def db_current() -> None:
-    """Show the store's schema revision and this release's; exits 1 unless they match."""
-    from forecaster.store.db import (
-        check_known_revision,
-        check_store_exists,
-        current_revision,
-        head_revision,
-        make_engine,
-    )
-
-    settings = _settings()
-    check_store_exists(settings.database.url)  # reading must not create an empty store
-    engine = make_engine(settings.database)
-    try:
-        found, head = current_revision(engine), head_revision()
-        typer.echo(
-            f"database {engine.url.render_as_string(hide_password=True)} at revision "
-            f"{found or 'none (empty database)'}; this release's schema is {head}"
-        )
-        check_known_revision(engine, found)  # a newer release's, or not a store at all
-    finally:
-        engine.dispose()
-    if found != head:
-        typer.secho("not at this release's schema: run forecaster db upgrade", err=True)
-        raise typer.Exit(1)

@@ -80,9 +80,7 @@ def _unknown_series(name: str, state: ViewState) -> str:
     """Why ``name`` is not a series: a ``split_by`` family's name (whose members are
     the series; asking for the family by name was a bare "unknown series"), or not
     known at all."""
-    members = [
-        member for member, info in state.series.items() if info.family == name and member != name
-    ]
+    members = [info.name for info in state.members_of(name) if info.name != name]
     if members:
         return (
             f"unknown series {name!r}: it is a split_by family; name one of its "
@@ -104,6 +102,11 @@ class ViewState:
     #: Store revision this snapshot reflects (``None``: not loaded, or a schema
     #: without the marker, where every refresh reads everything).
     revision: int | None = None
+
+    def members_of(self, family: str) -> list[SeriesInfo]:
+        """The series of the ``split_by`` family ``family`` (a series not split by a
+        label is the one member of its own family)."""
+        return [info for info in self.series.values() if info.family == family]
 
 
 def iso_utc(value: datetime) -> str:

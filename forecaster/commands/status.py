@@ -59,9 +59,13 @@ def _first_line(detail: str) -> str:
     return (detail.splitlines() or [""])[0][:300]
 
 
+def _seconds_ago(then: datetime, now: datetime) -> int:
+    return max(int((now - then).total_seconds()), 0)
+
+
 def _since(then: datetime, now: datetime) -> str:
     """How long ago ``then`` was, in whole seconds (``1m45s``)."""
-    return format_duration(timedelta(seconds=max(int((now - then).total_seconds()), 0)))
+    return format_duration(timedelta(seconds=_seconds_ago(then, now)))
 
 
 def _age(then: datetime | None, now: datetime) -> str:
@@ -75,7 +79,7 @@ def _iso(then: datetime | None) -> str | None:
 
 
 def _age_seconds(then: datetime | None, now: datetime) -> int | None:
-    return None if then is None else max(int((now - then).total_seconds()), 0)
+    return None if then is None else _seconds_ago(then, now)
 
 
 def _untrained_problem(ctx: JobContext, name: str) -> str:

@@ -142,7 +142,7 @@ async def top_members(
         "window", window, maximum=timedelta(seconds=settings.api.max_horizon_seconds)
     )
     state = view.state
-    members = [info for info in state.series.values() if info.family == family]
+    members = state.members_of(family)
     if not members:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown series family {family!r}")
     clock = time.time()

@@ -89,14 +89,14 @@ async def list_regressions(
         if since is not None
         else datetime.now(UTC) - timedelta(days=7)
     )
-    catalogue = view.state.series
+    view_state = view.state  # one snapshot
     names: set[str] | None = None  # the series selected (None: all)
     family: str | None = None  # a split_by family's name, as written in the spec
     if series is not None:
-        if series in catalogue:
+        if series in view_state.series:
             names = {series}
         else:
-            names = {name for name, info in catalogue.items() if info.family == series}
+            names = {info.name for info in view_state.members_of(series)}
             if not names:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown series {series!r}")
             family = series
