@@ -101,6 +101,10 @@ class TcpProxy:
         self._ready.set()
         self._loop.run_forever()
         self._server.close()
+        # let connections accepted just before the stop start their handler (it sees
+        # CUT and closes them): a handler cancelled before it started never closed its
+        # socket, which a later test's garbage collection reported as unclosed
+        self._loop.run_until_complete(asyncio.sleep(0.1))
         for writer in list(self._writers):
             writer.transport.abort()
         tasks = asyncio.all_tasks(self._loop)
@@ -108,28 +112,33 @@ class TcpProxy:
             task.cancel()
         self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         self._loop.run_until_complete(self._server.wait_closed())
+        self._loop.run_until_complete(asyncio.sleep(0))  # the aborts' socket closes
         self._loop.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.mode == CUT:
-            writer.transport.abort()
-            return
-        self._writers.add(writer)
-        try:
+        up_writer: asyncio.StreamWriter | None = None
+        try:  # both sockets are closed however this ends (cancelled at close() too)
+            if self.mode == CUT:
+                return
+            self._writers.add(writer)
             await self._resumed.wait()  # a connection made while stalled waits too
             if self.mode == CUT:
                 return
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers.add(up_writer)
-        await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-        )
-        for each in (writer, up_writer):
-            each.transport.abort()
-            self._writers.discard(each)
+            try:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
+            except OSError:
+                return
+            self._writers.add(up_writer)
+            await asyncio.gather(
+                self._pipe(reader, up_writer),
+                self._pipe(up_reader, writer),
+                return_exceptions=True,
+            )
+        finally:
+            for each in (writer, up_writer):
+                if each is not None:
+                    each.transport.abort()
+                    self._writers.discard(each)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
