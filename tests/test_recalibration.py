@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -132,7 +132,8 @@ def test_backtest_recalibration_recovers_coverage_after_the_noise_grows() -> Non
     pd.testing.assert_frame_equal(plain, again)  # off by default for a single estimator
     recal = backtest(history, "seasonal_naive", recalibrate=True, **kwargs)
     first = plain["origin"] == plain["origin"].min()
-    pd.testing.assert_frame_equal(plain[first], recal[first])  # nothing judged yet
+    # the first origin too: judged by the day of hourly publications before it
+    assert not np.allclose(plain[first]["yhat_upper"], recal[first]["yhat_upper"])
     pd.testing.assert_series_equal(plain["yhat"], recal["yhat"])
     late = plain["origin"] >= plain["origin"].max() - pd.Timedelta(hours=24)
     cover_plain = score_backtest(plain[late], history)["coverage"]
@@ -151,7 +152,8 @@ def test_backtest_recalibration_does_not_peek() -> None:
         "recalibrate": True,
     }
     frame = backtest(history, "seasonal_naive", **kwargs)
-    for origin in frame["origin"].unique()[-3:]:
+    unique = frame["origin"].unique()
+    for origin in [unique[0], *unique[-3:]]:  # the first one's band judges a warm-up day
         altered = history.copy()
         after = altered.index >= origin
         altered[after] = altered[after] * 7.0 + 1000.0
@@ -192,6 +194,13 @@ def test_day_ahead_backtest_judges_the_hourly_publications_between_origins() -> 
     origins = sorted(frame["origin"].unique())
     step = pd.Timedelta(minutes=5)
     hourly = [(end + step, h) for end, h in calls if end + step not in set(origins)]
+    # the day before the first origin, a model fitted a day before it published hourly
+    # (as a service in steady state had), each forecast up to that origin
+    warm_up = sorted((made, h) for made, h in hourly if made < origins[0])
+    day_before = pd.date_range(origins[0] - pd.Timedelta(days=1), origins[0], freq="1h")[:-1]
+    assert [made for made, _ in warm_up] == list(day_before)
+    assert all(h == min(288, (origins[0] - made) // step) for made, h in warm_up)
+    hourly = [(made, h) for made, h in hourly if made > origins[0]]
     # 23 publications between each pair of origins, one per hour after the earlier one,
     # each forecasting up to the later origin (what was observed by then)
     assert len(hourly) == 2 * 23
@@ -221,6 +230,37 @@ def test_day_ahead_backtest_judges_the_hourly_publications_between_origins() -> 
     last = frame[frame["origin"] == origins[-1]].reset_index(drop=True)[cols]
     theirs = again[again["origin"] == origins[-1]].reset_index(drop=True)[cols]
     pd.testing.assert_frame_equal(last, theirs)
+
+
+def test_first_origin_is_judged_by_a_day_of_publications_from_a_model_fitted_before_it() -> None:
+    """One extra model, fitted on the data up to a day before the first origin, makes
+    the hourly publications of that day; nothing of the first origin's own model or
+    of the data from the first origin on goes into them."""
+    history = _noisier_later()
+    fits: list[pd.Timestamp] = []
+
+    class _Fits(_Recording):
+        def fit(self, history: pd.Series) -> _Fits:
+            fits.append(history.index[-1])
+            return cast("_Fits", super().fit(history))
+
+    calls: list[tuple[pd.Timestamp, int]] = []
+    kwargs: dict[str, Any] = {"horizon": 288, "origins": 2, "stride": 288, "refit_every": 288}
+    frame = backtest(history, lambda: _Fits(calls), model_name="x", recalibrate=True, **kwargs)
+    first = frame["origin"].min()
+    step = pd.Timedelta(minutes=5)
+    assert fits[0] == first - pd.Timedelta(days=1) - step  # the warm-up model
+    assert fits[1] == first - step  # the first origin's own
+    # the history cannot spare a day before the first origin: no warm-up, band as calibrated
+    short = history.iloc[: 288 + 1 + 2 * 288]
+    fits.clear()
+    frame = backtest(short, lambda: _Fits(calls), model_name="x", recalibrate=True, **kwargs)
+    plain = backtest(short, "seasonal_naive", recalibrate=False, **kwargs)
+    assert fits[0] == frame["origin"].min() - step
+    first_rows = frame["origin"] == frame["origin"].min()
+    pd.testing.assert_series_equal(
+        frame.loc[first_rows, "yhat_upper"], plain.loc[first_rows, "yhat_upper"]
+    )
 
 
 def test_auto_backtests_are_recalibrated_by_default() -> None:
