@@ -45,6 +45,30 @@ class _QuietRequestPoll(logging.Filter):
 _QUIET_POLL = _QuietRequestPoll()
 
 
+class _StaleStoredJob(logging.Filter):
+    """APScheduler's "Unable to restore job" (with its traceback, at ERROR) for a job
+    stored by another release that this one cannot load: one WARNING line that says
+    what happened. The job is removed; the spec's jobs are added afresh anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the restore failure in place; let every other record through."""
+        if not (isinstance(record.msg, str) and record.msg.startswith("Unable to restore job")):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        job_id = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.msg = (
+            "dropped the stored scheduler job %r: this release cannot load it (%s), "
+            "probably stored by another release; the spec's jobs are scheduled afresh"
+        )
+        record.args = (job_id, f"{type(exc).__name__}: {exc}" if exc else "no reason given")
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_STALE_STORED_JOB = _StaleStoredJob()
+
+
 #: Set when the process is stopping: runs still queued in the pools are dropped.
 _STOPPING = threading.Event()
 #: Set when a job found the scheduler lock no longer ours: the scheduler stops (exit 1).
@@ -414,6 +438,7 @@ def build_scheduler(ctx: JobContext) -> Any:
     _CONTEXT["ctx"] = ctx
     settings = ctx.settings.schedule
     logging.getLogger("apscheduler.scheduler").addFilter(_QUIET_POLL)  # once: same object
+    logging.getLogger("apscheduler.jobstores.default").addFilter(_STALE_STORED_JOB)
 
     class Scheduler(BackgroundScheduler):  # type: ignore[misc]
         def _process_jobs(self) -> float | None:

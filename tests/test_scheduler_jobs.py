@@ -527,3 +527,47 @@ def test_a_scheduler_whose_scheduling_thread_died_stops_with_an_error(
     assert not thread.is_alive()
     assert len(failure) == 1 and isinstance(failure[0], StoreError)
     assert "scheduling thread died" in str(failure[0])
+
+
+def test_a_stored_job_this_release_cannot_load_is_one_warning_not_a_traceback(
+    tmp_path: Path,
+    nab: Path,
+    make_settings: Any,
+    write_spec: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A job stored by another release (a job this one no longer has) was dropped by
+    APScheduler with a full traceback at the start, which read like a crash."""
+    import logging
+    import pickle
+
+    from sqlalchemy import text
+
+    spec = elb_spec(tmp_path, nab, write_spec)
+    ctx = JobContext.create(make_settings(spec=spec))
+    with _built(ctx) as scheduler:
+        state = scheduler.get_job("publish:elb").__getstate__()
+    state["id"] = "retired:elb"
+    state["func"] = "forecaster.scheduler:retired_job_of_an_older_release"
+    with ctx.store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO apscheduler_jobs (id, next_run_time, job_state) "
+                "SELECT 'retired:elb', next_run_time, :s FROM apscheduler_jobs "
+                "WHERE id = 'publish:elb'"
+            ),
+            {"s": pickle.dumps(state)},
+        )
+    caplog.clear()
+    with (
+        caplog.at_level(logging.INFO),
+        _built(JobContext.create(make_settings(spec=spec))) as again,
+    ):
+        assert again.get_job("publish:elb") is not None
+        assert "retired:elb" not in {job.id for job in again.get_jobs()}
+    dropped = [r for r in caplog.records if "retired:elb" in r.getMessage()]
+    assert len(dropped) == 1, [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert dropped[0].levelno == logging.WARNING
+    assert dropped[0].exc_info is None
+    assert "retired_job_of_an_older_release" in dropped[0].getMessage()
+    assert "another release" in dropped[0].getMessage()
