@@ -149,8 +149,9 @@ def backtest(
         model_name: Name written in the ``model`` column when ``model`` is a factory.
         recalibrate: Rescale each origin's band by how the earlier origins' forecasts
             of the last day fared (:mod:`forecaster.recalibration`), as the publish
-            job does with what it serves. Default: only for ``model="auto"`` (the
-            production model).
+            job does with what it serves; the first origin's by a day of hourly
+            forecasts from one extra model fitted a day before it. Default: only for
+            ``model="auto"`` (the production model).
 
     Returns:
         One row per origin per step: ``origin, ds, step, yhat, yhat_lower, yhat_upper,

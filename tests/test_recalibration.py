@@ -97,6 +97,23 @@ def test_band_scale_from_frames_uses_only_what_was_observed_before_the_origin() 
     assert band_scale_from_frames([], origin, 90.0) == 1.0
 
 
+def test_the_long_scale_narrows_by_at_most_a_tenth_and_widens_as_far_as_the_short() -> None:
+    from forecaster.recalibration import LONG_SCALE_BOUNDS, long_band_scale_from_frames
+
+    t0 = pd.Timestamp("2026-01-05", tz="UTC")
+    origin = t0 + pd.Timedelta(hours=12)
+    step = timedelta(minutes=5)
+
+    def leads(actual: float) -> pd.DataFrame:  # every row more than an hour ahead
+        return _frame(t0, 144, actual).assign(step=np.arange(13, 13 + 144))
+
+    calm, wild = leads(10.5), leads(12.0)  # required 0.5 and 2
+    assert band_scale_from_frames([calm], origin, 90.0) == pytest.approx(0.5)
+    assert long_band_scale_from_frames([calm], origin, 90.0, step) == LONG_SCALE_BOUNDS[0] == 0.9
+    assert long_band_scale_from_frames([wild], origin, 90.0, step) == pytest.approx(2.0)
+    assert long_band_scale_from_frames([leads(1000.0)], origin, 90.0, step) == 3.0
+
+
 def test_rescale_frame_stretches_leads_beyond_an_hour_by_the_long_scale() -> None:
     from forecaster.recalibration import rescale_frame
 
@@ -353,13 +370,15 @@ def test_publish_scales_the_band_by_the_last_days_misses(
 
 def test_publish_scales_leads_beyond_an_hour_by_their_own_misses(ctx: Any) -> None:
     """Observed 10.75: the short forecasts (10, band +-0.5) needed 1.5, the longer ones
-    (10.5, band +-0.5) 0.5; each scale undoes its own stored stretch (2 and 4)."""
+    (10.5, band +-0.5) 0.5, narrowed only to 0.9 (``LONG_SCALE_BOUNDS``: a day's
+    long-lead misses are too few to narrow on); each scale undoes its own stored
+    stretch (2 and 4)."""
     from forecaster.jobs.publish import _band_scale
 
     _publish_hourly(ctx.store, 12, steps=36)
     history = _history(10.75, 12)
     origin = history.index[-1].to_pydatetime()
-    assert _band_scale(ctx, "rps", history, origin) == pytest.approx((1.5, 0.5))
+    assert _band_scale(ctx, "rps", history, origin) == pytest.approx((1.5, 0.9))
     long_rows = ctx.store.long_lead_forecast_points("rps", since=T0, until=origin)
     assert len(long_rows) > 60
     assert {(r[1], r[2], r[3]) for r in long_rows} == {(10.5, 10.0, 11.0)}

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from forecaster.errors import ForecastNotFound, InputDataError
 from forecaster.jobs.ingest import history_frame
-from forecaster.recalibration import WINDOW, band_scale, required_scales, rescale_frame
+from forecaster.recalibration import (
+    LONG_SCALE_BOUNDS,
+    SCALE_BOUNDS,
+    WINDOW,
+    band_scale,
+    required_scales,
+    rescale_frame,
+)
 from forecaster.store.repository import ForecastPoint
 
 if TYPE_CHECKING:
@@ -175,7 +182,8 @@ def _band_scale(ctx: JobContext, name: str, history: Any, origin: datetime) -> t
         return cached[1]
     since = origin - WINDOW
     short_rows, long_rows = ctx.store.recalibration_points(name, since=since, until=origin)
-    short, long = _scale_of(short_rows, history), _scale_of(long_rows, history)
+    short = _scale_of(short_rows, history, SCALE_BOUNDS)
+    long = _scale_of(long_rows, history, LONG_SCALE_BOUNDS)
     ctx.band_scales[name] = (hour, (short, long))
     log.debug("band scales of %s: %.3f (short), %.3f (long)", name, short, long)
     return short, long
@@ -196,7 +204,11 @@ def _scale_period(name: str, origin: datetime) -> datetime:
     return shifted.replace(minute=0, second=0, microsecond=0) + offset
 
 
-def _scale_of(rows: list[tuple[datetime, float, float, float]], history: Any) -> float:
+def _scale_of(
+    rows: list[tuple[datetime, float, float, float]],
+    history: Any,
+    bounds: tuple[float, float],
+) -> float:
     """:func:`~forecaster.recalibration.band_scale` of past forecast rows against ``history``."""
     if not rows:
         return 1.0
@@ -207,7 +219,7 @@ def _scale_of(rows: list[tuple[datetime, float, float, float]], history: Any) ->
     ds = ds.tz_localize("UTC") if ds.tz is None else ds.tz_convert("UTC")
     actual = history.reindex(ds).to_numpy(dtype=float)
     yhat, lower, upper = (np.array([r[i] for r in rows], dtype=float) for i in (1, 2, 3))
-    return band_scale(required_scales(yhat, lower, upper, actual), LEVEL)
+    return band_scale(required_scales(yhat, lower, upper, actual), LEVEL, bounds=bounds)
 
 
 def _reference_bands(
