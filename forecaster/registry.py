@@ -74,6 +74,10 @@ class Registry:
         # the retries are ours (_call): MLflow's own inside each of ours multiplied them,
         # and a hung server held one call for 9 minutes
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        # with a tracking server MLflow writes "🏃 View run ... at: <url>" to stdout as
+        # each run ends: two lines per series in `forecaster train`'s output, and on an
+        # ASCII stdout the write raised inside set_terminated, failing every training
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         uri = settings.tracking_uri
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

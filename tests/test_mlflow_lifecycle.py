@@ -1,0 +1,89 @@
+"""The training lifecycle against a real ``mlflow server``: runs, versions, aliases and
+what the user sees of them (``forecaster train``, ``forecaster status``)."""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from forecaster.jobs.context import JobContext
+from forecaster.jobs.runner import run_ingest, run_train
+from forecaster.registry import CHAMPION
+from tests.support.mlflowserver import running_mlflow_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def mlflow_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real tracking server (SQLite backend) for the module's tests."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow")) as url:
+        yield url
+
+
+@pytest.fixture
+def spec_path(tmp_path: Path, write_spec: Any, nab: Path) -> Path:
+    path: Path = write_spec(
+        tmp_path / "spec.yaml",
+        [
+            {
+                "name": "elb",
+                "file": str(nab / "realAWSCloudwatch" / "elb_request_count_8c0756.csv"),
+                "unit": "requests/5min",
+            }
+        ],
+        step="5m",
+        history="4d",
+        horizon="2h",
+        estimators=["seasonal_naive", "lightgbm"],
+    )
+    return path
+
+
+@pytest.fixture
+def served(make_settings: Any, spec_path: Path, mlflow_url: str, tmp_path: Path) -> Any:
+    """A job context whose registry is the tracking server, with the series ingested.
+
+    Each test gets its own experiment and model prefix on the shared server."""
+    prefix = f"t{abs(hash(str(tmp_path))) % 10**8}"
+    settings = make_settings(
+        spec=spec_path,
+        mlflow={
+            "tracking_uri": mlflow_url,
+            "artifact_location": None,
+            "experiment": prefix,
+            "registered_model_prefix": prefix,
+        },
+    )
+    ctx = JobContext.create(settings)
+    assert run_ingest(ctx, ctx.select(None)).ok
+    yield ctx
+    ctx.store.engine.dispose()
+
+
+def test_training_against_a_server_prints_nothing_and_survives_an_ascii_stdout(
+    served: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow wrote "🏃 View run ... at: http://..." to stdout when each run finished:
+    two lines per series in ``forecaster train``'s output, and under an ASCII stdout
+    (``PYTHONIOENCODING=ascii``, a C-locale cron job) the write raised inside
+    ``set_terminated``, so every training was recorded as "MLflow failed" and no
+    champion ever changed."""
+    raw = io.BytesIO()
+    ascii_out = io.TextIOWrapper(raw, encoding="ascii", errors="strict")
+    monkeypatch.setattr(sys, "stdout", ascii_out)
+    summary = run_train(served, served.select(None))
+    ascii_out.flush()
+    monkeypatch.undo()
+    assert summary.ok, summary.errors
+    (result,) = summary.results
+    assert result.registry_error is None, result.registry_error
+    assert result.promoted, result.reason
+    assert raw.getvalue() == b""
+    champion = served.registry.alias("elb", CHAMPION)
+    assert champion is not None and champion.run_id == result.run_id
