@@ -87,3 +87,38 @@ def test_training_against_a_server_prints_nothing_and_survives_an_ascii_stdout(
     assert raw.getvalue() == b""
     champion = served.registry.alias("elb", CHAMPION)
     assert champion is not None and champion.run_id == result.run_id
+
+
+def test_a_training_mlflow_failed_is_a_failing_train_job_until_one_registers(
+    served: Any,
+) -> None:
+    """With the tracking server down (or its URI mistyped) every training was recorded
+    as a successful job run: ``forecaster status`` said ``ok`` (and exited 0) and the
+    pipeline-health metrics counted no error, while no training reached the registry
+    and no champion changed, for as long as nobody read the scheduler's log."""
+    from forecaster.commands.status import collect
+    from forecaster.registry import Registry
+    from tests.support.promserver import free_port
+
+    specs = served.select(None)
+    assert run_train(served, specs).ok
+    before = served.store.champion("elb")
+    registry = served._registry
+    down = f"http://127.0.0.1:{free_port()}"
+    served._registry = Registry(
+        served.settings.mlflow.model_copy(update={"tracking_uri": down, "max_retries": 0})
+    )
+    summary = run_train(served, specs)
+    (result,) = summary.results
+    assert result.registry_error is not None and not result.promoted
+    assert served.store.champion("elb") == before
+    (row,) = collect(served, specs)
+    assert row.state == "train failing", row
+    assert down in row.problem and "champion did not change" in row.problem
+    (run,) = [r for r in served.store.last_job_runs() if r["job"] == "train"][:1]
+    assert not run["ok"]
+
+    served._registry = registry  # the server is back: the next training clears it
+    assert run_train(served, specs).ok
+    (row,) = collect(served, specs)
+    assert row.state != "train failing", row
