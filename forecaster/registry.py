@@ -39,16 +39,32 @@ class RegisteredVersion:
     run_id: str
 
 
+#: What MLflow's SQL backend keeps of a registered model's name and of a run's name
+#: (PostgreSQL and MySQL refuse longer ones; SQLite keeps them silently).
+MODEL_NAME_MAX = 256
+RUN_NAME_MAX = 250
+
+
 def registered_model_name(prefix: str, series: str) -> str:
     """The registry name of a series' model: ``prefix.series`` with unsafe characters replaced.
 
     Names of ``split_by`` members (``fam{route="/a"}``) get a short hash suffix so
-    two members never map to the same name.
+    two members never map to the same name; a name longer than MLflow keeps
+    (:data:`MODEL_NAME_MAX`, a member with long label values) is cut before that suffix.
     """
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", series)
-    if safe != series:
-        safe = f"{safe.strip('_')}-{hashlib.sha1(series.encode()).hexdigest()[:8]}"
-    return f"{prefix}.{safe}"
+    if safe == series and len(prefix) + 1 + len(safe) <= MODEL_NAME_MAX:
+        return f"{prefix}.{safe}"
+    digest = hashlib.sha1(series.encode()).hexdigest()[:8]
+    room = max(MODEL_NAME_MAX - len(prefix) - 1 - len(digest) - 1, 1)
+    return f"{prefix}.{safe.strip('_')[:room]}-{digest}"
+
+
+def run_name(series: str) -> str:
+    """The MLflow run name of a training of ``series`` (cut to :data:`RUN_NAME_MAX`; the
+    ``series`` tag holds the whole name)."""
+    name = f"train {series}"
+    return name if len(name) <= RUN_NAME_MAX else name[: RUN_NAME_MAX - 3] + "..."
 
 
 def mlflow_key(name: str) -> str:
@@ -185,7 +201,7 @@ class Registry:
             "create a run",
             lambda: client.create_run(
                 experiment_id,
-                run_name=f"train {series}",
+                run_name=run_name(series),
                 tags={"series": series, "forecaster.job": "train", **(tags or {})},
             ),
         )

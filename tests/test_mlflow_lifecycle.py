@@ -122,3 +122,34 @@ def test_a_training_mlflow_failed_is_a_failing_train_job_until_one_registers(
     assert run_train(served, specs).ok
     (row,) = collect(served, specs)
     assert row.state != "train failing", row
+
+
+@pytest.mark.postgres
+def test_a_member_with_a_long_name_is_logged_and_registered_on_a_postgres_backed_server(
+    tmp_path: Path, pg_url: str, make_settings: Any
+) -> None:
+    """A split_by member's name holds its label values (a long route, a URL): the store
+    keeps up to 300 characters, but MLflow's SQL backend keeps 250 for a run name and
+    256 for a registered model. On a PostgreSQL-backed tracking server such a member
+    could never be logged ("value too long for type character varying(250)"), so every
+    training of it failed in MLflow; SQLite-backed stores took it silently."""
+    from forecaster.registry import Registry
+
+    member = 'http_rps{route="/search?q=' + "x" * 250 + '"}'
+    assert len(member) <= 300  # what the store keeps
+    with running_mlflow_server(tmp_path / "server", backend=pg_url) as url:
+        settings = make_settings(mlflow={"tracking_uri": url, "artifact_location": None})
+        registry = Registry(settings.mlflow)
+        document = {"format": 1, "estimator": "seasonal_naive", "state": {"season": 288}}
+        run_id = registry.log_training(
+            series=member, params={"series": member}, metrics={}, estimator_document=document
+        )
+        version = registry.register(member, run_id)
+        registry.set_alias(member, CHAMPION, version.version)
+        champion = registry.alias(member, CHAMPION)
+        assert champion is not None and champion.run_id == run_id
+        assert len(version.model) <= 256
+        other = registry.model_name(member.replace("x", "y", 1))
+        assert other != version.model  # still one registered model per member
+        run = registry.client.get_run(run_id)
+        assert run.data.tags["series"] == member  # the full name stays findable
