@@ -153,3 +153,44 @@ def test_a_member_with_a_long_name_is_logged_and_registered_on_a_postgres_backed
         assert other != version.model  # still one registered model per member
         run = registry.client.get_run(run_id)
         assert run.data.tags["series"] == member  # the full name stays findable
+
+
+def test_a_cold_start_champion_is_replaced_by_a_retrain_on_more_history(
+    make_settings: Any, spec_path: Path
+) -> None:
+    """A new series' first model, fitted on its first hours, is a last-value repeat
+    (less than a season of history). A retrain on a day and a half had no backtest
+    MASE either (a backtest needs two days), so the gate refused it ("has no finite
+    backtest MASE") and the flat forecast of the first hours served, labelled
+    ``seasonal_naive``, for up to two days while status said ``ok``."""
+    from datetime import timedelta
+
+    from forecaster.jobs.publish import publish_series
+    from forecaster.jobs.train import train_series
+
+    ctx = JobContext.create(make_settings(spec=spec_path))
+    (spec,) = ctx.select(None)
+    assert run_ingest(ctx, [spec]).ok
+    first_seen = ctx.store.history("elb")[0][0]
+    early = first_seen + timedelta(hours=3, minutes=20)  # 40 observations
+    first = train_series(ctx, spec=spec, name="elb", now=early)
+    assert first.promoted and any(f.startswith("cold_start") for f in first.flags)
+    flat = publish_series(ctx, spec=spec, name="elb", now=early)
+    assert len({p.yhat for p in ctx.store.publication("elb", flat.publication_id).points}) == 1
+
+    later = first_seen + timedelta(days=1, hours=12)
+    second = train_series(ctx, spec=spec, name="elb", now=later)
+    assert any(f.startswith("cold_start") for f in second.flags)  # still no backtest
+    assert second.promoted, second.reason
+    assert "cold start" in second.reason
+    champion = ctx.store.champion("elb")
+    assert champion is not None and champion.run_id == second.run_id
+    assert ctx.registry.alias("elb", CHAMPION).run_id == second.run_id  # type: ignore[union-attr]
+    seasonal = publish_series(ctx, spec=spec, name="elb", now=later)
+    points = ctx.store.publication("elb", seasonal.publication_id).points
+    assert len({p.yhat for p in points}) > 1  # a repeat of the last day, not one value
+
+    # two days on, a backtested model must beat it as any candidate beats a champion
+    third = train_series(ctx, spec=spec, name="elb", now=first_seen + timedelta(days=3))
+    assert not any(f.startswith("cold_start") for f in third.flags)
+    ctx.store.engine.dispose()
