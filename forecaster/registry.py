@@ -67,6 +67,12 @@ def run_name(series: str) -> str:
     return name if len(name) <= RUN_NAME_MAX else name[: RUN_NAME_MAX - 3] + "..."
 
 
+def gate_tags(decision: str, reason: str) -> dict[str, str]:
+    """The promotion gate's verdict as MLflow tags of a training run and its version
+    (``gate.decision``: ``promote``, ``refuse`` or ``fallback``; ``gate.reason``)."""
+    return {"gate.decision": decision, "gate.reason": reason[:5000]}
+
+
 def mlflow_key(name: str) -> str:
     """``name`` with the characters MLflow refuses in metric/param keys replaced.
 
@@ -247,8 +253,11 @@ class Registry:
         """Registered model name of ``series``."""
         return registered_model_name(self.settings.registered_model_prefix, series)
 
-    def register(self, series: str, run_id: str) -> RegisteredVersion:
-        """Register the estimator logged by ``run_id`` as a new version of the series' model."""
+    def register(
+        self, series: str, run_id: str, tags: dict[str, str] | None = None
+    ) -> RegisteredVersion:
+        """Register the estimator logged by ``run_id`` as a new version of the series'
+        model, with ``tags`` on the version (the gate's decision and reason)."""
         name = self.model_name(series)
         client = self.client
 
@@ -267,7 +276,9 @@ class Registry:
         source = f"{run.info.artifact_uri}/estimator"
         version = self._call(
             "register a model version",
-            lambda: client.create_model_version(name, source=source, run_id=run_id),
+            lambda: client.create_model_version(
+                name, source=source, run_id=run_id, tags=tags or None
+            ),
         )
         return RegisteredVersion(model=name, version=str(version.version), run_id=run_id)
 

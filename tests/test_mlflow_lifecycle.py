@@ -194,3 +194,25 @@ def test_a_cold_start_champion_is_replaced_by_a_retrain_on_more_history(
     third = train_series(ctx, spec=spec, name="elb", now=first_seen + timedelta(days=3))
     assert not any(f.startswith("cold_start") for f in third.flags)
     ctx.store.engine.dispose()
+
+
+def test_the_gate_decision_and_its_reason_are_on_the_run_and_the_version(
+    served: Any,
+) -> None:
+    """MLflow showed a version as ``challenger`` (or an unaliased one) with nothing
+    saying why the gate refused it; the reason was only in the scheduler's log and the
+    store."""
+    specs = served.select(None)
+    first = run_train(served, specs).results[0]
+    with served.store.engine.begin() as conn:  # a champion far better on these windows
+        conn.exec_driver_sql("UPDATE champions SET mase = 0.0001, estimator = 'prophet'")
+    refused = run_train(served, specs).results[0]
+    assert not refused.promoted and "worse than the champion prophet" in refused.reason
+    client = served.registry.client
+    name = served.registry.model_name("elb")
+    for result, decision in ((first, {"promote", "fallback"}), (refused, {"refuse"})):
+        tags = client.get_run(result.run_id).data.tags
+        assert tags["gate.decision"] in decision and tags["gate.reason"] == result.reason
+        version = client.get_model_version(name, result.model_version)
+        assert version.tags["gate.decision"] == tags["gate.decision"]
+        assert version.tags["gate.reason"] == result.reason
