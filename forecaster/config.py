@@ -125,6 +125,9 @@ def _masked(url: str) -> str:
 
 
 #: URI schemes MLflow's tracking store accepts (a ``+driver`` suffix allowed).
+#: Longest ``FORECASTER_MLFLOW__REGISTERED_MODEL_PREFIX`` (MLflow keeps 256 characters
+#: of ``<prefix>.<series>``).
+PREFIX_MAX = 100
 TRACKING_SCHEMES = frozenset(
     {"http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "uc"}
 )
@@ -147,6 +150,33 @@ class MlflowSettings(_Section):
     cache_dir: Path = Path("models/cache")
     request_timeout_seconds: float = Field(30.0, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
+
+    @field_validator("registered_model_prefix")
+    @classmethod
+    def _model_prefix(cls, value: str) -> str:
+        """A prefix MLflow accepts in a registered model's name: one it refuses
+        (``team/forecaster``) was found only after each series' whole training, as an
+        MLflow failure of every training, every day."""
+        value = value.strip()
+        if not value:
+            raise ValueError("is empty; registered models are named <prefix>.<series>")
+        bad = sorted({c for c in value if c in "/:"})
+        if bad:
+            raise ValueError(
+                f"{value!r} contains {' and '.join(repr(c) for c in bad)}, which MLflow "
+                "refuses in a registered model's name (e.g. use team.forecaster)"
+            )
+        if f"{value}.".startswith(".."):
+            raise ValueError(
+                f"{value!r} makes names starting with '..', which MLflow refuses (they "
+                "read as relative paths)"
+            )
+        if len(value) > PREFIX_MAX:
+            raise ValueError(
+                f"is {len(value)} characters; at most {PREFIX_MAX} leave room for the "
+                "series name in MLflow's 256"
+            )
+        return value
 
     @field_validator("tracking_uri")
     @classmethod

@@ -39,7 +39,8 @@ def gate(
     candidate is promoted when it beats the seasonal-naive ``baseline`` strictly
     and is no worse than the current champion (within ``tolerance``, a fraction).
     With no champion yet, the baseline itself may be promoted when it is the
-    candidate: something must serve, and it is the documented fallback.
+    candidate: something must serve, and it is the documented fallback. A candidate
+    without a backtest score (a cold start) replaces a champion without one too.
 
     Args:
         candidate: Name of the candidate estimator.
@@ -51,6 +52,15 @@ def gate(
         tolerance: Allowed relative slack against the champion.
     """
     if not math.isfinite(candidate_mase):
+        if champion is not None and (champion_mase is None or not math.isfinite(champion_mase)):
+            # a cold start: neither was backtested (less than two days of history), and
+            # the newer fit has seen more of it; refused, the first hours' last-value
+            # repeat served until a backtest was possible
+            return GateDecision(
+                True,
+                f"cold start: {candidate} has no backtest MASE yet and neither has the "
+                f"champion {champion}; the newer fit, on more history, replaces it",
+            )
         return GateDecision(False, f"{candidate} has no finite backtest MASE")
     if champion is None and candidate == baseline:
         return GateDecision(

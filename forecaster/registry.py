@@ -39,16 +39,38 @@ class RegisteredVersion:
     run_id: str
 
 
+#: What MLflow's SQL backend keeps of a registered model's name and of a run's name
+#: (PostgreSQL and MySQL refuse longer ones; SQLite keeps them silently).
+MODEL_NAME_MAX = 256
+RUN_NAME_MAX = 250
+
+
 def registered_model_name(prefix: str, series: str) -> str:
     """The registry name of a series' model: ``prefix.series`` with unsafe characters replaced.
 
     Names of ``split_by`` members (``fam{route="/a"}``) get a short hash suffix so
-    two members never map to the same name.
+    two members never map to the same name; a name longer than MLflow keeps
+    (:data:`MODEL_NAME_MAX`, a member with long label values) is cut before that suffix.
     """
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", series)
-    if safe != series:
-        safe = f"{safe.strip('_')}-{hashlib.sha1(series.encode()).hexdigest()[:8]}"
-    return f"{prefix}.{safe}"
+    if safe == series and len(prefix) + 1 + len(safe) <= MODEL_NAME_MAX:
+        return f"{prefix}.{safe}"
+    digest = hashlib.sha1(series.encode()).hexdigest()[:8]
+    room = max(MODEL_NAME_MAX - len(prefix) - 1 - len(digest) - 1, 1)
+    return f"{prefix}.{safe.strip('_')[:room]}-{digest}"
+
+
+def run_name(series: str) -> str:
+    """The MLflow run name of a training of ``series`` (cut to :data:`RUN_NAME_MAX`; the
+    ``series`` tag holds the whole name)."""
+    name = f"train {series}"
+    return name if len(name) <= RUN_NAME_MAX else name[: RUN_NAME_MAX - 3] + "..."
+
+
+def gate_tags(decision: str, reason: str) -> dict[str, str]:
+    """The promotion gate's verdict as MLflow tags of a training run and its version
+    (``gate.decision``: ``promote``, ``refuse`` or ``fallback``; ``gate.reason``)."""
+    return {"gate.decision": decision, "gate.reason": reason[:5000]}
 
 
 def mlflow_key(name: str) -> str:
@@ -74,6 +96,10 @@ class Registry:
         # the retries are ours (_call): MLflow's own inside each of ours multiplied them,
         # and a hung server held one call for 9 minutes
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        # with a tracking server MLflow writes "🏃 View run ... at: <url>" to stdout as
+        # each run ends: two lines per series in `forecaster train`'s output, and on an
+        # ASCII stdout the write raised inside set_terminated, failing every training
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         uri = settings.tracking_uri
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +207,7 @@ class Registry:
             "create a run",
             lambda: client.create_run(
                 experiment_id,
-                run_name=f"train {series}",
+                run_name=run_name(series),
                 tags={"series": series, "forecaster.job": "train", **(tags or {})},
             ),
         )
@@ -227,8 +253,11 @@ class Registry:
         """Registered model name of ``series``."""
         return registered_model_name(self.settings.registered_model_prefix, series)
 
-    def register(self, series: str, run_id: str) -> RegisteredVersion:
-        """Register the estimator logged by ``run_id`` as a new version of the series' model."""
+    def register(
+        self, series: str, run_id: str, tags: dict[str, str] | None = None
+    ) -> RegisteredVersion:
+        """Register the estimator logged by ``run_id`` as a new version of the series'
+        model, with ``tags`` on the version (the gate's decision and reason)."""
         name = self.model_name(series)
         client = self.client
 
@@ -247,7 +276,9 @@ class Registry:
         source = f"{run.info.artifact_uri}/estimator"
         version = self._call(
             "register a model version",
-            lambda: client.create_model_version(name, source=source, run_id=run_id),
+            lambda: client.create_model_version(
+                name, source=source, run_id=run_id, tags=tags or None
+            ),
         )
         return RegisteredVersion(model=name, version=str(version.version), run_id=run_id)
 

@@ -334,7 +334,11 @@ def requests_job() -> None:
                 detail += "; champion kept for " + "; ".join(
                     f"{r.series}: {r.reason}" for r in kept
                 )
-            finish(ctx.store.engine, request.id, ok=summary.ok, detail=detail)
+            unregistered = [r.series for r in summary.results if getattr(r, "registry_error", None)]
+            if unregistered:  # as `forecaster train` exits 1: nothing reached MLflow
+                detail += f"; MLflow failed for {', '.join(unregistered)}"
+            ok = summary.ok and not unregistered
+            finish(ctx.store.engine, request.id, ok=ok, detail=detail)
         except ForecasterError as exc:
             # a refused reload was visible only to whoever polled the request
             log.error("requested %s failed: %s", request.job, exc)

@@ -70,6 +70,28 @@ def test_non_finite_candidate_refused() -> None:
     assert not d.promote
 
 
+def test_an_unscored_candidate_replaces_only_an_unscored_champion() -> None:
+    """A cold start: the champion of the first hours had no backtest score either."""
+    cold = gate(
+        candidate="seasonal_naive",
+        candidate_mase=float("nan"),
+        baseline_mase=float("nan"),
+        champion="seasonal_naive",
+        champion_mase=None,
+        **BASE,
+    )
+    assert cold.promote and "cold start" in cold.reason
+    scored = gate(
+        candidate="seasonal_naive",
+        candidate_mase=float("nan"),
+        baseline_mase=float("nan"),
+        champion="lightgbm",
+        champion_mase=0.7,
+        **BASE,
+    )
+    assert not scored.promote  # a gap in the history does not unseat a backtested model
+
+
 @given(cand=st.floats(0.01, 5), base=st.floats(0.01, 5), champ=st.none() | st.floats(0.01, 5))
 def test_promotion_implies_beating_baseline_and_champion(
     cand: float, base: float, champ: float | None

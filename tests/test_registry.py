@@ -178,3 +178,40 @@ def test_a_tracking_server_keeps_its_artifacts_and_a_local_store_uses_models(
         series="rps", params={}, metrics={}, estimator_document={"format": 1}
     )
     assert local_run and list((tmp_path / "models" / "artifacts").rglob("estimator*"))
+
+
+@pytest.mark.parametrize(
+    ("prefix", "message"),
+    [
+        ("team/forecaster", "contains '/', which MLflow refuses"),
+        ("team:forecaster", "contains ':', which MLflow refuses"),
+        (".", "names starting with '..'"),
+        ("   ", "is empty"),
+        ("p" * 101, "at most 100"),
+    ],
+)
+def test_a_model_prefix_mlflow_refuses_is_a_settings_error(
+    make_settings: Any, prefix: str, message: str
+) -> None:
+    """``FORECASTER_MLFLOW__REGISTERED_MODEL_PREFIX=team/forecaster`` started; each
+    series then trained in full and MLflow refused to register it ("Names cannot contain
+    '/' or ':'"), for every series, every day."""
+    from forecaster.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="registered_model_prefix") as info:
+        make_settings(mlflow={"registered_model_prefix": prefix})
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("prefix", ["team.forecaster", "p" * 100, "fc-1", ".x"])
+def test_every_accepted_prefix_registers_the_longest_names(make_settings: Any, prefix: str) -> None:
+    """What the settings accept, a real MLflow store registers, for the longest plain
+    series name and a member name (real local store)."""
+    registry = Registry(make_settings(mlflow={"registered_model_prefix": prefix}).mlflow)
+    for series in ("s" * 128, 'fam{route="/' + "r" * 280 + '"}'):
+        run_id = registry.log_training(
+            series=series, params={}, metrics={}, estimator_document={"format": 1}
+        )
+        version = registry.register(series, run_id)
+        registry.set_alias(series, CHAMPION, version.version)
+        assert version.model.startswith(f"{prefix}.") and len(version.model) <= 256

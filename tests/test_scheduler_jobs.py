@@ -251,6 +251,40 @@ def test_a_requested_training_names_what_was_not_promoted(
     ctx.store.engine.dispose()
 
 
+def test_a_requested_training_mlflow_failed_for_is_failed(
+    tmp_path: Path, make_settings: Any, write_spec: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A train request whose models MLflow could not register (the tracking server
+    down) read "done", though ``forecaster train`` exits 1 for the same outcome. The
+    real path: a tracking URI where nothing listens."""
+    from forecaster.store.requests import enqueue, get_request
+    from tests.support.promserver import free_port
+
+    nab_file = Path(__file__).parent.parent / "data/nab/realAWSCloudwatch"
+    spec = write_spec(
+        tmp_path / "spec.yaml",
+        [{"name": "s", "file": str(nab_file / "elb_request_count_8c0756.csv")}],
+        step="5m",
+        history="1d",
+        horizon="1h",
+        estimators=["seasonal_naive"],
+    )
+    down = f"http://127.0.0.1:{free_port()}"
+    ctx = JobContext.create(
+        make_settings(spec=spec, mlflow={"tracking_uri": down, "artifact_location": None})
+    )
+    from forecaster.jobs.runner import run_ingest
+
+    assert run_ingest(ctx, ctx.select(None)).ok
+    monkeypatch.setitem(scheduler_module._CONTEXT, "ctx", ctx)
+    request = enqueue(ctx.store.engine, job="train", series=None)
+    scheduler_module.requests_job()
+    done = get_request(ctx.store.engine, request.id)
+    assert done.status == "failed", done
+    assert "MLflow failed for s" in done.detail
+    ctx.store.engine.dispose()
+
+
 def _family_of_pods(
     tmp_path: Path, make_settings: Any, write_spec: Any, points: dict[str, int]
 ) -> tuple[JobContext, datetime, dict[str, int]]:

@@ -15,6 +15,7 @@ from forecaster.errors import ForecasterError
 if TYPE_CHECKING:
     from forecaster.executors import Executor
     from forecaster.jobs.context import JobContext
+    from forecaster.jobs.train import TrainResult
     from forecaster.specs import SeriesSpec
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def run_guarded(
     record: bool = True,
     describe: Callable[[T], str] | None = None,
     took: float = 0.0,
+    failure: Callable[[T], str | None] | None = None,
 ) -> T | None:
     """Run ``fn`` for one series: an error is logged, recorded as a failed job run and
     kept in ``summary.errors`` instead of stopping the other series.
@@ -55,7 +57,9 @@ def run_guarded(
     Success is recorded as a job run too (unless ``record`` is false) with
     ``describe(result)`` as its detail (default: a JSON summary of the result).
     ``took`` is the seconds the work took before ``fn`` (a fit done elsewhere), so
-    the recorded run covers it.
+    the recorded run covers it. ``failure(result)``, when it returns a message, records
+    a run that returned as failed with that message (a training that MLflow failed
+    for); the result is still kept in ``summary.results``.
     """
     started = datetime.now(UTC) - timedelta(seconds=took)
     try:
@@ -77,7 +81,17 @@ def run_guarded(
             detail=message,
         )
         return None
-    if record:
+    problem = None if failure is None else failure(result)
+    if problem is not None:
+        ctx.store.record_job_run(
+            job=job,
+            series=series,
+            started_at=started,
+            finished_at=datetime.now(UTC),
+            ok=False,
+            detail=problem,
+        )
+    elif record:
         ctx.store.record_job_run(
             job=job,
             series=series,
@@ -173,7 +187,9 @@ def run_train(
                     ),
                     summary,
                     took=outcome.seconds,  # the fit, done in the pool (the run recorded
-                )  # only the registration after it: 0.7 s for an 8 s training)
+                    # only the registration after it: 0.7 s for an 8 s training)
+                    failure=unregistered,
+                )
             if bar is not None:
                 bar.update(1)
     finally:
@@ -217,6 +233,23 @@ def release_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+def unregistered(result: TrainResult) -> str | None:
+    """Why a training that completed is still a failed train run: MLflow failed for it.
+
+    Such a run was recorded as a success, so ``forecaster status`` said ``ok`` and the
+    pipeline-health metrics counted no error while nothing reached the registry and no
+    champion changed (a tracking server down for days, or its URI mistyped).
+    """
+    if result.registry_error is None:
+        return None
+    outcome = (
+        "the new champion is recorded in the store only"
+        if result.promoted
+        else "the champion did not change"
+    )
+    return f"not registered, {outcome}: {result.registry_error}"
 
 
 def _raise(exc: BaseException) -> None:

@@ -21,7 +21,7 @@ from forecaster.errors import InputDataError, RegistryError
 from forecaster.estimators.prophet import DEFAULT_FIT_TIMEOUT
 from forecaster.jobs.ingest import history_frame
 from forecaster.promotion import GATE_METRIC, GateDecision, gate
-from forecaster.registry import CHALLENGER, CHAMPION
+from forecaster.registry import CHALLENGER, CHAMPION, gate_tags
 from forecaster.specs import TRAIN_MIN_POINTS
 
 if TYPE_CHECKING:
@@ -218,6 +218,8 @@ def record_fit(
     run_id = f"local-{int(time.time() * 1000)}"
     version: str | None = None
     logged = False
+    # visible in MLflow beside the champion/challenger alias: why this version is one
+    verdict = gate_tags("promote" if decision.promote else "refuse", decision.reason)
     registry_error: str | None = None
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -237,10 +239,10 @@ def record_fit(
                 metrics=flat_metrics,
                 estimator_document=outcome.document,
                 plot=plot,
-                tags={"chosen": chosen},
+                tags={"chosen": chosen, **verdict},
             )
             logged = True
-        registered = ctx.registry.register(name, run_id)
+        registered = ctx.registry.register(name, run_id, tags=verdict)
         version = registered.version
         ctx.registry.set_alias(name, CHAMPION if decision.promote else CHALLENGER, version)
     except RegistryError as exc:
@@ -343,9 +345,9 @@ def _serve_baseline(
             params={"series": name, "chosen": BASELINE, "fallback_for": refused},
             metrics={} if baseline_mase is None else {f"{BASELINE}.mase": baseline_mase},
             estimator_document=document,
-            tags={"chosen": BASELINE, "fallback": "true"},
+            tags={"chosen": BASELINE, "fallback": "true", **gate_tags("fallback", reason)},
         )
-        version = ctx.registry.register(name, run_id).version
+        version = ctx.registry.register(name, run_id, tags=gate_tags("fallback", reason)).version
         ctx.registry.set_alias(name, CHAMPION, version)
     except RegistryError as exc:
         registry_error = str(exc)
