@@ -492,3 +492,84 @@ def test_dashboard_events_table_shows_direction_and_why_an_event_closed(
     cells = page.locator("#events tbody tr").first.locator("td").all_inner_texts()
     assert cells[2] == "up" and cells[3] == "4.50"
     assert "(no longer watched: watch: was removed from its spec)" in cells[1]
+
+
+def _add_events(tmp_path: Path, name: str) -> None:
+    """An event closed because ``name`` stopped being watched, and an open one."""
+    from datetime import UTC, datetime, timedelta
+
+    from forecaster.consumers.regressions import RegressionEvent, Transition
+    from forecaster.store.consumers_repo import ConsumersRepo
+    from forecaster.store.repository import Store
+    from tests.support.dashboard_seed import make_engine_for
+
+    engine = make_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        store = Store(engine)
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        sid = store.series(name).id
+        event = RegressionEvent(
+            start=now - timedelta(hours=5),
+            end=None,
+            peak_score=4.5,
+            direction="up",
+            model="lightgbm v2",
+            detected_at=now - timedelta(hours=5),
+        )
+        closed = RegressionEvent(**{**event.__dict__, "end": now - timedelta(hours=3)})
+        ConsumersRepo(store).save_detection(
+            sid,
+            state={},
+            open_event_id=None,
+            transitions=[Transition("opened", event), Transition("closed", closed)],
+            closed_reason="no longer watched: watch: was removed from its spec",
+        )
+        opened = RegressionEvent(**{**event.__dict__, "start": now - timedelta(hours=1)})
+        ConsumersRepo(store).save_detection(
+            sid, state={}, open_event_id=None, transitions=[Transition("opened", opened)]
+        )
+    finally:
+        engine.dispose()
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def test_dashboard_fits_a_phone(api_url: str, browser: Any, tmp_path: Path) -> None:
+    """At 390 px wide nothing scrolls sideways (the page, a chart or a panel) and the
+    trainings' reasons and the events' ends read in lines of words: the trainings
+    table squeezed its reason column to a letter or two per line, behind a scrollbar."""
+    _add_events(tmp_path, SERIES)
+    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    page.wait_for_selector("#events tbody tr", timeout=10_000)
+    page.wait_for_function("window.forecasterDashboard.errorPlot !== null", timeout=10_000)
+    layout = page.evaluate(
+        """() => {
+          const wide = [...document.querySelectorAll('header, .chart-card, .panel')]
+            .filter((n) => !n.hidden && n.scrollWidth > n.clientWidth + 1)
+            .map((n) => `${n.id || n.className}: ${n.scrollWidth} > ${n.clientWidth}`);
+          const cell = (panel, text) => [...document.querySelectorAll(`#${panel} td`)]
+            .filter((td) => td.textContent.includes(text))[0];
+          const reason = cell('trainings', 'beats the baseline');
+          const ended = cell('events', 'no longer watched');
+          const lines = (node) => Math.round(
+            node.getBoundingClientRect().height / parseFloat(getComputedStyle(node).lineHeight));
+          return {page: document.documentElement.scrollWidth, wide,
+                  reasonWidth: reason.getBoundingClientRect().width, reasonLines: lines(reason),
+                  endWidth: ended.getBoundingClientRect().width,
+                  charts: ['plot', 'errorPlot'].map((k) => window.forecasterDashboard[k].width)};
+        }"""
+    )
+    assert layout["page"] <= PHONE["width"], layout
+    assert layout["wide"] == [], layout
+    assert layout["reasonWidth"] >= 200 and layout["reasonLines"] <= 4, layout
+    assert layout["endWidth"] >= 200, layout
+    assert all(w <= PHONE["width"] - 20 for w in layout["charts"]), layout
+    # every cell still says which column it belongs to
+    labels = page.evaluate(
+        "() => [...document.querySelectorAll('#trainings tbody tr:first-child td')]"
+        ".map((td) => td.dataset.label)"
+    )
+    assert labels == ["trained", "estimator", "MASE", "promoted", "reason"]

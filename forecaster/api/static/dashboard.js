@@ -201,8 +201,28 @@
     };
   }
 
+  // A phone-width screen (the CSS's breakpoint too): lower charts, no value-axis label
+  // (the chart's title names the unit), so the plot keeps most of the width.
+  function narrow() {
+    return window.matchMedia("(max-width: 600px)").matches;
+  }
+
   function chartWidth(node) {
-    return Math.max(320, node.clientWidth || node.parentNode.clientWidth - 20);
+    return Math.max(200, node.clientWidth || node.parentNode.clientWidth - 20);
+  }
+
+  var HEIGHTS = { chart: [380, 260], "error-chart": [160, 130], replicas: [160, 130] };
+  function chartHeight(id) {
+    return HEIGHTS[id][narrow() ? 1 : 0];
+  }
+
+  // Time-axis ticks at least 70 px apart: at uPlot's 50, "12:00am" labels ran together.
+  var TIME_AXIS = { space: 70 };
+
+  function valueAxis(unit, extra) {
+    var axis = { label: narrow() ? null : unit || "value", size: 70, values: ticks };
+    Object.keys(extra || {}).forEach(function (k) { axis[k] = extra[k]; });
+    return axis;
   }
 
   // The x range the user zoomed to, when the chart is redrawn for the same series and
@@ -249,12 +269,12 @@
     var node = el("chart");
     var opts = {
       width: chartWidth(node),
-      height: 380,
+      height: chartHeight("chart"),
       scales: { x: { time: true } },
       tzDate: utc,
       series: series,
       bands: [{ series: [4, 3], fill: "rgba(224, 123, 0, 0.16)" }],
-      axes: [{}, { label: doc.unit || "value", size: 70, values: ticks }],
+      axes: [TIME_AXIS, valueAxis(doc.unit)],
       cursor: { drag: { x: true, y: false }, focus: { prox: 16 } },
       legend: { live: true },
       hooks: { draw: [overlays(doc)] },
@@ -293,14 +313,14 @@
     var unit = doc.unit ? " " + doc.unit : "";
     state.errorPlot = new uPlot({
       width: chartWidth(node),
-      height: 160,
+      height: chartHeight("error-chart"),
       scales: { x: { time: true } },
       tzDate: utc,
       series: [
         { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
         { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, gaps: observationGaps(doc.step_seconds), value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
       ],
-      axes: [{}, { label: doc.unit || "value", size: 70, values: ticks }],
+      axes: [TIME_AXIS, valueAxis(doc.unit)],
     }, [xs, err], node);
   }
 
@@ -314,7 +334,10 @@
     return dl;
   }
 
-  function table(head, rows, numericFrom) {
+  // `stack`: on a narrow screen each row becomes a block of "column: value" lines
+  // (dashboard.css), so a long reason is not squeezed into a column of letters. The
+  // roles keep it a table for screen readers, which drop them for display: block.
+  function table(head, rows, numericFrom, stack) {
     var t = document.createElement("table");
     var tr = document.createElement("tr");
     head.forEach(function (h, i) { tr.appendChild(text("th", h, i >= numericFrom ? "num" : "")); });
@@ -326,17 +349,27 @@
       var r = document.createElement("tr");
       if (row.cls) r.className = row.cls;
       row.cells.forEach(function (c, i) {
+        var td;
         if (c instanceof Node) {
-          var td = document.createElement("td");
+          td = document.createElement("td");
           td.appendChild(c);
-          r.appendChild(td);
         } else {
-          r.appendChild(text("td", c, i >= numericFrom ? "num" : ""));
+          td = text("td", c, i >= numericFrom ? "num" : "");
         }
+        if (stack) td.dataset.label = head[i];
+        r.appendChild(td);
       });
       body.appendChild(r);
     });
     t.appendChild(body);
+    if (stack) {
+      t.className = "stack";
+      t.setAttribute("role", "table");
+      [thead, body].forEach(function (g) { g.setAttribute("role", "rowgroup"); });
+      Array.prototype.forEach.call(t.querySelectorAll("tr"), function (row) { row.setAttribute("role", "row"); });
+      Array.prototype.forEach.call(t.querySelectorAll("th"), function (c) { c.setAttribute("role", "columnheader"); });
+      Array.prototype.forEach.call(t.querySelectorAll("td"), function (c) { c.setAttribute("role", "cell"); });
+    }
     return t;
   }
 
@@ -402,7 +435,8 @@
             ],
           };
         }),
-        99
+        99,
+        true
       ));
     } else {
       fill("trainings", text("p", "none", "muted"));
@@ -415,7 +449,8 @@
           var end = ev.end ? when(ev.end) + (ev.closed_reason ? " (" + ev.closed_reason + ")" : "") : "open";
           return { cls: "", cells: [when(ev.start), end, ev.direction || "–", fmt(ev.score, 2)] };
         }),
-        3
+        3,
+        true
       ));
     } else {
       fill("events", text("p", "none in this window", "muted"));
@@ -439,14 +474,14 @@
     node.appendChild(chart);
     state.replicaPlot = new uPlot({
       width: chartWidth(node),
-      height: 160,
+      height: chartHeight("replicas"),
       scales: { x: { time: true } },
       tzDate: utc,
       series: [
         { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
         { label: "replicas", stroke: "#1f5fbf", width: 2, paths: uPlot.paths.stepped({ align: 1 }) },
       ],
-      axes: [{}, { size: 40 }],
+      axes: [TIME_AXIS, { size: 40 }],
     }, [plan.t, plan.replicas], chart);
   }
 
@@ -551,9 +586,9 @@
     start();
   });
   window.addEventListener("resize", function () {
-    [[state.plot, "chart", 380], [state.errorPlot, "error-chart", 160],
-      [state.replicaPlot, "replicas", 160]].forEach(function (p) {
-      if (p[0]) p[0].setSize({ width: chartWidth(el(p[1])), height: p[2] });
+    [[state.plot, "chart"], [state.errorPlot, "error-chart"],
+      [state.replicaPlot, "replicas"]].forEach(function (p) {
+      if (p[0]) p[0].setSize({ width: chartWidth(el(p[1])), height: chartHeight(p[1]) });
     });
   });
   state.reload = refresh;
