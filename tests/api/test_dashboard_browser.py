@@ -573,3 +573,101 @@ def test_dashboard_fits_a_phone(api_url: str, browser: Any, tmp_path: Path) -> N
         ".map((td) => td.dataset.label)"
     )
     assert labels == ["trained", "estimator", "MASE", "promoted", "reason"]
+
+
+SCALE = (
+    "() => { const u = window.forecasterDashboard.plot; "
+    "return {min: u.scales.x.min, max: u.scales.x.max, "
+    "first: u.data[0][0], last: u.data[0][u.data[0].length - 1]}; }"
+)
+
+
+def test_dashboard_chart_zooms_and_pans_from_the_keyboard(api_url: str, browser: Any) -> None:
+    """Zoom and pan needed a mouse: the chart now takes the focus (and shows it), arrows
+    pan, + and - zoom, 0 resets, and a Reset zoom button shows while zoomed."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=3d")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    full = page.evaluate(SCALE)
+    assert full["min"] == full["first"] and full["max"] == full["last"]
+    assert page.locator("#chart-reset").is_hidden()
+
+    page.locator("#window").focus()
+    page.keyboard.press("Tab")
+    focus = page.evaluate(
+        "() => { const n = document.activeElement; const s = getComputedStyle(n); "
+        "return {id: n.id, outline: s.outlineStyle, width: parseFloat(s.outlineWidth)}; }"
+    )
+    assert focus["id"] == "chart" and focus["outline"] != "none" and focus["width"] >= 1, focus
+
+    page.keyboard.press("+")
+    zoomed = page.evaluate(SCALE)
+    span = zoomed["max"] - zoomed["min"]
+    assert span == pytest.approx((full["max"] - full["min"]) / 2)
+    assert page.locator("#chart-reset").is_visible()
+    page.keyboard.press("ArrowLeft")
+    panned = page.evaluate(SCALE)
+    assert panned["min"] == pytest.approx(zoomed["min"] - span / 10)
+    assert panned["max"] - panned["min"] == pytest.approx(span)
+    page.keyboard.press("Home")  # to the start, and no further
+    page.keyboard.press("ArrowLeft")
+    assert page.evaluate(SCALE)["min"] == pytest.approx(full["first"])
+    page.keyboard.press("-")
+    page.keyboard.press("-")  # zooming out stops at the whole window
+    assert page.evaluate(SCALE)["max"] - page.evaluate(SCALE)["min"] == pytest.approx(
+        full["max"] - full["min"]
+    )
+    assert page.locator("#chart-reset").is_hidden()
+
+    for _ in range(3):
+        page.keyboard.press("=")
+    page.keyboard.press("0")
+    assert page.evaluate(SCALE)["min"] == pytest.approx(full["first"])
+    assert page.locator("#chart-reset").is_hidden()
+
+    # the button resets and hands the focus back to the chart
+    page.keyboard.press("+")
+    page.locator("#chart-reset").click()
+    after = page.evaluate(SCALE)
+    assert (after["min"], after["max"]) == pytest.approx((full["first"], full["last"]))
+    assert page.evaluate("document.activeElement.id") == "chart"
+    # the error chart takes the keys too
+    page.locator("#error-chart").focus()
+    page.keyboard.press("+")
+    assert page.locator("#error-chart-reset").is_visible()
+
+
+def test_dashboard_chart_pinches_and_swipes_on_a_touch_screen(api_url: str, browser: Any) -> None:
+    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=3d")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    full = page.evaluate(SCALE)
+    box = page.locator("#chart .u-over").bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    mid = box["x"] + box["width"] / 2
+    cdp = page.context.new_cdp_session(page)
+
+    def touch(kind: str, xs: list[float]) -> None:
+        points = [{"x": x, "y": y, "id": i} for i, x in enumerate(xs)]
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+    touch("touchStart", [mid - 20, mid + 20])  # fingers apart: zoom in about the middle
+    for k in range(1, 6):
+        touch("touchMove", [mid - 20 - 10 * k, mid + 20 + 10 * k])
+    touch("touchEnd", [])
+    pinched = page.evaluate(SCALE)
+    span = pinched["max"] - pinched["min"]
+    assert span == pytest.approx((full["max"] - full["min"]) * 40 / 140, rel=0.05)
+    assert page.locator("#chart-reset").is_visible()
+
+    touch("touchStart", [mid])  # a swipe to the right shows earlier times
+    for k in range(1, 6):
+        touch("touchMove", [mid + 12 * k])
+    touch("touchEnd", [])
+    swiped = page.evaluate(SCALE)
+    assert swiped["min"] == pytest.approx(pinched["min"] - 60 / box["width"] * span, rel=0.01)
+    assert swiped["max"] - swiped["min"] == pytest.approx(span)
+    # the hint speaks of touch, not of a mouse
+    hint = page.locator("#chart-hint").inner_text()
+    assert "Pinch to zoom" in hint and "double-click" not in hint

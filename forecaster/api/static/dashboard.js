@@ -225,16 +225,113 @@
     return axis;
   }
 
-  // The x range the user zoomed to, when the chart is redrawn for the same series and
-  // window (the minute refresh): kept instead of reset to the whole window.
-  function keptZoom(doc) {
-    var u = state.plot;
-    if (!u || state.drawnFor !== doc.series + "|" + doc.window_seconds) return null;
+  // -- zoom and pan ----------------------------------------------------------------------
+  // Besides uPlot's drag and double-click, each chart takes keyboard focus (arrows pan,
+  // + and - zoom about the middle, Home and End go to either end, 0 or Escape show it
+  // all), a pinch zooms and a sideways swipe pans on a touch screen, and a "Reset zoom"
+  // button shows while zoomed. The range stays inside the data, a few steps at least.
+  function extent(u) {
     var xs = u.data[0];
-    if (!xs.length) return null;
-    var min = u.scales.x.min, max = u.scales.x.max;
-    var zoomed = min > xs[0] + 1e-6 || max < xs[xs.length - 1] - 1e-6;
-    return zoomed ? { min: min, max: max } : null;
+    return xs.length ? [xs[0], xs[xs.length - 1]] : null;
+  }
+
+  function isZoomed(u) {
+    var ext = extent(u);
+    return !!ext && (u.scales.x.min > ext[0] + 1e-6 || u.scales.x.max < ext[1] - 1e-6);
+  }
+
+  function setRange(u, min, max) {
+    var ext = extent(u);
+    if (!ext || !(max > min)) return;
+    var minSpan = 4 * ((state.data && state.data.step_seconds) || 60);
+    var span = Math.min(Math.max(max - min, minSpan), ext[1] - ext[0]);
+    var lo = (min + max) / 2 - span / 2;
+    lo = Math.max(ext[0], Math.min(lo, ext[1] - span));
+    u.setScale("x", { min: lo, max: lo + span });
+  }
+
+  function resetZoom(u) {
+    var ext = extent(u);
+    if (ext) u.setScale("x", { min: ext[0], max: ext[1] });
+  }
+
+  // shows the chart's "Reset zoom" button while it is zoomed (a uPlot setScale hook)
+  function showReset(id) {
+    return function (u, key) {
+      if (key === undefined || key === "x") el(id + "-reset").hidden = !isZoomed(u);
+    };
+  }
+
+  function zoomable(id, plotKey) {
+    var node = el(id);
+    var plot = function () {
+      var u = state[plotKey];
+      return u && extent(u) ? u : null;
+    };
+    node.addEventListener("keydown", function (ev) {
+      var u = plot();
+      if (!u || ev.altKey || ev.ctrlKey || ev.metaKey) return;
+      var min = u.scales.x.min, max = u.scales.x.max, span = max - min;
+      var ext = extent(u);
+      var shift = span * (ev.shiftKey ? 0.5 : 0.1);
+      switch (ev.key) {
+        case "ArrowLeft": setRange(u, min - shift, max - shift); break;
+        case "ArrowRight": setRange(u, min + shift, max + shift); break;
+        case "+": case "=": setRange(u, min + span / 4, max - span / 4); break;
+        case "-": case "_": setRange(u, min - span / 2, max + span / 2); break;
+        case "Home": setRange(u, ext[0], ext[0] + span); break;
+        case "End": setRange(u, ext[1] - span, ext[1]); break;
+        case "0": case "Escape": resetZoom(u); break;
+        default: return;
+      }
+      ev.preventDefault();
+    });
+    el(id + "-reset").addEventListener("click", function () {
+      var u = plot();
+      if (u) resetZoom(u);
+      node.focus();  // the button hides itself: keep the focus on the chart it reset
+    });
+    // touch: the gesture's start (scale and finger positions) is the reference for
+    // each move, and is taken again whenever a finger is added or lifted
+    var touch = null;
+    var begin = function (ev) {
+      var u = plot();
+      touch = u && ev.touches.length ? {
+        left: u.over.getBoundingClientRect().left, width: u.over.clientWidth,
+        min: u.scales.x.min, max: u.scales.x.max,
+        xs: Array.prototype.map.call(ev.touches, function (t) { return t.clientX; }),
+      } : null;
+    };
+    node.addEventListener("touchstart", begin, { passive: true });
+    node.addEventListener("touchend", begin, { passive: true });
+    node.addEventListener("touchcancel", begin, { passive: true });
+    node.addEventListener("touchmove", function (ev) {
+      var u = plot();
+      if (!u || !touch || touch.width <= 0) return;
+      var xs = Array.prototype.map.call(ev.touches, function (t) { return t.clientX; });
+      var span0 = touch.max - touch.min;
+      if (xs.length === 2 && touch.xs.length === 2) {
+        var d0 = Math.abs(touch.xs[0] - touch.xs[1]), d1 = Math.abs(xs[0] - xs[1]);
+        if (d0 < 10 || d1 < 10) return;
+        // the time under the fingers' midpoint stays under it
+        var at = touch.min + ((touch.xs[0] + touch.xs[1]) / 2 - touch.left) / touch.width * span0;
+        var span = span0 * d0 / d1;
+        var min = at - ((xs[0] + xs[1]) / 2 - touch.left) / touch.width * span;
+        setRange(u, min, min + span);
+      } else if (xs.length === 1 && touch.xs.length === 1) {
+        var dt = (touch.xs[0] - xs[0]) / touch.width * span0;
+        setRange(u, touch.min + dt, touch.max + dt);
+      } else {
+        return;
+      }
+      if (ev.cancelable) ev.preventDefault();
+    }, { passive: false });
+  }
+
+  // The x range the user zoomed to, when a chart is redrawn for the same series and
+  // window (the minute refresh): kept instead of reset to the whole window.
+  function keptZoom(u, same) {
+    return u && same && isZoomed(u) ? { min: u.scales.x.min, max: u.scales.x.max } : null;
   }
 
   // How much earlier an "earlier" forecast was made: the newest one made at least an
@@ -277,23 +374,25 @@
       axes: [TIME_AXIS, valueAxis(doc.unit)],
       cursor: { drag: { x: true, y: false }, focus: { prox: 16 } },
       legend: { live: true },
-      hooks: { draw: [overlays(doc)] },
+      hooks: { draw: [overlays(doc)], setScale: [showReset("chart")] },
     };
-    var zoom = keptZoom(doc);
+    var same = state.drawnFor === doc.series + "|" + doc.window_seconds;
+    var zoom = keptZoom(state.plot, same);
     if (state.plot) state.plot.destroy();
     node.textContent = "";
     state.plot = new uPlot(opts, data, node);
     state.drawnFor = doc.series + "|" + doc.window_seconds;
     if (zoom) state.plot.setScale("x", zoom);
+    showReset("chart")(state.plot);
     var drawnPoints = a.actual.filter(function (v) { return v !== null; }).length;
     node.dataset.drawn = drawnPoints > 0 ? "true" : "false";
     node.dataset.points = String(drawnPoints);
     el("chart-title").textContent =
       doc.series + ": predicted vs actual" + (doc.unit ? " (" + doc.unit + ")" : "");
-    drawError(doc, a);
+    drawError(doc, a, same);
   }
 
-  function drawError(doc, a) {
+  function drawError(doc, a, same) {
     var node = el("error-chart");
     el("error-title").textContent = "Error of the forecast made " +
       madeEarlier(a.h1Doc, "an hour", 3600, doc.now) + " earlier";
@@ -304,8 +403,10 @@
         err.push(a.actual[i] - a.h1[i]);
       }
     });
+    var zoom = keptZoom(state.errorPlot, same);
     if (state.errorPlot) { state.errorPlot.destroy(); state.errorPlot = null; }
     node.textContent = "";
+    el("error-chart-reset").hidden = true;
     if (!xs.length) {
       node.appendChild(text("p", "no forecast from an hour earlier overlaps the actuals yet", "muted"));
       return;
@@ -321,7 +422,9 @@
         { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, gaps: observationGaps(doc.step_seconds), value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
       ],
       axes: [TIME_AXIS, valueAxis(doc.unit)],
+      hooks: { setScale: [showReset("error-chart")] },
     }, [xs, err], node);
+    if (zoom) state.errorPlot.setScale("x", zoom);
   }
 
   // -- panels --------------------------------------------------------------------------
@@ -577,6 +680,8 @@
     return el("series").options.length ? load() : start();
   }
 
+  zoomable("chart", "plot");
+  zoomable("error-chart", "errorPlot");
   el("series").addEventListener("change", load);
   el("window").addEventListener("change", load);
   el("token-form").addEventListener("submit", function (ev) {
