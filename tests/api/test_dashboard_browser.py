@@ -671,3 +671,87 @@ def test_dashboard_chart_pinches_and_swipes_on_a_touch_screen(api_url: str, brow
     # the hint speaks of touch, not of a mouse
     hint = page.locator("#chart-hint").inner_text()
     assert "Pinch to zoom" in hint and "double-click" not in hint
+
+
+FAMILY = "api_requests_by_route_and_tenant"
+ROUTES = ("/v1/users/{id}/sessions", "/v1/users/{id}/profile", "/v1/orders/{id}/items")
+
+
+def _member(route: str, tenant: int) -> str:
+    from forecaster.sources.base import member_name
+
+    return member_name(FAMILY, {"route": route, "tenant": f"tenant-{tenant:03d}-acme-production"})
+
+
+def test_dashboard_series_menu_reads_hundreds_of_long_member_names(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    """300 members of a split_by family whose names are longer than the menu: each read
+    as the family's name and the start of its labels, all alike. The menu groups them
+    under the family, names each by the labels that differ, keeps the full name in its
+    title, and a filter box narrows it."""
+    from forecaster.store.repository import Store
+    from tests.support.dashboard_seed import make_engine_for
+
+    engine = make_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        store = Store(engine)
+        for tenant in range(100):
+            for route in ROUTES:
+                labels = {"route": route, "tenant": f"tenant-{tenant:03d}-acme-production"}
+                store.ensure_series(
+                    name=_member(route, tenant),
+                    family=FAMILY,
+                    labels=labels,
+                    unit="req/s",
+                    step_seconds=300,
+                    horizon_steps=12,
+                )
+    finally:
+        engine.dispose()
+    _add_series(api_url, tmp_path, "zz_marker", [1.0] * 12)  # waits for the API to list them
+    wanted = _member(ROUTES[0], 42)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={quote(wanted)}")
+    _status(page)
+    menu = page.evaluate(
+        """(wanted) => {
+          const select = document.querySelector('#series');
+          const opt = [...select.options].find((o) => o.value === wanted);
+          const group = opt.parentElement;
+          const ctx = document.createElement('canvas').getContext('2d');
+          const style = getComputedStyle(select);
+          ctx.font = `${style.fontSize} ${style.fontFamily}`;
+          return {text: opt.text, title: opt.title, group: group.tagName, label: group.label,
+                  members: group.children.length, selectTitle: select.title,
+                  fits: ctx.measureText(opt.text).width < select.clientWidth - 30};
+        }""",
+        wanted,
+    )
+    assert menu["group"] == "OPTGROUP" and FAMILY in menu["label"], menu
+    assert menu["members"] == 300
+    assert not menu["text"].startswith(FAMILY)
+    assert "/v1/users/{id}/sessions" in menu["text"] and "tenant-042" in menu["text"], menu
+    assert menu["fits"], menu  # the closed menu shows the whole distinguishing part
+    assert menu["title"] == wanted and menu["selectTitle"] == wanted
+
+    # the filter: every word must appear in the name; Enter opens the first match
+    search = page.locator("#series-filter")
+    assert search.is_visible()
+    search.fill("PROFILE tenant-07")
+    names = page.evaluate(
+        "() => [...document.querySelectorAll('#series option')].map(o => o.value)"
+    )
+    matches = [_member(ROUTES[1], t) for t in range(70, 80)]
+    assert set(names) == {wanted, *matches}, names  # the shown series stays in the menu
+    assert page.locator("#series").input_value() == wanted
+    assert "10 of 303 match" in page.locator("#series-count").inner_text()
+    search.press("Enter")
+    page.wait_for_function(
+        "(n) => window.forecasterDashboard.data && window.forecasterDashboard.data.series === n",
+        arg=matches[0],
+        timeout=10_000,
+    )
+    assert page.locator("#series").input_value() == matches[0]
+    search.fill("")
+    assert page.locator("#series option").count() == 303

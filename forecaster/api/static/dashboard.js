@@ -387,8 +387,15 @@
     var drawnPoints = a.actual.filter(function (v) { return v !== null; }).length;
     node.dataset.drawn = drawnPoints > 0 ? "true" : "false";
     node.dataset.points = String(drawnPoints);
-    el("chart-title").textContent =
-      doc.series + ": predicted vs actual" + (doc.unit ? " (" + doc.unit + ")" : "");
+    var title = el("chart-title");
+    title.textContent = "";
+    // a member's long name wraps between its labels (after "{" and ","), not mid-word
+    doc.series.split(/([{,])/).forEach(function (part) {
+      title.appendChild(document.createTextNode(part));
+      if (part === "{" || part === ",") title.appendChild(document.createElement("wbr"));
+    });
+    title.appendChild(document.createTextNode(
+      ": predicted vs actual" + (doc.unit ? " (" + doc.unit + ")" : "")));
     drawError(doc, a, same);
   }
 
@@ -647,26 +654,121 @@
     select.value = value;
   }
 
+  // -- series menu -----------------------------------------------------------------------
+  // The members of a split_by family are named family{label="value",...}: hundreds of
+  // long names alike up to the menu's width. The menu groups a family's members under
+  // its name and shows each by the labels that differ between them (the whole name is
+  // the option's title, the menu's title and the chart's heading); with many series a
+  // filter box narrows the menu.
+  var FILTER_FROM = 20;
+  var catalogue = [];
+
+  function optionText(s, varying) {
+    var keys = Object.keys(s.labels || {}).sort();
+    if (!keys.length) return s.name + (s.unit ? " (" + s.unit + ")" : "");
+    var shown = keys.filter(function (k) { return varying[k]; });
+    return (shown.length ? shown : keys).map(function (k) { return k + "=" + s.labels[k]; }).join(" · ");
+  }
+
+  // per family: which label keys take more than one value among its members (a key
+  // some members lack counts as differing)
+  function varyingLabels(series) {
+    var fams = {};
+    series.forEach(function (s) {
+      var f = fams[s.family] = fams[s.family] || { size: 0, keys: {} };
+      f.size++;
+      Object.keys(s.labels || {}).forEach(function (k) {
+        var key = f.keys[k] = f.keys[k] || { count: 0, values: {} };
+        key.count++;
+        key.values[s.labels[k]] = true;
+      });
+    });
+    var out = {};
+    Object.keys(fams).forEach(function (name) {
+      var f = fams[name];
+      out[name] = {};
+      Object.keys(f.keys).forEach(function (k) {
+        out[name][k] = f.keys[k].count < f.size || Object.keys(f.keys[k].values).length > 1;
+      });
+    });
+    return out;
+  }
+
+  function filterTerms() {
+    return el("series-filter").value.toLowerCase().split(/\s+/).filter(Boolean);
+  }
+
+  function matches(s, terms) {
+    var name = s.name.toLowerCase();
+    return terms.every(function (t) { return name.indexOf(t) >= 0; });
+  }
+
+  // Fills the menu with the series matching the filter, plus the one shown (so the menu
+  // never names a series other than the one on screen); keeps that one selected.
+  function renderMenu() {
+    var select = el("series");
+    var current = select.value || select.dataset.current || "";
+    var terms = filterTerms();
+    var varying = varyingLabels(catalogue);
+    var shown = catalogue.filter(function (s) { return s.name === current || matches(s, terms); });
+    var families = {};
+    shown.forEach(function (s) {
+      if (!Object.keys(s.labels || {}).length) return;
+      (families[s.family] = families[s.family] || []).push(s);
+    });
+    select.textContent = "";
+    var groups = {};
+    shown.forEach(function (s) {
+      var opt = document.createElement("option");
+      opt.value = s.name;
+      opt.title = s.name;
+      opt.textContent = optionText(s, varying[s.family] || {});
+      var members = families[s.family];
+      if (!members) { select.appendChild(opt); return; }
+      if (!groups[s.family]) {
+        var units = members.map(function (m) { return m.unit; }).filter(function (u, i, a) { return a.indexOf(u) === i; });
+        var total = catalogue.filter(function (m) { return m.family === s.family; }).length;
+        groups[s.family] = document.createElement("optgroup");
+        groups[s.family].label = s.family + (units.length === 1 && units[0] ? " (" + units[0] + ")" : "") +
+          " · " + total + " series";
+        select.appendChild(groups[s.family]);
+      }
+      groups[s.family].appendChild(opt);
+    });
+    if (current) select.value = current;
+    select.title = select.value;
+    var box = el("series-filter-box");
+    box.hidden = catalogue.length < FILTER_FROM && !terms.length;
+    var hits = terms.length ? catalogue.filter(function (s) { return matches(s, terms); }).length : null;
+    el("series-count").textContent = hits === null ? catalogue.length + " series"
+      : hits ? hits + " of " + catalogue.length + " match" : "none of " + catalogue.length + " match";
+  }
+
+  function firstMatch() {
+    var terms = filterTerms();
+    var current = el("series").value;
+    var hits = catalogue.filter(function (s) { return matches(s, terms); });
+    if (!hits.length || hits.some(function (s) { return s.name === current; })) return null;
+    return hits[0].name;
+  }
+
   function start() {
     var wanted = params();
     if (wanted.get("window")) chooseWindow(wanted.get("window"));
     return getJSON("v1/series").then(function (series) {
+      catalogue = series;
       var select = el("series");
-      select.textContent = "";
-      series.forEach(function (s) {
-        var opt = document.createElement("option");
-        opt.value = s.name;
-        opt.textContent = s.name + (s.unit ? " (" + s.unit + ")" : "");
-        select.appendChild(opt);
-      });
       if (!series.length) {
+        renderMenu();
         setStatus("no series yet: run the ingest job (forecaster ingest) first", true);
         return;
       }
       var pick = wanted.get("series");
       var withForecast = series.filter(function (s) { return s.champion; })[0];
-      select.value = pick && series.some(function (s) { return s.name === pick; })
+      select.dataset.current = pick && series.some(function (s) { return s.name === pick; })
         ? pick : (withForecast || series[0]).name;
+      select.textContent = "";
+      renderMenu();
       return load();
     }).catch(function (err) {
       setStatus(err.message, true);
@@ -682,7 +784,23 @@
 
   zoomable("chart", "plot");
   zoomable("error-chart", "errorPlot");
-  el("series").addEventListener("change", load);
+  el("series").addEventListener("change", function () {
+    el("series").title = el("series").value;
+    el("series").dataset.current = el("series").value;
+    load();
+  });
+  el("series-filter").addEventListener("input", renderMenu);
+  el("series-filter").addEventListener("keydown", function (ev) {
+    if (ev.key !== "Enter") return;
+    ev.preventDefault();
+    var name = firstMatch();
+    if (!name) return;
+    el("series").dataset.current = name;
+    renderMenu();
+    el("series").value = name;
+    el("series").title = name;
+    load();
+  });
   el("window").addEventListener("change", load);
   el("token-form").addEventListener("submit", function (ev) {
     ev.preventDefault();
