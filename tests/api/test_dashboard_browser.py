@@ -755,3 +755,20 @@ def test_dashboard_series_menu_reads_hundreds_of_long_member_names(
     assert page.locator("#series").input_value() == matches[0]
     search.fill("")
     assert page.locator("#series option").count() == 303
+
+
+def test_dashboard_says_so_in_the_chart_when_there_is_nothing_to_draw(
+    api_url: str, browser: Any
+) -> None:
+    """A series with no observation and no forecast drew a blank white box the size of
+    the chart, its legend all dashes: the chart itself now says why it is empty."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series=no_forecast_yet")
+    _status(page)
+    empty = page.locator("#chart .chart-empty")
+    assert empty.is_visible()
+    assert "no observations stored yet" in empty.inner_text()
+    assert "no forecast published yet" in empty.inner_text()
+    page.select_option("#series", SERIES)
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    assert page.locator("#chart .chart-empty").count() == 0

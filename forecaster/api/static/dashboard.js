@@ -384,6 +384,14 @@
     state.drawnFor = doc.series + "|" + doc.window_seconds;
     if (zoom) state.plot.setScale("x", zoom);
     showReset("chart")(state.plot);
+    if (!a.xs.length) {
+      // nothing at all to draw: say why over the empty plot, not a blank box
+      var why = doc.last_observation === null || doc.last_observation === undefined
+        ? "no observations stored yet"
+        : "no observations in this window (the newest is from " + when(doc.last_observation) + ")";
+      node.appendChild(text("p", "Nothing to draw: " + why +
+        (fc ? "" : " and no forecast published yet") + ".", "chart-empty"));
+    }
     var drawnPoints = a.actual.filter(function (v) { return v !== null; }).length;
     node.dataset.drawn = drawnPoints > 0 ? "true" : "false";
     node.dataset.points = String(drawnPoints);
