@@ -772,3 +772,24 @@ def test_dashboard_says_so_in_the_chart_when_there_is_nothing_to_draw(
     page.select_option("#series", SERIES)
     page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
     assert page.locator("#chart .chart-empty").count() == 0
+
+
+def test_dashboard_menu_picks_up_new_series_on_the_minute_refresh(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    """The series list was read once, when the page opened: a split_by member (or any
+    series) that appeared later stayed out of the menu until the page was reloaded."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=3d")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    _add_series(api_url, tmp_path, "arrived_later", [5.0] * 12)
+    page.evaluate("window.forecasterDashboard.reload()")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#series option')].some((o) => o.value === 'arrived_later')",
+        timeout=10_000,
+    )
+    assert page.locator("#series").input_value() == SERIES  # the choice is kept
+    page.select_option("#series", "arrived_later")
+    page.wait_for_function(
+        "window.forecasterDashboard.data.series === 'arrived_later'", timeout=10_000
+    )

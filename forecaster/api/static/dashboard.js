@@ -785,9 +785,24 @@
 
   // The minute refresh. An empty menu means the series list never loaded (the API was
   // unreachable or refused when the page opened, or the store had no series yet): ask
-  // for it again instead of waiting for a reload of the page.
+  // for it again instead of waiting for a reload of the page. Otherwise the list is
+  // read again too, so series that appeared since (new split_by members) are offered;
+  // the menu is rebuilt only when the list changed (not under an open menu each minute).
+  // Both requests go out at once; the data's does not wait for the list.
   function refresh() {
-    return el("series").options.length ? load() : start();
+    if (!el("series").options.length) return start();
+    var list = getJSON("v1/series").then(function (series) {
+      var names = function (list) { return list.map(function (s) { return s.name; }).join("\n"); };
+      var current = el("series").value;
+      var shown = catalogue.filter(function (s) { return s.name === current; })[0];
+      // the series on screen stays offered even if the list no longer has it
+      if (shown && !series.some(function (s) { return s.name === current; })) series = series.concat([shown]);
+      if (names(series) !== names(catalogue)) {
+        catalogue = series;
+        renderMenu();
+      }
+    }, function () { /* load() reports the API's state */ });
+    return Promise.all([list, load()]);
   }
 
   zoomable("chart", "plot");
