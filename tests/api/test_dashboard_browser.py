@@ -793,3 +793,30 @@ def test_dashboard_menu_picks_up_new_series_on_the_minute_refresh(
     page.wait_for_function(
         "window.forecasterDashboard.data.series === 'arrived_later'", timeout=10_000
     )
+
+
+def test_dashboard_keeps_the_lines_hidden_from_the_legend_over_the_refresh(
+    api_url: str, browser: Any
+) -> None:
+    """A line switched off in the legend came back at the next minute refresh (the
+    chart was redrawn with every line shown): it now stays off, on other series too."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=3d")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    shown = "(i) => window.forecasterDashboard.plot.series[i].show"
+    assert page.evaluate(shown, 7)
+    page.locator("#chart .u-legend .u-series").nth(7).locator("th").click()
+    assert not page.evaluate(shown, 7)
+    page.evaluate("window.forecasterDashboard.reload()")
+    page.wait_for_timeout(1500)
+    assert not page.evaluate(shown, 7)
+    assert page.evaluate(shown, 6)
+    page.select_option("#window", "24h")
+    page.wait_for_function(
+        "window.forecasterDashboard.data.window_seconds === 86400", timeout=10_000
+    )
+    assert not page.evaluate(shown, 7)
+    page.locator("#chart .u-legend .u-series").nth(7).locator("th").click()
+    page.evaluate("window.forecasterDashboard.reload()")
+    page.wait_for_timeout(1500)
+    assert page.evaluate(shown, 7)

@@ -11,6 +11,7 @@
   var state = {
     plot: null, errorPlot: null, replicaPlot: null, data: null, timer: null,
     requests: 0, drawnFor: null,
+    hidden: { chart: {}, "error-chart": {} },  // lines switched off in a chart's legend
   };
   window.forecasterDashboard = state;
 
@@ -255,6 +256,16 @@
     if (ext) u.setScale("x", { min: ext[0], max: ext[1] });
   }
 
+  // A line switched off in the legend stays off when the chart is redrawn (the minute
+  // refresh, another window or series): `hidden` is applied to the new chart's series
+  // and this setSeries hook keeps it up to date.
+  function keepHidden(id, series) {
+    series.forEach(function (s, i) { if (i > 0 && state.hidden[id][i]) s.show = false; });
+    return function (u, i, opts) {
+      if (i > 0 && opts && opts.show !== undefined) state.hidden[id][i] = !opts.show;
+    };
+  }
+
   // shows the chart's "Reset zoom" button while it is zoomed (a uPlot setScale hook)
   function showReset(id) {
     return function (u, key) {
@@ -374,7 +385,7 @@
       axes: [TIME_AXIS, valueAxis(doc.unit)],
       cursor: { drag: { x: true, y: false }, focus: { prox: 16 } },
       legend: { live: true },
-      hooks: { draw: [overlays(doc)], setScale: [showReset("chart")] },
+      hooks: { draw: [overlays(doc)], setScale: [showReset("chart")], setSeries: [keepHidden("chart", series)] },
     };
     var same = state.drawnFor === doc.series + "|" + doc.window_seconds;
     var zoom = keptZoom(state.plot, same);
@@ -427,17 +438,18 @@
       return;
     }
     var unit = doc.unit ? " " + doc.unit : "";
+    var series = [
+      { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
+      { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, gaps: observationGaps(doc.step_seconds), value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
+    ];
     state.errorPlot = new uPlot({
       width: chartWidth(node),
       height: chartHeight("error-chart"),
       scales: { x: { time: true } },
       tzDate: utc,
-      series: [
-        { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
-        { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, gaps: observationGaps(doc.step_seconds), value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
-      ],
+      series: series,
       axes: [TIME_AXIS, valueAxis(doc.unit)],
-      hooks: { setScale: [showReset("error-chart")] },
+      hooks: { setScale: [showReset("error-chart")], setSeries: [keepHidden("error-chart", series)] },
     }, [xs, err], node);
     if (zoom) state.errorPlot.setScale("x", zoom);
   }
