@@ -820,3 +820,26 @@ def test_dashboard_keeps_the_lines_hidden_from_the_legend_over_the_refresh(
     page.evaluate("window.forecasterDashboard.reload()")
     page.wait_for_timeout(1500)
     assert page.evaluate(shown, 7)
+
+
+def test_dashboard_legend_and_token_work_without_a_mouse(api_url: str, browser: Any) -> None:
+    """A legend entry (which hides or shows its line) could only be clicked; the token
+    box was named by its placeholder alone."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    page.locator("#chart").focus()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")  # past "actual", to "forecast"
+    entry = page.evaluate(
+        "() => { const n = document.activeElement; "
+        "return {text: n.textContent, role: n.getAttribute('role'), "
+        "pressed: n.getAttribute('aria-pressed')}; }"
+    )
+    assert entry == {"text": "forecast (lightgbm)", "role": "button", "pressed": "true"}, entry
+    page.keyboard.press("Enter")
+    assert not page.evaluate("window.forecasterDashboard.plot.series[2].show")
+    assert page.evaluate("document.activeElement.getAttribute('aria-pressed')") == "false"
+    page.keyboard.press(" ")
+    assert page.evaluate("window.forecasterDashboard.plot.series[2].show")
+    assert page.evaluate("document.querySelector('#token').labels.length") == 1

@@ -266,6 +266,33 @@
     };
   }
 
+  // Legend entries hide or show their line on a click: make them buttons a keyboard
+  // reaches too (Tab, then Enter or Space), saying whether the line is shown.
+  function legendButtons(u) {
+    var rows = u.root.querySelectorAll(".u-legend .u-series");
+    Array.prototype.forEach.call(rows, function (row, i) {
+      var label = row.querySelector("th");
+      if (i === 0 || !label) return;  // the time row toggles nothing
+      label.tabIndex = 0;
+      label.setAttribute("role", "button");
+      label.setAttribute("aria-pressed", String(!!u.series[i].show));
+      label.addEventListener("keydown", function (ev) {
+        if (ev.key !== "Enter" && ev.key !== " ") return;
+        ev.preventDefault();
+        ev.stopPropagation();
+        label.click();
+      });
+    });
+  }
+
+  function pressedState(u, i, opts) {
+    if (i > 0 && opts && opts.show !== undefined) {
+      var label = u.root.querySelectorAll(".u-legend .u-series")[i];
+      label = label && label.querySelector("th");
+      if (label) label.setAttribute("aria-pressed", String(!!opts.show));
+    }
+  }
+
   // shows the chart's "Reset zoom" button while it is zoomed (a uPlot setScale hook)
   function showReset(id) {
     return function (u, key) {
@@ -385,7 +412,7 @@
       axes: [TIME_AXIS, valueAxis(doc.unit)],
       cursor: { drag: { x: true, y: false }, focus: { prox: 16 } },
       legend: { live: true },
-      hooks: { draw: [overlays(doc)], setScale: [showReset("chart")], setSeries: [keepHidden("chart", series)] },
+      hooks: { draw: [overlays(doc)], setScale: [showReset("chart")], setSeries: [keepHidden("chart", series), pressedState] },
     };
     var same = state.drawnFor === doc.series + "|" + doc.window_seconds;
     var zoom = keptZoom(state.plot, same);
@@ -395,6 +422,7 @@
     state.drawnFor = doc.series + "|" + doc.window_seconds;
     if (zoom) state.plot.setScale("x", zoom);
     showReset("chart")(state.plot);
+    legendButtons(state.plot);
     if (!a.xs.length) {
       // nothing at all to draw: say why over the empty plot, not a blank box
       var why = doc.last_observation === null || doc.last_observation === undefined
@@ -449,9 +477,10 @@
       tzDate: utc,
       series: series,
       axes: [TIME_AXIS, valueAxis(doc.unit)],
-      hooks: { setScale: [showReset("error-chart")], setSeries: [keepHidden("error-chart", series)] },
+      hooks: { setScale: [showReset("error-chart")], setSeries: [keepHidden("error-chart", series), pressedState] },
     }, [xs, err], node);
     if (zoom) state.errorPlot.setScale("x", zoom);
+    legendButtons(state.errorPlot);
   }
 
   // -- panels --------------------------------------------------------------------------
