@@ -843,3 +843,114 @@ def test_dashboard_legend_and_token_work_without_a_mouse(api_url: str, browser: 
     page.keyboard.press(" ")
     assert page.evaluate("window.forecasterDashboard.plot.series[2].show")
     assert page.evaluate("document.querySelector('#token').labels.length") == 1
+
+
+def _record_full_training(tmp_path: Path) -> None:
+    """A training of SERIES scored with every metric a real backtest reports, five
+    candidates (the seeded trainings have three metrics)."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from forecaster.store.repository import Store
+    from tests.support.dashboard_seed import make_engine_for
+
+    def scores(mase: float, smape: float, coverage: float) -> dict[str, float]:
+        return {
+            "mase": mase,
+            "mase_median": mase * 0.95,
+            "mase_trimmed": mase * 0.9,
+            "smape": smape,
+            "coverage": coverage,
+            "width": 0.97,
+            "mae": 31.25,
+        }
+
+    engine = make_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        Store(engine).record_training(
+            series=SERIES,
+            run_id="run-full",
+            estimator="lightgbm",
+            model_version="3",
+            promoted=False,
+            reason="lightgbm MASE 0.740 does not beat the champion lightgbm (0.740) by 2%",
+            metrics={
+                "mase": 0.74,
+                "flags": [],
+                "scores": {
+                    "seasonal_naive": scores(1.0, 31.2, 0.81),
+                    "prophet": scores(0.82, 26.4, 0.88),
+                    "lightgbm": scores(0.74, 24.9, 0.9),
+                    "ets": scores(0.91, 28.0, 0.86),
+                    "mstl": scores(0.79, 25.5, 0.891),
+                },
+            },
+            artifact=json.dumps({"kind": "test"}),
+            trained_at=datetime.now(UTC) - timedelta(hours=2),
+        )
+    finally:
+        engine.dispose()
+
+
+BACKTEST = """() => {
+  const panel = document.querySelector('#backtest-panel').getBoundingClientRect();
+  const heads = [...document.querySelectorAll('#backtest th')];
+  const first = [...document.querySelectorAll('#backtest tbody td:first-child')];
+  return {heads: heads.map((h) => h.textContent),
+          hidden: heads.filter((h) => h.getBoundingClientRect().right > panel.right + 1)
+            .map((h) => h.textContent),
+          wrapped: first.filter((td) => td.getBoundingClientRect().height > 30)
+            .map((td) => td.textContent),
+          firstLeft: first[0].getBoundingClientRect().left - panel.left,
+          row: [...document.querySelectorAll('#backtest tbody tr:first-child td')]
+            .map((td) => td.textContent)};
+}"""
+
+
+def test_dashboard_backtest_table_shows_every_metric(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    """A real training's seven metrics did not fit the backtest panel (a third of the
+    page's width): sMAPE, coverage, width and MAE were behind a scrollbar, the headers
+    were raw keys (mase_trimmed) and "seasonal_naive" broke in two."""
+    _record_full_training(tmp_path)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")
+    page.wait_for_selector("#backtest tbody tr", timeout=20_000)
+    page.wait_for_function(
+        "document.querySelectorAll('#backtest tbody tr').length === 5", timeout=10_000
+    )
+    table = page.evaluate(BACKTEST)
+    assert table["heads"] == [
+        "estimator",
+        "MASE",
+        "MASE median",
+        "MASE trimmed",
+        "sMAPE %",
+        "coverage",
+        "band width",
+        "MAE",
+    ]
+    assert table["hidden"] == [] and table["wrapped"] == [], table
+    assert table["row"] == [
+        "lightgbm (chosen)",
+        "0.740",
+        "0.703",
+        "0.666",
+        "24.9",
+        "90%",
+        "0.97",
+        "31.3",
+    ]
+    titles = page.evaluate("() => [...document.querySelectorAll('#backtest th')].map(h => h.title)")
+    assert all(titles[1:]), titles  # each metric says what it measures
+
+    # on a phone the table scrolls sideways under a column of estimator names that stays
+    page.set_viewport_size(PHONE)
+    page.evaluate(
+        "() => { const s = document.querySelector('#backtest .table-scroll'); "
+        "s.scrollLeft = s.scrollWidth; }"
+    )
+    phone = page.evaluate(BACKTEST)
+    assert phone["wrapped"] == [] and 0 <= phone["firstLeft"] < 30, phone
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]

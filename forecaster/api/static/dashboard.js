@@ -538,6 +538,24 @@
     target.appendChild(node);
   }
 
+  // The backtest's metric keys as the table heads them, with what each measures (the
+  // head's tooltip, from docs/EVALUATION.md) and how its values are written.
+  var METRICS = {
+    mase: ["MASE", "mean absolute scaled error: MAE over the horizon / in-sample MAE of the daily seasonal naive forecast, averaged over origins; below 1 beats that baseline"],
+    mase_median: ["MASE median", "median of the per-origin MASE"],
+    mase_trimmed: ["MASE trimmed", "mean per-origin MASE without the worst 20% of origins"],
+    smape: ["sMAPE %", "symmetric mean absolute percentage error", function (v) { return fmt(v, 1); }],
+    coverage: ["coverage", "share of actuals inside the forecast's interval (a 90% interval should cover 85-95%)",
+      function (v) { return v === null || v === undefined || !isFinite(v) ? "–" : fmt(v * 100, 0) + "%"; }],
+    width: ["band width", "mean interval width / mean actual", function (v) { return fmt(v, 2); }],
+    mae: ["MAE", "mean absolute error, in the series' unit", function (v) { return fmt(v); }],
+  };
+
+  function metricCell(m, v) {
+    var meta = METRICS[m];
+    return meta && meta[2] ? meta[2](v) : fmt(v, 3);
+  }
+
   function panels(doc) {
     var c = doc.champion;
     var fc = doc.forecast;
@@ -566,18 +584,27 @@
         var a = latest.scores[x].mase, b = latest.scores[y].mase;
         return (a === null || a === undefined ? Infinity : a) - (b === null || b === undefined ? Infinity : b);
       });
-      fill("backtest", table(
-        ["estimator"].concat(metrics),
+      var scores = table(
+        ["estimator"].concat(metrics.map(function (m) { return METRICS[m] ? METRICS[m][0] : m; })),
         names.map(function (est) {
           return {
             cls: est === latest.estimator ? "chosen" : "",
             cells: [est + (est === latest.estimator ? " (chosen)" : "")].concat(
-              metrics.map(function (m) { return fmt(latest.scores[est][m], 3); })
+              metrics.map(function (m) { return metricCell(m, latest.scores[est][m]); })
             ),
           };
         }),
         1
-      ));
+      );
+      Array.prototype.forEach.call(scores.querySelectorAll("th"), function (th, i) {
+        if (i > 0) th.title = METRICS[metrics[i - 1]] ? METRICS[metrics[i - 1]][1] : metrics[i - 1];
+      });
+      // wider than its panel (seven metrics on a phone): it scrolls sideways on its own,
+      // under an estimator column that stays put (dashboard.css)
+      var scroller = document.createElement("div");
+      scroller.className = "table-scroll";
+      scroller.appendChild(scores);
+      fill("backtest", scroller);
     } else {
       fill("backtest", text("p", "no training recorded", "muted"));
     }
