@@ -954,3 +954,13 @@ def test_dashboard_backtest_table_shows_every_metric(
     phone = page.evaluate(BACKTEST)
     assert phone["wrapped"] == [] and 0 <= phone["firstLeft"] < 30, phone
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
+def test_dashboard_tab_title_names_the_series(api_url: str, browser: Any) -> None:
+    """Every dashboard tab was titled "forecaster dashboard", whatever it showed."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")
+    _status(page)
+    assert page.title() == f"{SERIES} · forecaster"
+    page.select_option("#series", "no_forecast_yet")
+    page.wait_for_function("document.title === 'no_forecast_yet · forecaster'", timeout=10_000)

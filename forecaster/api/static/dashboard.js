@@ -691,6 +691,7 @@
     return getJSON(url).then(function (doc) {
       if (ticket !== state.requests) return;
       state.data = doc;
+      document.title = doc.series + " · forecaster";  // tell several open tabs apart
       draw(doc);
       panels(doc);
       setStatus(summary(doc), doc.actual.t.length === 0 || doc.stale);
