@@ -964,3 +964,34 @@ def test_dashboard_tab_title_names_the_series(api_url: str, browser: Any) -> Non
     assert page.title() == f"{SERIES} · forecaster"
     page.select_option("#series", "no_forecast_yet")
     page.wait_for_function("document.title === 'no_forecast_yet · forecaster'", timeout=10_000)
+
+
+def test_dashboard_does_not_announce_every_minute_refresh(api_url: str, browser: Any) -> None:
+    """The status line was a live region whose text (its clock) changed every minute,
+    so a screen reader read it out every minute: only a change of substance (another
+    series, a warning, an error) is announced now."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")
+    _status(page)
+    live = page.evaluate(
+        "() => [...document.querySelectorAll('[role=status], [role=alert], [aria-live]')]"
+        ".filter((n) => n.getAttribute('aria-live') !== 'off')"
+        ".map((n) => ({id: n.id, text: n.textContent}))"
+    )
+    assert [n["id"] for n in live if n["id"] != "series-count"] == ["announce"], live
+    said = page.locator("#announce").text_content()
+    assert SERIES in said, said
+    page.evaluate(
+        "() => { window.changes = 0; new MutationObserver(() => window.changes++)"
+        ".observe(document.querySelector('#announce'), "
+        "{childList: true, characterData: true, subtree: true}); }"
+    )
+    page.evaluate("window.forecasterDashboard.reload()")
+    page.wait_for_timeout(1500)
+    assert page.evaluate("window.changes") == 0, said
+    page.select_option("#series", "no_forecast_yet")
+    page.wait_for_function(
+        "document.querySelector('#announce').textContent.includes('no_forecast_yet')",
+        timeout=10_000,
+    )
+    assert "no forecast published yet" in page.locator("#announce").text_content()

@@ -20,10 +20,15 @@
     return token ? { Authorization: "Bearer " + token } : {};
   }
 
-  function setStatus(text, isError) {
+  // The status line changes each minute (its clock, the count of observations), so it
+  // is not a live region; what a screen reader should hear (the series shown and its
+  // warnings, an error) goes to #announce, and only when that changed.
+  function setStatus(text, isError, spoken) {
     var s = el("status");
     s.textContent = text;
     s.className = isError ? "error" : "";
+    if (spoken === undefined) spoken = isError ? text : null;
+    if (spoken !== null && el("announce").textContent !== spoken) el("announce").textContent = spoken;
   }
 
   // FastAPI's 422 detail is a list of {loc, msg}; other errors carry a string.
@@ -694,7 +699,8 @@
       document.title = doc.series + " · forecaster";  // tell several open tabs apart
       draw(doc);
       panels(doc);
-      setStatus(summary(doc), doc.actual.t.length === 0 || doc.stale);
+      var said = summary(doc);
+      setStatus(said.text, doc.actual.t.length === 0 || doc.stale, said.spoken);
     }).catch(function (err) {
       if (ticket === state.requests) setStatus(err.message, true);
     });
@@ -702,6 +708,7 @@
 
   function summary(doc) {
     var parts = ["updated " + clock(), doc.actual.t.length + " observations"];
+    var volatile = parts.length;
     if (doc.actual.t.length === 0) {
       parts.push(doc.last_observation === null
         ? "none stored yet"
@@ -714,7 +721,11 @@
       parts.push("the forecast is stale (made " + when(doc.forecast.generated_at) +
         "): the publish job is not keeping up");
     }
-    return parts.join(" · ");
+    var warnings = parts.slice(volatile);
+    return {
+      text: parts.join(" · "),
+      spoken: doc.series + ": " + (warnings.length ? warnings.join("; ") : "up to date"),
+    };
   }
 
   // A window from a shared link that the menu does not offer becomes an option of its
