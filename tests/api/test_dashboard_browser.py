@@ -995,3 +995,23 @@ def test_dashboard_does_not_announce_every_minute_refresh(api_url: str, browser:
         timeout=10_000,
     )
     assert "no forecast published yet" in page.locator("#announce").text_content()
+
+
+def test_dashboard_error_chart_follows_the_main_charts_zoom(api_url: str, browser: Any) -> None:
+    """Zooming the main chart left the error chart below on its whole range, so the two
+    stacked time axes showed different hours: it now shows the range zoomed to."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")
+    page.wait_for_function("window.forecasterDashboard.errorPlot !== null", timeout=20_000)
+    ranges = (
+        "() => ['plot', 'errorPlot'].map((k) => {"
+        " const u = window.forecasterDashboard[k]; return [u.scales.x.min, u.scales.x.max]; })"
+    )
+    error_full = page.evaluate(ranges)[1]
+    page.locator("#chart").focus()
+    for key in ("+", "+", "End", "ArrowLeft"):
+        page.keyboard.press(key)
+    main, error = page.evaluate(ranges)
+    assert error == pytest.approx(main)
+    page.keyboard.press("0")
+    assert page.evaluate(ranges)[1] == pytest.approx(error_full)

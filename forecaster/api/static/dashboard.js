@@ -298,6 +298,16 @@
     }
   }
 
+  // The error chart shows the time range the main chart is zoomed to (its own whole
+  // range when that one is not zoomed): two stacked time axes showing different hours
+  // misled. A setScale hook of the main chart; the error chart's own zoom stays its own.
+  function follow(u, key) {
+    var e = state.errorPlot;
+    if (!e || u !== state.plot || (key !== undefined && key !== "x")) return;
+    if (isZoomed(u)) e.setScale("x", { min: u.scales.x.min, max: u.scales.x.max });
+    else resetZoom(e);
+  }
+
   // shows the chart's "Reset zoom" button while it is zoomed (a uPlot setScale hook)
   function showReset(id) {
     return function (u, key) {
@@ -417,7 +427,7 @@
       axes: [TIME_AXIS, valueAxis(doc.unit)],
       cursor: { drag: { x: true, y: false }, focus: { prox: 16 } },
       legend: { live: true },
-      hooks: { draw: [overlays(doc)], setScale: [showReset("chart")], setSeries: [keepHidden("chart", series), pressedState] },
+      hooks: { draw: [overlays(doc)], setScale: [showReset("chart"), follow], setSeries: [keepHidden("chart", series), pressedState] },
     };
     var same = state.drawnFor === doc.series + "|" + doc.window_seconds;
     var zoom = keptZoom(state.plot, same);
@@ -484,7 +494,8 @@
       axes: [TIME_AXIS, valueAxis(doc.unit)],
       hooks: { setScale: [showReset("error-chart")], setSeries: [keepHidden("error-chart", series), pressedState] },
     }, [xs, err], node);
-    if (zoom) state.errorPlot.setScale("x", zoom);
+    if (state.plot && isZoomed(state.plot)) follow(state.plot);
+    else if (zoom) state.errorPlot.setScale("x", zoom);
     legendButtons(state.errorPlot);
   }
 
