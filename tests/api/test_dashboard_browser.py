@@ -492,3 +492,526 @@ def test_dashboard_events_table_shows_direction_and_why_an_event_closed(
     cells = page.locator("#events tbody tr").first.locator("td").all_inner_texts()
     assert cells[2] == "up" and cells[3] == "4.50"
     assert "(no longer watched: watch: was removed from its spec)" in cells[1]
+
+
+def _add_events(tmp_path: Path, name: str) -> None:
+    """An event closed because ``name`` stopped being watched, and an open one."""
+    from datetime import UTC, datetime, timedelta
+
+    from forecaster.consumers.regressions import RegressionEvent, Transition
+    from forecaster.store.consumers_repo import ConsumersRepo
+    from forecaster.store.repository import Store
+    from tests.support.dashboard_seed import make_engine_for
+
+    engine = make_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        store = Store(engine)
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        sid = store.series(name).id
+        event = RegressionEvent(
+            start=now - timedelta(hours=5),
+            end=None,
+            peak_score=4.5,
+            direction="up",
+            model="lightgbm v2",
+            detected_at=now - timedelta(hours=5),
+        )
+        closed = RegressionEvent(**{**event.__dict__, "end": now - timedelta(hours=3)})
+        ConsumersRepo(store).save_detection(
+            sid,
+            state={},
+            open_event_id=None,
+            transitions=[Transition("opened", event), Transition("closed", closed)],
+            closed_reason="no longer watched: watch: was removed from its spec",
+        )
+        opened = RegressionEvent(**{**event.__dict__, "start": now - timedelta(hours=1)})
+        ConsumersRepo(store).save_detection(
+            sid, state={}, open_event_id=None, transitions=[Transition("opened", opened)]
+        )
+    finally:
+        engine.dispose()
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def test_dashboard_fits_a_phone(api_url: str, browser: Any, tmp_path: Path) -> None:
+    """At 390 px wide nothing scrolls sideways (the page, a chart or a panel) and the
+    trainings' reasons and the events' ends read in lines of words: the trainings
+    table squeezed its reason column to a letter or two per line, behind a scrollbar."""
+    _add_events(tmp_path, SERIES)
+    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    page.wait_for_selector("#events tbody tr", timeout=10_000)
+    page.wait_for_function("window.forecasterDashboard.errorPlot !== null", timeout=10_000)
+    layout = page.evaluate(
+        """() => {
+          const wide = [...document.querySelectorAll('header, .chart-card, .panel')]
+            .filter((n) => !n.hidden && n.scrollWidth > n.clientWidth + 1)
+            .map((n) => `${n.id || n.className}: ${n.scrollWidth} > ${n.clientWidth}`);
+          const cell = (panel, text) => [...document.querySelectorAll(`#${panel} td`)]
+            .filter((td) => td.textContent.includes(text))[0];
+          const reason = cell('trainings', 'beats the baseline');
+          const ended = cell('events', 'no longer watched');
+          const lines = (node) => Math.round(
+            node.getBoundingClientRect().height / parseFloat(getComputedStyle(node).lineHeight));
+          return {page: document.documentElement.scrollWidth, wide,
+                  reasonWidth: reason.getBoundingClientRect().width, reasonLines: lines(reason),
+                  endWidth: ended.getBoundingClientRect().width,
+                  charts: ['plot', 'errorPlot'].map((k) => window.forecasterDashboard[k].width)};
+        }"""
+    )
+    assert layout["page"] <= PHONE["width"], layout
+    assert layout["wide"] == [], layout
+    assert layout["reasonWidth"] >= 200 and layout["reasonLines"] <= 4, layout
+    assert layout["endWidth"] >= 200, layout
+    assert all(w <= PHONE["width"] - 20 for w in layout["charts"]), layout
+    # every cell still says which column it belongs to
+    labels = page.evaluate(
+        "() => [...document.querySelectorAll('#trainings tbody tr:first-child td')]"
+        ".map((td) => td.dataset.label)"
+    )
+    assert labels == ["trained", "estimator", "MASE", "promoted", "reason"]
+
+
+SCALE = (
+    "() => { const u = window.forecasterDashboard.plot; "
+    "return {min: u.scales.x.min, max: u.scales.x.max, "
+    "first: u.data[0][0], last: u.data[0][u.data[0].length - 1]}; }"
+)
+
+
+def test_dashboard_chart_zooms_and_pans_from_the_keyboard(api_url: str, browser: Any) -> None:
+    """Zoom and pan needed a mouse: the chart now takes the focus (and shows it), arrows
+    pan, + and - zoom, 0 resets, and a Reset zoom button shows while zoomed."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=3d")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    full = page.evaluate(SCALE)
+    assert full["min"] == full["first"] and full["max"] == full["last"]
+    assert page.locator("#chart-reset").is_hidden()
+
+    page.locator("#window").focus()
+    page.keyboard.press("Tab")
+    focus = page.evaluate(
+        "() => { const n = document.activeElement; const s = getComputedStyle(n); "
+        "return {id: n.id, outline: s.outlineStyle, width: parseFloat(s.outlineWidth)}; }"
+    )
+    assert focus["id"] == "chart" and focus["outline"] != "none" and focus["width"] >= 1, focus
+
+    page.keyboard.press("+")
+    zoomed = page.evaluate(SCALE)
+    span = zoomed["max"] - zoomed["min"]
+    assert span == pytest.approx((full["max"] - full["min"]) / 2)
+    assert page.locator("#chart-reset").is_visible()
+    page.keyboard.press("ArrowLeft")
+    panned = page.evaluate(SCALE)
+    assert panned["min"] == pytest.approx(zoomed["min"] - span / 10)
+    assert panned["max"] - panned["min"] == pytest.approx(span)
+    page.keyboard.press("Home")  # to the start, and no further
+    page.keyboard.press("ArrowLeft")
+    assert page.evaluate(SCALE)["min"] == pytest.approx(full["first"])
+    page.keyboard.press("-")
+    page.keyboard.press("-")  # zooming out stops at the whole window
+    assert page.evaluate(SCALE)["max"] - page.evaluate(SCALE)["min"] == pytest.approx(
+        full["max"] - full["min"]
+    )
+    assert page.locator("#chart-reset").is_hidden()
+
+    for _ in range(3):
+        page.keyboard.press("=")
+    page.keyboard.press("0")
+    assert page.evaluate(SCALE)["min"] == pytest.approx(full["first"])
+    assert page.locator("#chart-reset").is_hidden()
+
+    # the button resets and hands the focus back to the chart
+    page.keyboard.press("+")
+    page.locator("#chart-reset").click()
+    after = page.evaluate(SCALE)
+    assert (after["min"], after["max"]) == pytest.approx((full["first"], full["last"]))
+    assert page.evaluate("document.activeElement.id") == "chart"
+    # the error chart takes the keys too
+    page.locator("#error-chart").focus()
+    page.keyboard.press("+")
+    assert page.locator("#error-chart-reset").is_visible()
+
+
+def test_dashboard_chart_pinches_and_swipes_on_a_touch_screen(api_url: str, browser: Any) -> None:
+    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=3d")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    full = page.evaluate(SCALE)
+    box = page.locator("#chart .u-over").bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    mid = box["x"] + box["width"] / 2
+    cdp = page.context.new_cdp_session(page)
+
+    def touch(kind: str, xs: list[float]) -> None:
+        points = [{"x": x, "y": y, "id": i} for i, x in enumerate(xs)]
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+    touch("touchStart", [mid - 20, mid + 20])  # fingers apart: zoom in about the middle
+    for k in range(1, 6):
+        touch("touchMove", [mid - 20 - 10 * k, mid + 20 + 10 * k])
+    touch("touchEnd", [])
+    pinched = page.evaluate(SCALE)
+    span = pinched["max"] - pinched["min"]
+    assert span == pytest.approx((full["max"] - full["min"]) * 40 / 140, rel=0.05)
+    assert page.locator("#chart-reset").is_visible()
+
+    touch("touchStart", [mid])  # a swipe to the right shows earlier times
+    for k in range(1, 6):
+        touch("touchMove", [mid + 12 * k])
+    touch("touchEnd", [])
+    swiped = page.evaluate(SCALE)
+    assert swiped["min"] == pytest.approx(pinched["min"] - 60 / box["width"] * span, rel=0.01)
+    assert swiped["max"] - swiped["min"] == pytest.approx(span)
+    # the hint speaks of touch, not of a mouse
+    hint = page.locator("#chart-hint").inner_text()
+    assert "Pinch to zoom" in hint and "double-click" not in hint
+
+
+FAMILY = "api_requests_by_route_and_tenant"
+ROUTES = ("/v1/users/{id}/sessions", "/v1/users/{id}/profile", "/v1/orders/{id}/items")
+
+
+def _member(route: str, tenant: int) -> str:
+    from forecaster.sources.base import member_name
+
+    return member_name(FAMILY, {"route": route, "tenant": f"tenant-{tenant:03d}-acme-production"})
+
+
+def test_dashboard_series_menu_reads_hundreds_of_long_member_names(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    """300 members of a split_by family whose names are longer than the menu: each read
+    as the family's name and the start of its labels, all alike. The menu groups them
+    under the family, names each by the labels that differ, keeps the full name in its
+    title, and a filter box narrows it."""
+    from forecaster.store.repository import Store
+    from tests.support.dashboard_seed import make_engine_for
+
+    engine = make_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        store = Store(engine)
+        for tenant in range(100):
+            for route in ROUTES:
+                labels = {"route": route, "tenant": f"tenant-{tenant:03d}-acme-production"}
+                store.ensure_series(
+                    name=_member(route, tenant),
+                    family=FAMILY,
+                    labels=labels,
+                    unit="req/s",
+                    step_seconds=300,
+                    horizon_steps=12,
+                )
+    finally:
+        engine.dispose()
+    _add_series(api_url, tmp_path, "zz_marker", [1.0] * 12)  # waits for the API to list them
+    wanted = _member(ROUTES[0], 42)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={quote(wanted)}")
+    _status(page)
+    menu = page.evaluate(
+        """(wanted) => {
+          const select = document.querySelector('#series');
+          const opt = [...select.options].find((o) => o.value === wanted);
+          const group = opt.parentElement;
+          const ctx = document.createElement('canvas').getContext('2d');
+          const style = getComputedStyle(select);
+          ctx.font = `${style.fontSize} ${style.fontFamily}`;
+          return {text: opt.text, title: opt.title, group: group.tagName, label: group.label,
+                  members: group.children.length, selectTitle: select.title,
+                  fits: ctx.measureText(opt.text).width < select.clientWidth - 30};
+        }""",
+        wanted,
+    )
+    assert menu["group"] == "OPTGROUP" and FAMILY in menu["label"], menu
+    assert menu["members"] == 300
+    assert not menu["text"].startswith(FAMILY)
+    assert "/v1/users/{id}/sessions" in menu["text"] and "tenant-042" in menu["text"], menu
+    assert menu["fits"], menu  # the closed menu shows the whole distinguishing part
+    assert menu["title"] == wanted and menu["selectTitle"] == wanted
+
+    # the filter: every word must appear in the name; Enter opens the first match
+    search = page.locator("#series-filter")
+    assert search.is_visible()
+    search.fill("PROFILE tenant-07")
+    names = page.evaluate(
+        "() => [...document.querySelectorAll('#series option')].map(o => o.value)"
+    )
+    matches = [_member(ROUTES[1], t) for t in range(70, 80)]
+    assert set(names) == {wanted, *matches}, names  # the shown series stays in the menu
+    assert page.locator("#series").input_value() == wanted
+    assert "10 of 303 match" in page.locator("#series-count").inner_text()
+    search.press("Enter")
+    page.wait_for_function(
+        "(n) => window.forecasterDashboard.data && window.forecasterDashboard.data.series === n",
+        arg=matches[0],
+        timeout=10_000,
+    )
+    assert page.locator("#series").input_value() == matches[0]
+    search.fill("")
+    assert page.locator("#series option").count() == 303
+
+
+def test_dashboard_says_so_in_the_chart_when_there_is_nothing_to_draw(
+    api_url: str, browser: Any
+) -> None:
+    """A series with no observation and no forecast drew a blank white box the size of
+    the chart, its legend all dashes: the chart itself now says why it is empty."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series=no_forecast_yet")
+    _status(page)
+    empty = page.locator("#chart .chart-empty")
+    assert empty.is_visible()
+    assert "no observations stored yet" in empty.inner_text()
+    assert "no forecast published yet" in empty.inner_text()
+    page.select_option("#series", SERIES)
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    assert page.locator("#chart .chart-empty").count() == 0
+
+
+def test_dashboard_menu_picks_up_new_series_on_the_minute_refresh(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    """The series list was read once, when the page opened: a split_by member (or any
+    series) that appeared later stayed out of the menu until the page was reloaded."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=3d")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    _add_series(api_url, tmp_path, "arrived_later", [5.0] * 12)
+    page.evaluate("window.forecasterDashboard.reload()")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#series option')].some((o) => o.value === 'arrived_later')",
+        timeout=10_000,
+    )
+    assert page.locator("#series").input_value() == SERIES  # the choice is kept
+    page.select_option("#series", "arrived_later")
+    page.wait_for_function(
+        "window.forecasterDashboard.data.series === 'arrived_later'", timeout=10_000
+    )
+
+
+def test_dashboard_keeps_the_lines_hidden_from_the_legend_over_the_refresh(
+    api_url: str, browser: Any
+) -> None:
+    """A line switched off in the legend came back at the next minute refresh (the
+    chart was redrawn with every line shown): it now stays off, on other series too."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=3d")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    shown = "(i) => window.forecasterDashboard.plot.series[i].show"
+    assert page.evaluate(shown, 7)
+    page.locator("#chart .u-legend .u-series").nth(7).locator("th").click()
+    assert not page.evaluate(shown, 7)
+    page.evaluate("window.forecasterDashboard.reload()")
+    page.wait_for_timeout(1500)
+    assert not page.evaluate(shown, 7)
+    assert page.evaluate(shown, 6)
+    page.select_option("#window", "24h")
+    page.wait_for_function(
+        "window.forecasterDashboard.data.window_seconds === 86400", timeout=10_000
+    )
+    assert not page.evaluate(shown, 7)
+    page.locator("#chart .u-legend .u-series").nth(7).locator("th").click()
+    page.evaluate("window.forecasterDashboard.reload()")
+    page.wait_for_timeout(1500)
+    assert page.evaluate(shown, 7)
+
+
+def test_dashboard_legend_and_token_work_without_a_mouse(api_url: str, browser: Any) -> None:
+    """A legend entry (which hides or shows its line) could only be clicked; the token
+    box was named by its placeholder alone."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")
+    page.wait_for_selector("#chart[data-drawn='true'] canvas", timeout=20_000)
+    page.locator("#chart").focus()
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")  # past "actual", to "forecast"
+    entry = page.evaluate(
+        "() => { const n = document.activeElement; "
+        "return {text: n.textContent, role: n.getAttribute('role'), "
+        "pressed: n.getAttribute('aria-pressed')}; }"
+    )
+    assert entry == {"text": "forecast (lightgbm)", "role": "button", "pressed": "true"}, entry
+    page.keyboard.press("Enter")
+    assert not page.evaluate("window.forecasterDashboard.plot.series[2].show")
+    assert page.evaluate("document.activeElement.getAttribute('aria-pressed')") == "false"
+    page.keyboard.press(" ")
+    assert page.evaluate("window.forecasterDashboard.plot.series[2].show")
+    assert page.evaluate("document.querySelector('#token').labels.length") == 1
+
+
+def _record_full_training(tmp_path: Path) -> None:
+    """A training of SERIES scored with every metric a real backtest reports, five
+    candidates (the seeded trainings have three metrics)."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from forecaster.store.repository import Store
+    from tests.support.dashboard_seed import make_engine_for
+
+    def scores(mase: float, smape: float, coverage: float) -> dict[str, float]:
+        return {
+            "mase": mase,
+            "mase_median": mase * 0.95,
+            "mase_trimmed": mase * 0.9,
+            "smape": smape,
+            "coverage": coverage,
+            "width": 0.97,
+            "mae": 31.25,
+        }
+
+    engine = make_engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        Store(engine).record_training(
+            series=SERIES,
+            run_id="run-full",
+            estimator="lightgbm",
+            model_version="3",
+            promoted=False,
+            reason="lightgbm MASE 0.740 does not beat the champion lightgbm (0.740) by 2%",
+            metrics={
+                "mase": 0.74,
+                "flags": [],
+                "scores": {
+                    "seasonal_naive": scores(1.0, 31.2, 0.81),
+                    "prophet": scores(0.82, 26.4, 0.88),
+                    "lightgbm": scores(0.74, 24.9, 0.9),
+                    "ets": scores(0.91, 28.0, 0.86),
+                    "mstl": scores(0.79, 25.5, 0.891),
+                },
+            },
+            artifact=json.dumps({"kind": "test"}),
+            trained_at=datetime.now(UTC) - timedelta(hours=2),
+        )
+    finally:
+        engine.dispose()
+
+
+BACKTEST = """() => {
+  const panel = document.querySelector('#backtest-panel').getBoundingClientRect();
+  const heads = [...document.querySelectorAll('#backtest th')];
+  const first = [...document.querySelectorAll('#backtest tbody td:first-child')];
+  return {heads: heads.map((h) => h.textContent),
+          hidden: heads.filter((h) => h.getBoundingClientRect().right > panel.right + 1)
+            .map((h) => h.textContent),
+          wrapped: first.filter((td) => td.getBoundingClientRect().height > 30)
+            .map((td) => td.textContent),
+          firstLeft: first[0].getBoundingClientRect().left - panel.left,
+          row: [...document.querySelectorAll('#backtest tbody tr:first-child td')]
+            .map((td) => td.textContent)};
+}"""
+
+
+def test_dashboard_backtest_table_shows_every_metric(
+    api_url: str, browser: Any, tmp_path: Path
+) -> None:
+    """A real training's seven metrics did not fit the backtest panel (a third of the
+    page's width): sMAPE, coverage, width and MAE were behind a scrollbar, the headers
+    were raw keys (mase_trimmed) and "seasonal_naive" broke in two."""
+    _record_full_training(tmp_path)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")
+    page.wait_for_selector("#backtest tbody tr", timeout=20_000)
+    page.wait_for_function(
+        "document.querySelectorAll('#backtest tbody tr').length === 5", timeout=10_000
+    )
+    table = page.evaluate(BACKTEST)
+    assert table["heads"] == [
+        "estimator",
+        "MASE",
+        "MASE median",
+        "MASE trimmed",
+        "sMAPE %",
+        "coverage",
+        "band width",
+        "MAE",
+    ]
+    assert table["hidden"] == [] and table["wrapped"] == [], table
+    assert table["row"] == [
+        "lightgbm (chosen)",
+        "0.740",
+        "0.703",
+        "0.666",
+        "24.9",
+        "90%",
+        "0.97",
+        "31.3",
+    ]
+    titles = page.evaluate("() => [...document.querySelectorAll('#backtest th')].map(h => h.title)")
+    assert all(titles[1:]), titles  # each metric says what it measures
+
+    # on a phone the table scrolls sideways under a column of estimator names that stays
+    page.set_viewport_size(PHONE)
+    page.evaluate(
+        "() => { const s = document.querySelector('#backtest .table-scroll'); "
+        "s.scrollLeft = s.scrollWidth; }"
+    )
+    phone = page.evaluate(BACKTEST)
+    assert phone["wrapped"] == [] and 0 <= phone["firstLeft"] < 30, phone
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
+def test_dashboard_tab_title_names_the_series(api_url: str, browser: Any) -> None:
+    """Every dashboard tab was titled "forecaster dashboard", whatever it showed."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")
+    _status(page)
+    assert page.title() == f"{SERIES} · forecaster"
+    page.select_option("#series", "no_forecast_yet")
+    page.wait_for_function("document.title === 'no_forecast_yet · forecaster'", timeout=10_000)
+
+
+def test_dashboard_does_not_announce_every_minute_refresh(api_url: str, browser: Any) -> None:
+    """The status line was a live region whose text (its clock) changed every minute,
+    so a screen reader read it out every minute: only a change of substance (another
+    series, a warning, an error) is announced now."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")
+    _status(page)
+    live = page.evaluate(
+        "() => [...document.querySelectorAll('[role=status], [role=alert], [aria-live]')]"
+        ".filter((n) => n.getAttribute('aria-live') !== 'off')"
+        ".map((n) => ({id: n.id, text: n.textContent}))"
+    )
+    assert [n["id"] for n in live if n["id"] != "series-count"] == ["announce"], live
+    said = page.locator("#announce").text_content()
+    assert SERIES in said, said
+    page.evaluate(
+        "() => { window.changes = 0; new MutationObserver(() => window.changes++)"
+        ".observe(document.querySelector('#announce'), "
+        "{childList: true, characterData: true, subtree: true}); }"
+    )
+    page.evaluate("window.forecasterDashboard.reload()")
+    page.wait_for_timeout(1500)
+    assert page.evaluate("window.changes") == 0, said
+    page.select_option("#series", "no_forecast_yet")
+    page.wait_for_function(
+        "document.querySelector('#announce').textContent.includes('no_forecast_yet')",
+        timeout=10_000,
+    )
+    assert "no forecast published yet" in page.locator("#announce").text_content()
+
+
+def test_dashboard_error_chart_follows_the_main_charts_zoom(api_url: str, browser: Any) -> None:
+    """Zooming the main chart left the error chart below on its whole range, so the two
+    stacked time axes showed different hours: it now shows the range zoomed to."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{api_url}/dashboard?series={SERIES}&window=24h")
+    page.wait_for_function("window.forecasterDashboard.errorPlot !== null", timeout=20_000)
+    ranges = (
+        "() => ['plot', 'errorPlot'].map((k) => {"
+        " const u = window.forecasterDashboard[k]; return [u.scales.x.min, u.scales.x.max]; })"
+    )
+    error_full = page.evaluate(ranges)[1]
+    page.locator("#chart").focus()
+    for key in ("+", "+", "End", "ArrowLeft"):
+        page.keyboard.press(key)
+    main, error = page.evaluate(ranges)
+    assert error == pytest.approx(main)
+    page.keyboard.press("0")
+    assert page.evaluate(ranges)[1] == pytest.approx(error_full)

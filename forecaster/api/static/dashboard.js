@@ -11,6 +11,7 @@
   var state = {
     plot: null, errorPlot: null, replicaPlot: null, data: null, timer: null,
     requests: 0, drawnFor: null,
+    hidden: { chart: {}, "error-chart": {} },  // lines switched off in a chart's legend
   };
   window.forecasterDashboard = state;
 
@@ -19,10 +20,15 @@
     return token ? { Authorization: "Bearer " + token } : {};
   }
 
-  function setStatus(text, isError) {
+  // The status line changes each minute (its clock, the count of observations), so it
+  // is not a live region; what a screen reader should hear (the series shown and its
+  // warnings, an error) goes to #announce, and only when that changed.
+  function setStatus(text, isError, spoken) {
     var s = el("status");
     s.textContent = text;
     s.className = isError ? "error" : "";
+    if (spoken === undefined) spoken = isError ? text : null;
+    if (spoken !== null && el("announce").textContent !== spoken) el("announce").textContent = spoken;
   }
 
   // FastAPI's 422 detail is a list of {loc, msg}; other errors carry a string.
@@ -201,20 +207,184 @@
     };
   }
 
-  function chartWidth(node) {
-    return Math.max(320, node.clientWidth || node.parentNode.clientWidth - 20);
+  // A phone-width screen (the CSS's breakpoint too): lower charts, no value-axis label
+  // (the chart's title names the unit), so the plot keeps most of the width.
+  function narrow() {
+    return window.matchMedia("(max-width: 600px)").matches;
   }
 
-  // The x range the user zoomed to, when the chart is redrawn for the same series and
-  // window (the minute refresh): kept instead of reset to the whole window.
-  function keptZoom(doc) {
-    var u = state.plot;
-    if (!u || state.drawnFor !== doc.series + "|" + doc.window_seconds) return null;
+  function chartWidth(node) {
+    return Math.max(200, node.clientWidth || node.parentNode.clientWidth - 20);
+  }
+
+  var HEIGHTS = { chart: [380, 260], "error-chart": [160, 130], replicas: [160, 130] };
+  function chartHeight(id) {
+    return HEIGHTS[id][narrow() ? 1 : 0];
+  }
+
+  // Time-axis ticks at least 70 px apart: at uPlot's 50, "12:00am" labels ran together.
+  var TIME_AXIS = { space: 70 };
+
+  function valueAxis(unit, extra) {
+    var axis = { label: narrow() ? null : unit || "value", size: 70, values: ticks };
+    Object.keys(extra || {}).forEach(function (k) { axis[k] = extra[k]; });
+    return axis;
+  }
+
+  // -- zoom and pan ----------------------------------------------------------------------
+  // Besides uPlot's drag and double-click, each chart takes keyboard focus (arrows pan,
+  // + and - zoom about the middle, Home and End go to either end, 0 or Escape show it
+  // all), a pinch zooms and a sideways swipe pans on a touch screen, and a "Reset zoom"
+  // button shows while zoomed. The range stays inside the data, a few steps at least.
+  function extent(u) {
     var xs = u.data[0];
-    if (!xs.length) return null;
-    var min = u.scales.x.min, max = u.scales.x.max;
-    var zoomed = min > xs[0] + 1e-6 || max < xs[xs.length - 1] - 1e-6;
-    return zoomed ? { min: min, max: max } : null;
+    return xs.length ? [xs[0], xs[xs.length - 1]] : null;
+  }
+
+  function isZoomed(u) {
+    var ext = extent(u);
+    return !!ext && (u.scales.x.min > ext[0] + 1e-6 || u.scales.x.max < ext[1] - 1e-6);
+  }
+
+  function setRange(u, min, max) {
+    var ext = extent(u);
+    if (!ext || !(max > min)) return;
+    var minSpan = 4 * ((state.data && state.data.step_seconds) || 60);
+    var span = Math.min(Math.max(max - min, minSpan), ext[1] - ext[0]);
+    var lo = (min + max) / 2 - span / 2;
+    lo = Math.max(ext[0], Math.min(lo, ext[1] - span));
+    u.setScale("x", { min: lo, max: lo + span });
+  }
+
+  function resetZoom(u) {
+    var ext = extent(u);
+    if (ext) u.setScale("x", { min: ext[0], max: ext[1] });
+  }
+
+  // A line switched off in the legend stays off when the chart is redrawn (the minute
+  // refresh, another window or series): `hidden` is applied to the new chart's series
+  // and this setSeries hook keeps it up to date.
+  function keepHidden(id, series) {
+    series.forEach(function (s, i) { if (i > 0 && state.hidden[id][i]) s.show = false; });
+    return function (u, i, opts) {
+      if (i > 0 && opts && opts.show !== undefined) state.hidden[id][i] = !opts.show;
+    };
+  }
+
+  // Legend entries hide or show their line on a click: make them buttons a keyboard
+  // reaches too (Tab, then Enter or Space), saying whether the line is shown.
+  function legendButtons(u) {
+    var rows = u.root.querySelectorAll(".u-legend .u-series");
+    Array.prototype.forEach.call(rows, function (row, i) {
+      var label = row.querySelector("th");
+      if (i === 0 || !label) return;  // the time row toggles nothing
+      label.tabIndex = 0;
+      label.setAttribute("role", "button");
+      label.setAttribute("aria-pressed", String(!!u.series[i].show));
+      label.addEventListener("keydown", function (ev) {
+        if (ev.key !== "Enter" && ev.key !== " ") return;
+        ev.preventDefault();
+        ev.stopPropagation();
+        label.click();
+      });
+    });
+  }
+
+  function pressedState(u, i, opts) {
+    if (i > 0 && opts && opts.show !== undefined) {
+      var label = u.root.querySelectorAll(".u-legend .u-series")[i];
+      label = label && label.querySelector("th");
+      if (label) label.setAttribute("aria-pressed", String(!!opts.show));
+    }
+  }
+
+  // The error chart shows the time range the main chart is zoomed to (its own whole
+  // range when that one is not zoomed): two stacked time axes showing different hours
+  // misled. A setScale hook of the main chart; the error chart's own zoom stays its own.
+  function follow(u, key) {
+    var e = state.errorPlot;
+    if (!e || u !== state.plot || (key !== undefined && key !== "x")) return;
+    if (isZoomed(u)) e.setScale("x", { min: u.scales.x.min, max: u.scales.x.max });
+    else resetZoom(e);
+  }
+
+  // shows the chart's "Reset zoom" button while it is zoomed (a uPlot setScale hook)
+  function showReset(id) {
+    return function (u, key) {
+      if (key === undefined || key === "x") el(id + "-reset").hidden = !isZoomed(u);
+    };
+  }
+
+  function zoomable(id, plotKey) {
+    var node = el(id);
+    var plot = function () {
+      var u = state[plotKey];
+      return u && extent(u) ? u : null;
+    };
+    node.addEventListener("keydown", function (ev) {
+      var u = plot();
+      if (!u || ev.altKey || ev.ctrlKey || ev.metaKey) return;
+      var min = u.scales.x.min, max = u.scales.x.max, span = max - min;
+      var ext = extent(u);
+      var shift = span * (ev.shiftKey ? 0.5 : 0.1);
+      switch (ev.key) {
+        case "ArrowLeft": setRange(u, min - shift, max - shift); break;
+        case "ArrowRight": setRange(u, min + shift, max + shift); break;
+        case "+": case "=": setRange(u, min + span / 4, max - span / 4); break;
+        case "-": case "_": setRange(u, min - span / 2, max + span / 2); break;
+        case "Home": setRange(u, ext[0], ext[0] + span); break;
+        case "End": setRange(u, ext[1] - span, ext[1]); break;
+        case "0": case "Escape": resetZoom(u); break;
+        default: return;
+      }
+      ev.preventDefault();
+    });
+    el(id + "-reset").addEventListener("click", function () {
+      var u = plot();
+      if (u) resetZoom(u);
+      node.focus();  // the button hides itself: keep the focus on the chart it reset
+    });
+    // touch: the gesture's start (scale and finger positions) is the reference for
+    // each move, and is taken again whenever a finger is added or lifted
+    var touch = null;
+    var begin = function (ev) {
+      var u = plot();
+      touch = u && ev.touches.length ? {
+        left: u.over.getBoundingClientRect().left, width: u.over.clientWidth,
+        min: u.scales.x.min, max: u.scales.x.max,
+        xs: Array.prototype.map.call(ev.touches, function (t) { return t.clientX; }),
+      } : null;
+    };
+    node.addEventListener("touchstart", begin, { passive: true });
+    node.addEventListener("touchend", begin, { passive: true });
+    node.addEventListener("touchcancel", begin, { passive: true });
+    node.addEventListener("touchmove", function (ev) {
+      var u = plot();
+      if (!u || !touch || touch.width <= 0) return;
+      var xs = Array.prototype.map.call(ev.touches, function (t) { return t.clientX; });
+      var span0 = touch.max - touch.min;
+      if (xs.length === 2 && touch.xs.length === 2) {
+        var d0 = Math.abs(touch.xs[0] - touch.xs[1]), d1 = Math.abs(xs[0] - xs[1]);
+        if (d0 < 10 || d1 < 10) return;
+        // the time under the fingers' midpoint stays under it
+        var at = touch.min + ((touch.xs[0] + touch.xs[1]) / 2 - touch.left) / touch.width * span0;
+        var span = span0 * d0 / d1;
+        var min = at - ((xs[0] + xs[1]) / 2 - touch.left) / touch.width * span;
+        setRange(u, min, min + span);
+      } else if (xs.length === 1 && touch.xs.length === 1) {
+        var dt = (touch.xs[0] - xs[0]) / touch.width * span0;
+        setRange(u, touch.min + dt, touch.max + dt);
+      } else {
+        return;
+      }
+      if (ev.cancelable) ev.preventDefault();
+    }, { passive: false });
+  }
+
+  // The x range the user zoomed to, when a chart is redrawn for the same series and
+  // window (the minute refresh): kept instead of reset to the whole window.
+  function keptZoom(u, same) {
+    return u && same && isZoomed(u) ? { min: u.scales.x.min, max: u.scales.x.max } : null;
   }
 
   // How much earlier an "earlier" forecast was made: the newest one made at least an
@@ -249,31 +419,49 @@
     var node = el("chart");
     var opts = {
       width: chartWidth(node),
-      height: 380,
+      height: chartHeight("chart"),
       scales: { x: { time: true } },
       tzDate: utc,
       series: series,
       bands: [{ series: [4, 3], fill: "rgba(224, 123, 0, 0.16)" }],
-      axes: [{}, { label: doc.unit || "value", size: 70, values: ticks }],
+      axes: [TIME_AXIS, valueAxis(doc.unit)],
       cursor: { drag: { x: true, y: false }, focus: { prox: 16 } },
       legend: { live: true },
-      hooks: { draw: [overlays(doc)] },
+      hooks: { draw: [overlays(doc)], setScale: [showReset("chart"), follow], setSeries: [keepHidden("chart", series), pressedState] },
     };
-    var zoom = keptZoom(doc);
+    var same = state.drawnFor === doc.series + "|" + doc.window_seconds;
+    var zoom = keptZoom(state.plot, same);
     if (state.plot) state.plot.destroy();
     node.textContent = "";
     state.plot = new uPlot(opts, data, node);
     state.drawnFor = doc.series + "|" + doc.window_seconds;
     if (zoom) state.plot.setScale("x", zoom);
+    showReset("chart")(state.plot);
+    legendButtons(state.plot);
+    if (!a.xs.length) {
+      // nothing at all to draw: say why over the empty plot, not a blank box
+      var why = doc.last_observation === null || doc.last_observation === undefined
+        ? "no observations stored yet"
+        : "no observations in this window (the newest is from " + when(doc.last_observation) + ")";
+      node.appendChild(text("p", "Nothing to draw: " + why +
+        (fc ? "" : " and no forecast published yet") + ".", "chart-empty"));
+    }
     var drawnPoints = a.actual.filter(function (v) { return v !== null; }).length;
     node.dataset.drawn = drawnPoints > 0 ? "true" : "false";
     node.dataset.points = String(drawnPoints);
-    el("chart-title").textContent =
-      doc.series + ": predicted vs actual" + (doc.unit ? " (" + doc.unit + ")" : "");
-    drawError(doc, a);
+    var title = el("chart-title");
+    title.textContent = "";
+    // a member's long name wraps between its labels (after "{" and ","), not mid-word
+    doc.series.split(/([{,])/).forEach(function (part) {
+      title.appendChild(document.createTextNode(part));
+      if (part === "{" || part === ",") title.appendChild(document.createElement("wbr"));
+    });
+    title.appendChild(document.createTextNode(
+      ": predicted vs actual" + (doc.unit ? " (" + doc.unit + ")" : "")));
+    drawError(doc, a, same);
   }
 
-  function drawError(doc, a) {
+  function drawError(doc, a, same) {
     var node = el("error-chart");
     el("error-title").textContent = "Error of the forecast made " +
       madeEarlier(a.h1Doc, "an hour", 3600, doc.now) + " earlier";
@@ -284,24 +472,31 @@
         err.push(a.actual[i] - a.h1[i]);
       }
     });
+    var zoom = keptZoom(state.errorPlot, same);
     if (state.errorPlot) { state.errorPlot.destroy(); state.errorPlot = null; }
     node.textContent = "";
+    el("error-chart-reset").hidden = true;
     if (!xs.length) {
       node.appendChild(text("p", "no forecast from an hour earlier overlaps the actuals yet", "muted"));
       return;
     }
     var unit = doc.unit ? " " + doc.unit : "";
+    var series = [
+      { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
+      { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, gaps: observationGaps(doc.step_seconds), value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
+    ];
     state.errorPlot = new uPlot({
       width: chartWidth(node),
-      height: 160,
+      height: chartHeight("error-chart"),
       scales: { x: { time: true } },
       tzDate: utc,
-      series: [
-        { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
-        { label: "error", stroke: "#7b3fbf", fill: "rgba(123, 63, 191, 0.12)", width: 1, gaps: observationGaps(doc.step_seconds), value: function (u, v) { return v === null ? "–" : fmt(v) + unit; } },
-      ],
-      axes: [{}, { label: doc.unit || "value", size: 70, values: ticks }],
+      series: series,
+      axes: [TIME_AXIS, valueAxis(doc.unit)],
+      hooks: { setScale: [showReset("error-chart")], setSeries: [keepHidden("error-chart", series), pressedState] },
     }, [xs, err], node);
+    if (state.plot && isZoomed(state.plot)) follow(state.plot);
+    else if (zoom) state.errorPlot.setScale("x", zoom);
+    legendButtons(state.errorPlot);
   }
 
   // -- panels --------------------------------------------------------------------------
@@ -314,7 +509,10 @@
     return dl;
   }
 
-  function table(head, rows, numericFrom) {
+  // `stack`: on a narrow screen each row becomes a block of "column: value" lines
+  // (dashboard.css), so a long reason is not squeezed into a column of letters. The
+  // roles keep it a table for screen readers, which drop them for display: block.
+  function table(head, rows, numericFrom, stack) {
     var t = document.createElement("table");
     var tr = document.createElement("tr");
     head.forEach(function (h, i) { tr.appendChild(text("th", h, i >= numericFrom ? "num" : "")); });
@@ -326,17 +524,27 @@
       var r = document.createElement("tr");
       if (row.cls) r.className = row.cls;
       row.cells.forEach(function (c, i) {
+        var td;
         if (c instanceof Node) {
-          var td = document.createElement("td");
+          td = document.createElement("td");
           td.appendChild(c);
-          r.appendChild(td);
         } else {
-          r.appendChild(text("td", c, i >= numericFrom ? "num" : ""));
+          td = text("td", c, i >= numericFrom ? "num" : "");
         }
+        if (stack) td.dataset.label = head[i];
+        r.appendChild(td);
       });
       body.appendChild(r);
     });
     t.appendChild(body);
+    if (stack) {
+      t.className = "stack";
+      t.setAttribute("role", "table");
+      [thead, body].forEach(function (g) { g.setAttribute("role", "rowgroup"); });
+      Array.prototype.forEach.call(t.querySelectorAll("tr"), function (row) { row.setAttribute("role", "row"); });
+      Array.prototype.forEach.call(t.querySelectorAll("th"), function (c) { c.setAttribute("role", "columnheader"); });
+      Array.prototype.forEach.call(t.querySelectorAll("td"), function (c) { c.setAttribute("role", "cell"); });
+    }
     return t;
   }
 
@@ -344,6 +552,24 @@
     var target = el(id);
     target.textContent = "";
     target.appendChild(node);
+  }
+
+  // The backtest's metric keys as the table heads them, with what each measures (the
+  // head's tooltip, from docs/EVALUATION.md) and how its values are written.
+  var METRICS = {
+    mase: ["MASE", "mean absolute scaled error: MAE over the horizon / in-sample MAE of the daily seasonal naive forecast, averaged over origins; below 1 beats that baseline"],
+    mase_median: ["MASE median", "median of the per-origin MASE"],
+    mase_trimmed: ["MASE trimmed", "mean per-origin MASE without the worst 20% of origins"],
+    smape: ["sMAPE %", "symmetric mean absolute percentage error", function (v) { return fmt(v, 1); }],
+    coverage: ["coverage", "share of actuals inside the forecast's interval (a 90% interval should cover 85-95%)",
+      function (v) { return v === null || v === undefined || !isFinite(v) ? "–" : fmt(v * 100, 0) + "%"; }],
+    width: ["band width", "mean interval width / mean actual", function (v) { return fmt(v, 2); }],
+    mae: ["MAE", "mean absolute error, in the series' unit", function (v) { return fmt(v); }],
+  };
+
+  function metricCell(m, v) {
+    var meta = METRICS[m];
+    return meta && meta[2] ? meta[2](v) : fmt(v, 3);
   }
 
   function panels(doc) {
@@ -374,18 +600,27 @@
         var a = latest.scores[x].mase, b = latest.scores[y].mase;
         return (a === null || a === undefined ? Infinity : a) - (b === null || b === undefined ? Infinity : b);
       });
-      fill("backtest", table(
-        ["estimator"].concat(metrics),
+      var scores = table(
+        ["estimator"].concat(metrics.map(function (m) { return METRICS[m] ? METRICS[m][0] : m; })),
         names.map(function (est) {
           return {
             cls: est === latest.estimator ? "chosen" : "",
             cells: [est + (est === latest.estimator ? " (chosen)" : "")].concat(
-              metrics.map(function (m) { return fmt(latest.scores[est][m], 3); })
+              metrics.map(function (m) { return metricCell(m, latest.scores[est][m]); })
             ),
           };
         }),
         1
-      ));
+      );
+      Array.prototype.forEach.call(scores.querySelectorAll("th"), function (th, i) {
+        if (i > 0) th.title = METRICS[metrics[i - 1]] ? METRICS[metrics[i - 1]][1] : metrics[i - 1];
+      });
+      // wider than its panel (seven metrics on a phone): it scrolls sideways on its own,
+      // under an estimator column that stays put (dashboard.css)
+      var scroller = document.createElement("div");
+      scroller.className = "table-scroll";
+      scroller.appendChild(scores);
+      fill("backtest", scroller);
     } else {
       fill("backtest", text("p", "no training recorded", "muted"));
     }
@@ -402,7 +637,8 @@
             ],
           };
         }),
-        99
+        99,
+        true
       ));
     } else {
       fill("trainings", text("p", "none", "muted"));
@@ -415,7 +651,8 @@
           var end = ev.end ? when(ev.end) + (ev.closed_reason ? " (" + ev.closed_reason + ")" : "") : "open";
           return { cls: "", cells: [when(ev.start), end, ev.direction || "–", fmt(ev.score, 2)] };
         }),
-        3
+        3,
+        true
       ));
     } else {
       fill("events", text("p", "none in this window", "muted"));
@@ -439,14 +676,14 @@
     node.appendChild(chart);
     state.replicaPlot = new uPlot({
       width: chartWidth(node),
-      height: 160,
+      height: chartHeight("replicas"),
       scales: { x: { time: true } },
       tzDate: utc,
       series: [
         { label: "time (UTC)", value: function (u, v) { return v === null ? "–" : when(v); } },
         { label: "replicas", stroke: "#1f5fbf", width: 2, paths: uPlot.paths.stepped({ align: 1 }) },
       ],
-      axes: [{}, { size: 40 }],
+      axes: [TIME_AXIS, { size: 40 }],
     }, [plan.t, plan.replicas], chart);
   }
 
@@ -470,9 +707,11 @@
     return getJSON(url).then(function (doc) {
       if (ticket !== state.requests) return;
       state.data = doc;
+      document.title = doc.series + " · forecaster";  // tell several open tabs apart
       draw(doc);
       panels(doc);
-      setStatus(summary(doc), doc.actual.t.length === 0 || doc.stale);
+      var said = summary(doc);
+      setStatus(said.text, doc.actual.t.length === 0 || doc.stale, said.spoken);
     }).catch(function (err) {
       if (ticket === state.requests) setStatus(err.message, true);
     });
@@ -480,6 +719,7 @@
 
   function summary(doc) {
     var parts = ["updated " + clock(), doc.actual.t.length + " observations"];
+    var volatile = parts.length;
     if (doc.actual.t.length === 0) {
       parts.push(doc.last_observation === null
         ? "none stored yet"
@@ -492,7 +732,11 @@
       parts.push("the forecast is stale (made " + when(doc.forecast.generated_at) +
         "): the publish job is not keeping up");
     }
-    return parts.join(" · ");
+    var warnings = parts.slice(volatile);
+    return {
+      text: parts.join(" · "),
+      spoken: doc.series + ": " + (warnings.length ? warnings.join("; ") : "up to date"),
+    };
   }
 
   // A window from a shared link that the menu does not offer becomes an option of its
@@ -509,26 +753,121 @@
     select.value = value;
   }
 
+  // -- series menu -----------------------------------------------------------------------
+  // The members of a split_by family are named family{label="value",...}: hundreds of
+  // long names alike up to the menu's width. The menu groups a family's members under
+  // its name and shows each by the labels that differ between them (the whole name is
+  // the option's title, the menu's title and the chart's heading); with many series a
+  // filter box narrows the menu.
+  var FILTER_FROM = 20;
+  var catalogue = [];
+
+  function optionText(s, varying) {
+    var keys = Object.keys(s.labels || {}).sort();
+    if (!keys.length) return s.name + (s.unit ? " (" + s.unit + ")" : "");
+    var shown = keys.filter(function (k) { return varying[k]; });
+    return (shown.length ? shown : keys).map(function (k) { return k + "=" + s.labels[k]; }).join(" · ");
+  }
+
+  // per family: which label keys take more than one value among its members (a key
+  // some members lack counts as differing)
+  function varyingLabels(series) {
+    var fams = {};
+    series.forEach(function (s) {
+      var f = fams[s.family] = fams[s.family] || { size: 0, keys: {} };
+      f.size++;
+      Object.keys(s.labels || {}).forEach(function (k) {
+        var key = f.keys[k] = f.keys[k] || { count: 0, values: {} };
+        key.count++;
+        key.values[s.labels[k]] = true;
+      });
+    });
+    var out = {};
+    Object.keys(fams).forEach(function (name) {
+      var f = fams[name];
+      out[name] = {};
+      Object.keys(f.keys).forEach(function (k) {
+        out[name][k] = f.keys[k].count < f.size || Object.keys(f.keys[k].values).length > 1;
+      });
+    });
+    return out;
+  }
+
+  function filterTerms() {
+    return el("series-filter").value.toLowerCase().split(/\s+/).filter(Boolean);
+  }
+
+  function matches(s, terms) {
+    var name = s.name.toLowerCase();
+    return terms.every(function (t) { return name.indexOf(t) >= 0; });
+  }
+
+  // Fills the menu with the series matching the filter, plus the one shown (so the menu
+  // never names a series other than the one on screen); keeps that one selected.
+  function renderMenu() {
+    var select = el("series");
+    var current = select.value || select.dataset.current || "";
+    var terms = filterTerms();
+    var varying = varyingLabels(catalogue);
+    var shown = catalogue.filter(function (s) { return s.name === current || matches(s, terms); });
+    var families = {};
+    shown.forEach(function (s) {
+      if (!Object.keys(s.labels || {}).length) return;
+      (families[s.family] = families[s.family] || []).push(s);
+    });
+    select.textContent = "";
+    var groups = {};
+    shown.forEach(function (s) {
+      var opt = document.createElement("option");
+      opt.value = s.name;
+      opt.title = s.name;
+      opt.textContent = optionText(s, varying[s.family] || {});
+      var members = families[s.family];
+      if (!members) { select.appendChild(opt); return; }
+      if (!groups[s.family]) {
+        var units = members.map(function (m) { return m.unit; }).filter(function (u, i, a) { return a.indexOf(u) === i; });
+        var total = catalogue.filter(function (m) { return m.family === s.family; }).length;
+        groups[s.family] = document.createElement("optgroup");
+        groups[s.family].label = s.family + (units.length === 1 && units[0] ? " (" + units[0] + ")" : "") +
+          " · " + total + " series";
+        select.appendChild(groups[s.family]);
+      }
+      groups[s.family].appendChild(opt);
+    });
+    if (current) select.value = current;
+    select.title = select.value;
+    var box = el("series-filter-box");
+    box.hidden = catalogue.length < FILTER_FROM && !terms.length;
+    var hits = terms.length ? catalogue.filter(function (s) { return matches(s, terms); }).length : null;
+    el("series-count").textContent = hits === null ? catalogue.length + " series"
+      : hits ? hits + " of " + catalogue.length + " match" : "none of " + catalogue.length + " match";
+  }
+
+  function firstMatch() {
+    var terms = filterTerms();
+    var current = el("series").value;
+    var hits = catalogue.filter(function (s) { return matches(s, terms); });
+    if (!hits.length || hits.some(function (s) { return s.name === current; })) return null;
+    return hits[0].name;
+  }
+
   function start() {
     var wanted = params();
     if (wanted.get("window")) chooseWindow(wanted.get("window"));
     return getJSON("v1/series").then(function (series) {
+      catalogue = series;
       var select = el("series");
-      select.textContent = "";
-      series.forEach(function (s) {
-        var opt = document.createElement("option");
-        opt.value = s.name;
-        opt.textContent = s.name + (s.unit ? " (" + s.unit + ")" : "");
-        select.appendChild(opt);
-      });
       if (!series.length) {
+        renderMenu();
         setStatus("no series yet: run the ingest job (forecaster ingest) first", true);
         return;
       }
       var pick = wanted.get("series");
       var withForecast = series.filter(function (s) { return s.champion; })[0];
-      select.value = pick && series.some(function (s) { return s.name === pick; })
+      select.dataset.current = pick && series.some(function (s) { return s.name === pick; })
         ? pick : (withForecast || series[0]).name;
+      select.textContent = "";
+      renderMenu();
       return load();
     }).catch(function (err) {
       setStatus(err.message, true);
@@ -537,12 +876,45 @@
 
   // The minute refresh. An empty menu means the series list never loaded (the API was
   // unreachable or refused when the page opened, or the store had no series yet): ask
-  // for it again instead of waiting for a reload of the page.
+  // for it again instead of waiting for a reload of the page. Otherwise the list is
+  // read again too, so series that appeared since (new split_by members) are offered;
+  // the menu is rebuilt only when the list changed (not under an open menu each minute).
+  // Both requests go out at once; the data's does not wait for the list.
   function refresh() {
-    return el("series").options.length ? load() : start();
+    if (!el("series").options.length) return start();
+    var list = getJSON("v1/series").then(function (series) {
+      var names = function (list) { return list.map(function (s) { return s.name; }).join("\n"); };
+      var current = el("series").value;
+      var shown = catalogue.filter(function (s) { return s.name === current; })[0];
+      // the series on screen stays offered even if the list no longer has it
+      if (shown && !series.some(function (s) { return s.name === current; })) series = series.concat([shown]);
+      if (names(series) !== names(catalogue)) {
+        catalogue = series;
+        renderMenu();
+      }
+    }, function () { /* load() reports the API's state */ });
+    return Promise.all([list, load()]);
   }
 
-  el("series").addEventListener("change", load);
+  zoomable("chart", "plot");
+  zoomable("error-chart", "errorPlot");
+  el("series").addEventListener("change", function () {
+    el("series").title = el("series").value;
+    el("series").dataset.current = el("series").value;
+    load();
+  });
+  el("series-filter").addEventListener("input", renderMenu);
+  el("series-filter").addEventListener("keydown", function (ev) {
+    if (ev.key !== "Enter") return;
+    ev.preventDefault();
+    var name = firstMatch();
+    if (!name) return;
+    el("series").dataset.current = name;
+    renderMenu();
+    el("series").value = name;
+    el("series").title = name;
+    load();
+  });
   el("window").addEventListener("change", load);
   el("token-form").addEventListener("submit", function (ev) {
     ev.preventDefault();
@@ -551,9 +923,9 @@
     start();
   });
   window.addEventListener("resize", function () {
-    [[state.plot, "chart", 380], [state.errorPlot, "error-chart", 160],
-      [state.replicaPlot, "replicas", 160]].forEach(function (p) {
-      if (p[0]) p[0].setSize({ width: chartWidth(el(p[1])), height: p[2] });
+    [[state.plot, "chart"], [state.errorPlot, "error-chart"],
+      [state.replicaPlot, "replicas"]].forEach(function (p) {
+      if (p[0]) p[0].setSize({ width: chartWidth(el(p[1])), height: chartHeight(p[1]) });
     });
   });
   state.reload = refresh;
