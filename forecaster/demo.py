@@ -91,9 +91,18 @@ def run_demo(*, port: int = 8000, serve: bool = True, scaler_port: int = 50051) 
     # action that killed this process before the finally below, and the scheduler it
     # started ran on, orphaned
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # a closed terminal: the scheduler, in a session of its own (below), does not get
+    # the hangup, so the demo stops it as on SIGTERM instead of dying and orphaning it
+    signal.signal(signal.SIGHUP, _exit_on_sigterm)
     env = {**os.environ, "FORECASTER_PIPELINES": str(spec_path)}
-    scheduler = subprocess.Popen([sys.executable, "-m", "forecaster", "scheduler"], env=env)
+    # a session of its own: Ctrl-C signals the terminal's whole process group, and the
+    # scheduler took the demo's SIGTERM after that SIGINT for a second signal and
+    # exited at once, without its running jobs' grace period; it stops on the demo's
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "forecaster", "scheduler"], env=env, start_new_session=True
+    )
     from forecaster.scaler.server import start_scaler
+    from forecaster.scheduler import SHUTDOWN_GRACE_SECONDS
 
     scaler = start_scaler(settings, host="127.0.0.1", port=scaler_port)
     _say(
@@ -112,7 +121,7 @@ def run_demo(*, port: int = 8000, serve: bool = True, scaler_port: int = 50051) 
         scaler.stop()
         scheduler.terminate()
         try:
-            scheduler.wait(timeout=10)
+            scheduler.wait(timeout=SHUTDOWN_GRACE_SECONDS + 5)
         except subprocess.TimeoutExpired:
             scheduler.kill()
 

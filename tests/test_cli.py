@@ -219,9 +219,19 @@ def test_the_demo_without_serving_ingests_trains_and_publishes(tmp_path: Path) -
     assert "3 series: 3 fine, 0 need attention" in status.stdout
 
 
-def test_sigterm_stops_the_demo_and_the_scheduler_it_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("to_group", "signum"),
+    [(False, "SIGTERM"), (True, "SIGINT"), (True, "SIGHUP")],
+    ids=["sigterm", "ctrl-c", "terminal-closed"],
+)
+def test_sigterm_stops_the_demo_and_the_scheduler_it_started(
+    tmp_path: Path, to_group: bool, signum: str
+) -> None:
     """uvicorn re-raises the SIGTERM it stopped on: the default action killed the demo
-    before its cleanup, and the scheduler it had started ran on, orphaned."""
+    before its cleanup, and the scheduler it had started ran on, orphaned. Ctrl-C in a
+    terminal signals the whole process group: the scheduler got SIGINT from it and then
+    the demo's SIGTERM, which it took for a second signal and exited at once, without
+    the grace period its running jobs get. A closed terminal (SIGHUP) stops both too."""
     import os
     import re
     import signal
@@ -236,6 +246,7 @@ def test_sigterm_stops_the_demo_and_the_scheduler_it_started(tmp_path: Path) -> 
         demo = subprocess.Popen(
             [sys.executable, "-m", "forecaster", "demo", *ports],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a terminal's job
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
@@ -244,10 +255,16 @@ def test_sigterm_stops_the_demo_and_the_scheduler_it_started(tmp_path: Path) -> 
             time.sleep(0.5)
         scheduler_pid = int(found.group(1))
         time.sleep(2)  # serving
-        demo.send_signal(signal.SIGTERM)
+        if to_group:  # as a terminal signals its foreground job
+            os.killpg(demo.pid, getattr(signal, signum))
+        else:
+            demo.send_signal(getattr(signal, signum))
         assert demo.wait(timeout=60) == 0, log.read_text()
         with pytest.raises(ProcessLookupError):  # stopped and reaped by the demo
             os.kill(scheduler_pid, 0)
+        said = log.read_text()
+        assert "stopping on SIGTERM" in said  # from the demo, once
+        assert "second SIG" not in said and "stopping on SIGINT" not in said
     finally:
         if demo.poll() is None:
             demo.kill()
