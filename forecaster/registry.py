@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from forecaster.errors import RegistryError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from forecaster.config import MlflowSettings
@@ -118,8 +121,6 @@ class Registry:
     def client(self) -> Any:
         """The lazily created ``mlflow.MlflowClient``."""
         if self._client is None:
-            import logging
-
             from mlflow import MlflowClient
 
             for name in ("mlflow", "alembic"):
@@ -163,14 +164,26 @@ class Registry:
 
             def get_or_create() -> str:
                 exp = self.client.get_experiment_by_name(self.settings.experiment)
-                if exp is not None:
-                    return str(exp.experiment_id)
                 location = None
                 loc = self.settings.artifact_location
                 if loc is None and not self.remote:
                     loc = "models/artifacts"
                 if loc:
                     location = loc if "://" in loc else Path(loc).resolve().as_uri()
+                if exp is not None:
+                    asked = self.settings.artifact_location
+                    if asked and location != exp.artifact_location:
+                        # MLflow fixes an experiment's artifact location when it is
+                        # created; a changed setting was silently ignored
+                        log.warning(
+                            "FORECASTER_MLFLOW__ARTIFACT_LOCATION=%s is not used: experiment "
+                            "%r keeps its artifacts at %s (set when it was created); to "
+                            "change it, name a new experiment (FORECASTER_MLFLOW__EXPERIMENT)",
+                            asked,
+                            self.settings.experiment,
+                            exp.artifact_location,
+                        )
+                    return str(exp.experiment_id)
                 return str(
                     self.client.create_experiment(
                         self.settings.experiment, artifact_location=location

@@ -215,3 +215,25 @@ def test_every_accepted_prefix_registers_the_longest_names(make_settings: Any, p
         version = registry.register(series, run_id)
         registry.set_alias(series, CHAMPION, version.version)
         assert version.model.startswith(f"{prefix}.") and len(version.model) <= 256
+
+
+def test_a_changed_artifact_location_for_an_existing_experiment_is_warned_about(
+    make_settings: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MLflow keeps the artifact location an experiment was created with; changing the
+    setting afterwards was silently ignored (artifacts kept going to the old place)."""
+    import logging
+
+    first = Registry(make_settings().mlflow)
+    first.experiment_id()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="forecaster.registry"):
+        Registry(make_settings().mlflow).experiment_id()  # the same: nothing to say
+        assert not caplog.records
+        moved = make_settings(mlflow={"artifact_location": str(tmp_path / "elsewhere")}).mlflow
+        Registry(moved).experiment_id()
+    [record] = caplog.records
+    said = record.getMessage()
+    assert f"ARTIFACT_LOCATION={tmp_path / 'elsewhere'} is not used" in said
+    assert (tmp_path / "artifacts").resolve().as_uri() in said
+    assert "FORECASTER_MLFLOW__EXPERIMENT" in said
