@@ -119,7 +119,8 @@ def train(
         typer.secho(
             f"MLflow failed for {len(unregistered)} series ({', '.join(unregistered)}): "
             "their trainings are recorded in the store only and their champions did not "
-            "change; check FORECASTER_MLFLOW__TRACKING_URI and train again",
+            "change; check FORECASTER_MLFLOW__TRACKING_URI (or, for a file error, "
+            "FORECASTER_MLFLOW__ARTIFACT_LOCATION) and train again",
             err=True,
             fg=typer.colors.RED,
         )

@@ -9,6 +9,7 @@ Aliases move only through :func:`forecaster.evaluation_gate.gate` decisions.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -344,6 +345,13 @@ class Registry:
         return document
 
 
+#: Local file errors a retry cannot fix (a read-only or full artifact folder, no
+#: permission): retried with backoff, they only delayed the same error by seconds.
+_PERMANENT_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
 def _is_permanent(exc: Exception) -> bool:
+    if isinstance(exc, OSError) and exc.errno in _PERMANENT_ERRNOS:
+        return True
     code = str(getattr(exc, "error_code", ""))
     return code in {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"}

@@ -237,3 +237,30 @@ def test_a_changed_artifact_location_for_an_existing_experiment_is_warned_about(
     assert f"ARTIFACT_LOCATION={tmp_path / 'elsewhere'} is not used" in said
     assert (tmp_path / "artifacts").resolve().as_uri() in said
     assert "FORECASTER_MLFLOW__EXPERIMENT" in said
+
+
+@pytest.mark.parametrize("code", ["EROFS", "ENOSPC", "EACCES"])
+def test_a_file_error_a_retry_cannot_fix_is_not_retried(make_settings: Any, code: str) -> None:
+    """A read-only or full artifact folder was retried with backoff (seconds lost per
+    series) before the same error."""
+    import errno
+
+    registry = Registry(make_settings(mlflow={"max_retries": 3}).mlflow)
+    calls: list[int] = []
+
+    def fail() -> None:
+        calls.append(1)
+        raise OSError(getattr(errno, code), "cannot write", "/models/artifacts/x")
+
+    with pytest.raises(RegistryError, match="cannot write"):
+        registry._call("log the run", fail)
+    assert len(calls) == 1
+
+    def flaky() -> str:  # a passing network error is still retried
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("reset")
+        return "ok"
+
+    calls.clear()
+    assert registry._call("log the run", flaky) == "ok" and len(calls) == 3
