@@ -39,6 +39,9 @@ class SeriesStatus:
     forecast_made: datetime | None
     problem: str
     checked_at: datetime
+    #: The latest training: when, which estimator, promoted or not and why, and its
+    #: flags (e.g. a cold start); None when the series was never trained.
+    last_training: dict[str, object] | None = None
 
     def to_json(self) -> dict[str, object]:
         """The row for ``--json``: ISO 8601 times, and their ages in whole seconds."""
@@ -52,6 +55,7 @@ class SeriesStatus:
             "forecast_made": _iso(self.forecast_made),
             "forecast_age_seconds": _age_seconds(self.forecast_made, self.checked_at),
             "problem": self.problem,
+            "last_training": self.last_training,
         }
 
 
@@ -80,6 +84,34 @@ def _iso(then: datetime | None) -> str | None:
 
 def _age_seconds(then: datetime | None, now: datetime) -> int | None:
     return None if then is None else _seconds_ago(then, now)
+
+
+def _last_training(ctx: JobContext, name: str) -> dict[str, object] | None:
+    """The latest training of ``name`` (a refused candidate or a cold start was only in
+    ``train``'s output and the dashboard), or None."""
+    rows = ctx.store.trainings(name, limit=1)
+    if not rows:
+        return None
+    row = rows[0]
+    flags = (row.get("metrics") or {}).get("flags") or []
+    return {
+        "at": _iso(row["trained_at"]),
+        "estimator": row["estimator"],
+        "promoted": bool(row["promoted"]),
+        "reason": row["reason"],
+        "flags": [str(f) for f in flags] if isinstance(flags, list) else [str(flags)],
+    }
+
+
+def _describe_training(training: dict[str, object] | None, now: datetime) -> str:
+    if training is None:
+        return "-"
+    at = training["at"]
+    when = _since(datetime.fromisoformat(at), now) if isinstance(at, str) else "?"
+    verdict = "promoted" if training["promoted"] else "not promoted"
+    flags = training.get("flags") or []
+    noted = f" [{'; '.join(str(f) for f in flags)}]" if isinstance(flags, list) and flags else ""
+    return f"{training['estimator']}, {verdict} {when} ago: {training['reason']}{noted}"
 
 
 def _untrained_problem(ctx: JobContext, name: str) -> str:
@@ -177,6 +209,7 @@ def collect(
                     forecast_made=None if made is None else made[0],
                     problem=problem,
                     checked_at=now,
+                    last_training=_last_training(ctx, name),
                 )
             )
     return out
@@ -216,6 +249,10 @@ def status_command(
             typer.echo(f"  last observation  {_age(row.last_observation, row.checked_at)}")
             typer.echo(f"  champion          {row.champion or '-'}")
             typer.echo(f"  forecast made     {_age(row.forecast_made, row.checked_at)}")
+            if row.last_training is not None:
+                typer.echo(
+                    f"  last training     {_describe_training(row.last_training, row.checked_at)}"
+                )
             if row.problem:
                 typer.echo(f"  problem           {row.problem}")
         attention = [row for row in rows if row.state not in FINE]

@@ -240,3 +240,50 @@ def test_a_scaled_down_pod_is_not_a_silent_source(
         assert "is the scheduler running?" in rows[0].problem
     finally:
         ctx.store.engine.dispose()
+
+
+def test_the_latest_training_shows_a_refused_candidate_and_its_flags(
+    tmp_path: Path, make_settings: Any, write_spec: Any
+) -> None:
+    """A candidate the gate refused, or a cold start, was only in ``train``'s output and
+    the dashboard: status showed the old champion and "ok" with nothing about it."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    ctx, spec = _store(tmp_path, make_settings, write_spec, now)
+    ctx.store.record_training(
+        series="fine",
+        run_id="r2",
+        estimator="lightgbm",
+        model_version="4",
+        promoted=False,
+        reason="lightgbm MASE 1.20 is worse than the champion seasonal_naive (1.00)",
+        metrics={"mase": 1.2, "flags": ["cold_start: under 2 days of history"]},
+        artifact="{}",
+        trained_at=now + timedelta(seconds=1),  # after the champion's
+    )
+    rows = {row.series: row for row in collect(ctx, ctx.select(None), now)}
+    assert rows["fine"].state == "ok"  # the champion still serves: nothing to fix
+    assert rows["fine"].last_training == {
+        "at": (now + timedelta(seconds=1)).isoformat(timespec="seconds"),
+        "estimator": "lightgbm",
+        "promoted": False,
+        "reason": "lightgbm MASE 1.20 is worse than the champion seasonal_naive (1.00)",
+        "flags": ["cold_start: under 2 days of history"],
+    }
+    assert rows["untrained"].last_training is None
+    env = {
+        **os.environ,
+        "FORECASTER_PIPELINES": str(spec),
+        "FORECASTER_DATABASE__URL": ctx.settings.database.url,
+        "FORECASTER_SCHEDULE__STALE_AFTER_SECONDS": "900",
+    }
+    ctx.store.engine.dispose()
+    shown = subprocess.run(
+        [sys.executable, "-m", "forecaster", "status", "fine"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert re.search(
+        r"last training     lightgbm, not promoted \S+ ago: lightgbm MASE 1.20 is worse "
+        r"than the champion seasonal_naive \(1.00\) \[cold_start: under 2 days of history\]",
+        shown.stdout,
+    ), shown.stdout
