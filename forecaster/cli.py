@@ -226,7 +226,12 @@ def demo(
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Create or migrate the store's schema to the latest version."""
+    """Create or migrate the store's schema to the latest version.
+
+    On PostgreSQL it runs without the statement and query timeouts
+    (FORECASTER_DATABASE__STATEMENT_TIMEOUT_SECONDS, __QUERY_TIMEOUT_SECONDS):
+    on a large store a migration takes as long as it takes.
+    """
     from forecaster.store.db import current_revision, make_engine, upgrade
 
     settings = _settings()

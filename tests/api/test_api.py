@@ -404,3 +404,42 @@ def test_a_scrape_answers_from_the_last_read_while_the_store_stalls(
             finally:
                 proxy.restore()  # the app's shutdown waits for the reads in flight
                 scrape.join(30)
+
+
+@pytest.mark.postgres
+def test_a_view_refresh_on_a_stalled_store_fails_within_the_query_limit(
+    pg_url: str, make_settings: Any
+) -> None:
+    """A refresh stuck on a stalled connection hung for as long as the stall lasted,
+    holding the refresher (and the app's shutdown) with it; with a query limit it
+    fails, and the refresher goes on (and recovers once the store answers)."""
+    import time
+
+    from tests.support.tcpproxy import TcpProxy
+
+    _seed(make_settings(db=pg_url))
+    limits = {"statement_timeout_seconds": 0.5, "query_timeout_seconds": 1.0}
+    with TcpProxy(("127.0.0.1", 5432)) as proxy:
+        settings = make_settings(
+            db=proxy.url(pg_url), database={**limits, "connect_timeout_seconds": 2}
+        )
+        app = create_app(settings, refresh_seconds=0.2)
+        with TestClient(app) as c:
+            view = app.state.view
+            assert c.get("/readyz").status_code == 200
+            proxy.stall()
+            try:
+                deadline = time.monotonic() + 10
+                while view.state.error is None:
+                    assert time.monotonic() < deadline, "the refresh hung on the stalled store"
+                    time.sleep(0.1)
+                # the pooled connection's ping fails after 1 s, the new one's connect
+                # after 2 s: a failure, not a wait as long as the stall
+                assert "store unavailable" in view.state.error
+                assert c.get("/readyz").status_code == 503
+            finally:
+                proxy.restore()
+            deadline = time.monotonic() + 15
+            while c.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "readiness did not come back"
+                time.sleep(0.2)
