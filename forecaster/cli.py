@@ -147,7 +147,15 @@ def publish(series: SeriesArg = None, spec: SpecOption = None) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes on one port. Each counts the pipeline runs on /metrics "
+            "for itself, so scrapes alternating between them see counters go back: where "
+            "those matter, run replicas of one worker each (docs/dashboard.md).",
+            min=1,
+        ),
+    ] = 1,
     server: Annotated[
         str,
         typer.Option(
