@@ -148,7 +148,15 @@ def publish(series: SeriesArg = None, spec: SpecOption = None) -> None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes on one port. Each counts the pipeline runs on /metrics "
+            "for itself, so scrapes alternating between them see counters go back: where "
+            "those matter, run replicas of one worker each (docs/dashboard.md).",
+            min=1,
+        ),
+    ] = 1,
     server: Annotated[
         str,
         typer.Option(
@@ -227,7 +235,12 @@ def demo(
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Create or migrate the store's schema to the latest version."""
+    """Create or migrate the store's schema to the latest version.
+
+    On PostgreSQL it runs without the statement and query timeouts
+    (FORECASTER_DATABASE__STATEMENT_TIMEOUT_SECONDS, __QUERY_TIMEOUT_SECONDS):
+    on a large store a migration takes as long as it takes.
+    """
     from forecaster.store.db import current_revision, make_engine, upgrade
 
     settings = _settings()

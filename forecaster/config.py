@@ -99,6 +99,39 @@ class DatabaseSettings(_Section):
     echo: bool = False
     pool_size: int = Field(5, ge=1, le=100)
     sqlite_busy_timeout_seconds: float = Field(30.0, ge=0)
+    #: PostgreSQL: a new connection not established within this long fails (libpq's
+    #: ``connect_timeout``, whole seconds, at least 2).
+    connect_timeout_seconds: int = Field(10, ge=2, le=600)
+    #: PostgreSQL: the server cancels a statement that runs longer (0: never).
+    #: Migrations and the migration lock's wait are exempt.
+    statement_timeout_seconds: float = Field(300.0, ge=0, le=86400)
+    #: PostgreSQL: a query (or commit) the database has not answered within this long
+    #: fails on the client and its connection is dropped: a stalled connection (a hung
+    #: server or proxy, a half-open link) otherwise waits forever. Unset: the statement
+    #: timeout plus 30 s, or never when that is 0; 0: never.
+    query_timeout_seconds: float | None = Field(None, ge=0, le=86400)
+    #: PostgreSQL: TCP keepalives probe an idle connection after this long, and data
+    #: the server's host leaves unacknowledged this long drops the connection (libpq
+    #: ``keepalives_idle`` and ``tcp_user_timeout``); 0: the operating system's defaults.
+    tcp_timeout_seconds: float = Field(30.0, ge=0, le=3600)
+
+    @property
+    def effective_query_timeout(self) -> float | None:
+        """The client-side limit of one query in seconds, ``None`` for none."""
+        if self.query_timeout_seconds is not None:
+            return self.query_timeout_seconds or None
+        return self.statement_timeout_seconds + 30.0 if self.statement_timeout_seconds else None
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> DatabaseSettings:
+        limit, statement = self.query_timeout_seconds, self.statement_timeout_seconds
+        if limit and statement and limit <= statement:
+            raise ValueError(
+                f"query_timeout_seconds ({limit:g}) must exceed statement_timeout_seconds "
+                f"({statement:g}): the client would drop connections whose slow statements "
+                "the server is about to cancel cleanly"
+            )
+        return self
 
     @field_validator("url")
     @classmethod

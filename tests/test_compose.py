@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -245,8 +246,13 @@ def test_grafana_queries_use_only_exported_metrics(make_settings: Any, nab: Path
         transitions=[Transition("opened", event)],
         scores=[ScoreRow(origin, 1.0, 1.0, 0.5, 1.5, 4.0, 1, None, "m")],
     )
-    with TestClient(create_app(settings)) as client:
-        client.get("/metrics")  # counters count the runs after the API's first read
+    with TestClient(create_app(settings, refresh_seconds=0.1)) as client:
+        stats = client.app.state.job_stats  # type: ignore[attr-defined]
+        stats.min_interval = 0.0
+        deadline = time.monotonic() + 10
+        while stats.read_ok_at is None:  # counters count the runs after the first read
+            assert time.monotonic() < deadline, f"job runs never read: {stats.error}"
+            time.sleep(0.05)
         store.record_job_run(
             job="ingest",
             series="elb_requests",
@@ -255,8 +261,11 @@ def test_grafana_queries_use_only_exported_metrics(make_settings: Any, nab: Path
             ok=True,
             detail=json.dumps({"points": 1}),
         )
-        client.app.state.job_stats.min_interval = 0.0  # type: ignore[attr-defined]
-        exposition = client.get("/metrics").text
+        # the API's refresher reads it in the background
+        points = "forecaster_points_ingested_total{"
+        while points not in (exposition := client.get("/metrics").text):
+            assert time.monotonic() < deadline, "the new job run was never read"
+            time.sleep(0.05)
     engine.dispose()
     from tests.test_demo_service import _replay
 

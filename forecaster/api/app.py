@@ -39,7 +39,9 @@ def create_app(
     after that first load are frozen out of the garbage collector's scans
     (:func:`~forecaster.api.view.freeze_startup_heap`). A view no refresh renewed for
     ``max_view_age_seconds`` (default: 10 refreshes, at least 30 s, as the scaler's)
-    makes ``/readyz`` answer 503.
+    makes ``/readyz`` answer 503. The job runs behind the pipeline-health metrics are
+    read beside the view (:class:`~forecaster.api.job_metrics.JobRunStats`, every 5 s),
+    so ``/metrics`` answers from memory however the store fares.
     """
     from prometheus_client import CollectorRegistry
 
@@ -70,14 +72,14 @@ def create_app(
     consumers = ConsumerView(store)
     registry = CollectorRegistry()
     registry.register(AnomalyCollector(consumers))
-    job_stats = JobRunStats(store)
+    job_stats = JobRunStats(store, max_age_seconds=view.max_age_seconds)
     registry.register(JobRunCollector(job_stats))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # job counters count from the API's start, not from its first scrape; read in
-        # the background (a scrape meanwhile waits for it), readiness does not wait
-        first_read = asyncio.create_task(asyncio.to_thread(job_stats.refresh, force=True))
+        # the background, readiness does not wait
+        job_read = asyncio.create_task(asyncio.to_thread(job_stats.refresh, force=True))
         await asyncio.to_thread(view.refresh)
         await asyncio.to_thread(consumers.refresh)
         if freeze_heap:
@@ -85,12 +87,19 @@ def create_app(
         stop = asyncio.Event()
 
         async def refresher() -> None:
+            nonlocal job_read
             loop = asyncio.get_running_loop()
             consumers_due = loop.time() + REFRESH_SECONDS
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), refresh_seconds)
                     return
+                # the job runs are read beside the view, one read at a time (every
+                # job_stats.min_interval), so a slow one holds back no view refresh;
+                # /metrics exports what they last read and never queries the store
+                if job_read.done():
+                    _log_failure(job_read)
+                    job_read = asyncio.create_task(asyncio.to_thread(job_stats.refresh))
                 await asyncio.to_thread(view.refresh)
                 if loop.time() >= consumers_due:
                     await asyncio.to_thread(consumers.refresh)
@@ -104,7 +113,8 @@ def create_app(
             # that still holds one of its connections.
             stop.set()
             await task
-            await first_read
+            await asyncio.wait([job_read])
+            _log_failure(job_read)
             engine.dispose()
 
     app = FastAPI(
@@ -159,3 +169,10 @@ def create_app(
     app.include_router(admin.router)
     dashboard.install(app)
     return app
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """Log what a finished background read raised (store errors are caught inside it:
+    this is a bug's traceback, which a replaced task would drop unseen)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("reading job runs for /metrics crashed", exc_info=task.exception())

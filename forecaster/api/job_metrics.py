@@ -2,9 +2,11 @@
 
 The scheduler records every ingest, train and publish run of every series in the
 ``job_runs`` table (``forecaster.jobs.runner``). This module folds those rows into
-running totals in memory. A scrape reads only the rows added since the previous
-read, and at most once every ``min_interval`` seconds; between reads it exports the
-cached totals, so scraping never scans the table or fits anything.
+running totals in memory. The API's background refresher
+(:func:`forecaster.api.app.create_app`) reads the rows added since the previous read
+every ``min_interval`` seconds; a scrape only exports the totals last read, so it never
+touches the database (a scrape that read them waited out a stalled store: 10 s or
+more) and ``forecaster_job_stats_age_seconds`` says how old they are.
 
 The counters count the runs recorded since the API process started (Prometheus's
 ``rate`` and ``increase`` take a restart in their stride). The state, each series'
@@ -92,19 +94,31 @@ class StageTotals:
 class JobRunStats:
     """Incremental totals of the ``job_runs`` table, refreshed at most every ``min_interval``.
 
+    :meth:`refresh` runs in the API's background refresher; :meth:`locked` gives a
+    scrape the totals as last read, without waiting for a read in flight (one hung on
+    a stalled connection held a scrape for as long as the connection).
+
     Args:
         store: The store whose engine holds ``job_runs``.
         min_interval: Minimum seconds between two reads of the table.
+        max_age_seconds: Totals no read renewed for this long are stale
+            (:meth:`problem`): a read hung on a stalled connection never fails.
     """
 
-    def __init__(self, store: Store, *, min_interval: float = 5.0) -> None:
+    def __init__(
+        self, store: Store, *, min_interval: float = 5.0, max_age_seconds: float = math.inf
+    ) -> None:
         self.store = store
         self.min_interval = min_interval
+        self.max_age_seconds = max_age_seconds
         self.stages: dict[str, StageTotals] = {stage: StageTotals() for stage in STAGES}
         self.last_id: int | None = None  # None until the first read
         self.read_at: float | None = None
+        #: Unix time the last read that worked finished (None before the first).
+        self.read_ok_at: float | None = None
         self.error: str | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one read at a time (held across its queries)
+        self._totals_lock = threading.Lock()  # the totals (held only to fold or export)
 
     def refresh(self, *, force: bool = False) -> None:
         """Read the rows added since the last read (unless one happened recently)."""
@@ -122,6 +136,23 @@ class JobRunStats:
                 log.warning("cannot read job runs for /metrics: %s", exc)
                 return
             self.error = None
+            self.read_ok_at = time.time()
+
+    def problem(self, now: float | None = None) -> str | None:
+        """Why the totals are not current, ``None`` when they are: the last read
+        failed, none has worked yet, or none has finished for ``max_age_seconds``."""
+        if self.error is not None:
+            return self.error
+        if self.read_ok_at is None:
+            return "job runs not read yet"
+        age = (time.time() if now is None else now) - self.read_ok_at
+        if age > self.max_age_seconds:
+            return f"job runs last read {age:.0f}s ago: the store is not answering"
+        return None
+
+    def locked(self) -> threading.Lock:
+        """The lock to hold while reading :attr:`stages` (a read folds rows into them)."""
+        return self._totals_lock
 
     def _read_state(self) -> None:
         """First read: the newest run (counting starts after it) and, from the last
@@ -132,13 +163,7 @@ class JobRunStats:
         with self.store.engine.connect() as conn:
             newest = int(conn.execute(select(func.max(c.id))).scalar() or 0)
         outcomes = self.store.latest_job_outcomes(RECORDED_JOBS, since=since, up_to_id=newest)
-        for run in outcomes:  # oldest first
-            totals = self.stages.setdefault(run.job, StageTotals())
-            finished = run.finished_at.timestamp()
-            totals.last_run_at = max(totals.last_run_at or finished, finished)
-            totals.last_duration = (run.finished_at - run.started_at).total_seconds()
-            if run.series is not None:
-                totals.latest_ok[run.series] = run.ok
+        successes: dict[str, float] = {}
         with self.store.engine.connect() as conn:
             for job in {run.job for run in outcomes}:
                 success = conn.execute(
@@ -147,8 +172,18 @@ class JobRunStats:
                     )
                 ).scalar()
                 if success is not None:
-                    self.stages[job].last_success_at = success.timestamp()
-        self.last_id = newest
+                    successes[job] = success.timestamp()
+        with self._totals_lock:
+            for run in outcomes:  # oldest first
+                totals = self.stages.setdefault(run.job, StageTotals())
+                finished = run.finished_at.timestamp()
+                totals.last_run_at = max(totals.last_run_at or finished, finished)
+                totals.last_duration = (run.finished_at - run.started_at).total_seconds()
+                if run.series is not None:
+                    totals.latest_ok[run.series] = run.ok
+            for job, success_at in successes.items():
+                self.stages[job].last_success_at = success_at
+            self.last_id = newest
 
     def _read_new_rows(self) -> None:
         columns = job_runs_table.c
@@ -170,9 +205,10 @@ class JobRunStats:
             )
             with self.store.engine.connect() as conn:
                 rows = conn.execute(query).all()
-            for row in rows:
-                self._fold(row)
-                self.last_id = int(row.id)
+            with self._totals_lock:
+                for row in rows:
+                    self._fold(row)
+                    self.last_id = int(row.id)
             if len(rows) < _BATCH:
                 return
 
@@ -218,15 +254,25 @@ class JobRunCollector(Collector):
       ``forecaster_job_last_success_timestamp_seconds{stage}``: Unix times.
     * ``forecaster_job_failing_series{stage}``: series whose latest run of that stage failed.
     * ``forecaster_points_ingested_total{series}``: observations written by ingest.
-    * ``forecaster_job_stats_ok``: 1 when the last read of ``job_runs`` worked.
+    * ``forecaster_job_stats_ok``: 1 when the last read of ``job_runs`` worked and one
+      finished within ``max_age_seconds``.
+    * ``forecaster_job_stats_age_seconds``: seconds since the last read that worked.
+
+    A scrape exports the totals as last read by :meth:`JobRunStats.refresh` (the API's
+    background refresher calls it); it reads nothing from the database.
     """
 
     def __init__(self, stats: JobRunStats) -> None:
         self.stats = stats
 
     def collect(self) -> Iterator[Metric]:
-        self.stats.refresh()
-        stages = dict(self.stats.stages)
+        # the totals as last read: a scrape never waits on the store
+        with self.stats.locked():
+            families = self._families()
+        yield from families
+
+    def _families(self) -> list[Metric]:
+        stages = self.stats.stages
         runs = CounterMetricFamily(
             "forecaster_job_runs",
             "Pipeline job runs per stage and outcome",
@@ -287,9 +333,19 @@ class JobRunCollector(Collector):
         for series, count in sorted(stages.get("ingest", StageTotals()).points.items()):
             points.add_metric([series], count)
         stats_ok = GaugeMetricFamily(
-            "forecaster_job_stats_ok", "1 when the API's last read of the job_runs table worked"
+            "forecaster_job_stats_ok",
+            "1 when the API's last read of the job_runs table worked and one finished "
+            "recently (the forecaster_job_* values are current)",
         )
-        stats_ok.add_metric([], 0.0 if self.stats.error else 1.0)
-        yield from (runs, errors, durations, last_duration, last_run, last_success, failing)
-        yield points
-        yield stats_ok
+        stats_ok.add_metric([], 0.0 if self.stats.problem() else 1.0)
+        families: list[Metric] = [runs, errors, durations, last_duration, last_run, last_success]
+        families += [failing, points, stats_ok]
+        if self.stats.read_ok_at is not None:
+            age = GaugeMetricFamily(
+                "forecaster_job_stats_age_seconds",
+                "Seconds since the API last read the job_runs table (the forecaster_job_* "
+                "and forecaster_points_* values are this old)",
+            )
+            age.add_metric([], max(0.0, time.time() - self.stats.read_ok_at))
+            families.append(age)
+        return families

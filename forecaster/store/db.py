@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -20,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from forecaster.errors import StoreError
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
     from forecaster.config import DatabaseSettings
 
@@ -35,8 +36,10 @@ def make_engine(settings: DatabaseSettings) -> Engine:
     """Create the SQLAlchemy engine for ``settings.url``.
 
     SQLite gets WAL mode, a busy timeout and foreign keys; its parent folder is
-    created. PostgreSQL gets a bounded pool with pre-ping. JSON columns are written
-    with :func:`json_dumps` (non-finite floats become ``null``) on both.
+    created. PostgreSQL gets a bounded pool with pre-ping and limits on stalls
+    (:func:`_bound_postgres`): TCP keepalives and ``tcp_user_timeout``, a server-side
+    ``statement_timeout`` and a client-side limit on every query's answer. JSON columns
+    are written with :func:`json_dumps` (non-finite floats become ``null``) on both.
 
     Raises:
         StoreError: The SQLite store's folder cannot be created.
@@ -64,8 +67,17 @@ def make_engine(settings: DatabaseSettings) -> Engine:
         }
     else:
         kwargs.update(pool_size=settings.pool_size, pool_pre_ping=True, max_overflow=10)
-        kwargs["connect_args"] = {"connect_timeout": 10}
+        kwargs["connect_args"] = {
+            "connect_timeout": settings.connect_timeout_seconds,
+            **tcp_timeouts(settings.tcp_timeout_seconds),
+        }
     engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "postgresql":
+        _bound_postgres(
+            engine,
+            statement_seconds=settings.statement_timeout_seconds,
+            query_seconds=settings.effective_query_timeout,
+        )
     if engine.dialect.name == "sqlite":
         busy_ms = int(settings.sqlite_busy_timeout_seconds * 1000)
 
@@ -79,6 +91,120 @@ def make_engine(settings: DatabaseSettings) -> Engine:
             cursor.close()
 
     return engine
+
+
+def tcp_timeouts(seconds: float) -> dict[str, int]:
+    """libpq's TCP settings that drop a dead connection after about ``seconds``.
+
+    Keepalives probe a connection idle for ``seconds`` (three probes, a third of it
+    apart), so an idle pooled connection whose peer vanished (a failover, a NAT or
+    firewall that forgot it) is found dead; ``tcp_user_timeout`` drops one whose sent
+    data goes unacknowledged that long (a query on a link that went silent). Neither
+    helps when the peer's host still acknowledges but nothing answers (a hung server
+    or proxy): :func:`_bound_postgres`'s query limit does. ``0``: the OS defaults
+    (keepalives after two hours, retransmissions for about 15 minutes).
+    """
+    if not seconds:
+        return {}
+    return {
+        "keepalives": 1,
+        "keepalives_idle": max(1, round(seconds)),
+        "keepalives_interval": max(1, round(seconds / 3)),
+        "keepalives_count": 3,
+        "tcp_user_timeout": max(1, round(seconds * 1000)),
+    }
+
+
+def _bound_postgres(
+    engine: Engine, *, statement_seconds: float, query_seconds: float | None
+) -> None:
+    """Limit how long a PostgreSQL statement may run and a query may go unanswered.
+
+    ``statement_seconds`` becomes the sessions' ``statement_timeout`` (unless the URL's
+    ``options`` set one): the server cancels a statement running longer, cleanly.
+    ``query_seconds`` bounds, on the client, the wait for each answer (psycopg has no
+    query timeout of its own): past it the query fails with an ``OperationalError`` and
+    its connection is closed (the pool replaces it). Without it a refresh, ingest or
+    publish whose connection stalled waited for as long as the stall lasted, which on
+    a half-open connection is forever. :func:`unbounded` lifts both for a block
+    (migrations, lock waits).
+    """
+    connection_class = _bounded_connection_class() if query_seconds else None
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        options = str(cparams.get("options") or "")
+        if statement_seconds and "statement_timeout" not in options:
+            limit = max(1, round(statement_seconds * 1000))
+            cparams["options"] = f"{options} -c statement_timeout={limit}".strip()
+        if connection_class is None:
+            return None  # SQLAlchemy connects as usual, with the options above
+        raw = connection_class.connect(*cargs, **cparams)
+        raw.query_timeout = query_seconds
+        return raw
+
+
+@functools.cache
+def _bounded_connection_class() -> Any:
+    """A ``psycopg.Connection`` whose waits for an answer end after ``query_timeout``
+    seconds (``None``: never), or ``None`` when this psycopg cannot bound them."""
+    import inspect
+
+    import psycopg
+
+    if "timeout" not in inspect.signature(psycopg.Connection.wait).parameters:
+        log.warning(
+            "psycopg %s cannot bound a query's wait (3.2 or newer can): a stalled "
+            "PostgreSQL connection waits until TCP gives up on it",
+            psycopg.__version__,
+        )
+        return None
+
+    class BoundedConnection(psycopg.Connection):
+        query_timeout: float | None = None
+
+        def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            limit = self.query_timeout
+            if timeout is not None or limit is None:
+                return super().wait(gen, interval, timeout)
+            started = time.monotonic()
+            try:
+                return super().wait(gen, interval, limit)
+            except psycopg.OperationalError as exc:
+                if self.closed or time.monotonic() - started < limit:
+                    raise
+                # the answer may still come: the connection is out of step, drop it
+                self.close()
+                raise psycopg.OperationalError(
+                    f"the database did not answer within {limit:g}s (a stalled "
+                    "connection; FORECASTER_DATABASE__QUERY_TIMEOUT_SECONDS): connection "
+                    "closed"
+                ) from exc
+
+    return BoundedConnection
+
+
+@contextlib.contextmanager
+def unbounded(conn: Connection) -> Iterator[None]:
+    """Lift the statement and query timeouts of :func:`_bound_postgres` on ``conn`` for
+    the block: a migration, or a wait for a lock another process holds, legitimately
+    takes as long as it takes. A no-op on SQLite."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    raw = conn.connection.dbapi_connection
+    limit = getattr(raw, "query_timeout", None)
+    conn.exec_driver_sql("SET statement_timeout = 0")
+    if limit is not None:
+        raw.query_timeout = None  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if limit is not None:
+            raw.query_timeout = limit  # type: ignore[union-attr]
+        if not conn.invalidated and not conn.closed:
+            with contextlib.suppress(SQLAlchemyError):
+                conn.exec_driver_sql("RESET statement_timeout")  # to the session's own
 
 
 def json_dumps(value: Any) -> str:
@@ -120,7 +246,8 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     """
     where = engine.url.render_as_string(hide_password=True)
     if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
+        # the wait lasts as long as another process migrates: no statement timeout
+        with engine.connect() as conn, unbounded(conn):
             if not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({_LOCK_KEY})").scalar():
                 _say_waiting(where)
                 conn.exec_driver_sql(f"SELECT pg_advisory_lock({_LOCK_KEY})")

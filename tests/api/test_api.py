@@ -350,3 +350,96 @@ def test_readiness_fails_while_a_refresh_hangs_on_a_stalled_store(
             while c.get("/readyz").status_code != 200:
                 assert time.monotonic() < deadline, "readiness did not come back"
                 time.sleep(0.2)
+
+
+@pytest.mark.postgres
+def test_a_scrape_answers_from_the_last_read_while_the_store_stalls(
+    pg_url: str, make_settings: Any
+) -> None:
+    """/metrics read the job runs on the request path: with the store stalled a scrape
+    waited for the connection (forever on a pooled one, 10 s on a new one), and
+    Prometheus, which gives a scrape 10 s, lost every metric the API exports. It now
+    answers at once from the last read, and says how old that is."""
+    import threading
+    import time
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.support.tcpproxy import TcpProxy
+
+    def samples(text: str) -> dict[str, float]:
+        return {
+            s.name: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if not s.labels
+        }
+
+    _seed(make_settings(db=pg_url))
+    with TcpProxy(("127.0.0.1", 5432)) as proxy:
+        settings = make_settings(db=proxy.url(pg_url))
+        app = create_app(settings, refresh_seconds=0.2, max_view_age_seconds=2.0)
+        app.state.job_stats.min_interval = 0.2
+        with TestClient(app) as c:
+            deadline = time.monotonic() + 10
+            while samples(c.get("/metrics").text).get("forecaster_job_stats_ok") != 1.0:
+                assert time.monotonic() < deadline, "the job runs were never read"
+                time.sleep(0.1)
+            proxy.stall()
+            try:
+                time.sleep(2.5)  # past the 2 s a read may take before it counts as stale
+                answers: list[Any] = []
+                scrape = threading.Thread(
+                    target=lambda: answers.append(c.get("/metrics")), daemon=True
+                )
+                scrape.start()
+                scrape.join(5.0)
+                assert answers, "the scrape waited on the stalled store"
+                assert answers[0].status_code == 200
+                exported = samples(answers[0].text)
+                assert exported["forecaster_job_stats_ok"] == 0.0
+                assert exported["forecaster_job_stats_age_seconds"] > 2.0
+                assert exported["forecaster_view_refresh_ok"] == 0.0
+                assert "forecaster_job_runs_total" in answers[0].text  # the last read's
+            finally:
+                proxy.restore()  # the app's shutdown waits for the reads in flight
+                scrape.join(30)
+
+
+@pytest.mark.postgres
+def test_a_view_refresh_on_a_stalled_store_fails_within_the_query_limit(
+    pg_url: str, make_settings: Any
+) -> None:
+    """A refresh stuck on a stalled connection hung for as long as the stall lasted,
+    holding the refresher (and the app's shutdown) with it; with a query limit it
+    fails, and the refresher goes on (and recovers once the store answers)."""
+    import time
+
+    from tests.support.tcpproxy import TcpProxy
+
+    _seed(make_settings(db=pg_url))
+    limits = {"statement_timeout_seconds": 0.5, "query_timeout_seconds": 1.0}
+    with TcpProxy(("127.0.0.1", 5432)) as proxy:
+        settings = make_settings(
+            db=proxy.url(pg_url), database={**limits, "connect_timeout_seconds": 2}
+        )
+        app = create_app(settings, refresh_seconds=0.2)
+        with TestClient(app) as c:
+            view = app.state.view
+            assert c.get("/readyz").status_code == 200
+            proxy.stall()
+            try:
+                deadline = time.monotonic() + 10
+                while view.state.error is None:
+                    assert time.monotonic() < deadline, "the refresh hung on the stalled store"
+                    time.sleep(0.1)
+                # the pooled connection's ping fails after 1 s, the new one's connect
+                # after 2 s: a failure, not a wait as long as the stall
+                assert "store unavailable" in view.state.error
+                assert c.get("/readyz").status_code == 503
+            finally:
+                proxy.restore()
+            deadline = time.monotonic() + 15
+            while c.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "readiness did not come back"
+                time.sleep(0.2)

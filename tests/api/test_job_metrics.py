@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,13 +58,14 @@ def test_stage_totals_durations_errors_and_points(store: Store) -> None:
     registry = CollectorRegistry()
     stats = JobRunStats(store, min_interval=0.0)
     registry.register(JobRunCollector(stats))
-    generate_latest(registry)  # the API's first scrape: counting starts here
+    stats.refresh()  # the API's first read: counting starts here
     _run(store, "ingest", "rps", took=0.3, ok=True, points=288, seconds=0.3)
     _run(store, "ingest", "latency", took=0.2, ok=True, points=100)
     _run(store, "ingest", "rps", took=0.4, ok=True, points=12)
     _run(store, "train", "rps", took=42.0, ok=True, chosen="lightgbm", seconds=42.0)
     _run(store, "train", "latency", took=3.0, ok=False)
     _run(store, "publish", "rps", took=0.05, ok=True, points=288)
+    stats.refresh()  # the API's background refresher; a scrape reads nothing
     s = _samples(generate_latest(registry).decode())
 
     def value(name: str, **labels: str) -> float:
@@ -91,6 +93,7 @@ def test_stage_totals_durations_errors_and_points(store: Store) -> None:
     # Later runs are folded in incrementally; a recovered series stops counting as failing.
     _run(store, "train", "latency", took=5.0, ok=True, chosen="prophet")
     _run(store, "ingest", "rps", took=0.1, ok=True, points=1)
+    stats.refresh()
     s = _samples(generate_latest(registry).decode())
     assert value("forecaster_job_failing_series", stage="train") == 0
     assert value("forecaster_job_runs_total", stage="train", outcome="ok") == 2
@@ -112,7 +115,9 @@ def test_an_api_started_later_reads_the_state_not_the_whole_table(store: Store) 
     _run(store, "publish", "rps", took=0.2, ok=True)
     _run(store, "detect", "latency", took=0.5, ok=False)
     registry = CollectorRegistry()
-    registry.register(JobRunCollector(JobRunStats(store, min_interval=0.0)))
+    stats = JobRunStats(store, min_interval=0.0)
+    registry.register(JobRunCollector(stats))
+    stats.refresh()
     s = _samples(generate_latest(registry).decode())
 
     def value(name: str, **labels: str) -> float:
@@ -131,6 +136,7 @@ def test_an_api_started_later_reads_the_state_not_the_whole_table(store: Store) 
 
     # runs after the start are counted
     _run(store, "train", "latency", took=1.0, ok=True)
+    stats.refresh()
     s = _samples(generate_latest(registry).decode())
     assert value("forecaster_job_runs_total", stage="train", outcome="ok") == 1
     assert value("forecaster_job_failing_series", stage="train") == 0
@@ -182,11 +188,17 @@ def test_reads_are_rate_limited_and_store_failures_are_reported(
     stats = JobRunStats(store, min_interval=3600.0)
     registry = CollectorRegistry()
     registry.register(JobRunCollector(stats))
-    generate_latest(registry)
+    s = _samples(generate_latest(registry).decode())
+    assert s[("forecaster_job_stats_ok", ())] == 0  # nothing read yet
+    assert ("forecaster_job_stats_age_seconds", ()) not in s
+    stats.refresh()
     _run(store, "publish", "rps", took=1.0, ok=True)
+    stats.refresh()
     s = _samples(generate_latest(registry).decode())
     # Within min_interval the cached totals are served: the new run is not read yet.
     assert s[("forecaster_job_runs_total", (("outcome", "ok"), ("stage", "publish")))] == 0
+    assert s[("forecaster_job_stats_ok", ())] == 1
+    assert 0 <= s[("forecaster_job_stats_age_seconds", ())] < 3600
     stats.refresh(force=True)
     s = _samples(generate_latest(registry).decode())
     assert s[("forecaster_job_runs_total", (("outcome", "ok"), ("stage", "publish")))] == 1
@@ -201,18 +213,39 @@ def test_reads_are_rate_limited_and_store_failures_are_reported(
     assert s[("forecaster_job_runs_total", (("outcome", "ok"), ("stage", "publish")))] == 1
 
 
+def test_totals_no_read_renewed_for_too_long_are_stale(store: Store) -> None:
+    """A read hung on a stalled connection never fails: the totals it holds back read as
+    current for as long as it hangs, unless their age says otherwise."""
+    import time
+
+    stats = JobRunStats(store, min_interval=0.0, max_age_seconds=30.0)
+    stats.refresh()
+    assert stats.problem() is None
+    assert stats.read_ok_at is not None
+    problem = stats.problem(now=stats.read_ok_at + 31.0)
+    assert problem is not None and "last read 31s ago" in problem
+    assert time.time() - stats.read_ok_at < 30.0
+
+
 def test_api_metrics_export_both_forecasts_and_pipeline_health(make_settings: Any) -> None:
     settings = make_settings()
     engine = make_engine(settings.database)
     upgrade(engine)
     _run(Store(engine), "ingest", "rps", took=0.5, ok=True, points=10)  # before the API
-    with TestClient(create_app(settings)) as client:
-        before = _samples(client.get("/metrics").text)
-        _run(Store(engine), "ingest", "rps", took=0.5, ok=True, points=10)
+    points = ("forecaster_points_ingested_total", (("series", "rps"),))
+    with TestClient(create_app(settings, refresh_seconds=0.1)) as client:
         client.app.state.job_stats.min_interval = 0.0  # type: ignore[attr-defined]
-        text = client.get("/metrics").text
+        deadline = time.monotonic() + 10
+        stats_ok = ("forecaster_job_stats_ok", ())
+        while (before := _samples(client.get("/metrics").text))[stats_ok] < 1:
+            assert time.monotonic() < deadline, "the job runs were never read"
+            time.sleep(0.05)
+        _run(Store(engine), "ingest", "rps", took=0.5, ok=True, points=10)
+        while points not in _samples(text := client.get("/metrics").text):  # read beside the view
+            assert time.monotonic() < deadline, "the new run was never read"
+            time.sleep(0.05)
     engine.dispose()
-    assert ("forecaster_points_ingested_total", (("series", "rps"),)) not in before
+    assert points not in before
     assert before[("forecaster_job_last_success_timestamp_seconds", (("stage", "ingest"),))] > 0
     names = {f.name for f in text_string_to_metric_families(text)}
     assert names >= {
@@ -224,6 +257,6 @@ def test_api_metrics_export_both_forecasts_and_pipeline_health(make_settings: An
         "forecaster_view_refresh_ok",
     }
     s = _samples(text)
-    assert s[("forecaster_points_ingested_total", (("series", "rps"),))] == 10
+    assert s[points] == 10
     # Stages with no run yet are exported with zeros, so dashboards have a series.
     assert s[("forecaster_job_runs_total", (("outcome", "ok"), ("stage", "train")))] == 0

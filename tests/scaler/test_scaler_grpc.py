@@ -433,3 +433,43 @@ def test_keys_this_scaler_does_not_read_are_refused(key: str) -> None:
 def test_a_zero_scale_down_window_turns_the_window_off() -> None:
     meta = parse_metadata({"series": "a", "targetPerReplica": "1", "scaleDownWindow": "0s"})
     assert meta.query.policy.scale_down_window_seconds == 0
+
+
+@pytest.mark.postgres
+def test_a_refresh_on_a_stalled_store_fails_within_the_query_limit(
+    pg_url: str, make_settings: Any
+) -> None:
+    """The scaler's refresh thread hung on a stalled connection for as long as the stall
+    lasted; with a query limit the refresh fails and the thread goes on."""
+    from tests.support.tcpproxy import TcpProxy
+
+    seed(make_settings(db=pg_url))
+    with TcpProxy(("127.0.0.1", 5432)) as proxy:
+        settings = make_settings(
+            db=proxy.url(pg_url),
+            database={
+                "statement_timeout_seconds": 0.5,
+                "query_timeout_seconds": 1.0,
+                "connect_timeout_seconds": 2,
+            },
+        )
+        handle = start(settings)
+        try:
+            assert handle.view.state.refreshed_at is not None
+            proxy.stall()
+            try:
+                deadline = time.monotonic() + 10
+                while handle.view.state.error is None:
+                    assert time.monotonic() < deadline, "the refresh hung on the stalled store"
+                    time.sleep(0.1)
+                # the pooled connection's ping fails after 1 s, the new one's connect
+                # after 2 s: a failure, not a wait as long as the stall
+                assert "store unavailable" in handle.view.state.error
+            finally:
+                proxy.restore()
+            deadline = time.monotonic() + 15
+            while handle.view.state.error is not None:
+                assert time.monotonic() < deadline, "the scaler's view did not recover"
+                time.sleep(0.1)
+        finally:
+            handle.stop()

@@ -100,11 +100,17 @@ class TcpProxy:
         )
         self._ready.set()
         self._loop.run_forever()
-        self._server.close()
-        # let connections accepted just before the stop start their handler (it sees
-        # CUT and closes them): a handler cancelled before it started never closed its
-        # socket, which a later test's garbage collection reported as unclosed
+        # Stop accepting, but close the server only once the connections the kernel
+        # had already accepted are wrapped and their handlers started (each sees CUT
+        # and closes its sockets). Closed first, asyncio failed to wrap them (silently:
+        # "assert self._sockets is not None" in Server._attach) and never closed them,
+        # nor the ones whose wrapping was cancelled below before it began; a later
+        # test's garbage collection reported them as unclosed and failed (the stalled
+        # readiness test after the scheduler lock tests, 1 run in 5 and worse).
+        for listening in self._server.sockets:
+            self._loop.remove_reader(listening.fileno())
         self._loop.run_until_complete(asyncio.sleep(0.1))
+        self._server.close()
         for writer in list(self._writers):
             writer.transport.abort()
         tasks = asyncio.all_tasks(self._loop)
