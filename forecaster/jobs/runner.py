@@ -82,23 +82,16 @@ def run_guarded(
         )
         return None
     problem = None if failure is None else failure(result)
-    if problem is not None:
+    if problem is not None or record:
+        if problem is None:
+            detail = describe(result) if describe else json.dumps(_describe(result))
         ctx.store.record_job_run(
             job=job,
             series=series,
             started_at=started,
             finished_at=datetime.now(UTC),
-            ok=False,
-            detail=problem,
-        )
-    elif record:
-        ctx.store.record_job_run(
-            job=job,
-            series=series,
-            started_at=started,
-            finished_at=datetime.now(UTC),
-            ok=True,
-            detail=describe(result) if describe else json.dumps(_describe(result)),
+            ok=problem is None,
+            detail=detail if problem is None else problem,
         )
     summary.results.append(result)
     return result
