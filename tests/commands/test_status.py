@@ -249,6 +249,8 @@ def test_the_latest_training_shows_a_refused_candidate_and_its_flags(
     the dashboard: status showed the old champion and "ok" with nothing about it."""
     now = datetime.now(UTC).replace(microsecond=0)
     ctx, spec = _store(tmp_path, make_settings, write_spec, now)
+    # after the champion's training, which the seeding recorded at its own clock time
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
     ctx.store.record_training(
         series="fine",
         run_id="r2",
@@ -258,12 +260,12 @@ def test_the_latest_training_shows_a_refused_candidate_and_its_flags(
         reason="lightgbm MASE 1.20 is worse than the champion seasonal_naive (1.00)",
         metrics={"mase": 1.2, "flags": ["cold_start: under 2 days of history"]},
         artifact="{}",
-        trained_at=now + timedelta(seconds=1),  # after the champion's
+        trained_at=later,
     )
     rows = {row.series: row for row in collect(ctx, ctx.select(None), now)}
     assert rows["fine"].state == "ok"  # the champion still serves: nothing to fix
     assert rows["fine"].last_training == {
-        "at": (now + timedelta(seconds=1)).isoformat(timespec="seconds"),
+        "at": later.isoformat(timespec="seconds"),
         "estimator": "lightgbm",
         "promoted": False,
         "reason": "lightgbm MASE 1.20 is worse than the champion seasonal_naive (1.00)",
