@@ -121,41 +121,12 @@ def test_a_tracking_server_keeps_its_artifacts_and_a_local_store_uses_models(
 ) -> None:
     """A real ``mlflow server``: with the default setting the artifacts went to the
     training pod's own disk (``models/artifacts``), not the server's root."""
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-
-    from tests.support.promserver import free_port
+    from tests.support.mlflowserver import running_mlflow_server
 
     monkeypatch.chdir(tmp_path)  # where a local default would put them
-    port = free_port()
-    root = tmp_path / "server-artifacts"
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-            "--default-artifact-root", root.as_uri(),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "mlflow server down"
-            time.sleep(0.5)
-        settings = make_settings(
-            mlflow={"tracking_uri": f"http://127.0.0.1:{port}", "artifact_location": None}
-        )
+    folder = tmp_path / "server"
+    with running_mlflow_server(folder) as url:
+        settings = make_settings(mlflow={"tracking_uri": url, "artifact_location": None})
         registry = Registry(settings.mlflow)
         assert registry.remote
         doc = {"format": 1, "estimator": "seasonal_naive", "state": {"season": 288}}
@@ -163,14 +134,9 @@ def test_a_tracking_server_keeps_its_artifacts_and_a_local_store_uses_models(
             series="rps", params={}, metrics={"x.mase": 1.0}, estimator_document=doc
         )
         assert registry.load_document(run_id) == doc
+        root = folder / "server-artifacts"
         assert list(root.rglob("estimator*")), "the server's root holds the estimator"
         assert not (tmp_path / "models" / "artifacts").exists()
-    finally:
-        import os
-        import signal
-
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
     local = Registry(make_settings(mlflow={"artifact_location": None}).mlflow)
     assert not local.remote
