@@ -112,7 +112,7 @@ def train(
         )
         for flag in result.flags:
             typer.echo(f"  note: {flag}")
-    unregistered = [r.series for r in summary.results if r.registry_error is not None]
+    unregistered = summary.unregistered
     if unregistered:
         # the trainings are in the store, but nothing reached the registry and no
         # champion changed: a cron job or CI step must not read this as success

@@ -157,10 +157,10 @@ def _masked(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
-#: URI schemes MLflow's tracking store accepts (a ``+driver`` suffix allowed).
 #: Longest ``FORECASTER_MLFLOW__REGISTERED_MODEL_PREFIX`` (MLflow keeps 256 characters
 #: of ``<prefix>.<series>``).
 PREFIX_MAX = 100
+#: URI schemes MLflow's tracking store accepts (a ``+driver`` suffix allowed).
 TRACKING_SCHEMES = frozenset(
     {"http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "uc"}
 )

@@ -70,8 +70,8 @@ SCALE_BOUNDS = (0.5, 3.0)
 #: observations judged against forecasts made hours before them are few independent
 #: draws (the ~23 forecasts of each observation miss together), and a calm day
 #: narrowed the next day's band more than the next day bore: in the backtests that
-#: judge the day before their first origin, the 90% band of four of 17 series covered
-#: 80.6-85.9% day-ahead with the long scale bounded as the short one, 86.0-90.1%
+#: judge the day before their first origin, the 90% band of three of 17 series covered
+#: 80.6-84.5% day-ahead with the long scale bounded as the short one, 87.1-88.9%
 #: bounded so (docs/accuracy.md, 2026-11-30).
 LONG_SCALE_BOUNDS = (0.9, 3.0)
 _EPS = 1e-12

@@ -334,7 +334,7 @@ def requests_job() -> None:
                 detail += "; champion kept for " + "; ".join(
                     f"{r.series}: {r.reason}" for r in kept
                 )
-            unregistered = [r.series for r in summary.results if getattr(r, "registry_error", None)]
+            unregistered = summary.unregistered
             if unregistered:  # as `forecaster train` exits 1: nothing reached MLflow
                 detail += f"; MLflow failed for {', '.join(unregistered)}"
             ok = summary.ok and not unregistered

@@ -35,6 +35,12 @@ class RunSummary:
         """True when no series failed."""
         return not self.errors
 
+    @property
+    def unregistered(self) -> list[str]:
+        """Series whose training finished but never reached MLflow (:func:`unregistered`
+        says why); only a train run has any."""
+        return [r.series for r in self.results if getattr(r, "registry_error", None) is not None]
+
 
 def run_guarded(
     ctx: JobContext,

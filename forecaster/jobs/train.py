@@ -338,6 +338,7 @@ def _serve_baseline(
     )
     run_id = f"local-{int(time.time() * 1000)}"
     version = "local"
+    verdict = gate_tags("fallback", reason)  # on the run and on its version
     registry_error: str | None = None
     try:
         run_id = ctx.registry.log_training(
@@ -345,9 +346,9 @@ def _serve_baseline(
             params={"series": name, "chosen": BASELINE, "fallback_for": refused},
             metrics={} if baseline_mase is None else {f"{BASELINE}.mase": baseline_mase},
             estimator_document=document,
-            tags={"chosen": BASELINE, "fallback": "true", **gate_tags("fallback", reason)},
+            tags={"chosen": BASELINE, "fallback": "true", **verdict},
         )
-        version = ctx.registry.register(name, run_id, tags=gate_tags("fallback", reason)).version
+        version = ctx.registry.register(name, run_id, tags=verdict).version
         ctx.registry.set_alias(name, CHAMPION, version)
     except RegistryError as exc:
         registry_error = str(exc)
