@@ -170,8 +170,26 @@ def record_fit(
     """Log the fit to MLflow, register it, apply the gate and record it in the store.
 
     When MLflow fails the training is still recorded, as not promoted with the
-    reason; the current champion keeps serving.
+    reason; the current champion keeps serving. The series' promotion lock is held
+    throughout, so the gate reads the champion another process (``forecaster train``
+    beside the scheduler) may have just promoted, and MLflow's alias and the store
+    end up naming the same version.
+
+    Raises:
+        StoreError: Another training held the series' promotion lock too long.
     """
+    with ctx.store.promotion_lock(task.series):
+        return _record_fit(ctx, spec=spec, task=task, outcome=outcome, now=now)
+
+
+def _record_fit(
+    ctx: JobContext,
+    *,
+    spec: SeriesSpec,
+    task: FitTask,
+    outcome: FitOutcome,
+    now: datetime | None,
+) -> TrainResult:
     from forecaster.evaluation import plot_backtest
 
     name = task.series

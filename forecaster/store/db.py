@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 _LOCK_KEY = 7_301_974_113  # arbitrary constant: "forecaster migrations" advisory lock
 _SCHEDULER_LOCK_KEY = 7_301_974_114  # "one forecaster scheduler per store" advisory lock
+_PROMOTION_LOCK_CLASS = 0x5452  # high bits of the per-series "promotion" advisory locks
+
+#: Seconds a training waits for another process's promotion of the same series.
+PROMOTION_LOCK_TIMEOUT_SECONDS = 600.0
 
 
 def make_engine(settings: DatabaseSettings) -> Engine:
@@ -462,6 +466,94 @@ def scheduler_lock(
         yield SchedulerLock(_wait_for(try_flock, stop, poll_seconds, str(lock_path)))
     finally:
         handle.close()  # releases the flock
+
+
+def promotion_lock_key(schema: str, series: str) -> int:
+    """The advisory lock key of ``series``' promotion in PostgreSQL schema ``schema``
+    (a bigint: the class in the high bits, a CRC of schema and name in the low 32;
+    two names sharing a CRC only wait for each other)."""
+    return (_PROMOTION_LOCK_CLASS << 32) | zlib.crc32(f"{schema}\0{series}".encode())
+
+
+@contextlib.contextmanager
+def promotion_lock(
+    engine: Engine, series: str, *, timeout: float = PROMOTION_LOCK_TIMEOUT_SECONDS
+) -> Iterator[None]:
+    """Serialise the gate and promotion of ``series`` across processes and threads.
+
+    A training reads the champion, gates its candidate against it, registers the
+    version, sets MLflow's alias and records the outcome in the store. Two trainings
+    of one series at once (``forecaster train`` beside the scheduler's) each gated
+    against the champion they had read, so a worse candidate could replace the better
+    one promoted a moment earlier, and the MLflow alias and the store could end up
+    naming different versions. PostgreSQL: a session advisory lock per series, on a
+    connection of its own; SQLite: an exclusive ``flock`` on one file beside the
+    database (one store's promotions are short and take turns); an in-memory
+    database needs none.
+
+    Raises:
+        StoreError: The lock is still held by another training after ``timeout``
+            seconds, or it cannot be taken (database down, folder not writable).
+    """
+    if engine.dialect.name == "postgresql":
+        try:
+            conn = engine.connect()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot take the promotion lock of {series!r}: {exc}") from exc
+        try:
+            with unbounded(conn):
+                schema = str(conn.exec_driver_sql("SELECT current_schema()").scalar() or "")
+                key = promotion_lock_key(schema, series)
+                # the wait is bounded by lock_timeout, for this transaction only
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(timeout * 1000)}")
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
+                conn.commit()  # the session lock outlives the transaction
+        except SQLAlchemyError as exc:
+            conn.invalidate()
+            conn.close()
+            raise StoreError(_promotion_busy(series, timeout, exc)) from exc
+        try:
+            yield
+        finally:
+            with contextlib.suppress(SQLAlchemyError):
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
+                conn.commit()
+            conn.close()
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(database).expanduser().with_name(Path(database).name + ".promotion.lock")
+    try:
+        handle = lock_path.open("a")  # its own open file: threads exclude each other too
+    except OSError as exc:
+        raise StoreError(
+            f"cannot take the promotion lock {str(lock_path)!r}: {exc}; the folder must be writable"
+        ) from exc
+    with handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreError(_promotion_busy(series, timeout, None)) from None
+                time.sleep(0.05)
+        yield  # closing the file releases the flock
+
+
+def _promotion_busy(series: str, timeout: float, exc: Exception | None) -> str:
+    if exc is not None and "lock timeout" not in str(exc):
+        return f"cannot take the promotion lock of {series!r}: {exc}"
+    return (
+        f"another training of {series!r} has been promoting it for more than {timeout:.0f}s "
+        "(forecaster train beside the scheduler's?); this one was not recorded, train it "
+        "again once that one is done"
+    )
 
 
 def _say_waiting(where: str) -> None:

@@ -6,6 +6,7 @@ API process can use this module without importing it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
@@ -989,6 +990,13 @@ class Store:
                 return training_id
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot record training of {series!r}: {exc}") from exc
+
+    def promotion_lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Hold the series' promotion lock for a block (:func:`forecaster.store.db.
+        promotion_lock`): one training at a time gates and promotes a series."""
+        from forecaster.store.db import promotion_lock
+
+        return promotion_lock(self.engine, name)
 
     def champion(self, name: str) -> Champion | None:
         """The series' champion, with its saved estimator state, or ``None``."""
