@@ -1018,3 +1018,19 @@ def test_dashboard_error_chart_follows_the_main_charts_zoom(api_url: str, browse
     assert error == pytest.approx(main)
     page.keyboard.press("0")
     assert page.evaluate(ranges)[1] == pytest.approx(error_full)
+    note = page.locator("#error-chart .chart-empty")
+    assert note.count() == 0
+
+    # zoomed into the future the error chart has nothing to draw: it says why (it
+    # stayed a blank box), and the note goes once the range holds errors again
+    page.evaluate(
+        "() => { const u = window.forecasterDashboard.plot;"
+        " const end = u.data[0][u.data[0].length - 1];"
+        " u.setScale('x', {min: end - 1800, max: end}); }"
+    )
+    error = page.evaluate(ranges)[1]
+    errors_at = page.evaluate("() => window.forecasterDashboard.errorPlot.data[0]")
+    assert not [t for t in errors_at if error[0] <= t <= error[1]]
+    assert "the future has no actuals yet" in note.inner_text()
+    page.keyboard.press("0")
+    assert note.count() == 0

@@ -304,8 +304,26 @@
   function follow(u, key) {
     var e = state.errorPlot;
     if (!e || u !== state.plot || (key !== undefined && key !== "x")) return;
-    if (isZoomed(u)) e.setScale("x", { min: u.scales.x.min, max: u.scales.x.max });
+    var range = isZoomed(u) ? [u.scales.x.min, u.scales.x.max] : extent(e);
+    if (isZoomed(u)) e.setScale("x", { min: range[0], max: range[1] });
     else resetZoom(e);
+    errorRangeNote(e, range[0], range[1]);
+  }
+
+  // Zoomed into the future (or a gap), the error chart had nothing to draw and stayed
+  // a blank box: say why over it while the range (min, max) holds no error point.
+  // (The range is passed in: uPlot applies a setScale later, in a microtask.)
+  function errorRangeNote(e, min, max) {
+    var node = el("error-chart");
+    var old = node.querySelector(".chart-empty");
+    var inside = e.data[0].some(function (t) { return t >= min && t <= max; });
+    if (inside) {
+      if (old) old.remove();
+    } else if (!old) {
+      node.appendChild(text("p", "No error to show in this range: it needs an actual " +
+        "and the forecast made an hour before it (the future has no actuals yet).",
+        "chart-empty"));
+    }
   }
 
   // shows the chart's "Reset zoom" button while it is zoomed (a uPlot setScale hook)
