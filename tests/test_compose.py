@@ -280,3 +280,47 @@ def test_grafana_queries_use_only_exported_metrics(make_settings: Any, nab: Path
         for name in re.findall(r"\b((?:forecaster|http)_[a-z_]+|up)\b", expr)
     }
     assert used - exported == set()
+
+
+# -- the forecaster image ---------------------------------------------------------------
+
+
+def _dockerfile_steps() -> list[tuple[str, str]]:
+    """The forecaster Dockerfile's instructions as (KEYWORD, arguments), continuations joined."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    steps = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, args = line.partition(" ")
+            steps.append((keyword.upper(), args.strip()))
+    return steps
+
+
+def test_the_image_user_can_write_where_the_default_settings_write() -> None:
+    """The image runs as a non-root user in a root-owned WORKDIR: the folders the
+    default settings write to (relative to it) must exist and belong to that user.
+    The image's own CMD (``serve`` on the default SQLite store) stopped with "cannot
+    create the folder .forecaster of the SQLite store (Permission denied)"."""
+    from forecaster.config import DatabaseSettings, MlflowSettings
+
+    steps = _dockerfile_steps()
+    (workdir,) = [args for keyword, args in steps if keyword == "WORKDIR"]
+    (user,) = [args for keyword, args in steps if keyword == "USER"]
+    database = DatabaseSettings().url.split("///", 1)[1]
+    mlflow = MlflowSettings()
+    wanted = {
+        Path(database).parent.parts[0],  # .forecaster/forecaster.db
+        mlflow.cache_dir.parts[0],  # models/cache
+        Path(mlflow.tracking_uri.split("///", 1)[1]).parts[0],  # models/mlflow.db
+    }
+    # only what runs before USER is root's; a RUN after it cannot chown
+    root_runs = " ".join(
+        args for keyword, args in steps[: steps.index(("USER", user))] if keyword == "RUN"
+    )
+    for folder in sorted(wanted):
+        path = f"{workdir.rstrip('/')}/{folder}"
+        assert re.search(rf"mkdir -p [^&;]*{re.escape(path)}\b", root_runs), path
+        assert re.search(rf"chown [^&;]*\b{user}\b[^&;]* [^&;]*{re.escape(path)}\b", root_runs), (
+            path
+        )
