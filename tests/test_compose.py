@@ -189,6 +189,18 @@ def test_grafana_dashboard_has_the_promised_panels() -> None:
     assert fills == [{"id": "custom.fillBelowTo", "value": "lower"}]
 
 
+def test_forecast_age_turns_orange_when_the_service_calls_it_stale() -> None:
+    """A forecast older than the staleness bound is stale to the API and refused by the
+    KEDA scaler; the panel showed it green up to 10 minutes."""
+    from forecaster.config import ScheduleSettings
+
+    (panel,) = [p for p in _grafana_dashboard()["panels"] if p["title"] == "Forecast age"]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[0] == {"color": "green", "value": None}
+    assert steps[1]["value"] == ScheduleSettings().stale_after_seconds
+    assert panel["fieldConfig"]["defaults"]["unit"] == "s"
+
+
 @pytest.mark.parametrize(
     "series", ["checkout_rps", 'checkout_rps_by_route{route="/pay"}', 'f{pod="a\\"b"}']
 )
