@@ -71,6 +71,22 @@ def test_forecaster_services_are_wired_by_environment() -> None:
     assert services["forecaster-scheduler"]["command"] == ["scheduler"]
 
 
+def test_postgres_is_healthy_only_once_it_accepts_tcp_connections() -> None:
+    """On a fresh volume the postgres image runs its init scripts (the mlflow database)
+    on a temporary server listening on the Unix socket only; a socket pg_isready
+    passed then, and the services waiting for ``service_healthy`` failed to connect
+    over TCP and were restarted."""
+    postgres = _compose()["services"]["postgres"]
+    test = postgres["healthcheck"]["test"]
+    command = test[1] if test[0] == "CMD-SHELL" else " ".join(test[1:])
+    assert command.startswith("pg_isready ")
+    host = re.search(r"(?:-h|--host)[ =](\S+)", command)
+    assert host is not None and host.group(1) in ("127.0.0.1", "localhost"), command
+    for name, service in _compose()["services"].items():
+        if "postgres" in (service.get("depends_on") or {}):
+            assert service["depends_on"]["postgres"]["condition"] == "service_healthy", name
+
+
 def test_required_secrets_use_strict_interpolation() -> None:
     text = (REPO / "docker-compose.yml").read_text()
     for var in ("POSTGRES_PASSWORD", "FORECASTER_API_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
