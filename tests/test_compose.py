@@ -89,10 +89,28 @@ def test_postgres_is_healthy_only_once_it_accepts_tcp_connections() -> None:
 
 def test_required_secrets_use_strict_interpolation() -> None:
     text = (REPO / "docker-compose.yml").read_text()
-    for var in ("POSTGRES_PASSWORD", "FORECASTER_API_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
+    for var in ("POSTGRES_PASSWORD", "FORECASTER_API__TOKEN", "GRAFANA_ADMIN_PASSWORD"):
         uses = re.findall(r"\$\{" + var + r"([^}]*)\}", text)
         assert uses, var
         assert all(u.startswith(":?") for u in uses), f"{var} must use ${{{var}:?...}}"
+
+
+def test_compose_reads_forecaster_variables_by_their_setting_names() -> None:
+    """Compose reads its variables from an .env next to it, which every forecaster
+    command run from this folder reads too: a compose-only ``FORECASTER_API_TOKEN``
+    there made each command warn "not a forecaster setting (did you mean
+    FORECASTER_API__TOKEN?)", and following the hint made compose refuse to start."""
+    from forecaster.config import warn_unknown_variables
+
+    text = (REPO / "docker-compose.yml").read_text()
+    read = set(re.findall(r"\$\{(\w+)", text))
+    assert "FORECASTER_API__TOKEN" in read
+    assert warn_unknown_variables({name: "x" for name in read}) == []
+    # and each is handed to the services under its own name
+    env = _compose()["x-forecaster-env"]
+    for name in read:
+        if name.startswith("FORECASTER_"):
+            assert env[name].startswith("${" + name), name
 
 
 def test_mlflow_server_uses_postgres_and_an_artifact_volume() -> None:
