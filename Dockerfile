@@ -10,7 +10,9 @@ COPY forecaster ./forecaster
 RUN pip install .
 COPY pipelines ./pipelines
 COPY data ./data
-RUN useradd --create-home forecaster && mkdir -p /app/models && chown forecaster /app/models
+# the folders the default settings write to (SQLite store, MLflow store and model cache)
+RUN useradd --create-home forecaster && mkdir -p /app/models /app/.forecaster \
+    && chown forecaster /app/models /app/.forecaster
 USER forecaster
 EXPOSE 8000 50051
 ENTRYPOINT ["forecaster"]

@@ -426,7 +426,7 @@ def warn_unknown_variables(environ: Mapping[str, str] | None = None) -> list[str
 
     Inside a section an unknown field is an error (see :class:`_Section`); at the top
     level the prefix is shared with other tools (the test suite's
-    ``FORECASTER_TEST_*``, Compose's ``FORECASTER_API_TOKEN``), so a stray variable
+    ``FORECASTER_TEST_*``, variables of other programs), so a stray variable
     is reported, with the closest setting, and the process goes on.
     """
     if environ is None:

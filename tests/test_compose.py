@@ -71,19 +71,66 @@ def test_forecaster_services_are_wired_by_environment() -> None:
     assert services["forecaster-scheduler"]["command"] == ["scheduler"]
 
 
+def test_postgres_is_healthy_only_once_it_accepts_tcp_connections() -> None:
+    """On a fresh volume the postgres image runs its init scripts (the mlflow database)
+    on a temporary server listening on the Unix socket only; a socket pg_isready
+    passed then, and the services waiting for ``service_healthy`` failed to connect
+    over TCP and were restarted."""
+    postgres = _compose()["services"]["postgres"]
+    test = postgres["healthcheck"]["test"]
+    command = test[1] if test[0] == "CMD-SHELL" else " ".join(test[1:])
+    assert command.startswith("pg_isready ")
+    host = re.search(r"(?:-h|--host)[ =](\S+)", command)
+    assert host is not None and host.group(1) in ("127.0.0.1", "localhost"), command
+    for name, service in _compose()["services"].items():
+        if "postgres" in (service.get("depends_on") or {}):
+            assert service["depends_on"]["postgres"]["condition"] == "service_healthy", name
+
+
 def test_required_secrets_use_strict_interpolation() -> None:
     text = (REPO / "docker-compose.yml").read_text()
-    for var in ("POSTGRES_PASSWORD", "FORECASTER_API_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
+    for var in ("POSTGRES_PASSWORD", "FORECASTER_API__TOKEN", "GRAFANA_ADMIN_PASSWORD"):
         uses = re.findall(r"\$\{" + var + r"([^}]*)\}", text)
         assert uses, var
         assert all(u.startswith(":?") for u in uses), f"{var} must use ${{{var}:?...}}"
 
 
+def test_compose_reads_forecaster_variables_by_their_setting_names() -> None:
+    """Compose reads its variables from an .env next to it, which every forecaster
+    command run from this folder reads too: a compose-only ``FORECASTER_API_TOKEN``
+    there made each command warn "not a forecaster setting (did you mean
+    FORECASTER_API__TOKEN?)", and following the hint made compose refuse to start."""
+    from forecaster.config import warn_unknown_variables
+
+    text = (REPO / "docker-compose.yml").read_text()
+    read = set(re.findall(r"\$\{(\w+)", text))
+    assert "FORECASTER_API__TOKEN" in read
+    assert warn_unknown_variables({name: "x" for name in read}) == []
+    # and each is handed to the services under its own name
+    env = _compose()["x-forecaster-env"]
+    for name in read:
+        if name.startswith("FORECASTER_"):
+            assert env[name].startswith("${" + name), name
+
+
 def test_mlflow_server_uses_postgres_and_an_artifact_volume() -> None:
     mlflow = _compose()["services"]["mlflow"]
     command = " ".join(mlflow["command"])
-    assert "--backend-store-uri postgresql://" in command
+    assert re.search(r"--backend-store-uri[ =]postgresql://", command)
     assert any(v.startswith("mlflow-artifacts:") for v in mlflow["volumes"])
+
+
+def test_the_mlflow_service_needs_no_package_index_to_start() -> None:
+    """Its command ran ``pip install psycopg2-binary`` before the server, at every
+    start: without access to PyPI (an air-gapped host, a proxy) MLflow never came up
+    and every training fell back to the baseline, recorded locally only. The driver
+    of the postgresql:// backend store is installed when its image is built."""
+    mlflow = _compose()["services"]["mlflow"]
+    command = " ".join(mlflow["command"])
+    assert "pip " not in command and command.startswith("mlflow server ")
+    dockerfile = (REPO / mlflow["build"] / "Dockerfile").read_text()
+    assert re.search(r"^FROM ghcr\.io/mlflow/mlflow:v\d", dockerfile, re.M)
+    assert re.search(r"^RUN pip install .*psycopg2", dockerfile, re.M)
 
 
 def test_prometheus_config_scrapes_the_api() -> None:
@@ -189,6 +236,18 @@ def test_grafana_dashboard_has_the_promised_panels() -> None:
     assert fills == [{"id": "custom.fillBelowTo", "value": "lower"}]
 
 
+def test_forecast_age_turns_orange_when_the_service_calls_it_stale() -> None:
+    """A forecast older than the staleness bound is stale to the API and refused by the
+    KEDA scaler; the panel showed it green up to 10 minutes."""
+    from forecaster.config import ScheduleSettings
+
+    (panel,) = [p for p in _grafana_dashboard()["panels"] if p["title"] == "Forecast age"]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[0] == {"color": "green", "value": None}
+    assert steps[1]["value"] == ScheduleSettings().stale_after_seconds
+    assert panel["fieldConfig"]["defaults"]["unit"] == "s"
+
+
 @pytest.mark.parametrize(
     "series", ["checkout_rps", 'checkout_rps_by_route{route="/pay"}', 'f{pod="a\\"b"}']
 )
@@ -280,3 +339,47 @@ def test_grafana_queries_use_only_exported_metrics(make_settings: Any, nab: Path
         for name in re.findall(r"\b((?:forecaster|http)_[a-z_]+|up)\b", expr)
     }
     assert used - exported == set()
+
+
+# -- the forecaster image ---------------------------------------------------------------
+
+
+def _dockerfile_steps() -> list[tuple[str, str]]:
+    """The forecaster Dockerfile's instructions as (KEYWORD, arguments), continuations joined."""
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    steps = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, args = line.partition(" ")
+            steps.append((keyword.upper(), args.strip()))
+    return steps
+
+
+def test_the_image_user_can_write_where_the_default_settings_write() -> None:
+    """The image runs as a non-root user in a root-owned WORKDIR: the folders the
+    default settings write to (relative to it) must exist and belong to that user.
+    The image's own CMD (``serve`` on the default SQLite store) stopped with "cannot
+    create the folder .forecaster of the SQLite store (Permission denied)"."""
+    from forecaster.config import DatabaseSettings, MlflowSettings
+
+    steps = _dockerfile_steps()
+    (workdir,) = [args for keyword, args in steps if keyword == "WORKDIR"]
+    (user,) = [args for keyword, args in steps if keyword == "USER"]
+    database = DatabaseSettings().url.split("///", 1)[1]
+    mlflow = MlflowSettings()
+    wanted = {
+        Path(database).parent.parts[0],  # .forecaster/forecaster.db
+        mlflow.cache_dir.parts[0],  # models/cache
+        Path(mlflow.tracking_uri.split("///", 1)[1]).parts[0],  # models/mlflow.db
+    }
+    # only what runs before USER is root's; a RUN after it cannot chown
+    root_runs = " ".join(
+        args for keyword, args in steps[: steps.index(("USER", user))] if keyword == "RUN"
+    )
+    for folder in sorted(wanted):
+        path = f"{workdir.rstrip('/')}/{folder}"
+        assert re.search(rf"mkdir -p [^&;]*{re.escape(path)}\b", root_runs), path
+        assert re.search(rf"chown [^&;]*\b{user}\b[^&;]* [^&;]*{re.escape(path)}\b", root_runs), (
+            path
+        )

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -201,3 +205,75 @@ def test_grafana_queries_run_on_prometheus_scraping_the_stack(
                 expr = expr.replace("checkout_rps", SERIES)
                 instant_query(prom.url, expr)  # raises on a query error
                 assert title
+
+
+def _only_job(expr: str, job: str) -> str:
+    """``expr`` with every ``forecaster_*`` selector restricted to scrape job ``job``."""
+    return re.sub(
+        r"\b(forecaster_[a-z_]+)(\{)?",
+        lambda m: f'{m.group(1)}{{job="{job}"' + (", " if m.group(2) else "}"),
+        expr,
+    )
+
+
+@pytest.mark.integration
+def test_grafana_panels_count_an_api_scraped_twice_once(tmp_path: Path) -> None:
+    """Each API replica, and each scrape job reading its /metrics (the KEDA README's
+    ``forecaster-scaling`` job), exports the same forecasts and pipeline totals: a
+    panel that summed the targets showed twice the prediction (outside its own band),
+    twice the errors and the points ingested."""
+    from forecaster.store.repository import Store
+    from tests.support.dashboard_seed import SERIES, make_engine_for, running_api
+    from tests.support.promscrape import instant_query
+    from tests.test_compose import _panel_queries
+
+    api = tmp_path / "api"
+    api.mkdir()
+    with running_api(api, free_port()) as base:
+        target = base.removeprefix("http://")
+        jobs = {"forecaster": [target], "forecaster-scaling": [target]}
+        params = {"forecaster-scaling": {"series": [SERIES]}}
+        with scraping_prometheus(tmp_path, jobs, params=params) as prom:
+            # runs recorded after the API's first read of them move its counters
+            wait_for_query(prom.url, "forecaster_job_stats_ok == 1", bool)
+            engine = make_engine_for(f"sqlite:///{api / 'store.db'}")
+            store = Store(engine)
+            now = datetime.now(UTC)
+            for job, ok, detail in (
+                ("ingest", True, json.dumps({"points": 12})),
+                ("publish", False, "boom"),
+            ):
+                store.record_job_run(
+                    job=job, series=SERIES, started_at=now, finished_at=now, ok=ok, detail=detail
+                )
+            engine.dispose()
+            for job in jobs:
+                for counter in ("points_ingested_total", "job_errors_total"):
+                    wait_for_query(prom.url, f'forecaster_{counter}{{job="{job}"}} > 0', bool)
+            time.sleep(2)  # a few more scrapes of the new totals by both jobs
+            at = time.time()
+            compared = 0
+            for title, expr in _panel_queries(SERIES):
+                if "forecaster_" not in expr or title == "API health":
+                    continue  # API health is per target on purpose
+                expr = expr.replace(" offset 1h", "")  # Prometheus has minutes of data
+                got = _values(instant_query(prom.url, expr, at=at))
+                one = _values(instant_query(prom.url, _only_job(expr, "forecaster"), at=at))
+                assert got.keys() == one.keys(), (title, expr, got, one)
+                for key, value in one.items():
+                    if math.isnan(value):  # a histogram of a stage without runs
+                        assert math.isnan(got[key]), (title, expr)
+                        continue
+                    assert got[key] == pytest.approx(value, rel=0.25, abs=1e-6), (title, expr)
+                    compared += 1
+            assert compared >= 8
+
+
+def _values(result: list[dict[str, Any]]) -> dict[tuple[tuple[str, str], ...], float]:
+    """An instant query's samples by label set (``job`` and ``instance`` left out)."""
+    return {
+        tuple(
+            sorted((k, v) for k, v in r["metric"].items() if k not in ("job", "instance"))
+        ): float(r["value"][1])
+        for r in result
+    }

@@ -55,5 +55,15 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         if output.get("output_type") == "error"
     ]
     assert errors == []
+    # every output is the notebook's own: no warnings or log lines on stderr (MLflow's
+    # tqdm import warned about ipywidgets in the middle of the MLflow cells)
+    stderr = [
+        output["text"]
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "stream" and output.get("name") == "stderr"
+    ]
+    assert stderr == []
     # the workspaces are removed when the kernel stops (they piled up, a few MB a run)
     assert sorted(p.name for p in kernel_tmp.iterdir()) == []

@@ -86,10 +86,13 @@ def scraping_prometheus(
         _stop(process)
 
 
-def instant_query(url: str, promql: str, *, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """Evaluate ``promql`` now on the Prometheus at ``url``; returns ``data.result``."""
+def instant_query(
+    url: str, promql: str, *, timeout: float = 5.0, at: float | None = None
+) -> list[dict[str, Any]]:
+    """Evaluate ``promql`` on the Prometheus at ``url`` now (or at Unix time ``at``);
+    returns ``data.result``."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    query = urllib.parse.urlencode({"query": promql})
+    query = urllib.parse.urlencode({"query": promql, **({} if at is None else {"time": at})})
     with opener.open(f"{url}/api/v1/query?{query}", timeout=timeout) as answer:
         body = json.loads(answer.read())
     if body.get("status") != "success":
