@@ -236,6 +236,22 @@ def test_grafana_dashboard_has_the_promised_panels() -> None:
     assert fills == [{"id": "custom.fillBelowTo", "value": "lower"}]
 
 
+def test_forecast_panels_show_an_outage_as_a_gap() -> None:
+    """The forecast panels joined every gap (spanNulls: true): hours without a
+    forecast or an observation (publishing or ingestion stopped) were drawn as a
+    straight line, as if the service had forecast them. Gaps up to 10 minutes (a
+    missed scrape or two) are still joined."""
+    panels = [
+        p
+        for p in _grafana_dashboard()["panels"]
+        if p["type"] == "timeseries"
+        and p["title"].startswith(("Predicted vs actual", "Forecast error over time"))
+    ]
+    assert len(panels) == 2
+    for panel in panels:
+        assert panel["fieldConfig"]["defaults"]["custom"]["spanNulls"] == 600_000
+
+
 def test_forecast_age_turns_orange_when_the_service_calls_it_stale() -> None:
     """A forecast older than the staleness bound is stale to the API and refused by the
     KEDA scaler; the panel showed it green up to 10 minutes."""
