@@ -399,3 +399,26 @@ def test_the_image_user_can_write_where_the_default_settings_write() -> None:
         assert re.search(rf"chown [^&;]*\b{user}\b[^&;]* [^&;]*{re.escape(path)}\b", root_runs), (
             path
         )
+
+
+def test_the_build_context_leaves_out_local_state_and_secrets() -> None:
+    """Without a .dockerignore the whole checkout was the build context: after
+    ``make demo`` its .venv (1.5 GB) and model store, and an .env of secrets. Every
+    path the Dockerfile copies must still be in it."""
+    ignore = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for excluded in (".venv", ".env", ".git", ".forecaster", "models/*"):
+        assert excluded in ignore, excluded
+    copied = [
+        source
+        for keyword, args in _dockerfile_steps()
+        if keyword == "COPY" and "--from" not in args
+        for source in args.split()[:-1]
+    ]
+    assert copied
+    for source in copied:
+        assert (REPO / source).exists(), source
+        assert not any(source == pattern.rstrip("/*") for pattern in ignore), source
