@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from forecaster.api.app import create_app
 from forecaster.api.routes.cache_warming import split_member_names
+from forecaster.api.view import iso_utc
 from forecaster.consumers.regressions import RegressionEvent, Transition
 from forecaster.sources.base import member_name
 from forecaster.store.consumers_repo import ConsumersRepo, ScoreRow
@@ -242,6 +243,34 @@ def test_circuit_breaker_window_shorter_than_a_step(client: TestClient) -> None:
     response = client.get("/v1/circuit-breaker/rps", params={"latency": "100ms", "window": "1ms"})
     assert response.status_code == 200, response.text
     assert response.json()["max_requests"] >= 1
+
+
+def test_circuit_breaker_limits_end_with_the_forecast(client: TestClient) -> None:
+    """Limits sized from a forecast that ends inside the window are valid only as far as
+    it reaches: a 2-hour forecast asked for 6 hours said ``valid_until`` now + 6 h, with
+    the last 4 hours unseen (a rise there would overrun the limits)."""
+    member = 'by_route{route="/b"}'  # 24 steps of 5 minutes
+    for params in (
+        {"latency": "100ms", "rate_per": "1s", "window": "6h"},
+        {"latency_series": member, "latency_unit": "ms", "rate_per": "1s", "window": "6h"},
+    ):
+        response = client.get("/v1/circuit-breaker/rps", params=params)
+        assert response.status_code == 200, response.text
+        ends = datetime.fromisoformat(response.json()["valid_until"])
+        if "latency_series" not in params:  # rps covers a day: the whole window
+            assert ends - datetime.now(UTC) > timedelta(hours=5, minutes=59)
+            assert "forecast_ends_at" not in response.json()["basis"]
+        else:
+            assert ends - datetime.now(UTC) < timedelta(hours=2, minutes=1)
+            assert response.json()["basis"]["forecast_ends_at"] == iso_utc(ends)
+        short = client.get(f"/v1/circuit-breaker/{member}", params=params).json()
+        until = datetime.fromisoformat(short["valid_until"])
+        assert timedelta(hours=1, minutes=54) < until - datetime.now(UTC) < timedelta(hours=2)
+        assert short["basis"]["forecast_ends_at"] == iso_utc(until)
+        envoy = client.get(
+            f"/v1/circuit-breaker/{member}", params={**params, "format": "envoy"}
+        ).json()
+        assert envoy["valid_until"] == short["valid_until"]
 
 
 def test_circuit_breaker_refuses_a_negative_forecast(client: TestClient) -> None:

@@ -220,11 +220,18 @@ async def circuit_breaker(
             latency_peak_upper=lat_peak,
         )
     start = datetime.fromtimestamp(now - now % lo_step, UTC)
+    # the limits hold only as far as the forecasts they come from: a horizon shorter
+    # than the window (or a publication running late) ends them earlier
+    until = now + span.total_seconds()
+    covered = min(cached.ds_epoch[-1] for cached in used)
+    if covered < until:
+        until = max(covered, now)
+        basis["forecast_ends_at"] = iso_utc(datetime.fromtimestamp(covered, UTC))
     limits = size_limits(
         rate_per_second=rate_per_second,
         latency_seconds=latency_value,
         valid_from=start,
-        valid_until=datetime.fromtimestamp(now, UTC) + span,
+        valid_until=datetime.fromtimestamp(until, UTC),
         policy=SizingPolicy(headroom=headroom, timeout_factor=timeout_factor),
         basis=basis,
     )
