@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from fastapi import HTTPException, Request, status
@@ -31,6 +32,12 @@ def duration_param(name: str, value: str, *, maximum: timedelta) -> timedelta:
     return parsed
 
 
+#: A timestamp whose UTC offset's "+" was decoded from a query string as a space.
+_PLUS_AS_SPACE = re.compile(
+    r"\s*(?P<time>.*\d[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (?P<offset>\d{2}(?::?\d{2})?)\s*"
+)
+
+
 def timestamp_param(name: str, value: str) -> datetime:
     """Parse an ISO 8601 timestamp (naive means UTC) or a relative ``-2h``; 422 on a bad value."""
     text = value.strip()
@@ -42,9 +49,16 @@ def timestamp_param(name: str, value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise bad_parameter(
-            name, f"{name}={value!r} is not an ISO 8601 timestamp (or a relative '-2h')"
-        ) from None
+        # "2026-11-30T10:00:00+01:00" typed into a URL unescaped arrives with its "+"
+        # decoded as a space: read that space as the "+" it was
+        sent = _PLUS_AS_SPACE.fullmatch(value)
+        repaired = None if sent is None else f"{sent['time']}+{sent['offset']}"
+        try:
+            parsed = datetime.fromisoformat(repaired or text)  # the same error without one
+        except ValueError:
+            raise bad_parameter(
+                name, f"{name}={value!r} is not an ISO 8601 timestamp (or a relative '-2h')"
+            ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     try:

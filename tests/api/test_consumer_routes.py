@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -375,6 +375,24 @@ def test_regressions_listing_and_metrics(client: TestClient) -> None:
         'forecaster_anomaly_score{series="rps"} 2.5'
         in client.get("/metrics", params={"series": "rps"}).text
     )
+
+
+def test_since_with_an_offset_typed_into_the_url(client: TestClient) -> None:
+    """``since=2026-11-30T09:00:00+05:00`` typed into a URL (curl, a browser) arrives with
+    its "+" decoded as a space; it was a 422 quoting a timestamp the user never wrote."""
+    plus5 = timezone(timedelta(hours=5))
+    for ago, opened in ((timedelta(minutes=270), [False, True]), (timedelta(hours=1), [True])):
+        when = (datetime.now(UTC) - ago).astimezone(plus5).replace(microsecond=0)
+        for raw in (when.isoformat(), when.strftime("%Y-%m-%dT%H:%M:%S%z")):  # +05:00, +0500
+            response = client.get(f"/v1/regressions?series=rps&since={raw}")
+            assert response.status_code == 200, (raw, response.text)
+            assert sorted(e["open"] for e in response.json()["events"]) == opened
+    history = client.get(f"/v1/series/rps/history?since={when.isoformat()}")
+    assert history.status_code == 200, history.text
+    # a space that cannot have been a "+" is still refused, naming the parameter
+    response = client.get("/v1/regressions?since=2026-11-30T09:00:00+25:00")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "since"]
 
 
 def test_regressions_of_a_split_by_family_by_its_name(client: TestClient) -> None:
