@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -137,6 +138,33 @@ def test_signed_delivery_at_most_once_across_a_restart(receiver: Receiver, store
         ("w:1", "sent", 1),
         ("w:2", "sent", 1),
     ]
+
+
+def test_a_key_outside_ascii_is_delivered_percent_encoded(
+    receiver: Receiver, store_url: str
+) -> None:
+    """A ``split_by`` member's name holds its label values, which may be any text
+    (``route="/café"``): the delivery key went into a header as it was, httpx refused
+    it before sending (UnicodeEncodeError) and the claimed delivery was never sent nor
+    recorded as failed. The header carries it percent-encoded (UTF-8); the store and
+    the payload keep the name as it is."""
+    target = WebhookTarget(url=receiver.url, secret=SECRET)
+    sender, engine = _sender(store_url, [])
+    try:
+        keys = ['cache-warming:by_route{route="/café 100%"}:2026-11-29T10:05Z', "w:\ttab\there"]
+        for key in keys:
+            outcome = sender.deliver(target, key=key, kind="test", series="s", payload={"k": key})
+            assert outcome.status == "sent", outcome
+        records = ConsumersRepo(Store(engine)).deliveries()
+    finally:
+        sender.close()
+        engine.dispose()
+    assert [r["json"]["k"] for r in receiver.received] == keys
+    assert all(r["valid"] for r in receiver.received)
+    headers = [r["key"] for r in receiver.received]
+    assert headers[0] == ('cache-warming:by_route{route="/caf%C3%A9%20100%25"}:2026-11-29T10:05Z')
+    assert [unquote(h) for h in headers] == keys
+    assert sorted((r["key"], r["status"]) for r in records) == sorted((k, "sent") for k in keys)
 
 
 def test_retries_with_backoff_then_gives_up_for_good(receiver: Receiver, store_url: str) -> None:
