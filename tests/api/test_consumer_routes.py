@@ -237,6 +237,20 @@ def test_circuit_breaker_littles_law(client: TestClient) -> None:
     assert fixed["timeout_ms"] == 300
 
 
+def test_circuit_breaker_overrides_that_agree_with_the_units_pass(client: TestClient) -> None:
+    """``latency_unit``/``rate_per`` restating the series' own unit are fine; one that
+    contradicts it is a 422 saying so (``lat`` is in ms: read as seconds, every limit
+    was 1000 times too large)."""
+    params = {"latency_series": "lat", "latency_unit": "ms", "rate_per": "1s"}
+    agreed = client.get("/v1/circuit-breaker/rps", params=params)
+    assert agreed.status_code == 200, agreed.text
+    plain = client.get("/v1/circuit-breaker/rps", params={"latency_series": "lat"}).json()
+    assert agreed.json()["max_requests"] == plain["max_requests"]
+    wrong = client.get("/v1/circuit-breaker/rps", params={**params, "latency_unit": "s"})
+    assert wrong.status_code == 422
+    assert "contradicts the unit of 'lat' ('ms')" in wrong.json()["detail"][0]["msg"]
+
+
 def test_circuit_breaker_window_shorter_than_a_step(client: TestClient) -> None:
     """A window between two forecast points holds none: the step it ends in sizes the
     limits (it was a 404 'does not cover the coming window (stale?)')."""
@@ -464,6 +478,9 @@ def test_regressions_of_a_split_by_family_by_its_name(client: TestClient) -> Non
         ("/v1/circuit-breaker/lat", {"latency_series": "odd", "rate_per": "1s"}, "latency_unit"),
         # latency_unit was silently ignored beside a fixed latency
         ("/v1/circuit-breaker/rps", {"latency": "250ms", "latency_unit": "ms"}, "latency_unit"),
+        # an override contradicting the series' own unit sized limits 1000x (or 300x) off
+        ("/v1/circuit-breaker/rps", {"latency_series": "lat", "latency_unit": "s"}, "latency_unit"),
+        ("/v1/circuit-breaker/rps", {"latency": "100ms", "rate_per": "5m"}, "rate_per"),
         ("/v1/regressions", {"since": "last week"}, "since"),
         ("/v1/regressions", {"since": ""}, "since"),  # it was the 7-day default
         ("/v1/regressions", {"limit": "0"}, "limit"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -164,12 +165,19 @@ async def circuit_breaker(
     rate_fc = rate_cached.forecast
     used = [rate_cached]
     lo_step = rate_fc.step_seconds
+    unit = view.series_info(series).unit
+    found = rate_period_from_unit(unit)
     if rate_per is not None:
         per_seconds = duration_param("rate_per", rate_per, maximum=timedelta(days=1))
         period = per_seconds.total_seconds()
+        if found is not None and not math.isclose(found, period):
+            # one of the two is wrong, and the limits would be off by their ratio
+            raise bad_parameter(
+                "rate_per",
+                f"rate_per={rate_per!r} contradicts the unit of {series!r} ({unit!r}, a rate "
+                f"per {found:g}s): drop rate_per, or correct the series' unit in the spec",
+            )
     else:
-        unit = view.series_info(series).unit
-        found = rate_period_from_unit(unit)
         if found is None:
             raise bad_parameter(
                 "rate_per",
@@ -200,15 +208,24 @@ async def circuit_breaker(
             what="latency",
             loc=["query", "latency_series"],
         )
+        lat_unit = view.series_info(latency_series).unit
+        found_scale = latency_scale_from_unit(lat_unit)
         if latency_unit is not None:
             scale = 1e-3 if latency_unit == "ms" else 1.0
+            if found_scale is not None and not math.isclose(found_scale, scale):
+                # a series in ms read as seconds sized every limit 1000 times too large
+                raise bad_parameter(
+                    "latency_unit",
+                    f"latency_unit={latency_unit!r} contradicts the unit of "
+                    f"{latency_series!r} ({lat_unit!r}): drop latency_unit, or correct the "
+                    "series' unit in the spec",
+                )
         else:
-            unit = view.series_info(latency_series).unit
-            found_scale = latency_scale_from_unit(unit)
             if found_scale is None:
                 raise bad_parameter(
                     "latency_unit",
-                    f"the unit of {latency_series!r} ({unit!r}) is not s or ms; give latency_unit",
+                    f"the unit of {latency_series!r} ({lat_unit!r}) is not s or ms; give "
+                    "latency_unit",
                 )
             scale = found_scale
         latency_value = lat_peak * scale
