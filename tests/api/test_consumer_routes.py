@@ -191,6 +191,19 @@ def test_cache_warming_top_k(client: TestClient) -> None:
     assert [m["labels"]["route"] for m in loose["members"]] == ["/b", "/c"]
 
 
+def test_top_k_window_end_is_where_the_forecasts_end(client: TestClient) -> None:
+    """Members forecast for 2 hours, ranked over a 6-hour window: the answer said it
+    ranked up to now + 6 h, over 4 hours no forecast covers."""
+    body = client.get("/v1/cache-warming/by_route/top", params={"window": "6h"}).json()
+    assert [m["labels"]["route"] for m in body["members"]] == ["/b", "/c", "/a"]
+    end = datetime.fromisoformat(body["window_end"])
+    assert timedelta(hours=1, minutes=54) < end - datetime.now(UTC) <= timedelta(hours=2)
+    assert end.minute % 5 == 0 and end.second == 0  # the last forecast step
+    covered = client.get("/v1/cache-warming/by_route/top", params={"window": "1h"}).json()
+    asked = datetime.fromisoformat(covered["window_end"]) - datetime.now(UTC)
+    assert timedelta(minutes=59) < asked <= timedelta(hours=1)
+
+
 def test_top_k_keeps_incumbents_whose_names_hold_commas(client: TestClient) -> None:
     """A member of a family split by two labels is named ``by_call{method="GET",route="/a"}``:
     ``current`` splits between names, not at the commas inside one (the incumbent was
