@@ -300,6 +300,33 @@ def test_circuit_breaker_limits_end_with_the_forecast(client: TestClient) -> Non
         assert envoy["valid_until"] == short["valid_until"]
 
 
+def test_circuit_breaker_on_a_forecast_all_in_the_past_is_503(client: TestClient) -> None:
+    """A series whose last forecast ended before now (publishing stopped) was a 404, the
+    answer for a series that does not exist; it is a 503 saying publishing is behind,
+    as for scaling, naming the series and where its forecast ends."""
+    engine = make_engine(client.app.state.settings.database)  # type: ignore[attr-defined]
+    try:
+        made = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+        _publish(Store(engine), "gone_rps", [100.0] * 12, made, made, unit="req/s")
+        _publish(Store(engine), "gone_lat", [0.2] * 12, made, made, unit="s")
+    finally:
+        engine.dispose()
+    deadline = time.monotonic() + 10
+    while "gone_lat" not in client.get("/v1/series").text and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ends = iso_utc(made + 12 * STEP)
+    for path, params, name in [
+        ("/v1/circuit-breaker/gone_rps", {"latency": "100ms"}, "gone_rps"),
+        ("/v1/circuit-breaker/rps", {"latency_series": "gone_lat"}, "gone_lat"),
+        ("/v1/circuit-breaker/gone_rps", {"latency": "100ms", "format": "envoy"}, "gone_rps"),
+    ]:
+        response = client.get(path, params=params)
+        assert response.status_code == 503, response.text
+        detail = response.json()["detail"]
+        assert f"the forecast of {name!r} ends at {ends}" in detail
+        assert "publishing is behind" in detail
+
+
 def test_circuit_breaker_refuses_a_negative_forecast(client: TestClient) -> None:
     """A series with negative values (a signed delta) can be forecast below zero over the
     whole window: Little's law has no answer for a negative rate or latency. A 422

@@ -51,7 +51,8 @@ def _peak(
     """The forecast of ``name`` and its peak (upper quantile) over ``(start, end]``.
 
     Raises:
-        HTTPException: 404 for an unknown series or no forecast for the window; 422
+        HTTPException: 404 for an unknown series or nothing published; 503 when the
+            forecast ends before the window (publishing is behind); 422
             (at ``loc``) when the whole window is forecast below zero, which no rate
             or latency can be (a series of signed values, or the wrong series).
     """
@@ -61,9 +62,14 @@ def _peak(
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
     lo, hi = view.window_ahead(cached, start, end)
     if hi <= lo:
+        # published, but all of it is past: publishing is behind (a 503 as for scaling,
+        # not the 404 of a series that does not exist)
+        ends = cached.ds_iso[-1] if cached.ds_iso else "?"
         raise HTTPException(
-            status.HTTP_404_NOT_FOUND,
-            detail=f"the forecast of {name!r} does not cover the coming window (stale?)",
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"the forecast of {name!r} ends at {ends}, before the coming "
+            f"window: it was published at {cached.generated_at_iso} and none has been since "
+            "(publishing is behind); keep the limits in force",
         )
     cols = cached.columns
     peak = max(max(cols.yhat_upper[lo:hi]), max(cols.yhat[lo:hi]))
@@ -94,6 +100,7 @@ def _peak(
             '"max_requests", "max_retries", "track_remaining"}]}}, "route": {"timeout"}}`'
         },
         404: {"description": "Unknown series or nothing published yet"},
+        503: {"description": "A forecast ends before the coming window (publishing is behind)"},
     },
 )
 async def circuit_breaker(
