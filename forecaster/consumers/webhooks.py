@@ -202,7 +202,14 @@ class WebhookSender:
             if response.is_success:
                 ok, error = True, ""
                 break
-            error = f"HTTP {status_code}: {response.text[:200]}"
+            if response.is_redirect:  # e.g. http:// answered with a move to https://
+                where = response.headers.get("location", "?")
+                error = (
+                    f"HTTP {status_code}: redirected to {where}; redirects are not followed "
+                    "(a signed POST is not re-sent elsewhere): set the webhook URL to it"
+                )
+            else:
+                error = f"HTTP {status_code}: {response.text[:200]}"
             if status_code != 429 and status_code < 500:
                 break
         self.log.finish_delivery(

@@ -55,6 +55,8 @@ class Receiver:
                 if receiver.fail_first > 0:
                     receiver.fail_first -= 1
                     self.send_response(receiver.fail_status)
+                    if 300 <= receiver.fail_status < 400:
+                        self.send_header("Location", "https://warmer.example/hook")
                 else:
                     self.send_response(200 if valid else 401)
                 self.send_header("Content-Length", "0")
@@ -187,6 +189,13 @@ def test_retries_with_backoff_then_gives_up_for_good(receiver: Receiver, store_u
     down = sender.deliver(closed, key="r:3", kind="test", series="s", payload={})
     assert (down.status, down.attempts, down.status_code) == ("failed", 3, None)
     assert "Error" in down.error
+    # a redirect (http:// moved to https://) is not followed and says where it points
+    # (it was "HTTP 308: ", the body of a redirect being empty)
+    receiver.fail_first, receiver.fail_status = 1, 308
+    moved = sender.deliver(target, key="r:5", kind="test", series="s", payload={})
+    assert (moved.status, moved.attempts, moved.status_code) == ("failed", 1, 308)
+    assert "redirected to https://warmer.example/hook" in moved.error
+    assert "set the webhook URL to it" in moved.error
     # a URL httpx refuses (it got past an older spec check): recorded failed, not left
     # claimed as "sending" forever with the job crashed
     broken = WebhookTarget(url="http://[::1/", secret=SECRET, retries=2)
