@@ -204,6 +204,36 @@ def test_top_k_window_end_is_where_the_forecasts_end(client: TestClient) -> None
     assert timedelta(minutes=59) < asked <= timedelta(hours=1)
 
 
+def test_repeated_parameters(client: TestClient) -> None:
+    """``current`` may be repeated, as ``/metrics?series=`` is (``current=a&current=b``
+    kept ``b`` only: the incumbent ``a`` was replaced); a parameter that takes one value
+    given twice is a 422 naming it (the last one was used, the others dropped)."""
+    held = [f'by_route{{route="{r}"}}' for r in ("/a", "/b")]
+    params = {"k": "2", "margin": "3"}
+    repeated = client.get(
+        "/v1/cache-warming/by_route/top", params=[*params.items(), *(("current", h) for h in held)]
+    )
+    assert repeated.status_code == 200, repeated.text
+    joined = client.get(
+        "/v1/cache-warming/by_route/top", params={**params, "current": ",".join(held)}
+    )
+    routes = [m["labels"]["route"] for m in repeated.json()["members"]]
+    assert routes == [m["labels"]["route"] for m in joined.json()["members"]] == ["/b", "/a"]
+    for path, query, name in [
+        ("/v1/circuit-breaker/rps", "latency=100ms&latency=1s", "latency"),
+        ("/v1/regressions", "series=rps&series=by_route", "series"),
+        ("/v1/cache-warming/rps", "lead=5m&lead=5m", "lead"),
+        ("/v1/cache-warming/by_route/top", "k=1&k=3&current=x", "k"),
+    ]:
+        response = client.get(f"{path}?{query}")
+        assert response.status_code == 422, response.text
+        (detail,) = response.json()["detail"]
+        assert detail["loc"] == ["query", name]
+        assert detail["msg"] == f"{name!r} is given 2 times; give it once"
+    metrics = client.get("/metrics?series=rps&series=lat")
+    assert metrics.status_code == 200 and 'forecaster_anomaly_score{series="rps"}' in metrics.text
+
+
 def test_top_k_keeps_incumbents_whose_names_hold_commas(client: TestClient) -> None:
     """A member of a family split by two labels is named ``by_call{method="GET",route="/a"}``:
     ``current`` splits between names, not at the commas inside one (the incumbent was

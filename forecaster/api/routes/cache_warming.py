@@ -111,11 +111,12 @@ async def top_members(
         str, Query(description="The coming window to rank over, e.g. 1h", max_length=32)
     ] = "1h",
     current: Annotated[
-        str | None,
+        list[str] | None,
         Query(
             description="Comma-separated members the cache holds now (series names; commas "
-            "inside a name's {...} do not split it); they keep their place unless an "
-            "outsider's predicted demand beats theirs by more than `margin`",
+            "inside a name's {...} do not split it; or repeat the parameter); they keep "
+            "their place unless an outsider's predicted demand beats theirs by more than "
+            "`margin`",
             max_length=65536,
         ),
     ] = None,
@@ -170,7 +171,7 @@ async def top_members(
     # the window reported is the one ranked over: the step a short window ends in, or
     # as far as the forecasts go when they all end before the window does
     end = max(end, last) if reach >= end.timestamp() or not forecasts else last
-    held = split_member_names(current or "")
+    held = [name for text in current or () for name in split_member_names(text)]
     ranked = rank_members(forecasts, start=start, end=end, k=k, current=held, margin=margin)
     labels = {m.name: m.labels for m in members}
     body: dict[str, Any] = {
