@@ -479,6 +479,17 @@ def test_since_with_an_offset_typed_into_the_url(client: TestClient) -> None:
     assert response.json()["detail"][0]["loc"] == ["query", "since"]
 
 
+def test_regressions_say_which_selected_series_are_not_judged(client: TestClient) -> None:
+    """A series without ``watch:`` answered ``{"events": []}``, the same as a watched one
+    that is fine: an SRE asking about it read an all-clear the detector never gave."""
+    assert client.get("/v1/regressions", params={"series": "rps"}).json()["not_judged"] == []
+    lat = client.get("/v1/regressions", params={"series": "lat"}).json()
+    assert lat == {"events": [], "not_judged": ["lat"]}
+    family = client.get("/v1/regressions", params={"series": "by_route"}).json()
+    assert family["not_judged"] == sorted(f'by_route{{route="{r}"}}' for r in ("/a", "/b", "/c"))
+    assert client.get("/v1/regressions").json()["not_judged"] == []
+
+
 def test_regressions_of_a_split_by_family_by_its_name(client: TestClient) -> None:
     """``watch:`` on a ``split_by`` family watches each member; the family's name (the one
     written in the spec) selects their events, as it does on ``/metrics`` (it was a 404

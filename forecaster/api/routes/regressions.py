@@ -46,6 +46,12 @@ class RegressionsOut(BaseModel):
     """Events, newest start first."""
 
     events: list[RegressionEventOut]
+    not_judged: list[str] = Field(
+        default_factory=list,
+        description="Of the series `series` selects, those the detector is not judging "
+        "now (no `watch:` in the spec, not judged yet, or no longer watched): no event "
+        "for them is not an all-clear. Empty without `series`",
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -134,6 +140,7 @@ async def list_regressions(
                 "closed_reason": e.closed_reason,
             }
             for e in events
-        ]
+        ],
+        "not_judged": sorted(names - state.scores.keys()) if names is not None else [],
     }
     return Response(orjson.dumps(body), media_type="application/json")
