@@ -484,10 +484,21 @@ def test_regressions_say_which_selected_series_are_not_judged(client: TestClient
     that is fine: an SRE asking about it read an all-clear the detector never gave."""
     assert client.get("/v1/regressions", params={"series": "rps"}).json()["not_judged"] == []
     lat = client.get("/v1/regressions", params={"series": "lat"}).json()
-    assert lat == {"events": [], "not_judged": ["lat"]}
+    assert lat == {"truncated": False, "events": [], "not_judged": ["lat"]}
     family = client.get("/v1/regressions", params={"series": "by_route"}).json()
     assert family["not_judged"] == sorted(f'by_route{{route="{r}"}}' for r in ("/a", "/b", "/c"))
     assert client.get("/v1/regressions").json()["not_judged"] == []
+
+
+def test_regressions_cut_by_limit_say_so(client: TestClient) -> None:
+    """``limit`` cut the list without a word: the newest events, and nothing to tell a
+    client that older ones matched too (from memory and from the store alike)."""
+    for since in ("-7d", "-60d"):  # the in-memory window, and a query to the store
+        params = {"series": "rps", "since": since}
+        cut = client.get("/v1/regressions", params={**params, "limit": "1"}).json()
+        assert cut["truncated"] is True and [e["open"] for e in cut["events"]] == [True]
+        whole = client.get("/v1/regressions", params={**params, "limit": "2"}).json()
+        assert whole["truncated"] is False and len(whole["events"]) == 2
 
 
 def test_regressions_of_a_split_by_family_by_its_name(client: TestClient) -> None:
