@@ -36,7 +36,7 @@ def duration_param(name: str, value: str, *, maximum: timedelta) -> timedelta:
 
 #: A timestamp whose UTC offset's "+" was decoded from a query string as a space.
 _PLUS_AS_SPACE = re.compile(
-    r"\s*(?P<time>.*\d[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (?P<offset>\d{2}(?::?\d{2})?)\s*"
+    r"(?P<time>.*\d[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (?P<offset>\d{2}(?::?\d{2})?)"
 )
 
 
@@ -53,7 +53,7 @@ def timestamp_param(name: str, value: str) -> datetime:
     except ValueError:
         # "2026-11-30T10:00:00+01:00" typed into a URL unescaped arrives with its "+"
         # decoded as a space: read that space as the "+" it was
-        sent = _PLUS_AS_SPACE.fullmatch(value)
+        sent = _PLUS_AS_SPACE.fullmatch(text)
         repaired = None if sent is None else f"{sent['time']}+{sent['offset']}"
         try:
             parsed = datetime.fromisoformat(repaired or text)  # the same error without one
