@@ -68,9 +68,10 @@ def _parse_parts(s: str, text: object, what: str) -> float:
     pos = 0
     seconds = 0.0
     last_size = float("inf")
-    for match in _PART.finditer(s):
-        if match.start() != pos:
-            break
+    # each part read where the last ended: a search (finditer) for the next part tried
+    # every later position, quadratic in the length (4,000 digits without a unit took
+    # half a second, in the API's event loop)
+    while (match := _PART.match(s, pos)) is not None:
         size = _UNITS[match.group(2)]
         if size >= last_size:
             raise ValueError(

@@ -207,6 +207,18 @@ class CacheWarmingSpec(_ConsumerSpec):
     def _dur(cls, value: Any, info: Any) -> Any:
         return _duration(value, f"cache_warming.{info.field_name}")
 
+    @model_validator(mode="after")
+    def _lead_fits(self) -> CacheWarmingSpec:
+        if self.within < self.lead:
+            # a window is pushed when warm_at (its start - lead) comes, but only once its
+            # start is within reach: a ramp starting between the two got less than lead
+            raise ValueError(
+                f"cache_warming.within ({format_duration(self.within)}) is shorter than "
+                f"cache_warming.lead ({format_duration(self.lead)}): a ramp starting "
+                "between them would be pushed less than lead ahead; make within at least lead"
+            )
+        return self
+
 
 class Defaults(BaseModel):
     """Values every series inherits unless it sets its own."""

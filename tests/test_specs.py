@@ -120,6 +120,11 @@ def test_relative_file_resolved_against_spec_folder(tmp_path: Path, write_spec: 
             {},
             "cache_warming.min_increase: Input should be a finite number",
         ),
+        (  # the lead was not honoured: windows starting past within waited for it
+            [{"name": "a", "query": "up", "cache_warming": {"lead": "30m", "within": "10m"}}],
+            {},
+            "cache_warming.within (10m) is shorter than cache_warming.lead (30m)",
+        ),
         (
             [{"name": "a", "query": "up", "schedule": {"train": "0 99 * * *"}}],
             {},

@@ -168,14 +168,25 @@ def envoy_thresholds(limits: BreakerLimits) -> dict[str, Any]:
 _PER = {
     "s": 1.0,
     "sec": 1.0,
+    "secs": 1.0,
     "second": 1.0,
+    "seconds": 1.0,
     "m": 60.0,
     "min": 60.0,
+    "mins": 60.0,
     "minute": 60.0,
+    "minutes": 60.0,
     "h": 3600.0,
+    "hr": 3600.0,
     "hour": 3600.0,
+    "hours": 3600.0,
 }
-_LATENCY = {"s": 1.0, "sec": 1.0, "seconds": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
+#: Singular and plural spellings alike (Prometheus names its base unit ``seconds``).
+_LATENCY = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
+    **dict.fromkeys(("ms", "msec", "msecs", "millisecond", "milliseconds"), 1e-3),
+    **dict.fromkeys(("us", "µs", "usec", "microsecond", "microseconds"), 1e-6),
+}
 
 
 def rate_period_from_unit(unit: str) -> float | None:

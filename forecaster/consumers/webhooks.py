@@ -3,7 +3,8 @@
 Every request carries::
 
     Content-Type: application/json
-    X-Forecaster-Delivery: <key>                 (idempotency key of the window)
+    X-Forecaster-Delivery: <key>                 (idempotency key of the window; outside
+                                                  visible ASCII, and "%", percent-encoded)
     X-Forecaster-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>
 
 where the HMAC is computed with the configured secret over ``f"{t}.".encode() +
@@ -36,6 +37,19 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Forecaster-Signature"
 DELIVERY_HEADER = "X-Forecaster-Delivery"
+
+
+#: Visible ASCII but "%": what a delivery key keeps as it is in the header.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+
+
+def header_key(key: str) -> str:
+    """``key`` as the ``X-Forecaster-Delivery`` header value: visible ASCII as it is,
+    anything else (a member's label value such as ``/café``, white space) and ``%``
+    percent-encoded as UTF-8, as HTTP header values are ASCII."""
+    from urllib.parse import quote
+
+    return quote(key, safe=_HEADER_SAFE)
 
 
 def sign(secret: bytes, body: bytes, timestamp: int) -> str:
@@ -169,7 +183,7 @@ class WebhookSender:
             attempts += 1
             headers = {
                 "Content-Type": "application/json",
-                DELIVERY_HEADER: key,
+                DELIVERY_HEADER: header_key(key),
                 SIGNATURE_HEADER: sign(target.secret, body, int(time.time())),
                 "User-Agent": "forecaster-webhook/1",
             }
@@ -188,7 +202,14 @@ class WebhookSender:
             if response.is_success:
                 ok, error = True, ""
                 break
-            error = f"HTTP {status_code}: {response.text[:200]}"
+            if response.is_redirect:  # e.g. http:// answered with a move to https://
+                where = response.headers.get("location", "?")
+                error = (
+                    f"HTTP {status_code}: redirected to {where}; redirects are not followed "
+                    "(a signed POST is not re-sent elsewhere): set the webhook URL to it"
+                )
+            else:
+                error = f"HTTP {status_code}: {response.text[:200]}"
             if status_code != 429 and status_code < 500:
                 break
         self.log.finish_delivery(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from forecaster.api.app import create_app
 from forecaster.api.routes.cache_warming import split_member_names
+from forecaster.api.view import iso_utc
 from forecaster.consumers.regressions import RegressionEvent, Transition
 from forecaster.sources.base import member_name
 from forecaster.store.consumers_repo import ConsumersRepo, ScoreRow
@@ -190,6 +191,49 @@ def test_cache_warming_top_k(client: TestClient) -> None:
     assert [m["labels"]["route"] for m in loose["members"]] == ["/b", "/c"]
 
 
+def test_top_k_window_end_is_where_the_forecasts_end(client: TestClient) -> None:
+    """Members forecast for 2 hours, ranked over a 6-hour window: the answer said it
+    ranked up to now + 6 h, over 4 hours no forecast covers."""
+    body = client.get("/v1/cache-warming/by_route/top", params={"window": "6h"}).json()
+    assert [m["labels"]["route"] for m in body["members"]] == ["/b", "/c", "/a"]
+    end = datetime.fromisoformat(body["window_end"])
+    assert timedelta(hours=1, minutes=54) < end - datetime.now(UTC) <= timedelta(hours=2)
+    assert end.minute % 5 == 0 and end.second == 0  # the last forecast step
+    covered = client.get("/v1/cache-warming/by_route/top", params={"window": "1h"}).json()
+    asked = datetime.fromisoformat(covered["window_end"]) - datetime.now(UTC)
+    assert timedelta(minutes=59) < asked <= timedelta(hours=1)
+
+
+def test_repeated_parameters(client: TestClient) -> None:
+    """``current`` may be repeated, as ``/metrics?series=`` is (``current=a&current=b``
+    kept ``b`` only: the incumbent ``a`` was replaced); a parameter that takes one value
+    given twice is a 422 naming it (the last one was used, the others dropped)."""
+    held = [f'by_route{{route="{r}"}}' for r in ("/a", "/b")]
+    params = {"k": "2", "margin": "3"}
+    repeated = client.get(
+        "/v1/cache-warming/by_route/top", params=[*params.items(), *(("current", h) for h in held)]
+    )
+    assert repeated.status_code == 200, repeated.text
+    joined = client.get(
+        "/v1/cache-warming/by_route/top", params={**params, "current": ",".join(held)}
+    )
+    routes = [m["labels"]["route"] for m in repeated.json()["members"]]
+    assert routes == [m["labels"]["route"] for m in joined.json()["members"]] == ["/b", "/a"]
+    for path, query, name in [
+        ("/v1/circuit-breaker/rps", "latency=100ms&latency=1s", "latency"),
+        ("/v1/regressions", "series=rps&series=by_route", "series"),
+        ("/v1/cache-warming/rps", "lead=5m&lead=5m", "lead"),
+        ("/v1/cache-warming/by_route/top", "k=1&k=3&current=x", "k"),
+    ]:
+        response = client.get(f"{path}?{query}")
+        assert response.status_code == 422, response.text
+        (detail,) = response.json()["detail"]
+        assert detail["loc"] == ["query", name]
+        assert detail["msg"] == f"{name!r} is given 2 times; give it once"
+    metrics = client.get("/metrics?series=rps&series=lat")
+    assert metrics.status_code == 200 and 'forecaster_anomaly_score{series="rps"}' in metrics.text
+
+
 def test_top_k_keeps_incumbents_whose_names_hold_commas(client: TestClient) -> None:
     """A member of a family split by two labels is named ``by_call{method="GET",route="/a"}``:
     ``current`` splits between names, not at the commas inside one (the incumbent was
@@ -236,12 +280,81 @@ def test_circuit_breaker_littles_law(client: TestClient) -> None:
     assert fixed["timeout_ms"] == 300
 
 
+def test_circuit_breaker_overrides_that_agree_with_the_units_pass(client: TestClient) -> None:
+    """``latency_unit``/``rate_per`` restating the series' own unit are fine; one that
+    contradicts it is a 422 saying so (``lat`` is in ms: read as seconds, every limit
+    was 1000 times too large)."""
+    params = {"latency_series": "lat", "latency_unit": "ms", "rate_per": "1s"}
+    agreed = client.get("/v1/circuit-breaker/rps", params=params)
+    assert agreed.status_code == 200, agreed.text
+    plain = client.get("/v1/circuit-breaker/rps", params={"latency_series": "lat"}).json()
+    assert agreed.json()["max_requests"] == plain["max_requests"]
+    wrong = client.get("/v1/circuit-breaker/rps", params={**params, "latency_unit": "s"})
+    assert wrong.status_code == 422
+    assert "contradicts the unit of 'lat' ('ms')" in wrong.json()["detail"][0]["msg"]
+
+
 def test_circuit_breaker_window_shorter_than_a_step(client: TestClient) -> None:
     """A window between two forecast points holds none: the step it ends in sizes the
     limits (it was a 404 'does not cover the coming window (stale?)')."""
     response = client.get("/v1/circuit-breaker/rps", params={"latency": "100ms", "window": "1ms"})
     assert response.status_code == 200, response.text
     assert response.json()["max_requests"] >= 1
+
+
+def test_circuit_breaker_limits_end_with_the_forecast(client: TestClient) -> None:
+    """Limits sized from a forecast that ends inside the window are valid only as far as
+    it reaches: a 2-hour forecast asked for 6 hours said ``valid_until`` now + 6 h, with
+    the last 4 hours unseen (a rise there would overrun the limits)."""
+    member = 'by_route{route="/b"}'  # 24 steps of 5 minutes
+    for params in (
+        {"latency": "100ms", "rate_per": "1s", "window": "6h"},
+        {"latency_series": member, "latency_unit": "ms", "rate_per": "1s", "window": "6h"},
+    ):
+        response = client.get("/v1/circuit-breaker/rps", params=params)
+        assert response.status_code == 200, response.text
+        ends = datetime.fromisoformat(response.json()["valid_until"])
+        if "latency_series" not in params:  # rps covers a day: the whole window
+            assert ends - datetime.now(UTC) > timedelta(hours=5, minutes=59)
+            assert "forecast_ends_at" not in response.json()["basis"]
+        else:
+            assert ends - datetime.now(UTC) < timedelta(hours=2, minutes=1)
+            assert response.json()["basis"]["forecast_ends_at"] == iso_utc(ends)
+        short = client.get(f"/v1/circuit-breaker/{member}", params=params).json()
+        until = datetime.fromisoformat(short["valid_until"])
+        assert timedelta(hours=1, minutes=54) < until - datetime.now(UTC) < timedelta(hours=2)
+        assert short["basis"]["forecast_ends_at"] == iso_utc(until)
+        envoy = client.get(
+            f"/v1/circuit-breaker/{member}", params={**params, "format": "envoy"}
+        ).json()
+        assert envoy["valid_until"] == short["valid_until"]
+
+
+def test_circuit_breaker_on_a_forecast_all_in_the_past_is_503(client: TestClient) -> None:
+    """A series whose last forecast ended before now (publishing stopped) was a 404, the
+    answer for a series that does not exist; it is a 503 saying publishing is behind,
+    as for scaling, naming the series and where its forecast ends."""
+    engine = make_engine(client.app.state.settings.database)  # type: ignore[attr-defined]
+    try:
+        made = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+        _publish(Store(engine), "gone_rps", [100.0] * 12, made, made, unit="req/s")
+        _publish(Store(engine), "gone_lat", [0.2] * 12, made, made, unit="s")
+    finally:
+        engine.dispose()
+    deadline = time.monotonic() + 10
+    while "gone_lat" not in client.get("/v1/series").text and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ends = iso_utc(made + 12 * STEP)
+    for path, params, name in [
+        ("/v1/circuit-breaker/gone_rps", {"latency": "100ms"}, "gone_rps"),
+        ("/v1/circuit-breaker/rps", {"latency_series": "gone_lat"}, "gone_lat"),
+        ("/v1/circuit-breaker/gone_rps", {"latency": "100ms", "format": "envoy"}, "gone_rps"),
+    ]:
+        response = client.get(path, params=params)
+        assert response.status_code == 503, response.text
+        detail = response.json()["detail"]
+        assert f"the forecast of {name!r} ends at {ends}" in detail
+        assert "publishing is behind" in detail
 
 
 def test_circuit_breaker_refuses_a_negative_forecast(client: TestClient) -> None:
@@ -348,6 +461,46 @@ def test_regressions_listing_and_metrics(client: TestClient) -> None:
     )
 
 
+def test_since_with_an_offset_typed_into_the_url(client: TestClient) -> None:
+    """``since=2026-11-30T09:00:00+05:00`` typed into a URL (curl, a browser) arrives with
+    its "+" decoded as a space; it was a 422 quoting a timestamp the user never wrote."""
+    plus5 = timezone(timedelta(hours=5))
+    for ago, opened in ((timedelta(minutes=270), [False, True]), (timedelta(hours=1), [True])):
+        when = (datetime.now(UTC) - ago).astimezone(plus5).replace(microsecond=0)
+        for raw in (when.isoformat(), when.strftime("%Y-%m-%dT%H:%M:%S%z")):  # +05:00, +0500
+            response = client.get(f"/v1/regressions?series=rps&since={raw}")
+            assert response.status_code == 200, (raw, response.text)
+            assert sorted(e["open"] for e in response.json()["events"]) == opened
+    history = client.get(f"/v1/series/rps/history?since={when.isoformat()}")
+    assert history.status_code == 200, history.text
+    # a space that cannot have been a "+" is still refused, naming the parameter
+    response = client.get("/v1/regressions?since=2026-11-30T09:00:00+25:00")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "since"]
+
+
+def test_regressions_say_which_selected_series_are_not_judged(client: TestClient) -> None:
+    """A series without ``watch:`` answered ``{"events": []}``, the same as a watched one
+    that is fine: an SRE asking about it read an all-clear the detector never gave."""
+    assert client.get("/v1/regressions", params={"series": "rps"}).json()["not_judged"] == []
+    lat = client.get("/v1/regressions", params={"series": "lat"}).json()
+    assert lat == {"truncated": False, "events": [], "not_judged": ["lat"]}
+    family = client.get("/v1/regressions", params={"series": "by_route"}).json()
+    assert family["not_judged"] == sorted(f'by_route{{route="{r}"}}' for r in ("/a", "/b", "/c"))
+    assert client.get("/v1/regressions").json()["not_judged"] == []
+
+
+def test_regressions_cut_by_limit_say_so(client: TestClient) -> None:
+    """``limit`` cut the list without a word: the newest events, and nothing to tell a
+    client that older ones matched too (from memory and from the store alike)."""
+    for since in ("-7d", "-60d"):  # the in-memory window, and a query to the store
+        params = {"series": "rps", "since": since}
+        cut = client.get("/v1/regressions", params={**params, "limit": "1"}).json()
+        assert cut["truncated"] is True and [e["open"] for e in cut["events"]] == [True]
+        whole = client.get("/v1/regressions", params={**params, "limit": "2"}).json()
+        assert whole["truncated"] is False and len(whole["events"]) == 2
+
+
 def test_regressions_of_a_split_by_family_by_its_name(client: TestClient) -> None:
     """``watch:`` on a ``split_by`` family watches each member; the family's name (the one
     written in the spec) selects their events, as it does on ``/metrics`` (it was a 404
@@ -417,6 +570,9 @@ def test_regressions_of_a_split_by_family_by_its_name(client: TestClient) -> Non
         ("/v1/circuit-breaker/lat", {"latency_series": "odd", "rate_per": "1s"}, "latency_unit"),
         # latency_unit was silently ignored beside a fixed latency
         ("/v1/circuit-breaker/rps", {"latency": "250ms", "latency_unit": "ms"}, "latency_unit"),
+        # an override contradicting the series' own unit sized limits 1000x (or 300x) off
+        ("/v1/circuit-breaker/rps", {"latency_series": "lat", "latency_unit": "s"}, "latency_unit"),
+        ("/v1/circuit-breaker/rps", {"latency": "100ms", "rate_per": "5m"}, "rate_per"),
         ("/v1/regressions", {"since": "last week"}, "since"),
         ("/v1/regressions", {"since": ""}, "since"),  # it was the 7-day default
         ("/v1/regressions", {"limit": "0"}, "limit"),

@@ -118,6 +118,10 @@ def test_limits_beyond_envoys_uint32_are_capped_and_named() -> None:
         ("req/h", 3600.0),
         ("", None),
         ("ms", None),
+        # plurals were not read: a 422 asking for rate_per
+        ("requests/minutes", 60.0),
+        ("req/seconds", 1.0),
+        ("calls / 2 hours", 7200.0),
     ],
 )
 def test_rate_period_from_unit(unit: str, seconds: float | None) -> None:
@@ -128,3 +132,7 @@ def test_latency_scale_from_unit() -> None:
     assert latency_scale_from_unit("ms") == 1e-3
     assert latency_scale_from_unit("s") == 1.0
     assert latency_scale_from_unit("req/s") is None
+    # "seconds" was read but not "second", nor "milliseconds" (a 422 asking for
+    # latency_unit, on a series whose unit said it plainly)
+    for unit, scale in (("second", 1.0), ("Milliseconds", 1e-3), ("msec", 1e-3), ("us", 1e-6)):
+        assert latency_scale_from_unit(unit) == scale, unit

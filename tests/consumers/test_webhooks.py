@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -54,6 +55,8 @@ class Receiver:
                 if receiver.fail_first > 0:
                     receiver.fail_first -= 1
                     self.send_response(receiver.fail_status)
+                    if 300 <= receiver.fail_status < 400:
+                        self.send_header("Location", "https://warmer.example/hook")
                 else:
                     self.send_response(200 if valid else 401)
                 self.send_header("Content-Length", "0")
@@ -139,6 +142,33 @@ def test_signed_delivery_at_most_once_across_a_restart(receiver: Receiver, store
     ]
 
 
+def test_a_key_outside_ascii_is_delivered_percent_encoded(
+    receiver: Receiver, store_url: str
+) -> None:
+    """A ``split_by`` member's name holds its label values, which may be any text
+    (``route="/café"``): the delivery key went into a header as it was, httpx refused
+    it before sending (UnicodeEncodeError) and the claimed delivery was never sent nor
+    recorded as failed. The header carries it percent-encoded (UTF-8); the store and
+    the payload keep the name as it is."""
+    target = WebhookTarget(url=receiver.url, secret=SECRET)
+    sender, engine = _sender(store_url, [])
+    try:
+        keys = ['cache-warming:by_route{route="/café 100%"}:2026-11-29T10:05Z', "w:\ttab\there"]
+        for key in keys:
+            outcome = sender.deliver(target, key=key, kind="test", series="s", payload={"k": key})
+            assert outcome.status == "sent", outcome
+        records = ConsumersRepo(Store(engine)).deliveries()
+    finally:
+        sender.close()
+        engine.dispose()
+    assert [r["json"]["k"] for r in receiver.received] == keys
+    assert all(r["valid"] for r in receiver.received)
+    headers = [r["key"] for r in receiver.received]
+    assert headers[0] == ('cache-warming:by_route{route="/caf%C3%A9%20100%25"}:2026-11-29T10:05Z')
+    assert [unquote(h) for h in headers] == keys
+    assert sorted((r["key"], r["status"]) for r in records) == sorted((k, "sent") for k in keys)
+
+
 def test_retries_with_backoff_then_gives_up_for_good(receiver: Receiver, store_url: str) -> None:
     target = WebhookTarget(url=receiver.url, secret=SECRET, retries=3, backoff_seconds=0.5)
     sleeps: list[float] = []
@@ -159,6 +189,13 @@ def test_retries_with_backoff_then_gives_up_for_good(receiver: Receiver, store_u
     down = sender.deliver(closed, key="r:3", kind="test", series="s", payload={})
     assert (down.status, down.attempts, down.status_code) == ("failed", 3, None)
     assert "Error" in down.error
+    # a redirect (http:// moved to https://) is not followed and says where it points
+    # (it was "HTTP 308: ", the body of a redirect being empty)
+    receiver.fail_first, receiver.fail_status = 1, 308
+    moved = sender.deliver(target, key="r:5", kind="test", series="s", payload={})
+    assert (moved.status, moved.attempts, moved.status_code) == ("failed", 1, 308)
+    assert "redirected to https://warmer.example/hook" in moved.error
+    assert "set the webhook URL to it" in moved.error
     # a URL httpx refuses (it got past an older spec check): recorded failed, not left
     # claimed as "sending" forever with the job crashed
     broken = WebhookTarget(url="http://[::1/", secret=SECRET, retries=2)

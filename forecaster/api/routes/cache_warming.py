@@ -111,11 +111,12 @@ async def top_members(
         str, Query(description="The coming window to rank over, e.g. 1h", max_length=32)
     ] = "1h",
     current: Annotated[
-        str | None,
+        list[str] | None,
         Query(
             description="Comma-separated members the cache holds now (series names; commas "
-            "inside a name's {...} do not split it); they keep their place unless an "
-            "outsider's predicted demand beats theirs by more than `margin`",
+            "inside a name's {...} do not split it; or repeat the parameter); they keep "
+            "their place unless an outsider's predicted demand beats theirs by more than "
+            "`margin`",
             max_length=65536,
         ),
     ] = None,
@@ -153,6 +154,7 @@ async def top_members(
     bound = settings.schedule.stale_after_seconds
     forecasts = {}
     stale = []
+    reach = 0.0  # how far the ranked forecasts go
     for m in members:
         cached = state.forecasts.get(m.name)
         if cached is None:
@@ -162,11 +164,14 @@ async def top_members(
         lo, hi = view.window_ahead(cached, start.timestamp(), end.timestamp())
         if hi > lo:
             forecasts[m.name] = cached.forecast.points[lo:hi]
+            reach = max(reach, cached.ds_epoch[-1])
             if cached.is_stale(clock, bound):
                 stale.append(m.name)
     last = max((points[-1].ds for points in forecasts.values()), default=end)
-    end = max(end, last)
-    held = split_member_names(current or "")
+    # the window reported is the one ranked over: the step a short window ends in, or
+    # as far as the forecasts go when they all end before the window does
+    end = max(end, last) if reach >= end.timestamp() or not forecasts else last
+    held = [name for text in current or () for name in split_member_names(text)]
     ranked = rank_members(forecasts, start=start, end=end, k=k, current=held, margin=margin)
     labels = {m.name: m.labels for m in members}
     body: dict[str, Any] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -50,7 +51,8 @@ def _peak(
     """The forecast of ``name`` and its peak (upper quantile) over ``(start, end]``.
 
     Raises:
-        HTTPException: 404 for an unknown series or no forecast for the window; 422
+        HTTPException: 404 for an unknown series or nothing published; 503 when the
+            forecast ends before the window (publishing is behind); 422
             (at ``loc``) when the whole window is forecast below zero, which no rate
             or latency can be (a series of signed values, or the wrong series).
     """
@@ -60,9 +62,14 @@ def _peak(
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
     lo, hi = view.window_ahead(cached, start, end)
     if hi <= lo:
+        # published, but all of it is past: publishing is behind (a 503 as for scaling,
+        # not the 404 of a series that does not exist)
+        ends = cached.ds_iso[-1] if cached.ds_iso else "?"
         raise HTTPException(
-            status.HTTP_404_NOT_FOUND,
-            detail=f"the forecast of {name!r} does not cover the coming window (stale?)",
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"the forecast of {name!r} ends at {ends}, before the coming "
+            f"window: it was published at {cached.generated_at_iso} and none has been since "
+            "(publishing is behind); keep the limits in force",
         )
     cols = cached.columns
     peak = max(max(cols.yhat_upper[lo:hi]), max(cols.yhat[lo:hi]))
@@ -93,6 +100,7 @@ def _peak(
             '"max_requests", "max_retries", "track_remaining"}]}}, "route": {"timeout"}}`'
         },
         404: {"description": "Unknown series or nothing published yet"},
+        503: {"description": "A forecast ends before the coming window (publishing is behind)"},
     },
 )
 async def circuit_breaker(
@@ -164,12 +172,19 @@ async def circuit_breaker(
     rate_fc = rate_cached.forecast
     used = [rate_cached]
     lo_step = rate_fc.step_seconds
+    unit = view.series_info(series).unit
+    found = rate_period_from_unit(unit)
     if rate_per is not None:
         per_seconds = duration_param("rate_per", rate_per, maximum=timedelta(days=1))
         period = per_seconds.total_seconds()
+        if found is not None and not math.isclose(found, period):
+            # one of the two is wrong, and the limits would be off by their ratio
+            raise bad_parameter(
+                "rate_per",
+                f"rate_per={rate_per!r} contradicts the unit of {series!r} ({unit!r}, a rate "
+                f"per {found:g}s): drop rate_per, or correct the series' unit in the spec",
+            )
     else:
-        unit = view.series_info(series).unit
-        found = rate_period_from_unit(unit)
         if found is None:
             raise bad_parameter(
                 "rate_per",
@@ -200,15 +215,24 @@ async def circuit_breaker(
             what="latency",
             loc=["query", "latency_series"],
         )
+        lat_unit = view.series_info(latency_series).unit
+        found_scale = latency_scale_from_unit(lat_unit)
         if latency_unit is not None:
             scale = 1e-3 if latency_unit == "ms" else 1.0
+            if found_scale is not None and not math.isclose(found_scale, scale):
+                # a series in ms read as seconds sized every limit 1000 times too large
+                raise bad_parameter(
+                    "latency_unit",
+                    f"latency_unit={latency_unit!r} contradicts the unit of "
+                    f"{latency_series!r} ({lat_unit!r}): drop latency_unit, or correct the "
+                    "series' unit in the spec",
+                )
         else:
-            unit = view.series_info(latency_series).unit
-            found_scale = latency_scale_from_unit(unit)
             if found_scale is None:
                 raise bad_parameter(
                     "latency_unit",
-                    f"the unit of {latency_series!r} ({unit!r}) is not s or ms; give latency_unit",
+                    f"the unit of {latency_series!r} ({lat_unit!r}) is not s or ms; give "
+                    "latency_unit",
                 )
             scale = found_scale
         latency_value = lat_peak * scale
@@ -220,11 +244,18 @@ async def circuit_breaker(
             latency_peak_upper=lat_peak,
         )
     start = datetime.fromtimestamp(now - now % lo_step, UTC)
+    # the limits hold only as far as the forecasts they come from: a horizon shorter
+    # than the window (or a publication running late) ends them earlier
+    until = now + span.total_seconds()
+    covered = min(cached.ds_epoch[-1] for cached in used)
+    if covered < until:
+        until = max(covered, now)
+        basis["forecast_ends_at"] = iso_utc(datetime.fromtimestamp(covered, UTC))
     limits = size_limits(
         rate_per_second=rate_per_second,
         latency_seconds=latency_value,
         valid_from=start,
-        valid_until=datetime.fromtimestamp(now, UTC) + span,
+        valid_until=datetime.fromtimestamp(until, UTC),
         policy=SizingPolicy(headroom=headroom, timeout_factor=timeout_factor),
         basis=basis,
     )

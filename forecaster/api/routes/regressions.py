@@ -45,7 +45,18 @@ class RegressionEventOut(BaseModel):
 class RegressionsOut(BaseModel):
     """Events, newest start first."""
 
+    truncated: bool = Field(
+        False,
+        description="More events matched than `limit`: these are the newest; narrow "
+        "`since` or `series`, or raise `limit`",
+    )
     events: list[RegressionEventOut]
+    not_judged: list[str] = Field(
+        default_factory=list,
+        description="Of the series `series` selects, those the detector is not judging "
+        "now (no `watch:` in the spec, not judged yet, or no longer watched): no event "
+        "for them is not an all-clear. Empty without `series`",
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -107,7 +118,7 @@ async def list_regressions(
             e
             for e in state.events
             if (names is None or e.series in names) and (e.end is None or e.end >= start)
-        ][:limit]
+        ][: limit + 1]
     else:  # older than the in-memory window: a rare, explicit query to the store
         try:
             events = await asyncio.to_thread(
@@ -115,11 +126,14 @@ async def list_regressions(
                 series=None if family is not None else series,
                 family=family,
                 since=start,
-                limit=limit,
+                limit=limit + 1,  # one more tells whether there are more
             )
         except StoreError as exc:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from None
+    truncated = len(events) > limit
+    events = events[:limit]
     body: dict[str, Any] = {
+        "truncated": truncated,
         "events": [
             {
                 "id": e.id,
@@ -134,6 +148,7 @@ async def list_regressions(
                 "closed_reason": e.closed_reason,
             }
             for e in events
-        ]
+        ],
+        "not_judged": sorted(names - state.scores.keys()) if names is not None else [],
     }
     return Response(orjson.dumps(body), media_type="application/json")
