@@ -5,9 +5,8 @@ is refitted on the service's training schedule (``--refit``, a 5-field UTC cron)
 and re-forecasts from the newest observations in between; observations are judged
 against the reference forecast (``predict(follow_level=False)``: no recent-level
 corrections), as the service's detection job is. Writes one row per
-regression event: ``start,end,score,direction`` (ISO 8601 UTC; ``end`` empty while
-open at the end of the file; ``score`` the peak anomaly score; ``direction`` up or
-down, which ``--direction both`` does not tell otherwise).
+regression event: ``start,end,score`` (ISO 8601 UTC; ``end`` empty while open at
+the end of the file; ``score`` the peak anomaly score).
 """
 
 from __future__ import annotations
@@ -42,9 +41,7 @@ def detect_command(
             metavar="INPUT.csv", help="Two columns (timestamp, value) with a header row."
         ),
     ],
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="Events CSV (start,end,score,direction).")
-    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Events CSV (start,end,score).")],
     scores: Annotated[
         Path | None,
         typer.Option(
@@ -252,14 +249,13 @@ def detect_command(
     def write_events(path: Path) -> None:
         with path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["start", "end", "score", "direction"])
+            writer.writerow(["start", "end", "score"])
             for event in result.events:
                 writer.writerow(
                     [
                         event.start.isoformat(),
                         "" if event.end is None else event.end.isoformat(),
                         f"{event.peak_score:.4f}",
-                        event.direction,
                     ]
                 )
 
