@@ -64,6 +64,11 @@ class RankedMember:
     steps: int
 
 
+#: The smallest trough a ramp's relative rise is measured from, as a share of the
+#: forecast's largest value: a ramp from zero reads as at most +9,900%.
+TROUGH_FLOOR = 0.01
+
+
 def _ratio(peak: float, trough: float, floor: float) -> float:
     return peak / max(trough, floor) - 1.0
 
@@ -105,7 +110,9 @@ def find_ramps(
     if len(values) < 2:
         return []
     scale = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
-    floor = max(1e-9, 1e-6 * scale)
+    # a trough at or below zero (an idle service, a forecast dipping under 0) counts as
+    # TROUGH_FLOOR of the forecast's largest value: a rise from it read +99999900%
+    floor = max(1e-9, TROUGH_FLOOR * scale)
     horizon_end = now + within
     ramps: list[Ramp] = []
     low_i = 0

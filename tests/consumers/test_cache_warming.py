@@ -47,6 +47,25 @@ def test_single_ramp_is_found_with_warm_at_before_its_start() -> None:
     assert ramp.peak_upper == pytest.approx(330.0)
 
 
+def test_a_ramp_from_zero_or_below_reads_a_bounded_rise() -> None:
+    """A forecast rising from an idle 0 (or a point forecast dipping below it) had
+    ``expected_increase_ratio`` ~999999 (the trough floored at a millionth of the
+    scale); the trough now counts as 1% of the largest value."""
+    for trough in (0.0, -5.0):
+        values = [trough] * 5 + [trough + (24.0 - trough) * i / 5 for i in range(1, 6)]
+        values += [24.0] * 5
+        (ramp,) = find_ramps(
+            _points(values, spread=0.0),
+            now=T0,
+            within=timedelta(hours=24),
+            min_increase=0.3,
+            lead=timedelta(0),
+            use_upper=False,
+        )
+        assert ramp.expected_peak == 24.0
+        assert ramp.expected_increase_ratio == pytest.approx(99.0)
+
+
 def test_daily_cycle_gives_one_ramp_per_rise_and_small_wiggles_are_ignored() -> None:
     import math
 
