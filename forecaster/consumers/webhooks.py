@@ -167,10 +167,23 @@ class WebhookSender:
         payload: dict[str, Any],
     ) -> DeliveryOutcome:
         """POST ``payload`` to ``target`` unless ``key`` was claimed before."""
-        import httpx
-
         if not self.log.claim_delivery(key=key, kind=kind, series=series, url=target.url):
             return DeliveryOutcome(key=key, status="skipped", attempts=0)
+        try:
+            return self._send(target, key=key, payload=payload)
+        except Exception as exc:
+            # anything unforeseen between the claim and the record (a payload JSON cannot
+            # write, a header refused): recorded as failed, never left "sending" with
+            # nobody able to tell whether it went out
+            log.exception("webhook %s to %s could not be sent", key, target.url)
+            error = f"{exc.__class__.__name__}: {exc}"
+            self.log.finish_delivery(key=key, ok=False, attempts=1, status_code=None, error=error)
+            return DeliveryOutcome(key=key, status="failed", attempts=1, error=error)
+
+    def _send(self, target: WebhookTarget, *, key: str, payload: dict[str, Any]) -> DeliveryOutcome:
+        """:meth:`deliver` once claimed: POST with retries, then record the outcome."""
+        import httpx
+
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
         attempts = 0
         status_code: int | None = None

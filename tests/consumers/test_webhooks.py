@@ -204,6 +204,12 @@ def test_retries_with_backoff_then_gives_up_for_good(receiver: Receiver, store_u
     assert "InvalidURL" in refused.error
     (row,) = [r for r in ConsumersRepo(Store(engine)).deliveries() if r["key"] == "r:4"]
     assert row["status"] == "failed"
+
+    # a payload JSON cannot write failed after the claim and left the row "sending"
+    odd = sender.deliver(target, key="r:6", kind="test", series="s", payload={"at": T0})
+    assert odd.status == "failed" and "TypeError" in odd.error
+    (row,) = [r for r in ConsumersRepo(Store(engine)).deliveries() if r["key"] == "r:6"]
+    assert row["status"] == "failed" and "not JSON serializable" in row["error"]
     sender.close()
     engine.dispose()
 
