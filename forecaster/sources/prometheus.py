@@ -22,7 +22,8 @@
   across chunks: a conflict that only shows up in a later chunk raises there.
 * Every HTTP call has an explicit timeout; connection errors, timeouts, HTTP 408, 429
   and 5xx are retried with exponential backoff, then raise ``SourceUnavailable``.
-* TLS verification, a CA bundle, a client certificate and a bearer token come from
+* TLS verification, a CA bundle, a client certificate, a bearer token and basic auth
+  (user info in the URL, whose password messages mask) come from
   :class:`~forecaster.config.PrometheusSettings`.
 """
 
@@ -37,6 +38,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from forecaster.errors import SourceQueryError, SourceUnavailable
 from forecaster.sources.base import FetchedSeries, member_name
@@ -96,6 +98,9 @@ class PrometheusSource:
         self.settings = settings
         self._sleep = sleep
         self._client: Any = None
+        #: The URL as messages and logs show it: a password in it (basic auth as
+        #: ``https://user:password@host``) is masked, as the store's URL is.
+        self.shown_url = _masked_url(settings.url)
 
     # -- public API ------------------------------------------------------------------
 
@@ -217,10 +222,16 @@ class PrometheusSource:
             error = _http_error(exc)
             if error is not None and error.status == 400:
                 return error.detail
-            log.warning("could not check query %r against Prometheus: %s", query, exc)
+            log.warning("could not check query %r against Prometheus: %s", query, self._masked(exc))
         except Exception as exc:  # noqa: BLE001 - down or slow: no verdict on the query
-            log.warning("could not check query %r against Prometheus: %s", query, exc)
+            log.warning("could not check query %r against Prometheus: %s", query, self._masked(exc))
         return None
+
+    def _masked(self, problem: object) -> str:
+        """``str(problem)`` with the URL's password, should it appear, masked."""
+        text = str(problem)
+        password = urlsplit(self.settings.url).password
+        return text.replace(password, "***") if password else text
 
     # -- HTTP ------------------------------------------------------------------------
 
@@ -264,7 +275,7 @@ class PrometheusSource:
         from prometheus_api_client.exceptions import PrometheusApiClientException
 
         settings = self.settings
-        url = settings.url
+        url = self.shown_url
         window = f"[{_iso(start)}, {_iso(end)}] step {step_seconds}s"
         attempts = settings.retries + 1
         last_problem = ""
@@ -286,7 +297,8 @@ class PrometheusSource:
                 error = _http_error(exc)
                 if error is None:
                     raise SourceQueryError(
-                        f"Prometheus at {url} failed query {query!r} over {window}: {exc}"
+                        f"Prometheus at {url} failed query {query!r} over {window}: "
+                        f"{self._masked(exc)}"
                     ) from exc
                 if error.status in QUERY_STATUSES or error.status == 200:
                     raise SourceQueryError(
@@ -316,19 +328,20 @@ class PrometheusSource:
             except requests.exceptions.SSLError as exc:
                 raise SourceUnavailable(
                     f"TLS handshake with Prometheus at {url} failed for query {query!r} "
-                    f"(check verify_tls, ca_file, client_cert, client_key): {exc}"
+                    f"(check verify_tls, ca_file, client_cert, client_key): {self._masked(exc)}"
                 ) from exc
             except (
                 requests.exceptions.ConnectionError,
                 requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError,
             ) as exc:
-                last_problem = f"{type(exc).__name__}: {exc}"
+                last_problem = f"{type(exc).__name__}: {self._masked(exc)}"
                 if attempt == attempts - 1:
                     raise SourceUnavailable(_gave_up(url, query, attempts, last_problem)) from exc
             except requests.exceptions.RequestException as exc:
                 raise SourceUnavailable(
-                    f"cannot query Prometheus at {url} for {query!r}: {type(exc).__name__}: {exc}"
+                    f"cannot query Prometheus at {url} for {query!r}: "
+                    f"{type(exc).__name__}: {self._masked(exc)}"
                 ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -359,6 +372,20 @@ def _grid_bounds(start: datetime, end: datetime, step_seconds: int) -> tuple[int
 
 def _iso(epoch_seconds: int) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).isoformat()
+
+
+def _masked_url(url: str) -> str:
+    """``url`` with the password of its user info (if any) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
 
 
 def _gave_up(url: str, query: str, attempts: int, problem: str) -> str:

@@ -252,6 +252,31 @@ def test_unreachable_prometheus_is_unavailable_after_the_retries() -> None:
     assert sleeps.delays == [0.01, 0.02]
 
 
+@pytest.mark.integration
+def test_a_password_in_the_url_is_masked_in_every_error(prometheus: PromServer) -> None:
+    """Basic auth as user info in the URL: the password was in every failed ingest's
+    message (logs, job runs, ``forecaster status``), as the store's URL is not."""
+    host = prometheus.url.removeprefix("http://")
+    wrong_path = f"http://ops:s3cret-pw@{host}/not-the-api"  # Prometheus answers 404
+    nobody = f"http://ops:s3cret-pw@127.0.0.1:{free_port()}"  # nothing listens there
+    bad_host = f"http://ops:s3cret-pw@{host} "  # a stray space: requests refuses the URL
+    end = datetime.now(UTC)
+    for url in (wrong_path, nobody, bad_host):
+        settings = PrometheusSettings(url=url, retries=0, timeout_seconds=2)
+        with pytest.raises((SourceUnavailable, SourceQueryError)) as caught:
+            PrometheusSource(settings).fetch(make_spec("x", "up"), end - timedelta(hours=1), end)
+        message = str(caught.value)
+        assert "s3cret-pw" not in message, message
+        assert "ops:***@" in message, message
+
+    # the credentials themselves are still sent
+    settings = PrometheusSettings(url=f"http://ops:s3cret-pw@{host}")
+    got = PrometheusSource(settings).fetch(
+        make_spec("s", "single_rps"), end - timedelta(hours=1), end
+    )
+    assert [item.name for item in got] == ["s"]
+
+
 # -- fake Prometheus on loopback -----------------------------------------------------
 
 Responder = Callable[[dict[str, str]], tuple[int, str]]
@@ -564,6 +589,18 @@ def test_requests_carry_timeout_step_and_bearer_token(
     assert params["timeout"] == "7.5"
     assert (params["start"], params["end"]) == (str(T0), str(T0 + 3600))
     assert timeouts == [7.5]
+
+
+def test_user_info_in_the_url_is_sent_as_basic_auth(fake_prometheus: FakePrometheus) -> None:
+    import base64
+
+    fake_prometheus.reply(200, matrix())
+    url = fake_prometheus.url.replace("http://", "http://ops:s3cret-pw@")
+
+    assert PrometheusSource(PrometheusSettings(url=url)).fetch(make_spec("s", "up"), *HOUR) == []
+
+    ((_, headers),) = fake_prometheus.requests
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"ops:s3cret-pw").decode()
 
 
 def test_non_whole_second_step_is_refused() -> None:
