@@ -20,6 +20,9 @@
   as it arrives (ingestion writes chunk by chunk); :meth:`PrometheusSource.fetch`
   stitches the same chunks in memory. Label sets are validated against the spec
   across chunks: a conflict that only shows up in a later chunk raises there.
+* A chunk Prometheus refuses as loading too many samples (its ``--query.max-samples``,
+  HTTP 422) is asked for again in halves, and no later chunk of the fetch is larger;
+  only a single step refused so raises.
 * Every HTTP call has an explicit timeout; connection errors, timeouts, HTTP 408, 429
   and 5xx are retried with exponential backoff, then raise ``SourceUnavailable``.
 * TLS verification, a CA bundle, a client certificate, a bearer token and basic auth
@@ -70,6 +73,15 @@ _LabelSet = tuple[tuple[str, str], ...]
 log = logging.getLogger(__name__)
 
 _STATUS_MESSAGE = re.compile(r"^HTTP Status Code (\d{3}) \((.*)\)$", re.DOTALL)
+
+
+#: What Prometheus says when a query would load more samples than its
+#: ``--query.max-samples`` (HTTP 422, ``execution`` error).
+_TOO_MANY_SAMPLES = "too many samples"
+
+
+class _TooManySamples(SourceQueryError):
+    """Prometheus refused a chunk for the samples it would load: a smaller one may pass."""
 
 
 @dataclass(frozen=True)
@@ -174,10 +186,30 @@ class PrometheusSource:
         expected = PROBE_FAMILY_SERIES if spec.split_by else 1
         points = _chunk_points(budget, expected, max_points)
         members = _MemberIndex(spec, query)
+        ceiling = max_points  # lowered for good when Prometheus finds a chunk too heavy
         chunk_start = first
         while chunk_start <= last:
             chunk_end = min(chunk_start + (points - 1) * step_seconds, last)
-            result = self._query_range(query, chunk_start, chunk_end, step_seconds)
+            try:
+                result = self._query_range(query, chunk_start, chunk_end, step_seconds)
+            except _TooManySamples as exc:
+                span = (chunk_end - chunk_start) // step_seconds + 1
+                if span == 1:
+                    raise SourceQueryError(
+                        f"{exc}; even a single step of series {spec.name!r} loads more "
+                        "samples than Prometheus' --query.max-samples allows: raise that "
+                        "limit or select fewer series (or a shorter range) in the query"
+                    ) from exc
+                ceiling = points = max(1, span // 2)
+                log.warning(
+                    "series %s: Prometheus refused %d steps of query %r as too many samples "
+                    "(its --query.max-samples); retrying in chunks of %d steps",
+                    spec.name,
+                    span,
+                    query,
+                    points,
+                )
+                continue
             parsed = _parse_matrix(result, query)
             del result
             answered = len(parsed)
@@ -187,7 +219,7 @@ class PrometheusSource:
             del chunk
             chunk_start = chunk_end + step_seconds
             if answered:
-                points = _chunk_points(budget, answered, max_points)
+                points = min(ceiling, _chunk_points(budget, answered, max_points))
             # An empty answer says nothing about the family's size (it may start
             # later in the range): keep the current size, the probe's until then.
 
@@ -299,6 +331,11 @@ class PrometheusSource:
                     raise SourceQueryError(
                         f"Prometheus at {url} failed query {query!r} over {window}: "
                         f"{self._masked(exc)}"
+                    ) from exc
+                if error.status in QUERY_STATUSES and _TOO_MANY_SAMPLES in error.detail:
+                    raise _TooManySamples(
+                        f"Prometheus at {url} refused query {query!r} over {window} "
+                        f"(HTTP {error.status}): {error.detail}"
                     ) from exc
                 if error.status in QUERY_STATUSES or error.status == 200:
                     raise SourceQueryError(
