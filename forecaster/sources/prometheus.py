@@ -23,6 +23,9 @@
 * A chunk Prometheus refuses as loading too many samples (its ``--query.max-samples``,
   HTTP 422) is asked for again in halves, and no later chunk of the fetch is larger;
   only a single step refused so raises.
+* An answer whose ``warnings`` say it is partial (a remote-read store that failed) is
+  retried like a 5xx and then raises ``SourceUnavailable``: it is never stored as if
+  complete. PromQL's own warnings about the query are logged once per query.
 * Every HTTP call has an explicit timeout; connection errors, timeouts, HTTP 408, 429
   and 5xx are retried with exponential backoff, then raise ``SourceUnavailable``.
 * TLS verification, a CA bundle, a client certificate, a bearer token and basic auth
@@ -37,6 +40,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -113,6 +117,7 @@ class PrometheusSource:
         #: The URL as messages and logs show it: a password in it (basic auth as
         #: ``https://user:password@host``) is masked, as the store's URL is.
         self.shown_url = _masked_url(settings.url)
+        self._noted: set[tuple[str, str]] = set()  # PromQL annotations already logged
 
     # -- public API ------------------------------------------------------------------
 
@@ -259,6 +264,22 @@ class PrometheusSource:
             log.warning("could not check query %r against Prometheus: %s", query, self._masked(exc))
         return None
 
+    def _partial(self, query: str, warnings: list[str]) -> str:
+        """The warnings of an answer that say it is partial, joined; ``""`` if none do.
+
+        PromQL's own annotations (``PromQL warning: ...``, ``PromQL info: ...``, about
+        the query, not the data) are logged once per query and text instead.
+        """
+        partial = []
+        for text in warnings:
+            if text.startswith(_PROMQL_ANNOTATIONS):
+                if (query, text) not in self._noted:
+                    self._noted.add((query, text))
+                    log.warning("Prometheus warns about query %r: %s", query, text)
+            else:
+                partial.append(text)
+        return "; ".join(partial)
+
     def _masked(self, problem: object) -> str:
         """``str(problem)`` with the URL's password, should it appear, masked."""
         text = str(problem)
@@ -315,8 +336,9 @@ class PrometheusSource:
             if attempt:
                 delay = min(settings.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
                 self._sleep(max(delay, 0.0))
+            _answer.warnings = []
             try:
-                return self._connect().custom_query_range(
+                result = self._connect().custom_query_range(
                     query=query,
                     start_time=datetime.fromtimestamp(start, UTC),
                     end_time=datetime.fromtimestamp(end, UTC),
@@ -325,6 +347,15 @@ class PrometheusSource:
                     params={"timeout": f"{settings.timeout_seconds:g}"},
                     timeout=settings.timeout_seconds,
                 )
+                partial = self._partial(query, list(_answer.warnings))
+                if not partial:
+                    return result
+                del result
+                last_problem = (
+                    f"the answer was partial (Prometheus warned: {partial}); it is not stored"
+                )
+                if attempt == attempts - 1:
+                    raise SourceUnavailable(_gave_up(url, query, attempts, last_problem))
             except PrometheusApiClientException as exc:
                 error = _http_error(exc)
                 if error is None:
@@ -432,6 +463,11 @@ def _gave_up(url: str, query: str, attempts: int, problem: str) -> str:
     )
 
 
+#: The warnings of the answer last received on this thread (the response hook sets them).
+_answer = threading.local()
+#: How PromQL's own annotations (about the query, not missing data) begin.
+_PROMQL_ANNOTATIONS = ("PromQL warning:", "PromQL info:")
+
 #: The start of a Prometheus API answer that reports an error.
 _ERROR_STATUS = re.compile(rb'^\s*\{\s*"status"\s*:\s*"error"')
 
@@ -440,11 +476,22 @@ def _refuse_ok_with_error_status(response: Any, *_args: Any, **_kwargs: Any) -> 
     """A ``requests`` response hook: an HTTP 200 whose body says ``"status":"error"``
     (some proxies and Prometheus-compatible servers answer errors so) is raised as the
     client raises other statuses, so that its error text is reported; the client
-    itself would look for ``data`` in it and lose the text."""
+    itself would look for ``data`` in it and lose the text.
+
+    It also keeps the answer's ``warnings`` (in :data:`_answer`, for this thread),
+    which the client drops: a partial answer (a remote-read store that failed) says
+    so only there."""
     if response.status_code == 200 and _ERROR_STATUS.match(response.content[:200]):
         from prometheus_api_client.exceptions import PrometheusApiClientException
 
         raise PrometheusApiClientException(f"HTTP Status Code 200 ({response.content!r})")
+    if response.status_code == 200 and b'"warnings"' in response.content:
+        try:
+            warnings = json.loads(response.content).get("warnings")
+        except (ValueError, AttributeError):
+            warnings = None  # the client reports an answer that is not JSON
+        if isinstance(warnings, list):
+            _answer.warnings = [str(text) for text in warnings]
     return response
 
 

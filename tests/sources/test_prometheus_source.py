@@ -29,6 +29,7 @@ from tests.support.promserver import (
     PromServer,
     free_port,
     make_prometheus_fixture,
+    running_prometheus,
     shift_to_end_at,
     utc_now_floor,
 )
@@ -277,6 +278,29 @@ def test_a_password_in_the_url_is_masked_in_every_error(prometheus: PromServer) 
     assert [item.name for item in got] == ["s"]
 
 
+@pytest.mark.integration
+def test_a_partial_answer_is_not_taken_as_the_whole_history(tmp_path: Path) -> None:
+    """A Prometheus whose remote-read store fails answers from its own TSDB alone and
+    says so only in "warnings", which were dropped: a first ingest stored the partial
+    history as complete, and later ingests never read that range again."""
+    series = {"single_rps": trace().iloc[-24:]}
+    dead_store = f"http://127.0.0.1:{free_port()}/read"  # nothing listens there
+    remote = f"remote_read:\n  - url: {dead_store}\n    read_recent: true\n"
+    end = trace().index[-1].to_pydatetime()
+    with running_prometheus(tmp_path, series, config=remote) as prom:
+        sleeps = SleepRecorder()
+        settings = PrometheusSettings(url=prom.url, retries=1, backoff_seconds=0.01)
+        with pytest.raises(SourceUnavailable) as caught:
+            PrometheusSource(settings, sleep=sleeps).fetch(
+                make_spec("s", "single_rps"), end - timedelta(hours=1), end
+            )
+
+    message = str(caught.value)
+    assert "partial" in message and "remote_read" in message and dead_store in message
+    assert "'single_rps'" in message and "after 2 attempt(s)" in message
+    assert sleeps.delays == [0.01]
+
+
 # -- fake Prometheus on loopback -----------------------------------------------------
 
 Responder = Callable[[dict[str, str]], tuple[int, str]]
@@ -419,6 +443,26 @@ def test_an_error_answered_with_http_200_keeps_its_text(fake_prometheus: FakePro
     assert "rejected query 'up{'" in str(caught.value)
     assert "(HTTP 200): bad_data: parse error at char 4" in str(caught.value)
     assert len(fake_prometheus.requests) == 1  # a verdict on the query: not retried
+
+
+def test_promql_warnings_are_logged_once_and_the_answer_kept(
+    fake_prometheus: FakePrometheus, caplog: pytest.LogCaptureFixture
+) -> None:
+    # PromQL's annotations are about the query, not missing data (Prometheus >= 2.46)
+    note = 'PromQL info: metric might not be a counter, name does not end in _total: "up"'
+    answer = matrix(({}, [[T0, "1"], [T0 + 300, "2"]]))
+    for _ in range(2):
+        fake_prometheus.reply(200, {**answer, "warnings": [note]})
+    source = PrometheusSource(PrometheusSettings(url=fake_prometheus.url))
+
+    with caplog.at_level(logging.WARNING, logger="forecaster.sources.prometheus"):
+        first = source.fetch(make_spec("s", "rate(up[5m])"), *HOUR)
+        again = source.fetch(make_spec("s", "rate(up[5m])"), *HOUR)
+
+    for got in (first, again):
+        assert [item.values.tolist() for item in got if item.values is not None] == [[1.0, 2.0]]
+    assert caplog.text.count("might not be a counter") == 1
+    assert "rate(up[5m])" in caplog.text
 
 
 def test_unprocessable_query_is_a_query_error_with_the_prometheus_text(

@@ -159,6 +159,7 @@ def running_prometheus(
     *,
     ready_timeout: float = 30.0,
     flags: Sequence[str] = (),
+    config: str = "",
 ) -> Iterator[PromServer]:
     """Backfill ``series`` into a fresh TSDB under ``tmp_path`` and serve it on loopback.
 
@@ -168,6 +169,7 @@ def running_prometheus(
             empty (a Prometheus with no data).
         ready_timeout: Seconds to wait for ``/-/ready``.
         flags: Extra command-line flags for ``prometheus`` (``--query.max-samples=...``).
+        config: Extra top-level sections of ``prometheus.yml`` (``remote_read: ...``).
 
     Yields:
         The running server; it is stopped when the block exits.
@@ -203,10 +205,10 @@ def running_prometheus(
             raise RuntimeError(
                 f"promtool backfill failed ({done.returncode}): {done.stderr.strip()[-2000:]}"
             )
-    config = home / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1m\n  evaluation_interval: 1m\n")
+    config_path = home / "prometheus.yml"
+    config_path.write_text("global:\n  scrape_interval: 1m\n  evaluation_interval: 1m\n" + config)
     log_path = home / "prometheus.log"
-    process, port = _start(config, tsdb, log_path, ready_timeout, flags)
+    process, port = _start(config_path, tsdb, log_path, ready_timeout, flags)
     try:
         yield PromServer(f"http://127.0.0.1:{port}", port, tsdb, log_path)
     finally:
