@@ -43,7 +43,7 @@ def member_name(family: str, labels: dict[str, str]) -> str:
     """
     if not labels:
         return family
-    inner = ",".join(f'{key}="{_escape(labels[key])}"' for key in sorted(labels))
+    inner = ",".join(f'{key}="{escape_label_value(labels[key])}"' for key in sorted(labels))
     return f"{family}{{{inner}}}"
 
 
@@ -57,7 +57,8 @@ _CONTROL = {
 _NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f]')
 
 
-def _escape(value: str) -> str:
+def escape_label_value(value: str) -> str:
+    """``value`` as PromQL writes it between double quotes (backslash escapes)."""
     return _NEEDS_ESCAPE.sub(lambda match: _CONTROL.get(match[0], "\\" + match[0]), value)
 
 

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from forecaster.errors import SourceQueryError, SourceUnavailable
-from forecaster.sources.base import FetchedSeries, member_name
+from forecaster.sources.base import FetchedSeries, escape_label_value, member_name
 from forecaster.timeseries import MAX_ABS_VALUE
 
 if TYPE_CHECKING:
@@ -522,8 +522,9 @@ def _http_error(exc: Exception) -> _HttpError | None:
 
 
 def _format_labels(labels: tuple[tuple[str, str], ...] | dict[str, str]) -> str:
+    """A label set as PromQL writes it (values escaped: ``"a\\"b"`` is one value)."""
     items = sorted(labels.items()) if isinstance(labels, dict) else list(labels)
-    return "{" + ", ".join(f'{key}="{value}"' for key, value in items) + "}"
+    return "{" + ", ".join(f'{key}="{escape_label_value(value)}"' for key, value in items) + "}"
 
 
 def _list_label_sets(label_sets: list[tuple[tuple[str, str], ...]]) -> str:
@@ -727,7 +728,10 @@ class _MemberIndex:
                 raise SourceQueryError(
                     f"series {spec.name!r}: query {query!r} returned a series without "
                     f"split_by label(s) {missing}: {_format_labels(labels)}; received "
-                    f"{_list_label_sets(label_sets)}"
+                    f"{_list_label_sets(label_sets)}. Prometheus leaves out a label whose "
+                    f"value is empty: select only series that have it "
+                    f'({{{missing[0]}!=""}} in the selector) or give it a value '
+                    f"(label_replace)"
                 )
             key = tuple((label, full[label]) for label in sorted(spec.split_by))
             if key in self.by_key:

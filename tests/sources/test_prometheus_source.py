@@ -89,6 +89,8 @@ def backfill() -> dict[str, pd.Series]:
         'partial{zone="eu"}': short,
         'dup{route="/a",instance="1"}': short,
         'dup{route="/a",instance="2"}': short,
+        'quoted{route="say \\"hi\\", b=\\"c"}': short,
+        "quoted": short,
     }
 
 
@@ -195,6 +197,19 @@ def test_series_lacking_a_split_by_label_is_a_query_error(prometheus: PromServer
 
     assert "'partial'" in str(caught.value)
     assert 'zone="eu"' in str(caught.value)
+    assert 'select only series that have it ({route!=""}' in str(caught.value)
+
+
+@pytest.mark.integration
+def test_label_values_in_errors_are_escaped_as_promql_writes_them(prometheus: PromServer) -> None:
+    """A value holding quotes and a comma read as two labels: {route="say "hi", b="c"}."""
+    end = trace().index[-1].to_pydatetime()
+    source = PrometheusSource(PrometheusSettings(url=prometheus.url))
+
+    with pytest.raises(SourceQueryError) as caught:
+        source.fetch(make_spec("q", "quoted", split_by=("route",)), end - timedelta(hours=1), end)
+
+    assert '{__name__="quoted", route="say \\"hi\\", b=\\"c"}' in str(caught.value)
 
 
 @pytest.mark.integration
