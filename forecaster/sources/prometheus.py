@@ -635,6 +635,19 @@ def _parse_matrix(
     return parsed
 
 
+def _missing_hint(missing: list[str], label_sets: list[_LabelSet]) -> str:
+    """Why series may lack a ``split_by`` label, for the message that says they do."""
+    if not any(label == missing[0] for labels in label_sets for label, _ in labels):
+        return (
+            f"No series has {missing[0]!r}: the query's aggregation must keep it "
+            f"(by ({', '.join(missing)}) ...)"
+        )
+    return (
+        f"Prometheus leaves out a label whose value is empty: select only series that "
+        f'have it ({{{missing[0]}!=""}} in the selector) or give it a value (label_replace)'
+    )
+
+
 def _chunk_points(budget: int, series: int, max_points: int) -> int:
     """Grid points per chunk so that ``series`` x points stays within ``budget``."""
     return max(1, min(max_points, budget // max(series, 1)))
@@ -728,10 +741,7 @@ class _MemberIndex:
                 raise SourceQueryError(
                     f"series {spec.name!r}: query {query!r} returned a series without "
                     f"split_by label(s) {missing}: {_format_labels(labels)}; received "
-                    f"{_list_label_sets(label_sets)}. Prometheus leaves out a label whose "
-                    f"value is empty: select only series that have it "
-                    f'({{{missing[0]}!=""}} in the selector) or give it a value '
-                    f"(label_replace)"
+                    f"{_list_label_sets(label_sets)}. {_missing_hint(missing, label_sets)}"
                 )
             key = tuple((label, full[label]) for label in sorted(spec.split_by))
             if key in self.by_key:

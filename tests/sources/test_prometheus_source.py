@@ -201,6 +201,22 @@ def test_series_lacking_a_split_by_label_is_a_query_error(prometheus: PromServer
 
 
 @pytest.mark.integration
+def test_a_split_by_label_the_query_aggregates_away_is_named_as_such(
+    prometheus: PromServer,
+) -> None:
+    end = trace().index[-1].to_pydatetime()
+    source = PrometheusSource(PrometheusSettings(url=prometheus.url))
+    spec = make_spec("e", "sum by (route) (elb_requests)", split_by=("zone",))
+
+    with pytest.raises(SourceQueryError) as caught:
+        source.fetch(spec, end - timedelta(hours=1), end)
+
+    message = str(caught.value)
+    assert "No series has 'zone': the query's aggregation must keep it" in message
+    assert "leaves out a label whose value is empty" not in message
+
+
+@pytest.mark.integration
 def test_label_values_in_errors_are_escaped_as_promql_writes_them(prometheus: PromServer) -> None:
     """A value holding quotes and a comma read as two labels: {route="say "hi", b="c"}."""
     end = trace().index[-1].to_pydatetime()
