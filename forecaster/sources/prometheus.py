@@ -243,15 +243,22 @@ class PrometheusSource:
     def check_query(self, query: str) -> str | None:
         """Prometheus' reason for refusing to parse ``query``, or None.
 
-        One instant query, no retries. Only a refusal (HTTP 400, ``bad_data``) is a
-        verdict on the query: a Prometheus that is down, slow or fails to execute it
-        says nothing about its syntax, so those give None (and a warning).
+        One range query of a single step at the current minute, no retries: the kind
+        of query ingestion sends, so what only a range query refuses (a string
+        expression, ``"5m"``, which an instant query answers) is refused here too.
+        Only a refusal (HTTP 400, ``bad_data``) is a verdict on the query: a
+        Prometheus that is down, slow or fails to execute it says nothing about its
+        syntax, so those give None (and a warning).
         """
         from prometheus_api_client.exceptions import PrometheusApiClientException
 
+        minute = datetime.fromtimestamp(time.time() // 60 * 60, UTC)
         try:
-            self._connect().custom_query(
+            self._connect().custom_query_range(
                 query=query,
+                start_time=minute,
+                end_time=minute,
+                step="60s",
                 params={"timeout": f"{self.settings.timeout_seconds:g}"},
                 timeout=self.settings.timeout_seconds,
             )

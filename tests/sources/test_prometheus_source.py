@@ -332,6 +332,25 @@ def test_a_partial_answer_is_not_taken_as_the_whole_history(tmp_path: Path) -> N
     assert sleeps.delays == [0.01]
 
 
+@pytest.mark.integration
+def test_checking_a_query_refuses_what_ingestion_would_have_refused(
+    prometheus: PromServer,
+) -> None:
+    """A reload checked new queries with an instant query, which answers a string
+    expression; ingestion's range queries refuse it, so it failed every ingest after."""
+    source = PrometheusSource(PrometheusSettings(url=prometheus.url))
+
+    assert source.check_query("sum(single_rps)") is None
+    assert source.check_query("sum(rate(single_rps[5m])) > bool 0 or vector(0)") is None
+    parse = source.check_query("sum(single_rps")
+    assert parse is not None and "parse error" in parse
+    string = source.check_query('"5m"')
+    assert string is not None and "range query" in string
+    end = trace().index[-1].to_pydatetime()
+    with pytest.raises(SourceQueryError, match="range query"):
+        source.fetch(make_spec("s", '"5m"'), end - timedelta(hours=1), end)
+
+
 # -- fake Prometheus on loopback -----------------------------------------------------
 
 Responder = Callable[[dict[str, str]], tuple[int, str]]
