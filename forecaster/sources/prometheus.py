@@ -21,8 +21,10 @@
   stitches the same chunks in memory. Label sets are validated against the spec
   across chunks: a conflict that only shows up in a later chunk raises there.
 * A chunk Prometheus refuses as loading too many samples (its ``--query.max-samples``,
-  HTTP 422) is asked for again in halves, and no later chunk of the fetch is larger;
-  only a single step refused so raises.
+  HTTP 422), or that times out (Prometheus' ``timeout`` error or no answer within
+  ``timeout_seconds``), is asked for again in halves, and no later chunk of the fetch
+  is larger; only a single step refused so raises (a single step timing out is
+  retried like a 5xx).
 * An answer whose ``warnings`` say it is partial (a remote-read store that failed) is
   retried like a 5xx and then raises ``SourceUnavailable``: it is never stored as if
   complete. PromQL's own warnings about the query are logged once per query.
@@ -86,6 +88,11 @@ _TOO_MANY_SAMPLES = "too many samples"
 
 class _TooManySamples(SourceQueryError):
     """Prometheus refused a chunk for the samples it would load: a smaller one may pass."""
+
+
+class _TooSlow(SourceUnavailable):
+    """A chunk of several steps timed out (Prometheus' timeout or ours): a smaller one may
+    answer in time. A single step that times out is retried like other failures."""
 
 
 @dataclass(frozen=True)
@@ -197,23 +204,16 @@ class PrometheusSource:
             chunk_end = min(chunk_start + (points - 1) * step_seconds, last)
             try:
                 result = self._query_range(query, chunk_start, chunk_end, step_seconds)
-            except _TooManySamples as exc:
+            except (_TooManySamples, _TooSlow) as exc:
                 span = (chunk_end - chunk_start) // step_seconds + 1
-                if span == 1:
+                if span == 1:  # only _TooManySamples: _TooSlow is for several steps
                     raise SourceQueryError(
                         f"{exc}; even a single step of series {spec.name!r} loads more "
                         "samples than Prometheus' --query.max-samples allows: raise that "
                         "limit or select fewer series (or a shorter range) in the query"
                     ) from exc
                 ceiling = points = max(1, span // 2)
-                log.warning(
-                    "series %s: Prometheus refused %d steps of query %r as too many samples "
-                    "(its --query.max-samples); retrying in chunks of %d steps",
-                    spec.name,
-                    span,
-                    query,
-                    points,
-                )
+                log.warning("series %s: %s; retrying in chunks of %d steps", spec.name, exc, points)
                 continue
             parsed = _parse_matrix(result, query)
             del result
@@ -375,6 +375,11 @@ class PrometheusSource:
                         f"Prometheus at {url} refused query {query!r} over {window} "
                         f"(HTTP {error.status}): {error.detail}"
                     ) from exc
+                if error.status == 503 and error.detail.startswith("timeout") and end > start:
+                    raise _TooSlow(
+                        f"Prometheus at {url} timed out on query {query!r} over {window} "
+                        f"(HTTP 503): {error.detail}"
+                    ) from exc
                 if error.status in QUERY_STATUSES or error.status == 200:
                     raise SourceQueryError(
                         f"Prometheus at {url} rejected query {query!r} over {window} "
@@ -405,6 +410,15 @@ class PrometheusSource:
                     f"TLS handshake with Prometheus at {url} failed for query {query!r} "
                     f"(check verify_tls, ca_file, client_cert, client_key): {self._masked(exc)}"
                 ) from exc
+            except requests.exceptions.ReadTimeout as exc:
+                if end > start:
+                    raise _TooSlow(
+                        f"Prometheus at {url} did not answer query {query!r} over {window} "
+                        f"within {settings.timeout_seconds:g}s"
+                    ) from exc
+                last_problem = f"{type(exc).__name__}: {self._masked(exc)}"
+                if attempt == attempts - 1:
+                    raise SourceUnavailable(_gave_up(url, query, attempts, last_problem)) from exc
             except (
                 requests.exceptions.ConnectionError,
                 requests.exceptions.Timeout,

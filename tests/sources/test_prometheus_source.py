@@ -8,6 +8,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -443,13 +444,69 @@ def test_server_error_then_success_is_retried(fake_prometheus: FakePrometheus) -
 def test_persistent_server_errors_are_unavailable_with_the_prometheus_text(
     fake_prometheus: FakePrometheus,
 ) -> None:
+    # (a timeout is answered by smaller chunks: see the test after this one)
     for _ in range(3):
-        fake_prometheus.reply(503, {"status": "error", "errorType": "timeout", "error": "slow"})
+        fake_prometheus.reply(503, {"status": "error", "errorType": "unavailable", "error": "down"})
     sleeps = SleepRecorder()
     settings = PrometheusSettings(url=fake_prometheus.url, retries=2, backoff_seconds=0.1)
 
-    with pytest.raises(SourceUnavailable, match=r"after 3 attempt\(s\): HTTP 503: timeout: slow"):
+    with pytest.raises(
+        SourceUnavailable, match=r"after 3 attempt\(s\): HTTP 503: unavailable: down"
+    ):
         PrometheusSource(settings, sleep=sleeps).fetch(make_spec("s", "up"), *HOUR)
+
+    assert sleeps.delays == [0.1, 0.2]
+
+
+def _slow_over(steps: int, *, stall: float = 0.0) -> Responder:
+    """Answers ranges of at most ``steps`` steps (value: the timestamp); longer ones time
+    out: Prometheus' own timeout error, or, with ``stall``, no answer for that long."""
+
+    def answer(params: dict[str, str]) -> tuple[int, str]:
+        start, end, step = int(params["start"]), int(params["end"]), int(params["step"][:-1])
+        if (end - start) // step + 1 > steps:
+            if stall:
+                time.sleep(stall)
+            error = "query timed out in expression evaluation"
+            return 503, json.dumps({"status": "error", "errorType": "timeout", "error": error})
+        values = [[t, str(t)] for t in range(start, end + 1, step)]
+        return 200, json.dumps(matrix(({}, values)))
+
+    return answer
+
+
+@pytest.mark.parametrize("stall", [0.0, 1.5], ids=["prometheus-timeout", "no-answer"])
+def test_a_range_that_times_out_is_fetched_in_smaller_chunks(
+    fake_prometheus: FakePrometheus, caplog: pytest.LogCaptureFixture, stall: float
+) -> None:
+    """A heavy query over a first ingest's whole history timed out on every attempt, so
+    the series never got any history; a few steps at a time answer in time."""
+    responder = _slow_over(3, stall=stall)
+    fake_prometheus.responses.extend([responder] * 20)
+    sleeps = SleepRecorder()
+    settings = PrometheusSettings(url=fake_prometheus.url, timeout_seconds=0.5, retries=1)
+
+    with caplog.at_level(logging.WARNING, logger="forecaster.sources.prometheus"):
+        (got,) = PrometheusSource(settings, sleep=sleeps).fetch(make_spec("s", "up"), *HOUR)
+
+    assert got.values is not None
+    assert [int(v) for v in got.values] == list(range(T0, T0 + 3601, 300))
+    spans = [(int(p["end"]) - int(p["start"])) // 300 + 1 for p, _ in fake_prometheus.requests]
+    # 13 steps time out, 6 too, then chunks of 3 (never larger again), the last of 1
+    assert spans == [13, 6, 3, 3, 3, 3, 1]
+    assert caplog.text.count("retrying in chunks of") == 2 and sleeps.delays == []
+
+
+def test_a_single_step_that_times_out_is_unavailable_after_the_retries(
+    fake_prometheus: FakePrometheus,
+) -> None:
+    fake_prometheus.responses.extend([_slow_over(0)] * 3)
+    sleeps = SleepRecorder()
+    settings = PrometheusSettings(url=fake_prometheus.url, retries=2, backoff_seconds=0.1)
+    one_step = (HOUR[0], HOUR[0])
+
+    with pytest.raises(SourceUnavailable, match=r"after 3 attempt\(s\): HTTP 503: timeout"):
+        PrometheusSource(settings, sleep=sleeps).fetch(make_spec("s", "up"), *one_step)
 
     assert sleeps.delays == [0.1, 0.2]
 
