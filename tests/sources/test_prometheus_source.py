@@ -292,9 +292,8 @@ def test_a_password_in_the_url_is_masked_in_every_error(prometheus: PromServer) 
     host = prometheus.url.removeprefix("http://")
     wrong_path = f"http://ops:s3cret-pw@{host}/not-the-api"  # Prometheus answers 404
     nobody = f"http://ops:s3cret-pw@127.0.0.1:{free_port()}"  # nothing listens there
-    bad_host = f"http://ops:s3cret-pw@{host} "  # a stray space: requests refuses the URL
     end = datetime.now(UTC)
-    for url in (wrong_path, nobody, bad_host):
+    for url in (wrong_path, nobody):
         settings = PrometheusSettings(url=url, retries=0, timeout_seconds=2)
         with pytest.raises((SourceUnavailable, SourceQueryError)) as caught:
             PrometheusSource(settings).fetch(make_spec("x", "up"), end - timedelta(hours=1), end)
