@@ -73,6 +73,23 @@ class PrometheusSettings(_Section):
     #: large ``split_by`` families shrink to stay under it (bounds memory on both ends).
     max_samples_per_request: int = Field(500_000, ge=100, le=50_000_000)
 
+    @field_validator("bearer_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        # a token read from a file keeps its final newline: every request then failed
+        # ("Invalid ... header value") with the token itself in the message
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if not token:
+            raise ValueError("is empty (white space only)")
+        if any(char.isspace() or not char.isprintable() for char in token):
+            raise ValueError(
+                "contains white space or control characters, which an HTTP header cannot "
+                "carry (the token itself is not shown)"
+            )
+        return SecretStr(token)
+
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:

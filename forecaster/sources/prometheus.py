@@ -288,10 +288,17 @@ class PrometheusSource:
         return "; ".join(partial)
 
     def _masked(self, problem: object) -> str:
-        """``str(problem)`` with the URL's password, should it appear, masked."""
+        """``str(problem)`` with the URL's password and the bearer token, should either
+        appear, masked."""
         text = str(problem)
-        password = urlsplit(self.settings.url).password
-        return text.replace(password, "***") if password else text
+        token = self.settings.bearer_token
+        for secret in (
+            urlsplit(self.settings.url).password,
+            token.get_secret_value() if token is not None else None,
+        ):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
     # -- HTTP ------------------------------------------------------------------------
 
