@@ -289,14 +289,15 @@ class PrometheusSource:
 
     def _masked(self, problem: object) -> str:
         """``str(problem)`` with the URL's password and the bearer token, should either
-        appear, masked."""
+        appear, masked (one of under 4 characters is left: replacing it everywhere
+        would garble the text, and the URL shown is masked anyway)."""
         text = str(problem)
         token = self.settings.bearer_token
         for secret in (
             urlsplit(self.settings.url).password,
             token.get_secret_value() if token is not None else None,
         ):
-            if secret:
+            if secret and len(secret) >= 4:
                 text = text.replace(secret, "***")
         return text
 

@@ -843,3 +843,13 @@ def test_member_names_escape_label_values_so_label_sets_never_collide() -> None:
     assert first != second
     assert first == 'm{a="x\\",b=\\"y",b="z"}'
     assert member_name("m", {"r": "/b\\s", "n": "two\nlines"}) == 'm{n="two\\nlines",r="/b\\\\s"}'
+
+
+def test_masking_secrets_in_errors_leaves_text_readable() -> None:
+    """A short password replaced everywhere turned every "a" of a message into "***"."""
+    short = PrometheusSource(PrometheusSettings(url="http://ops:a@127.0.0.1:9"))
+    long = PrometheusSource(PrometheusSettings(url="http://ops:s3cret@127.0.0.1:9"))
+
+    assert short._masked("a bad answer") == "a bad answer"
+    assert short.shown_url == "http://ops:***@127.0.0.1:9"
+    assert long._masked("refused s3cret at a") == "refused *** at a"
