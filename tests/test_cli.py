@@ -179,6 +179,8 @@ def test_bad_spec_and_unknown_series_are_clear_errors(tmp_path: Path, write_spec
     assert "is a member of the split_by family 'fam': commands take the family's name" in (
         out.stderr
     )
+    helped = _run(["ingest", "--help"], {"COLUMNS": "200"}, tmp_path)
+    assert "a split_by family by its name" in " ".join(helped.stdout.split())
 
 
 def test_a_series_named_twice_runs_once(tmp_path: Path, nab: Path, write_spec: Any) -> None:
