@@ -593,9 +593,10 @@ def _parse_matrix(
 
     NaN (including Prometheus stale markers), ``+Inf`` and ``-Inf`` are dropped, and
     so are values beyond :data:`~forecaster.timeseries.MAX_ABS_VALUE` in magnitude
-    (a broken exporter's; sums of them overflow the estimators), with a warning
-    naming the series, how many and the first: they become missing data, which
-    cleaning fills, instead of failing every fetch while they stay in range.
+    (a broken exporter's; sums of them overflow the estimators), with one warning
+    naming the series, how many and the first (at most ten series listed): they
+    become missing data, which cleaning fills, instead of failing every fetch while
+    they stay in range.
 
     Raises:
         SourceQueryError: If ``result`` is not a list of ``{"metric", "values"}``, or a
@@ -607,6 +608,7 @@ def _parse_matrix(
             "(a list of series)"
         )
     parsed = []
+    dropped: list[tuple[_LabelSet, int, int, Any]] = []
     for item in result:
         if (
             not isinstance(item, dict)
@@ -649,19 +651,46 @@ def _parse_matrix(
                 continue
             samples.append((stamp_ms, value))
         if too_large:
-            stamp_ms, raw = first_too_large
-            log.warning(
-                "query %r: dropped %d sample(s) of %s that are NaN, infinite or larger "
-                "than %.0e in magnitude (first %s at %s); they are treated as missing data",
-                query,
-                too_large,
-                _format_labels(labels),
-                MAX_ABS_VALUE,
-                raw,
-                _iso(stamp_ms // 1000),
-            )
+            dropped.append((labels, too_large, *first_too_large))
         parsed.append((labels, samples))
+    _warn_dropped(query, dropped)
     return parsed
+
+
+def _warn_dropped(query: str, dropped: list[tuple[_LabelSet, int, int, Any]]) -> None:
+    """One warning for the samples an answer's series had dropped (label set, how many,
+    first one's epoch milliseconds and raw value, per series): a family of quiet routes
+    (histogram_quantile is NaN without requests) logged a line per route per chunk."""
+    if not dropped:
+        return
+    if len(dropped) == 1:
+        ((labels, count, stamp_ms, raw),) = dropped
+        log.warning(
+            "query %r: dropped %d sample(s) of %s that are NaN, infinite or larger "
+            "than %.0e in magnitude (first %s at %s); they are treated as missing data",
+            query,
+            count,
+            _format_labels(labels),
+            MAX_ABS_VALUE,
+            raw,
+            _iso(stamp_ms // 1000),
+        )
+        return
+    listed = ", ".join(
+        f"{_format_labels(labels)} {count} (first {raw} at {_iso(stamp_ms // 1000)})"
+        for labels, count, stamp_ms, raw in dropped[:_MAX_LISTED]
+    )
+    more = len(dropped) - _MAX_LISTED
+    log.warning(
+        "query %r: dropped %d sample(s) of %d series that are NaN, infinite or larger "
+        "than %.0e in magnitude: %s%s; they are treated as missing data",
+        query,
+        sum(count for _, count, _, _ in dropped),
+        len(dropped),
+        MAX_ABS_VALUE,
+        listed,
+        f" and {more} more series" if more > 0 else "",
+    )
 
 
 def _missing_hint(missing: list[str], label_sets: list[_LabelSet]) -> str:

@@ -643,6 +643,28 @@ def test_values_beyond_1e100_are_dropped_with_a_warning_naming_them(
     )
 
 
+def test_dropped_samples_of_a_family_are_one_warning(
+    fake_prometheus: FakePrometheus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """histogram_quantile is NaN for a route without requests: a family of quiet routes
+    logged one warning per route per chunk, on every ingest run."""
+    quiet = [({"route": f"/r{i:02d}"}, [[T0, "NaN"], [T0 + 300, "NaN"]]) for i in range(25)]
+    busy = ({"route": "/busy"}, [[T0, "0.2"], [T0 + 300, "0.3"]])
+    fake_prometheus.reply(200, matrix(busy, *quiet))
+    spec = make_spec("p95", "histogram_quantile(...)", split_by=("route",))
+
+    with caplog.at_level(logging.WARNING, logger="forecaster.sources.prometheus"):
+        fetched = PrometheusSource(PrometheusSettings(url=fake_prometheus.url)).fetch(spec, *HOUR)
+
+    assert len(fetched) == 26
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "dropped 50 sample(s) of 25 series that are NaN" in message
+    assert '{route="/r00"} 2 (first NaN at 2023-11-14T22:15:00+00:00)' in message
+    assert message.count("(first NaN") == 10 and "and 15 more series" in message
+    assert "/busy" not in message
+
+
 @pytest.mark.parametrize(
     ("sample", "message"),
     [
