@@ -32,7 +32,10 @@ SpecOption = Annotated[
 ]
 SeriesArg = Annotated[
     list[str] | None,
-    typer.Argument(help="Series names from the spec (default: all).", show_default=False),
+    typer.Argument(
+        help="Series names from the spec, a split_by family by its name (default: all).",
+        show_default=False,
+    ),
 ]
 
 

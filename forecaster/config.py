@@ -73,11 +73,47 @@ class PrometheusSettings(_Section):
     #: large ``split_by`` families shrink to stay under it (bounds memory on both ends).
     max_samples_per_request: int = Field(500_000, ge=100, le=50_000_000)
 
+    @field_validator("bearer_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        # a token read from a file keeps its final newline: every request then failed
+        # ("Invalid ... header value") with the token itself in the message
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if not token:
+            raise ValueError("is empty (white space only)")
+        if any(char.isspace() or not char.isprintable() for char in token):
+            raise ValueError(
+                "contains white space or control characters, which an HTTP header cannot "
+                "carry (the token itself is not shown)"
+            )
+        return SecretStr(token)
+
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
+        # white space around it (a Kubernetes secret written with a final newline)
+        # made every ingest fail, with a 404 or "Invalid URL", not the start
+        value = value.strip()
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
+            raise ValueError(f"must start with http:// or https://, got {_masked(value)!r}")
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+        except ValueError as exc:
+            raise ValueError(f"{_masked(value)!r} is not a usable URL: {exc}") from None
+        if not parts.hostname:
+            raise ValueError(f"{_masked(value)!r} names no host")
+        if any(char.isspace() for char in value):
+            raise ValueError(f"{_masked(value)!r} contains white space")
+        if parts.query or parts.fragment:
+            raise ValueError(
+                f"{_masked(value)!r} has a query string or fragment; give the base URL "
+                "Prometheus serves /api/v1 under (a path prefix is fine)"
+            )
         return value.rstrip("/")
 
     @model_validator(mode="after")

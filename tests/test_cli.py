@@ -165,6 +165,22 @@ def test_bad_spec_and_unknown_series_are_clear_errors(tmp_path: Path, write_spec
     )
     assert out.returncode == 1
     assert "series 'nope' is not in the pipeline spec" in out.stderr
+    # a member's name, as status lists it, names its family
+    family = write_spec(
+        tmp_path / "family.yaml",
+        [{"name": "fam", "query": "sum by (pod) (up)", "split_by": ["pod"]}],
+    )
+    out = _run(
+        ["ingest", 'fam{pod="a"}', "--spec", str(family)],
+        {"FORECASTER_DATABASE__URL": f"sqlite:///{tmp_path}/s.db"},
+        tmp_path,
+    )
+    assert out.returncode == 1
+    assert "is a member of the split_by family 'fam': commands take the family's name" in (
+        out.stderr
+    )
+    helped = _run(["ingest", "--help"], {"COLUMNS": "200"}, tmp_path)
+    assert "a split_by family by its name" in " ".join(helped.stdout.split())
 
 
 def test_a_series_named_twice_runs_once(tmp_path: Path, nab: Path, write_spec: Any) -> None:

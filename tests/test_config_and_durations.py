@@ -88,6 +88,25 @@ def test_invalid_settings_name_the_field(monkeypatch: pytest.MonkeyPatch) -> Non
             "client_cert: file '/nonexistent.pem' does not exist",
         ),
         ("FORECASTER_PROMETHEUS__CA_FILE", "/nope/ca.pem", "ca_file: file '/nope/ca.pem'"),
+        # URLs that validated, then failed every ingest ("Invalid URL", or a 404)
+        ("FORECASTER_PROMETHEUS__URL", "http://:9090", "prometheus.url: 'http://:9090' names no"),
+        (
+            "FORECASTER_PROMETHEUS__URL",
+            "http://prom:99999",
+            "prometheus.url: 'http://prom:99999' is not a usable URL: Port out of range",
+        ),
+        ("FORECASTER_PROMETHEUS__URL", "http://prom :9090", "contains white space"),
+        ("FORECASTER_PROMETHEUS__URL", "http://prom:9090/?x=1", "has a query string or fragment"),
+        # a password in it is not printed
+        ("FORECASTER_PROMETHEUS__URL", "ftp://ops:pw@prom", "got 'ftp://ops:***@prom'"),
+        ("FORECASTER_PROMETHEUS__URL", "http://ops:pw@prom:x", "'http://ops:***@prom:x' is not"),
+        # a token the Authorization header cannot carry failed every ingest, naming it
+        (
+            "FORECASTER_PROMETHEUS__BEARER_TOKEN",
+            "tok:pw@en\twith a tab",
+            "prometheus.bearer_token: contains white space or control characters",
+        ),
+        ("FORECASTER_PROMETHEUS__BEARER_TOKEN", "  \n", "prometheus.bearer_token: is empty"),
         # "notaurl" failed inside distributed with a 27-frame traceback at the first training
         (
             "FORECASTER_TRAINING__DASK_ADDRESS",
@@ -110,6 +129,23 @@ def test_nonsense_settings_are_a_config_error(
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert message in str(info.value)
+    assert ":pw@" not in str(info.value)
+
+
+def test_white_space_around_the_prometheus_bearer_token_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FORECASTER_PROMETHEUS__BEARER_TOKEN", "tok-123\n")
+    token = load_settings().prometheus.bearer_token
+    assert token is not None and token.get_secret_value() == "tok-123"
+
+
+def test_white_space_around_the_prometheus_url_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a Kubernetes secret made from a file keeps its final newline
+    monkeypatch.setenv("FORECASTER_PROMETHEUS__URL", " https://prom.example:9090/prom/\n")
+    assert load_settings().prometheus.url == "https://prom.example:9090/prom"
 
 
 @pytest.mark.parametrize(

@@ -218,7 +218,10 @@ def collect(
 def status_command(
     series: Annotated[
         list[str] | None,
-        typer.Argument(help="Series names from the spec (default: all).", show_default=False),
+        typer.Argument(
+            help="Series names from the spec, a split_by family by its name (default: all).",
+            show_default=False,
+        ),
     ] = None,
     spec: Annotated[
         Path | None,

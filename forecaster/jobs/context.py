@@ -159,7 +159,15 @@ class JobContext:
                 chosen.append(self.spec.get(name))
             except KeyError:
                 known = ", ".join(s.name for s in self.spec.series)
+                family = name.partition("{")[0]
+                member = (
+                    f" ({name!r} is a member of the split_by family {family!r}: "
+                    f"commands take the family's name and run for all its members)"
+                    if "{" in name
+                    and any(s.name == family and s.split_by for s in self.spec.series)
+                    else ""
+                )
                 raise SeriesNotFound(
-                    f"series {name!r} is not in the pipeline spec; known: {known}"
+                    f"series {name!r} is not in the pipeline spec{member}; known: {known}"
                 ) from None
         return chosen

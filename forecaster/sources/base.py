@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -36,16 +37,29 @@ def member_name(family: str, labels: dict[str, str]) -> str:
     """Name of one member of a ``split_by`` family: ``family{a="x",b="y"}`` (sorted labels).
 
     Label values are escaped as PromQL writes them (backslash, double quote, newline),
-    so two label sets never share a name (``a='x",b="y'`` and ``a="x", b="y"`` did).
+    so two label sets never share a name (``a='x",b="y'`` and ``a="x", b="y"`` did);
+    other control characters too (``\t``, ``\r``, ``\x00``): a NUL in a label value
+    made PostgreSQL refuse the name, failing the whole family's ingest on every run.
     """
     if not labels:
         return family
-    inner = ",".join(f'{key}="{_escape(labels[key])}"' for key in sorted(labels))
+    inner = ",".join(f'{key}="{escape_label_value(labels[key])}"' for key in sorted(labels))
     return f"{family}{{{inner}}}"
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+#: Control characters and how a member name writes them (Go's and PromQL's escapes).
+_CONTROL = {
+    **{chr(code): f"\\x{code:02x}" for code in [*range(0x20), 0x7F]},
+    "\n": "\\n",
+    "\t": "\\t",
+    "\r": "\\r",
+}
+_NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f]')
+
+
+def escape_label_value(value: str) -> str:
+    """``value`` as PromQL writes it between double quotes (backslash escapes)."""
+    return _NEEDS_ESCAPE.sub(lambda match: _CONTROL.get(match[0], "\\" + match[0]), value)
 
 
 class Source(Protocol):

@@ -20,9 +20,18 @@
   as it arrives (ingestion writes chunk by chunk); :meth:`PrometheusSource.fetch`
   stitches the same chunks in memory. Label sets are validated against the spec
   across chunks: a conflict that only shows up in a later chunk raises there.
+* A chunk Prometheus refuses as loading too many samples (its ``--query.max-samples``,
+  HTTP 422), or that times out (Prometheus' ``timeout`` error or no answer within
+  ``timeout_seconds``), is asked for again in halves, and no later chunk of the fetch
+  is larger; only a single step refused so raises (a single step timing out is
+  retried like a 5xx).
+* An answer whose ``warnings`` say it is partial (a remote-read store that failed) is
+  retried like a 5xx and then raises ``SourceUnavailable``: it is never stored as if
+  complete. PromQL's own warnings about the query are logged once per query.
 * Every HTTP call has an explicit timeout; connection errors, timeouts, HTTP 408, 429
   and 5xx are retried with exponential backoff, then raise ``SourceUnavailable``.
-* TLS verification, a CA bundle, a client certificate and a bearer token come from
+* TLS verification, a CA bundle, a client certificate, a bearer token and basic auth
+  (user info in the URL, whose password messages mask) come from
   :class:`~forecaster.config.PrometheusSettings`.
 """
 
@@ -33,13 +42,15 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from forecaster.errors import SourceQueryError, SourceUnavailable
-from forecaster.sources.base import FetchedSeries, member_name
+from forecaster.sources.base import FetchedSeries, escape_label_value, member_name
 from forecaster.timeseries import MAX_ABS_VALUE
 
 if TYPE_CHECKING:
@@ -70,6 +81,20 @@ log = logging.getLogger(__name__)
 _STATUS_MESSAGE = re.compile(r"^HTTP Status Code (\d{3}) \((.*)\)$", re.DOTALL)
 
 
+#: What Prometheus says when a query would load more samples than its
+#: ``--query.max-samples`` (HTTP 422, ``execution`` error).
+_TOO_MANY_SAMPLES = "too many samples"
+
+
+class _TooManySamples(SourceQueryError):
+    """Prometheus refused a chunk for the samples it would load: a smaller one may pass."""
+
+
+class _TooSlow(SourceUnavailable):
+    """A chunk of several steps timed out (Prometheus' timeout or ours): a smaller one may
+    answer in time. A single step that times out is retried like other failures."""
+
+
 @dataclass(frozen=True)
 class _HttpError:
     status: int
@@ -96,6 +121,10 @@ class PrometheusSource:
         self.settings = settings
         self._sleep = sleep
         self._client: Any = None
+        #: The URL as messages and logs show it: a password in it (basic auth as
+        #: ``https://user:password@host``) is masked, as the store's URL is.
+        self.shown_url = _masked_url(settings.url)
+        self._noted: set[tuple[str, str]] = set()  # PromQL annotations already logged
 
     # -- public API ------------------------------------------------------------------
 
@@ -169,10 +198,23 @@ class PrometheusSource:
         expected = PROBE_FAMILY_SERIES if spec.split_by else 1
         points = _chunk_points(budget, expected, max_points)
         members = _MemberIndex(spec, query)
+        ceiling = max_points  # lowered for good when Prometheus finds a chunk too heavy
         chunk_start = first
         while chunk_start <= last:
             chunk_end = min(chunk_start + (points - 1) * step_seconds, last)
-            result = self._query_range(query, chunk_start, chunk_end, step_seconds)
+            try:
+                result = self._query_range(query, chunk_start, chunk_end, step_seconds)
+            except (_TooManySamples, _TooSlow) as exc:
+                span = (chunk_end - chunk_start) // step_seconds + 1
+                if span == 1:  # only _TooManySamples: _TooSlow is for several steps
+                    raise SourceQueryError(
+                        f"{exc}; even a single step of series {spec.name!r} loads more "
+                        "samples than Prometheus' --query.max-samples allows: raise that "
+                        "limit or select fewer series (or a shorter range) in the query"
+                    ) from exc
+                ceiling = points = max(1, span // 2)
+                log.warning("series %s: %s; retrying in chunks of %d steps", spec.name, exc, points)
+                continue
             parsed = _parse_matrix(result, query)
             del result
             answered = len(parsed)
@@ -182,7 +224,7 @@ class PrometheusSource:
             del chunk
             chunk_start = chunk_end + step_seconds
             if answered:
-                points = _chunk_points(budget, answered, max_points)
+                points = min(ceiling, _chunk_points(budget, answered, max_points))
             # An empty answer says nothing about the family's size (it may start
             # later in the range): keep the current size, the probe's until then.
 
@@ -201,15 +243,22 @@ class PrometheusSource:
     def check_query(self, query: str) -> str | None:
         """Prometheus' reason for refusing to parse ``query``, or None.
 
-        One instant query, no retries. Only a refusal (HTTP 400, ``bad_data``) is a
-        verdict on the query: a Prometheus that is down, slow or fails to execute it
-        says nothing about its syntax, so those give None (and a warning).
+        One range query of a single step at the current minute, no retries: the kind
+        of query ingestion sends, so what only a range query refuses (a string
+        expression, ``"5m"``, which an instant query answers) is refused here too.
+        Only a refusal (HTTP 400, ``bad_data``) is a verdict on the query: a
+        Prometheus that is down, slow or fails to execute it says nothing about its
+        syntax, so those give None (and a warning).
         """
         from prometheus_api_client.exceptions import PrometheusApiClientException
 
+        minute = datetime.fromtimestamp(time.time() // 60 * 60, UTC)
         try:
-            self._connect().custom_query(
+            self._connect().custom_query_range(
                 query=query,
+                start_time=minute,
+                end_time=minute,
+                step="60s",
                 params={"timeout": f"{self.settings.timeout_seconds:g}"},
                 timeout=self.settings.timeout_seconds,
             )
@@ -217,10 +266,40 @@ class PrometheusSource:
             error = _http_error(exc)
             if error is not None and error.status == 400:
                 return error.detail
-            log.warning("could not check query %r against Prometheus: %s", query, exc)
+            log.warning("could not check query %r against Prometheus: %s", query, self._masked(exc))
         except Exception as exc:  # noqa: BLE001 - down or slow: no verdict on the query
-            log.warning("could not check query %r against Prometheus: %s", query, exc)
+            log.warning("could not check query %r against Prometheus: %s", query, self._masked(exc))
         return None
+
+    def _partial(self, query: str, warnings: list[str]) -> str:
+        """The warnings of an answer that say it is partial, joined; ``""`` if none do.
+
+        PromQL's own annotations (``PromQL warning: ...``, ``PromQL info: ...``, about
+        the query, not the data) are logged once per query and text instead.
+        """
+        partial = []
+        for text in warnings:
+            if text.startswith(_PROMQL_ANNOTATIONS):
+                if (query, text) not in self._noted:
+                    self._noted.add((query, text))
+                    log.warning("Prometheus warns about query %r: %s", query, text)
+            else:
+                partial.append(text)
+        return "; ".join(partial)
+
+    def _masked(self, problem: object) -> str:
+        """``str(problem)`` with the URL's password and the bearer token, should either
+        appear, masked (one of under 4 characters is left: replacing it everywhere
+        would garble the text, and the URL shown is masked anyway)."""
+        text = str(problem)
+        token = self.settings.bearer_token
+        for secret in (
+            urlsplit(self.settings.url).password,
+            token.get_secret_value() if token is not None else None,
+        ):
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
 
     # -- HTTP ------------------------------------------------------------------------
 
@@ -264,7 +343,7 @@ class PrometheusSource:
         from prometheus_api_client.exceptions import PrometheusApiClientException
 
         settings = self.settings
-        url = settings.url
+        url = self.shown_url
         window = f"[{_iso(start)}, {_iso(end)}] step {step_seconds}s"
         attempts = settings.retries + 1
         last_problem = ""
@@ -272,8 +351,9 @@ class PrometheusSource:
             if attempt:
                 delay = min(settings.backoff_seconds * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
                 self._sleep(max(delay, 0.0))
+            _answer.warnings = []
             try:
-                return self._connect().custom_query_range(
+                result = self._connect().custom_query_range(
                     query=query,
                     start_time=datetime.fromtimestamp(start, UTC),
                     end_time=datetime.fromtimestamp(end, UTC),
@@ -282,11 +362,31 @@ class PrometheusSource:
                     params={"timeout": f"{settings.timeout_seconds:g}"},
                     timeout=settings.timeout_seconds,
                 )
+                partial = self._partial(query, list(_answer.warnings))
+                if not partial:
+                    return result
+                del result
+                last_problem = (
+                    f"the answer was partial (Prometheus warned: {partial}); it is not stored"
+                )
+                if attempt == attempts - 1:
+                    raise SourceUnavailable(_gave_up(url, query, attempts, last_problem))
             except PrometheusApiClientException as exc:
                 error = _http_error(exc)
                 if error is None:
                     raise SourceQueryError(
-                        f"Prometheus at {url} failed query {query!r} over {window}: {exc}"
+                        f"Prometheus at {url} failed query {query!r} over {window}: "
+                        f"{self._masked(exc)}"
+                    ) from exc
+                if error.status in QUERY_STATUSES and _TOO_MANY_SAMPLES in error.detail:
+                    raise _TooManySamples(
+                        f"Prometheus at {url} refused query {query!r} over {window} "
+                        f"(HTTP {error.status}): {error.detail}"
+                    ) from exc
+                if error.status == 503 and error.detail.startswith("timeout") and end > start:
+                    raise _TooSlow(
+                        f"Prometheus at {url} timed out on query {query!r} over {window} "
+                        f"(HTTP 503): {error.detail}"
                     ) from exc
                 if error.status in QUERY_STATUSES or error.status == 200:
                     raise SourceQueryError(
@@ -316,19 +416,29 @@ class PrometheusSource:
             except requests.exceptions.SSLError as exc:
                 raise SourceUnavailable(
                     f"TLS handshake with Prometheus at {url} failed for query {query!r} "
-                    f"(check verify_tls, ca_file, client_cert, client_key): {exc}"
+                    f"(check verify_tls, ca_file, client_cert, client_key): {self._masked(exc)}"
                 ) from exc
+            except requests.exceptions.ReadTimeout as exc:
+                if end > start:
+                    raise _TooSlow(
+                        f"Prometheus at {url} did not answer query {query!r} over {window} "
+                        f"within {settings.timeout_seconds:g}s"
+                    ) from exc
+                last_problem = f"{type(exc).__name__}: {self._masked(exc)}"
+                if attempt == attempts - 1:
+                    raise SourceUnavailable(_gave_up(url, query, attempts, last_problem)) from exc
             except (
                 requests.exceptions.ConnectionError,
                 requests.exceptions.Timeout,
                 requests.exceptions.ChunkedEncodingError,
             ) as exc:
-                last_problem = f"{type(exc).__name__}: {exc}"
+                last_problem = f"{type(exc).__name__}: {self._masked(exc)}"
                 if attempt == attempts - 1:
                     raise SourceUnavailable(_gave_up(url, query, attempts, last_problem)) from exc
             except requests.exceptions.RequestException as exc:
                 raise SourceUnavailable(
-                    f"cannot query Prometheus at {url} for {query!r}: {type(exc).__name__}: {exc}"
+                    f"cannot query Prometheus at {url} for {query!r}: "
+                    f"{type(exc).__name__}: {self._masked(exc)}"
                 ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -361,12 +471,31 @@ def _iso(epoch_seconds: int) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).isoformat()
 
 
+def _masked_url(url: str) -> str:
+    """``url`` with the password of its user info (if any) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
+
+
 def _gave_up(url: str, query: str, attempts: int, problem: str) -> str:
     return (
         f"Prometheus at {url} unavailable for query {query!r} after {attempts} attempt(s): "
         f"{problem}"
     )
 
+
+#: The warnings of the answer last received on this thread (the response hook sets them).
+_answer = threading.local()
+#: How PromQL's own annotations (about the query, not missing data) begin.
+_PROMQL_ANNOTATIONS = ("PromQL warning:", "PromQL info:")
 
 #: The start of a Prometheus API answer that reports an error.
 _ERROR_STATUS = re.compile(rb'^\s*\{\s*"status"\s*:\s*"error"')
@@ -376,11 +505,22 @@ def _refuse_ok_with_error_status(response: Any, *_args: Any, **_kwargs: Any) -> 
     """A ``requests`` response hook: an HTTP 200 whose body says ``"status":"error"``
     (some proxies and Prometheus-compatible servers answer errors so) is raised as the
     client raises other statuses, so that its error text is reported; the client
-    itself would look for ``data`` in it and lose the text."""
+    itself would look for ``data`` in it and lose the text.
+
+    It also keeps the answer's ``warnings`` (in :data:`_answer`, for this thread),
+    which the client drops: a partial answer (a remote-read store that failed) says
+    so only there."""
     if response.status_code == 200 and _ERROR_STATUS.match(response.content[:200]):
         from prometheus_api_client.exceptions import PrometheusApiClientException
 
         raise PrometheusApiClientException(f"HTTP Status Code 200 ({response.content!r})")
+    if response.status_code == 200 and b'"warnings"' in response.content:
+        try:
+            warnings = json.loads(response.content).get("warnings")
+        except (ValueError, AttributeError):
+            warnings = None  # the client reports an answer that is not JSON
+        if isinstance(warnings, list):
+            _answer.warnings = [str(text) for text in warnings]
     return response
 
 
@@ -411,8 +551,9 @@ def _http_error(exc: Exception) -> _HttpError | None:
 
 
 def _format_labels(labels: tuple[tuple[str, str], ...] | dict[str, str]) -> str:
+    """A label set as PromQL writes it (values escaped: ``"a\\"b"`` is one value)."""
     items = sorted(labels.items()) if isinstance(labels, dict) else list(labels)
-    return "{" + ", ".join(f'{key}="{value}"' for key, value in items) + "}"
+    return "{" + ", ".join(f'{key}="{escape_label_value(value)}"' for key, value in items) + "}"
 
 
 def _list_label_sets(label_sets: list[tuple[tuple[str, str], ...]]) -> str:
@@ -452,9 +593,10 @@ def _parse_matrix(
 
     NaN (including Prometheus stale markers), ``+Inf`` and ``-Inf`` are dropped, and
     so are values beyond :data:`~forecaster.timeseries.MAX_ABS_VALUE` in magnitude
-    (a broken exporter's; sums of them overflow the estimators), with a warning
-    naming the series, how many and the first: they become missing data, which
-    cleaning fills, instead of failing every fetch while they stay in range.
+    (a broken exporter's; sums of them overflow the estimators), with one warning
+    naming the series, how many and the first (at most ten series listed): they
+    become missing data, which cleaning fills, instead of failing every fetch while
+    they stay in range.
 
     Raises:
         SourceQueryError: If ``result`` is not a list of ``{"metric", "values"}``, or a
@@ -466,6 +608,7 @@ def _parse_matrix(
             "(a list of series)"
         )
     parsed = []
+    dropped: list[tuple[_LabelSet, int, int, Any]] = []
     for item in result:
         if (
             not isinstance(item, dict)
@@ -508,19 +651,59 @@ def _parse_matrix(
                 continue
             samples.append((stamp_ms, value))
         if too_large:
-            stamp_ms, raw = first_too_large
-            log.warning(
-                "query %r: dropped %d sample(s) of %s that are NaN, infinite or larger "
-                "than %.0e in magnitude (first %s at %s); they are treated as missing data",
-                query,
-                too_large,
-                _format_labels(labels),
-                MAX_ABS_VALUE,
-                raw,
-                _iso(stamp_ms // 1000),
-            )
+            dropped.append((labels, too_large, *first_too_large))
         parsed.append((labels, samples))
+    _warn_dropped(query, dropped)
     return parsed
+
+
+def _warn_dropped(query: str, dropped: list[tuple[_LabelSet, int, int, Any]]) -> None:
+    """One warning for the samples an answer's series had dropped (label set, how many,
+    first one's epoch milliseconds and raw value, per series): a family of quiet routes
+    (histogram_quantile is NaN without requests) logged a line per route per chunk."""
+    if not dropped:
+        return
+    if len(dropped) == 1:
+        ((labels, count, stamp_ms, raw),) = dropped
+        log.warning(
+            "query %r: dropped %d sample(s) of %s that are NaN, infinite or larger "
+            "than %.0e in magnitude (first %s at %s); they are treated as missing data",
+            query,
+            count,
+            _format_labels(labels),
+            MAX_ABS_VALUE,
+            raw,
+            _iso(stamp_ms // 1000),
+        )
+        return
+    listed = ", ".join(
+        f"{_format_labels(labels)} {count} (first {raw} at {_iso(stamp_ms // 1000)})"
+        for labels, count, stamp_ms, raw in dropped[:_MAX_LISTED]
+    )
+    more = len(dropped) - _MAX_LISTED
+    log.warning(
+        "query %r: dropped %d sample(s) of %d series that are NaN, infinite or larger "
+        "than %.0e in magnitude: %s%s; they are treated as missing data",
+        query,
+        sum(count for _, count, _, _ in dropped),
+        len(dropped),
+        MAX_ABS_VALUE,
+        listed,
+        f" and {more} more series" if more > 0 else "",
+    )
+
+
+def _missing_hint(missing: list[str], label_sets: list[_LabelSet]) -> str:
+    """Why series may lack a ``split_by`` label, for the message that says they do."""
+    if not any(label == missing[0] for labels in label_sets for label, _ in labels):
+        return (
+            f"No series has {missing[0]!r}: the query's aggregation must keep it "
+            f"(by ({', '.join(missing)}) ...)"
+        )
+    return (
+        f"Prometheus leaves out a label whose value is empty: select only series that "
+        f'have it ({{{missing[0]}!=""}} in the selector) or give it a value (label_replace)'
+    )
 
 
 def _chunk_points(budget: int, series: int, max_points: int) -> int:
@@ -616,7 +799,7 @@ class _MemberIndex:
                 raise SourceQueryError(
                     f"series {spec.name!r}: query {query!r} returned a series without "
                     f"split_by label(s) {missing}: {_format_labels(labels)}; received "
-                    f"{_list_label_sets(label_sets)}"
+                    f"{_list_label_sets(label_sets)}. {_missing_hint(missing, label_sets)}"
                 )
             key = tuple((label, full[label]) for label in sorted(spec.split_by))
             if key in self.by_key:

@@ -7,6 +7,7 @@ answer exceeds ``max_samples_per_request`` and that streaming equals ``fetch``; 
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from forecaster.timeseries import read_series_csv, to_grid
 from tests.support.promserver import (
     PromServer,
     make_prometheus_fixture,
+    running_prometheus,
     shift_to_end_at,
     utc_now_floor,
 )
@@ -132,6 +134,38 @@ def test_requests_stay_under_the_sample_budget_and_streaming_equals_fetch(
     pd.testing.assert_series_equal(
         member.values.reindex(expected.index), expected, check_names=False, check_freq=False
     )
+
+
+@pytest.mark.integration
+def test_chunks_prometheus_finds_too_heavy_are_halved(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Prometheus with a low --query.max-samples refused the first chunk (HTTP 422,
+    "too many samples"), and so every ingest of the series, for good."""
+    grid = trace().index
+    counting = pd.Series(range(len(grid)), index=grid, dtype=float)
+    # sum(parts) holds 10 series x the chunk's steps before summing: 5,760 samples
+    # for the whole range, over Prometheus' limit of 2,000; a quarter of it passes.
+    parts = {f'parts{{i="{i}"}}': counting + i for i in range(10)}
+    start, end = grid[0].to_pydatetime(), grid[-1].to_pydatetime()
+    with running_prometheus(tmp_path, parts, flags=["--query.max-samples=2000"]) as prom:
+        source = PrometheusSource(PrometheusSettings(url=prom.url, retries=0))
+        with caplog.at_level(logging.WARNING, logger="forecaster.sources.prometheus"):
+            (fetched,) = source.fetch(make_spec("total", "sum(parts)"), start, end)
+        # the subquery holds 10 series x 864 steps for every step: no chunk is small enough
+        heavy = make_spec("heavy", "sum(max_over_time(parts[3d:5m]))")
+        with pytest.raises(SourceQueryError) as caught:
+            source.fetch(heavy, start, end)
+
+    assert fetched.values is not None
+    expected = counting * 10 + sum(range(10))
+    pd.testing.assert_series_equal(
+        fetched.values, expected, check_names=False, check_freq=False, check_index_type=False
+    )
+    assert "too many samples" in caplog.text and "retrying in chunks of" in caplog.text
+    message = str(caught.value)
+    assert "too many samples" in message and "--query.max-samples" in message
+    assert "even a single step" in message
 
 
 @pytest.mark.integration

@@ -8,6 +8,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from tests.support.promserver import (
     PromServer,
     free_port,
     make_prometheus_fixture,
+    running_prometheus,
     shift_to_end_at,
     utc_now_floor,
 )
@@ -88,6 +90,8 @@ def backfill() -> dict[str, pd.Series]:
         'partial{zone="eu"}': short,
         'dup{route="/a",instance="1"}': short,
         'dup{route="/a",instance="2"}': short,
+        'quoted{route="say \\"hi\\", b=\\"c"}': short,
+        "quoted": short,
     }
 
 
@@ -194,6 +198,35 @@ def test_series_lacking_a_split_by_label_is_a_query_error(prometheus: PromServer
 
     assert "'partial'" in str(caught.value)
     assert 'zone="eu"' in str(caught.value)
+    assert 'select only series that have it ({route!=""}' in str(caught.value)
+
+
+@pytest.mark.integration
+def test_a_split_by_label_the_query_aggregates_away_is_named_as_such(
+    prometheus: PromServer,
+) -> None:
+    end = trace().index[-1].to_pydatetime()
+    source = PrometheusSource(PrometheusSettings(url=prometheus.url))
+    spec = make_spec("e", "sum by (route) (elb_requests)", split_by=("zone",))
+
+    with pytest.raises(SourceQueryError) as caught:
+        source.fetch(spec, end - timedelta(hours=1), end)
+
+    message = str(caught.value)
+    assert "No series has 'zone': the query's aggregation must keep it" in message
+    assert "leaves out a label whose value is empty" not in message
+
+
+@pytest.mark.integration
+def test_label_values_in_errors_are_escaped_as_promql_writes_them(prometheus: PromServer) -> None:
+    """A value holding quotes and a comma read as two labels: {route="say "hi", b="c"}."""
+    end = trace().index[-1].to_pydatetime()
+    source = PrometheusSource(PrometheusSettings(url=prometheus.url))
+
+    with pytest.raises(SourceQueryError) as caught:
+        source.fetch(make_spec("q", "quoted", split_by=("route",)), end - timedelta(hours=1), end)
+
+    assert '{__name__="quoted", route="say \\"hi\\", b=\\"c"}' in str(caught.value)
 
 
 @pytest.mark.integration
@@ -250,6 +283,72 @@ def test_unreachable_prometheus_is_unavailable_after_the_retries() -> None:
     assert url in message and "'up'" in message and "after 3 attempt(s)" in message
     assert "ConnectionError" in message
     assert sleeps.delays == [0.01, 0.02]
+
+
+@pytest.mark.integration
+def test_a_password_in_the_url_is_masked_in_every_error(prometheus: PromServer) -> None:
+    """Basic auth as user info in the URL: the password was in every failed ingest's
+    message (logs, job runs, ``forecaster status``), as the store's URL is not."""
+    host = prometheus.url.removeprefix("http://")
+    wrong_path = f"http://ops:s3cret-pw@{host}/not-the-api"  # Prometheus answers 404
+    nobody = f"http://ops:s3cret-pw@127.0.0.1:{free_port()}"  # nothing listens there
+    end = datetime.now(UTC)
+    for url in (wrong_path, nobody):
+        settings = PrometheusSettings(url=url, retries=0, timeout_seconds=2)
+        with pytest.raises((SourceUnavailable, SourceQueryError)) as caught:
+            PrometheusSource(settings).fetch(make_spec("x", "up"), end - timedelta(hours=1), end)
+        message = str(caught.value)
+        assert "s3cret-pw" not in message, message
+        assert "ops:***@" in message, message
+
+    # the credentials themselves are still sent
+    settings = PrometheusSettings(url=f"http://ops:s3cret-pw@{host}")
+    got = PrometheusSource(settings).fetch(
+        make_spec("s", "single_rps"), end - timedelta(hours=1), end
+    )
+    assert [item.name for item in got] == ["s"]
+
+
+@pytest.mark.integration
+def test_a_partial_answer_is_not_taken_as_the_whole_history(tmp_path: Path) -> None:
+    """A Prometheus whose remote-read store fails answers from its own TSDB alone and
+    says so only in "warnings", which were dropped: a first ingest stored the partial
+    history as complete, and later ingests never read that range again."""
+    series = {"single_rps": trace().iloc[-24:]}
+    dead_store = f"http://127.0.0.1:{free_port()}/read"  # nothing listens there
+    remote = f"remote_read:\n  - url: {dead_store}\n    read_recent: true\n"
+    end = trace().index[-1].to_pydatetime()
+    with running_prometheus(tmp_path, series, config=remote) as prom:
+        sleeps = SleepRecorder()
+        settings = PrometheusSettings(url=prom.url, retries=1, backoff_seconds=0.01)
+        with pytest.raises(SourceUnavailable) as caught:
+            PrometheusSource(settings, sleep=sleeps).fetch(
+                make_spec("s", "single_rps"), end - timedelta(hours=1), end
+            )
+
+    message = str(caught.value)
+    assert "partial" in message and "remote_read" in message and dead_store in message
+    assert "'single_rps'" in message and "after 2 attempt(s)" in message
+    assert sleeps.delays == [0.01]
+
+
+@pytest.mark.integration
+def test_checking_a_query_refuses_what_ingestion_would_have_refused(
+    prometheus: PromServer,
+) -> None:
+    """A reload checked new queries with an instant query, which answers a string
+    expression; ingestion's range queries refuse it, so it failed every ingest after."""
+    source = PrometheusSource(PrometheusSettings(url=prometheus.url))
+
+    assert source.check_query("sum(single_rps)") is None
+    assert source.check_query("sum(rate(single_rps[5m])) > bool 0 or vector(0)") is None
+    parse = source.check_query("sum(single_rps")
+    assert parse is not None and "parse error" in parse
+    string = source.check_query('"5m"')
+    assert string is not None and "range query" in string
+    end = trace().index[-1].to_pydatetime()
+    with pytest.raises(SourceQueryError, match="range query"):
+        source.fetch(make_spec("s", '"5m"'), end - timedelta(hours=1), end)
 
 
 # -- fake Prometheus on loopback -----------------------------------------------------
@@ -344,13 +443,69 @@ def test_server_error_then_success_is_retried(fake_prometheus: FakePrometheus) -
 def test_persistent_server_errors_are_unavailable_with_the_prometheus_text(
     fake_prometheus: FakePrometheus,
 ) -> None:
+    # (a timeout is answered by smaller chunks: see the test after this one)
     for _ in range(3):
-        fake_prometheus.reply(503, {"status": "error", "errorType": "timeout", "error": "slow"})
+        fake_prometheus.reply(503, {"status": "error", "errorType": "unavailable", "error": "down"})
     sleeps = SleepRecorder()
     settings = PrometheusSettings(url=fake_prometheus.url, retries=2, backoff_seconds=0.1)
 
-    with pytest.raises(SourceUnavailable, match=r"after 3 attempt\(s\): HTTP 503: timeout: slow"):
+    with pytest.raises(
+        SourceUnavailable, match=r"after 3 attempt\(s\): HTTP 503: unavailable: down"
+    ):
         PrometheusSource(settings, sleep=sleeps).fetch(make_spec("s", "up"), *HOUR)
+
+    assert sleeps.delays == [0.1, 0.2]
+
+
+def _slow_over(steps: int, *, stall: float = 0.0) -> Responder:
+    """Answers ranges of at most ``steps`` steps (value: the timestamp); longer ones time
+    out: Prometheus' own timeout error, or, with ``stall``, no answer for that long."""
+
+    def answer(params: dict[str, str]) -> tuple[int, str]:
+        start, end, step = int(params["start"]), int(params["end"]), int(params["step"][:-1])
+        if (end - start) // step + 1 > steps:
+            if stall:
+                time.sleep(stall)
+            error = "query timed out in expression evaluation"
+            return 503, json.dumps({"status": "error", "errorType": "timeout", "error": error})
+        values = [[t, str(t)] for t in range(start, end + 1, step)]
+        return 200, json.dumps(matrix(({}, values)))
+
+    return answer
+
+
+@pytest.mark.parametrize("stall", [0.0, 1.5], ids=["prometheus-timeout", "no-answer"])
+def test_a_range_that_times_out_is_fetched_in_smaller_chunks(
+    fake_prometheus: FakePrometheus, caplog: pytest.LogCaptureFixture, stall: float
+) -> None:
+    """A heavy query over a first ingest's whole history timed out on every attempt, so
+    the series never got any history; a few steps at a time answer in time."""
+    responder = _slow_over(3, stall=stall)
+    fake_prometheus.responses.extend([responder] * 20)
+    sleeps = SleepRecorder()
+    settings = PrometheusSettings(url=fake_prometheus.url, timeout_seconds=0.5, retries=1)
+
+    with caplog.at_level(logging.WARNING, logger="forecaster.sources.prometheus"):
+        (got,) = PrometheusSource(settings, sleep=sleeps).fetch(make_spec("s", "up"), *HOUR)
+
+    assert got.values is not None
+    assert [int(v) for v in got.values] == list(range(T0, T0 + 3601, 300))
+    spans = [(int(p["end"]) - int(p["start"])) // 300 + 1 for p, _ in fake_prometheus.requests]
+    # 13 steps time out, 6 too, then chunks of 3 (never larger again), the last of 1
+    assert spans == [13, 6, 3, 3, 3, 3, 1]
+    assert caplog.text.count("retrying in chunks of") == 2 and sleeps.delays == []
+
+
+def test_a_single_step_that_times_out_is_unavailable_after_the_retries(
+    fake_prometheus: FakePrometheus,
+) -> None:
+    fake_prometheus.responses.extend([_slow_over(0)] * 3)
+    sleeps = SleepRecorder()
+    settings = PrometheusSettings(url=fake_prometheus.url, retries=2, backoff_seconds=0.1)
+    one_step = (HOUR[0], HOUR[0])
+
+    with pytest.raises(SourceUnavailable, match=r"after 3 attempt\(s\): HTTP 503: timeout"):
+        PrometheusSource(settings, sleep=sleeps).fetch(make_spec("s", "up"), *one_step)
 
     assert sleeps.delays == [0.1, 0.2]
 
@@ -396,14 +551,34 @@ def test_an_error_answered_with_http_200_keeps_its_text(fake_prometheus: FakePro
     assert len(fake_prometheus.requests) == 1  # a verdict on the query: not retried
 
 
+def test_promql_warnings_are_logged_once_and_the_answer_kept(
+    fake_prometheus: FakePrometheus, caplog: pytest.LogCaptureFixture
+) -> None:
+    # PromQL's annotations are about the query, not missing data (Prometheus >= 2.46)
+    note = 'PromQL info: metric might not be a counter, name does not end in _total: "up"'
+    answer = matrix(({}, [[T0, "1"], [T0 + 300, "2"]]))
+    for _ in range(2):
+        fake_prometheus.reply(200, {**answer, "warnings": [note]})
+    source = PrometheusSource(PrometheusSettings(url=fake_prometheus.url))
+
+    with caplog.at_level(logging.WARNING, logger="forecaster.sources.prometheus"):
+        first = source.fetch(make_spec("s", "rate(up[5m])"), *HOUR)
+        again = source.fetch(make_spec("s", "rate(up[5m])"), *HOUR)
+
+    for got in (first, again):
+        assert [item.values.tolist() for item in got if item.values is not None] == [[1.0, 2.0]]
+    assert caplog.text.count("might not be a counter") == 1
+    assert "rate(up[5m])" in caplog.text
+
+
 def test_unprocessable_query_is_a_query_error_with_the_prometheus_text(
     fake_prometheus: FakePrometheus,
 ) -> None:
-    fake_prometheus.reply(
-        422, {"status": "error", "errorType": "execution", "error": "too many samples"}
-    )
+    # ("too many samples" is retried in smaller chunks: see test_prometheus_chunking)
+    duplicate = "vector cannot contain metrics with the same labelset"
+    fake_prometheus.reply(422, {"status": "error", "errorType": "execution", "error": duplicate})
 
-    with pytest.raises(SourceQueryError, match="HTTP 422.*execution: too many samples"):
+    with pytest.raises(SourceQueryError, match=f"HTTP 422.*execution: {duplicate}"):
         PrometheusSource(PrometheusSettings(url=fake_prometheus.url)).fetch(
             make_spec("s", "up"), *HOUR
         )
@@ -466,6 +641,28 @@ def test_values_beyond_1e100_are_dropped_with_a_warning_naming_them(
         "than 1e+100 in magnitude (first 1e305 at 2023-11-14T22:20:00+00:00); they are "
         "treated as missing data"
     )
+
+
+def test_dropped_samples_of_a_family_are_one_warning(
+    fake_prometheus: FakePrometheus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """histogram_quantile is NaN for a route without requests: a family of quiet routes
+    logged one warning per route per chunk, on every ingest run."""
+    quiet = [({"route": f"/r{i:02d}"}, [[T0, "NaN"], [T0 + 300, "NaN"]]) for i in range(25)]
+    busy = ({"route": "/busy"}, [[T0, "0.2"], [T0 + 300, "0.3"]])
+    fake_prometheus.reply(200, matrix(busy, *quiet))
+    spec = make_spec("p95", "histogram_quantile(...)", split_by=("route",))
+
+    with caplog.at_level(logging.WARNING, logger="forecaster.sources.prometheus"):
+        fetched = PrometheusSource(PrometheusSettings(url=fake_prometheus.url)).fetch(spec, *HOUR)
+
+    assert len(fetched) == 26
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "dropped 50 sample(s) of 25 series that are NaN" in message
+    assert '{route="/r00"} 2 (first NaN at 2023-11-14T22:15:00+00:00)' in message
+    assert message.count("(first NaN") == 10 and "and 15 more series" in message
+    assert "/busy" not in message
 
 
 @pytest.mark.parametrize(
@@ -566,6 +763,18 @@ def test_requests_carry_timeout_step_and_bearer_token(
     assert timeouts == [7.5]
 
 
+def test_user_info_in_the_url_is_sent_as_basic_auth(fake_prometheus: FakePrometheus) -> None:
+    import base64
+
+    fake_prometheus.reply(200, matrix())
+    url = fake_prometheus.url.replace("http://", "http://ops:s3cret-pw@")
+
+    assert PrometheusSource(PrometheusSettings(url=url)).fetch(make_spec("s", "up"), *HOUR) == []
+
+    ((_, headers),) = fake_prometheus.requests
+    assert headers["Authorization"] == "Basic " + base64.b64encode(b"ops:s3cret-pw").decode()
+
+
 def test_non_whole_second_step_is_refused() -> None:
     spec = make_spec("s", "up").model_copy(update={"step": timedelta(seconds=1.5)})
 
@@ -656,3 +865,13 @@ def test_member_names_escape_label_values_so_label_sets_never_collide() -> None:
     assert first != second
     assert first == 'm{a="x\\",b=\\"y",b="z"}'
     assert member_name("m", {"r": "/b\\s", "n": "two\nlines"}) == 'm{n="two\\nlines",r="/b\\\\s"}'
+
+
+def test_masking_secrets_in_errors_leaves_text_readable() -> None:
+    """A short password replaced everywhere turned every "a" of a message into "***"."""
+    short = PrometheusSource(PrometheusSettings(url="http://ops:a@127.0.0.1:9"))
+    long = PrometheusSource(PrometheusSettings(url="http://ops:s3cret@127.0.0.1:9"))
+
+    assert short._masked("a bad answer") == "a bad answer"
+    assert short.shown_url == "http://ops:***@127.0.0.1:9"
+    assert long._masked("refused s3cret at a") == "refused *** at a"

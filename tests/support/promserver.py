@@ -47,7 +47,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,6 +158,8 @@ def running_prometheus(
     series: Mapping[str, pd.Series],
     *,
     ready_timeout: float = 30.0,
+    flags: Sequence[str] = (),
+    config: str = "",
 ) -> Iterator[PromServer]:
     """Backfill ``series`` into a fresh TSDB under ``tmp_path`` and serve it on loopback.
 
@@ -166,6 +168,8 @@ def running_prometheus(
         series: ``'metric{label="v"}'`` -> float values on a tz-aware UTC index. May be
             empty (a Prometheus with no data).
         ready_timeout: Seconds to wait for ``/-/ready``.
+        flags: Extra command-line flags for ``prometheus`` (``--query.max-samples=...``).
+        config: Extra top-level sections of ``prometheus.yml`` (``remote_read: ...``).
 
     Yields:
         The running server; it is stopped when the block exits.
@@ -201,10 +205,10 @@ def running_prometheus(
             raise RuntimeError(
                 f"promtool backfill failed ({done.returncode}): {done.stderr.strip()[-2000:]}"
             )
-    config = home / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1m\n  evaluation_interval: 1m\n")
+    config_path = home / "prometheus.yml"
+    config_path.write_text("global:\n  scrape_interval: 1m\n  evaluation_interval: 1m\n" + config)
     log_path = home / "prometheus.log"
-    process, port = _start(config, tsdb, log_path, ready_timeout)
+    process, port = _start(config_path, tsdb, log_path, ready_timeout, flags)
     try:
         yield PromServer(f"http://127.0.0.1:{port}", port, tsdb, log_path)
     finally:
@@ -291,7 +295,7 @@ def _format_stamp(stamp_ms: int) -> str:
 
 
 def _start(
-    config: Path, tsdb: Path, log_path: Path, ready_timeout: float
+    config: Path, tsdb: Path, log_path: Path, ready_timeout: float, flags: Sequence[str] = ()
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start Prometheus on a free port; retry with another port if it exits early."""
     problems: list[str] = []
@@ -306,6 +310,7 @@ def _start(
                     f"--storage.tsdb.retention.time={RETENTION}",
                     f"--web.listen-address=127.0.0.1:{port}",
                     "--log.level=warn",
+                    *flags,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
