@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from forecaster.errors import ForecasterError, SourceQueryError
 from forecaster.store.tables import SERIES_NAME_MAX
@@ -79,11 +79,15 @@ def ingest_series(
     if latest is not None and latest > start:
         start = latest - OVERLAP_STEPS * spec.step
     source = ctx.source_for(spec)
-    chunks: Iterable[list[FetchedSeries]] = (
-        source.iter_chunks(spec, start, end)
-        if isinstance(source, ChunkedSource)
-        else [source.fetch(spec, start, end)]
+    chunks = _chunks(source, spec, start, end)
+    # members the store has not seen before, and the first observation this run got
+    # of each (see _backfill_new_members)
+    known = (
+        {info.name for info in ctx.store.list_series(family=spec.name)}
+        if spec.split_by and latest is not None
+        else None
     )
+    first_seen: dict[str, datetime] = {}
     written: dict[str, int] = {}
     series_ids: dict[str, int] = {}
     stored_chunks = 0
@@ -98,6 +102,8 @@ def ingest_series(
                 if series_id is None:
                     series_id = series_ids[item.name] = _ensure(ctx, spec, item)
                 points = _points(item)
+                if known is not None and points and item.name not in known:
+                    first_seen.setdefault(item.name, points[0][0])
                 written[item.name] = written.get(item.name, 0) + (
                     ctx.store.upsert_observations(series_id, points) if points else 0
                 )
@@ -113,6 +119,15 @@ def ingest_series(
             )
         raise
     log.info("ingested %s: %s points in [%s, %s]", spec.name, sum(written.values()), start, end)
+    # a member new to the store that was there from the window's start has older
+    # history (a split_by or query change renamed every member, or a label came back)
+    older = {
+        name
+        for name, first in first_seen.items()
+        if first <= start + (OVERLAP_STEPS + 1) * spec.step
+    }
+    if older and start > end - spec.history:
+        _backfill_new_members(ctx, spec, source, older, end - spec.history, start, series_ids)
     if not series_ids and not too_long and latest is None:
         # a new series whose query matched nothing over a whole history window: what a
         # typo in a metric or label name looks like (later runs would be silent too)
@@ -127,6 +142,61 @@ def ingest_series(
     if too_long:
         raise SourceQueryError(_too_long_message(spec, too_long, written))
     return IngestResult(family=spec.name, written=written, start=start, end=end)
+
+
+def _chunks(
+    source: Any, spec: SeriesSpec, start: datetime, end: datetime
+) -> Iterable[list[FetchedSeries]]:
+    """The source's answer over [start, end], chunk by chunk where it can stream."""
+    if isinstance(source, ChunkedSource):
+        return source.iter_chunks(spec, start, end)
+    return [source.fetch(spec, start, end)]
+
+
+def _backfill_new_members(
+    ctx: JobContext,
+    spec: SeriesSpec,
+    source: Any,
+    names: set[str],
+    start: datetime,
+    end: datetime,
+    series_ids: dict[str, int],
+) -> None:
+    """Fetch one history window for members the store first saw in an incremental run.
+
+    The family's window starts where its members already stored left off, so a member
+    the store had not seen got the last few steps only, though the source has its
+    history: after a change of the family's ``split_by`` or query every member is
+    new, and none could be trained for days. A member that first appears in the
+    middle of the window (a new route or pod) has no older history and is left
+    alone. Members the store already holds are not rewritten. A failure is logged:
+    the run's new observations are stored, and the members fill their history as
+    they report.
+    """
+    added: dict[str, int] = {}
+    try:
+        for chunk in _chunks(source, spec, start, end):
+            for item in chunk:
+                if item.name in names and (points := _points(item)):
+                    count = ctx.store.upsert_observations(series_ids[item.name], points)
+                    added[item.name] = added.get(item.name, 0) + count
+    except ForecasterError as exc:
+        log.warning(
+            "ingest of %s: the older history of %d new member(s) (%s) could not be "
+            "fetched (%s); they start from this run's observations",
+            spec.name,
+            len(names),
+            ", ".join(sorted(names)[:_MAX_LISTED]),
+            exc,
+        )
+        return
+    log.info(
+        "ingest of %s: %d new member(s) got their history since %s (%d points)",
+        spec.name,
+        len(added),
+        start,
+        sum(added.values()),
+    )
 
 
 def _too_long_message(spec: SeriesSpec, names: set[str], written: dict[str, int]) -> str:
