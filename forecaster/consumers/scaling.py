@@ -9,12 +9,15 @@ that ``scaler/`` and ``api/`` turn into an error status, never into a 0.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import and_, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,6 +30,7 @@ from forecaster.consumers.planner import (
     plan_replicas,
 )
 from forecaster.errors import ForecasterError, InputDataError, StoreError
+from forecaster.store.planner_states import PlannerStateRow, PlannerStates
 from forecaster.store.repository import catalogue_changes
 from forecaster.store.tables import observations_table, series_table
 
@@ -35,6 +39,8 @@ if TYPE_CHECKING:
     from forecaster.store.repository import Store
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class ForecastUnusable(ForecasterError):
@@ -270,35 +276,184 @@ def _behind(cached: CachedForecast, query: ScalingQuery, now: float) -> Forecast
     )
 
 
-class PlannerBook:
-    """Stateful planners keyed by workload, forgetting those not asked for a while."""
+def trigger_digest(key: tuple[str, ...]) -> str:
+    """A fixed-length digest of a planner key (the row key of its saved state)."""
+    return hashlib.sha256(json.dumps(list(key)).encode()).hexdigest()
 
-    def __init__(self, *, forget_after_seconds: float = 3600.0, max_entries: int = 10_000) -> None:
+
+class PlannerBook:
+    """Stateful planners keyed by workload, forgetting those not asked for a while.
+
+    With ``states`` (the store's ``planner_state`` table) the planners' memory
+    survives a restart: :meth:`persist`, called off the answering path (the
+    scaler's refresh thread), first loads the saved states, then writes the
+    planners that decided since its last write, at most every
+    ``persist_every_seconds``; a planner asked for the first time starts from its
+    saved state when there is one of the same policy. The answering path itself
+    never touches the store.
+    """
+
+    def __init__(
+        self,
+        *,
+        forget_after_seconds: float = 3600.0,
+        max_entries: int = 10_000,
+        states: PlannerStates | None = None,
+        persist_every_seconds: float = 5.0,
+    ) -> None:
         self.forget_after_seconds = forget_after_seconds
         self.max_entries = max_entries
+        self.states = states
+        self.persist_every_seconds = persist_every_seconds
         self._planners: dict[tuple[str, ...], tuple[ReplicaPlanner, float]] = {}
         self._lock = threading.Lock()
+        # held while a planner decides and while one is copied for saving
+        self._mutex = threading.Lock()
+        self._labels: dict[tuple[str, ...], tuple[str, str]] = {}
+        self._dirty: set[tuple[str, ...]] = set()
+        self._saved: dict[str, dict[str, Any]] = {}
+        self._loaded_at: float | None = None
+        self._persisted_at = self._pruned_at = 0.0
+        self._failing = False
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the saved states were read (always true without ``states``)."""
+        return self.states is None or self._loaded_at is not None
 
     def get(self, key: tuple[str, ...], policy: ScalingPolicy, now: float) -> ReplicaPlanner:
-        """The planner of ``key``; a new one if unknown or if its policy changed."""
+        """The planner of ``key``; a new one if unknown or if its policy changed (from
+        its saved state, if one of this policy was loaded)."""
         with self._lock:
             entry = self._planners.get(key)
             if entry is None or entry[0].policy != policy:
                 if len(self._planners) >= self.max_entries:
                     self._forget(now)
-                planner = ReplicaPlanner(policy)
+                planner = self._restored(key, policy, now) if entry is None else None
+                planner = planner or ReplicaPlanner(policy)
             else:
                 planner = entry[0]
             self._planners[key] = (planner, now)
             return planner
 
+    def decide(
+        self,
+        key: tuple[str, ...],
+        policy: ScalingPolicy,
+        now: float,
+        run: Callable[[ReplicaPlanner], T],
+        *,
+        labels: tuple[str, str] = ("", ""),
+    ) -> T:
+        """``run(planner)`` with the planner of ``key``; the planner is saved on the
+        next :meth:`persist` (``labels``: the ScaledObject and series its row names)."""
+        planner = self.get(key, policy, now)
+        with self._mutex:
+            try:
+                return run(planner)
+            finally:
+                if self.states is not None:
+                    self._dirty.add(key)
+                    self._labels[key] = labels
+
+    def _restored(
+        self, key: tuple[str, ...], policy: ScalingPolicy, now: float
+    ) -> ReplicaPlanner | None:
+        if not self._saved:
+            return None
+        state = self._saved.pop(trigger_digest(key), None)
+        if state is None:
+            return None
+        try:
+            return ReplicaPlanner.restore(policy, state, now=now)
+        except (ValueError, KeyError, TypeError, InputDataError) as exc:
+            log.info("not restoring the saved planner state of %s: %s", key[:2], exc)
+            return None
+
+    def persist(self, now: float) -> bool:
+        """Load the saved states (once), then save the planners that decided since the
+        last save (at most every ``persist_every_seconds``). Off the answering path.
+
+        Returns:
+            False when the store failed (logged; retried on the next call).
+        """
+        if self.states is None:
+            return True
+        try:
+            if self._loaded_at is None:
+                self._load(now)
+            elif now - self._persisted_at >= self.persist_every_seconds:
+                if not self.flush(now):
+                    return not self._failing  # nothing to save: the store was not asked
+            else:
+                return not self._failing
+        except StoreError as exc:
+            if not self._failing:
+                log.warning("planner state not saved or loaded (retrying): %s", exc)
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("planner state store reachable again")
+        self._failing = False
+        return True
+
+    def _load(self, now: float) -> None:
+        assert self.states is not None
+        since = datetime.fromtimestamp(now - self.forget_after_seconds, UTC)
+        saved = self.states.load(since=since)
+        self.states.prune(before=since)
+        with self._lock:
+            # a planner already asked for keeps its own memory
+            live = {trigger_digest(key) for key in self._planners}
+            self._saved = {k: v for k, v in saved.items() if k not in live}
+        self._loaded_at = self._pruned_at = self._persisted_at = now
+        if saved:
+            log.info("loaded the saved state of %d replica planners", len(saved))
+
+    def flush(self, now: float) -> int:
+        """Save the planners that decided since the last save; returns how many.
+
+        Raises:
+            StoreError: The store cannot be written (they stay due for the next save).
+        """
+        if self.states is None:
+            return 0
+        self._persisted_at = now
+        if now - self._pruned_at > self.forget_after_seconds:
+            self._saved = {}  # never asked for since the start: gone
+            self.states.prune(before=datetime.fromtimestamp(now - self.forget_after_seconds, UTC))
+            self._pruned_at = now
+        with self._mutex:
+            due, self._dirty = self._dirty, set()
+        rows: list[PlannerStateRow] = []
+        for key in due:
+            with self._lock:
+                entry = self._planners.get(key)
+            if entry is None:
+                continue  # forgotten
+            scaled_object, series = self._labels.get(key, ("", ""))
+            with self._mutex:
+                state = entry[0].snapshot()
+            rows.append(PlannerStateRow(trigger_digest(key), scaled_object, series, state))
+        if not rows:
+            return 0
+        try:
+            self.states.save(rows, at=datetime.fromtimestamp(now, UTC))
+        except StoreError:
+            with self._mutex:
+                self._dirty |= due
+            raise
+        return len(rows)
+
     def _forget(self, now: float) -> None:
         cutoff = now - self.forget_after_seconds
         for key in [k for k, (_, seen) in self._planners.items() if seen < cutoff]:
             del self._planners[key]
+            self._labels.pop(key, None)
         if len(self._planners) >= self.max_entries:
             oldest = min(self._planners, key=lambda k: self._planners[k][1])
             del self._planners[oldest]
+            self._labels.pop(oldest, None)
 
     def __len__(self) -> int:
         return len(self._planners)

@@ -35,7 +35,8 @@ KEDA sends the trigger's ``metadata`` with every call. Keys:
 Any key may come as ``<key>FromEnv`` (KEDA sends the environment's value under that
 name); a key that is neither ours nor KEDA's own is refused. ``targetPerReplica``
 must be a multiple of 0.001, the resolution KEDA hands targets to the HPA with. Each
-trigger (ScaledObject and metadata) has its own stateful planner.
+trigger (ScaledObject and metadata) has its own stateful planner, whose memory is
+saved in the store behind the answers and read back when the scaler starts.
 
 Fail-safe: invalid metadata is INVALID_ARGUMENT, an unknown series NOT_FOUND, a
 series without a forecast FAILED_PRECONDITION, a stale forecast or a store outage
@@ -63,7 +64,12 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc import aio
 
-from forecaster.consumers.planner import MAX_ERROR_HEADROOM, MAX_REPLICAS, ScalingPolicy
+from forecaster.consumers.planner import (
+    MAX_ERROR_HEADROOM,
+    MAX_REPLICAS,
+    ReplicaPlanner,
+    ScalingPolicy,
+)
 from forecaster.consumers.scaling import (
     ForecastUnusable,
     LatestObservations,
@@ -330,6 +336,7 @@ class ExternalScalerServicer:
         max_view_age_seconds: float = 120.0,
         stream_interval_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
+        planners: PlannerBook | None = None,
     ) -> None:
         self.view = view
         self.observations = observations
@@ -337,31 +344,34 @@ class ExternalScalerServicer:
         self.max_view_age_seconds = max_view_age_seconds
         self.stream_interval_seconds = stream_interval_seconds
         self.clock = clock
-        self.planners = PlannerBook()
+        self.planners = PlannerBook() if planners is None else planners
 
     def _answer(self, ref: Any, *, stateful: bool) -> tuple[TriggerMetadata, ScalingAnswer]:
         meta = parse_metadata(ref.scalerMetadata)
         now = self.clock()
-        planner = None
-        if stateful:
-            # per trigger: two triggers on one series in one ScaledObject (different
-            # lead times) replaced each other's planner, skipping the scale-down window
-            key = (
-                ref.namespace,
-                ref.name,
-                *sorted(f"{k}={v}" for k, v in ref.scalerMetadata.items()),
+
+        def plan(planner: ReplicaPlanner | None) -> ScalingAnswer:
+            return answer(
+                self.view,
+                meta.query,
+                now=now,
+                stale_after_seconds=self.stale_after_seconds,
+                max_view_age_seconds=self.max_view_age_seconds,
+                observations=self.observations,
+                planner=planner,
             )
-            planner = self.planners.get(key, meta.query.policy, now)
-        result = answer(
-            self.view,
-            meta.query,
-            now=now,
-            stale_after_seconds=self.stale_after_seconds,
-            max_view_age_seconds=self.max_view_age_seconds,
-            observations=self.observations,
-            planner=planner,
+
+        if not stateful:
+            return meta, plan(None)
+        # per trigger: two triggers on one series in one ScaledObject (different
+        # lead times) replaced each other's planner, skipping the scale-down window
+        key = (
+            ref.namespace,
+            ref.name,
+            *sorted(f"{k}={v}" for k, v in ref.scalerMetadata.items()),
         )
-        return meta, result
+        labels = (f"{ref.namespace}/{ref.name}", meta.query.series)
+        return meta, self.planners.decide(key, meta.query.policy, now, plan, labels=labels)
 
     @staticmethod
     def _active(meta: TriggerMetadata, result: ScalingAnswer) -> bool:
@@ -492,6 +502,12 @@ class ScalerHandle:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._refresher.join(timeout=10)
+        planners = self.servicer.planners
+        if planners.loaded:  # else saving would overwrite states never read back
+            try:
+                planners.flush(self.servicer.clock())
+            except ForecasterError as exc:
+                log.warning("planner state not saved at stop: %s", exc)
         self._on_stop()
 
 
@@ -504,6 +520,7 @@ def start_scaler(
     stream_interval_seconds: float = 10.0,
     max_view_age_seconds: float | None = None,
     view: ForecastView | None = None,
+    persist_seconds: float = 5.0,
 ) -> ScalerHandle:
     """Start the scaler in background threads and return once it listens.
 
@@ -517,12 +534,17 @@ def start_scaler(
         max_view_age_seconds: A view older than this counts as a store outage
             (default ``max(30, 10 * refresh_seconds)``).
         view: An existing view to serve from (its store is used for observations).
+        persist_seconds: How often the planners that decided are saved to the store
+            (off the answering path; also at :meth:`ScalerHandle.stop`). Their saved
+            state is read before the first answer, so a restarted scaler keeps the
+            scale-down windows and steps it had started.
 
     Raises:
         ForecasterError: When the address cannot be bound.
     """
     from forecaster.api.view import ForecastView
     from forecaster.store.db import make_engine
+    from forecaster.store.planner_states import PlannerStates
     from forecaster.store.repository import Store
 
     engine = None
@@ -530,20 +552,28 @@ def start_scaler(
         engine = make_engine(settings.database)
         view = ForecastView(Store(engine))
     observations = LatestObservations(view.store)
+    planners = PlannerBook(
+        states=PlannerStates(view.store.engine), persist_every_seconds=persist_seconds
+    )
     servicer = ExternalScalerServicer(
         view,
         observations,
         stale_after_seconds=float(settings.schedule.stale_after_seconds),
         max_view_age_seconds=max_view_age_seconds or max(30.0, 10 * refresh_seconds),
         stream_interval_seconds=stream_interval_seconds,
+        planners=planners,
     )
     address = f"{host or settings.scaler.host}:{settings.scaler.port if port is None else port}"
+    # the saved planner states are read before the first answer (and, if the store is
+    # down now, before the view loads, which every stateful answer waits for)
+    planners.persist(servicer.clock())
 
     stop_refresh = threading.Event()
 
     def refresh_loop() -> None:
         while True:
             try:
+                planners.persist(servicer.clock())
                 view.refresh()
                 observations.refresh()
             except Exception:  # pragma: no cover - refresh() already catches store errors

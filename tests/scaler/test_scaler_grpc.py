@@ -473,3 +473,58 @@ def test_a_refresh_on_a_stalled_store_fails_within_the_query_limit(
                 time.sleep(0.1)
         finally:
             handle.stop()
+
+
+def _metrics_from(handle: ScalerHandle, object_ref: Any) -> float:
+    with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+        return metrics(pb2_grpc.ExternalScalerStub(channel), object_ref)
+
+
+@pytest.mark.parametrize("how", ["rollout", "killed"])
+def test_a_restarted_scaler_keeps_the_scale_down_window(
+    make_settings: Any, db_url: str, how: str
+) -> None:
+    """A restarted scaler (a rollout, an OOM kill) started its planners without memory
+    and dropped from 18 replicas to 5 right behind the peak: the planner's window and
+    steps lived in the old process only. Now they are saved in the store (behind the
+    answers, and at stop) and read back at start."""
+    from forecaster.store.db import make_engine
+    from forecaster.store.planner_states import PlannerStates
+    from forecaster.store.repository import Store
+
+    settings = make_settings(db=db_url)
+    origin = seed(settings, observed=900.0)
+    trigger = ref(name="checkout", quantile="0.5")
+    first = start(settings, persist_seconds=0.1)
+    wait_for_observations(first)
+    second = None
+    try:
+        assert _metrics_from(first, trigger) == pytest.approx(900.0)  # the peak: 18 replicas
+        engine = make_engine(settings.database)
+        try:
+            # the peak is over: the observed load is back under the forecast
+            store = Store(engine)
+            sid = store.ensure_series(
+                name="rps", family="rps", unit="req/s", step_seconds=300, horizon_steps=24
+            )
+            store.upsert_observations(sid, [(origin, 100.0)])
+            if how == "rollout":
+                first.stop()  # SIGTERM: the state is saved at stop
+            else:
+                # killed: no stop; only what was written behind the answers survives
+                deadline = time.monotonic() + 10
+                while not PlannerStates(engine).load(since=origin - STEP):
+                    assert time.monotonic() < deadline, "planner state never written"
+                    time.sleep(0.05)
+        finally:
+            engine.dispose()
+        second = start(settings)
+        wait_for_observations(second)
+        low = _metrics_from(second, ref(name="fresh", quantile="0.5"))
+        assert low < 300  # what a planner without memory plans: ~5 replicas
+        # the restarted scaler still holds 18 replicas within the window
+        assert _metrics_from(second, trigger) == pytest.approx(900.0)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()

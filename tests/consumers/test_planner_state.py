@@ -1,0 +1,69 @@
+"""The replica planners' saved state on a real store: saved behind, loaded at start."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from forecaster.config import DatabaseSettings
+from forecaster.consumers.planner import ScalingPolicy
+from forecaster.consumers.scaling import PlannerBook
+from forecaster.store.db import make_engine, upgrade
+from forecaster.store.planner_states import PlannerStates
+
+POLICY = ScalingPolicy(target_per_replica=10)
+KEY = ("shop", "web", "series=rps", "targetPerReplica=10")
+
+
+def decide(book: PlannerBook, now: float, peak: float) -> int:
+    def run(planner: Any) -> int:
+        return int(planner.decide(now, forecast_peak=peak).replicas)
+
+    return book.decide(KEY, POLICY, now, run, labels=("shop/web", "rps"))
+
+
+def test_saved_loaded_pruned_and_a_failing_store_is_reported_until_it_answers(
+    tmp_path: Path,
+) -> None:
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'store.db'}"))
+    upgrade(engine)
+    try:
+        states = PlannerStates(engine)
+        book = PlannerBook(states=states, persist_every_seconds=5)
+        assert book.persist(1000.0) and book.loaded
+        assert decide(book, 1000.0, 300) == 30
+        assert book.persist(1002.0)  # too soon: nothing written yet
+        assert states.load(since=datetime.fromtimestamp(0, UTC)) == {}
+        assert book.persist(1005.0)
+        assert len(states.load(since=datetime.fromtimestamp(0, UTC))) == 1
+
+        # a new process: the planner starts from the saved state and holds 30
+        again = PlannerBook(states=states)
+        assert again.persist(1010.0)
+        assert decide(again, 1010.0, 50) == 30
+
+        # the store fails: reported, and still reported while there was nothing to
+        # save (the store was not asked, so it did not "answer again")
+        decide(book, 1010.0, 300)
+        engine.dispose()
+        store, away = tmp_path / "store.db", tmp_path / "away.db"
+        store.rename(away)  # an empty database in its place: no planner_state table
+        assert not book.persist(1020.0)
+        assert not book.persist(1022.0)  # not asked (too soon): still failing
+        assert not book.persist(1030.0)  # the planner is due again, and fails again
+        engine.dispose()
+        store.unlink()
+        away.rename(store)
+        assert book.persist(1040.0)
+        assert book.persist(1050.0)  # nothing due: fine, the store answered last
+
+        # states not used for longer than forget_after_seconds are pruned
+        late = PlannerBook(states=states, forget_after_seconds=100)
+        assert late.persist(1040.0 + 101)
+        assert states.load(since=datetime.fromtimestamp(0, UTC)) == {}
+        fresh = PlannerBook(states=states)
+        assert fresh.persist(1200.0)
+        assert decide(fresh, 1200.0, 50) == 5  # nothing to restore: a new planner
+    finally:
+        engine.dispose()
