@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from statistics import NormalDist
 from typing import Any
@@ -365,6 +365,16 @@ class ForecastErrors:
         self._observed_at = None if observed_at is None else _finite(observed_at)
 
 
+@lru_cache(maxsize=1024)
+def _policy_items(policy: ScalingPolicy) -> tuple[tuple[str, Any], ...]:
+    return tuple((f.name, getattr(policy, f.name)) for f in fields(policy))
+
+
+def _policy_fields(policy: ScalingPolicy) -> dict[str, Any]:
+    """The policy's fields by name (``dataclasses.asdict`` deep-copies: slow per save)."""
+    return dict(_policy_items(policy))
+
+
 def _finite_or_none(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -398,6 +408,9 @@ class ReplicaPlanner:
         self.policy = policy
         self.current: int | None = None
         self.errors = ForecastErrors(policy.error_window)
+        # the window's recommendations that can still be its highest: each is above
+        # every later one (a lower or equal earlier one never is), so the first is the
+        # window's high and the deque stays short however often the planner is asked
         self._recent: deque[tuple[float, int]] = deque()
         self._last_now: float | None = None
         self._last_step_at: float | None = None  # when replicas last went down
@@ -412,7 +425,7 @@ class ReplicaPlanner:
         process keeps stabilising and stepping a scale-down it had started."""
         return {
             "version": self.SNAPSHOT_VERSION,
-            "policy": asdict(self.policy),
+            "policy": _policy_fields(self.policy),
             "current": self.current,
             "recent": [[at, replicas] for at, replicas in self._recent],
             "last_now": self._last_now,
@@ -433,7 +446,7 @@ class ReplicaPlanner:
         """
         if state.get("version") != cls.SNAPSHOT_VERSION:
             raise ValueError(f"planner snapshot version {state.get('version')!r}")
-        if state.get("policy") != asdict(policy):
+        if state.get("policy") != _policy_fields(policy):
             raise ValueError("planner snapshot of another policy")
         planner = cls(policy)
         current = state["current"]
@@ -444,13 +457,20 @@ class ReplicaPlanner:
         for at, replicas in state["recent"]:
             if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
                 raise ValueError(f"planner snapshot recommendation {replicas!r}")
-            planner._recent.append((min(_finite(at), now), replicas))
+            planner._remember(min(_finite(at), now), replicas)
         if state["last_now"] is not None:
             planner._last_now = min(_finite(state["last_now"]), now)
         if state["last_step_at"] is not None:
             planner._last_step_at = min(_finite(state["last_step_at"]), now)
         planner.errors.restore(state["errors"])
         return planner
+
+    def _remember(self, at: float, replicas: int) -> None:
+        """Add a recommendation to the window (dropping those it outlasts and equals)."""
+        recent = self._recent
+        while recent and recent[-1][1] <= replicas:
+            recent.pop()
+        recent.append((at, replicas))
 
     def expect(self, at: float, median: float) -> None:
         """Remember the median forecast for time ``at`` (the end of the lead window)."""
@@ -495,8 +515,8 @@ class ReplicaPlanner:
             target = replace(target, reason=target.reason + why)
         wanted = target.replicas
         window = self.policy.scale_down_window_seconds
-        self._recent.append((now, wanted))
-        while self._recent and self._recent[0][0] < now - window:
+        self._remember(now, wanted)
+        while self._recent[0][0] < now - window:  # the newest (now) always stays
             self._recent.popleft()
         current = self.current
         if current is None or wanted >= current:
@@ -505,7 +525,7 @@ class ReplicaPlanner:
             if current is not None and wanted > current:
                 reason += f"; scaling up from {current}"
         else:
-            stabilised = max(r for _, r in self._recent)
+            stabilised = self._recent[0][1]
             step = max(1, math.ceil(current * self.policy.scale_down_max_fraction))
             replicas = min(current, max(stabilised, current - step))
             every = self.policy.scale_down_step_seconds

@@ -309,7 +309,7 @@ class PlannerBook:
         self._lock = threading.Lock()
         # held while a planner decides and while one is copied for saving
         self._mutex = threading.Lock()
-        self._labels: dict[tuple[str, ...], tuple[str, str]] = {}
+        self._labels: dict[tuple[str, ...], tuple[str, str, str]] = {}  # and digest
         self._dirty: set[tuple[str, ...]] = set()
         self._saved: dict[str, dict[str, Any]] = {}
         self._loaded_at: float | None = None
@@ -354,7 +354,8 @@ class PlannerBook:
             finally:
                 if self.states is not None:
                     self._dirty.add(key)
-                    self._labels[key] = labels
+                    if key not in self._labels:
+                        self._labels[key] = (*labels, trigger_digest(key))
 
     def _restored(
         self, key: tuple[str, ...], policy: ScalingPolicy, now: float
@@ -431,10 +432,10 @@ class PlannerBook:
                 entry = self._planners.get(key)
             if entry is None:
                 continue  # forgotten
-            scaled_object, series = self._labels.get(key, ("", ""))
+            scaled_object, series, digest = self._labels.get(key) or ("", "", trigger_digest(key))
             with self._mutex:
                 state = entry[0].snapshot()
-            rows.append(PlannerStateRow(trigger_digest(key), scaled_object, series, state))
+            rows.append(PlannerStateRow(digest, scaled_object, series, state))
         if not rows:
             return 0
         try:

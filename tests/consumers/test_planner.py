@@ -334,3 +334,30 @@ def test_a_restored_planner_from_a_clock_ahead_does_not_fail() -> None:
     restored = ReplicaPlanner.restore(policy, ahead.snapshot(), now=4000)
     decision = restored.decide(4000, forecast_peak=100)
     assert decision.replicas == 30  # still holding the window's high
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(min_value=0, max_value=200), st.floats(min_value=0, max_value=500)),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_the_window_high_is_the_highest_recommendation_of_the_window(
+    steps: list[tuple[float, float]],
+) -> None:
+    """The planner keeps only the recommendations that can still be the window's high
+    (a short memory to save however often it is asked); the high is still exactly
+    the highest recommendation of the window."""
+    policy = ScalingPolicy(target_per_replica=10, scale_down_window_seconds=300)
+    planner = ReplicaPlanner(policy)
+    seen: list[tuple[float, int]] = []
+    now = 0.0
+    for dt, peak in steps:
+        now += dt
+        planner.decide(now, forecast_peak=peak)
+        seen.append((now, plan_replicas(policy, forecast_peak=peak).replicas))
+        high = max(r for t, r in seen if t >= now - 300)
+        assert planner.snapshot()["recent"][0][1] == high
+        assert len(planner.snapshot()["recent"]) <= len(seen)
