@@ -186,6 +186,9 @@ def test_is_active_and_stream(stub: Any) -> None:
         ({"targetPerReplica": "1e300", "minReplicas": "2000000000"}, "min_replicas x target"),
         ({"leadTime": "99999999999999999999999w"}, "leadTime"),
         ({"scaleDownWindow": "99999999999999999999999w"}, "scaleDownWindow"),
+        # 0 turns the window off: "must be positive" read as if 0 were refused too
+        ({"scaleDownWindow": "-1m"}, "scaleDownWindow: must be 0 (off) or positive"),
+        ({"leadTime": "-5m"}, "leadTime: must be positive"),
         ({"activationThreshold": "-1"}, "activationThreshold"),
         ({"errorHeadroom": "-1"}, "errorHeadroom='-1' must be from 0 to 100"),
         ({"errorHeadroom": "1e308"}, "errorHeadroom='1e308' must be from 0 to 100"),
