@@ -288,6 +288,12 @@ def _parse(metadata: Mapping[str, str]) -> TriggerMetadata:
     maximum = _count(metadata, "maxReplicas")
     if minimum is None:
         minimum = 0 if activation is not None else 1
+    if maximum is not None and maximum < max(minimum, 1):
+        # named as the metadata names it (the policy's own error said "max_replicas")
+        raise InputDataError(
+            f"metadata maxReplicas={metadata['maxReplicas']!r} must be at least 1 and at "
+            f"least minReplicas ({minimum}{'' if 'minReplicas' in metadata else ', the default'})"
+        )
     try:
         policy = ScalingPolicy(
             target_per_replica=target,
