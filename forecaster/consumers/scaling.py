@@ -99,6 +99,7 @@ class LatestObservations:
         self._count = 0
         self.refreshed_at: float | None = None
         self._lock = threading.Lock()
+        self._failing = False
 
     def refresh(self) -> bool:
         """Reload; returns False (keeping the previous values) when the store fails."""
@@ -118,8 +119,21 @@ class LatestObservations:
                     changes = catalogue_changes(conn, self._revision, self._count)
                     rows = [] if changes is None else conn.execute(changes.narrow(query)).all()
             except SQLAlchemyError as exc:
-                log.warning("latest observations refresh failed: %s", exc)
+                # once per outage, first line only (a refresh runs every second or two in
+                # the scaler: the whole statement and a link were logged each time)
+                reason = (str(exc).splitlines() or [""])[0]
+                if not self._failing:
+                    log.warning(
+                        "latest observations refresh failed (said again when it recovers): %s",
+                        reason,
+                    )
+                else:
+                    log.debug("latest observations refresh failed again: %s", reason)
+                self._failing = True
                 return False
+            if self._failing:
+                log.warning("latest observations refresh recovered: the store answers again")
+                self._failing = False
             if changes is not None:
                 values = dict(self._values) if changes.since is not None else {}
                 values.update(

@@ -67,3 +67,38 @@ def test_saved_loaded_pruned_and_a_failing_store_is_reported_until_it_answers(
         assert decide(fresh, 1200.0, 50) == 5  # nothing to restore: a new planner
     finally:
         engine.dispose()
+
+
+def test_an_observations_outage_is_logged_once_and_its_end_once(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """The scaler refreshes the latest observations every 2 s: an outage logged the
+    whole failing statement and a link at every refresh."""
+    import logging
+
+    from forecaster.consumers.scaling import LatestObservations
+    from forecaster.store.repository import Store
+
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'store.db'}"))
+    upgrade(engine)
+    try:
+        observations = LatestObservations(Store(engine))
+        assert observations.refresh()
+        engine.dispose()
+        (tmp_path / "store.db").rename(tmp_path / "away.db")
+        with caplog.at_level(logging.INFO, logger="forecaster.consumers.scaling"):
+            assert not observations.refresh()
+            assert not observations.refresh()
+            assert not observations.refresh()
+            engine.dispose()
+            (tmp_path / "store.db").unlink()
+            (tmp_path / "away.db").rename(tmp_path / "store.db")
+            assert observations.refresh()
+            assert observations.refresh()
+        messages = [r.getMessage() for r in caplog.records]
+        assert len(messages) == 2, messages
+        assert messages[0].startswith("latest observations refresh failed (said again")
+        assert "\n" not in messages[0]
+        assert messages[1] == "latest observations refresh recovered: the store answers again"
+    finally:
+        engine.dispose()
