@@ -102,3 +102,30 @@ def test_an_observations_outage_is_logged_once_and_its_end_once(
         assert messages[1] == "latest observations refresh recovered: the store answers again"
     finally:
         engine.dispose()
+
+
+def test_a_full_book_forgets_the_least_recently_asked_planner_at_once(caplog: Any) -> None:
+    """With more triggers than the book holds, every call forgot one planner by scanning
+    all of them for the oldest (1.5 ms a call at 10,000, on the answering path)."""
+    import logging
+    import time
+
+    book = PlannerBook(max_entries=5000)
+    keys = [("ns", f"o{i}", "series=x") for i in range(5001)]
+    for i, key in enumerate(keys[:5000]):
+        book.get(key, POLICY, 1000.0 + i / 1000)
+    kept = book.get(keys[0], POLICY, 1006.0)  # asked again: now the most recent
+    second = book.get(keys[1], POLICY, 1000.0)
+    with caplog.at_level(logging.WARNING, logger="forecaster.consumers.scaling"):
+        book.get(keys[5000], POLICY, 1007.0)  # one too many: the least recently asked goes
+        assert book.get(keys[0], POLICY, 1008.0) is kept
+        assert len(book) == 5000
+        started = time.perf_counter()
+        for i, key in enumerate(keys * 2):  # cycling through one more than it holds
+            book.get(key, POLICY, 1010.0 + i / 1000)
+        elapsed = time.perf_counter() - started
+    assert elapsed < 1.0  # the scans took seconds here
+    assert len(book) == 5000
+    assert book.get(keys[1], POLICY, 1030.0) is not second
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "more than 5000 scaled triggers" in warnings[0]
