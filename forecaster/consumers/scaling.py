@@ -389,9 +389,19 @@ class PlannerBook:
             log.info("not restoring the saved planner state of %s: %s", key[:2], exc)
             return None
 
+    def load(self, now: float) -> bool:
+        """Read the saved states, unless they were (a read: it never waits for writers).
+
+        Returns:
+            False when the store failed (logged; retried on the next call).
+        """
+        return True if self.loaded else self.persist(now)
+
     def persist(self, now: float) -> bool:
         """Load the saved states (once), then save the planners that decided since the
-        last save (at most every ``persist_every_seconds``). Off the answering path.
+        last save (at most every ``persist_every_seconds``). Off the answering path,
+        and off the thread that refreshes the forecasts: a save can wait for the store's
+        write lock.
 
         Returns:
             False when the store failed (logged; retried on the next call).

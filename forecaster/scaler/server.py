@@ -478,6 +478,7 @@ class ScalerHandle:
         server: aio.Server,
         thread: threading.Thread,
         refresher: threading.Thread,
+        saver: threading.Thread,
         stop_refresh: threading.Event,
         on_stop: Callable[[], None],
     ) -> None:
@@ -487,6 +488,7 @@ class ScalerHandle:
         self._server = server
         self._thread = thread
         self._refresher = refresher
+        self._saver = saver
         self._stop_refresh = stop_refresh
         self._on_stop = on_stop
         self._stopped = False
@@ -508,6 +510,7 @@ class ScalerHandle:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._refresher.join(timeout=10)
+        self._saver.join(timeout=60)
         planners = self.servicer.planners
         if planners.loaded:  # else saving would overwrite states never read back
             try:
@@ -572,14 +575,14 @@ def start_scaler(
     address = f"{host or settings.scaler.host}:{settings.scaler.port if port is None else port}"
     # the saved planner states are read before the first answer (and, if the store is
     # down now, before the view loads, which every stateful answer waits for)
-    planners.persist(servicer.clock())
+    planners.load(servicer.clock())
 
     stop_refresh = threading.Event()
 
     def refresh_loop() -> None:
         while True:
             try:
-                planners.persist(servicer.clock())
+                planners.load(servicer.clock())  # until read: before the view loads
                 view.refresh()
                 observations.refresh()
             except Exception:  # pragma: no cover - refresh() already catches store errors
@@ -587,8 +590,21 @@ def start_scaler(
             if stop_refresh.wait(refresh_seconds):
                 return
 
+    def save_loop() -> None:
+        # its own thread: a save waits for the store's write lock (SQLite's busy timeout
+        # is 30 s while the scheduler writes), which stalled the view refresh behind it
+        # until the scaler answered UNAVAILABLE
+        while not stop_refresh.wait(persist_seconds):
+            try:
+                if planners.loaded:
+                    planners.persist(servicer.clock())
+            except Exception:  # pragma: no cover - persist() already catches store errors
+                log.exception("planner state save crashed")
+
     refresher = threading.Thread(target=refresh_loop, name="scaler-view-refresh", daemon=True)
     refresher.start()
+    saver = threading.Thread(target=save_loop, name="scaler-planner-save", daemon=True)
+    saver.start()
 
     loop = asyncio.new_event_loop()
     started: dict[str, Any] = {}
@@ -636,6 +652,7 @@ def start_scaler(
     if "error" in started or "server" not in started:
         stop_refresh.set()
         refresher.join(timeout=10)
+        saver.join(timeout=60)
         release()
         raise ForecasterError(
             f"cannot start the scaler on {address}: {started.get('error', 'timed out')}"
@@ -648,6 +665,7 @@ def start_scaler(
         server=started["server"],
         thread=thread,
         refresher=refresher,
+        saver=saver,
         stop_refresh=stop_refresh,
         on_stop=release,
     )

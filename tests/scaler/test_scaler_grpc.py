@@ -532,3 +532,31 @@ def test_a_restarted_scaler_keeps_the_scale_down_window(
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_a_save_waiting_for_the_write_lock_does_not_stall_the_answers(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """The scaler saves its planners to the store; a save waits for SQLite's write lock
+    while the scheduler writes (busy timeout 30 s). It waited on the view's refresh
+    thread, so the view aged past its limit and every answer became UNAVAILABLE."""
+    import sqlite3
+
+    settings = make_settings()
+    seed(settings)
+    handle = start(settings, persist_seconds=0.2, max_view_age_seconds=1.5)
+    wait_for_observations(handle)
+    writer = sqlite3.connect(tmp_path / "store.db", timeout=30)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb2_grpc.ExternalScalerStub(channel)
+            assert metrics(stub, ref()) > 0  # a planner due to be saved
+            writer.execute("BEGIN IMMEDIATE")  # another process writing for a while
+            deadline = time.monotonic() + 3.5
+            while time.monotonic() < deadline:
+                assert metrics(stub, ref()) > 0  # the view keeps refreshing
+                time.sleep(0.25)
+            writer.rollback()
+    finally:
+        writer.close()
+        handle.stop()
