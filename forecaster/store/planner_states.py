@@ -54,7 +54,7 @@ class PlannerStates:
                     select(table.c.key, table.c.state).where(table.c.updated_at >= since)
                 ).all()
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read the planner state: {exc}") from exc
+            raise StoreError(f"cannot read the planner state: {_first_line(exc)}") from exc
         return {str(key): state for key, state in rows if isinstance(state, dict)}
 
     def save(self, rows: Sequence[PlannerStateRow], *, at: datetime) -> None:
@@ -92,7 +92,7 @@ class PlannerStates:
                     ],
                 )
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot write the planner state: {exc}") from exc
+            raise StoreError(f"cannot write the planner state: {_first_line(exc)}") from exc
 
     def prune(self, *, before: datetime) -> int:
         """Delete the states last written before ``before``; returns how many.
@@ -105,5 +105,11 @@ class PlannerStates:
             with self.engine.begin() as conn:
                 result = conn.execute(delete(table).where(table.c.updated_at < before))
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot prune the planner state: {exc}") from exc
+            raise StoreError(f"cannot prune the planner state: {_first_line(exc)}") from exc
         return int(result.rowcount or 0)
+
+
+def _first_line(exc: Exception) -> str:
+    """SQLAlchemy's message goes on with the statement and a link: the first line says
+    what failed (``no such table: planner_state`` on a store not migrated yet)."""
+    return (str(exc).splitlines() or [""])[0]

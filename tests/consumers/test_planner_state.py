@@ -129,3 +129,26 @@ def test_a_full_book_forgets_the_least_recently_asked_planner_at_once(caplog: An
     assert book.get(keys[1], POLICY, 1030.0) is not second
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1 and "more than 5000 scaled triggers" in warnings[0]
+
+
+def test_a_store_without_the_planner_table_is_said_once_in_one_line(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """A scaler upgraded before its store was migrated cannot read the saved states:
+    it says so once, in one line (not the statement and a link), and keeps retrying."""
+    import logging
+
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'store.db'}"))
+    try:
+        book = PlannerBook(states=PlannerStates(engine))
+        with caplog.at_level(logging.WARNING, logger="forecaster.consumers.scaling"):
+            assert not book.load(1000.0)
+            assert not book.load(1002.0)
+        (message,) = [r.getMessage() for r in caplog.records]
+        assert message.endswith(
+            "cannot read the planner state: (sqlite3.OperationalError) no such table: planner_state"
+        )
+        upgrade(engine)
+        assert book.load(1004.0) and book.loaded
+    finally:
+        engine.dispose()
