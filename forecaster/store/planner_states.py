@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -55,7 +56,15 @@ class PlannerStates:
                 ).all()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read the planner state: {_first_line(exc)}") from exc
-        return {str(key): state for key, state in rows if isinstance(state, dict)}
+        states: dict[str, dict[str, Any]] = {}
+        for key, text in rows:
+            try:
+                state = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                continue  # not restored: the planner starts afresh
+            if isinstance(state, dict):
+                states[str(key)] = state
+        return states
 
     def save(self, rows: Sequence[PlannerStateRow], *, at: datetime) -> None:
         """Insert or replace ``rows``, stamped ``at``.
@@ -85,7 +94,8 @@ class PlannerStates:
                             "key": row.key,
                             "scaled_object": row.scaled_object[:600],
                             "series": row.series[:300],
-                            "state": row.state,
+                            # non-finite numbers become null (restore drops them)
+                            "state": orjson.dumps(row.state).decode(),
                             "updated_at": at,
                         }
                         for row in rows

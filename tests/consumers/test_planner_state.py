@@ -152,3 +152,45 @@ def test_a_store_without_the_planner_table_is_said_once_in_one_line(
         assert book.load(1004.0) and book.loaded
     finally:
         engine.dispose()
+
+
+def test_a_state_that_cannot_be_restored_starts_a_fresh_planner(tmp_path: Path) -> None:
+    """A row that is not JSON (edited by hand) is skipped; a non-finite forecast error is
+    saved as null and dropped on restore, the rest of the memory kept."""
+    from sqlalchemy import insert
+
+    from forecaster.consumers.scaling import trigger_digest
+    from forecaster.store.consumer_tables import planner_state_table
+
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'store.db'}"))
+    upgrade(engine)
+    try:
+        policy = ScalingPolicy(target_per_replica=10, error_headroom=1)
+        book = PlannerBook(states=PlannerStates(engine))
+        assert book.load(1000.0)
+
+        def run(planner: Any) -> int:
+            planner.expect(1000.0, -1e308)
+            planner.observe(1000.0, 1e308)  # |error| overflows to inf
+            return int(planner.decide(1000.0, forecast_peak=300).replicas)
+
+        assert book.decide(KEY, policy, 1000.0, run) == 30
+        assert book.flush(1001.0) == 1
+        other = ("shop", "api", "series=rps")
+        with engine.begin() as conn:
+            conn.execute(
+                insert(planner_state_table).values(
+                    key=trigger_digest(other),
+                    scaled_object="shop/api",
+                    series="rps",
+                    state="{not json",
+                    updated_at=datetime.fromtimestamp(1001.0, UTC),
+                )
+            )
+        again = PlannerBook(states=PlannerStates(engine))
+        assert again.load(1010.0)
+        restored = again.get(KEY, policy, 1010.0)
+        assert restored.current == 30 and len(restored.errors) == 0
+        assert again.get(other, POLICY, 1010.0).current is None  # fresh
+    finally:
+        engine.dispose()

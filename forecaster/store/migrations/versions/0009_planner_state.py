@@ -29,7 +29,7 @@ def upgrade() -> None:
         sa.Column("key", sa.String(64), nullable=False),
         sa.Column("scaled_object", sa.String(600), nullable=False),
         sa.Column("series", sa.String(300), nullable=False),
-        sa.Column("state", sa.JSON, nullable=False),
+        sa.Column("state", sa.Text, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
         sa.PrimaryKeyConstraint("key", name="pk_planner_state"),
     )
