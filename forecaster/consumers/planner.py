@@ -465,6 +465,19 @@ class ReplicaPlanner:
         planner.errors.restore(state["errors"])
         return planner
 
+    def carried_over(self, policy: ScalingPolicy) -> ReplicaPlanner:
+        """A planner for ``policy`` that keeps this one's replica memory (current
+        replicas, window, last step; clamped to the new policy) but not its forecast
+        errors: for a trigger whose metadata was edited, which otherwise started without
+        memory and could drop its replicas at once right behind a peak."""
+        planner = ReplicaPlanner(policy)
+        if self.current is not None:
+            planner.current = policy.clamp(self.current)
+        planner._recent = deque(self._recent)
+        planner._last_now = self._last_now
+        planner._last_step_at = self._last_step_at
+        return planner
+
     def _remember(self, at: float, replicas: int) -> None:
         """Add a recommendation to the window (dropping those it outlasts and equals)."""
         recent = self._recent

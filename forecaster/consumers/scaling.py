@@ -332,6 +332,9 @@ class PlannerBook:
         # held while a planner decides and while one is copied for saving
         self._mutex = threading.Lock()
         self._labels: dict[tuple[str, ...], tuple[str, str, str]] = {}  # and digest
+        # the key a trigger (its ScaledObject and KEDA's metric name) was last asked with
+        self._lineage: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._lineage_of: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._dirty: set[tuple[str, ...]] = set()
         self._saved: dict[str, dict[str, Any]] = {}
         self._loaded_at: float | None = None
@@ -343,21 +346,42 @@ class PlannerBook:
         """Whether the saved states were read (always true without ``states``)."""
         return self.states is None or self._loaded_at is not None
 
-    def get(self, key: tuple[str, ...], policy: ScalingPolicy, now: float) -> ReplicaPlanner:
-        """The planner of ``key``; a new one if unknown or if its policy changed (from
-        its saved state, if one of this policy was loaded)."""
+    def get(
+        self,
+        key: tuple[str, ...],
+        policy: ScalingPolicy,
+        now: float,
+        *,
+        lineage: tuple[str, ...] | None = None,
+    ) -> ReplicaPlanner:
+        """The planner of ``key``; a new one if unknown or if its policy changed: from
+        its saved state, if one of this policy was loaded, else with the replica memory
+        of the planner last asked for the same ``lineage`` (the same trigger before its
+        metadata was edited), if any."""
         with self._lock:
             entry = self._planners.get(key)
             if entry is None or entry[0].policy != policy:
                 if len(self._planners) >= self.max_entries:
                     self._forget(now)
                 planner = self._restored(key, policy, now) if entry is None else None
+                if planner is None and lineage is not None:
+                    planner = self._carried_over(key, lineage, policy)
                 planner = planner or ReplicaPlanner(policy)
             else:
                 planner = entry[0]
             self._planners[key] = (planner, now)
             self._planners.move_to_end(key)
+            if lineage is not None:
+                self._lineage[lineage] = key
+                self._lineage_of[key] = lineage
             return planner
+
+    def _carried_over(
+        self, key: tuple[str, ...], lineage: tuple[str, ...], policy: ScalingPolicy
+    ) -> ReplicaPlanner | None:
+        previous = self._lineage.get(lineage)
+        entry = None if previous is None or previous == key else self._planners.get(previous)
+        return None if entry is None else entry[0].carried_over(policy)
 
     def decide(
         self,
@@ -367,10 +391,12 @@ class PlannerBook:
         run: Callable[[ReplicaPlanner], T],
         *,
         labels: tuple[str, str] = ("", ""),
+        lineage: tuple[str, ...] | None = None,
     ) -> T:
         """``run(planner)`` with the planner of ``key``; the planner is saved on the
-        next :meth:`persist` (``labels``: the ScaledObject and series its row names)."""
-        planner = self.get(key, policy, now)
+        next :meth:`persist` (``labels``: the ScaledObject and series its row names;
+        ``lineage``: see :meth:`get`)."""
+        planner = self.get(key, policy, now, lineage=lineage)
         with self._mutex:
             try:
                 return run(planner)
@@ -502,10 +528,10 @@ class PlannerBook:
             if seen >= cutoff:
                 break
             del planners[key]
-            self._labels.pop(key, None)
+            self._dropped(key)
         if len(planners) >= self.max_entries:
             key, _ = planners.popitem(last=False)
-            self._labels.pop(key, None)
+            self._dropped(key)
             if self._evicting_since is None or now - self._evicting_since > 3600:
                 self._evicting_since = now
                 log.warning(
@@ -514,6 +540,12 @@ class PlannerBook:
                     self.max_entries,
                     self.forget_after_seconds,
                 )
+
+    def _dropped(self, key: tuple[str, ...]) -> None:
+        self._labels.pop(key, None)
+        lineage = self._lineage_of.pop(key, None)
+        if lineage is not None and self._lineage.get(lineage) == key:
+            del self._lineage[lineage]
 
     def __len__(self) -> int:
         return len(self._planners)

@@ -36,7 +36,9 @@ Any key may come as ``<key>FromEnv`` (KEDA sends the environment's value under t
 name); a key that is neither ours nor KEDA's own is refused. ``targetPerReplica``
 must be a multiple of 0.001, the resolution KEDA hands targets to the HPA with. Each
 trigger (ScaledObject and metadata) has its own stateful planner, whose memory is
-saved in the store behind the answers and read back when the scaler starts.
+saved in the store behind the answers and read back when the scaler starts; a trigger
+whose metadata is edited (KEDA keeps its metric name, ``s<N>-...``) starts its new
+planner from the old one's replicas and scale-down window.
 
 Fail-safe: invalid metadata is INVALID_ARGUMENT, an unknown series NOT_FOUND, a
 series without a forecast FAILED_PRECONDITION, a stale forecast or a store outage
@@ -352,7 +354,9 @@ class ExternalScalerServicer:
         self.clock = clock
         self.planners = PlannerBook() if planners is None else planners
 
-    def _answer(self, ref: Any, *, stateful: bool) -> tuple[TriggerMetadata, ScalingAnswer]:
+    def _answer(
+        self, ref: Any, *, stateful: bool, metric_name: str = ""
+    ) -> tuple[TriggerMetadata, ScalingAnswer]:
         meta = parse_metadata(ref.scalerMetadata)
         now = self.clock()
 
@@ -377,7 +381,12 @@ class ExternalScalerServicer:
             *sorted(f"{k}={v}" for k, v in ref.scalerMetadata.items()),
         )
         labels = (f"{ref.namespace}/{ref.name}", meta.query.series)
-        return meta, self.planners.decide(key, meta.query.policy, now, plan, labels=labels)
+        # KEDA names each trigger's metric s<N>-...: an edited trigger keeps its name, and
+        # its new planner starts from the old one's replica memory
+        lineage = (ref.namespace, ref.name, metric_name) if metric_name else None
+        return meta, self.planners.decide(
+            key, meta.query.policy, now, plan, labels=labels, lineage=lineage
+        )
 
     @staticmethod
     def _active(meta: TriggerMetadata, result: ScalingAnswer) -> bool:
@@ -424,7 +433,7 @@ class ExternalScalerServicer:
         """The load the planner provisions for (``ceil(value / target)`` = planned replicas)."""
         ref = request.scaledObjectRef
         try:
-            meta, result = self._answer(ref, stateful=True)
+            meta, result = self._answer(ref, stateful=True, metric_name=request.metricName)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a gRPC status
             await self._abort(context, ref, exc)
             raise

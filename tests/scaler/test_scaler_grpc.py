@@ -150,10 +150,12 @@ def test_scale_down_is_stabilised_per_trigger(stub: Any) -> None:
     """Each trigger has its own planner: a second trigger on the same series in the
     same ScaledObject (a shorter lead) replaced the first one's planner, and the first
     then dropped from 30 to 20 replicas at once, skipping its scale-down window."""
-    high = metrics(stub, ref(name="w", leadTime="1h", quantile="0.5"))
-    short = metrics(stub, ref(name="w", leadTime="5m", quantile="0.5"))
+    # KEDA names the metric of its N-th trigger s<N>-...
+    high = metrics(stub, ref(name="w", leadTime="1h", quantile="0.5"), "s0-forecast-rps")
+    short = metrics(stub, ref(name="w", leadTime="5m", quantile="0.5"), "s1-forecast-rps")
     assert short < high  # the other trigger plans for its own lead
-    assert metrics(stub, ref(name="w", leadTime="1h", quantile="0.5")) == pytest.approx(high)
+    again = metrics(stub, ref(name="w", leadTime="1h", quantile="0.5"), "s0-forecast-rps")
+    assert again == pytest.approx(high)
     # a different ScaledObject with the short lead gets the lower value too
     assert metrics(stub, ref(name="fresh", leadTime="5m", quantile="0.5")) == pytest.approx(short)
 
@@ -559,4 +561,44 @@ def test_a_save_waiting_for_the_write_lock_does_not_stall_the_answers(
             writer.rollback()
     finally:
         writer.close()
+        handle.stop()
+
+
+def test_an_edited_trigger_keeps_its_scale_down_window(make_settings: Any) -> None:
+    """Editing a trigger's metadata (here adding errorHeadroom) made a new planner
+    without memory, which dropped from 18 replicas to 5 right behind the peak. KEDA
+    keeps the trigger's metric name (s<N>-...), so the new planner now starts from the
+    old one's replicas and window."""
+    from forecaster.store.db import make_engine
+    from forecaster.store.repository import Store
+
+    settings = make_settings()
+    origin = seed(settings, observed=900.0)
+    handle = start(settings)
+    wait_for_observations(handle)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb2_grpc.ExternalScalerStub(channel)
+            assert metrics(stub, ref(name="checkout", quantile="0.5")) == pytest.approx(900.0)
+            engine = make_engine(settings.database)
+            try:  # the peak is over
+                store = Store(engine)
+                sid = store.ensure_series(
+                    name="rps", family="rps", unit="req/s", step_seconds=300, horizon_steps=24
+                )
+                store.upsert_observations(sid, [(origin + timedelta(minutes=1), 100.0)])
+            finally:
+                engine.dispose()
+            deadline = time.monotonic() + 10
+            for attempt in range(1000):  # a new ScaledObject each time: no memory
+                if metrics(stub, ref(name=f"fresh{attempt}", quantile="0.5")) < 300:
+                    break  # ~5 replicas
+                assert time.monotonic() < deadline, "the lower load was never read"
+                time.sleep(0.1)
+            edited = ref(name="checkout", quantile="0.5", errorHeadroom="0.5")
+            assert metrics(stub, edited) == pytest.approx(900.0)  # still 18 replicas
+            # another trigger of the same ScaledObject (its own metric name) is not held
+            other = ref(name="checkout", quantile="0.5", leadTime="10m")
+            assert metrics(stub, other, "s1-forecast-rps") < 300
+    finally:
         handle.stop()
