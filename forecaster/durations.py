@@ -40,7 +40,7 @@ def parse_duration(
     elif isinstance(text, bool):
         raise ValueError(f"{what}: expected a duration like '5m', got {text!r}")
     elif isinstance(text, int | float):
-        value = _from_seconds(text, text, what)
+        value = _from_seconds(text, text, what, allow_zero=allow_zero)
     else:
         s = str(text).strip().replace(" ", "")
         if not s:
@@ -48,10 +48,10 @@ def parse_duration(
         if allow_zero and s == "0":
             return timedelta(0)
         if s.startswith("-") and len(s) > 1:  # not "cannot parse": it parses, negative
-            raise ValueError(f"{what}: must be positive, got {text!r}")
-        value = _from_seconds(_parse_parts(s, text, what), text, what)
+            raise ValueError(f"{what}: {_sign_rule(allow_zero)}, got {text!r}")
+        value = _from_seconds(_parse_parts(s, text, what), text, what, allow_zero=allow_zero)
     if value < timedelta(0) or (value == timedelta(0) and not allow_zero):
-        raise ValueError(f"{what}: must be positive, got {text!r}")
+        raise ValueError(f"{what}: {_sign_rule(allow_zero)}, got {text!r}")
     if value > MAX_DURATION:
         raise ValueError(f"{what}: {text!r} is longer than the 10-year maximum")
     return value
@@ -89,7 +89,15 @@ def _parse_parts(s: str, text: object, what: str) -> float:
     return seconds
 
 
-def _from_seconds(seconds: float, text: object, what: str) -> timedelta:
+def _sign_rule(allow_zero: bool) -> str:
+    """What a negative duration breaks: "-1m" for a setting where 0 is "off" was
+    refused as "must be positive", which read as if 0 were refused too."""
+    return "must be 0 (off) or positive" if allow_zero else "must be positive"
+
+
+def _from_seconds(
+    seconds: float, text: object, what: str, *, allow_zero: bool = False
+) -> timedelta:
     """``timedelta(seconds=seconds)``, refusing what it cannot hold (huge, inf, NaN) with
     the same ValueError as any other out-of-range duration (it raises OverflowError).
 
@@ -99,7 +107,7 @@ def _from_seconds(seconds: float, text: object, what: str) -> timedelta:
     if seconds > MAX_DURATION.total_seconds():
         raise ValueError(f"{what}: {text!r} is longer than the 10-year maximum")
     if seconds < 0:
-        raise ValueError(f"{what}: must be positive, got {text!r}")
+        raise ValueError(f"{what}: {_sign_rule(allow_zero)}, got {text!r}")
     return timedelta(seconds=seconds)
 
 

@@ -276,6 +276,14 @@ def test_durations_are_read_as_prometheus_reads_them(text: str, message: str) ->
     assert parse_duration("1s500ms") == timedelta(seconds=1.5)
 
 
+@pytest.mark.parametrize("text", ["-1m", "-0.5s", -60, -0.5])
+def test_a_negative_duration_where_zero_is_off_says_zero_is_allowed(text: str | float) -> None:
+    with pytest.raises(ValueError, match=r"^window: must be 0 \(off\) or positive, got "):
+        parse_duration(text, what="window", allow_zero=True)
+    with pytest.raises(ValueError, match=r"^window: must be positive, got "):
+        parse_duration(text, what="window")
+
+
 @pytest.mark.parametrize(
     "text",
     ["99999999999999999999999w", "9" * 400 + "s", 10**400, -(10**400), math.inf, math.nan],

@@ -24,9 +24,10 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from statistics import NormalDist
+from typing import Any
 
 from forecaster.errors import InputDataError
 
@@ -338,6 +339,60 @@ class ForecastErrors:
             return None
         return sum(self._errors) / len(self._errors)
 
+    #: Pending expectations a snapshot keeps (the newest): a lead window holds a few.
+    SNAPSHOT_PENDING = 256
+
+    def snapshot(self) -> dict[str, Any]:
+        """The recent errors, pending expectations and last observation time, as JSON
+        values (:meth:`restore` reads them back)."""
+        pending = sorted(self._pending.items())[-self.SNAPSHOT_PENDING :]
+        return {
+            "errors": list(self._errors),
+            "pending": [[at, median] for at, median in pending],
+            "observed_at": self._observed_at,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`snapshot` returned (non-finite numbers are dropped)."""
+        self._errors.clear()
+        self._errors.extend(_finite(v) for v in state["errors"] if _finite_or_none(v) is not None)
+        self._pending = {
+            _finite(at): _finite(median)
+            for at, median in state["pending"]
+            if _finite_or_none(at) is not None and _finite_or_none(median) is not None
+        }
+        observed_at = state["observed_at"]
+        self._observed_at = None if observed_at is None else _finite(observed_at)
+
+
+@lru_cache(maxsize=1024)
+def _policy_items(policy: ScalingPolicy) -> tuple[tuple[str, Any], ...]:
+    return tuple((f.name, getattr(policy, f.name)) for f in fields(policy))
+
+
+def _policy_fields(policy: ScalingPolicy) -> dict[str, Any]:
+    """The policy's fields by name (``dataclasses.asdict`` deep-copies: slow per save)."""
+    return dict(_policy_items(policy))
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _finite(value: Any) -> float:
+    """``value`` as a finite float.
+
+    Raises:
+        ValueError: It is not a finite number.
+    """
+    number = _finite_or_none(value)
+    if number is None:
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
+
 
 class ReplicaPlanner:
     """Stateful planner: immediate scale-up, stabilised and step-limited scale-down.
@@ -353,9 +408,82 @@ class ReplicaPlanner:
         self.policy = policy
         self.current: int | None = None
         self.errors = ForecastErrors(policy.error_window)
+        # the window's recommendations that can still be its highest: each is above
+        # every later one (a lower or equal earlier one never is), so the first is the
+        # window's high and the deque stays short however often the planner is asked
         self._recent: deque[tuple[float, int]] = deque()
         self._last_now: float | None = None
         self._last_step_at: float | None = None  # when replicas last went down
+
+    #: Version of :meth:`snapshot`'s layout (a snapshot of another is not restored).
+    SNAPSHOT_VERSION = 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """The planner's memory as JSON values: its policy, current replicas, the
+        recommendations of its stabilisation window, its last scale-down step and its
+        forecast errors. :meth:`restore` rebuilds the planner from it, so a restarted
+        process keeps stabilising and stepping a scale-down it had started."""
+        return {
+            "version": self.SNAPSHOT_VERSION,
+            "policy": _policy_fields(self.policy),
+            "current": self.current,
+            "recent": [[at, replicas] for at, replicas in self._recent],
+            "last_now": self._last_now,
+            "last_step_at": self._last_step_at,
+            "errors": self.errors.snapshot(),
+        }
+
+    @classmethod
+    def restore(cls, policy: ScalingPolicy, state: dict[str, Any], *, now: float) -> ReplicaPlanner:
+        """A planner for ``policy`` with the memory of :meth:`snapshot`'s ``state``.
+
+        A time later than ``now`` in it (another host's clock ahead of this one) is
+        taken as ``now``, so the first decision cannot fail with time going backwards.
+
+        Raises:
+            ValueError: ``state`` is not a snapshot of this version or is of
+                another policy (the caller starts a fresh planner instead).
+        """
+        if state.get("version") != cls.SNAPSHOT_VERSION:
+            raise ValueError(f"planner snapshot version {state.get('version')!r}")
+        if state.get("policy") != _policy_fields(policy):
+            raise ValueError("planner snapshot of another policy")
+        planner = cls(policy)
+        current = state["current"]
+        if current is not None:
+            if isinstance(current, bool) or not isinstance(current, int) or current < 0:
+                raise ValueError(f"planner snapshot current={current!r}")
+            planner.current = policy.clamp(current)
+        for at, replicas in state["recent"]:
+            if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+                raise ValueError(f"planner snapshot recommendation {replicas!r}")
+            planner._remember(min(_finite(at), now), replicas)
+        if state["last_now"] is not None:
+            planner._last_now = min(_finite(state["last_now"]), now)
+        if state["last_step_at"] is not None:
+            planner._last_step_at = min(_finite(state["last_step_at"]), now)
+        planner.errors.restore(state["errors"])
+        return planner
+
+    def carried_over(self, policy: ScalingPolicy) -> ReplicaPlanner:
+        """A planner for ``policy`` that keeps this one's replica memory (current
+        replicas, window, last step; clamped to the new policy) but not its forecast
+        errors: for a trigger whose metadata was edited, which otherwise started without
+        memory and could drop its replicas at once right behind a peak."""
+        planner = ReplicaPlanner(policy)
+        if self.current is not None:
+            planner.current = policy.clamp(self.current)
+        planner._recent = deque(self._recent)
+        planner._last_now = self._last_now
+        planner._last_step_at = self._last_step_at
+        return planner
+
+    def _remember(self, at: float, replicas: int) -> None:
+        """Add a recommendation to the window (dropping those it outlasts and equals)."""
+        recent = self._recent
+        while recent and recent[-1][1] <= replicas:
+            recent.pop()
+        recent.append((at, replicas))
 
     def expect(self, at: float, median: float) -> None:
         """Remember the median forecast for time ``at`` (the end of the lead window)."""
@@ -400,8 +528,8 @@ class ReplicaPlanner:
             target = replace(target, reason=target.reason + why)
         wanted = target.replicas
         window = self.policy.scale_down_window_seconds
-        self._recent.append((now, wanted))
-        while self._recent and self._recent[0][0] < now - window:
+        self._remember(now, wanted)
+        while self._recent[0][0] < now - window:  # the newest (now) always stays
             self._recent.popleft()
         current = self.current
         if current is None or wanted >= current:
@@ -410,7 +538,7 @@ class ReplicaPlanner:
             if current is not None and wanted > current:
                 reason += f"; scaling up from {current}"
         else:
-            stabilised = max(r for _, r in self._recent)
+            stabilised = self._recent[0][1]
             step = max(1, math.ceil(current * self.policy.scale_down_max_fraction))
             replicas = min(current, max(stabilised, current - step))
             every = self.policy.scale_down_step_seconds

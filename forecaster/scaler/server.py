@@ -35,7 +35,10 @@ KEDA sends the trigger's ``metadata`` with every call. Keys:
 Any key may come as ``<key>FromEnv`` (KEDA sends the environment's value under that
 name); a key that is neither ours nor KEDA's own is refused. ``targetPerReplica``
 must be a multiple of 0.001, the resolution KEDA hands targets to the HPA with. Each
-trigger (ScaledObject and metadata) has its own stateful planner.
+trigger (ScaledObject and metadata) has its own stateful planner, whose memory is
+saved in the store behind the answers and read back when the scaler starts; a trigger
+whose metadata is edited (KEDA keeps its metric name, ``s<N>-...``) starts its new
+planner from the old one's replicas and scale-down window.
 
 Fail-safe: invalid metadata is INVALID_ARGUMENT, an unknown series NOT_FOUND, a
 series without a forecast FAILED_PRECONDITION, a stale forecast or a store outage
@@ -63,7 +66,12 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc import aio
 
-from forecaster.consumers.planner import MAX_ERROR_HEADROOM, MAX_REPLICAS, ScalingPolicy
+from forecaster.consumers.planner import (
+    MAX_ERROR_HEADROOM,
+    MAX_REPLICAS,
+    ReplicaPlanner,
+    ScalingPolicy,
+)
 from forecaster.consumers.scaling import (
     ForecastUnusable,
     LatestObservations,
@@ -282,6 +290,12 @@ def _parse(metadata: Mapping[str, str]) -> TriggerMetadata:
     maximum = _count(metadata, "maxReplicas")
     if minimum is None:
         minimum = 0 if activation is not None else 1
+    if maximum is not None and maximum < max(minimum, 1):
+        # named as the metadata names it (the policy's own error said "max_replicas")
+        raise InputDataError(
+            f"metadata maxReplicas={metadata['maxReplicas']!r} must be at least 1 and at "
+            f"least minReplicas ({minimum}{'' if 'minReplicas' in metadata else ', the default'})"
+        )
     try:
         policy = ScalingPolicy(
             target_per_replica=target,
@@ -330,6 +344,7 @@ class ExternalScalerServicer:
         max_view_age_seconds: float = 120.0,
         stream_interval_seconds: float = 10.0,
         clock: Callable[[], float] = time.time,
+        planners: PlannerBook | None = None,
     ) -> None:
         self.view = view
         self.observations = observations
@@ -337,31 +352,41 @@ class ExternalScalerServicer:
         self.max_view_age_seconds = max_view_age_seconds
         self.stream_interval_seconds = stream_interval_seconds
         self.clock = clock
-        self.planners = PlannerBook()
+        self.planners = PlannerBook() if planners is None else planners
 
-    def _answer(self, ref: Any, *, stateful: bool) -> tuple[TriggerMetadata, ScalingAnswer]:
+    def _answer(
+        self, ref: Any, *, stateful: bool, metric_name: str = ""
+    ) -> tuple[TriggerMetadata, ScalingAnswer]:
         meta = parse_metadata(ref.scalerMetadata)
         now = self.clock()
-        planner = None
-        if stateful:
-            # per trigger: two triggers on one series in one ScaledObject (different
-            # lead times) replaced each other's planner, skipping the scale-down window
-            key = (
-                ref.namespace,
-                ref.name,
-                *sorted(f"{k}={v}" for k, v in ref.scalerMetadata.items()),
+
+        def plan(planner: ReplicaPlanner | None) -> ScalingAnswer:
+            return answer(
+                self.view,
+                meta.query,
+                now=now,
+                stale_after_seconds=self.stale_after_seconds,
+                max_view_age_seconds=self.max_view_age_seconds,
+                observations=self.observations,
+                planner=planner,
             )
-            planner = self.planners.get(key, meta.query.policy, now)
-        result = answer(
-            self.view,
-            meta.query,
-            now=now,
-            stale_after_seconds=self.stale_after_seconds,
-            max_view_age_seconds=self.max_view_age_seconds,
-            observations=self.observations,
-            planner=planner,
+
+        if not stateful:
+            return meta, plan(None)
+        # per trigger: two triggers on one series in one ScaledObject (different
+        # lead times) replaced each other's planner, skipping the scale-down window
+        key = (
+            ref.namespace,
+            ref.name,
+            *sorted(f"{k}={v}" for k, v in ref.scalerMetadata.items()),
         )
-        return meta, result
+        labels = (f"{ref.namespace}/{ref.name}", meta.query.series)
+        # KEDA names each trigger's metric s<N>-...: an edited trigger keeps its name, and
+        # its new planner starts from the old one's replica memory
+        lineage = (ref.namespace, ref.name, metric_name) if metric_name else None
+        return meta, self.planners.decide(
+            key, meta.query.policy, now, plan, labels=labels, lineage=lineage
+        )
 
     @staticmethod
     def _active(meta: TriggerMetadata, result: ScalingAnswer) -> bool:
@@ -408,7 +433,7 @@ class ExternalScalerServicer:
         """The load the planner provisions for (``ceil(value / target)`` = planned replicas)."""
         ref = request.scaledObjectRef
         try:
-            meta, result = self._answer(ref, stateful=True)
+            meta, result = self._answer(ref, stateful=True, metric_name=request.metricName)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a gRPC status
             await self._abort(context, ref, exc)
             raise
@@ -462,6 +487,7 @@ class ScalerHandle:
         server: aio.Server,
         thread: threading.Thread,
         refresher: threading.Thread,
+        saver: threading.Thread,
         stop_refresh: threading.Event,
         on_stop: Callable[[], None],
     ) -> None:
@@ -471,6 +497,7 @@ class ScalerHandle:
         self._server = server
         self._thread = thread
         self._refresher = refresher
+        self._saver = saver
         self._stop_refresh = stop_refresh
         self._on_stop = on_stop
         self._stopped = False
@@ -492,6 +519,13 @@ class ScalerHandle:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._refresher.join(timeout=10)
+        self._saver.join(timeout=60)
+        planners = self.servicer.planners
+        if planners.loaded:  # else saving would overwrite states never read back
+            try:
+                planners.flush(self.servicer.clock())
+            except ForecasterError as exc:
+                log.warning("planner state not saved at stop: %s", exc)
         self._on_stop()
 
 
@@ -504,6 +538,7 @@ def start_scaler(
     stream_interval_seconds: float = 10.0,
     max_view_age_seconds: float | None = None,
     view: ForecastView | None = None,
+    persist_seconds: float = 5.0,
 ) -> ScalerHandle:
     """Start the scaler in background threads and return once it listens.
 
@@ -517,12 +552,17 @@ def start_scaler(
         max_view_age_seconds: A view older than this counts as a store outage
             (default ``max(30, 10 * refresh_seconds)``).
         view: An existing view to serve from (its store is used for observations).
+        persist_seconds: How often the planners that decided are saved to the store
+            (off the answering path; also at :meth:`ScalerHandle.stop`). Their saved
+            state is read before the first answer, so a restarted scaler keeps the
+            scale-down windows and steps it had started.
 
     Raises:
         ForecasterError: When the address cannot be bound.
     """
     from forecaster.api.view import ForecastView
     from forecaster.store.db import make_engine
+    from forecaster.store.planner_states import PlannerStates
     from forecaster.store.repository import Store
 
     engine = None
@@ -530,20 +570,28 @@ def start_scaler(
         engine = make_engine(settings.database)
         view = ForecastView(Store(engine))
     observations = LatestObservations(view.store)
+    planners = PlannerBook(
+        states=PlannerStates(view.store.engine), persist_every_seconds=persist_seconds
+    )
     servicer = ExternalScalerServicer(
         view,
         observations,
         stale_after_seconds=float(settings.schedule.stale_after_seconds),
         max_view_age_seconds=max_view_age_seconds or max(30.0, 10 * refresh_seconds),
         stream_interval_seconds=stream_interval_seconds,
+        planners=planners,
     )
     address = f"{host or settings.scaler.host}:{settings.scaler.port if port is None else port}"
+    # the saved planner states are read before the first answer (and, if the store is
+    # down now, before the view loads, which every stateful answer waits for)
+    planners.load(servicer.clock())
 
     stop_refresh = threading.Event()
 
     def refresh_loop() -> None:
         while True:
             try:
+                planners.load(servicer.clock())  # until read: before the view loads
                 view.refresh()
                 observations.refresh()
             except Exception:  # pragma: no cover - refresh() already catches store errors
@@ -551,8 +599,21 @@ def start_scaler(
             if stop_refresh.wait(refresh_seconds):
                 return
 
+    def save_loop() -> None:
+        # its own thread: a save waits for the store's write lock (SQLite's busy timeout
+        # is 30 s while the scheduler writes), which stalled the view refresh behind it
+        # until the scaler answered UNAVAILABLE
+        while not stop_refresh.wait(persist_seconds):
+            try:
+                if planners.loaded:
+                    planners.persist(servicer.clock())
+            except Exception:  # pragma: no cover - persist() already catches store errors
+                log.exception("planner state save crashed")
+
     refresher = threading.Thread(target=refresh_loop, name="scaler-view-refresh", daemon=True)
     refresher.start()
+    saver = threading.Thread(target=save_loop, name="scaler-planner-save", daemon=True)
+    saver.start()
 
     loop = asyncio.new_event_loop()
     started: dict[str, Any] = {}
@@ -600,6 +661,7 @@ def start_scaler(
     if "error" in started or "server" not in started:
         stop_refresh.set()
         refresher.join(timeout=10)
+        saver.join(timeout=60)
         release()
         raise ForecasterError(
             f"cannot start the scaler on {address}: {started.get('error', 'timed out')}"
@@ -612,6 +674,7 @@ def start_scaler(
         server=started["server"],
         thread=thread,
         refresher=refresher,
+        saver=saver,
         stop_refresh=stop_refresh,
         on_stop=release,
     )

@@ -296,3 +296,68 @@ def test_error_headroom_keeps_the_planner_properties(
             assert decision.replicas >= replicas_for_load(observed, target)
             assert decision.replicas >= replicas_for_load(decision.load, target)
             assert math.isfinite(decision.value) and decision.value > 0
+
+
+def test_a_planner_restored_from_its_snapshot_decides_like_the_original() -> None:
+    """The snapshot goes through JSON (the store's column) and back: the restored
+    planner keeps the window, the step limit and the forecast errors."""
+    import json
+
+    policy = ScalingPolicy(target_per_replica=10, scale_down_window_seconds=300, error_headroom=1)
+    original = ReplicaPlanner(policy)
+    for i, (peak, observed) in enumerate([(300, 290), (200, 250), (80, 120), (60, 70)]):
+        original.expect(1000 + 60 * i + 300, peak)
+        original.observe(1000 + 60 * i, observed)
+        original.decide(1000 + 60 * i, forecast_peak=peak, observed=observed)
+    state = json.loads(json.dumps(original.snapshot()))
+    restored = ReplicaPlanner.restore(policy, state, now=1200)
+    assert restored.current == original.current == 30
+    assert len(restored.errors) == len(original.errors)
+    for t in (1240, 1280, 1330, 1400, 1600):
+        a = original.decide(t, forecast_peak=50, observed=40)
+        b = restored.decide(t, forecast_peak=50, observed=40)
+        assert (a.replicas, a.value, a.reason) == (b.replicas, b.value, b.reason)
+    # a snapshot of another policy, or of another layout, is not restored
+    with pytest.raises(ValueError, match="another policy"):
+        ReplicaPlanner.restore(ScalingPolicy(target_per_replica=20), state, now=1200)
+    with pytest.raises(ValueError, match="version"):
+        ReplicaPlanner.restore(policy, {**state, "version": 0}, now=1200)
+
+
+def test_a_restored_planner_from_a_clock_ahead_does_not_fail() -> None:
+    """Saved by a scaler whose clock ran ahead: time would go backwards on the first
+    decision (an error to KEDA); the restored planner takes those times as now."""
+    policy = ScalingPolicy(target_per_replica=10)
+    ahead = ReplicaPlanner(policy)
+    ahead.decide(5000, forecast_peak=300)
+    ahead.decide(5100, forecast_peak=100)
+    restored = ReplicaPlanner.restore(policy, ahead.snapshot(), now=4000)
+    decision = restored.decide(4000, forecast_peak=100)
+    assert decision.replicas == 30  # still holding the window's high
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(min_value=0, max_value=200), st.floats(min_value=0, max_value=500)),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_the_window_high_is_the_highest_recommendation_of_the_window(
+    steps: list[tuple[float, float]],
+) -> None:
+    """The planner keeps only the recommendations that can still be the window's high
+    (a short memory to save however often it is asked); the high is still exactly
+    the highest recommendation of the window."""
+    policy = ScalingPolicy(target_per_replica=10, scale_down_window_seconds=300)
+    planner = ReplicaPlanner(policy)
+    seen: list[tuple[float, int]] = []
+    now = 0.0
+    for dt, peak in steps:
+        now += dt
+        planner.decide(now, forecast_peak=peak)
+        seen.append((now, plan_replicas(policy, forecast_peak=peak).replicas))
+        high = max(r for t, r in seen if t >= now - 300)
+        assert planner.snapshot()["recent"][0][1] == high
+        assert len(planner.snapshot()["recent"]) <= len(seen)

@@ -150,10 +150,12 @@ def test_scale_down_is_stabilised_per_trigger(stub: Any) -> None:
     """Each trigger has its own planner: a second trigger on the same series in the
     same ScaledObject (a shorter lead) replaced the first one's planner, and the first
     then dropped from 30 to 20 replicas at once, skipping its scale-down window."""
-    high = metrics(stub, ref(name="w", leadTime="1h", quantile="0.5"))
-    short = metrics(stub, ref(name="w", leadTime="5m", quantile="0.5"))
+    # KEDA names the metric of its N-th trigger s<N>-...
+    high = metrics(stub, ref(name="w", leadTime="1h", quantile="0.5"), "s0-forecast-rps")
+    short = metrics(stub, ref(name="w", leadTime="5m", quantile="0.5"), "s1-forecast-rps")
     assert short < high  # the other trigger plans for its own lead
-    assert metrics(stub, ref(name="w", leadTime="1h", quantile="0.5")) == pytest.approx(high)
+    again = metrics(stub, ref(name="w", leadTime="1h", quantile="0.5"), "s0-forecast-rps")
+    assert again == pytest.approx(high)
     # a different ScaledObject with the short lead gets the lower value too
     assert metrics(stub, ref(name="fresh", leadTime="5m", quantile="0.5")) == pytest.approx(short)
 
@@ -180,12 +182,16 @@ def test_is_active_and_stream(stub: Any) -> None:
         ({"leadTime": "soon"}, "leadTime"),
         ({"quantile": "1.5"}, "quantile='1.5'"),
         ({"minReplicas": "2.5"}, "minReplicas"),
-        ({"minReplicas": "5", "maxReplicas": "2"}, "max_replicas"),
+        ({"minReplicas": "5", "maxReplicas": "2"}, "maxReplicas='2' must be at least 1 and at "),
+        ({"maxReplicas": "0"}, "maxReplicas='0' must be at least 1 and at least minReplicas (1, "),
         ({"minReplicas": "1e21"}, "minReplicas='1e21' must be a whole number from 0"),
         ({"maxReplicas": "2147483648"}, "maxReplicas"),
         ({"targetPerReplica": "1e300", "minReplicas": "2000000000"}, "min_replicas x target"),
         ({"leadTime": "99999999999999999999999w"}, "leadTime"),
         ({"scaleDownWindow": "99999999999999999999999w"}, "scaleDownWindow"),
+        # 0 turns the window off: "must be positive" read as if 0 were refused too
+        ({"scaleDownWindow": "-1m"}, "scaleDownWindow: must be 0 (off) or positive"),
+        ({"leadTime": "-5m"}, "leadTime: must be positive"),
         ({"activationThreshold": "-1"}, "activationThreshold"),
         ({"errorHeadroom": "-1"}, "errorHeadroom='-1' must be from 0 to 100"),
         ({"errorHeadroom": "1e308"}, "errorHeadroom='1e308' must be from 0 to 100"),
@@ -473,3 +479,126 @@ def test_a_refresh_on_a_stalled_store_fails_within_the_query_limit(
                 time.sleep(0.1)
         finally:
             handle.stop()
+
+
+def _metrics_from(handle: ScalerHandle, object_ref: Any) -> float:
+    with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+        return metrics(pb2_grpc.ExternalScalerStub(channel), object_ref)
+
+
+@pytest.mark.parametrize("how", ["rollout", "killed"])
+def test_a_restarted_scaler_keeps_the_scale_down_window(
+    make_settings: Any, db_url: str, how: str
+) -> None:
+    """A restarted scaler (a rollout, an OOM kill) started its planners without memory
+    and dropped from 18 replicas to 5 right behind the peak: the planner's window and
+    steps lived in the old process only. Now they are saved in the store (behind the
+    answers, and at stop) and read back at start."""
+    from forecaster.store.db import make_engine
+    from forecaster.store.planner_states import PlannerStates
+    from forecaster.store.repository import Store
+
+    settings = make_settings(db=db_url)
+    origin = seed(settings, observed=900.0)
+    trigger = ref(name="checkout", quantile="0.5")
+    first = start(settings, persist_seconds=0.1)
+    wait_for_observations(first)
+    second = None
+    try:
+        assert _metrics_from(first, trigger) == pytest.approx(900.0)  # the peak: 18 replicas
+        engine = make_engine(settings.database)
+        try:
+            # the peak is over: the observed load is back under the forecast
+            store = Store(engine)
+            sid = store.ensure_series(
+                name="rps", family="rps", unit="req/s", step_seconds=300, horizon_steps=24
+            )
+            store.upsert_observations(sid, [(origin, 100.0)])
+            if how == "rollout":
+                first.stop()  # SIGTERM: the state is saved at stop
+            else:
+                # killed: no stop; only what was written behind the answers survives
+                deadline = time.monotonic() + 10
+                while not PlannerStates(engine).load(since=origin - STEP):
+                    assert time.monotonic() < deadline, "planner state never written"
+                    time.sleep(0.05)
+        finally:
+            engine.dispose()
+        second = start(settings)
+        wait_for_observations(second)
+        low = _metrics_from(second, ref(name="fresh", quantile="0.5"))
+        assert low < 300  # what a planner without memory plans: ~5 replicas
+        # the restarted scaler still holds 18 replicas within the window
+        assert _metrics_from(second, trigger) == pytest.approx(900.0)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_a_save_waiting_for_the_write_lock_does_not_stall_the_answers(
+    make_settings: Any, tmp_path: Path
+) -> None:
+    """The scaler saves its planners to the store; a save waits for SQLite's write lock
+    while the scheduler writes (busy timeout 30 s). It waited on the view's refresh
+    thread, so the view aged past its limit and every answer became UNAVAILABLE."""
+    import sqlite3
+
+    settings = make_settings()
+    seed(settings)
+    handle = start(settings, persist_seconds=0.2, max_view_age_seconds=1.5)
+    wait_for_observations(handle)
+    writer = sqlite3.connect(tmp_path / "store.db", timeout=30)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb2_grpc.ExternalScalerStub(channel)
+            assert metrics(stub, ref()) > 0  # a planner due to be saved
+            writer.execute("BEGIN IMMEDIATE")  # another process writing for a while
+            deadline = time.monotonic() + 3.5
+            while time.monotonic() < deadline:
+                assert metrics(stub, ref()) > 0  # the view keeps refreshing
+                time.sleep(0.25)
+            writer.rollback()
+    finally:
+        writer.close()
+        handle.stop()
+
+
+def test_an_edited_trigger_keeps_its_scale_down_window(make_settings: Any) -> None:
+    """Editing a trigger's metadata (here adding errorHeadroom) made a new planner
+    without memory, which dropped from 18 replicas to 5 right behind the peak. KEDA
+    keeps the trigger's metric name (s<N>-...), so the new planner now starts from the
+    old one's replicas and window."""
+    from forecaster.store.db import make_engine
+    from forecaster.store.repository import Store
+
+    settings = make_settings()
+    origin = seed(settings, observed=900.0)
+    handle = start(settings)
+    wait_for_observations(handle)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
+            stub = pb2_grpc.ExternalScalerStub(channel)
+            assert metrics(stub, ref(name="checkout", quantile="0.5")) == pytest.approx(900.0)
+            engine = make_engine(settings.database)
+            try:  # the peak is over
+                store = Store(engine)
+                sid = store.ensure_series(
+                    name="rps", family="rps", unit="req/s", step_seconds=300, horizon_steps=24
+                )
+                store.upsert_observations(sid, [(origin + timedelta(minutes=1), 100.0)])
+            finally:
+                engine.dispose()
+            deadline = time.monotonic() + 10
+            for attempt in range(1000):  # a new ScaledObject each time: no memory
+                if metrics(stub, ref(name=f"fresh{attempt}", quantile="0.5")) < 300:
+                    break  # ~5 replicas
+                assert time.monotonic() < deadline, "the lower load was never read"
+                time.sleep(0.1)
+            edited = ref(name="checkout", quantile="0.5", errorHeadroom="0.5")
+            assert metrics(stub, edited) == pytest.approx(900.0)  # still 18 replicas
+            # another trigger of the same ScaledObject (its own metric name) is not held
+            other = ref(name="checkout", quantile="0.5", leadTime="10m")
+            assert metrics(stub, other, "s1-forecast-rps") < 300
+    finally:
+        handle.stop()
