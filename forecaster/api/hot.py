@@ -26,7 +26,7 @@ from forecaster.api.limits import ASGIApp, Receive, Scope, Send, send_json
 from forecaster.api.params import duration_param
 from forecaster.api.routes.scaling import ObservationsCache, scaling_body
 from forecaster.api.routes.series import forecast_body
-from forecaster.consumers.planner import MAX_REPLICAS
+from forecaster.consumers.planner import MAX_REPLICAS, target_too_fine
 
 if TYPE_CHECKING:
     from forecaster.api.view import ForecastView
@@ -100,7 +100,7 @@ class HotReads:
             quantile = _number(params.get("quantile", "0.9"))
             low = _count(params.get("min_replicas"))
             high = _count(params.get("max_replicas"))
-            if target <= 0 or not 0 < quantile < 1:
+            if target <= 0 or target_too_fine(target) or not 0 < quantile < 1:
                 return None
             if high is not None and (high < 1 or (low is not None and high < low)):
                 return None

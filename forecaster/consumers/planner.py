@@ -36,6 +36,19 @@ from forecaster.errors import InputDataError
 MIN_METRIC_VALUE = 0.001
 #: Most replicas ever planned: Kubernetes counts replicas in an int32.
 MAX_REPLICAS = 2**31 - 1
+#: KEDA hands targets (targetPerReplica, a metrics-api targetValue) to the HPA in
+#: thousandths: a finer target is rounded there.
+TARGET_RESOLUTION = 0.001
+
+
+def target_too_fine(target: float) -> bool:
+    """Whether KEDA cannot pass ``target`` on to the HPA as it is: it sends thousandths,
+    so 0.0004 became a target of 0 (the HPA refused it, and no fallback applied) and
+    0.0015 one of 0.001 or 0.002 (1.5x or 0.75x the planned replicas)."""
+    milli = round(target / TARGET_RESOLUTION)
+    return milli < 1 or abs(milli * TARGET_RESOLUTION - target) > 0.001 * target
+
+
 #: Largest error headroom accepted: 100 times the mean forecast error is already far
 #: past any useful plan, and a larger factor can overflow the planned load to inf.
 MAX_ERROR_HEADROOM = 100.0

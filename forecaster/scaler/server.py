@@ -71,6 +71,7 @@ from forecaster.consumers.planner import (
     MAX_REPLICAS,
     ReplicaPlanner,
     ScalingPolicy,
+    target_too_fine,
 )
 from forecaster.consumers.scaling import (
     ForecastUnusable,
@@ -228,16 +229,9 @@ def _check_keys(metadata: Mapping[str, str]) -> None:
         )
 
 
-#: KEDA sends targets to the HPA in thousandths: a finer target is rounded there.
-TARGET_RESOLUTION = 0.001
-
-
 def _check_target(target: float, raw: str) -> None:
-    """Refuse a target KEDA cannot pass on as it is: it sends the HPA thousandths, so
-    0.0004 became a target of 0 (the HPA refused it, and no fallback applied) and
-    0.0015 one of 0.001 or 0.002 (1.5x or 0.75x the planned replicas)."""
-    milli = round(target / TARGET_RESOLUTION)
-    if milli < 1 or abs(milli * TARGET_RESOLUTION - target) > 0.001 * target:
+    """Refuse a target KEDA cannot pass on as it is (:func:`target_too_fine`)."""
+    if target_too_fine(target):
         raise InputDataError(
             f"metadata targetPerReplica={raw!r} is finer than the 0.001 KEDA passes to the "
             "HPA; use a multiple of 0.001 (or scale the series to a smaller unit)"

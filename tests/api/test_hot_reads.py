@@ -101,6 +101,10 @@ def test_fast_answers_equal_the_routes(
         ("/v1/scaling/team/rps", 422, "target_per_replica"),
         ("/v1/scaling/team/rps?target_per_replica=0", 422, "target_per_replica"),
         ("/v1/scaling/team/rps?target_per_replica=inf", 422, "target_per_replica"),
+        # finer than KEDA's thousandths, as the gRPC scaler refuses it (0.0004 was
+        # answered with 641,870 replicas; KEDA hands the HPA a target of 0)
+        ("/v1/scaling/team/rps?target_per_replica=0.0004", 422, "finer than the 0.001"),
+        ("/v1/scaling/team/rps?target_per_replica=0.0015", 422, "finer than the 0.001"),
         ("/v1/scaling/team/rps?target_per_replica=5&quantile=1", 422, "quantile"),
         ("/v1/scaling/team/rps?target_per_replica=5&quantile=0.99", 422, "quantile"),
         ("/v1/scaling/team/rps?target_per_replica=5&max_replicas=0", 422, "max_replicas"),

@@ -110,14 +110,20 @@ def test_bad_parameters_are_422_naming_them(
         assert "finite number" in detail[0]["msg"]
 
 
-def test_tiny_target_per_replica_plans_at_most_an_int32_of_replicas(client: TestClient) -> None:
-    """load / 1e-320 overflows to inf: it was a 500 (and orjson refuses ints past 64 bits)."""
-    for target in ("1e-320", "5e-324", "0." + "0" * 320 + "1"):
+def test_a_target_per_replica_finer_than_kedas_thousandths_is_refused(
+    client: TestClient,
+) -> None:
+    """load / 1e-320 overflowed to inf (a 500; orjson refuses ints past 64 bits), and
+    was then clamped to an int32 of replicas; KEDA hands the HPA targets in thousandths
+    (0.0004 becomes 0), so such a target is a 422, as the gRPC scaler refuses it."""
+    for target in ("1e-320", "5e-324", "0." + "0" * 320 + "1", "0.0004", "0.0015"):
         response = client.get("/v1/scaling/team/rps", params={"target_per_replica": target})
-        assert response.status_code == 200, response.text
-        body = response.json()
-        assert body["replicas"] == 2**31 - 1
-        assert math.isfinite(body["value"]) and body["value"] == body["load"] > 0
+        assert response.status_code == 422, response.text
+        assert "finer than the 0.001 KEDA passes" in response.text
+    fine = client.get("/v1/scaling/team/rps", params={"target_per_replica": "0.001"})
+    assert fine.status_code == 200, fine.text
+    body = fine.json()
+    assert math.isfinite(body["value"]) and body["replicas"] >= 1
 
 
 def test_unknown_series_and_missing_forecast_are_404(client: TestClient) -> None:

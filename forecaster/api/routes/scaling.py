@@ -17,7 +17,7 @@ from forecaster.api.deps import ReadAccess, SettingsDep, ViewDep
 from forecaster.api.params import bad_parameter, duration_param
 from forecaster.api.view import ForecastView
 from forecaster.config import Settings
-from forecaster.consumers.planner import MAX_REPLICAS, ScalingPolicy
+from forecaster.consumers.planner import MAX_REPLICAS, ScalingPolicy, target_too_fine
 from forecaster.consumers.scaling import ForecastUnusable, LatestObservations, ScalingQuery, answer
 from forecaster.errors import ForecastNotFound, InputDataError, SeriesNotFound, StoreError
 
@@ -131,6 +131,13 @@ async def get_scaling(
     lead = duration_param(
         "lead_time", lead_time, maximum=timedelta(seconds=settings.api.max_horizon_seconds)
     )
+    if target_too_fine(target_per_replica):  # as the gRPC scaler refuses targetPerReplica
+        raise bad_parameter(
+            "target_per_replica",
+            "target_per_replica is finer than the 0.001 KEDA passes to the HPA (the "
+            "trigger's targetValue); use a multiple of 0.001 (or scale the series to a "
+            "smaller unit)",
+        )
     if min_replicas is not None and max_replicas is not None and max_replicas < min_replicas:
         raise bad_parameter("max_replicas", "max_replicas must be >= min_replicas")
     if min_replicas is not None and not math.isfinite(min_replicas * target_per_replica):
