@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from forecaster.jobs.context import JobContext
     from forecaster.sources.base import FetchedSeries
     from forecaster.specs import SeriesSpec
+    from forecaster.store.repository import SeriesInfo
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +81,12 @@ def ingest_series(
         start = latest - OVERLAP_STEPS * spec.step
     source = ctx.source_for(spec)
     chunks = _chunks(source, spec, start, end)
-    # members the store has not seen before, and the first observation this run got
-    # of each (see _backfill_new_members)
-    known = (
-        {info.name for info in ctx.store.list_series(family=spec.name)}
-        if spec.split_by and latest is not None
-        else None
-    )
+    # the family's catalogue, read once: a member stored with the spec's fields as they
+    # are needs no write (ensure_series cost a transaction per member per run, 2.5 s
+    # of a 6.8 s ingest of 450 members on PostgreSQL); members it lacks are new, and
+    # the first observation this run got of each decides on a backfill
+    catalogue = {info.name: info for info in ctx.store.list_series(family=spec.name)}
+    backfill = bool(spec.split_by) and latest is not None
     first_seen: dict[str, datetime] = {}
     written: dict[str, int] = {}
     series_ids: dict[str, int] = {}
@@ -100,9 +100,14 @@ def ingest_series(
                     continue
                 series_id = series_ids.get(item.name)
                 if series_id is None:
-                    series_id = series_ids[item.name] = _ensure(ctx, spec, item)
+                    stored = catalogue.get(item.name)
+                    series_id = series_ids[item.name] = (
+                        stored.id
+                        if stored is not None and _as_spec_says(stored, spec, item)
+                        else _ensure(ctx, spec, item)
+                    )
                 points = _points(item)
-                if known is not None and points and item.name not in known:
+                if backfill and points and item.name not in catalogue:
                     first_seen.setdefault(item.name, points[0][0])
                 written[item.name] = written.get(item.name, 0) + (
                     ctx.store.upsert_observations(series_id, points) if points else 0
@@ -223,6 +228,18 @@ def _ensure(ctx: JobContext, spec: SeriesSpec, item: FetchedSeries) -> int:
         unit=spec.unit,
         step_seconds=int(spec.step.total_seconds()),
         horizon_steps=spec.horizon_steps,
+    )
+
+
+def _as_spec_says(info: SeriesInfo, spec: SeriesSpec, item: FetchedSeries) -> bool:
+    """Whether the stored catalogue entry already holds what :func:`_ensure` would write."""
+    return (
+        info.family == item.family
+        and info.labels == dict(item.labels or {})
+        and info.kind == spec.kind
+        and info.unit == spec.unit
+        and info.step_seconds == int(spec.step.total_seconds())
+        and info.horizon_steps == spec.horizon_steps
     )
 
 
