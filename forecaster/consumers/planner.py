@@ -45,7 +45,10 @@ def target_too_fine(target: float) -> bool:
     """Whether KEDA cannot pass ``target`` on to the HPA as it is: it sends thousandths,
     so 0.0004 became a target of 0 (the HPA refused it, and no fallback applied) and
     0.0015 one of 0.001 or 0.002 (1.5x or 0.75x the planned replicas)."""
-    milli = round(target / TARGET_RESOLUTION)
+    scaled = target / TARGET_RESOLUTION
+    if scaled >= 2**53:  # whole thousandths anyway (1e305 overflowed round() to a 500)
+        return False
+    milli = round(scaled)
     return milli < 1 or abs(milli * TARGET_RESOLUTION - target) > 0.001 * target
 
 

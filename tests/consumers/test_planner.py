@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -19,6 +20,7 @@ from forecaster.consumers.planner import (
     plan_replicas,
     provisioned_load,
     replicas_for_load,
+    target_too_fine,
 )
 from forecaster.errors import InputDataError
 
@@ -361,3 +363,21 @@ def test_the_window_high_is_the_highest_recommendation_of_the_window(
         high = max(r for t, r in seen if t >= now - 300)
         assert planner.snapshot()["recent"][0][1] == high
         assert len(planner.snapshot()["recent"]) <= len(seen)
+
+
+@pytest.mark.parametrize(
+    ("target", "too_fine"),
+    [
+        (0.001, False),
+        (50.0, False),
+        (12.345, False),
+        (0.0004, True),
+        (0.0015, True),
+        (5e-324, True),
+        (1e15, False),
+        (1.797693134862316e305, False),  # overflowed round(): a 500 from the fuzzer
+        (sys.float_info.max, False),
+    ],
+)
+def test_targets_keda_cannot_pass_on_as_they_are(target: float, too_fine: bool) -> None:
+    assert target_too_fine(target) is too_fine
