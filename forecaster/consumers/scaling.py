@@ -398,13 +398,14 @@ class PlannerBook:
         ``lineage``: see :meth:`get`)."""
         planner = self.get(key, policy, now, lineage=lineage)
         with self._mutex:
-            try:
-                return run(planner)
-            finally:
-                if self.states is not None:
-                    self._dirty.add(key)
-                    if key not in self._labels:
-                        self._labels[key] = (*labels, trigger_digest(key))
+            result = run(planner)
+            # only a decision is saved: a trigger that fails (an unknown series, a stale
+            # forecast) left a row of its untouched planner for each of its calls' keys
+            if self.states is not None:
+                self._dirty.add(key)
+                if key not in self._labels:
+                    self._labels[key] = (*labels, trigger_digest(key))
+            return result
 
     def _restored(
         self, key: tuple[str, ...], policy: ScalingPolicy, now: float

@@ -72,6 +72,29 @@ def test_saved_loaded_pruned_and_a_failing_store_is_reported_until_it_answers(
         engine.dispose()
 
 
+def test_a_trigger_that_fails_saves_no_state(tmp_path: Path) -> None:
+    """A call for an unknown series failed, yet its untouched planner was saved as a
+    row (seen in `make demo`: a typo'd ScaledObject left its row in planner_state)."""
+    engine = make_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'store.db'}"))
+    upgrade(engine)
+    try:
+        states = PlannerStates(engine)
+        book = PlannerBook(states=states, persist_every_seconds=5)
+        assert book.persist(1000.0)
+
+        def fails(planner: Any) -> int:
+            raise StoreError("unknown series 'nope'")
+
+        with pytest.raises(StoreError):
+            book.decide(("d", "x", "series=nope"), POLICY, 1000.0, fails, labels=("d/x", "nope"))
+        assert decide(book, 1000.0, 300) == 30
+        assert book.persist(1005.0)
+        saved = states.load(since=datetime.fromtimestamp(0, UTC))
+        assert len(saved) == 1  # the trigger that decided only
+    finally:
+        engine.dispose()
+
+
 def test_an_observations_outage_is_logged_once_and_its_end_once(
     tmp_path: Path, caplog: Any
 ) -> None:
