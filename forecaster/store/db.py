@@ -267,7 +267,7 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
         return
     import fcntl
 
-    lock_path = Path(database).expanduser().with_name(Path(database).name + ".migrate.lock")
+    lock_path = _lock_file(database, "migrate")
     with lock_path.open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -278,6 +278,12 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lock_file(database: str, kind: str) -> Path:
+    """The file beside a SQLite database whose ``flock`` is its ``kind`` lock."""
+    path = Path(database).expanduser()
+    return path.with_name(f"{path.name}.{kind}.lock")
 
 
 def scheduler_lock_key(schema: str) -> int:
@@ -447,7 +453,7 @@ def scheduler_lock(
         return
     import fcntl
 
-    lock_path = Path(database).expanduser().with_name(Path(database).name + ".scheduler.lock")
+    lock_path = _lock_file(database, "scheduler")
     try:
         handle = lock_path.open("a")
     except OSError as exc:
@@ -526,7 +532,7 @@ def promotion_lock(
         return
     import fcntl
 
-    lock_path = Path(database).expanduser().with_name(Path(database).name + ".promotion.lock")
+    lock_path = _lock_file(database, "promotion")
     try:
         handle = lock_path.open("a")  # its own open file: threads exclude each other too
     except OSError as exc:
