@@ -28,7 +28,7 @@ def test_the_ingest_window_waits_for_reporting_members_only(
     last_seen = {"a": now - 2 * STEP, "b": now - 5 * STEP, "gone": now - timedelta(hours=3)}
     _observe(ctx, last_seen)
     # the laggiest member still reporting decides; the one gone for 3 h does not
-    assert ingest._latest_observation(ctx, spec) == last_seen["b"]
+    assert ingest._latest_observation(ctx.member_infos(spec)[0], spec) == last_seen["b"]
     ctx.store.engine.dispose()
 
 
